@@ -1,0 +1,20 @@
+# The operator image: kopf + the kubernetes client + the config schema. No torch.
+# syntax=docker/dockerfile:1.7
+FROM python:3.11.11-slim-bookworm AS build
+WORKDIR /src
+COPY pyproject.toml README.md constraints.txt ./
+COPY trainer_image/dreem_trainer trainer_image/dreem_trainer
+COPY operator/dreem_operator operator/dreem_operator
+RUN python -m venv /opt/venv \
+ && /opt/venv/bin/pip install --no-cache-dir -c constraints.txt '.[operator]'
+
+FROM python:3.11.11-slim-bookworm
+LABEL org.opencontainers.image.title="dreem-operator" \
+      org.opencontainers.image.description="Reconciles DreemTrainingJob resources into gang-scheduled training pods" \
+      org.opencontainers.image.source="https://github.com/talmolab/dreem-operator" \
+      org.opencontainers.image.licenses="BSD-3-Clause" \
+      org.opencontainers.image.version="0.1.0"
+COPY --from=build /opt/venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+USER 65532:65532
+ENTRYPOINT ["kopf", "run", "--standalone", "-m", "dreem_operator"]

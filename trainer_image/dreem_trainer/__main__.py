@@ -1,0 +1,3 @@
+from dreem_trainer.cli import entry_point
+
+entry_point()

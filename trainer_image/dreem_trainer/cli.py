@@ -1,0 +1,264 @@
+"""`dreem`: train, track and evaluate DREEM trackers from one YAML configuration.
+
+Every command resolves its configuration through `dreem_trainer.config.load_config`, so defaults,
+the config file, `--set` and typed flags combine the same way everywhere. The heavy stack (torch,
+Lightning) is imported only by the commands that need it, so `dreem config ...` answers at once.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from dreem_trainer import __version__
+from dreem_trainer.config import EVERY_SPLIT, ConfigError, ConfigIssue, DreemConfig, dump_yaml, load_config
+from dreem_trainer.config.data import DatasetSplitConfig
+from dreem_trainer.config.loader import KeyPath
+from dreem_trainer.config.model import ModelConfig
+from dreem_trainer.config.optimization import OptimizerConfig
+from dreem_trainer.config.run import TrainerConfig
+
+EXIT_CONFIG_ERROR = 2
+"""Exit status for a configuration the user has to fix; the operator fails a job at once on it."""
+
+app = typer.Typer(
+    name="dreem",
+    help="Train, track and evaluate DREEM global tracking transformers.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+config_app = typer.Typer(help="Check and print training configurations without training.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+def _default(model: type[Any], key: str) -> str:
+    return f"from --config, else {model.model_fields[key].default}"
+
+
+ConfigFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", "-c", help="Training YAML (the format of the training-configuration document).", show_default="none"
+    ),
+]
+SetOverrides = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        help="Override one key, e.g. --set model.d_model=256 (repeatable; value read as YAML).",
+        show_default="none",
+    ),
+]
+TrainDir = Annotated[
+    str | None,
+    typer.Argument(help="Training data directory (sets dataset.train_dataset.dir.path).", show_default="from --config"),
+]
+ValDir = Annotated[
+    str | None,
+    typer.Option(
+        "--val-dir", help="Validation data directory (sets dataset.val_dataset.dir.path).", show_default="from --config"
+    ),
+]
+CropSize = Annotated[
+    int | None,
+    typer.Option(
+        "--crop-size",
+        help="Crop size in pixels around each instance, every split.",
+        show_default=_default(DatasetSplitConfig, "crop_size"),
+    ),
+]
+Epochs = Annotated[
+    int | None,
+    typer.Option(
+        "--epochs",
+        help="Maximum epochs (trainer.max_epochs; -1 for no limit).",
+        show_default=_default(TrainerConfig, "max_epochs"),
+    ),
+]
+LearningRate = Annotated[
+    float | None,
+    typer.Option("--lr", help="Learning rate (optimizer.lr).", show_default=_default(OptimizerConfig, "lr")),
+]
+DModel = Annotated[
+    int | None,
+    typer.Option(
+        "--d-model", help="Transformer embedding size (model.d_model).", show_default=_default(ModelConfig, "d_model")
+    ),
+]
+NHead = Annotated[
+    int | None,
+    typer.Option("--nhead", help="Attention heads (model.nhead).", show_default=_default(ModelConfig, "nhead")),
+]
+EncoderLayers = Annotated[
+    int | None,
+    typer.Option(
+        "--encoder-layers",
+        help="Transformer encoder layers (model.num_encoder_layers).",
+        show_default=_default(ModelConfig, "num_encoder_layers"),
+    ),
+]
+DecoderLayers = Annotated[
+    int | None,
+    typer.Option(
+        "--decoder-layers",
+        help="Transformer decoder layers (model.num_decoder_layers).",
+        show_default=_default(ModelConfig, "num_decoder_layers"),
+    ),
+]
+Anchor = Annotated[
+    str | None,
+    typer.Option(
+        "--anchor",
+        help="Node to centre crops on (dataset.*.anchors), every split.",
+        show_default=_default(DatasetSplitConfig, "anchors"),
+    ),
+]
+ClipLength = Annotated[
+    int | None,
+    typer.Option(
+        "--clip-length",
+        help="Frames per clip (dataset.*.clip_length), every split.",
+        show_default=_default(DatasetSplitConfig, "clip_length"),
+    ),
+]
+
+
+@dataclass(frozen=True)
+class TrainFlags:
+    """The `dreem train` flags a user typed; each maps to one key path of the configuration."""
+
+    train_dir: str | None = None
+    val_dir: str | None = None
+    crop_size: int | None = None
+    epochs: int | None = None
+    lr: float | None = None
+    d_model: int | None = None
+    nhead: int | None = None
+    encoder_layers: int | None = None
+    decoder_layers: int | None = None
+    anchor: str | None = None
+    clip_length: int | None = None
+
+    def overrides(self) -> list[tuple[KeyPath, Any]]:
+        """Key paths for the flags given; directories first, so dataset-wide flags reach a new val split."""
+        targets: list[tuple[KeyPath, Any]] = [
+            (("dataset", "train_dataset", "dir", "path"), self.train_dir),
+            (("dataset", "val_dataset", "dir", "path"), self.val_dir),
+            (("dataset", EVERY_SPLIT, "crop_size"), self.crop_size),
+            (("dataset", EVERY_SPLIT, "anchors"), self.anchor),
+            (("dataset", EVERY_SPLIT, "clip_length"), self.clip_length),
+            (("trainer", "max_epochs"), self.epochs),
+            (("optimizer", "lr"), self.lr),
+            (("model", "d_model"), self.d_model),
+            (("model", "nhead"), self.nhead),
+            (("model", "num_encoder_layers"), self.encoder_layers),
+            (("model", "num_decoder_layers"), self.decoder_layers),
+        ]
+        return [(path, value) for path, value in targets if value is not None]
+
+
+def _fail(error: ConfigError) -> NoReturn:
+    typer.echo(str(error), err=True)
+    raise typer.Exit(EXIT_CONFIG_ERROR)
+
+
+def resolve(config: Path | None, overrides: list[str] | None, flags: TrainFlags) -> DreemConfig:
+    try:
+        return load_config(config, overrides or (), flags.overrides())
+    except ConfigError as error:
+        _fail(error)
+
+
+@app.command()
+def train(
+    train_dir: TrainDir = None,
+    val_dir: ValDir = None,
+    crop_size: CropSize = None,
+    epochs: Epochs = None,
+    lr: LearningRate = None,
+    d_model: DModel = None,
+    nhead: NHead = None,
+    encoder_layers: EncoderLayers = None,
+    decoder_layers: DecoderLayers = None,
+    anchor: Anchor = None,
+    clip_length: ClipLength = None,
+    config: ConfigFile = None,
+    set_: SetOverrides = None,
+) -> None:
+    """Train a tracker. Precedence: schema defaults < --config < --set < flags you type."""
+    flags = TrainFlags(
+        train_dir, val_dir, crop_size, epochs, lr, d_model, nhead, encoder_layers, decoder_layers, anchor, clip_length
+    )
+    resolved = resolve(config, set_, flags)
+    if not resolved.dataset.train_dataset.has_source:
+        missing = ConfigIssue(
+            "dataset.train_dataset.dir.path",
+            "no training data: give TRAIN_DIR, dir.path or slp_files/video_files",
+            has_value=False,
+        )
+        _fail(ConfigError([missing], str(config) if config else None))
+    from dreem_trainer.training.run import run_training
+
+    try:
+        run_training(resolved)
+    except ConfigError as error:
+        _fail(error)
+
+
+@config_app.command("validate")
+def config_validate(
+    file: Annotated[Path, typer.Argument(help="Training YAML to check.", show_default=False)],
+) -> None:
+    """Check a training YAML: exit 0 when valid, 2 with every problem listed when not."""
+    try:
+        load_config(file)
+    except ConfigError as error:
+        _fail(error)
+    typer.echo(f"{file}: valid")
+
+
+@config_app.command("show")
+def config_show(
+    train_dir: TrainDir = None,
+    val_dir: ValDir = None,
+    crop_size: CropSize = None,
+    epochs: Epochs = None,
+    lr: LearningRate = None,
+    d_model: DModel = None,
+    nhead: NHead = None,
+    encoder_layers: EncoderLayers = None,
+    decoder_layers: DecoderLayers = None,
+    anchor: Anchor = None,
+    clip_length: ClipLength = None,
+    config: ConfigFile = None,
+    set_: SetOverrides = None,
+) -> None:
+    """Print the fully resolved configuration `dreem train` would use with the same options."""
+    flags = TrainFlags(
+        train_dir, val_dir, crop_size, epochs, lr, d_model, nhead, encoder_layers, decoder_layers, anchor, clip_length
+    )
+    typer.echo(dump_yaml(resolve(config, set_, flags)), nl=False)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"dreem {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Train, track and evaluate DREEM global tracking transformers."""
+
+
+def entry_point() -> None:
+    sys.exit(app())

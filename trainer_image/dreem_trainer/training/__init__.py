@@ -1,0 +1,1 @@
+"""Training: association loss, the LightningModule, callbacks and the Trainer assembly."""
