@@ -16,7 +16,7 @@ import typer
 
 from dreem_trainer import __version__
 from dreem_trainer.config import EVERY_SPLIT, ConfigError, ConfigIssue, DreemConfig, dump_yaml, load_config
-from dreem_trainer.config.data import DatasetSplitConfig
+from dreem_trainer.config.data import DatasetSplitConfig, DirConfig
 from dreem_trainer.config.loader import KeyPath
 from dreem_trainer.config.model import ModelConfig
 from dreem_trainer.config.optimization import OptimizerConfig
@@ -208,6 +208,123 @@ def train(
         run_training(resolved)
     except ConfigError as error:
         _fail(error)
+
+
+CheckpointOption = Annotated[
+    Path,
+    typer.Option("--checkpoint", help="Trained checkpoint (.ckpt); its configuration is the base.", show_default=False),
+]
+InputDir = Annotated[
+    str | None,
+    typer.Argument(help="Directory of labels and videos, paired by name.", show_default="from --slp-file/--video-file"),
+]
+SlpFiles = Annotated[
+    list[str] | None,
+    typer.Option("--slp-file", help="A labels file (repeatable, one per --video-file).", show_default="none"),
+]
+VideoFiles = Annotated[
+    list[str] | None,
+    typer.Option("--video-file", help="The video of the matching --slp-file (repeatable).", show_default="none"),
+]
+OutputDir = Annotated[
+    Path, typer.Option("--output", "-o", help="Directory for tracked labels and metrics.", show_default=False)
+]
+
+
+def _inference_setup(
+    checkpoint: Path,
+    input_dir: str | None,
+    slp_files: list[str] | None,
+    video_files: list[str] | None,
+    config: Path | None,
+    set_: list[str] | None,
+    flags: TrainFlags,
+) -> tuple[DreemConfig, list[Any]]:
+    """The checkpoint's configuration refined by the options, and the (labels, video) pairs to track."""
+    from dreem_trainer.data.discovery import discover
+    from dreem_trainer.data.sources import DataError
+    from dreem_trainer.inference.run import test_split
+    from dreem_trainer.training.checkpoints import stored_config
+
+    try:
+        resolved = load_config(config, set_ or (), flags.overrides(), base=stored_config(checkpoint))
+        split = test_split(resolved)
+        if input_dir is not None:
+            split = split.model_copy(
+                update={
+                    "dir": DirConfig(
+                        path=input_dir,
+                        labels_suffix=_suffix(split, "labels_suffix", ".slp"),
+                        vid_suffix=_suffix(split, "vid_suffix", ".mp4"),
+                    ),
+                    "slp_files": None,
+                    "video_files": None,
+                }
+            )
+        elif slp_files or video_files:
+            split = DatasetSplitConfig.model_validate(
+                split.model_dump() | {"dir": None, "slp_files": slp_files, "video_files": video_files}
+            )
+        if not split.has_source:
+            raise ConfigError(
+                [
+                    ConfigIssue(
+                        "INPUT_DIR", "nothing to track: give INPUT_DIR or --slp-file/--video-file", has_value=False
+                    )
+                ]
+            )
+        return resolved, discover(split)
+    except ConfigError as error:
+        _fail(error)
+    except (DataError, FileNotFoundError, ValueError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(EXIT_CONFIG_ERROR) from None
+
+
+def _suffix(split: DatasetSplitConfig, key: str, default: str) -> str:
+    return str(getattr(split.dir, key)) if split.dir is not None else default
+
+
+@app.command()
+def track(
+    checkpoint: CheckpointOption,
+    output: OutputDir,
+    input_dir: InputDir = None,
+    slp_file: SlpFiles = None,
+    video_file: VideoFiles = None,
+    crop_size: CropSize = None,
+    anchor: Anchor = None,
+    clip_length: ClipLength = None,
+    config: ConfigFile = None,
+    set_: SetOverrides = None,
+) -> None:
+    """Track videos with a trained model; writes <output>/<video>.dreem_track.slp per video."""
+    from dreem_trainer.inference.run import run_tracking
+
+    flags = TrainFlags(crop_size=crop_size, anchor=anchor, clip_length=clip_length)
+    resolved, pairs = _inference_setup(checkpoint, input_dir, slp_file, video_file, config, set_, flags)
+    run_tracking(resolved, checkpoint, pairs, output)
+
+
+@app.command("eval")
+def evaluate(
+    checkpoint: CheckpointOption,
+    output: OutputDir,
+    input_dir: InputDir = None,
+    slp_file: SlpFiles = None,
+    video_file: VideoFiles = None,
+    crop_size: CropSize = None,
+    anchor: Anchor = None,
+    clip_length: ClipLength = None,
+    config: ConfigFile = None,
+    set_: SetOverrides = None,
+) -> None:
+    """Track labelled videos and score the tracks against their identities (metrics.json, per-video CSV)."""
+    from dreem_trainer.inference.run import run_evaluation
+
+    flags = TrainFlags(crop_size=crop_size, anchor=anchor, clip_length=clip_length)
+    resolved, pairs = _inference_setup(checkpoint, input_dir, slp_file, video_file, config, set_, flags)
+    run_evaluation(resolved, checkpoint, pairs, output)
 
 
 @config_app.command("validate")

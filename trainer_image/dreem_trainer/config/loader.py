@@ -189,18 +189,35 @@ def load_config(
     path: str | Path | None = None,
     overrides: Sequence[str] = (),
     flags: Sequence[tuple[KeyPath, Any]] = (),
+    base: Mapping[str, Any] | None = None,
 ) -> DreemConfig:
-    """Resolve a configuration the way every entry point does: file < `--set` < typed flags."""
-    raw = resolve_raw(path, overrides, flags)
+    """Resolve a configuration the way every entry point does: [base <] file < `--set` < typed flags.
+
+    `base` is a configuration the file refines, e.g. the one stored in a checkpoint for `dreem track`.
+    """
+    raw = resolve_raw(path, overrides, flags, base)
     return validate(raw, str(path) if path is not None else None)
+
+
+def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(dict(base))
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
 
 
 def resolve_raw(
     path: str | Path | None = None,
     overrides: Sequence[str] = (),
     flags: Sequence[tuple[KeyPath, Any]] = (),
+    base: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     raw: dict[str, Any] = read_yaml(path) if path is not None else {}
+    if base is not None:
+        raw = deep_merge(base, raw)
     for text in overrides:
         set_path(raw, *parse_override(text))
     for key_path, value in flags:

@@ -35,7 +35,7 @@ class PositionalEmbeddingConfig(Section):
     scale: float | None = Field(
         None, gt=0, description="Factor to scale positions after normalizing (only for fixed, optional)."
     )
-    emb_num: int = Field(16, ge=1, description="Number of embeddings in lookup table (only for learned).")
+    emb_num: int = Field(16, ge=2, description="Number of embeddings in lookup table (only for learned).")
     over_boxes: bool = Field(
         True,
         description="Whether to compute embedding for bbox coordinates (y1x1y2x2) or centroid+size (yxwh) "
@@ -59,7 +59,7 @@ class TemporalEmbeddingConfig(Section):
     temperature: float = Field(
         10000.0, gt=0, description="Temperature constant for sinusoidal embedding (only for fixed, default: 10000)."
     )
-    emb_num: int = Field(16, ge=1, description="Number of embeddings in lookup table (only for learned).")
+    emb_num: int = Field(16, ge=2, description="Number of embeddings in lookup table (only for learned).")
 
 
 class EmbeddingMetaConfig(Section):

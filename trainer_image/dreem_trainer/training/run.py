@@ -1,13 +1,156 @@
-"""Runs a training job from a resolved configuration."""
+"""Assembles the Lightning Trainer, data loaders, callbacks and logger from a resolved configuration."""
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
+from torch.utils.data import DataLoader
 
 from dreem_trainer.config import DreemConfig, dump_yaml
+from dreem_trainer.config.data import DataLoaderSplitConfig, DatasetSplitConfig
+from dreem_trainer.data.clip import Clip, collate_clips
+from dreem_trainer.data.dataset import ClipDataset
+from dreem_trainer.training.callbacks import EpochLines
+from dreem_trainer.training.module import DreemModule
+
+log = logging.getLogger(__name__)
 
 
-def run_training(config: DreemConfig) -> None:
-    """Not built yet: prints the resolved configuration and says so, rather than pretending to train."""
-    sys.stdout.write(dump_yaml(config))
-    raise SystemExit("dreem train: the trainer is not built yet (issue 3); the configuration above is valid.")
+def data_loader(split: DatasetSplitConfig, loader: DataLoaderSplitConfig, seed: int | None) -> DataLoader[Clip]:
+    dataset = ClipDataset(split, seed=seed)
+    extra: dict[str, Any] = {"batch_size": 1, "persistent_workers": loader.num_workers > 0} | loader.extra()
+    return DataLoader(
+        dataset, shuffle=loader.shuffle, num_workers=loader.num_workers, collate_fn=collate_clips, **extra
+    )
+
+
+def checkpoint_dir(config: DreemConfig) -> Path:
+    """`checkpointing.dirpath`, else ./models/[group]/[name] (or ./models/[name])."""
+    if config.checkpointing.dirpath:
+        return Path(config.checkpointing.dirpath)
+    logging_config = config.logging
+    name = logging_config.name if logging_config else "dreem_train"
+    group = logging_config.group if logging_config else None
+    return Path("models", group, name) if group else Path("models", name)
+
+
+def monitored(metric: str, has_validation: bool) -> str:
+    """Without a validation split, val_* metrics do not exist: watch the training loss instead."""
+    if has_validation or not metric.startswith("val_"):
+        return metric
+    log.warning("no val_dataset: monitoring train_loss_epoch instead of %s", metric)
+    return "train_loss_epoch"
+
+
+def _mode(metric: str) -> str:
+    return "min" if metric.endswith(("loss", "num_switches")) else "max"
+
+
+def build_callbacks(config: DreemConfig, has_validation: bool, interactive: bool) -> list[Callback]:
+    callbacks: list[Callback] = [RichProgressBar() if interactive else EpochLines()]
+    checkpointing = config.checkpointing
+    if config.trainer.enable_checkpointing:
+        directory = checkpoint_dir(config)
+        for index, metric in enumerate(checkpointing.monitor):
+            watched = monitored(metric, has_validation)
+            callbacks.append(
+                ModelCheckpoint(
+                    dirpath=directory,
+                    filename=f"epoch={{epoch}}-best_{metric}={{{watched}:.4f}}",
+                    auto_insert_metric_name=False,
+                    monitor=watched,
+                    mode=_mode(watched),
+                    save_top_k=checkpointing.save_top_k,
+                    every_n_epochs=checkpointing.every_n_epochs,
+                    # One last.ckpt, as a link to the newest checkpoint: never a second full copy.
+                    save_last="link" if checkpointing.save_last and index == 0 else False,
+                    **checkpointing.extra(),
+                )
+            )
+    if config.early_stopping is not None:
+        stopping = config.early_stopping
+        callbacks.append(
+            EarlyStopping(
+                monitor=monitored(stopping.monitor, has_validation),
+                mode=stopping.mode,
+                patience=stopping.patience,
+                min_delta=stopping.min_delta,
+                check_finite=stopping.check_finite,
+                stopping_threshold=stopping.stopping_threshold,
+                divergence_threshold=stopping.divergence_threshold,
+                **stopping.extra(),
+            )
+        )
+    return callbacks
+
+
+def build_logger(config: DreemConfig) -> Logger | bool:
+    logging_config = config.logging
+    if logging_config is None or logging_config.logger_type is None:
+        return False
+    extra = logging_config.extra()
+    if logging_config.logger_type == "CSVLogger":
+        return CSVLogger(save_dir=logging_config.save_dir, name=logging_config.name, **extra)
+    if logging_config.logger_type == "TensorBoardLogger":
+        return TensorBoardLogger(save_dir=logging_config.save_dir, name=logging_config.name, **extra)
+    offline = not os.environ.get("WANDB_API_KEY") and os.environ.get("WANDB_MODE") != "online"
+    return WandbLogger(
+        name=logging_config.name,
+        project=logging_config.project,
+        entity=logging_config.entity,
+        save_dir=logging_config.save_dir,
+        # Lightning's True logs the checkpoints kept (the best ones) when training ends: the spec's "best".
+        log_model="all" if logging_config.log_model == "all" else bool(logging_config.log_model),
+        group=logging_config.group,
+        notes=logging_config.notes,
+        offline=offline,
+        **extra,
+    )
+
+
+def build_trainer(config: DreemConfig, has_validation: bool, interactive: bool | None = None) -> pl.Trainer:
+    interactive = sys.stdout.isatty() if interactive is None else interactive
+    trainer_config = config.trainer
+    return pl.Trainer(
+        accelerator=trainer_config.accelerator,
+        strategy=trainer_config.strategy or "auto",
+        devices=trainer_config.devices,
+        num_nodes=trainer_config.num_nodes,
+        max_epochs=trainer_config.max_epochs,
+        min_epochs=trainer_config.min_epochs,
+        check_val_every_n_epoch=trainer_config.check_val_every_n_epoch,
+        enable_checkpointing=trainer_config.enable_checkpointing,
+        gradient_clip_val=trainer_config.gradient_clip_val,
+        limit_train_batches=trainer_config.limit_train_batches,
+        limit_val_batches=trainer_config.limit_val_batches if has_validation else 0,
+        log_every_n_steps=trainer_config.log_every_n_steps,
+        callbacks=build_callbacks(config, has_validation, interactive),
+        logger=build_logger(config),
+        enable_progress_bar=interactive,
+        enable_model_summary=interactive,
+        **trainer_config.extra(),
+    )
+
+
+def run_training(config: DreemConfig) -> pl.Trainer:
+    """Train as configured; returns the finished Trainer (its callbacks hold the checkpoint paths)."""
+    if config.seed is not None:
+        pl.seed_everything(config.seed, workers=True, verbose=False)
+    dataset, loaders = config.dataset, config.dataloader
+    train_loader = data_loader(dataset.train_dataset, loaders.train_dataloader, config.seed)
+    val_loader = data_loader(dataset.val_dataset, loaders.val_dataloader, config.seed) if dataset.val_dataset else None
+    trainer = build_trainer(config, has_validation=val_loader is not None)
+    module = DreemModule(config.model_dump(mode="json"))
+    if trainer.is_global_zero:
+        directory = checkpoint_dir(config)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "config.yaml").write_text(dump_yaml(config))
+    trainer.fit(module, train_loader, val_loader, ckpt_path=config.model.ckpt_path)
+    return trainer

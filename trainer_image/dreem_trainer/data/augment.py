@@ -1,0 +1,85 @@
+"""Training augmentations: albumentations transforms on whole frames, keypoints moved with the pixels,
+plus DREEM's NodeDropout and InstanceDropout on the labels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from dreem_trainer.config.data import EXTRA_AUGMENTATIONS
+from dreem_trainer.data.records import Instance
+
+
+@dataclass(frozen=True)
+class Dropout:
+    """With probability `p`, hide `n` randomly chosen nodes (NodeDropout) or instances (InstanceDropout)."""
+
+    p: float = 0.5
+    n: int = 1
+
+
+class FrameAugmenter:
+    """Applies the configured augmentations to one frame and its instances."""
+
+    def __init__(self, augmentations: dict[str, dict[str, Any]], seed: int | None) -> None:
+        import albumentations as A
+
+        self.node_dropout = Dropout(**augmentations["NodeDropout"]) if "NodeDropout" in augmentations else None
+        self.instance_dropout = (
+            Dropout(**augmentations["InstanceDropout"]) if "InstanceDropout" in augmentations else None
+        )
+        transforms = [
+            getattr(A, name)(**(params or {}))
+            for name, params in augmentations.items()
+            if name not in EXTRA_AUGMENTATIONS
+        ]
+        self.compose = (
+            A.Compose(
+                transforms,
+                keypoint_params=A.KeypointParams(format="xy", remove_invisible=False),
+                seed=seed,
+            )
+            if transforms
+            else None
+        )
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(
+        self, image: npt.NDArray[np.uint8], instances: tuple[Instance, ...]
+    ) -> tuple[npt.NDArray[np.uint8], tuple[Instance, ...]]:
+        instances = self._drop_instances(instances)
+        instances = tuple(self._drop_nodes(instance) for instance in instances)
+        if self.compose is None or not instances:
+            return image, instances
+        points = np.concatenate([instance.points for instance in instances])
+        hidden = np.isnan(points).any(axis=1)
+        result = self.compose(image=image, keypoints=np.where(hidden[:, None], 0.0, points))
+        moved = np.asarray(result["keypoints"], dtype=np.float64)[:, :2]
+        moved[hidden] = np.nan
+        out_image = result["image"]
+        if out_image.ndim == 2:
+            out_image = out_image[..., None]
+        split = np.cumsum([len(instance.points) for instance in instances])[:-1]
+        return out_image, tuple(
+            replace(instance, points=part) for instance, part in zip(instances, np.split(moved, split), strict=True)
+        )
+
+    def _drop_instances(self, instances: tuple[Instance, ...]) -> tuple[Instance, ...]:
+        dropout = self.instance_dropout
+        if dropout is None or len(instances) <= 1 or self.rng.random() >= dropout.p:
+            return instances
+        n = min(dropout.n, len(instances) - 1)
+        dropped = set(self.rng.choice(len(instances), size=n, replace=False).tolist())
+        return tuple(instance for index, instance in enumerate(instances) if index not in dropped)
+
+    def _drop_nodes(self, instance: Instance) -> Instance:
+        dropout = self.node_dropout
+        if dropout is None or self.rng.random() >= dropout.p:
+            return instance
+        points = instance.points.copy()
+        nodes = self.rng.choice(len(points), size=min(dropout.n, len(points)), replace=False)
+        points[nodes] = np.nan
+        return replace(instance, points=points)

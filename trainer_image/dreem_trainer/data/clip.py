@@ -1,0 +1,49 @@
+"""`Clip`: the model-ready tensors of consecutive labelled frames of one video."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+import torch
+
+
+@dataclass(frozen=True)
+class Clip:
+    """Instances of T frames, flattened: row i of every per-instance tensor is the same instance."""
+
+    crops: torch.Tensor
+    """(N, C, H, W) float crops in [0, 1]; anchors stacked on channels."""
+    boxes: torch.Tensor
+    """(N, A, 4) y1, x1, y2, x2 in pixels, one box per anchor."""
+    frame_ids: torch.Tensor
+    """(N,) index of each instance's frame within the clip, 0..T-1."""
+    track_ids: torch.Tensor
+    """(N,) ground-truth identity, -1 when untracked."""
+    index_in_frame: torch.Tensor
+    """(N,) position of the instance in its labelled frame, to write tracks back to the labels."""
+    frame_indices: torch.Tensor
+    """(T,) frame numbers in the video."""
+    image_size: torch.Tensor
+    """(2,) frame height and width in pixels."""
+    video_index: int
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.frame_indices.numel())
+
+    @property
+    def num_instances(self) -> int:
+        return int(self.frame_ids.numel())
+
+    def to(self, device: torch.device | str) -> Clip:
+        moved = {
+            f.name: getattr(self, f.name).to(device)
+            for f in fields(self)
+            if isinstance(getattr(self, f.name), torch.Tensor)
+        }
+        return replace(self, **moved)
+
+
+def collate_clips(batch: list[Clip]) -> list[Clip]:
+    """Clips hold different numbers of instances, so a batch stays a list."""
+    return batch

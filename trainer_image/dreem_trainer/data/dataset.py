@@ -1,0 +1,174 @@
+"""`ClipDataset`: a dataset split as Clips, frames decoded once per clip and cached within a byte budget."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch.utils.data import Dataset
+
+from dreem_trainer.config.data import DatasetSplitConfig
+from dreem_trainer.config.root import CHANNELS_PER_CROP
+from dreem_trainer.data.augment import FrameAugmenter
+from dreem_trainer.data.clip import Clip
+from dreem_trainer.data.crops import anchor_centers, anchor_names, boxes_around, cut_crops, keypoint_mask
+from dreem_trainer.data.discovery import SourcePair, discover
+from dreem_trainer.data.records import Frame, LabelledVideo
+from dreem_trainer.data.sources import DataError, Images, MediaReader, VideoReader, read_sleap
+
+DEFAULT_FRAME_CACHE_MB = 1024
+
+
+@dataclass(frozen=True)
+class ClipSpan:
+    """Which labelled frames of which video make one clip."""
+
+    video_index: int
+    start: int
+    stop: int
+
+
+class FrameCache:
+    """Least-recently-used decoded clips, bounded in bytes, so epochs after the first skip decoding."""
+
+    def __init__(self, budget_bytes: int) -> None:
+        self.budget = budget_bytes
+        self.used = 0
+        self.entries: OrderedDict[ClipSpan, Images] = OrderedDict()
+
+    def get(self, key: ClipSpan) -> Images | None:
+        images = self.entries.get(key)
+        if images is not None:
+            self.entries.move_to_end(key)
+        return images
+
+    def put(self, key: ClipSpan, images: Images) -> None:
+        if images.nbytes > self.budget:
+            return
+        self.entries[key] = images
+        self.used += images.nbytes
+        while self.used > self.budget:
+            _, evicted = self.entries.popitem(last=False)
+            self.used -= evicted.nbytes
+
+
+def plan_clips(
+    videos: list[LabelledVideo], clip_length: int, chunk: bool, n_chunks: int | float, rng: np.random.Generator
+) -> list[ClipSpan]:
+    """Consecutive labelled frames cut into clips; `n_chunks` keeps a number (int) or fraction (float)."""
+    spans = []
+    for index, video in enumerate(videos):
+        count = len(video.frames)
+        step = clip_length if chunk else max(count, 1)
+        spans += [ClipSpan(index, start, min(start + step, count)) for start in range(0, count, step)]
+    keep = n_chunks if isinstance(n_chunks, int) else math.ceil(n_chunks * len(spans))
+    if keep >= len(spans):
+        return spans
+    chosen = sorted(rng.choice(len(spans), size=keep, replace=False).tolist())
+    return [spans[i] for i in chosen]
+
+
+def read_video(pair: SourcePair) -> LabelledVideo:
+    if pair.labels_path.endswith(".slp"):
+        return read_sleap(pair.labels_path, pair.video_path)
+    raise DataError(f"{pair.labels_path}: no reader for labels ending in {os.path.splitext(pair.labels_path)[1]!r}")
+
+
+class ClipDataset(Dataset[Clip]):
+    """Clips of one dataset split. Augmentation and random anchors apply in train mode only."""
+
+    def __init__(
+        self,
+        split: DatasetSplitConfig,
+        seed: int | None = None,
+        pairs: list[SourcePair] | None = None,
+        frame_cache_mb: int | None = None,
+    ) -> None:
+        self.split = split
+        self.pairs = pairs if pairs is not None else discover(split)
+        self.videos = [read_video(pair) for pair in self.pairs]
+        self.readers: list[VideoReader] = [MediaReader(pair.video_path) for pair in self.pairs]
+        self.train = split.mode == "train"
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+        self.spans = plan_clips(self.videos, split.clip_length, split.chunk, split.n_chunks, self.rng)
+        budget = (
+            frame_cache_mb
+            if frame_cache_mb is not None
+            else int(os.environ.get("DREEM_FRAME_CACHE_MB", DEFAULT_FRAME_CACHE_MB))
+        )
+        self.cache = FrameCache(budget * 2**20)
+        self.augmenter = FrameAugmenter(split.augmentations, seed) if self.train and split.augmentations else None
+        if not isinstance(split.anchors, int):
+            for video in self.videos:
+                anchor_names(split.anchors, video.node_names, self.rng)
+
+    def __len__(self) -> int:
+        return len(self.spans)
+
+    def frames_of(self, span: ClipSpan) -> tuple[Frame, ...]:
+        return self.videos[span.video_index].frames[span.start : span.stop]
+
+    def images_of(self, span: ClipSpan) -> Images:
+        images = self.cache.get(span)
+        if images is None:
+            frames = self.frames_of(span)
+            images = self.readers[span.video_index].read([frame.frame_idx for frame in frames])
+            self.cache.put(span, images)
+        return images
+
+    def __getitem__(self, index: int) -> Clip:
+        span = self.spans[index]
+        video = self.videos[span.video_index]
+        images = self.images_of(span)
+        size = self.pairs[span.video_index].crop_size + 2 * self.split.padding
+        rng = self.rng if self.train else np.random.default_rng((self.seed or 0) + index)
+        names = anchor_names(self.split.anchors, video.node_names, rng)
+        crops, boxes, frame_ids, track_ids, positions = [], [], [], [], []
+        for frame_id, (frame, image) in enumerate(zip(self.frames_of(span), images, strict=True)):
+            instances = frame.instances
+            if self.augmenter is not None:
+                image, instances = self.augmenter(image, instances)
+            for instance in instances:
+                centers = anchor_centers(instance, names, video.node_names, self.split.handle_missing)
+                if centers is None:
+                    continue
+                cut = cut_crops(image, centers, size)
+                if self.split.dilation_radius_px:
+                    for k, center in enumerate(centers):
+                        cut[k][~keypoint_mask(instance.points, center, size, self.split.dilation_radius_px)] = 0
+                crops.append(_to_channels(cut))
+                boxes.append(boxes_around(centers, size))
+                frame_ids.append(frame_id)
+                track_ids.append(instance.track)
+                positions.append(instance.index_in_frame)
+        height, width = images.shape[1:3]
+        channels = CHANNELS_PER_CROP * len(names)
+        return Clip(
+            crops=torch.from_numpy(np.stack(crops)).float().div_(255.0)
+            if crops
+            else torch.zeros((0, channels, size, size)),
+            boxes=torch.from_numpy(np.stack(boxes)) if boxes else torch.zeros((0, len(names), 4)),
+            frame_ids=torch.tensor(frame_ids, dtype=torch.long),
+            track_ids=torch.tensor(track_ids, dtype=torch.long),
+            index_in_frame=torch.tensor(positions, dtype=torch.long),
+            frame_indices=torch.tensor([frame.frame_idx for frame in self.frames_of(span)], dtype=torch.long),
+            image_size=torch.tensor([height, width], dtype=torch.long),
+            video_index=span.video_index,
+        )
+
+
+def _to_channels(crops: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+    """(A, S, S, C) anchor crops to (A * 3, S, S): grey repeated to RGB, anchors stacked on channels."""
+    channels = crops.shape[-1]
+    if channels == 1:
+        crops = np.repeat(crops, CHANNELS_PER_CROP, axis=-1)
+    elif channels != CHANNELS_PER_CROP:
+        raise DataError(f"frames with {channels} channels: expected grey (1) or RGB (3)")
+    anchors, size = crops.shape[0], crops.shape[1]
+    return np.ascontiguousarray(crops.transpose(0, 3, 1, 2).reshape(anchors * CHANNELS_PER_CROP, size, size))

@@ -1,0 +1,59 @@
+"""Pairs each labels file with its video by file stem, never by listing order."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from dreem_trainer.config.data import DatasetSplitConfig
+from dreem_trainer.data.sources import DataError
+
+
+@dataclass(frozen=True)
+class SourcePair:
+    labels_path: str
+    video_path: str
+    crop_size: int
+
+
+def _stem(path: Path, suffix: str) -> str:
+    return path.name[: -len(suffix)] if suffix and path.name.endswith(suffix) else path.stem
+
+
+def pair_directory(directory: str, labels_suffix: str, vid_suffix: str, crop_size: int) -> list[SourcePair]:
+    root = Path(directory)
+    if not root.is_dir():
+        raise DataError(f"{directory}: no such data directory")
+    labels = {_stem(p, labels_suffix): p for p in root.iterdir() if p.name.endswith(labels_suffix)}
+    videos = {
+        _stem(p, vid_suffix): p for p in root.iterdir() if p.name.endswith(vid_suffix) and p not in labels.values()
+    }
+    if not labels:
+        raise DataError(f"{directory}: no labels file ending in {labels_suffix!r}")
+    unmatched = sorted(str(labels[s]) for s in labels.keys() - videos.keys())
+    if unmatched:
+        raise DataError(
+            f"{unmatched[0]}: no video named {Path(unmatched[0]).name[: -len(labels_suffix)]}{vid_suffix} beside it"
+        )
+    orphans = sorted(str(videos[s]) for s in videos.keys() - labels.keys())
+    if orphans:
+        raise DataError(f"{orphans[0]}: no labels file ending in {labels_suffix!r} with the same name")
+    return [SourcePair(str(labels[s]), str(videos[s]), crop_size) for s in sorted(labels)]
+
+
+def discover(split: DatasetSplitConfig) -> list[SourcePair]:
+    """Every (labels, video) pair of a dataset split, with the crop size that applies to it."""
+    sizes = split.crop_size if isinstance(split.crop_size, list) else None
+    if split.dir is not None:
+        pairs: list[SourcePair] = []
+        for index, directory in enumerate(split.dir.paths):
+            size = sizes[index] if sizes else int(split.crop_size)  # type: ignore[arg-type]
+            pairs += pair_directory(directory, split.dir.labels_suffix, split.dir.vid_suffix, size)
+        return pairs
+    pairs = []
+    for index, (labels, video) in enumerate(zip(split.slp_files or [], split.video_files or [], strict=True)):
+        for path in (labels, video):
+            if not Path(path).is_file():
+                raise DataError(f"{path}: no such file")
+        pairs.append(SourcePair(labels, video, sizes[index] if sizes else int(split.crop_size)))  # type: ignore[arg-type]
+    return pairs

@@ -1,0 +1,51 @@
+"""The domain records read from labels: an Instance in a Frame of a video."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+UNTRACKED = -1
+"""Track id of an instance the labels give no identity."""
+
+Points = npt.NDArray[np.float64]
+"""(n_nodes, 2) keypoints as x, y in pixels; NaN where a node is not visible."""
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One labelled animal or cell in one frame."""
+
+    points: Points
+    track: int = UNTRACKED
+    index_in_frame: int = 0
+
+    @property
+    def centroid(self) -> npt.NDArray[np.float64] | None:
+        """Mean of the visible keypoints as (x, y), or None when no keypoint is visible."""
+        visible = self.points[~np.isnan(self.points).any(axis=1)]
+        return visible.mean(axis=0) if len(visible) else None
+
+
+@dataclass(frozen=True)
+class Frame:
+    """The labelled instances of one video frame."""
+
+    frame_idx: int
+    instances: tuple[Instance, ...]
+
+
+@dataclass(frozen=True)
+class LabelledVideo:
+    """A video and its labelled frames, in frame order, as read by a source."""
+
+    name: str
+    labels_path: str
+    video_path: str
+    node_names: tuple[str, ...]
+    frames: tuple[Frame, ...]
+    track_names: tuple[str, ...] = field(default=())
+    image_shape: tuple[int, int, int] = (0, 0, 1)
+    """(height, width, channels) of the video frames."""

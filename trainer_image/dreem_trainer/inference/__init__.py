@@ -1,0 +1,1 @@
+"""Inference: the sliding-window tracker, tracked-label writers and tracking metrics."""

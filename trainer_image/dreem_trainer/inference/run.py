@@ -1,0 +1,149 @@
+"""`dreem track` and `dreem eval`: a trained checkpoint over videos, tracked labels and metrics out."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dreem_trainer.config import DreemConfig
+from dreem_trainer.config.data import DatasetSplitConfig
+from dreem_trainer.data.dataset import ClipDataset
+from dreem_trainer.data.discovery import SourcePair
+from dreem_trainer.data.records import LabelledVideo
+from dreem_trainer.inference.metrics import TrackingCounts, tracking_counts
+from dreem_trainer.inference.tracker import Tracker
+from dreem_trainer.inference.writers import write_tracks
+from dreem_trainer.training.module import DreemModule
+
+
+@dataclass(frozen=True)
+class TrackedVideo:
+    """Predicted and true identities of every cropped instance of one video."""
+
+    video: LabelledVideo
+    frame_indices: np.ndarray
+    index_in_frame: np.ndarray
+    true_tracks: np.ndarray
+    predicted_tracks: np.ndarray
+    seconds: float
+
+
+def load_module(checkpoint: str | Path) -> DreemModule:
+    if not Path(checkpoint).is_file():
+        raise FileNotFoundError(f"{checkpoint}: no such checkpoint")
+    module = DreemModule.load_from_checkpoint(str(checkpoint), map_location="cpu", weights_only=False)
+    module.eval()
+    return module
+
+
+def test_split(config: DreemConfig) -> DatasetSplitConfig:
+    """The test split: `dataset.test_dataset` if configured, else the training split's crop settings."""
+    if config.dataset.test_dataset is not None:
+        return config.dataset.test_dataset
+    base = config.dataset.train_dataset
+    return base.model_copy(update={"mode": "test", "augmentations": None, "n_chunks": 1.0, "chunk": True})
+
+
+def track_videos(
+    module: DreemModule, split: DatasetSplitConfig, pairs: list[SourcePair], config: DreemConfig
+) -> list[TrackedVideo]:
+    """Track every video from its first labelled frame to its last, carrying tracks across clips."""
+    dataset = ClipDataset(split, seed=config.seed, pairs=pairs, frame_cache_mb=0)
+    tracker = Tracker(module.model, config.tracker)
+    results: list[TrackedVideo] = []
+    by_video: dict[int, list[int]] = {}
+    for index, span in enumerate(dataset.spans):
+        by_video.setdefault(span.video_index, []).append(index)
+    for video_index, clip_indices in sorted(by_video.items()):
+        started = time.perf_counter()
+        tracker.reset()
+        frames, positions, truth, predicted = [], [], [], []
+        for clip in _prefetched(dataset, clip_indices):
+            ids = tracker.track_clip(clip)
+            frames.append(clip.frame_indices[clip.frame_ids].numpy())
+            positions.append(clip.index_in_frame.numpy())
+            truth.append(clip.track_ids.numpy())
+            predicted.append(ids.numpy())
+        results.append(
+            TrackedVideo(
+                video=dataset.videos[video_index],
+                frame_indices=np.concatenate(frames),
+                index_in_frame=np.concatenate(positions),
+                true_tracks=np.concatenate(truth),
+                predicted_tracks=np.concatenate(predicted),
+                seconds=time.perf_counter() - started,
+            )
+        )
+    return results
+
+
+def _prefetched(dataset: ClipDataset, indices: list[int]):  # type: ignore[no-untyped-def]
+    """Decode the next clip in a background thread while the model works on this one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(dataset.__getitem__, indices[0]) if indices else None
+        for position in range(len(indices)):
+            assert pending is not None
+            clip = pending.result()
+            pending = pool.submit(dataset.__getitem__, indices[position + 1]) if position + 1 < len(indices) else None
+            yield clip
+
+
+def run_tracking(config: DreemConfig, checkpoint: str | Path, pairs: list[SourcePair], output: Path) -> list[Path]:
+    module = load_module(checkpoint)
+    output.mkdir(parents=True, exist_ok=True)
+    written = []
+    with torch.inference_mode():
+        for result in track_videos(module, test_split(config), pairs, config):
+            written.append(
+                write_tracks(result.video, result.frame_indices, result.index_in_frame, result.predicted_tracks, output)
+            )
+            frames = len(np.unique(result.frame_indices))
+            print(
+                f"{written[-1]}: {frames} frames, {len(np.unique(result.predicted_tracks))} tracks, {frames / result.seconds:.1f} frames/s"
+            )
+    return written
+
+
+def run_evaluation(
+    config: DreemConfig, checkpoint: str | Path, pairs: list[SourcePair], output: Path
+) -> dict[str, float]:
+    module = load_module(checkpoint)
+    output.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, float | str]] = []
+    total = TrackingCounts()
+    with torch.inference_mode():
+        for result in track_videos(module, test_split(config), pairs, config):
+            write_tracks(result.video, result.frame_indices, result.index_in_frame, result.predicted_tracks, output)
+            counts = tracking_counts(result.frame_indices, result.true_tracks, result.predicted_tracks)
+            total += counts
+            rows.append({"video": result.video.name, **counts.summary()})
+    summary = total.summary()
+    (output / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+    with (output / "metrics_per_video.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    _print_table([*rows, {"video": "ALL", **summary}])
+    return summary
+
+
+def _print_table(rows: list[dict[str, float | str]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Tracking metrics")
+    columns = ["video", "mota", "idf1", "num_switches", "precision", "recall"]
+    for column in columns:
+        table.add_column(column, justify="left" if column == "video" else "right")
+    for row in rows:
+        table.add_row(*(str(row[c]) if c == "video" else f"{float(row[c]):.4g}" for c in columns))
+    Console(file=sys.stdout, width=100).print(table)

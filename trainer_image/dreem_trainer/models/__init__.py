@@ -1,0 +1,1 @@
+"""The global tracking transformer: visual encoder, embeddings, transformer and association head."""

@@ -1,0 +1,93 @@
+"""`DreemModule`: the LightningModule that trains a GlobalTrackingTransformer on Clips."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+
+from dreem_trainer.config import DreemConfig
+from dreem_trainer.data.clip import Clip
+from dreem_trainer.inference.metrics import TrackingCounts, tracking_counts
+from dreem_trainer.inference.tracker import Tracker
+from dreem_trainer.models.gtr import AssociationOutput, GlobalTrackingTransformer
+from dreem_trainer.training.loss import AssociationLoss
+
+TRACKING_METRICS = ("val_mota", "val_idf1", "val_num_switches", "val_precision", "val_recall")
+LOGGED_METRICS = ("train_loss", "val_loss", *TRACKING_METRICS)
+
+
+def clip_offsets(clip: Clip) -> torch.Tensor:
+    """Each instance's frame number relative to the clip's first frame, so gaps in labels keep their length."""
+    return clip.frame_indices[clip.frame_ids] - clip.frame_indices[0]
+
+
+class DreemModule(pl.LightningModule):
+    """One clip is one association problem: every instance queries every other frame of the clip.
+
+    The configuration is stored in the checkpoint as plain data, so `dreem track` rebuilds the same model.
+    """
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.config = DreemConfig.model_validate(config)
+        self.model = GlobalTrackingTransformer(self.config.model)
+        self.loss = AssociationLoss(self.config.loss)
+        self._val_counts = TrackingCounts()
+
+    def forward(self, clip: Clip) -> AssociationOutput:
+        return self.model(clip.crops, clip.boxes, clip_offsets(clip), clip.image_size)  # type: ignore[no-any-return]
+
+    def transfer_batch_to_device(self, batch: list[Clip], device: torch.device, dataloader_idx: int) -> list[Clip]:
+        return [clip.to(device) for clip in batch]
+
+    def _batch_loss(self, batch: list[Clip]) -> torch.Tensor:
+        losses = [self.loss(self(clip).matrices, clip.frame_ids, clip.track_ids) for clip in batch]
+        return torch.stack(losses).mean()
+
+    def training_step(self, batch: list[Clip], batch_idx: int) -> torch.Tensor:
+        loss = self._batch_loss(batch)
+        self.log("train_loss", loss, batch_size=len(batch), prog_bar=True, on_step=True, on_epoch=True, sync_dist=True)
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_counts = TrackingCounts()
+
+    def validation_step(self, batch: list[Clip], batch_idx: int) -> None:
+        loss = self._batch_loss(batch)
+        self.log("val_loss", loss, batch_size=len(batch), prog_bar=True, on_epoch=True, sync_dist=True)
+        tracker = Tracker(self.model, self.config.tracker)
+        for clip in batch:
+            tracker.reset()
+            predicted = tracker.track_clip(clip)
+            self._val_counts += tracking_counts(clip.frame_ids.cpu(), clip.track_ids.cpu(), predicted.cpu())
+
+    def on_validation_epoch_end(self) -> None:
+        counts = torch.tensor(self._val_counts.as_list(), dtype=torch.float64, device=self.device)
+        # Counts are summed over ranks before the ratios are taken: every rank then logs the same values.
+        counts = self.trainer.strategy.reduce(counts, reduce_op="sum")
+        total = TrackingCounts(*(int(value) for value in counts.tolist()))
+        values = {
+            "val_mota": total.mota,
+            "val_idf1": total.idf1,
+            "val_num_switches": float(total.num_switches),
+            "val_precision": total.precision,
+            "val_recall": total.recall,
+        }
+        if total.num_objects:
+            for name, value in values.items():
+                self.log(name, value, prog_bar=name == "val_idf1")
+
+    def configure_optimizers(self) -> Any:
+        optimizer_config = self.config.optimizer
+        optimizer = getattr(torch.optim, optimizer_config.name)(self.parameters(), **optimizer_config.kwargs())
+        scheduler_config = self.config.scheduler
+        if scheduler_config is None:
+            return optimizer
+        scheduler = getattr(torch.optim.lr_scheduler, scheduler_config.name)(optimizer, **scheduler_config.kwargs())
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "monitor": scheduler_config.monitor, "interval": "epoch"},
+        }
