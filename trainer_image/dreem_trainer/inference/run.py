@@ -107,9 +107,8 @@ def run_tracking(config: DreemConfig, checkpoint: str | Path, pairs: list[Source
                 write_tracks(result.video, result.frame_indices, result.index_in_frame, result.predicted_tracks, output)
             )
             frames = len(np.unique(result.frame_indices))
-            print(
-                f"{written[-1]}: {frames} frames, {len(np.unique(result.predicted_tracks))} tracks, {frames / result.seconds:.1f} frames/s"
-            )
+            tracks = len(np.unique(result.predicted_tracks))
+            print(f"{written[-1]}: {frames} frames, {tracks} tracks, {frames / result.seconds:.1f} frames/s")
     return written
 
 
