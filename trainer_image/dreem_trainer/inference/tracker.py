@@ -61,6 +61,7 @@ class Tracker:
             assigned[rows] = ids
         return assigned
 
+    @torch.no_grad()
     def step(
         self, frame_idx: int, features: torch.Tensor, boxes: torch.Tensor, image_size: torch.Tensor
     ) -> torch.Tensor:

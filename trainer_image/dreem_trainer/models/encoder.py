@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import socket
 from typing import Any
 
 import torch
@@ -15,15 +15,42 @@ class WeightsUnavailableError(RuntimeError):
     """Pretrained weights could not be had (offline cluster, no cache): a configuration problem."""
 
 
+HUB_HOST = ("huggingface.co", 443)
+
+
+def _reachable(address: tuple[str, int], timeout: float = 5.0) -> bool:
+    try:
+        socket.create_connection(address, timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
 def _timm_backbone(config: EncoderConfig) -> tuple[nn.Module, int]:
+    import huggingface_hub.constants as hub
     import timm
 
-    # A hub that cannot be reached must fail in seconds, not hang the job.
-    os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "10")
-    os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "10")
-    model: Any = timm.create_model(
-        config.model_name, pretrained=config.pretrained, in_chans=config.in_chans, num_classes=0, **config.extra()
-    )
+    def create() -> Any:
+        return timm.create_model(
+            config.model_name, pretrained=config.pretrained, in_chans=config.in_chans, num_classes=0, **config.extra()
+        )
+
+    if not config.pretrained:
+        model = create()
+        return model, int(model.num_features)
+    # Weights come from the local cache when they are there. Otherwise the hub client retries for about
+    # a minute before giving up, so an unreachable hub is detected first and reported at once.
+    offline = hub.HF_HUB_OFFLINE
+    hub.HF_HUB_OFFLINE = True
+    try:
+        model = create()
+        return model, int(model.num_features)
+    except Exception:
+        if offline or not _reachable(HUB_HOST):
+            raise
+    finally:
+        hub.HF_HUB_OFFLINE = offline
+    model = create()
     return model, int(model.num_features)
 
 

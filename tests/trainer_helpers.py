@@ -1,0 +1,38 @@
+"""Small, fast training configurations on the bundled two-fly clip, for tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from dreem_trainer.config import DreemConfig, validate
+from dreem_trainer.config.loader import deep_merge
+from tests.conftest import DEMO_DATA
+
+TWO_FLIES_SLP = str(DEMO_DATA / "two_flies.slp")
+TWO_FLIES_MP4 = str(DEMO_DATA / "two_flies.mp4")
+
+
+def tiny_raw(tmp_path: Path, **sections: Any) -> dict[str, Any]:
+    """A config that trains in seconds: a 0.4M-parameter backbone, 32-pixel crops, two 8-frame clips."""
+    split = {
+        "dir": {"path": str(DEMO_DATA), "labels_suffix": ".slp", "vid_suffix": ".mp4"},
+        "anchors": "thorax",
+        "crop_size": 32,
+        "clip_length": 8,
+        "n_chunks": 2,
+    }
+    base: dict[str, Any] = {
+        "model": {"d_model": 32, "nhead": 2, "encoder_cfg": {"model_name": "test_resnet"}},
+        "optimizer": {"lr": 0.001},
+        "dataset": {"train_dataset": split, "val_dataset": dict(split)},
+        "logging": {"logger_type": "CSVLogger", "save_dir": str(tmp_path / "logs"), "name": "tiny"},
+        "checkpointing": {"dirpath": str(tmp_path / "models")},
+        "early_stopping": None,
+        "trainer": {"accelerator": "cpu", "devices": 1, "max_epochs": 1, "enable_model_summary": False},
+    }
+    return deep_merge(base, sections)
+
+
+def tiny_config(tmp_path: Path, **sections: Any) -> DreemConfig:
+    return validate(tiny_raw(tmp_path, **sections))

@@ -1,0 +1,63 @@
+"""Crop geometry: anchors, missing nodes, borders, boxes and background masks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dreem_trainer.data.crops import anchor_centers, anchor_names, boxes_around, cut_crops, keypoint_mask
+from dreem_trainer.data.records import Instance
+from dreem_trainer.data.sources import DataError
+
+NODES = ("head", "thorax", "tail")
+
+
+def instance(*points: tuple[float, float]) -> Instance:
+    return Instance(points=np.array(points, dtype=np.float64))
+
+
+def test_named_anchor_and_centroid() -> None:
+    fly = instance((10, 20), (30, 40), (np.nan, np.nan))
+    assert anchor_centers(fly, ["thorax"], NODES, "drop").tolist() == [[30, 40]]
+    assert anchor_centers(fly, ["centroid"], NODES, "drop").tolist() == [[20, 30]]
+    assert anchor_centers(fly, ["head", "thorax"], NODES, "drop").shape == (2, 2)
+
+
+def test_missing_anchor_handling() -> None:
+    fly = instance((10, 20), (30, 40), (np.nan, np.nan))
+    assert anchor_centers(fly, ["tail"], NODES, "drop") is None
+    assert anchor_centers(fly, ["tail"], NODES, "centroid").tolist() == [[20, 30]]
+    ignored = anchor_centers(fly, ["tail"], NODES, "ignore")
+    assert ignored is not None and np.isnan(ignored).all()
+
+
+def test_anchor_names_validate_and_draw() -> None:
+    rng = np.random.default_rng(0)
+    with pytest.raises(DataError, match="no node named 'wing'"):
+        anchor_names("wing", NODES, rng)
+    drawn = anchor_names(2, NODES, rng)
+    assert len(set(drawn)) == 2 and set(drawn) <= set(NODES)
+    with pytest.raises(DataError, match="4 random anchors"):
+        anchor_names(4, NODES, rng)
+
+
+def test_crops_are_centred_and_zero_outside_the_frame() -> None:
+    image = np.full((100, 100, 1), 7, dtype=np.uint8)
+    image[50, 40] = 255
+    image[0, 0] = 9
+    (crop,) = cut_crops(image, np.array([[40.0, 50.0]]), 10)
+    assert crop[5, 5, 0] == 255
+    (corner,) = cut_crops(image, np.array([[0.0, 0.0]]), 10)
+    assert (corner[:5, :5] == 0).all() and corner[5, 5, 0] == image[0, 0, 0]
+    (blank,) = cut_crops(image, np.array([[np.nan, np.nan]]), 10)
+    assert not blank.any()
+
+
+def test_boxes_and_mask() -> None:
+    assert boxes_around(np.array([[40.0, 50.0]]), 10).tolist() == [[45, 35, 55, 45]]
+    mask = keypoint_mask(np.array([[40.0, 50.0], [np.nan, np.nan]]), np.array([40.0, 50.0]), 21, 3)
+    assert (
+        mask[10, 10]
+        and not mask[0, 0]
+        and mask.sum() == np.sum(np.add.outer((np.arange(21) - 10) ** 2, (np.arange(21) - 10) ** 2) <= 9)
+    )

@@ -1,0 +1,119 @@
+"""ClipDataset on the real two-fly recording: clips, crops, anchors and augmentation keys."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from dreem_trainer.config.data import DatasetSplitConfig
+from dreem_trainer.data.dataset import ClipDataset
+from dreem_trainer.data.sources import MediaReader
+from tests.conftest import DEMO_DATA
+
+
+def split(**keys: Any) -> DatasetSplitConfig:
+    base: dict[str, Any] = {"dir": {"path": str(DEMO_DATA)}, "anchors": "thorax", "crop_size": 32, "clip_length": 8}
+    return DatasetSplitConfig.model_validate(base | keys)
+
+
+def test_clip_length_and_chunking() -> None:
+    dataset = ClipDataset(split(clip_length=8, mode="val"))
+    assert len(dataset) == 16  # 128 labelled frames
+    clip = dataset[0]
+    assert clip.num_frames == 8 and clip.num_instances == 16
+    assert clip.crops.shape == (16, 3, 32, 32)
+    assert set(clip.track_ids.tolist()) == {0, 1}
+    whole = ClipDataset(split(chunk=False, mode="val"))
+    assert len(whole) == 1 and whole[0].num_frames == 128
+
+
+def test_n_chunks_number_and_fraction() -> None:
+    assert len(ClipDataset(split(n_chunks=3))) == 3
+    assert len(ClipDataset(split(n_chunks=0.25))) == 4
+
+
+def test_padding_and_anchor_list_shape_the_crops() -> None:
+    padded = ClipDataset(split(padding=4, mode="val"))[0]
+    assert padded.crops.shape[-1] == 40
+    stacked = ClipDataset(split(anchors=["head", "thorax"], mode="val"))[0]
+    assert stacked.crops.shape[1] == 6 and stacked.boxes.shape[1] == 2
+    random = ClipDataset(split(anchors=3, mode="val"))[0]
+    assert random.crops.shape[1] == 9
+
+
+def test_anchor_moves_the_crop() -> None:
+    head = ClipDataset(split(anchors="head", mode="val"))[0]
+    thorax = ClipDataset(split(anchors="thorax", mode="val"))[0]
+    assert not torch.equal(head.crops, thorax.crops)
+    assert not torch.equal(head.boxes, thorax.boxes)
+
+
+def test_dilation_masks_the_background() -> None:
+    plain = ClipDataset(split(mode="val"))[0]
+    masked = ClipDataset(split(dilation_radius_px=3, mode="val"))[0]
+    assert (masked.crops == 0).float().mean() > (plain.crops == 0).float().mean() + 0.3
+
+
+def test_handle_missing_drop_ignore_centroid() -> None:
+    import sleap_io as sio
+
+    labels = sio.load_slp(str(DEMO_DATA / "two_flies.slp"))
+    node = labels.skeletons[0].node_names.index("forelegR4")
+    points = np.stack([i.numpy() for lf in labels.labeled_frames for i in lf.instances])
+    missing = int(np.isnan(points[:, node, 0]).sum())
+    assert missing > 0
+    keep = ClipDataset(split(anchors="forelegR4", handle_missing="centroid", mode="val", chunk=False))[0]
+    drop = ClipDataset(split(anchors="forelegR4", handle_missing="drop", mode="val", chunk=False))[0]
+    ignore = ClipDataset(split(anchors="forelegR4", handle_missing="ignore", mode="val", chunk=False))[0]
+    assert keep.num_instances == len(points) and ignore.num_instances == len(points)
+    assert drop.num_instances == len(points) - missing
+    blank = ignore.crops.flatten(1).amax(1) == 0
+    assert int(blank.sum()) == missing
+
+
+def test_frames_are_decoded_once_per_clip(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[list[int]] = []
+    original = MediaReader.read
+
+    def counting(self: MediaReader, frame_indices: list[int]) -> Any:
+        calls.append(frame_indices)
+        return original(self, frame_indices)
+
+    monkeypatch.setattr(MediaReader, "read", counting)
+    dataset = ClipDataset(split(mode="val"))
+    dataset[0]
+    dataset[0]
+    assert calls == [list(range(8))]  # one decode for 16 instances, and none the second time
+
+
+def test_augmentations_apply_in_train_mode_only() -> None:
+    augmentations = {"Rotate": {"limit": [90, 90], "p": 1.0}}
+    train = ClipDataset(split(mode="train", augmentations=augmentations), seed=0)[0]
+    val = ClipDataset(split(mode="val", augmentations=augmentations), seed=0)[0]
+    plain = ClipDataset(split(mode="val"), seed=0)[0]
+    assert torch.equal(val.crops, plain.crops)
+    assert not torch.equal(train.crops, plain.crops)
+    # Keypoints move with the pixels: the boxes follow the rotated thorax.
+    assert not torch.allclose(train.boxes, plain.boxes)
+
+
+def test_instance_and_node_dropout() -> None:
+    dropped = ClipDataset(split(mode="train", augmentations={"InstanceDropout": {"p": 1.0, "n": 1}}), seed=0)[0]
+    assert dropped.num_instances == 8  # one of the two flies hidden in each of 8 frames
+    nodes = ClipDataset(
+        split(
+            mode="train", anchors="thorax", handle_missing="drop", augmentations={"NodeDropout": {"p": 1.0, "n": 13}}
+        ),
+        seed=0,
+    )[0]
+    assert nodes.num_instances == 0
+
+
+def test_grey_frames_become_three_equal_channels() -> None:
+    clip = ClipDataset(split(mode="val"))[0]
+    assert torch.equal(clip.crops[:, 0], clip.crops[:, 1]) and torch.equal(clip.crops[:, 1], clip.crops[:, 2])
+    assert 0.0 <= float(clip.crops.min()) and float(clip.crops.max()) <= 1.0
+    assert np.isfinite(clip.boxes.numpy()).all()

@@ -1,0 +1,80 @@
+"""Tracking metrics against hand-countable cases, and the tracker's assignment rules."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from dreem_trainer.config.model import ModelConfig
+from dreem_trainer.config.run import TrackerConfig
+from dreem_trainer.inference.metrics import TrackingCounts, tracking_counts
+from dreem_trainer.inference.tracker import Tracker, box_iou
+from dreem_trainer.models.gtr import GlobalTrackingTransformer
+
+
+def test_perfect_tracks() -> None:
+    counts = tracking_counts([0, 0, 1, 1, 2, 2], [0, 1, 0, 1, 0, 1], [5, 7, 5, 7, 5, 7])
+    assert counts.num_switches == 0 and counts.mota == 1.0 and counts.idf1 == 1.0
+
+
+def test_one_swap_is_two_switches() -> None:
+    # Identities swap from frame 2 on: each true track changes its predicted id once.
+    counts = tracking_counts([0, 0, 1, 1, 2, 2], [0, 1, 0, 1, 0, 1], [5, 7, 5, 7, 7, 5])
+    assert counts.num_switches == 2
+    assert counts.mota == 1 - 2 / 6
+    assert counts.idf1 == 4 / 6
+
+
+def test_counts_add_before_ratios() -> None:
+    a = TrackingCounts(num_objects=10, num_switches=1, idtp=9, idfp=1, idfn=1)
+    b = TrackingCounts(num_objects=30, num_switches=0, idtp=30)
+    total = a + b
+    assert total.num_objects == 40 and total.mota == 1 - 1 / 40
+    assert total.idf1 == 2 * 39 / (2 * 39 + 2)
+
+
+def test_box_iou() -> None:
+    a = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
+    b = torch.tensor([[0.0, 5.0, 10.0, 15.0], [20.0, 20.0, 30.0, 30.0]])
+    assert torch.allclose(box_iou(a, b), torch.tensor([[50 / 150, 0.0]]))
+
+
+def tracker(**keys: object) -> Tracker:
+    torch.manual_seed(0)
+    model = GlobalTrackingTransformer(
+        ModelConfig.model_validate({"d_model": 16, "encoder_cfg": {"model_name": "test_resnet"}})
+    ).eval()
+    return Tracker(model, TrackerConfig.model_validate(keys))
+
+
+def test_hungarian_assignment_and_new_tracks() -> None:
+    t = tracker(overlap_thresh=0.3)
+    t.next_track = 2
+    scores = np.array([[0.1, 0.9], [0.8, 0.2], [0.05, 0.1]])
+    ids = t._assign(scores, np.array([0, 1]))
+    assert ids.tolist() == [1, 0, 2]  # the third is under the threshold: a new track
+
+
+def test_max_tracks_caps_new_tracks() -> None:
+    t = tracker(overlap_thresh=0.9, max_tracks=2)
+    t.next_track = 2
+    ids = t._assign(np.array([[0.1, 0.2]]), np.array([0, 1]))
+    assert ids.tolist() == [1]
+
+
+def test_center_distance_forbids_far_matches_and_iou_multiplies() -> None:
+    t = tracker(max_center_dist=50.0, iou="mult")
+    boxes = torch.tensor([[[0.0, 0.0, 10.0, 10.0]]])
+    last = torch.tensor([[[0.0, 0.0, 10.0, 10.0]], [[500.0, 500.0, 510.0, 510.0]]])
+    scores = t._spatial_terms(torch.tensor([[0.6, 0.9]]), boxes, last)
+    assert scores[0, 0] == 0.6 and scores[0, 1] == float("-inf")
+
+
+def test_window_size_bounds_the_memory() -> None:
+    t = tracker(window_size=3)
+    features = torch.zeros(2, 16)
+    boxes = torch.tensor([[[0.0, 0.0, 10.0, 10.0]], [[100.0, 100.0, 110.0, 110.0]]])
+    for frame in range(6):
+        ids = t.step(frame, features, boxes, torch.tensor([1024, 1024]))
+        assert len(ids) == 2
+    assert len(t.window) == 3 and [f.frame_idx for f in t.window] == [3, 4, 5]

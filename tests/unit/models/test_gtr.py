@@ -1,0 +1,106 @@
+"""The model keys shape what the GlobalTrackingTransformer computes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+from dreem_trainer.config.model import ModelConfig
+from dreem_trainer.models.encoder import WeightsUnavailableError
+from dreem_trainer.models.gtr import AssociationOutput, GlobalTrackingTransformer
+
+TINY: dict[str, Any] = {"d_model": 32, "nhead": 2, "encoder_cfg": {"model_name": "test_resnet"}}
+
+
+def build(**keys: Any) -> GlobalTrackingTransformer:
+    torch.manual_seed(0)
+    return GlobalTrackingTransformer(ModelConfig.model_validate(TINY | keys)).eval()
+
+
+def run(model: GlobalTrackingTransformer, count: int = 6, channels: int = 3) -> AssociationOutput:
+    torch.manual_seed(1)
+    crops = torch.rand(count, channels, 32, 32)
+    centres = torch.rand(count, 2) * 900
+    boxes = torch.cat([centres - 16, centres + 16], dim=1)[:, None]
+    offsets = torch.arange(count) // 2
+    return model(crops, boxes, offsets, torch.tensor([1024, 1024]))
+
+
+def test_association_matrix_is_instances_by_instances() -> None:
+    output = run(build())
+    assert output.matrices[-1].shape == (6, 6)
+    assert output.embeddings is None
+
+
+def test_intermediate_decoder_outputs() -> None:
+    assert len(run(build(num_decoder_layers=3, return_intermediate_dec=True)).matrices) == 3
+    assert len(run(build(num_decoder_layers=3, return_intermediate_dec=False)).matrices) == 1
+
+
+def test_return_embedding() -> None:
+    output = run(build(return_embedding=True))
+    assert output.embeddings is not None and set(output.embeddings) == {"pos", "temp"}
+    assert output.embeddings["pos"].shape == (6, 32)
+    none = run(build(return_embedding=True, embedding_meta={"pos": None, "temp": {"mode": None}}))
+    assert none.embeddings == {}
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [
+        {"activation": "gelu"},
+        {"activation": "glu"},
+        {"decoder_self_attn": False},
+        {"num_layers_attn_head": 3},
+        {"dropout_attn_head": 0.5},
+        {"num_encoder_layers": 2},
+        {"nhead": 4},
+        {"d_model": 64},
+        {"embedding_meta": {"pos": {"mode": "learned"}}},
+        {"embedding_meta": {"temp": {"mode": "learned"}}},
+        {"embedding_meta": {"pos": None}},
+        {"encoder_cfg": {"model_name": "resnet18", "backend": "torchvision"}},
+    ],
+    ids=str,
+)
+def test_each_model_key_changes_the_output(keys: dict[str, Any]) -> None:
+    baseline = run(build()).matrices[-1]
+    model = build(**keys)
+    if keys.get("dropout_attn_head"):
+        model.train()
+    changed = run(model).matrices[-1]
+    assert changed.shape == baseline.shape
+    assert not torch.allclose(changed, baseline)
+
+
+def test_structure_follows_keys() -> None:
+    without = build(decoder_self_attn=False)
+    assert all(layer.self_attention is None for layer in without.transformer.decoder_layers)
+    assert len(build(num_encoder_layers=3).transformer.encoder_layers) == 3
+    normed = build(norm=True)
+    assert isinstance(normed.transformer.encoder_norm, torch.nn.LayerNorm)
+    assert isinstance(build(norm=False).transformer.decoder_norm, torch.nn.Identity)
+    # The output norms are learned: moving their parameters moves the association scores.
+    before = run(normed).matrices[-1]
+    with torch.no_grad():
+        normed.transformer.decoder_norm.weight.mul_(3.0)  # type: ignore[operator]
+    assert not torch.allclose(run(normed).matrices[-1], before)
+    assert len([m for m in build(num_layers_attn_head=3).head.query if isinstance(m, torch.nn.Linear)]) == 3
+
+
+def test_in_chans_for_stacked_anchors() -> None:
+    for backend, name in (("timm", "test_resnet"), ("torchvision", "resnet18")):
+        model = build(encoder_cfg={"model_name": name, "backend": backend, "in_chans": 6})
+        assert run(model, channels=6).matrices[-1].shape == (6, 6)
+
+
+def test_pretrained_weights_offline_fail_clearly(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(
+        WeightsUnavailableError, match=r"model.encoder_cfg.pretrained: weights for timm model 'resnet18'"
+    ):
+        build(encoder_cfg={"model_name": "resnet18", "pretrained": True})
