@@ -243,8 +243,8 @@ def _inference_setup(
     """The checkpoint's configuration refined by the options, and the (labels, video) pairs to track."""
     from dreem_trainer.data.discovery import discover
     from dreem_trainer.data.sources import DataError
+    from dreem_trainer.inference.checkpoint import stored_config
     from dreem_trainer.inference.run import test_split
-    from dreem_trainer.training.checkpoints import stored_config
 
     try:
         resolved = load_config(config, set_ or (), flags.overrides(), base=stored_config(checkpoint))

@@ -156,3 +156,19 @@ def test_optimizer_defaults_only_reach_optimizers_that_take_them(write_yaml: Any
     assert sgd.kwargs() == {"lr": 1e-4, "weight_decay": 0.01, "momentum": 0.9}
     step = load_config(write_yaml("scheduler:\n  name: StepLR\n  step_size: 3\n")).scheduler
     assert step is not None and step.kwargs() == {"step_size": 3}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "optimizer:\n  name: SGD\n  momentum: 0.9\n",
+        "scheduler:\n  name: StepLR\n  step_size: 2\n",
+        "optimizer:\n  name: AdamW\n  amsgrad: true\nscheduler:\n  name: CosineAnnealingLR\n  T_max: 10\n",
+    ],
+)
+def test_resolved_config_of_other_classes_validates_again(write_yaml: Any, text: str) -> None:
+    shown = CliRunner().invoke(app, ["config", "show", "--config", str(write_yaml(text))])
+    assert shown.exit_code == 0, shown.output
+    again = CliRunner().invoke(app, ["config", "validate", str(write_yaml(shown.output, "shown.yaml"))])
+    assert again.exit_code == 0, again.output
+    assert load_config(write_yaml(shown.output, "again.yaml")) == load_config(write_yaml(text, "orig.yaml"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dreem_trainer.data.crops import anchor_centers, anchor_names, boxes_around, cut_crops, keypoint_mask
+from dreem_trainer.data.crops import HandleMissing, anchor_centers, anchor_names, boxes_around, cut_crops, keypoint_mask
 from dreem_trainer.data.records import Instance
 from dreem_trainer.data.sources import DataError
 
@@ -16,17 +16,23 @@ def instance(*points: tuple[float, float]) -> Instance:
     return Instance(points=np.array(points, dtype=np.float64))
 
 
+def centres(fly: Instance, names: list[str], handle_missing: HandleMissing = "drop") -> list[list[float]]:
+    found = anchor_centers(fly, names, NODES, handle_missing)
+    assert found is not None
+    return list(found.tolist())
+
+
 def test_named_anchor_and_centroid() -> None:
     fly = instance((10, 20), (30, 40), (np.nan, np.nan))
-    assert anchor_centers(fly, ["thorax"], NODES, "drop").tolist() == [[30, 40]]
-    assert anchor_centers(fly, ["centroid"], NODES, "drop").tolist() == [[20, 30]]
-    assert anchor_centers(fly, ["head", "thorax"], NODES, "drop").shape == (2, 2)
+    assert centres(fly, ["thorax"]) == [[30, 40]]
+    assert centres(fly, ["centroid"]) == [[20, 30]]
+    assert centres(fly, ["head", "thorax"]) == [[10, 20], [30, 40]]
 
 
 def test_missing_anchor_handling() -> None:
     fly = instance((10, 20), (30, 40), (np.nan, np.nan))
     assert anchor_centers(fly, ["tail"], NODES, "drop") is None
-    assert anchor_centers(fly, ["tail"], NODES, "centroid").tolist() == [[20, 30]]
+    assert centres(fly, ["tail"], "centroid") == [[20, 30]]
     ignored = anchor_centers(fly, ["tail"], NODES, "ignore")
     assert ignored is not None and np.isnan(ignored).all()
 

@@ -115,5 +115,5 @@ def test_instance_and_node_dropout() -> None:
 def test_grey_frames_become_three_equal_channels() -> None:
     clip = ClipDataset(split(mode="val"))[0]
     assert torch.equal(clip.crops[:, 0], clip.crops[:, 1]) and torch.equal(clip.crops[:, 1], clip.crops[:, 2])
-    assert 0.0 <= float(clip.crops.min()) and float(clip.crops.max()) <= 1.0
+    assert float(clip.crops.min()) >= 0.0 and float(clip.crops.max()) <= 1.0
     assert np.isfinite(clip.boxes.numpy()).all()

@@ -41,7 +41,7 @@ def test_orphan_video_is_named(tmp_path: Path) -> None:
 def test_missing_directory_and_empty_directory(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="no such data directory"):
         pair_directory(str(tmp_path / "nope"), ".slp", ".mp4", 64)
-    with pytest.raises(DataError, match="no labels file ending in '.slp'"):
+    with pytest.raises(DataError, match=r"no labels file ending in '\.slp'"):
         pair_directory(str(tmp_path), ".slp", ".mp4", 64)
 
 

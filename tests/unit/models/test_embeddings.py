@@ -61,7 +61,7 @@ def test_learned_boxes_see_size_and_fixed_normalisation_uses_frame_size() -> Non
 @pytest.mark.parametrize("mode", ["fixed", "learned"])
 def test_distinct_frames_give_distinct_embeddings(mode: str) -> None:
     torch.manual_seed(0)
-    embedding = TemporalEmbedding(TemporalEmbeddingConfig(mode=mode, emb_num=4), d_model=64)  # type: ignore[arg-type]
+    embedding = TemporalEmbedding(TemporalEmbeddingConfig(mode=mode, emb_num=4), d_model=64)
     offsets = torch.arange(32)  # more frames than table rows: every one still differs
     embedded = embedding(offsets)
     assert embedded.shape == (32, 64)

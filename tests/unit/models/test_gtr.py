@@ -25,7 +25,8 @@ def run(model: GlobalTrackingTransformer, count: int = 6, channels: int = 3) -> 
     centres = torch.rand(count, 2) * 900
     boxes = torch.cat([centres - 16, centres + 16], dim=1)[:, None]
     offsets = torch.arange(count) // 2
-    return model(crops, boxes, offsets, torch.tensor([1024, 1024]))
+    output: AssociationOutput = model(crops, boxes, offsets, torch.tensor([1024, 1024]))
+    return output
 
 
 def test_association_matrix_is_instances_by_instances() -> None:

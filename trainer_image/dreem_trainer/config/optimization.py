@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import (
+    Field,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from dreem_trainer.config.base import PassThroughSection, Section
 from dreem_trainer.config.issues import did_you_mean, key_error
@@ -23,6 +30,12 @@ def _lookup(kind: str, name: str, table: dict[str, CallSignature]) -> CallSignat
     if name not in table:
         raise ValueError(f"not a {kind}{did_you_mean(name, set(table))}")
     return table[name]
+
+
+def drop_inapplicable(data: dict[str, Any], signature: CallSignature, documented_defaults: set[str]) -> dict[str, Any]:
+    """Leave out the default class's documented keys that the chosen class does not take, so that a
+    resolved configuration (`dreem config show`, checkpoints) validates again as it is."""
+    return {key: value for key, value in data.items() if key not in documented_defaults or key in signature.params}
 
 
 def library_kwargs(
@@ -53,6 +66,10 @@ def library_kwargs(
     return kwargs
 
 
+ADAM_KEYS = {"lr", "betas", "eps", "weight_decay"}
+PLATEAU_KEYS = {"mode", "factor", "patience", "threshold", "threshold_mode"}
+
+
 class OptimizerConfig(PassThroughSection):
     """Extra keys are passed to the torch.optim class named by `name`."""
 
@@ -80,9 +97,13 @@ class OptimizerConfig(PassThroughSection):
         self.kwargs()
         return self
 
+    @model_serializer(mode="wrap")
+    def _applicable_only(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> dict[str, Any]:
+        return drop_inapplicable(handler(self), library_names().optimizers[self.name], ADAM_KEYS)
+
     def kwargs(self) -> dict[str, Any]:
         signature = library_names().optimizers[self.name]
-        return library_kwargs(self, signature, {"lr", "betas", "eps", "weight_decay"}, f"torch.optim.{self.name}")
+        return library_kwargs(self, signature, ADAM_KEYS, f"torch.optim.{self.name}")
 
 
 class SchedulerConfig(PassThroughSection):
@@ -120,12 +141,15 @@ class SchedulerConfig(PassThroughSection):
         self.kwargs()
         return self
 
+    @model_serializer(mode="wrap")
+    def _applicable_only(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> dict[str, Any]:
+        return drop_inapplicable(handler(self), library_names().schedulers[self.name], PLATEAU_KEYS)
+
     def kwargs(self) -> dict[str, Any]:
         signature = library_names().schedulers[self.name]
-        documented = {"mode", "factor", "patience", "threshold", "threshold_mode"}
         # `monitor` is Lightning's, not the scheduler's: keep it out of the call.
         probe = signature if "monitor" not in self.model_fields_set else _with_param(signature, "monitor")
-        kwargs = library_kwargs(self, probe, documented, f"torch.optim.lr_scheduler.{self.name}")
+        kwargs = library_kwargs(self, probe, PLATEAU_KEYS, f"torch.optim.lr_scheduler.{self.name}")
         kwargs.pop("monitor", None)
         return kwargs
 

@@ -17,10 +17,11 @@ from dreem_trainer.config.data import DatasetSplitConfig
 from dreem_trainer.data.dataset import ClipDataset
 from dreem_trainer.data.discovery import SourcePair
 from dreem_trainer.data.records import LabelledVideo
+from dreem_trainer.inference.checkpoint import load_model
 from dreem_trainer.inference.metrics import TrackingCounts, tracking_counts
 from dreem_trainer.inference.tracker import Tracker
 from dreem_trainer.inference.writers import write_tracks
-from dreem_trainer.training.module import DreemModule
+from dreem_trainer.models.gtr import GlobalTrackingTransformer
 
 
 @dataclass(frozen=True)
@@ -35,14 +36,6 @@ class TrackedVideo:
     seconds: float
 
 
-def load_module(checkpoint: str | Path) -> DreemModule:
-    if not Path(checkpoint).is_file():
-        raise FileNotFoundError(f"{checkpoint}: no such checkpoint")
-    module = DreemModule.load_from_checkpoint(str(checkpoint), map_location="cpu", weights_only=False)
-    module.eval()
-    return module
-
-
 def test_split(config: DreemConfig) -> DatasetSplitConfig:
     """The test split: `dataset.test_dataset` if configured, else the training split's crop settings."""
     if config.dataset.test_dataset is not None:
@@ -52,11 +45,11 @@ def test_split(config: DreemConfig) -> DatasetSplitConfig:
 
 
 def track_videos(
-    module: DreemModule, split: DatasetSplitConfig, pairs: list[SourcePair], config: DreemConfig
+    model: GlobalTrackingTransformer, split: DatasetSplitConfig, pairs: list[SourcePair], config: DreemConfig
 ) -> list[TrackedVideo]:
     """Track every video from its first labelled frame to its last, carrying tracks across clips."""
     dataset = ClipDataset(split, seed=config.seed, pairs=pairs, frame_cache_mb=0)
-    tracker = Tracker(module.model, config.tracker)
+    tracker = Tracker(model, config.tracker)
     results: list[TrackedVideo] = []
     by_video: dict[int, list[int]] = {}
     for index, span in enumerate(dataset.spans):
@@ -98,11 +91,11 @@ def _prefetched(dataset: ClipDataset, indices: list[int]):  # type: ignore[no-un
 
 
 def run_tracking(config: DreemConfig, checkpoint: str | Path, pairs: list[SourcePair], output: Path) -> list[Path]:
-    module = load_module(checkpoint)
+    model = load_model(checkpoint)
     output.mkdir(parents=True, exist_ok=True)
     written = []
     with torch.inference_mode():
-        for result in track_videos(module, test_split(config), pairs, config):
+        for result in track_videos(model, test_split(config), pairs, config):
             written.append(
                 write_tracks(result.video, result.frame_indices, result.index_in_frame, result.predicted_tracks, output)
             )
@@ -115,12 +108,12 @@ def run_tracking(config: DreemConfig, checkpoint: str | Path, pairs: list[Source
 def run_evaluation(
     config: DreemConfig, checkpoint: str | Path, pairs: list[SourcePair], output: Path
 ) -> dict[str, float]:
-    module = load_module(checkpoint)
+    model = load_model(checkpoint)
     output.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, float | str]] = []
     total = TrackingCounts()
     with torch.inference_mode():
-        for result in track_videos(module, test_split(config), pairs, config):
+        for result in track_videos(model, test_split(config), pairs, config):
             write_tracks(result.video, result.frame_indices, result.index_in_frame, result.predicted_tracks, output)
             counts = tracking_counts(result.frame_indices, result.true_tracks, result.predicted_tracks)
             total += counts

@@ -14,9 +14,6 @@ from dreem_trainer.inference.tracker import Tracker
 from dreem_trainer.models.gtr import AssociationOutput, GlobalTrackingTransformer
 from dreem_trainer.training.loss import AssociationLoss
 
-TRACKING_METRICS = ("val_mota", "val_idf1", "val_num_switches", "val_precision", "val_recall")
-LOGGED_METRICS = ("train_loss", "val_loss", *TRACKING_METRICS)
-
 
 def clip_offsets(clip: Clip) -> torch.Tensor:
     """Each instance's frame number relative to the clip's first frame, so gaps in labels keep their length."""
@@ -31,7 +28,7 @@ class DreemModule(pl.LightningModule):
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters()  # `hyper_parameters.config`: what inference.checkpoint rebuilds from
         self.config = DreemConfig.model_validate(config)
         self.model = GlobalTrackingTransformer(self.config.model)
         self.loss = AssociationLoss(self.config.loss)
@@ -75,6 +72,7 @@ class DreemModule(pl.LightningModule):
             "val_num_switches": float(total.num_switches),
             "val_precision": total.precision,
             "val_recall": total.recall,
+            "val_num_objects": float(total.num_objects),
         }
         if total.num_objects:
             for name, value in values.items():

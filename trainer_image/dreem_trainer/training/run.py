@@ -118,25 +118,26 @@ def build_logger(config: DreemConfig) -> Logger | bool:
 def build_trainer(config: DreemConfig, has_validation: bool, interactive: bool | None = None) -> pl.Trainer:
     interactive = sys.stdout.isatty() if interactive is None else interactive
     trainer_config = config.trainer
-    return pl.Trainer(
-        accelerator=trainer_config.accelerator,
-        strategy=trainer_config.strategy or "auto",
-        devices=trainer_config.devices,
-        num_nodes=trainer_config.num_nodes,
-        max_epochs=trainer_config.max_epochs,
-        min_epochs=trainer_config.min_epochs,
-        check_val_every_n_epoch=trainer_config.check_val_every_n_epoch,
-        enable_checkpointing=trainer_config.enable_checkpointing,
-        gradient_clip_val=trainer_config.gradient_clip_val,
-        limit_train_batches=trainer_config.limit_train_batches,
-        limit_val_batches=trainer_config.limit_val_batches if has_validation else 0,
-        log_every_n_steps=trainer_config.log_every_n_steps,
-        callbacks=build_callbacks(config, has_validation, interactive),
-        logger=build_logger(config),
-        enable_progress_bar=interactive,
-        enable_model_summary=interactive,
-        **trainer_config.extra(),
-    )
+    settings: dict[str, Any] = {
+        "accelerator": trainer_config.accelerator,
+        "strategy": trainer_config.strategy or "auto",
+        "devices": trainer_config.devices,
+        "num_nodes": trainer_config.num_nodes,
+        "max_epochs": trainer_config.max_epochs,
+        "min_epochs": trainer_config.min_epochs,
+        "check_val_every_n_epoch": trainer_config.check_val_every_n_epoch,
+        "enable_checkpointing": trainer_config.enable_checkpointing,
+        "gradient_clip_val": trainer_config.gradient_clip_val,
+        "limit_train_batches": trainer_config.limit_train_batches,
+        "limit_val_batches": trainer_config.limit_val_batches if has_validation else 0,
+        "log_every_n_steps": trainer_config.log_every_n_steps,
+        "callbacks": build_callbacks(config, has_validation, interactive),
+        "logger": build_logger(config),
+        "enable_progress_bar": interactive,
+        "enable_model_summary": interactive,
+    }
+    # Any other lightning.Trainer argument in the section passes through, and wins over dreem's choices.
+    return pl.Trainer(**(settings | trainer_config.extra()))
 
 
 def run_training(config: DreemConfig) -> pl.Trainer:

@@ -1,0 +1,107 @@
+"""`dreem train`, `dreem track` and `dreem eval` from the command line on the two-fly recording."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sleap_io as sio
+import yaml
+
+from tests.conftest import DEMO_DATA, REPO_ROOT
+from tests.trainer_helpers import TWO_FLIES_MP4, TWO_FLIES_SLP, tiny_raw
+
+pytestmark = pytest.mark.slow
+
+
+def dreem(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    executable = shutil.which("dreem", path=str(Path(sys.executable).parent))
+    assert executable is not None
+    return subprocess.run([executable, *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def demo_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo configuration, trained for three epochs."""
+    out = tmp_path_factory.mktemp("demo")
+    result = dreem(
+        "train",
+        "--config",
+        str(REPO_ROOT / "examples" / "demo" / "train.yaml"),
+        "--epochs",
+        "3",
+        "--set",
+        f"dataset.train_dataset.dir.path={DEMO_DATA}",
+        "--set",
+        f"dataset.val_dataset.dir.path={DEMO_DATA}",
+        "--set",
+        f"checkpointing.dirpath={out / 'models'}",
+        "--set",
+        f"logging.save_dir={out / 'logs'}",
+        cwd=out,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return out / "models" / "last.ckpt"
+
+
+def test_eval_after_a_few_epochs_reaches_idf1(demo_checkpoint: Path, tmp_path: Path) -> None:
+    result = dreem(
+        "eval", str(DEMO_DATA), "--checkpoint", str(demo_checkpoint), "--output", str(tmp_path), cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["idf1"] >= 0.98, metrics
+    assert {"mota", "idf1", "num_switches", "precision", "recall"} <= set(metrics)
+    rows = (tmp_path / "metrics_per_video.csv").read_text().splitlines()
+    assert rows[0].startswith("video,mota,idf1") and rows[1].startswith("two_flies,")
+    assert "Tracking metrics" in result.stdout and "two_flies" in result.stdout
+
+
+def test_track_writes_tracked_labels_per_video(demo_checkpoint: Path, tmp_path: Path) -> None:
+    result = dreem(
+        "track",
+        "--slp-file",
+        TWO_FLIES_SLP,
+        "--video-file",
+        TWO_FLIES_MP4,
+        "--checkpoint",
+        str(demo_checkpoint),
+        "--output",
+        str(tmp_path / "out"),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    tracked = sio.load_slp(str(tmp_path / "out" / "two_flies.dreem_track.slp"))
+    truth = sio.load_slp(TWO_FLIES_SLP)
+    assert len(tracked.labeled_frames) == len(truth.labeled_frames)
+    assert len(tracked.tracks) >= 2
+    for predicted, original in zip(tracked.labeled_frames, truth.labeled_frames, strict=True):
+        assert all(instance.track is not None for instance in predicted.instances)
+        for mine, theirs in zip(predicted.instances, original.instances, strict=True):
+            assert np.allclose(mine.numpy(), theirs.numpy(), equal_nan=True)
+    # The input labels are left untouched.
+    assert [i.track.name for i in sio.load_slp(TWO_FLIES_SLP).labeled_frames[0].instances] == ["M", "F"]
+
+
+def test_track_errors_name_the_problem(demo_checkpoint: Path, tmp_path: Path) -> None:
+    missing = dreem(
+        "track", str(tmp_path / "nope"), "--checkpoint", str(demo_checkpoint), "--output", str(tmp_path), cwd=tmp_path
+    )
+    assert missing.returncode == 2 and "no such data directory" in missing.stderr
+    no_ckpt = dreem(
+        "track", str(DEMO_DATA), "--checkpoint", str(tmp_path / "x.ckpt"), "--output", str(tmp_path), cwd=tmp_path
+    )
+    assert no_ckpt.returncode == 2 and "x.ckpt: no such checkpoint" in no_ckpt.stderr
+
+
+def test_train_cli_rejects_bad_config_before_reading_data(tmp_path: Path) -> None:
+    raw = tiny_raw(tmp_path)
+    raw["optimizer"]["name"] = "Adamm"
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(raw))
+    result = dreem("train", "--config", str(tmp_path / "bad.yaml"), cwd=tmp_path)
+    assert result.returncode == 2 and "optimizer.name: not a torch.optim optimizer" in result.stderr

@@ -1,0 +1,167 @@
+"""Training on the real two-fly recording: loss goes down, and each run-control key changes behaviour."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+from dreem_trainer.training.run import run_training
+from tests.trainer_helpers import tiny_config
+
+pytestmark = pytest.mark.slow
+
+
+def metrics_rows(logs: Path) -> list[dict[str, str]]:
+    (path,) = logs.glob("*/version_*/metrics.csv")
+    with path.open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def epoch_values(rows: list[dict[str, str]], key: str) -> list[float]:
+    return [float(row[key]) for row in rows if row.get(key)]
+
+
+def test_short_run_lowers_the_loss_and_logs_tracking_metrics(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tiny_config(tmp_path, trainer={"max_epochs": 4}, optimizer={"lr": 0.003})
+    run_training(config)
+    rows = metrics_rows(tmp_path / "logs")
+    losses = epoch_values(rows, "train_loss_epoch")
+    assert len(losses) == 4 and losses[-1] < losses[0]
+    for key in ("val_loss", "val_idf1", "val_mota", "val_num_switches", "val_precision", "val_recall"):
+        assert len(epoch_values(rows, key)) == 4, key
+    # Not a terminal: one plain line per epoch instead of a progress bar.
+    printed = capsys.readouterr().out
+    assert "epoch 1/4: train_loss" in printed and "epoch 4/4:" in printed
+
+
+def test_optimizer_and_scheduler_by_name(tmp_path: Path) -> None:
+    trainer = run_training(
+        tiny_config(
+            tmp_path,
+            optimizer={"name": "SGD", "lr": 0.01, "momentum": 0.5},
+            scheduler={"name": "StepLR", "step_size": 3, "gamma": 0.5},
+        )
+    )
+    optimizer = trainer.optimizers[0]
+    assert isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["momentum"] == 0.5
+    assert optimizer.defaults["weight_decay"] == 0.01
+    scheduler = trainer.lr_scheduler_configs[0].scheduler
+    assert isinstance(scheduler, torch.optim.lr_scheduler.StepLR) and scheduler.step_size == 3
+    plateau = run_training(tiny_config(tmp_path / "p")).lr_scheduler_configs[0]
+    assert isinstance(plateau.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau) and plateau.monitor == "val_loss"
+    assert run_training(tiny_config(tmp_path / "none", scheduler=None)).lr_scheduler_configs == []
+
+
+@pytest.mark.parametrize(
+    ("logger_type", "pattern"),
+    [
+        ("CSVLogger", "tiny/version_0/metrics.csv"),
+        ("TensorBoardLogger", "tiny/version_0/events.out.tfevents.*"),
+        ("WandbLogger", "wandb/offline-run-*"),
+    ],
+)
+def test_logger_types(tmp_path: Path, logger_type: str, pattern: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    run_training(tiny_config(tmp_path, logging={"logger_type": logger_type, "project": "tests"}))
+    assert list((tmp_path / "logs").glob(pattern)), sorted(str(p) for p in (tmp_path / "logs").rglob("*"))[:20]
+
+
+def test_logging_null_writes_no_logs(tmp_path: Path) -> None:
+    run_training(tiny_config(tmp_path, logging=None))
+    assert not (tmp_path / "logs").exists()
+
+
+def test_checkpointing_keys(tmp_path: Path) -> None:
+    trainer = run_training(
+        tiny_config(
+            tmp_path,
+            trainer={"max_epochs": 4},
+            checkpointing={
+                "monitor": ["val_loss", "val_idf1"],
+                "save_top_k": 1,
+                "every_n_epochs": 2,
+                "save_last": True,
+            },
+        )
+    )
+    callbacks = [c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)]  # type: ignore[attr-defined]
+    assert [c.monitor for c in callbacks] == ["val_loss", "val_idf1"]
+    models = tmp_path / "models"
+    best_loss = sorted(models.glob("*best_val_loss*.ckpt"))
+    best_idf1 = sorted(models.glob("*best_val_idf1*.ckpt"))
+    assert len(best_loss) == 1 and len(best_idf1) == 1
+    epochs = {int(p.name.split("-")[0].removeprefix("epoch=")) for p in [*best_loss, *best_idf1]}
+    assert epochs <= {1, 3}  # every_n_epochs=2: only the 2nd and 4th epochs save
+    last = models / "last.ckpt"
+    assert last.is_symlink(), "last.ckpt must link to a checkpoint, not be a second full copy"
+    assert (models / "config.yaml").is_file()
+
+
+def test_save_last_false_and_top_k_all(tmp_path: Path) -> None:
+    run_training(tiny_config(tmp_path, trainer={"max_epochs": 2}, checkpointing={"save_last": False, "save_top_k": -1}))
+    assert not (tmp_path / "models" / "last.ckpt").exists()
+    assert len(list((tmp_path / "models").glob("epoch=*.ckpt"))) == 2
+
+
+def test_default_checkpoint_dir_uses_group_and_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = tiny_config(tmp_path, checkpointing={"dirpath": None}, logging={"group": "sweep", "name": "runA"})
+    run_training(config)
+    assert list((tmp_path / "models" / "sweep" / "runA").glob("*.ckpt"))
+
+
+def test_early_stopping_stops(tmp_path: Path) -> None:
+    trainer = run_training(
+        tiny_config(
+            tmp_path, trainer={"max_epochs": 6}, early_stopping={"monitor": "val_loss", "stopping_threshold": 100.0}
+        )
+    )
+    stopper = next(c for c in trainer.callbacks if isinstance(c, EarlyStopping))  # type: ignore[attr-defined]
+    assert stopper.stopped_epoch == 0 and trainer.current_epoch == 1
+
+
+def test_trainer_keys_pass_through(tmp_path: Path) -> None:
+    trainer = run_training(
+        tiny_config(
+            tmp_path, trainer={"max_epochs": 3, "limit_train_batches": 1, "max_steps": 2, "gradient_clip_val": 0.1}
+        )
+    )
+    assert trainer.global_step == 2
+    assert trainer.gradient_clip_val == 0.1
+
+
+def test_batch_size_and_workers(tmp_path: Path) -> None:
+    trainer = run_training(tiny_config(tmp_path, dataloader={"train_dataloader": {"batch_size": 2, "num_workers": 1}}))
+    assert trainer.global_step == 1  # two clips in one batch
+
+
+def final_weights(trainer: Any) -> torch.Tensor:
+    return torch.cat([p.detach().flatten() for p in trainer.lightning_module.parameters()])
+
+
+def test_seed_makes_runs_repeatable(tmp_path: Path) -> None:
+    shuffle = {"train_dataloader": {"shuffle": True}}
+    first = final_weights(run_training(tiny_config(tmp_path / "a", seed=3, dataloader=shuffle)))
+    second = final_weights(run_training(tiny_config(tmp_path / "b", seed=3, dataloader=shuffle)))
+    other = final_weights(run_training(tiny_config(tmp_path / "c", seed=4, dataloader=shuffle)))
+    assert torch.equal(first, second)
+    assert not torch.equal(first, other)
+
+
+def test_ckpt_path_resumes(tmp_path: Path) -> None:
+    run_training(tiny_config(tmp_path, trainer={"max_epochs": 1}))
+    resumed = run_training(
+        tiny_config(
+            tmp_path / "again", model={"ckpt_path": str(tmp_path / "models" / "last.ckpt")}, trainer={"max_epochs": 2}
+        )
+    )
+    # Two clips per epoch: the resumed run starts at step 2 and trains one more epoch only.
+    assert resumed.global_step == 4 and resumed.current_epoch == 2
