@@ -165,3 +165,18 @@ def test_ckpt_path_resumes(tmp_path: Path) -> None:
     )
     # Two clips per epoch: the resumed run starts at step 2 and trains one more epoch only.
     assert resumed.global_step == 4 and resumed.current_epoch == 2
+
+
+@pytest.mark.parametrize(
+    "sections",
+    [{"trainer": {"limit_val_batches": 0}}, {"dataset": {"val_dataset": None}}],
+    ids=["no-val-batches", "no-val-split"],
+)
+def test_without_validation_monitors_fall_back_to_the_training_loss(tmp_path: Path, sections: dict[str, Any]) -> None:
+    raw_sections: dict[str, Any] = {"trainer": {"max_epochs": 2}, "early_stopping": {"monitor": "val_loss"}} | sections
+    if "trainer" in sections:
+        raw_sections["trainer"] = {"max_epochs": 2} | sections["trainer"]
+    trainer = run_training(tiny_config(tmp_path, **raw_sections))
+    assert trainer.current_epoch == 2
+    assert trainer.lr_scheduler_configs[0].monitor == "train_loss_epoch"
+    assert list((tmp_path / "models").glob("*best_train_loss_epoch*.ckpt"))

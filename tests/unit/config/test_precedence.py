@@ -112,4 +112,4 @@ def test_help_lists_every_option_with_meaning_and_default() -> None:
             assert getattr(param, "help", None), f"{name}: {shown} has no help"
             if param.param_type_name == "option" and not param.is_flag:
                 option_help = re.split(r"\n\W*-", result.output.split(shown + " ", 1)[1], maxsplit=1)[0]
-                assert "default" in option_help, f"{name}: {shown} shows no default"
+                assert "default" in option_help or "required" in option_help, f"{name}: {shown} shows no default"

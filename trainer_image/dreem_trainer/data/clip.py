@@ -12,7 +12,7 @@ class Clip:
     """Instances of T frames, flattened: row i of every per-instance tensor is the same instance."""
 
     crops: torch.Tensor
-    """(N, C, H, W) float crops in [0, 1]; anchors stacked on channels."""
+    """(N, C, H, W) uint8 crops (the encoder scales them to [0, 1]); anchors stacked on channels."""
     boxes: torch.Tensor
     """(N, A, 4) y1, x1, y2, x2 in pixels, one box per anchor."""
     frame_ids: torch.Tensor

@@ -6,6 +6,7 @@ import math
 import os
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -33,28 +34,32 @@ class ClipSpan:
     stop: int
 
 
-class FrameCache:
-    """Least-recently-used decoded clips, bounded in bytes, so epochs after the first skip decoding."""
+CacheValue = TypeVar("CacheValue")
+
+
+class ByteBudgetCache(Generic[CacheValue]):
+    """Least-recently-used entries, bounded in bytes, so epochs after the first skip decoding."""
 
     def __init__(self, budget_bytes: int) -> None:
         self.budget = budget_bytes
         self.used = 0
-        self.entries: OrderedDict[ClipSpan, Images] = OrderedDict()
+        self.entries: OrderedDict[int, tuple[CacheValue, int]] = OrderedDict()
 
-    def get(self, key: ClipSpan) -> Images | None:
-        images = self.entries.get(key)
-        if images is not None:
-            self.entries.move_to_end(key)
-        return images
+    def get(self, key: int) -> CacheValue | None:
+        entry = self.entries.get(key)
+        if entry is None:
+            return None
+        self.entries.move_to_end(key)
+        return entry[0]
 
-    def put(self, key: ClipSpan, images: Images) -> None:
-        if images.nbytes > self.budget:
+    def put(self, key: int, value: CacheValue, nbytes: int) -> None:
+        if nbytes > self.budget:
             return
-        self.entries[key] = images
-        self.used += images.nbytes
+        self.entries[key] = (value, nbytes)
+        self.used += nbytes
         while self.used > self.budget:
-            _, evicted = self.entries.popitem(last=False)
-            self.used -= evicted.nbytes
+            _, (_, evicted) = self.entries.popitem(last=False)
+            self.used -= evicted
 
 
 def plan_clips(
@@ -102,8 +107,12 @@ class ClipDataset(Dataset[Clip]):
             if frame_cache_mb is not None
             else int(os.environ.get("DREEM_FRAME_CACHE_MB", DEFAULT_FRAME_CACHE_MB))
         )
-        self.cache = FrameCache(budget * 2**20)
         self.augmenter = FrameAugmenter(split.augmentations, seed) if self.train and split.augmentations else None
+        # A clip that comes out the same every time is cached whole (crops are ~30x smaller than frames);
+        # one that is augmented or drawn at random is rebuilt from cached frames.
+        self.deterministic = not (self.train and (self.augmenter is not None or isinstance(split.anchors, int)))
+        self.clip_cache: ByteBudgetCache[Clip] = ByteBudgetCache(budget * 2**20 if self.deterministic else 0)
+        self.frame_cache: ByteBudgetCache[Images] = ByteBudgetCache(0 if self.deterministic else budget * 2**20)
         if not isinstance(split.anchors, int):
             for video in self.videos:
                 anchor_names(split.anchors, video.node_names, self.rng)
@@ -114,18 +123,25 @@ class ClipDataset(Dataset[Clip]):
     def frames_of(self, span: ClipSpan) -> tuple[Frame, ...]:
         return self.videos[span.video_index].frames[span.start : span.stop]
 
-    def images_of(self, span: ClipSpan) -> Images:
-        images = self.cache.get(span)
+    def images_of(self, index: int) -> Images:
+        images = self.frame_cache.get(index)
         if images is None:
-            frames = self.frames_of(span)
-            images = self.readers[span.video_index].read([frame.frame_idx for frame in frames])
-            self.cache.put(span, images)
+            span = self.spans[index]
+            images = self.readers[span.video_index].read([frame.frame_idx for frame in self.frames_of(span)])
+            self.frame_cache.put(index, images, images.nbytes)
         return images
 
     def __getitem__(self, index: int) -> Clip:
+        clip = self.clip_cache.get(index)
+        if clip is None:
+            clip = self._build(index)
+            self.clip_cache.put(index, clip, clip.crops.numel())
+        return clip
+
+    def _build(self, index: int) -> Clip:
         span = self.spans[index]
         video = self.videos[span.video_index]
-        images = self.images_of(span)
+        images = self.images_of(index)
         size = self.pairs[span.video_index].crop_size + 2 * self.split.padding
         rng = self.rng if self.train else np.random.default_rng((self.seed or 0) + index)
         names = anchor_names(self.split.anchors, video.node_names, rng)
@@ -150,9 +166,9 @@ class ClipDataset(Dataset[Clip]):
         height, width = images.shape[1:3]
         channels = CHANNELS_PER_CROP * len(names)
         return Clip(
-            crops=torch.from_numpy(np.stack(crops)).float().div_(255.0)
+            crops=torch.from_numpy(np.stack(crops))
             if crops
-            else torch.zeros((0, channels, size, size)),
+            else torch.zeros((0, channels, size, size), dtype=torch.uint8),
             boxes=torch.from_numpy(np.stack(boxes)) if boxes else torch.zeros((0, len(names), 4)),
             frame_ids=torch.tensor(frame_ids, dtype=torch.long),
             track_ids=torch.tensor(track_ids, dtype=torch.long),

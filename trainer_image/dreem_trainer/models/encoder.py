@@ -87,8 +87,10 @@ class VisualEncoder(nn.Module):
         self.projection = nn.Linear(width, d_model)
 
     def forward(self, crops: torch.Tensor) -> torch.Tensor:
-        """(N, C, H, W) crops -> (N, d_model) features."""
+        """(N, C, H, W) crops, uint8 or float in [0, 1] -> (N, d_model) features."""
         if crops.shape[0] == 0:
-            return crops.new_zeros((0, self.projection.out_features))
+            return self.projection.weight.new_zeros((0, self.projection.out_features))
+        if crops.dtype == torch.uint8:
+            crops = crops.to(self.projection.weight.dtype).div_(255.0)
         features = self.backbone(crops.contiguous(memory_format=torch.channels_last))
         return self.projection(features.flatten(1))  # type: ignore[no-any-return]

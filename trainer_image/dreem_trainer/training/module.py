@@ -26,10 +26,12 @@ class DreemModule(pl.LightningModule):
     The configuration is stored in the checkpoint as plain data, so `dreem track` rebuilds the same model.
     """
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: dict[str, Any], scheduler_monitor: str | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()  # `hyper_parameters.config`: what inference.checkpoint rebuilds from
         self.config = DreemConfig.model_validate(config)
+        scheduler = self.config.scheduler
+        self.scheduler_monitor = scheduler_monitor or (scheduler.monitor if scheduler else "val_loss")
         self.model = GlobalTrackingTransformer(self.config.model)
         self.loss = AssociationLoss(self.config.loss)
         self._val_counts = TrackingCounts()
@@ -87,5 +89,5 @@ class DreemModule(pl.LightningModule):
         scheduler = getattr(torch.optim.lr_scheduler, scheduler_config.name)(optimizer, **scheduler_config.kwargs())
         return {
             "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "monitor": scheduler_config.monitor, "interval": "epoch"},
+            "lr_scheduler": {"scheduler": scheduler, "monitor": self.scheduler_monitor, "interval": "epoch"},
         }

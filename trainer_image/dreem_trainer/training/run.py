@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,7 @@ def build_callbacks(config: DreemConfig, has_validation: bool, interactive: bool
             callbacks.append(
                 ModelCheckpoint(
                     dirpath=directory,
-                    filename=f"epoch={{epoch}}-best_{metric}={{{watched}:.4f}}",
+                    filename=f"epoch={{epoch}}-best_{watched}={{{watched}:.4f}}",
                     auto_insert_metric_name=False,
                     monitor=watched,
                     mode=_mode(watched),
@@ -115,7 +116,9 @@ def build_logger(config: DreemConfig) -> Logger | bool:
     )
 
 
-def build_trainer(config: DreemConfig, has_validation: bool, interactive: bool | None = None) -> pl.Trainer:
+def build_trainer(
+    config: DreemConfig, has_validation: bool, interactive: bool | None = None, callbacks: Sequence[Callback] = ()
+) -> pl.Trainer:
     interactive = sys.stdout.isatty() if interactive is None else interactive
     trainer_config = config.trainer
     settings: dict[str, Any] = {
@@ -131,24 +134,32 @@ def build_trainer(config: DreemConfig, has_validation: bool, interactive: bool |
         "limit_train_batches": trainer_config.limit_train_batches,
         "limit_val_batches": trainer_config.limit_val_batches if has_validation else 0,
         "log_every_n_steps": trainer_config.log_every_n_steps,
-        "callbacks": build_callbacks(config, has_validation, interactive),
+        "callbacks": [*build_callbacks(config, has_validation, interactive), *callbacks],
         "logger": build_logger(config),
         "enable_progress_bar": interactive,
         "enable_model_summary": interactive,
+        # The sanity check validates two batches before training (5 s here, more on big clips): every
+        # restart of a cluster job would pay it. Validation errors then surface after the first epoch.
+        "num_sanity_val_steps": 0,
     }
     # Any other lightning.Trainer argument in the section passes through, and wins over dreem's choices.
     return pl.Trainer(**(settings | trainer_config.extra()))
 
 
-def run_training(config: DreemConfig) -> pl.Trainer:
-    """Train as configured; returns the finished Trainer (its callbacks hold the checkpoint paths)."""
+def run_training(config: DreemConfig, callbacks: Sequence[Callback] = ()) -> pl.Trainer:
+    """Train as configured; returns the finished Trainer (its callbacks hold the checkpoint paths).
+
+    `callbacks` are added to the configured ones (benchmarks and embedding applications use it).
+    """
     if config.seed is not None:
         pl.seed_everything(config.seed, workers=True, verbose=False)
     dataset, loaders = config.dataset, config.dataloader
     train_loader = data_loader(dataset.train_dataset, loaders.train_dataloader, config.seed)
     val_loader = data_loader(dataset.val_dataset, loaders.val_dataloader, config.seed) if dataset.val_dataset else None
-    trainer = build_trainer(config, has_validation=val_loader is not None)
-    module = DreemModule(config.model_dump(mode="json"))
+    has_validation = val_loader is not None and config.trainer.limit_val_batches != 0
+    trainer = build_trainer(config, has_validation=has_validation, callbacks=callbacks)
+    monitor = monitored(config.scheduler.monitor, has_validation) if config.scheduler else None
+    module = DreemModule(config.model_dump(mode="json"), scheduler_monitor=monitor)
     if trainer.is_global_zero:
         directory = checkpoint_dir(config)
         directory.mkdir(parents=True, exist_ok=True)
