@@ -12,6 +12,7 @@ import json
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from bench.common import FRAMES_PER_CLIP, REPO, median, peer_summary, run_child
 
@@ -20,7 +21,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         ours, rss = run_child(["-m", "bench.train_worker", tmp], env=None)
         steps = ours["step_seconds"]
-        result = {
+        result: dict[str, Any] = {
             "workload": "two_flies, crop 128, clip 32, resnet18, d_model 128, 1+1 layers, 2 epochs, CPU",
             "ours": {
                 "train_frames_per_s_incl_data_median_step": FRAMES_PER_CLIP / median(steps),
