@@ -101,7 +101,10 @@ def test_checkpointing_keys(tmp_path: Path) -> None:
     epochs = {int(p.name.split("-")[0].removeprefix("epoch=")) for p in [*best_loss, *best_idf1]}
     assert epochs <= {1, 3}  # every_n_epochs=2: only the 2nd and 4th epochs save
     last = models / "last.ckpt"
-    assert last.is_symlink(), "last.ckpt must link to a checkpoint, not be a second full copy"
+    assert torch.load(last, map_location="cpu", weights_only=False)["epoch"] == 3
+    # Each state is stored once: a full last.ckpt means no best file holds the same epoch.
+    if not last.is_symlink():
+        assert 3 not in epochs
     assert (models / "config.yaml").is_file()
 
 
@@ -180,3 +183,19 @@ def test_without_validation_monitors_fall_back_to_the_training_loss(tmp_path: Pa
     assert trainer.current_epoch == 2
     assert trainer.lr_scheduler_configs[0].monitor == "train_loss_epoch"
     assert list((tmp_path / "models").glob("*best_train_loss_epoch*.ckpt"))
+
+
+def test_last_checkpoint_is_always_the_newest_state(tmp_path: Path) -> None:
+    # The monitored metric never improves after the first epoch (a threshold it cannot cross):
+    # last.ckpt must still move on to the newest epoch, and the best file must stay intact.
+    trainer = run_training(
+        tiny_config(
+            tmp_path, trainer={"max_epochs": 3}, checkpointing={"monitor": ["val_loss"], "save_top_k": 1, "mode": "max"}
+        )
+    )
+    models = tmp_path / "models"
+    (best,) = models.glob("epoch=*.ckpt")
+    last = torch.load(models / "last.ckpt", map_location="cpu", weights_only=False)
+    assert last["epoch"] == trainer.current_epoch - 1 == 2
+    assert torch.load(best, map_location="cpu", weights_only=False)["epoch"] < 2
+    assert not (models / "last.ckpt").is_symlink()

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
 import lightning.pytorch as pl
+from lightning.pytorch.callbacks import ModelCheckpoint
+from torch import Tensor
 
 
 class EpochLines(pl.Callback):
@@ -32,3 +35,48 @@ class EpochLines(pl.Callback):
             file=sys.stdout,
             flush=True,
         )
+
+
+class LatestCheckpoint(ModelCheckpoint):
+    """A ModelCheckpoint whose last.ckpt always holds the newest training state, stored once.
+
+    Lightning (2.6) writes last.ckpt only when a top-k checkpoint was written at the same step, and
+    with `save_last="link"` points it at the last top-k file: either way it goes stale as soon as the
+    monitored metric stops improving, and a resume after a failure would silently go back in time.
+    Here last.ckpt is refreshed at every checkpointing epoch: a link when a checkpoint was written at
+    this very step, the full file otherwise, so every state is on disk exactly once. A link is
+    removed before a full write, so a write never goes through it into a best checkpoint.
+    """
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._refresh_last(trainer)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._refresh_last(trainer)
+
+    def _refresh_last(self, trainer: pl.Trainer) -> None:
+        due = self._every_n_epochs >= 1 and (trainer.current_epoch + 1) % self._every_n_epochs == 0
+        if self.save_last and due and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def _save_last_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict[str, Tensor]) -> None:
+        if not self.save_last:
+            return
+        filepath = self.format_checkpoint_name(monitor_candidates, self.CHECKPOINT_NAME_LAST)
+        previous, self.last_model_path = self.last_model_path, filepath
+        written_now = self._last_global_step_saved == trainer.global_step and self._last_checkpoint_saved not in (
+            "",
+            filepath,
+        )
+        if trainer.is_global_zero and os.path.islink(filepath):
+            os.unlink(filepath)
+        if written_now:
+            self._link_checkpoint(trainer, self._last_checkpoint_saved, filepath)
+        else:
+            self._save_checkpoint(trainer, filepath)
+        if previous and self._should_remove_checkpoint(trainer, previous, filepath):
+            self._remove_checkpoint(trainer, previous)

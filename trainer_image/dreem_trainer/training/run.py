@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import Callback, EarlyStopping, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
 from torch.utils.data import DataLoader
 
@@ -18,7 +18,7 @@ from dreem_trainer.config import DreemConfig, dump_yaml
 from dreem_trainer.config.data import DataLoaderSplitConfig, DatasetSplitConfig
 from dreem_trainer.data.clip import Clip, collate_clips
 from dreem_trainer.data.dataset import ClipDataset
-from dreem_trainer.training.callbacks import EpochLines
+from dreem_trainer.training.callbacks import EpochLines, LatestCheckpoint
 from dreem_trainer.training.module import DreemModule
 
 log = logging.getLogger(__name__)
@@ -61,20 +61,19 @@ def build_callbacks(config: DreemConfig, has_validation: bool, interactive: bool
         directory = checkpoint_dir(config)
         for index, metric in enumerate(checkpointing.monitor):
             watched = monitored(metric, has_validation)
-            callbacks.append(
-                ModelCheckpoint(
-                    dirpath=directory,
-                    filename=f"epoch={{epoch}}-best_{watched}={{{watched}:.4f}}",
-                    auto_insert_metric_name=False,
-                    monitor=watched,
-                    mode=_mode(watched),
-                    save_top_k=checkpointing.save_top_k,
-                    every_n_epochs=checkpointing.every_n_epochs,
-                    # One last.ckpt, as a link to the newest checkpoint: never a second full copy.
-                    save_last="link" if checkpointing.save_last and index == 0 else False,
-                    **checkpointing.extra(),
-                )
-            )
+            settings: dict[str, Any] = {
+                "dirpath": directory,
+                "filename": f"epoch={{epoch}}-best_{watched}={{{watched}:.4f}}",
+                "auto_insert_metric_name": False,
+                "monitor": watched,
+                "mode": _mode(watched),
+                "save_top_k": checkpointing.save_top_k,
+                "every_n_epochs": checkpointing.every_n_epochs,
+                # One last.ckpt, always the newest state, never a second full copy of a best one.
+                "save_last": checkpointing.save_last and index == 0,
+            }
+            # Other ModelCheckpoint arguments in the section pass through and win over dreem's choices.
+            callbacks.append(LatestCheckpoint(**(settings | checkpointing.extra())))
     if config.early_stopping is not None:
         stopping = config.early_stopping
         callbacks.append(
