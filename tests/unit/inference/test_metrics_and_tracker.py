@@ -8,7 +8,7 @@ import torch
 from dreem_trainer.config.model import ModelConfig
 from dreem_trainer.config.run import TrackerConfig
 from dreem_trainer.inference.metrics import TrackingCounts, tracking_counts
-from dreem_trainer.inference.tracker import Tracker, box_iou
+from dreem_trainer.inference.tracker import Tracker, box_iou, track_scores
 from dreem_trainer.models.gtr import GlobalTrackingTransformer
 
 
@@ -78,3 +78,15 @@ def test_window_size_bounds_the_memory() -> None:
         ids = t.step(frame, features, boxes, torch.tensor([1024, 1024]))
         assert len(ids) == 2
     assert len(t.window) == 3 and [f.frame_idx for f in t.window] == [3, 4, 5]
+
+
+def test_decay_time_discounts_older_frames() -> None:
+    # Track 4 matched two old instances, track 9 one recent one.
+    probabilities = torch.tensor([[0.3, 0.3, 0.4]])
+    window_ids = torch.tensor([4, 4, 9])
+    ages = torch.tensor([6, 5, 1])
+    tracks, plain = track_scores(probabilities, window_ids, ages, None)
+    _, decayed = track_scores(probabilities, window_ids, ages, 0.5)
+    assert tracks.tolist() == [4, 9]
+    assert int(plain.argmax()) == 0 and int(decayed.argmax()) == 1
+    assert torch.allclose(decayed, torch.tensor([[0.3 * 0.5**6 + 0.3 * 0.5**5, 0.4 * 0.5]]))

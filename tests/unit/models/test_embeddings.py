@@ -75,3 +75,17 @@ def test_temperature_changes_the_fixed_embeddings() -> None:
     p = PositionalEmbedding(PositionalEmbeddingConfig(mode="fixed", temperature=10000), 32)(boxes_at([(5, 9)]), IMAGE)
     q = PositionalEmbedding(PositionalEmbeddingConfig(mode="fixed", temperature=10), 32)(boxes_at([(5, 9)]), IMAGE)
     assert not torch.allclose(p, q)
+
+
+def test_scale_and_emb_num_change_the_embeddings() -> None:
+    boxes = boxes_at([(300, 400)])
+    default = PositionalEmbedding(PositionalEmbeddingConfig(mode="fixed", normalize=True), 32)(boxes, IMAGE)
+    scaled = PositionalEmbedding(PositionalEmbeddingConfig(mode="fixed", normalize=True, scale=100.0), 32)(boxes, IMAGE)
+    assert not torch.allclose(default, scaled)
+    torch.manual_seed(0)
+    coarse = TemporalEmbedding(TemporalEmbeddingConfig(mode="learned", emb_num=2), 8)
+    torch.manual_seed(0)
+    fine = TemporalEmbedding(TemporalEmbeddingConfig(mode="learned", emb_num=16), 8)
+    assert coarse.table.table.shape == (2, 8) and fine.table.table.shape == (16, 8)
+    offsets = torch.arange(5)
+    assert not torch.allclose(coarse(offsets), fine(offsets))

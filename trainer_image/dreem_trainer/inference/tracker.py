@@ -37,6 +37,21 @@ def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return intersection / (area_a[:, None] + area_b[None] - intersection).clamp(min=1e-6)
 
 
+def track_scores(
+    probabilities: torch.Tensor, window_ids: torch.Tensor, ages: torch.Tensor, decay_time: float | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each query's association with each track of the window: (K,) track ids and (Q, K) scores.
+
+    A track's score sums the query's probabilities over the track's instances, those `a` frames old
+    weighted by (1 - decay_time) ** a, so recent evidence counts more.
+    """
+    if decay_time is not None:
+        probabilities = probabilities * (1 - decay_time) ** ages.float()
+    tracks = torch.unique(window_ids)
+    membership = (window_ids[None] == tracks[:, None]).float()
+    return tracks, probabilities @ membership.T
+
+
 class Tracker:
     """Streams the frames of one video; call `reset` before the next video."""
 
@@ -101,12 +116,8 @@ class Tracker:
             query_index=torch.arange(references, references + count),
         )
         probabilities = output.matrices[-1][:, :references].softmax(-1)
-        if self.config.decay_time is not None:
-            ages = (frame_idx - offsets[:references] - first).float()
-            probabilities = probabilities * (1 - self.config.decay_time) ** ages
-        tracks = torch.unique(window_ids)
-        membership = (window_ids[None] == tracks[:, None]).float()
-        scores = probabilities @ membership.T
+        ages = frame_idx - first - offsets[:references]
+        tracks, scores = track_scores(probabilities, window_ids, ages, self.config.decay_time)
         last_boxes = torch.stack([window_boxes[(window_ids == t).nonzero().max()] for t in tracks])
         scores = self._spatial_terms(scores, boxes, last_boxes)
         return self._assign(scores.cpu().numpy(), tracks.cpu().numpy())

@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback, EarlyStopping, RichProgressBar
@@ -18,7 +18,7 @@ from dreem_trainer.config import DreemConfig, dump_yaml
 from dreem_trainer.config.data import DataLoaderSplitConfig, DatasetSplitConfig
 from dreem_trainer.data.clip import Clip, collate_clips
 from dreem_trainer.data.dataset import ClipDataset
-from dreem_trainer.training.callbacks import EpochLines, LatestCheckpoint
+from dreem_trainer.training.callbacks import EpochLines, LatestCheckpoint, PreciseBatchNorm
 from dreem_trainer.training.module import DreemModule
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,8 @@ def _mode(metric: str) -> str:
 
 
 def build_callbacks(config: DreemConfig, has_validation: bool, interactive: bool) -> list[Callback]:
-    callbacks: list[Callback] = [RichProgressBar() if interactive else EpochLines()]
+    # PreciseBatchNorm comes first: checkpoints written at the same hook must hold its statistics.
+    callbacks: list[Callback] = [PreciseBatchNorm(), RichProgressBar() if interactive else EpochLines()]
     checkpointing = config.checkpointing
     if config.trainer.enable_checkpointing:
         directory = checkpoint_dir(config)
@@ -101,13 +102,17 @@ def build_logger(config: DreemConfig) -> Logger | bool:
     if logging_config.logger_type == "TensorBoardLogger":
         return TensorBoardLogger(save_dir=logging_config.save_dir, name=logging_config.name, **extra)
     offline = not os.environ.get("WANDB_API_KEY") and os.environ.get("WANDB_MODE") != "online"
+    # Lightning's True logs the checkpoints kept (the best ones) when training ends: the spec's "best".
+    log_model: bool | Literal["all"] = "all" if logging_config.log_model == "all" else bool(logging_config.log_model)
+    if offline and log_model:
+        log.warning("logging.log_model: no WANDB_API_KEY, so W&B runs offline and cannot upload checkpoints")
+        log_model = False
     return WandbLogger(
         name=logging_config.name,
         project=logging_config.project,
         entity=logging_config.entity,
         save_dir=logging_config.save_dir,
-        # Lightning's True logs the checkpoints kept (the best ones) when training ends: the spec's "best".
-        log_model="all" if logging_config.log_model == "all" else bool(logging_config.log_model),
+        log_model=log_model,
         group=logging_config.group,
         notes=logging_config.notes,
         offline=offline,

@@ -1,0 +1,83 @@
+"""Each run-control key lands on the Lightning object it configures (built, not trained)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.loggers import WandbLogger
+from torch.utils.data import RandomSampler, SequentialSampler
+
+from dreem_trainer.training.run import build_trainer, data_loader
+from tests.trainer_helpers import tiny_config
+
+
+def test_early_stopping_keys(tmp_path: Path) -> None:
+    keys = {
+        "monitor": "val_idf1",
+        "mode": "max",
+        "patience": 3,
+        "min_delta": 0.05,
+        "check_finite": False,
+        "stopping_threshold": 0.99,
+        "divergence_threshold": 0.1,
+        "verbose": True,
+    }
+    trainer = build_trainer(tiny_config(tmp_path, early_stopping=keys), has_validation=True, interactive=False)
+    (stopper,) = [c for c in trainer.callbacks if isinstance(c, EarlyStopping)]  # type: ignore[attr-defined]
+    assert (stopper.monitor, stopper.mode, stopper.patience, stopper.check_finite) == ("val_idf1", "max", 3, False)
+    assert (stopper.stopping_threshold, stopper.divergence_threshold, stopper.verbose) == (0.99, 0.1, True)
+    assert abs(stopper.min_delta) == 0.05
+
+
+def test_trainer_keys(tmp_path: Path) -> None:
+    keys = {
+        "max_epochs": 9,
+        "min_epochs": 2,
+        "check_val_every_n_epoch": 3,
+        "log_every_n_steps": 7,
+        "limit_val_batches": 0.5,
+    }
+    trainer = build_trainer(tiny_config(tmp_path, trainer=keys), has_validation=True, interactive=False)
+    assert (trainer.max_epochs, trainer.min_epochs, trainer.check_val_every_n_epoch) == (9, 2, 3)
+    assert (getattr(trainer, "log_every_n_steps"), trainer.limit_val_batches) == (7, 0.5)  # noqa: B009 - set at runtime
+    off = build_trainer(
+        tiny_config(tmp_path, trainer={"enable_checkpointing": False}), has_validation=True, interactive=False
+    )
+    assert not [c for c in off.callbacks if isinstance(c, ModelCheckpoint)]  # type: ignore[attr-defined]
+
+
+def test_shuffle_and_loader_kwargs(tmp_path: Path) -> None:
+    config = tiny_config(tmp_path)
+    split = config.dataset.train_dataset
+    shuffled = data_loader(split, config.dataloader.train_dataloader.model_copy(update={"shuffle": True}), 0)
+    ordered = data_loader(split, config.dataloader.train_dataloader, 0)
+    assert isinstance(shuffled.sampler, RandomSampler) and isinstance(ordered.sampler, SequentialSampler)
+    extra = tiny_config(tmp_path, dataloader={"train_dataloader": {"num_workers": 1, "timeout": 30}})
+    loader = data_loader(split, extra.dataloader.train_dataloader, 0)
+    assert loader.num_workers == 1 and loader.timeout == 30 and loader.persistent_workers
+
+
+def test_wandb_keys_go_offline_without_a_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    keys = {
+        "logger_type": "WandbLogger",
+        "project": "flies",
+        "entity": "lab",
+        "group": "g1",
+        "notes": "n",
+        "name": "run7",
+    }
+    trainer = build_trainer(tiny_config(tmp_path, logging=keys), has_validation=True, interactive=False)
+    logger = trainer.logger
+    assert isinstance(logger, WandbLogger)
+    init = logger._wandb_init
+    assert (init["project"], init["entity"], init["group"], init["notes"], init["name"]) == (
+        "flies",
+        "lab",
+        "g1",
+        "n",
+        "run7",
+    )
+    assert logger._offline
