@@ -23,7 +23,9 @@ from dreem_trainer.config.optimization import OptimizerConfig
 from dreem_trainer.config.run import TrainerConfig
 
 EXIT_CONFIG_ERROR = 2
-"""Exit status for a configuration the user has to fix; the operator fails a job at once on it."""
+"""Exit status for a configuration or data the user has to fix; the operator fails a job at once on it."""
+EXIT_STORAGE_ERROR = 3
+"""Exit status when S3 storage cannot be used (unreachable, missing bucket, denied); may be transient."""
 
 app = typer.Typer(
     name="dreem",
@@ -118,6 +120,14 @@ Anchor = Annotated[
         show_default=_default(DatasetSplitConfig, "anchors"),
     ),
 ]
+Resume = Annotated[
+    str | None,
+    typer.Option(
+        "--resume",
+        help="auto: continue from the newest checkpoint in checkpointing.dirpath; never: start afresh.",
+        show_default="auto when checkpointing.dirpath is on S3, else never",
+    ),
+]
 ClipLength = Annotated[
     int | None,
     typer.Option(
@@ -143,6 +153,7 @@ class TrainFlags:
     decoder_layers: int | None = None
     anchor: str | None = None
     clip_length: int | None = None
+    resume: str | None = None
 
     def overrides(self) -> list[tuple[KeyPath, Any]]:
         """Key paths for the flags given; directories first, so dataset-wide flags reach a new val split."""
@@ -158,6 +169,7 @@ class TrainFlags:
             (("model", "nhead"), self.nhead),
             (("model", "num_encoder_layers"), self.encoder_layers),
             (("model", "num_decoder_layers"), self.decoder_layers),
+            (("checkpointing", "resume"), self.resume),
         ]
         return [(path, value) for path, value in targets if value is not None]
 
@@ -202,12 +214,20 @@ def train(
             has_value=False,
         )
         _fail(ConfigError([missing], str(config) if config else None))
+    from dreem_trainer.data.sources import DataError
+    from dreem_trainer.storage.client import StorageError
     from dreem_trainer.training.run import run_training
 
     try:
         run_training(resolved)
     except ConfigError as error:
         _fail(error)
+    except DataError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(EXIT_CONFIG_ERROR) from None
+    except StorageError as error:
+        typer.echo(f"storage error: {error}", err=True)
+        raise typer.Exit(EXIT_STORAGE_ERROR) from None
 
 
 CheckpointOption = Annotated[
@@ -352,12 +372,24 @@ def config_show(
     decoder_layers: DecoderLayers = None,
     anchor: Anchor = None,
     clip_length: ClipLength = None,
+    resume: Resume = None,
     config: ConfigFile = None,
     set_: SetOverrides = None,
 ) -> None:
     """Print the fully resolved configuration `dreem train` would use with the same options."""
     flags = TrainFlags(
-        train_dir, val_dir, crop_size, epochs, lr, d_model, nhead, encoder_layers, decoder_layers, anchor, clip_length
+        train_dir,
+        val_dir,
+        crop_size,
+        epochs,
+        lr,
+        d_model,
+        nhead,
+        encoder_layers,
+        decoder_layers,
+        anchor,
+        clip_length,
+        resume,
     )
     typer.echo(dump_yaml(resolve(config, set_, flags)), nl=False)
 

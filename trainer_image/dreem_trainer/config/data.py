@@ -9,6 +9,7 @@ from pydantic import Field, field_validator, model_validator
 from dreem_trainer.config.base import PassThroughSection, Section
 from dreem_trainer.config.issues import did_you_mean, key_error
 from dreem_trainer.config.library_names import library_names
+from dreem_trainer.config.paths import check_path
 
 EXTRA_AUGMENTATIONS = {"NodeDropout": frozenset({"p", "n"}), "InstanceDropout": frozenset({"p", "n"})}
 
@@ -31,6 +32,8 @@ class DirConfig(Section):
     def _not_empty(cls, path: str | list[str]) -> str | list[str]:
         if not path:
             raise ValueError("needs at least one directory")
+        for entry in [path] if isinstance(path, str) else path:
+            check_path(entry)
         return path
 
 
@@ -74,6 +77,13 @@ class DatasetSplitConfig(Section):
         description="Albumentations transforms by class name with their parameters, plus NodeDropout and "
         "InstanceDropout. Typically only used for training datasets.",
     )
+
+    @field_validator("slp_files", "video_files")
+    @classmethod
+    def _paths(cls, files: list[str] | None) -> list[str] | None:
+        for path in files or []:
+            check_path(path)
+        return files
 
     @field_validator("crop_size")
     @classmethod

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from dreem_trainer.config.base import PassThroughSection, Section
 from dreem_trainer.config.issues import did_you_mean, key_error
 from dreem_trainer.config.library_names import library_names
+from dreem_trainer.config.paths import check_path
 
 
 class MLPConfig(Section):
@@ -130,6 +131,11 @@ class ModelConfig(Section):
         default_factory=EmbeddingMetaConfig, description="Positional (pos) and temporal (temp) embeddings."
     )
     encoder_cfg: EncoderConfig = Field(default_factory=EncoderConfig, description="Visual encoder configuration.")
+
+    @field_validator("ckpt_path")
+    @classmethod
+    def _checkpoint_path(cls, path: str | None) -> str | None:
+        return check_path(path) if path else path
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> ModelConfig:

@@ -13,6 +13,7 @@ from dreem_trainer.config.run import (
     CheckpointingConfig,
     EarlyStoppingConfig,
     LoggingConfig,
+    StorageConfig,
     TrackerConfig,
     TrainerConfig,
 )
@@ -42,6 +43,9 @@ class DreemConfig(Section):
     trainer: TrainerConfig = Field(default_factory=TrainerConfig, description="PyTorch Lightning Trainer.")
     tracker: TrackerConfig = Field(
         default_factory=TrackerConfig, description="Tracking used by validation metrics, dreem track and dreem eval."
+    )
+    storage: StorageConfig = Field(
+        default_factory=StorageConfig, description="S3-compatible storage used by s3:// paths."
     )
     seed: int | None = Field(
         0, ge=0, description="Seed for weights, sampling and augmentation; null for an unseeded run."

@@ -9,6 +9,7 @@ from pydantic import Field, field_validator, model_validator
 from dreem_trainer.config.base import PassThroughSection, Section
 from dreem_trainer.config.issues import did_you_mean, key_error
 from dreem_trainer.config.library_names import CallSignature, library_names
+from dreem_trainer.config.paths import check_path
 
 LoggerType = Literal["CSVLogger", "TensorBoardLogger", "WandbLogger"]
 
@@ -37,6 +38,11 @@ class LoggingConfig(PassThroughSection):
     )
     group: str | None = Field(None, description="Group name to organize runs into larger experiments.")
     notes: str | None = Field(None, description="Longer description of the run.")
+
+    @field_validator("save_dir")
+    @classmethod
+    def _log_path(cls, path: str) -> str:
+        return check_path(path)
 
     @model_validator(mode="after")
     def _known_logger_kwargs(self) -> LoggingConfig:
@@ -88,6 +94,17 @@ class CheckpointingConfig(PassThroughSection):
     every_n_epochs: int = Field(
         1, ge=0, description="Number of epochs between checkpoints. Set to 0 to disable periodic saves (default: 1)."
     )
+
+    resume: Literal["auto", "never"] | None = Field(
+        None,
+        description='Resume from the newest checkpoint in dirpath ("auto") or start afresh ("never"); default: '
+        "auto when dirpath is on S3, never otherwise.",
+    )
+
+    @field_validator("dirpath")
+    @classmethod
+    def _output_path(cls, path: str | None) -> str | None:
+        return check_path(path) if path else path
 
     @field_validator("monitor", mode="before")
     @classmethod
@@ -151,6 +168,26 @@ class TrainerConfig(PassThroughSection):
             if isinstance(value, float) and value > 1.0:
                 raise key_error(key, "a fraction must lie in [0, 1]; use an integer for a number of batches", value)
         return self
+
+
+class StorageConfig(Section):
+    """How to reach S3-compatible storage for s3:// paths. Credentials never go here: boto3 reads them
+    from the environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY), a profile or an instance role."""
+
+    endpoint_url: str | None = Field(
+        None, description="S3 endpoint, e.g. http://minio:9000 (default: AWS_ENDPOINT_URL, else AWS itself)."
+    )
+    region: str | None = Field(None, description="Region name (default: AWS_DEFAULT_REGION, else us-east-1).")
+    addressing_style: Literal["auto", "path", "virtual"] = Field(
+        "auto", description='Bucket addressing; MinIO and Ceph usually need "path" (default: "auto").'
+    )
+    retry_mode: Literal["standard", "adaptive"] = Field(
+        "standard", description="botocore retry mode (default: standard)."
+    )
+    max_attempts: int = Field(10, ge=1, description="Attempts per request before an error (default: 10).")
+    cache_dir: str | None = Field(
+        None, description="Local cache for downloaded data (default: DREEM_CACHE_DIR, else ~/.cache/dreem)."
+    )
 
 
 class TrackerConfig(Section):

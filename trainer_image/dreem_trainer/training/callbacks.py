@@ -8,8 +8,12 @@ import time
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
 from torch import Tensor, nn
+
+from dreem_trainer.config.run import StorageConfig
+from dreem_trainer.storage.staging import MirroredOutput
+from dreem_trainer.storage.sync import DirectorySync
 
 
 class EpochLines(pl.Callback):
@@ -133,3 +137,44 @@ class PreciseBatchNorm(pl.Callback):
                 assert norm.running_mean is not None and norm.running_var is not None
                 norm.running_mean.copy_(trainer.strategy.reduce(norm.running_mean, reduce_op="mean"))
                 norm.running_var.copy_(trainer.strategy.reduce(norm.running_var, reduce_op="mean"))
+
+
+class StorageSync(Checkpoint):
+    """Mirrors checkpoints and logs to S3 on rank 0: at start (the resolved config), after every
+    checkpointing hook and at the end, where the run waits for the uploads to finish.
+
+    A `Checkpoint` subclass, so Lightning runs it after the ModelCheckpoints of the same hook and the
+    checkpoint just written goes up at once.
+    """
+
+    def __init__(self, storage: StorageConfig, outputs: list[MirroredOutput]) -> None:
+        self.storage = storage
+        self.outputs = outputs
+        self.syncs: list[DirectorySync] = []
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if trainer.is_global_zero and not self.syncs:
+            self.syncs = [DirectorySync(self.storage, output.local, output.remote) for output in self.outputs]
+        self._sync()
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._sync()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._sync()
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.finish()
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self.finish()
+
+    def _sync(self) -> None:
+        for sync in self.syncs:
+            sync.sync()
+
+    def finish(self) -> None:
+        self._sync()
+        for sync in self.syncs:
+            sync.wait()

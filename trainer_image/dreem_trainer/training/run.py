@@ -18,7 +18,9 @@ from dreem_trainer.config import DreemConfig, dump_yaml
 from dreem_trainer.config.data import DataLoaderSplitConfig, DatasetSplitConfig
 from dreem_trainer.data.clip import Clip, collate_clips
 from dreem_trainer.data.dataset import ClipDataset
-from dreem_trainer.training.callbacks import EpochLines, LatestCheckpoint, PreciseBatchNorm
+from dreem_trainer.storage.staging import stage
+from dreem_trainer.training.callbacks import EpochLines, LatestCheckpoint, PreciseBatchNorm, StorageSync
+from dreem_trainer.training.checkpoint_io import AtomicCheckpointIO
 from dreem_trainer.training.module import DreemModule
 
 log = logging.getLogger(__name__)
@@ -146,15 +148,22 @@ def build_trainer(
         # restart of a cluster job would pay it. Validation errors then surface after the first epoch.
         "num_sanity_val_steps": 0,
     }
+    settings["plugins"] = [AtomicCheckpointIO()]
     # Any other lightning.Trainer argument in the section passes through, and wins over dreem's choices.
     return pl.Trainer(**(settings | trainer_config.extra()))
 
 
-def run_training(config: DreemConfig, callbacks: Sequence[Callback] = ()) -> pl.Trainer:
+def run_training(config: DreemConfig, callbacks: Sequence[Callback] = (), resume: bool | None = None) -> pl.Trainer:
     """Train as configured; returns the finished Trainer (its callbacks hold the checkpoint paths).
 
-    `callbacks` are added to the configured ones (benchmarks and embedding applications use it).
+    s3:// inputs are downloaded and s3:// outputs mirrored (see storage.staging); `resume` overrides
+    `checkpointing.resume`. `callbacks` are added to the configured ones (benchmarks use it).
     """
+    resolved = config
+    staged = stage(config, resume)
+    config = staged.config
+    if staged.outputs:
+        callbacks = [*callbacks, StorageSync(config.storage, staged.outputs)]
     if config.seed is not None:
         pl.seed_everything(config.seed, workers=True, verbose=False)
     dataset, loaders = config.dataset, config.dataloader
@@ -167,6 +176,7 @@ def run_training(config: DreemConfig, callbacks: Sequence[Callback] = ()) -> pl.
     if trainer.is_global_zero:
         directory = checkpoint_dir(config)
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / "config.yaml").write_text(dump_yaml(config))
+        # The configuration as given (s3:// paths, not the local cache they were staged to).
+        (directory / "config.yaml").write_text(dump_yaml(resolved))
     trainer.fit(module, train_loader, val_loader, ckpt_path=config.model.ckpt_path)
     return trainer

@@ -1,0 +1,139 @@
+"""S3-compatible storage against moto's S3 server over HTTP: data in, checkpoints and logs out, errors."""
+
+from __future__ import annotations
+
+import io
+import uuid
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import torch
+
+from dreem_trainer.config.paths import S3Uri
+from dreem_trainer.config.run import StorageConfig
+from dreem_trainer.storage.client import StorageError, check_access
+from dreem_trainer.storage.download import DownloadReport, download, local_path
+from dreem_trainer.training.run import run_training
+from tests.conftest import DEMO_DATA
+from tests.trainer_helpers import tiny_config
+
+pytestmark = pytest.mark.slow
+
+
+def bucket(endpoint: str, with_flies: bool = False) -> str:
+    name = f"b-{uuid.uuid4().hex[:12]}"
+    client = boto3.client("s3", endpoint_url=endpoint)
+    client.create_bucket(Bucket=name)
+    if with_flies:
+        for suffix in (".slp", ".mp4"):
+            client.upload_file(str(DEMO_DATA / f"two_flies{suffix}"), name, f"flies/two_flies{suffix}")
+    return name
+
+
+def keys(endpoint: str, name: str, prefix: str = "") -> list[str]:
+    client = boto3.client("s3", endpoint_url=endpoint)
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=name, Prefix=prefix)
+    return sorted(item["Key"] for page in pages for item in page.get("Contents", []))
+
+
+def storage(endpoint: str, tmp_path: Path) -> dict[str, Any]:
+    return {"endpoint_url": endpoint, "addressing_style": "path", "cache_dir": str(tmp_path / "cache")}
+
+
+def test_data_on_s3_train_then_checkpoints_logs_and_config_on_s3(s3_endpoint: str, tmp_path: Path) -> None:
+    data, out = bucket(s3_endpoint, with_flies=True), bucket(s3_endpoint)
+    split = {"dir": {"path": f"s3://{data}/flies"}}
+    config = tiny_config(
+        tmp_path,
+        storage=storage(s3_endpoint, tmp_path),
+        dataset={"train_dataset": split, "val_dataset": split},
+        checkpointing={"dirpath": f"s3://{out}/run/models"},
+        logging={"save_dir": f"s3://{out}/run/logs", "logger_type": "TensorBoardLogger"},
+        trainer={"max_epochs": 2},
+    )
+    run_training(config)
+    stored = keys(s3_endpoint, out)
+    assert "run/models/config.yaml" in stored and "run/models/last.ckpt" in stored
+    assert any(k.startswith("run/models/epoch=") for k in stored)
+    assert any(k.startswith("run/logs/tiny/version_0/events.out.tfevents") for k in stored)
+    client = boto3.client("s3", endpoint_url=s3_endpoint)
+    for key in (k for k in stored if k.endswith(".ckpt")):
+        state = torch.load(io.BytesIO(client.get_object(Bucket=out, Key=key)["Body"].read()), weights_only=False)
+        assert state["epoch"] in (0, 1) and "state_dict" in state
+    last = torch.load(
+        io.BytesIO(client.get_object(Bucket=out, Key="run/models/last.ckpt")["Body"].read()), weights_only=False
+    )
+    assert last["epoch"] == 1
+    config_text = client.get_object(Bucket=out, Key="run/models/config.yaml")["Body"].read().decode()
+    assert f"s3://{data}/flies" in config_text and "testing-secret" not in config_text
+
+
+def test_a_finished_run_resumes_without_training_again(s3_endpoint: str, tmp_path: Path) -> None:
+    data, out = bucket(s3_endpoint, with_flies=True), bucket(s3_endpoint)
+    split = {"dir": {"path": f"s3://{data}/flies"}}
+    sections: dict[str, Any] = {
+        "storage": storage(s3_endpoint, tmp_path),
+        "dataset": {"train_dataset": split, "val_dataset": split},
+        "checkpointing": {"dirpath": f"s3://{out}/models"},
+        "logging": None,
+    }
+    first = run_training(tiny_config(tmp_path, trainer={"max_epochs": 1}, **sections))
+    assert first.global_step == 2
+    more = run_training(tiny_config(tmp_path, trainer={"max_epochs": 2}, **sections))
+    assert more.global_step == 4 and more.current_epoch == 2  # resumed: one more epoch, not two
+    again = run_training(tiny_config(tmp_path, trainer={"max_epochs": 2}, **sections))
+    assert again.global_step == 4  # finished: nothing trained
+    fresh = run_training(
+        tiny_config(
+            tmp_path,
+            trainer={"max_epochs": 1},
+            checkpointing={"dirpath": f"s3://{out}/models", "resume": "never"},
+            **{k: v for k, v in sections.items() if k != "checkpointing"},
+        )
+    )
+    assert fresh.global_step == 2
+
+
+def test_download_cache_skips_unchanged_and_refetches_changed(s3_endpoint: str, tmp_path: Path) -> None:
+    data = bucket(s3_endpoint, with_flies=True)
+    settings = StorageConfig.model_validate(storage(s3_endpoint, tmp_path))
+    first, second = DownloadReport(), DownloadReport()
+    local = download(settings, f"s3://{data}/flies", first)
+    assert (first.fetched, first.skipped) == (2, 0)
+    assert (local / "two_flies.slp").read_bytes() == (DEMO_DATA / "two_flies.slp").read_bytes()
+    download(settings, f"s3://{data}/flies", second)
+    assert (second.fetched, second.skipped) == (0, 2)
+    # A truncated file (a killed copy) or a changed object is fetched again.
+    (local / "two_flies.slp").write_bytes(b"half")
+    boto3.client("s3", endpoint_url=s3_endpoint).put_object(Bucket=data, Key="flies/two_flies.mp4", Body=b"new video")
+    third = DownloadReport()
+    download(settings, f"s3://{data}/flies", third)
+    assert (third.fetched, third.skipped) == (2, 0)
+    assert (local / "two_flies.mp4").read_bytes() == b"new video"
+    assert not list(local.glob("*.partial")) and not list(local.glob(".*.partial"))
+
+
+def test_keys_outside_the_cache_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(StorageError, match="outside the cache directory"):
+        local_path(tmp_path, S3Uri("bucket", "../../etc/passwd"))
+    with pytest.raises(StorageError, match="outside the cache directory"):
+        local_path(tmp_path, S3Uri("bucket", "/abs/key"))
+    with pytest.raises(ValueError, match="may not contain"):
+        S3Uri.parse("s3://bucket/a/../../b")
+
+
+def test_missing_bucket_and_unreachable_endpoint_fail_before_training(s3_endpoint: str, tmp_path: Path) -> None:
+    settings = StorageConfig.model_validate(storage(s3_endpoint, tmp_path))
+    with pytest.raises(StorageError, match=r"s3://no-such-bucket-here/x: the bucket does not exist"):
+        check_access(settings, S3Uri.parse("s3://no-such-bucket-here/x"))
+    down = StorageConfig.model_validate({"endpoint_url": "http://127.0.0.1:9", "max_attempts": 1})
+    with pytest.raises(StorageError, match=r"s3://some-bucket/data: cannot reach the endpoint"):
+        check_access(down, S3Uri.parse("s3://some-bucket/data"))
+    config = tiny_config(
+        tmp_path, storage=storage(s3_endpoint, tmp_path), checkpointing={"dirpath": "s3://no-such-bucket-here/m"}
+    )
+    with pytest.raises(StorageError, match="no-such-bucket-here"):
+        run_training(config)
+    assert not (tmp_path / "logs").exists()  # nothing trained, nothing logged

@@ -1,0 +1,70 @@
+"""The one S3 client factory, and the start-up check that storage is usable at all."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from dreem_trainer.config.paths import S3Uri
+from dreem_trainer.config.run import StorageConfig
+
+
+class StorageError(RuntimeError):
+    """Storage that cannot be used: the URI and the cause, never the credentials."""
+
+
+@cache
+def _client(
+    endpoint_url: str | None, region: str | None, addressing_style: str, retry_mode: str, max_attempts: int
+) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    settings = Config(
+        region_name=region,
+        retries={"mode": retry_mode, "max_attempts": max_attempts},
+        s3={"addressing_style": addressing_style},
+        connect_timeout=10,
+        read_timeout=60,
+    )
+    # endpoint_url=None lets boto3 take AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_S3, then AWS itself.
+    return boto3.session.Session().client("s3", endpoint_url=endpoint_url, config=settings)
+
+
+def s3_client(storage: StorageConfig) -> Any:
+    """A boto3 S3 client for these settings (cached: boto3 clients are thread-safe)."""
+    return _client(
+        storage.endpoint_url, storage.region, storage.addressing_style, storage.retry_mode, storage.max_attempts
+    )
+
+
+def explain(error: Exception) -> str:
+    """The cause of a botocore error in words, without request details that could hold secrets."""
+    from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
+
+    if isinstance(error, ClientError):
+        code = str(error.response.get("Error", {}).get("Code", "?"))
+        meanings = {
+            "NoSuchBucket": "the bucket does not exist",
+            "404": "the bucket does not exist",
+            "403": "access denied: check the credentials and the bucket policy",
+            "AccessDenied": "access denied: check the credentials and the bucket policy",
+            "InvalidAccessKeyId": "the access key is not known to this endpoint",
+            "SignatureDoesNotMatch": "the secret key is wrong",
+        }
+        return meanings.get(code, f"{code}: {error.response.get('Error', {}).get('Message', '')}".strip())
+    if isinstance(error, EndpointConnectionError):
+        return f"cannot reach the endpoint ({error.kwargs.get('endpoint_url', '?')})"
+    if isinstance(error, NoCredentialsError):
+        return "no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or a profile)"
+    return f"{type(error).__name__}: {error}"
+
+
+def check_access(storage: StorageConfig, uri: S3Uri) -> None:
+    """Fail fast, before any training, when the bucket is missing, unreachable or not ours."""
+    client = s3_client(storage)
+    try:
+        client.head_bucket(Bucket=uri.bucket)
+        client.list_objects_v2(Bucket=uri.bucket, Prefix=uri.prefix, MaxKeys=1)
+    except Exception as error:
+        raise StorageError(f"{uri}: {explain(error)}") from None

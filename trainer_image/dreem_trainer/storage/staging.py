@@ -1,0 +1,123 @@
+"""Before training: check every s3:// location, download inputs into the cache, give outputs a local
+staging folder that is mirrored back, and find the checkpoint to resume from."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dreem_trainer.config import DreemConfig
+from dreem_trainer.config.data import DatasetSplitConfig
+from dreem_trainer.config.paths import S3Uri, is_s3
+from dreem_trainer.storage.client import check_access
+from dreem_trainer.storage.download import cache_root, download
+from dreem_trainer.storage.sync import newest_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MirroredOutput:
+    """A local folder the trainer writes, mirrored to an S3 prefix."""
+
+    local: Path
+    remote: S3Uri
+
+
+@dataclass
+class StagedRun:
+    config: DreemConfig
+    """The configuration with every s3:// path replaced by a local one."""
+    outputs: list[MirroredOutput] = field(default_factory=list)
+    resumed_from: str | None = None
+
+
+def _s3_paths(config: DreemConfig) -> list[str]:
+    paths: list[str] = []
+    for split in (config.dataset.train_dataset, config.dataset.val_dataset, config.dataset.test_dataset):
+        if split is not None:
+            paths += split.dir.paths if split.dir else []
+            paths += [*(split.slp_files or []), *(split.video_files or [])]
+    paths += [config.model.ckpt_path or "", config.checkpointing.dirpath or ""]
+    paths += [config.logging.save_dir] if config.logging else []
+    return [path for path in paths if is_s3(path)]
+
+
+def _local_split(config: DreemConfig, split: DatasetSplitConfig | None) -> DatasetSplitConfig | None:
+    if split is None:
+        return None
+
+    def local(path: str) -> str:
+        return str(download(config.storage, path)) if is_s3(path) else path
+
+    update: dict[str, object] = {}
+    if split.dir is not None and any(is_s3(p) for p in split.dir.paths):
+        paths = [local(p) for p in split.dir.paths]
+        update["dir"] = split.dir.model_copy(update={"path": paths if isinstance(split.dir.path, list) else paths[0]})
+    if split.slp_files:
+        update["slp_files"] = [local(p) for p in split.slp_files]
+        update["video_files"] = [local(p) for p in split.video_files or []]
+    return split.model_copy(update=update) if update else split
+
+
+def stage(config: DreemConfig, resume: bool | None = None) -> StagedRun:
+    """Everything storage needs before the Trainer starts; storage problems fail here, before training."""
+    checked: set[tuple[str, str]] = set()
+    for path in _s3_paths(config):
+        uri = S3Uri.parse(path)
+        if (uri.bucket, uri.key) not in checked:
+            check_access(config.storage, uri)
+            checked.add((uri.bucket, uri.key))
+
+    dataset = config.dataset.model_copy(
+        update={
+            "train_dataset": _local_split(config, config.dataset.train_dataset),
+            "val_dataset": _local_split(config, config.dataset.val_dataset),
+            "test_dataset": _local_split(config, config.dataset.test_dataset),
+        }
+    )
+    run = StagedRun(config.model_copy(update={"dataset": dataset}))
+    staging = cache_root(config.storage) / "outputs" / f"{os.getpid()}-{int(time.time())}"
+    checkpointing, logging_config = run.config.checkpointing, run.config.logging
+    if is_s3(checkpointing.dirpath):
+        assert checkpointing.dirpath is not None
+        output = MirroredOutput(staging / "checkpoints", S3Uri.parse(checkpointing.dirpath))
+        run.outputs.append(output)
+        checkpointing = checkpointing.model_copy(update={"dirpath": str(output.local)})
+    if logging_config is not None and is_s3(logging_config.save_dir):
+        output = MirroredOutput(staging / "logs", S3Uri.parse(logging_config.save_dir))
+        run.outputs.append(output)
+        logging_config = logging_config.model_copy(update={"save_dir": str(output.local)})
+    run.config = run.config.model_copy(update={"checkpointing": checkpointing, "logging": logging_config})
+
+    model = run.config.model
+    ckpt_path = model.ckpt_path
+    wants_resume = resume if resume is not None else _resume_default(config)
+    if ckpt_path is None and wants_resume:
+        ckpt_path = _newest(config)
+        if ckpt_path is not None:
+            run.resumed_from = ckpt_path
+            log.info("resuming from %s", ckpt_path)
+    if ckpt_path is not None and is_s3(ckpt_path):
+        ckpt_path = str(download(config.storage, ckpt_path))
+    run.config = run.config.model_copy(update={"model": model.model_copy(update={"ckpt_path": ckpt_path})})
+    return run
+
+
+def _resume_default(config: DreemConfig) -> bool:
+    mode = config.checkpointing.resume
+    return mode == "auto" if mode is not None else is_s3(config.checkpointing.dirpath)
+
+
+def _newest(config: DreemConfig) -> str | None:
+    dirpath = config.checkpointing.dirpath
+    if is_s3(dirpath):
+        assert dirpath is not None
+        found = newest_checkpoint(config.storage, S3Uri.parse(dirpath))
+        return str(found) if found else None
+    if dirpath and (Path(dirpath) / "last.ckpt").is_file():
+        return str(Path(dirpath) / "last.ckpt")
+    return None

@@ -1,0 +1,143 @@
+"""Mirrors a local directory (checkpoints, logs) to an S3 prefix from a background thread.
+
+Uploads read each file through one open handle, so a file replaced while it uploads (checkpoints are
+written by rename, see training.checkpoint_io) still goes up whole; an S3 object appears only once its
+upload completes, so an object under the prefix is always a complete file. A link (last.ckpt pointing
+at a best checkpoint) becomes a server-side copy, not a second upload. Failed uploads are retried with
+backoff while training goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from dreem_trainer.config.paths import S3Uri
+from dreem_trainer.config.run import StorageConfig
+from dreem_trainer.storage.client import StorageError, explain, s3_client
+
+log = logging.getLogger(__name__)
+
+MULTIPART_THRESHOLD = 64 * 2**20
+Signature = tuple[str, int, int] | tuple[str, str]
+
+
+def _transfer_config() -> Any:
+    from boto3.s3.transfer import TransferConfig
+
+    return TransferConfig(multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=16 * 2**20, use_threads=False)
+
+
+class DirectorySync:
+    """Call `sync()` whenever the directory may have changed; `wait()` before the process exits."""
+
+    def __init__(self, storage: StorageConfig, local: Path, remote: S3Uri, retry_for_s: float = 900.0) -> None:
+        self.storage = storage
+        self.local = local
+        self.remote = remote
+        self.retry_for_s = retry_for_s
+        self.mirrored: dict[str, Signature] = {}
+        self.pending: list[Future[None]] = []
+        self.failures: list[str] = []
+        self.lock = threading.Lock()
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dreem-sync")
+
+    def scan(self) -> dict[str, Signature]:
+        found: dict[str, Signature] = {}
+        if not self.local.is_dir():
+            return found
+        for path in sorted(self.local.rglob("*")):
+            relative = path.relative_to(self.local).as_posix()
+            if path.name.startswith(".") or path.name.endswith(".tmp"):
+                continue
+            if path.is_symlink():
+                target = path.resolve()
+                if target.is_file() and target.is_relative_to(self.local.resolve()):
+                    found[relative] = ("link", target.relative_to(self.local.resolve()).as_posix())
+            elif path.is_file():
+                stat = path.stat()
+                found[relative] = ("file", stat.st_size, stat.st_mtime_ns)
+        return found
+
+    def sync(self) -> None:
+        """Queue uploads for new and changed files, then copies for links, then deletions."""
+        current = self.scan()
+        changed = [name for name, signature in current.items() if self.mirrored.get(name) != signature]
+        files = [name for name in changed if current[name][0] == "file"]
+        links = [name for name in changed if current[name][0] == "link"]
+        removed = [name for name in self.mirrored if name not in current]
+        with self.lock:
+            for name in files:
+                self.pending.append(self.executor.submit(self._retrying, self._upload, name))
+            for name in links:
+                target = str(current[name][1])
+                self.pending.append(self.executor.submit(self._retrying, self._copy, target, name))
+            for name in removed:
+                self.pending.append(self.executor.submit(self._retrying, self._delete, name))
+        self.mirrored = current
+
+    def wait(self, timeout_s: float | None = None) -> None:
+        """Block until every queued transfer is done; raise if any failed for good."""
+        with self.lock:
+            pending, self.pending = self.pending, []
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        for future in pending:
+            future.result(timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
+        if self.failures:
+            raise StorageError("; ".join(self.failures))
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True)
+
+    def _retrying(self, action: Any, *args: str) -> None:
+        deadline = time.monotonic() + self.retry_for_s
+        delay = 1.0
+        while True:
+            try:
+                action(*args)
+                return
+            except FileNotFoundError:
+                return  # replaced or pruned locally since it was queued: a later sync handles it
+            except Exception as error:
+                if time.monotonic() + delay > deadline:
+                    self.failures.append(f"{self.remote.join(args[-1])}: {explain(error)}")
+                    log.error("giving up on %s: %s", self.remote.join(args[-1]), explain(error))
+                    return
+                log.warning("storage unavailable (%s); retrying %s in %.0f s", explain(error), args[-1], delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    def _upload(self, name: str) -> None:
+        target = self.remote.join(name)
+        with (self.local / name).open("rb") as handle:
+            s3_client(self.storage).upload_fileobj(handle, target.bucket, target.key, Config=_transfer_config())
+
+    def _copy(self, source: str, name: str) -> None:
+        client = s3_client(self.storage)
+        origin = self.remote.join(source)
+        target = self.remote.join(name)
+        client.copy({"Bucket": origin.bucket, "Key": origin.key}, target.bucket, target.key, Config=_transfer_config())
+
+    def _delete(self, name: str) -> None:
+        target = self.remote.join(name)
+        s3_client(self.storage).delete_object(Bucket=target.bucket, Key=target.key)
+
+
+def newest_checkpoint(storage: StorageConfig, remote: S3Uri) -> S3Uri | None:
+    """The most recently completed checkpoint under a prefix (last.ckpt wins a tie)."""
+    client = s3_client(storage)
+    candidates: list[tuple[Any, bool, str]] = []
+    try:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=remote.bucket, Prefix=remote.prefix):
+            for item in page.get("Contents", []):
+                key = str(item["Key"])
+                if key.endswith(".ckpt") and "/" not in key[len(remote.prefix) :]:
+                    candidates.append((item["LastModified"], os.path.basename(key) == "last.ckpt", key))
+    except Exception as error:
+        raise StorageError(f"{remote}: {explain(error)}") from None
+    return S3Uri(remote.bucket, max(candidates)[2]) if candidates else None
