@@ -43,7 +43,9 @@ class DirectorySync:
         self.retry_for_s = retry_for_s
         self.mirrored: dict[str, Signature] = {}
         self.pending: list[Future[None]] = []
-        self.failures: list[str] = []
+        self.failures: dict[str, str] = {}
+        self.on_remote: set[str] = set()
+        """Names whose latest upload finished: the only valid sources of a server-side copy."""
         self.lock = threading.Lock()
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dreem-sync")
 
@@ -88,44 +90,69 @@ class DirectorySync:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         for future in pending:
             future.result(timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
-        if self.failures:
-            raise StorageError("; ".join(self.failures))
+        # A file that failed but is gone locally (a pruned checkpoint) was superseded: not a loss.
+        lost = [message for name, message in self.failures.items() if name in self.mirrored]
+        if lost:
+            raise StorageError("; ".join(lost))
 
     def close(self) -> None:
         self.executor.shutdown(wait=True)
 
     def _retrying(self, action: Any, *args: str) -> None:
+        """Run a transfer, retrying transient failures (an outage) with backoff for up to `retry_for_s`."""
+        name = args[-1]
         deadline = time.monotonic() + self.retry_for_s
         delay = 1.0
         while True:
             try:
                 action(*args)
+                self.failures.pop(name, None)
                 return
             except FileNotFoundError:
                 return  # replaced or pruned locally since it was queued: a later sync handles it
             except Exception as error:
-                if time.monotonic() + delay > deadline:
-                    self.failures.append(f"{self.remote.join(args[-1])}: {explain(error)}")
-                    log.error("giving up on %s: %s", self.remote.join(args[-1]), explain(error))
+                if not transient(error) or time.monotonic() + delay > deadline:
+                    self.failures[name] = f"{self.remote.join(name)}: {explain(error)}"
+                    log.error("could not store %s: %s", self.remote.join(name), explain(error))
                     return
-                log.warning("storage unavailable (%s); retrying %s in %.0f s", explain(error), args[-1], delay)
+                log.warning("storage unavailable (%s); retrying %s in %.0f s", explain(error), name, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 30.0)
 
     def _upload(self, name: str) -> None:
+        self.on_remote.discard(name)
         target = self.remote.join(name)
         with (self.local / name).open("rb") as handle:
             s3_client(self.storage).upload_fileobj(handle, target.bucket, target.key, Config=_transfer_config())
+        self.on_remote.add(name)
 
     def _copy(self, source: str, name: str) -> None:
+        """A link as a server-side copy of its target, or, if the target never made it up, as an upload."""
+        if source not in self.on_remote:
+            self._upload(name)
+            return
         client = s3_client(self.storage)
         origin = self.remote.join(source)
         target = self.remote.join(name)
         client.copy({"Bucket": origin.bucket, "Key": origin.key}, target.bucket, target.key, Config=_transfer_config())
+        self.on_remote.add(name)
 
     def _delete(self, name: str) -> None:
+        self.on_remote.discard(name)
         target = self.remote.join(name)
         s3_client(self.storage).delete_object(Bucket=target.bucket, Key=target.key)
+
+
+def transient(error: Exception) -> bool:
+    """Worth retrying: the endpoint unreachable or overloaded, not a request it refused."""
+    from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
+
+    if isinstance(error, (ConnectionError, HTTPClientError)):
+        return True
+    if isinstance(error, ClientError):
+        status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+        return status >= 500 or status in (408, 429)
+    return False
 
 
 def newest_checkpoint(storage: StorageConfig, remote: S3Uri) -> S3Uri | None:

@@ -162,6 +162,8 @@ def run_training(config: DreemConfig, callbacks: Sequence[Callback] = (), resume
     resolved = config
     staged = stage(config, resume)
     config = staged.config
+    if staged.resumed_from:
+        print(f"resuming from {staged.resumed_from}", flush=True)
     if staged.outputs:
         callbacks = [*callbacks, StorageSync(config.storage, staged.outputs)]
     if config.seed is not None:

@@ -1,0 +1,138 @@
+"""A run killed mid-epoch resumes from its last uploaded checkpoint; a storage outage loses nothing."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import torch
+import yaml
+
+from tests.conftest import DEMO_DATA, S3_ENV
+from tests.trainer_helpers import tiny_raw
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def new_buckets(endpoint: str) -> tuple[str, str]:
+    client = boto3.client("s3", endpoint_url=endpoint)
+    data, out = f"data-{uuid.uuid4().hex[:10]}", f"out-{uuid.uuid4().hex[:10]}"
+    for name in (data, out):
+        client.create_bucket(Bucket=name)
+    for suffix in (".slp", ".mp4"):
+        client.upload_file(str(DEMO_DATA / f"two_flies{suffix}"), data, f"flies/two_flies{suffix}")
+    return data, out
+
+
+def write_config(tmp_path: Path, endpoint: str, data: str, out: str, epochs: int) -> Path:
+    raw: dict[str, Any] = tiny_raw(tmp_path, trainer={"max_epochs": epochs}, logging=None)
+    for split in ("train_dataset", "val_dataset"):
+        raw["dataset"][split]["dir"]["path"] = f"s3://{data}/flies"
+        raw["dataset"][split]["n_chunks"] = 4
+    raw["checkpointing"] = {"dirpath": f"s3://{out}/models", "save_top_k": 1}
+    raw["storage"] = {"endpoint_url": endpoint, "addressing_style": "path", "cache_dir": str(tmp_path / "cache")}
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def start_training(config: Path, cwd: Path) -> subprocess.Popen[str]:
+    dreem = shutil.which("dreem", path=str(Path(sys.executable).parent))
+    assert dreem is not None
+    env = {**__import__("os").environ, **S3_ENV}
+    return subprocess.Popen(
+        [dreem, "train", "--config", str(config)],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def wait_for_key(endpoint: str, bucket: str, key: str, process: subprocess.Popen[str], timeout: float = 180) -> None:
+    client = boto3.client("s3", endpoint_url=endpoint)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()[0][-3000:]
+        listed = client.list_objects_v2(Bucket=bucket, Prefix=key).get("Contents", [])
+        if listed:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{key} never appeared")
+
+
+def load(endpoint: str, bucket: str, key: str) -> dict[str, Any]:
+    body = boto3.client("s3", endpoint_url=endpoint).get_object(Bucket=bucket, Key=key)["Body"].read()
+    state = torch.load(io.BytesIO(body), map_location="cpu", weights_only=False)
+    assert isinstance(state, dict)
+    return state
+
+
+def test_killed_mid_epoch_resumes_from_the_last_uploaded_checkpoint(s3_endpoint: str, tmp_path: Path) -> None:
+    data, out = new_buckets(s3_endpoint)
+    config = write_config(tmp_path, s3_endpoint, data, out, epochs=3)
+    first = start_training(config, tmp_path)
+    wait_for_key(s3_endpoint, out, "models/last.ckpt", first)
+    first.kill()  # SIGKILL in the second epoch: no chance to clean up
+    first.wait()
+    assert load(s3_endpoint, out, "models/last.ckpt")["epoch"] < 2
+
+    second = start_training(config, tmp_path)
+    output = second.communicate(timeout=300)[0]
+    assert second.returncode == 0, output[-3000:]
+    assert f"resuming from s3://{out}/models/" in output
+    final = load(s3_endpoint, out, "models/last.ckpt")
+    # Three epochs of four clips: the same end as an uninterrupted run, no epoch trained twice from 0.
+    assert final["epoch"] == 2 and final["global_step"] == 12
+    assert "epoch 1/3:" not in output
+
+
+def test_storage_outage_during_training_loses_no_checkpoint(tmp_path: Path) -> None:
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        import os
+
+        os.environ.update(S3_ENV)
+        data, out = new_buckets(endpoint)
+        config = write_config(tmp_path, endpoint, data, out, epochs=4)
+        training = start_training(config, tmp_path)
+        wait_for_key(endpoint, out, "models/last.ckpt", training)
+        server.stop()
+        time.sleep(20)  # storage gone for 20 s while training goes on
+        assert training.poll() is None or training.returncode == 0
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        server.start()
+        output = training.communicate(timeout=400)[0]
+        assert training.returncode == 0, output[-3000:]
+        assert "storage unavailable" in output and "retrying" in output  # the outage did hit the uploads
+        stored = [
+            item["Key"] for item in boto3.client("s3", endpoint_url=endpoint).list_objects_v2(Bucket=out)["Contents"]
+        ]
+        checkpoints = [key for key in stored if key.endswith(".ckpt")]
+        assert "models/last.ckpt" in checkpoints
+        for key in checkpoints:
+            assert "state_dict" in load(endpoint, out, key)
+        assert load(endpoint, out, "models/last.ckpt")["epoch"] == 3
+    finally:
+        server.stop()
