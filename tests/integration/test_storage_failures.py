@@ -120,12 +120,13 @@ def test_storage_outage_during_training_loses_no_checkpoint(tmp_path: Path) -> N
         wait_for_key(endpoint, out, "models/last.ckpt", training)
         server.stop()
         time.sleep(20)  # storage gone for 20 s while training goes on
-        assert training.poll() is None or training.returncode == 0
+        # Four short epochs take well under 20 s: still alive means the run waits on uploads, not lost them.
+        assert training.poll() is None
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         server.start()
         output = training.communicate(timeout=400)[0]
         assert training.returncode == 0, output[-3000:]
-        assert "storage unavailable" in output and "retrying" in output  # the outage did hit the uploads
+        assert "epoch 4/4:" in output
         stored = [
             item["Key"] for item in boto3.client("s3", endpoint_url=endpoint).list_objects_v2(Bucket=out)["Contents"]
         ]
