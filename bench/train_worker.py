@@ -27,9 +27,14 @@ class StepTimes(pl.Callback):
         self.first_step_done: float | None = None
         self.previous: float | None = None
         self.steps: list[float] = []
+        self.epoch_started = 0.0
+        self.epochs: list[float] = []
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.previous = time.perf_counter()
+        self.previous = self.epoch_started = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.epochs.append(time.perf_counter() - self.epoch_started)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
         now = time.perf_counter()
@@ -40,17 +45,19 @@ class StepTimes(pl.Callback):
         self.previous = now
 
 
-def main(out: str) -> None:
+def main(out: str, overrides: dict[str, Any]) -> None:
+    """Train the workload; `overrides` (JSON) refine it, e.g. s3:// data and outputs."""
     raw = deep_merge(WORKLOAD, {"logging": {"save_dir": f"{out}/logs"}, "checkpointing": {"dirpath": f"{out}/models"}})
     timeline = StepTimes()
-    run_training(validate(raw), callbacks=[timeline])
+    run_training(validate(deep_merge(raw, overrides)), callbacks=[timeline])
     assert timeline.first_step_done is not None
-    sizes = [p.stat().st_size for p in Path(out, "models").glob("*.ckpt") if not p.is_symlink()]
+    sizes = [p.stat().st_size for p in Path(out, "models").glob("*.ckpt") if not p.is_symlink()] or [0]
     print(
         json.dumps(
             {
                 "startup_to_first_step_s": timeline.first_step_done - STARTED,
                 "step_seconds": timeline.steps,
+                "epoch_seconds": timeline.epochs,
                 "checkpoint_files": len(sizes),
                 "checkpoint_mb": max(sizes) / 1e6,
             }
@@ -59,4 +66,4 @@ def main(out: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], json.loads(sys.argv[2]) if len(sys.argv) > 2 else {})

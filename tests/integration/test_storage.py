@@ -16,7 +16,7 @@ from dreem_trainer.config.run import StorageConfig
 from dreem_trainer.storage.client import StorageError, check_access
 from dreem_trainer.storage.download import DownloadReport, download, local_path
 from dreem_trainer.training.run import run_training
-from tests.conftest import DEMO_DATA
+from tests.conftest import DEMO_DATA, S3_ENV
 from tests.trainer_helpers import tiny_config
 
 pytestmark = pytest.mark.slow
@@ -137,3 +137,41 @@ def test_missing_bucket_and_unreachable_endpoint_fail_before_training(s3_endpoin
     with pytest.raises(StorageError, match="no-such-bucket-here"):
         run_training(config)
     assert not (tmp_path / "logs").exists()  # nothing trained, nothing logged
+
+
+def test_wrong_credentials_are_named_without_the_secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second moto server, in its own process, that checks credentials like a real endpoint."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    script = (
+        "from moto.server import ThreadedMotoServer; import time\n"
+        f"ThreadedMotoServer(ip_address='127.0.0.1', port={port}, verbose=False).start(); time.sleep(120)"
+    )
+    server = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"})
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.2)
+        for key, value in S3_ENV.items():
+            monkeypatch.setenv(key, value)
+        settings = StorageConfig.model_validate(
+            {"endpoint_url": f"http://127.0.0.1:{port}", "addressing_style": "path"}
+        )
+        with pytest.raises(StorageError) as raised:
+            check_access(settings, S3Uri.parse("s3://lab-data/flies"))
+        message = str(raised.value)
+        assert message.startswith("s3://lab-data/flies: access denied: check the credentials")
+        assert os.environ["AWS_SECRET_ACCESS_KEY"] not in message and os.environ["AWS_ACCESS_KEY_ID"] not in message
+    finally:
+        server.kill()
+        server.wait()
