@@ -46,9 +46,12 @@ test: lint typecheck unit
 library-names: $(STAMP)
 	$(BIN)/python -m dreem_trainer.introspect
 
+# Figures, not tests. Builds the reference implementation beside us first when ../shared/peer is there.
 bench: $(STAMP)
-	$(BIN)/python bench/train_throughput.py
-	$(BIN)/python bench/track_throughput.py
+	@if [ -x ../shared/peer/setup.sh ]; then PEER_HOME=$(CURDIR)/.peer ../shared/peer/setup.sh; fi
+	$(BIN)/python -m bench.train_throughput
+	$(BIN)/python -m bench.track_throughput
+	$(BIN)/python -m bench.storage
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .mypy_cache .ruff_cache .pytest_cache

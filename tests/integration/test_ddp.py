@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,15 +13,10 @@ import pytest
 import torch
 import yaml
 
+from tests.conftest import free_port
 from tests.trainer_helpers import tiny_raw
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def test_two_nodes_split_the_clips_and_only_rank_zero_writes(tmp_path: Path) -> None:

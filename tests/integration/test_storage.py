@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -16,7 +19,7 @@ from dreem_trainer.config.run import StorageConfig
 from dreem_trainer.storage.client import StorageError, check_access
 from dreem_trainer.storage.download import DownloadReport, download, local_path
 from dreem_trainer.training.run import run_training
-from tests.conftest import DEMO_DATA, S3_ENV
+from tests.conftest import DEMO_DATA, S3_ENV, free_port, wait_for_port
 from tests.trainer_helpers import tiny_config
 
 pytestmark = pytest.mark.slow
@@ -68,6 +71,21 @@ def test_data_on_s3_train_then_checkpoints_logs_and_config_on_s3(s3_endpoint: st
     assert last["epoch"] == 1
     config_text = client.get_object(Bucket=out, Key="run/models/config.yaml")["Body"].read().decode()
     assert f"s3://{data}/flies" in config_text and "testing-secret" not in config_text
+    # TensorBoard reads the logs straight from the bucket (in its own process, as `tensorboard --logdir`).
+    reader = (
+        "import sys\n"
+        "from tensorboard.backend.event_processing.event_accumulator import EventAccumulator\n"
+        "events = EventAccumulator(sys.argv[1]); events.Reload()\n"
+        "print(sorted(events.Tags()['scalars']), len(events.Scalars('val_loss')))"
+    )
+    shown = subprocess.run(
+        [sys.executable, "-c", reader, f"s3://{out}/run/logs/tiny/version_0"],
+        env={**os.environ, "S3_ENDPOINT": s3_endpoint},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "'train_loss_epoch'" in shown and "'val_idf1'" in shown and shown.strip().endswith(" 2")
 
 
 def test_a_finished_run_resumes_without_training_again(s3_endpoint: str, tmp_path: Path) -> None:
@@ -141,27 +159,14 @@ def test_missing_bucket_and_unreachable_endpoint_fail_before_training(s3_endpoin
 
 def test_wrong_credentials_are_named_without_the_secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A second moto server, in its own process, that checks credentials like a real endpoint."""
-    import os
-    import socket
-    import subprocess
-    import sys
-    import time
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     script = (
         "from moto.server import ThreadedMotoServer; import time\n"
         f"ThreadedMotoServer(ip_address='127.0.0.1', port={port}, verbose=False).start(); time.sleep(120)"
     )
     server = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"})
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.2)
+        wait_for_port(port)
         for key, value in S3_ENV.items():
             monkeypatch.setenv(key, value)
         settings = StorageConfig.model_validate(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -17,16 +16,10 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import DEMO_DATA, S3_ENV
+from tests.conftest import DEMO_DATA, S3_ENV, free_port
 from tests.trainer_helpers import tiny_raw
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def new_buckets(endpoint: str) -> tuple[str, str]:

@@ -20,7 +20,9 @@ from dreem_trainer.config.data import DatasetSplitConfig, DirConfig
 from dreem_trainer.config.loader import KeyPath
 from dreem_trainer.config.model import ModelConfig
 from dreem_trainer.config.optimization import OptimizerConfig
+from dreem_trainer.config.paths import is_s3
 from dreem_trainer.config.run import TrainerConfig
+from dreem_trainer.data.discovery import SourcePair
 
 EXIT_CONFIG_ERROR = 2
 """Exit status for a configuration or data the user has to fix; the operator fails a job at once on it."""
@@ -259,15 +261,26 @@ def _inference_setup(
     config: Path | None,
     set_: list[str] | None,
     flags: TrainFlags,
-) -> tuple[DreemConfig, list[Any]]:
-    """The checkpoint's configuration refined by the options, and the (labels, video) pairs to track."""
+) -> tuple[DreemConfig, list[SourcePair]]:
+    """The checkpoint's configuration refined by the options, and the (labels, video) pairs to track.
+
+    s3:// inputs are downloaded into the cache first.
+    """
     from dreem_trainer.data.discovery import discover
     from dreem_trainer.data.sources import DataError
     from dreem_trainer.inference.checkpoint import stored_config
     from dreem_trainer.inference.run import test_split
+    from dreem_trainer.storage.client import StorageError
+    from dreem_trainer.storage.download import download
+
+    def local(path: str) -> str:
+        return str(download(resolved.storage, path)) if is_s3(path) else path
 
     try:
         resolved = load_config(config, set_ or (), flags.overrides(), base=stored_config(checkpoint))
+        input_dir = local(input_dir) if input_dir else input_dir
+        slp_files = [local(p) for p in slp_files or []] or None
+        video_files = [local(p) for p in video_files or []] or None
         split = test_split(resolved)
         if input_dir is not None:
             split = split.model_copy(
@@ -299,6 +312,9 @@ def _inference_setup(
     except (DataError, FileNotFoundError, ValueError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(EXIT_CONFIG_ERROR) from None
+    except StorageError as error:
+        typer.echo(f"storage error: {error}", err=True)
+        raise typer.Exit(EXIT_STORAGE_ERROR) from None
 
 
 def _suffix(split: DatasetSplitConfig, key: str, default: str) -> str:

@@ -164,6 +164,22 @@ CASES: list[tuple[str, str, str, str]] = [
     ("fraction over one", "trainer:\n  limit_val_batches: 1.5\n", "trainer.limit_val_batches", "1.5"),
     ("tracker window", "tracker:\n  window_size: 0\n", "tracker.window_size", "got 0"),
     ("section not a mapping", "model: 5\n", "model", "got 5"),
+    (
+        "bad bucket name",
+        "checkpointing:\n  dirpath: s3://My_Bucket/models\n",
+        "checkpointing.dirpath",
+        "not a valid bucket name",
+    ),
+    ("dot-dot in s3 key", "logging:\n  save_dir: s3://lab-logs/a/../b\n", "logging.save_dir", "may not contain"),
+    (
+        "s3 data path",
+        "dataset:\n  train_dataset:\n    dir:\n      path: s3://x\n",
+        "dataset.train_dataset.dir.path",
+        "'x' is not a valid bucket",
+    ),
+    ("s3 checkpoint", "model:\n  ckpt_path: s3://ab\n", "model.ckpt_path", "'ab' is not a valid bucket"),
+    ("storage addressing", "storage:\n  addressing_style: dns\n", "storage.addressing_style", "'dns'"),
+    ("storage retry mode", "storage:\n  retry_mode: legacy\n", "storage.retry_mode", "'legacy'"),
 ]
 
 

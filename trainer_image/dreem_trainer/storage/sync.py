@@ -9,13 +9,14 @@ backoff while training goes on.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from dreem_trainer.config.paths import S3Uri
 from dreem_trainer.config.run import StorageConfig
@@ -24,13 +25,14 @@ from dreem_trainer.storage.client import StorageError, explain, s3_client
 log = logging.getLogger(__name__)
 
 MULTIPART_THRESHOLD = 64 * 2**20
+PART_BYTES = 16 * 2**20
 Signature = tuple[str, int, int] | tuple[str, str]
 
 
 def _transfer_config() -> Any:
     from boto3.s3.transfer import TransferConfig
 
-    return TransferConfig(multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=16 * 2**20, use_threads=False)
+    return TransferConfig(multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=PART_BYTES, use_threads=False)
 
 
 class DirectorySync:
@@ -123,7 +125,7 @@ class DirectorySync:
         self.on_remote.discard(name)
         target = self.remote.join(name)
         with (self.local / name).open("rb") as handle:
-            s3_client(self.storage).upload_fileobj(handle, target.bucket, target.key, Config=_transfer_config())
+            upload_parts(s3_client(self.storage), handle, target)
         self.on_remote.add(name)
 
     def _copy(self, source: str, name: str) -> None:
@@ -141,6 +143,36 @@ class DirectorySync:
         self.on_remote.discard(name)
         target = self.remote.join(name)
         s3_client(self.storage).delete_object(Bucket=target.bucket, Key=target.key)
+
+
+def upload_parts(client: Any, handle: BinaryIO, target: S3Uri) -> None:
+    """Upload from one open handle, in 16 MiB parts given to the HTTP layer as bytes.
+
+    s3transfer passes parts as file objects, which http.client sends 16 KiB at a time in a Python loop
+    holding the GIL that training needs; a bytes body goes out in one C-level sendall. The object
+    appears only when the upload completes, and an abandoned upload is aborted.
+    """
+    first = handle.read(PART_BYTES)
+    if len(first) < PART_BYTES:
+        client.put_object(Bucket=target.bucket, Key=target.key, Body=first)
+        return
+    upload_id = client.create_multipart_upload(Bucket=target.bucket, Key=target.key)["UploadId"]
+    try:
+        parts = []
+        chunk, number = first, 1
+        while chunk:
+            etag = client.upload_part(
+                Bucket=target.bucket, Key=target.key, UploadId=upload_id, PartNumber=number, Body=chunk
+            )["ETag"]
+            parts.append({"ETag": etag, "PartNumber": number})
+            chunk, number = handle.read(PART_BYTES), number + 1
+        client.complete_multipart_upload(
+            Bucket=target.bucket, Key=target.key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+        )
+    except BaseException:
+        with contextlib.suppress(Exception):  # during an outage the abort fails too; the error that matters is above
+            client.abort_multipart_upload(Bucket=target.bucket, Key=target.key, UploadId=upload_id)
+        raise
 
 
 def transient(error: Exception) -> bool:
