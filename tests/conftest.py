@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -65,3 +67,10 @@ def wait_for_port(port: int, timeout: float = 30.0) -> None:
                 return
         time.sleep(0.2)
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+def dreem_executable() -> str:
+    """The `dreem` console script of the environment running the tests."""
+    found = shutil.which("dreem", path=str(Path(sys.executable).parent))
+    assert found is not None, "dreem is not installed in this environment"
+    return found

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import csv
 import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
-from tests.conftest import free_port
+from tests.conftest import dreem_executable, free_port
 from tests.trainer_helpers import tiny_raw
 
 pytestmark = pytest.mark.slow
@@ -26,8 +24,7 @@ def test_two_nodes_split_the_clips_and_only_rank_zero_writes(tmp_path: Path) -> 
     config = tmp_path / "train.yaml"
     config.write_text(yaml.safe_dump(raw))
     port = free_port()
-    dreem = shutil.which("dreem", path=str(Path(sys.executable).parent))
-    assert dreem is not None
+    dreem = dreem_executable()
     processes = []
     for rank in (0, 1):
         workdir = tmp_path / f"node{rank}"

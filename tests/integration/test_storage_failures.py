@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import io
-import shutil
+import os
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -16,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import DEMO_DATA, S3_ENV, free_port
+from tests.conftest import DEMO_DATA, S3_ENV, dreem_executable, free_port
 from tests.trainer_helpers import tiny_raw
 
 pytestmark = pytest.mark.slow
@@ -45,9 +44,8 @@ def write_config(tmp_path: Path, endpoint: str, data: str, out: str, epochs: int
 
 
 def start_training(config: Path, cwd: Path) -> subprocess.Popen[str]:
-    dreem = shutil.which("dreem", path=str(Path(sys.executable).parent))
-    assert dreem is not None
-    env = {**__import__("os").environ, **S3_ENV}
+    dreem = dreem_executable()
+    env = {**os.environ, **S3_ENV}
     return subprocess.Popen(
         [dreem, "train", "--config", str(config)],
         cwd=cwd,
@@ -104,8 +102,6 @@ def test_storage_outage_during_training_loses_no_checkpoint(tmp_path: Path) -> N
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     try:
-        import os
-
         os.environ.update(S3_ENV)
         data, out = new_buckets(endpoint)
         config = write_config(tmp_path, endpoint, data, out, epochs=4)

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,16 +11,14 @@ import pytest
 import sleap_io as sio
 import yaml
 
-from tests.conftest import DEMO_DATA, REPO_ROOT
+from tests.conftest import DEMO_DATA, REPO_ROOT, dreem_executable
 from tests.trainer_helpers import TWO_FLIES_MP4, TWO_FLIES_SLP, tiny_raw
 
 pytestmark = pytest.mark.slow
 
 
 def dreem(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    executable = shutil.which("dreem", path=str(Path(sys.executable).parent))
-    assert executable is not None
-    return subprocess.run([executable, *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+    return subprocess.run([dreem_executable(), *args], cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ Lightning) is imported only by the commands that need it, so `dreem config ...` 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -321,46 +322,42 @@ def _suffix(split: DatasetSplitConfig, key: str, default: str) -> str:
     return str(getattr(split.dir, key)) if split.dir is not None else default
 
 
-@app.command()
-def track(
-    checkpoint: CheckpointOption,
-    output: OutputDir,
-    input_dir: InputDir = None,
-    slp_file: SlpFiles = None,
-    video_file: VideoFiles = None,
-    crop_size: CropSize = None,
-    anchor: Anchor = None,
-    clip_length: ClipLength = None,
-    config: ConfigFile = None,
-    set_: SetOverrides = None,
-) -> None:
-    """Track videos with a trained model; writes <output>/<video>.dreem_track.slp per video."""
-    from dreem_trainer.inference.run import run_tracking
+def _inference_command(runner: str, summary: str) -> Callable[..., None]:
+    """`dreem track` and `dreem eval` take the same options and differ only in what runs."""
 
-    flags = TrainFlags(crop_size=crop_size, anchor=anchor, clip_length=clip_length)
-    resolved, pairs = _inference_setup(checkpoint, input_dir, slp_file, video_file, config, set_, flags)
-    run_tracking(resolved, checkpoint, pairs, output)
+    def command(
+        checkpoint: CheckpointOption,
+        output: OutputDir,
+        input_dir: InputDir = None,
+        slp_file: SlpFiles = None,
+        video_file: VideoFiles = None,
+        crop_size: CropSize = None,
+        anchor: Anchor = None,
+        clip_length: ClipLength = None,
+        config: ConfigFile = None,
+        set_: SetOverrides = None,
+    ) -> None:
+        from dreem_trainer.inference import run
+
+        flags = TrainFlags(crop_size=crop_size, anchor=anchor, clip_length=clip_length)
+        resolved, pairs = _inference_setup(checkpoint, input_dir, slp_file, video_file, config, set_, flags)
+        getattr(run, runner)(resolved, checkpoint, pairs, output)
+
+    command.__doc__ = summary
+    return command
 
 
-@app.command("eval")
-def evaluate(
-    checkpoint: CheckpointOption,
-    output: OutputDir,
-    input_dir: InputDir = None,
-    slp_file: SlpFiles = None,
-    video_file: VideoFiles = None,
-    crop_size: CropSize = None,
-    anchor: Anchor = None,
-    clip_length: ClipLength = None,
-    config: ConfigFile = None,
-    set_: SetOverrides = None,
-) -> None:
-    """Track labelled videos and score the tracks against their identities (metrics.json, per-video CSV)."""
-    from dreem_trainer.inference.run import run_evaluation
-
-    flags = TrainFlags(crop_size=crop_size, anchor=anchor, clip_length=clip_length)
-    resolved, pairs = _inference_setup(checkpoint, input_dir, slp_file, video_file, config, set_, flags)
-    run_evaluation(resolved, checkpoint, pairs, output)
+app.command("track")(
+    _inference_command(
+        "run_tracking", "Track videos with a trained model; writes <output>/<video>.dreem_track.slp per video."
+    )
+)
+app.command("eval")(
+    _inference_command(
+        "run_evaluation",
+        "Track labelled videos and score the tracks against their identities (metrics.json, per-video CSV).",
+    )
+)
 
 
 @config_app.command("validate")
