@@ -180,3 +180,17 @@ def test_wrong_credentials_are_named_without_the_secret(tmp_path: Path, monkeypa
     finally:
         server.kill()
         server.wait()
+
+
+def test_endpoint_from_aws_endpoint_url(s3_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without storage.endpoint_url, boto3's standard AWS_ENDPOINT_URL variable names the endpoint."""
+    data = bucket(s3_endpoint, with_flies=True)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
+    # A region no other test uses, so the cached client is built with this environment.
+    settings = StorageConfig.model_validate(
+        {"region": "eu-west-3", "addressing_style": "path", "cache_dir": str(tmp_path)}
+    )
+    check_access(settings, S3Uri.parse(f"s3://{data}/flies"))
+    assert (download(settings, f"s3://{data}/flies/two_flies.slp")).read_bytes() == (
+        DEMO_DATA / "two_flies.slp"
+    ).read_bytes()
