@@ -63,7 +63,7 @@ def _local_split(config: DreemConfig, split: DatasetSplitConfig | None) -> Datas
     return split.model_copy(update=update) if update else split
 
 
-def stage(config: DreemConfig, resume: bool | None = None) -> StagedRun:
+def stage(config: DreemConfig) -> StagedRun:
     """Everything storage needs before the Trainer starts; storage problems fail here, before training."""
     checked: set[tuple[str, str]] = set()
     for path in _s3_paths(config):
@@ -95,8 +95,7 @@ def stage(config: DreemConfig, resume: bool | None = None) -> StagedRun:
 
     model = run.config.model
     ckpt_path = model.ckpt_path
-    wants_resume = resume if resume is not None else _resume_default(config)
-    if ckpt_path is None and wants_resume:
+    if ckpt_path is None and _resumes(config):
         ckpt_path = _newest(config)
         if ckpt_path is not None:
             run.resumed_from = ckpt_path
@@ -107,7 +106,8 @@ def stage(config: DreemConfig, resume: bool | None = None) -> StagedRun:
     return run
 
 
-def _resume_default(config: DreemConfig) -> bool:
+def _resumes(config: DreemConfig) -> bool:
+    """`checkpointing.resume`, by default auto when the output is on S3."""
     mode = config.checkpointing.resume
     return mode == "auto" if mode is not None else is_s3(config.checkpointing.dirpath)
 

@@ -153,14 +153,14 @@ def build_trainer(
     return pl.Trainer(**(settings | trainer_config.extra()))
 
 
-def run_training(config: DreemConfig, callbacks: Sequence[Callback] = (), resume: bool | None = None) -> pl.Trainer:
+def run_training(config: DreemConfig, callbacks: Sequence[Callback] = ()) -> pl.Trainer:
     """Train as configured; returns the finished Trainer (its callbacks hold the checkpoint paths).
 
-    s3:// inputs are downloaded and s3:// outputs mirrored (see storage.staging); `resume` overrides
-    `checkpointing.resume`. `callbacks` are added to the configured ones (benchmarks use it).
+    s3:// inputs are downloaded and s3:// outputs mirrored (see storage.staging).
+    `callbacks` are added to the configured ones (benchmarks use it).
     """
     resolved = config
-    staged = stage(config, resume)
+    staged = stage(config)
     config = staged.config
     if staged.resumed_from:
         print(f"resuming from {staged.resumed_from}", flush=True)
