@@ -47,6 +47,10 @@ library-names: $(STAMP)
 	$(BIN)/python -m dreem_trainer.introspect
 
 # Figures, not tests. Builds the reference implementation beside us first when ../shared/peer is there.
+# The CRD is generated from the API models; a test fails when crds/ drifts from them.
+crds: $(STAMP)
+	$(BIN)/python -m dreem_operator.crd
+
 bench: $(STAMP)
 	@if [ -x ../shared/peer/setup.sh ]; then PEER_HOME=$(CURDIR)/.peer ../shared/peer/setup.sh; fi
 	$(BIN)/python -m bench.train_throughput

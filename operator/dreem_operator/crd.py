@@ -1,0 +1,179 @@
+"""The DreemTrainingJob CustomResourceDefinition, generated from the API models (`make crds`).
+
+Kubernetes needs a *structural* OpenAPI v3 schema: every node typed, no unions. Pydantic's JSON schema
+is turned into one here: `$ref`s are inlined, `X | None` becomes `nullable`, an int-or-string union
+becomes `x-kubernetes-int-or-string`, and the unions Kubernetes cannot express (an int or a list of
+ints, say) and the pass-through sections keep `x-kubernetes-preserve-unknown-fields`, leaving their
+finer checks to the trainer's schema, which the operator applies before it creates any pod.
+Descriptions are kept, so `kubectl explain dtj.spec.config.model.d_model` prints the document's text.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dreem_operator.api import GROUP, KIND, PLURAL, SHORT_NAME, VERSION, DreemTrainingJobSpec, DreemTrainingJobStatus
+
+Schema = dict[str, Any]
+CRD_FILE = Path(__file__).resolve().parents[2] / "crds" / f"{PLURAL}.{GROUP}.yaml"
+
+_KEPT = (
+    "description",
+    "enum",
+    "minimum",
+    "maximum",
+    "minItems",
+    "maxItems",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "format",
+)
+_JSON_TYPES = {"integer", "number", "string", "boolean", "array", "object"}
+
+
+def structural(node: Schema, defs: dict[str, Schema]) -> Schema:
+    """One node of a pydantic JSON schema as a structural OpenAPI v3 schema node."""
+    if "$ref" in node:
+        target = defs[node["$ref"].split("/")[-1]]
+        merged = structural(target, defs)
+        if "description" in node:
+            merged["description"] = node["description"]
+        return merged
+    if "anyOf" in node:
+        return _union(node, defs)
+    out: Schema = {key: node[key] for key in _KEPT if key in node}
+    if "const" in node:
+        out["enum"] = [node["const"]]
+    for bound, flag in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        if bound in node:
+            out[flag] = node[bound]
+            out[bound] = True
+    kind = node.get("type")
+    if kind is None and node.get("enum") and all(isinstance(value, str) for value in node["enum"]):
+        kind = "string"
+    if kind == "object" or "properties" in node:
+        out["type"] = "object"
+        properties = node.get("properties", {})
+        if properties:
+            out["properties"] = {name: structural(child, defs) for name, child in properties.items()}
+        extra = node.get("additionalProperties")
+        if extra is True or (not properties and extra is None):
+            out["x-kubernetes-preserve-unknown-fields"] = True
+        elif isinstance(extra, dict):
+            out["additionalProperties"] = structural(extra, defs)
+        if node.get("required"):
+            out["required"] = list(node["required"])
+        return out
+    if kind == "array":
+        out["type"] = "array"
+        items = node.get("items") or (node.get("prefixItems") or [{}])[0]
+        out["items"] = structural(items, defs)
+        return out
+    if kind in _JSON_TYPES:
+        out["type"] = kind
+        return out
+    out["x-kubernetes-preserve-unknown-fields"] = True
+    return out
+
+
+def _union(node: Schema, defs: dict[str, Schema]) -> Schema:
+    branches = [branch for branch in node["anyOf"] if branch != {"type": "null"}]
+    nullable = len(branches) < len(node["anyOf"])
+    if len(branches) == 1:
+        out = structural({**branches[0], **{k: v for k, v in node.items() if k in _KEPT}}, defs)
+    elif {branch.get("type") for branch in branches} == {"integer", "string"}:
+        out = {"x-kubernetes-int-or-string": True}
+    elif {branch.get("type") for branch in branches} == {"integer", "number"}:
+        out = {"type": "number"}
+    else:
+        out = {"x-kubernetes-preserve-unknown-fields": True}
+    if "description" in node:
+        out["description"] = node["description"]
+    if nullable:
+        out["nullable"] = True
+    return out
+
+
+def _schema_of(model: type[Any]) -> Schema:
+    raw = model.model_json_schema()
+    return structural(raw, raw.get("$defs", {}))
+
+
+def build_crd() -> Schema:
+    spec = _schema_of(DreemTrainingJobSpec)
+    spec["properties"]["config"]["x-kubernetes-validations"] = [
+        {
+            "rule": "self == oldSelf",
+            "message": "spec.config cannot change once the job exists: create a new DreemTrainingJob (it can resume "
+            "from this one's checkpoint with model.ckpt_path)",
+        }
+    ]
+    status = _schema_of(DreemTrainingJobStatus)
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{PLURAL}.{GROUP}"},
+        "spec": {
+            "group": GROUP,
+            "names": {
+                "kind": KIND,
+                "listKind": f"{KIND}List",
+                "plural": PLURAL,
+                "singular": KIND.lower(),
+                "shortNames": [SHORT_NAME],
+                "categories": ["all"],
+            },
+            "scope": "Namespaced",
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": [
+                        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+                        {"name": "Epoch", "type": "integer", "jsonPath": ".status.progress.epoch"},
+                        {"name": "Val-Loss", "type": "number", "jsonPath": ".status.progress.metrics.val_loss"},
+                        {"name": "Restarts", "type": "integer", "jsonPath": ".status.restarts"},
+                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                    ],
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": "A DREEM tracker training run: one training YAML, run as gang-scheduled "
+                            "DDP pods that read from and write to S3-compatible storage.",
+                            "required": ["spec"],
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": spec,
+                                "status": status,
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+def render() -> str:
+    header = "# Generated by `make crds` (python -m dreem_operator.crd) from dreem_operator.api. Do not edit.\n"
+    return header + yaml.safe_dump(build_crd(), sort_keys=False, width=120)
+
+
+def main() -> int:
+    CRD_FILE.parent.mkdir(parents=True, exist_ok=True)
+    CRD_FILE.write_text(render())
+    print(f"wrote {CRD_FILE}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
