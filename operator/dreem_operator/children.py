@@ -1,0 +1,183 @@
+"""The objects a DreemTrainingJob owns, built as plain dicts: the resolved config, the headless Service
+and one gang pod per node. Pure functions: the handlers apply what these return."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from dreem_operator.api import GROUP, KIND, VERSION, DreemTrainingJobSpec
+from dreem_operator.names import CONFIG_FILE, CONFIG_MOUNT, JobNames
+from dreem_trainer.config import DreemConfig, dump_yaml
+
+KubernetesObject = dict[str, Any]
+GPU_RESOURCE = "nvidia.com/gpu"
+
+
+@dataclass(frozen=True)
+class OperatorSettings:
+    trainer_image: str = "ghcr.io/talmolab/dreem-trainer:0.1.0"
+    master_port: int = 29500
+
+
+@dataclass(frozen=True)
+class JobRef:
+    """Identity of the job, for names and ownerReferences."""
+
+    name: str
+    namespace: str
+    uid: str
+
+    @property
+    def names(self) -> JobNames:
+        return JobNames(self.name)
+
+    def owner(self) -> KubernetesObject:
+        return {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": KIND,
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+    def metadata(self, name: str, labels: dict[str, str]) -> KubernetesObject:
+        return {"name": name, "namespace": self.namespace, "labels": labels, "ownerReferences": [self.owner()]}
+
+
+def training_config(spec: DreemTrainingJobSpec) -> DreemConfig:
+    """The job's config with its outputs under `storage.output` unless the user placed them."""
+    config = spec.config
+    output = spec.storage.output.rstrip("/")
+    checkpointing = config.checkpointing
+    if checkpointing.dirpath is None:
+        checkpointing = checkpointing.model_copy(update={"dirpath": f"{output}/models"})
+    logging_config = config.logging
+    if logging_config is not None and "save_dir" not in logging_config.model_fields_set:
+        logging_config = logging_config.model_copy(update={"save_dir": f"{output}/logs"})
+    storage = config.storage.model_copy(
+        update={
+            key: value
+            for key, value in {
+                "endpoint_url": spec.storage.endpoint,
+                "region": spec.storage.region,
+                "addressing_style": spec.storage.addressingStyle,
+            }.items()
+            if value is not None and key not in config.storage.model_fields_set
+        }
+    )
+    trainer = config.trainer.model_copy(
+        update={
+            "num_nodes": spec.nodes,
+            "devices": max(spec.gpusPerNode, 1),
+            "accelerator": "gpu" if spec.gpusPerNode else "cpu",
+            "strategy": config.trainer.strategy or ("ddp" if spec.nodes * max(spec.gpusPerNode, 1) > 1 else None),
+        }
+    )
+    return config.model_copy(
+        update={"checkpointing": checkpointing, "logging": logging_config, "storage": storage, "trainer": trainer}
+    )
+
+
+def config_map(job: JobRef, spec: DreemTrainingJobSpec) -> KubernetesObject:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": job.metadata(job.names.config_map, job.names.labels()),
+        "data": {CONFIG_FILE: dump_yaml(training_config(spec))},
+    }
+
+
+def headless_service(job: JobRef, settings: OperatorSettings) -> KubernetesObject:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": job.metadata(job.names.service, job.names.labels()),
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,  # ranks must resolve each other before they are ready
+            "selector": job.names.labels(),
+            "ports": [{"name": "ddp", "port": settings.master_port, "targetPort": settings.master_port}],
+        },
+    }
+
+
+def rank_env(job: JobRef, spec: DreemTrainingJobSpec, rank: int, settings: OperatorSettings) -> list[KubernetesObject]:
+    """What Lightning (and torchrun, as PET_*) needs to form the gang, plus storage access by reference."""
+    processes = max(spec.gpusPerNode, 1)
+    values = {
+        "MASTER_ADDR": job.names.master_address,
+        "MASTER_PORT": str(settings.master_port),
+        "NODE_RANK": str(rank),
+        "NUM_NODES": str(spec.nodes),
+        "WORLD_SIZE": str(spec.nodes * processes),
+        "PET_MASTER_ADDR": job.names.master_address,
+        "PET_MASTER_PORT": str(settings.master_port),
+        "PET_NODE_RANK": str(rank),
+        "PET_NNODES": str(spec.nodes),
+        "PET_NPROC_PER_NODE": str(processes),
+        "DREEM_JOB": job.name,
+    }
+    if spec.storage.endpoint:
+        values["AWS_ENDPOINT_URL"] = spec.storage.endpoint
+    env: list[KubernetesObject] = [{"name": key, "value": value} for key, value in values.items()]
+    if spec.storage.credentialsSecret:
+        env += [
+            {"name": key, "valueFrom": {"secretKeyRef": {"name": spec.storage.credentialsSecret, "key": key}}}
+            for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+        ]
+    return env + list(spec.podTemplate.env or [])
+
+
+def gang_pod(
+    job: JobRef, spec: DreemTrainingJobSpec, attempt: int, rank: int, settings: OperatorSettings
+) -> KubernetesObject:
+    names = job.names
+    resources: KubernetesObject = dict(spec.resources or {})
+    if spec.gpusPerNode:
+        limits = {**resources.get("limits", {}), GPU_RESOURCE: spec.gpusPerNode}
+        resources["limits"] = limits
+    template = spec.podTemplate
+    pod_spec: KubernetesObject = {
+        "restartPolicy": "Never",  # failures are handled per gang by the operator, not per container
+        "hostname": names.hostname(rank),
+        "subdomain": names.service,
+        "serviceAccountName": template.serviceAccountName or names.service_account,
+        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [
+            {
+                "name": "trainer",
+                "image": spec.image or settings.trainer_image,
+                "args": ["train", "--config", f"{CONFIG_MOUNT}/{CONFIG_FILE}"],
+                "env": rank_env(job, spec, rank, settings),
+                "ports": [{"name": "ddp", "containerPort": settings.master_port}],
+                "resources": resources,
+                "terminationMessagePolicy": "FallbackToLogsOnError",
+                "securityContext": {
+                    "allowPrivilegeEscalation": False,
+                    "capabilities": {"drop": ["ALL"]},
+                    "runAsNonRoot": True,
+                },
+                "volumeMounts": [
+                    {"name": "config", "mountPath": CONFIG_MOUNT, "readOnly": True},
+                    *list(template.volumeMounts or []),
+                ],
+            }
+        ],
+        "volumes": [{"name": "config", "configMap": {"name": names.config_map}}, *list(template.volumes or [])],
+    }
+    optional = {
+        "nodeSelector": template.nodeSelector,
+        "tolerations": template.tolerations,
+        "affinity": template.affinity,
+        "priorityClassName": template.priorityClassName,
+        "imagePullSecrets": template.imagePullSecrets,
+    }
+    pod_spec.update({key: value for key, value in optional.items() if value})
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": job.metadata(names.pod(attempt, rank), names.labels(attempt, rank)),
+        "spec": pod_spec,
+    }

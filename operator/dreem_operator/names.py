@@ -1,0 +1,50 @@
+"""The one place that names the Kubernetes objects of a DreemTrainingJob and labels them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+LABEL_JOB = "dreem.sleap.ai/job"
+LABEL_ATTEMPT = "dreem.sleap.ai/attempt"
+LABEL_RANK = "dreem.sleap.ai/rank"
+CONFIG_FILE = "config.yaml"
+CONFIG_MOUNT = "/etc/dreem"
+
+
+@dataclass(frozen=True)
+class JobNames:
+    """Names derived from the job's own name: stable across operator restarts, so reconciles are idempotent."""
+
+    job: str
+
+    @property
+    def service(self) -> str:
+        """The headless Service that gives every rank a DNS name."""
+        return self.job
+
+    @property
+    def config_map(self) -> str:
+        return f"{self.job}-config"
+
+    @property
+    def service_account(self) -> str:
+        return f"{self.job}-trainer"
+
+    def pod(self, attempt: int, rank: int) -> str:
+        return f"{self.job}-{attempt}-{rank}"
+
+    def hostname(self, rank: int) -> str:
+        return f"{self.job}-{rank}"
+
+    @property
+    def master_address(self) -> str:
+        """Rank 0's stable DNS name: <hostname>.<service>, resolvable before the pod is ready."""
+        return f"{self.hostname(0)}.{self.service}"
+
+    def labels(self, attempt: int | None = None, rank: int | None = None) -> dict[str, str]:
+        labels = {LABEL_JOB: self.job}
+        if attempt is not None:
+            labels[LABEL_ATTEMPT] = str(attempt)
+        if rank is not None:
+            labels[LABEL_RANK] = str(rank)
+        return labels

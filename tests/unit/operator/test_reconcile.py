@@ -1,0 +1,215 @@
+"""The operator's pure decisions, table by table: phases, gang restarts, suspend, deadline, TTL, children."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+import yaml
+
+from dreem_operator.api import DreemTrainingJobStatus, Progress
+from dreem_operator.children import JobRef, OperatorSettings
+from dreem_operator.reconcile import CONFIG_ERROR_EXIT, ObservedPod, Plan, reconcile
+from dreem_trainer.config import validate
+
+JOB = JobRef("flies", "lab", "uid-1")
+NOW = datetime(2026, 11, 25, 12, 0, 0)
+BOTH = {"ConfigMap", "Service"}
+SETTINGS = OperatorSettings(trainer_image="trainer:test", master_port=29500)
+
+
+def spec(**changes: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "config": {"model": {"d_model": 64}, "dataset": {"train_dataset": {"dir": {"path": "s3://lab/flies"}}}},
+        "nodes": 2,
+        "gpusPerNode": 4,
+        "storage": {"output": "s3://lab/runs/flies", "credentialsSecret": "minio", "endpoint": "http://minio:9000"},
+        "runPolicy": {"backoffLimit": 2},
+    }
+    for key, value in changes.items():
+        base[key] = value | base.get(key, {}) if isinstance(value, dict) and key == "runPolicy" else value
+    return base
+
+
+def status(**fields: Any) -> DreemTrainingJobStatus:
+    return DreemTrainingJobStatus.model_validate(fields)
+
+
+def pod(rank: int, phase: str, attempt: int = 0, exit_code: int | None = None, message: str = "") -> ObservedPod:
+    return ObservedPod(f"flies-{attempt}-{rank}", attempt, rank, phase, exit_code, message)  # type: ignore[arg-type]
+
+
+def run(
+    pods: list[ObservedPod],
+    current: DreemTrainingJobStatus | None = None,
+    have: set[str] = BOTH,
+    now: datetime = NOW,
+    **changes: Any,
+) -> Plan:
+    return reconcile(JOB, spec(**changes), current or status(), 7, pods, have, now, SETTINGS)
+
+
+def kinds(plan: Plan) -> list[str]:
+    return [f"{obj['kind']}/{obj['metadata']['name']}" for obj in plan.create]
+
+
+def test_new_job_creates_config_service_and_the_gang() -> None:
+    plan = run([], have=set())
+    assert kinds(plan) == ["ConfigMap/flies-config", "Service/flies", "Pod/flies-0-0", "Pod/flies-0-1"]
+    assert plan.status.phase == "Pending" and plan.status.restarts == 0 and plan.status.observedGeneration == 7
+    assert plan.status.startTime == "2026-11-25T12:00:00Z"
+    assert [e.reason for e in plan.events] == ["GangPending"]
+
+
+@pytest.mark.parametrize(
+    ("pods", "before", "phase", "created", "deleted", "restarts"),
+    [
+        ([pod(0, "Pending"), pod(1, "Pending")], {"phase": "Pending", "restarts": 0}, "Pending", [], [], 0),
+        ([pod(0, "Running")], {"phase": "Pending", "restarts": 0}, "Pending", ["Pod/flies-0-1"], [], 0),
+        ([pod(0, "Running"), pod(1, "Running")], {"phase": "Pending", "restarts": 0}, "Running", [], [], 0),
+        (
+            [pod(0, "Running"), pod(1, "Failed", exit_code=1)],
+            {"phase": "Running", "restarts": 0},
+            "Restarting",
+            [],
+            ["flies-0-0", "flies-0-1"],
+            1,
+        ),
+        ([], {"phase": "Restarting", "restarts": 1}, "Restarting", ["Pod/flies-1-0", "Pod/flies-1-1"], [], 1),
+        ([pod(0, "Running", 1), pod(1, "Running", 1)], {"phase": "Restarting", "restarts": 1}, "Running", [], [], 1),
+        (
+            [pod(0, "Failed", 2, exit_code=137), pod(1, "Running", 2)],
+            {"phase": "Running", "restarts": 2},
+            "Failed",
+            [],
+            ["flies-2-0", "flies-2-1"],
+            2,
+        ),
+        (
+            [pod(0, "Unknown"), pod(1, "Running")],
+            {"phase": "Running", "restarts": 0},
+            "Restarting",
+            [],
+            ["flies-0-0", "flies-0-1"],
+            1,
+        ),
+        ([pod(0, "Succeeded"), pod(1, "Succeeded")], {"phase": "Running", "restarts": 0}, "Succeeded", [], [], 0),
+        (
+            [pod(0, "Running", 0), pod(1, "Running", 1), pod(0, "Running", 1)],
+            {"phase": "Restarting", "restarts": 1},
+            "Running",
+            [],
+            ["flies-0-0"],
+            1,
+        ),
+    ],
+    ids=[
+        "idempotent",
+        "missing-rank",
+        "running",
+        "gang-restart",
+        "next-attempt",
+        "attempt-running",
+        "backoff-exhausted",
+        "node-lost",
+        "succeeded",
+        "stale-attempt",
+    ],
+)
+def test_phase_transitions(
+    pods: list[ObservedPod], before: dict[str, Any], phase: str, created: list[str], deleted: list[str], restarts: int
+) -> None:
+    plan = run(pods, status(startTime="2026-11-25T11:00:00Z", **before))
+    assert plan.status.phase == phase
+    assert kinds(plan) == created
+    assert sorted(plan.delete_pods) == sorted(deleted)
+    assert plan.status.restarts == restarts
+    if phase == "Failed":
+        assert plan.status.message and "no restarts left" in plan.status.message
+    if phase in ("Succeeded", "Failed"):
+        assert plan.status.completionTime == "2026-11-25T12:00:00Z"
+
+
+def test_configuration_error_fails_at_once_with_the_reason() -> None:
+    reason = "invalid configuration (1 problem):\n  - optimizer.name: not a torch.optim optimizer (got 'Adamm')"
+    plan = run(
+        [pod(0, "Failed", exit_code=CONFIG_ERROR_EXIT, message=reason), pod(1, "Running")],
+        status(phase="Running", restarts=0),
+    )
+    assert plan.status.phase == "Failed" and plan.status.message == reason
+    assert plan.status.restarts == 0 and sorted(plan.delete_pods) == ["flies-0-0", "flies-0-1"]
+    assert plan.events[-1].type == "Warning" and plan.events[-1].reason == "ConfigurationError"
+
+
+def test_invalid_spec_is_failed_with_the_key_path() -> None:
+    bad = spec()
+    bad["config"]["optimizer"] = {"name": "Adamm"}
+    plan = reconcile(JOB, bad, status(), 1, [], set(), NOW, SETTINGS)
+    assert plan.status.phase == "Failed" and plan.create == []
+    assert plan.status.message is not None and "spec.config.optimizer.name" in plan.status.message
+    assert run([], nodes=0).status.phase == "Failed"
+
+
+def test_suspend_keeps_progress_and_resume_recreates_the_gang() -> None:
+    progress = Progress(epoch=4, step=40, lastCheckpoint="s3://lab/runs/flies/models/last.ckpt")
+    before = status(phase="Running", restarts=1, progress=progress.model_dump())
+    suspended = run([pod(0, "Running", 1), pod(1, "Running", 1)], before, runPolicy={"suspend": True})
+    assert suspended.status.phase == "Suspended" and suspended.status.progress == progress
+    assert sorted(suspended.delete_pods) == ["flies-1-0", "flies-1-1"] and suspended.create == []
+    resumed = run([], suspended.status)
+    assert resumed.status.phase == "Pending" and kinds(resumed) == ["Pod/flies-1-0", "Pod/flies-1-1"]
+    assert resumed.status.progress == progress
+
+
+def test_active_deadline() -> None:
+    started = status(phase="Running", restarts=0, startTime="2026-11-25T11:00:00Z")
+    alive = [pod(0, "Running"), pod(1, "Running")]
+    assert run(alive, started, runPolicy={"activeDeadlineSeconds": 7200}).status.phase == "Running"
+    late = run(alive, started, runPolicy={"activeDeadlineSeconds": 3600})
+    assert late.status.phase == "Failed" and "activeDeadlineSeconds" in (late.status.message or "")
+    assert sorted(late.delete_pods) == ["flies-0-0", "flies-0-1"]
+
+
+@pytest.mark.parametrize(
+    ("policy", "deleted"), [("All", ["flies-0-0", "flies-0-1"]), ("Running", ["flies-0-1"]), ("None", [])]
+)
+def test_clean_pod_policy_after_finishing(policy: str, deleted: list[str]) -> None:
+    done = status(phase="Failed", restarts=0, completionTime="2026-11-25T11:59:00Z")
+    plan = run([pod(0, "Failed", exit_code=1), pod(1, "Running")], done, runPolicy={"cleanPodPolicy": policy})
+    assert plan.delete_pods == deleted and plan.status.phase == "Failed" and plan.create == []
+
+
+def test_ttl_after_finished() -> None:
+    done = status(phase="Succeeded", restarts=0, completionTime="2026-11-25T11:00:00Z")
+    assert run([], done, runPolicy={"ttlSecondsAfterFinished": 7200}).delete_job is False
+    assert run([], done, runPolicy={"ttlSecondsAfterFinished": 3600}).delete_job is True
+    assert run([], done).delete_job is False
+    assert run([], done, now=NOW + timedelta(days=365)).delete_job is False
+
+
+def test_gang_pod_env_resources_and_ownership() -> None:
+    pods = [obj for obj in run([], have=BOTH).create if obj["kind"] == "Pod"]
+    for rank, manifest in enumerate(pods):
+        container = manifest["spec"]["containers"][0]
+        env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+        assert env["MASTER_ADDR"] == env["PET_MASTER_ADDR"] == "flies-0.flies"
+        assert env["NODE_RANK"] == env["PET_NODE_RANK"] == str(rank)
+        assert (env["NUM_NODES"], env["WORLD_SIZE"], env["PET_NPROC_PER_NODE"]) == ("2", "8", "4")
+        assert env["AWS_ACCESS_KEY_ID"] == {"secretKeyRef": {"name": "minio", "key": "AWS_ACCESS_KEY_ID"}}
+        assert env["AWS_ENDPOINT_URL"] == "http://minio:9000"
+        assert container["resources"]["limits"]["nvidia.com/gpu"] == 4
+        assert container["image"] == "trainer:test"
+        assert (manifest["spec"]["hostname"], manifest["spec"]["subdomain"]) == (f"flies-{rank}", "flies")
+        owner = manifest["metadata"]["ownerReferences"][0]
+        assert owner["controller"] is True and owner["uid"] == "uid-1" and owner["kind"] == "DreemTrainingJob"
+        assert manifest["spec"]["restartPolicy"] == "Never"
+
+
+def test_config_map_holds_a_valid_config_pointed_at_the_output() -> None:
+    (config_map,) = [obj for obj in run([], have=set()).create if obj["kind"] == "ConfigMap"]
+    config = validate(yaml.safe_load(config_map["data"]["config.yaml"]))
+    assert config.checkpointing.dirpath == "s3://lab/runs/flies/models"
+    assert config.logging is not None and config.logging.save_dir == "s3://lab/runs/flies/logs"
+    assert (config.trainer.num_nodes, config.trainer.devices, config.trainer.strategy) == (2, 4, "ddp")
+    assert config.storage.endpoint_url == "http://minio:9000" and config.model.d_model == 64
