@@ -6,6 +6,7 @@ prefix of `state_dict`; inference needs only those two, not Lightning.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +19,19 @@ MODEL_PREFIX = "model."
 
 
 def _load(checkpoint: str | Path) -> dict[str, Any]:
-    if not Path(checkpoint).is_file():
+    path = Path(checkpoint)
+    if not path.is_file():
         raise FileNotFoundError(f"{checkpoint}: no such checkpoint")
-    state = torch.load(str(checkpoint), map_location="cpu", weights_only=False, mmap=True)
+    stat = path.stat()
+    return _load_once(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@lru_cache(maxsize=2)
+def _load_once(path: str, size: int, mtime_ns: int) -> dict[str, Any]:
+    """`dreem track` reads the stored config, then the weights: one unpickling serves both."""
+    state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
     if not isinstance(state, dict) or "hyper_parameters" not in state or "config" not in state["hyper_parameters"]:
-        raise ValueError(f"{checkpoint}: not a dreem checkpoint (no stored configuration)")
+        raise ValueError(f"{path}: not a dreem checkpoint (no stored configuration)")
     return state
 
 
