@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import os
 import subprocess
@@ -194,3 +195,24 @@ def test_endpoint_from_aws_endpoint_url(s3_endpoint: str, tmp_path: Path, monkey
     assert (download(settings, f"s3://{data}/flies/two_flies.slp")).read_bytes() == (
         DEMO_DATA / "two_flies.slp"
     ).read_bytes()
+
+
+def test_logs_on_s3_hold_every_epoch(s3_endpoint: str, tmp_path: Path) -> None:
+    """The final flush of the logger must reach the bucket too."""
+    data, out = bucket(s3_endpoint, with_flies=True), bucket(s3_endpoint)
+    split = {"dir": {"path": f"s3://{data}/flies"}}
+    run_training(
+        tiny_config(
+            tmp_path,
+            storage=storage(s3_endpoint, tmp_path),
+            dataset={"train_dataset": split, "val_dataset": split},
+            checkpointing={"dirpath": f"s3://{out}/models"},
+            logging={"save_dir": f"s3://{out}/logs", "logger_type": "CSVLogger"},
+            trainer={"max_epochs": 3},
+        )
+    )
+    client = boto3.client("s3", endpoint_url=s3_endpoint)
+    text = client.get_object(Bucket=out, Key="logs/tiny/version_0/metrics.csv")["Body"].read().decode()
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert sorted({row["epoch"] for row in rows if row.get("val_loss")}) == ["0", "1", "2"]
+    assert not list((tmp_path / "cache" / "outputs").glob("*/*")), "staged outputs left in the cache after upload"

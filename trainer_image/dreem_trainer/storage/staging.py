@@ -33,6 +33,8 @@ class StagedRun:
     """The configuration with every s3:// path replaced by a local one."""
     outputs: list[MirroredOutput] = field(default_factory=list)
     resumed_from: str | None = None
+    staging: Path | None = None
+    """This process's local folder for mirrored outputs: a cache, removed once everything is uploaded."""
 
 
 def _s3_paths(config: DreemConfig) -> list[str]:
@@ -79,8 +81,8 @@ def stage(config: DreemConfig) -> StagedRun:
             "test_dataset": _local_split(config, config.dataset.test_dataset),
         }
     )
-    run = StagedRun(config.model_copy(update={"dataset": dataset}))
     staging = cache_root(config.storage) / "outputs" / f"{os.getpid()}-{int(time.time())}"
+    run = StagedRun(config.model_copy(update={"dataset": dataset}), staging=staging)
     checkpointing, logging_config = run.config.checkpointing, run.config.logging
     if is_s3(checkpointing.dirpath):
         assert checkpointing.dirpath is not None

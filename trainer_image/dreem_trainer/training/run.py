@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -181,4 +182,7 @@ def run_training(config: DreemConfig, callbacks: Sequence[Callback] = ()) -> pl.
         # The configuration as given (s3:// paths, not the local cache they were staged to).
         (directory / "config.yaml").write_text(dump_yaml(resolved))
     trainer.fit(module, train_loader, val_loader, ckpt_path=config.model.ckpt_path)
+    if staged.outputs and staged.staging is not None:
+        # StorageSync waited for every upload at the end of fit (it raises otherwise): the copies are in S3.
+        shutil.rmtree(staged.staging, ignore_errors=True)
     return trainer
