@@ -8,7 +8,8 @@ Lightning) is imported only by the commands that need it, so `dreem config ...` 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -182,6 +183,28 @@ def _fail(error: ConfigError) -> NoReturn:
     raise typer.Exit(EXIT_CONFIG_ERROR)
 
 
+@contextmanager
+def _reported(*also: type[Exception]) -> Iterator[None]:
+    """Problems the user has to act on become one message and an exit status, never a traceback.
+
+    `also` names more exception types to report as data errors where a command expects them.
+    """
+    from dreem_trainer.data.sources import DataError
+    from dreem_trainer.storage.client import StorageError
+
+    as_data_errors: tuple[type[Exception], ...] = (DataError, *also)
+    try:
+        yield
+    except ConfigError as error:
+        _fail(error)
+    except as_data_errors as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(EXIT_CONFIG_ERROR) from None
+    except StorageError as error:
+        typer.echo(f"storage error: {error}", err=True)
+        raise typer.Exit(EXIT_STORAGE_ERROR) from None
+
+
 def resolve(config: Path | None, overrides: list[str] | None, flags: TrainFlags) -> DreemConfig:
     try:
         return load_config(config, overrides or (), flags.overrides())
@@ -202,12 +225,24 @@ def train(
     decoder_layers: DecoderLayers = None,
     anchor: Anchor = None,
     clip_length: ClipLength = None,
+    resume: Resume = None,
     config: ConfigFile = None,
     set_: SetOverrides = None,
 ) -> None:
     """Train a tracker. Precedence: schema defaults < --config < --set < flags you type."""
     flags = TrainFlags(
-        train_dir, val_dir, crop_size, epochs, lr, d_model, nhead, encoder_layers, decoder_layers, anchor, clip_length
+        train_dir,
+        val_dir,
+        crop_size,
+        epochs,
+        lr,
+        d_model,
+        nhead,
+        encoder_layers,
+        decoder_layers,
+        anchor,
+        clip_length,
+        resume,
     )
     resolved = resolve(config, set_, flags)
     if not resolved.dataset.train_dataset.has_source:
@@ -217,20 +252,10 @@ def train(
             has_value=False,
         )
         _fail(ConfigError([missing], str(config) if config else None))
-    from dreem_trainer.data.sources import DataError
-    from dreem_trainer.storage.client import StorageError
     from dreem_trainer.training.run import run_training
 
-    try:
+    with _reported():
         run_training(resolved)
-    except ConfigError as error:
-        _fail(error)
-    except DataError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(EXIT_CONFIG_ERROR) from None
-    except StorageError as error:
-        typer.echo(f"storage error: {error}", err=True)
-        raise typer.Exit(EXIT_STORAGE_ERROR) from None
 
 
 CheckpointOption = Annotated[
@@ -268,16 +293,14 @@ def _inference_setup(
     s3:// inputs are downloaded into the cache first.
     """
     from dreem_trainer.data.discovery import discover
-    from dreem_trainer.data.sources import DataError
     from dreem_trainer.inference.checkpoint import stored_config
     from dreem_trainer.inference.run import test_split
-    from dreem_trainer.storage.client import StorageError
     from dreem_trainer.storage.download import download
 
     def local(path: str) -> str:
         return str(download(resolved.storage, path)) if is_s3(path) else path
 
-    try:
+    with _reported(FileNotFoundError, ValueError):
         resolved = load_config(config, set_ or (), flags.overrides(), base=stored_config(checkpoint))
         input_dir = local(input_dir) if input_dir else input_dir
         slp_files = [local(p) for p in slp_files or []] or None
@@ -307,15 +330,8 @@ def _inference_setup(
                     )
                 ]
             )
-        return resolved, discover(split)
-    except ConfigError as error:
-        _fail(error)
-    except (DataError, FileNotFoundError, ValueError) as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(EXIT_CONFIG_ERROR) from None
-    except StorageError as error:
-        typer.echo(f"storage error: {error}", err=True)
-        raise typer.Exit(EXIT_STORAGE_ERROR) from None
+        pairs = discover(split)
+    return resolved, pairs
 
 
 def _suffix(split: DatasetSplitConfig, key: str, default: str) -> str:

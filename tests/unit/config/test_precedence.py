@@ -55,6 +55,7 @@ def test_schema_default_when_nothing_is_given() -> None:
         ("--anchor", "thorax", ("dataset", "train_dataset", "anchors"), "thorax"),
         ("--clip-length", "8", ("dataset", "train_dataset", "clip_length"), 8),
         ("--val-dir", "/data/val", ("dataset", "val_dataset", "dir", "path"), "/data/val"),
+        ("--resume", "never", ("checkpointing", "resume"), "never"),
     ],
 )
 def test_each_flag_lands_on_its_key(
@@ -96,6 +97,13 @@ def _commands(group: Any, prefix: str = "") -> list[tuple[str, Any]]:
         if hasattr(command, "commands"):
             found.extend(_commands(command, full))
     return found
+
+
+def test_train_and_config_show_take_the_same_options() -> None:
+    commands = dict(_commands(typer.main.get_command(app)))
+    options = {name: {p.name for p in commands[name].params} for name in ("train", "config show")}
+    assert options["train"] == options["config show"]
+    assert {"resume", "epochs", "d_model", "set_"} <= options["train"]
 
 
 def test_help_lists_every_option_with_meaning_and_default() -> None:

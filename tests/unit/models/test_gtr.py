@@ -55,7 +55,6 @@ def test_return_embedding() -> None:
         {"activation": "glu"},
         {"decoder_self_attn": False},
         {"num_layers_attn_head": 3},
-        {"dropout_attn_head": 0.5},
         {"num_encoder_layers": 2},
         {"nhead": 4},
         {"d_model": 64},
@@ -68,12 +67,23 @@ def test_return_embedding() -> None:
 )
 def test_each_model_key_changes_the_output(keys: dict[str, Any]) -> None:
     baseline = run(build()).matrices[-1]
-    model = build(**keys)
-    if keys.get("dropout_attn_head"):
-        model.train()
-    changed = run(model).matrices[-1]
+    changed = run(build(**keys)).matrices[-1]
     assert changed.shape == baseline.shape
     assert not torch.allclose(changed, baseline)
+
+
+def test_dropout_attn_head_drops_between_head_layers() -> None:
+    # Dropout sits between the head's layers (as in the reference), so it needs two; only the head trains,
+    # so BatchNorm in the encoder cannot be what changes the scores.
+    outputs = []
+    for rate in (0.0, 0.5):
+        model = build(num_layers_attn_head=2, dropout_attn_head=rate)
+        model.head.train()
+        outputs.append(run(model).matrices[-1])
+    assert not torch.allclose(outputs[0], outputs[1])
+    deterministic = build(num_layers_attn_head=2, dropout_attn_head=0.0)
+    deterministic.head.train()
+    assert torch.allclose(run(deterministic).matrices[-1], outputs[0])
 
 
 def test_structure_follows_keys() -> None:
