@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -74,3 +75,15 @@ def dreem_executable() -> str:
     found = shutil.which("dreem", path=str(Path(sys.executable).parent))
     assert found is not None, "dreem is not installed in this environment"
     return found
+
+
+def start_training(config: Path, cwd: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    """`dreem train --config CONFIG` as its own process, stdout and stderr together in `.stdout`."""
+    return subprocess.Popen(
+        [dreem_executable(), "train", "--config", str(config)],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import csv
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
-from tests.conftest import dreem_executable, free_port
+from tests.conftest import free_port, start_training
 from tests.trainer_helpers import tiny_raw
 
 pytestmark = pytest.mark.slow
@@ -24,7 +23,6 @@ def test_two_nodes_split_the_clips_and_only_rank_zero_writes(tmp_path: Path) -> 
     config = tmp_path / "train.yaml"
     config.write_text(yaml.safe_dump(raw))
     port = free_port()
-    dreem = dreem_executable()
     processes = []
     for rank in (0, 1):
         workdir = tmp_path / f"node{rank}"
@@ -37,16 +35,7 @@ def test_two_nodes_split_the_clips_and_only_rank_zero_writes(tmp_path: Path) -> 
             "PL_TORCH_DISTRIBUTED_BACKEND": "gloo",
         }
         env.pop("LOCAL_RANK", None)
-        processes.append(
-            subprocess.Popen(
-                [dreem, "train", "--config", str(config)],
-                cwd=workdir,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-        )
+        processes.append(start_training(config, workdir, env))
     outputs = [process.communicate(timeout=300)[0] for process in processes]
     for process, output in zip(processes, outputs, strict=True):
         assert process.returncode == 0, output[-3000:]

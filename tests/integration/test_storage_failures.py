@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import DEMO_DATA, S3_ENV, dreem_executable, free_port
+from tests.conftest import DEMO_DATA, S3_ENV, free_port, start_training
 from tests.trainer_helpers import tiny_raw
 
 pytestmark = pytest.mark.slow
@@ -43,17 +43,8 @@ def write_config(tmp_path: Path, endpoint: str, data: str, out: str, epochs: int
     return path
 
 
-def start_training(config: Path, cwd: Path) -> subprocess.Popen[str]:
-    dreem = dreem_executable()
-    env = {**os.environ, **S3_ENV}
-    return subprocess.Popen(
-        [dreem, "train", "--config", str(config)],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+def train_with_s3_env(config: Path, cwd: Path) -> subprocess.Popen[str]:
+    return start_training(config, cwd, {**os.environ, **S3_ENV})
 
 
 def wait_for_key(endpoint: str, bucket: str, key: str, process: subprocess.Popen[str], timeout: float = 180) -> None:
@@ -78,13 +69,13 @@ def load(endpoint: str, bucket: str, key: str) -> dict[str, Any]:
 def test_killed_mid_epoch_resumes_from_the_last_uploaded_checkpoint(s3_endpoint: str, tmp_path: Path) -> None:
     data, out = new_buckets(s3_endpoint)
     config = write_config(tmp_path, s3_endpoint, data, out, epochs=3)
-    first = start_training(config, tmp_path)
+    first = train_with_s3_env(config, tmp_path)
     wait_for_key(s3_endpoint, out, "models/last.ckpt", first)
     first.kill()  # SIGKILL in the second epoch: no chance to clean up
     first.wait()
     assert load(s3_endpoint, out, "models/last.ckpt")["epoch"] < 2
 
-    second = start_training(config, tmp_path)
+    second = train_with_s3_env(config, tmp_path)
     output = second.communicate(timeout=300)[0]
     assert second.returncode == 0, output[-3000:]
     assert f"resuming from s3://{out}/models/" in output
@@ -105,7 +96,7 @@ def test_storage_outage_during_training_loses_no_checkpoint(tmp_path: Path) -> N
         os.environ.update(S3_ENV)
         data, out = new_buckets(endpoint)
         config = write_config(tmp_path, endpoint, data, out, epochs=4)
-        training = start_training(config, tmp_path)
+        training = train_with_s3_env(config, tmp_path)
         wait_for_key(endpoint, out, "models/last.ckpt", training)
         server.stop()
         time.sleep(20)  # storage gone for 20 s while training goes on
