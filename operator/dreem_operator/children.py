@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from dreem_operator.api import GROUP, KIND, VERSION, DreemTrainingJobSpec
-from dreem_operator.names import CONFIG_FILE, CONFIG_MOUNT, JobNames
+from dreem_operator.api import GROUP, KIND, PLURAL, VERSION, DreemTrainingJobSpec
+from dreem_operator.names import CONFIG_FILE, CONFIG_MOUNT, TRAINER_CONTAINER, JobNames
 from dreem_trainer.config import DreemConfig, dump_yaml
 
 KubernetesObject = dict[str, Any]
@@ -16,8 +16,12 @@ GPU_RESOURCE = "nvidia.com/gpu"
 
 @dataclass(frozen=True)
 class OperatorSettings:
+    """What a cluster admin chooses for every job (Helm values reach these through the environment)."""
+
     trainer_image: str = "ghcr.io/talmolab/dreem-trainer:0.1.0"
     master_port: int = 29500
+    secret_grace_seconds: int = 60
+    """How long a job waits for its credentials Secret before it fails."""
 
 
 @dataclass(frozen=True)
@@ -118,6 +122,7 @@ def rank_env(job: JobRef, spec: DreemTrainingJobSpec, rank: int, settings: Opera
         "PET_NNODES": str(spec.nodes),
         "PET_NPROC_PER_NODE": str(processes),
         "DREEM_JOB": job.name,
+        "DREEM_JOB_NAMESPACE": job.namespace,
     }
     if spec.storage.endpoint:
         values["AWS_ENDPOINT_URL"] = spec.storage.endpoint
@@ -147,7 +152,7 @@ def gang_pod(
         "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
         "containers": [
             {
-                "name": "trainer",
+                "name": TRAINER_CONTAINER,
                 "image": spec.image or settings.trainer_image,
                 "args": ["train", "--config", f"{CONFIG_MOUNT}/{CONFIG_FILE}"],
                 "env": rank_env(job, spec, rank, settings),
@@ -180,4 +185,40 @@ def gang_pod(
         "kind": "Pod",
         "metadata": job.metadata(names.pod(attempt, rank), names.labels(attempt, rank)),
         "spec": pod_spec,
+    }
+
+
+def service_account(job: JobRef) -> KubernetesObject:
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": job.metadata(job.names.service_account, job.names.labels()),
+        "automountServiceAccountToken": True,
+    }
+
+
+def progress_role(job: JobRef) -> KubernetesObject:
+    """Patch rights on this one job's status: rank 0 reports progress, and no pod can touch another job."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": job.metadata(job.names.progress_role, job.names.labels()),
+        "rules": [
+            {
+                "apiGroups": [GROUP],
+                "resources": [f"{PLURAL}/status"],
+                "resourceNames": [job.name],
+                "verbs": ["get", "patch"],
+            }
+        ],
+    }
+
+
+def progress_role_binding(job: JobRef) -> KubernetesObject:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": job.metadata(job.names.progress_role, job.names.labels()),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": job.names.progress_role},
+        "subjects": [{"kind": "ServiceAccount", "name": job.names.service_account, "namespace": job.namespace}],
     }

@@ -9,6 +9,8 @@ LABEL_ATTEMPT = "dreem.sleap.ai/attempt"
 LABEL_RANK = "dreem.sleap.ai/rank"
 CONFIG_FILE = "config.yaml"
 CONFIG_MOUNT = "/etc/dreem"
+TRAINER_CONTAINER = "trainer"
+FIELD_MANAGER = "dreem-operator"
 
 
 @dataclass(frozen=True)
@@ -28,7 +30,12 @@ class JobNames:
 
     @property
     def service_account(self) -> str:
+        """The pods' identity; its Role may patch this job's status and nothing else."""
         return f"{self.job}-trainer"
+
+    @property
+    def progress_role(self) -> str:
+        return f"{self.job}-progress"
 
     def pod(self, attempt: int, rank: int) -> str:
         return f"{self.job}-{attempt}-{rank}"

@@ -5,12 +5,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import ValidationError
 
 from dreem_operator.api import Condition, DreemTrainingJobSpec, DreemTrainingJobStatus
-from dreem_operator.children import JobRef, KubernetesObject, OperatorSettings, config_map, gang_pod, headless_service
+from dreem_operator.children import (
+    JobRef,
+    KubernetesObject,
+    OperatorSettings,
+    config_map,
+    gang_pod,
+    headless_service,
+    progress_role,
+    progress_role_binding,
+    service_account,
+)
+from dreem_operator.names import FIELD_MANAGER, LABEL_ATTEMPT, LABEL_RANK, TRAINER_CONTAINER
 
 CONFIG_ERROR_EXIT = 2
 """`dreem train` exits 2 for a configuration or data error: retrying cannot help."""
@@ -28,11 +39,72 @@ class ObservedPod:
     message: str = ""
 
 
+def observe_pod(pod: KubernetesObject) -> ObservedPod | None:
+    """What the decision needs from a pod: its place in the gang and how its trainer ended.
+
+    None for a pod that is being deleted (it no longer counts) or that lacks the gang labels."""
+    meta = pod.get("metadata", {})
+    labels = meta.get("labels") or {}
+    if meta.get("deletionTimestamp") or LABEL_ATTEMPT not in labels or LABEL_RANK not in labels:
+        return None
+    try:
+        attempt, rank = int(labels[LABEL_ATTEMPT]), int(labels[LABEL_RANK])
+    except ValueError:
+        return None
+    status = pod.get("status") or {}
+    phase: PodPhase = status["phase"] if status.get("phase") in get_args(PodPhase) else "Pending"
+    exit_code, message = None, status.get("message") or ""
+    for container in status.get("containerStatuses") or []:
+        terminated = (container.get("state") or {}).get("terminated")
+        if container.get("name") == TRAINER_CONTAINER and terminated:
+            exit_code = terminated.get("exitCode")
+            message = terminated.get("message") or terminated.get("reason") or message
+    return ObservedPod(meta.get("name", ""), attempt, rank, phase, exit_code, message)
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What the handlers saw of the job's world, besides the job itself."""
+
+    pods: list[ObservedPod]
+    now: datetime
+    """Naive UTC."""
+    created: datetime | None = None
+    """The job's creationTimestamp, naive UTC."""
+    secret_problem: str | None = None
+    """Why spec.storage.credentialsSecret cannot be used (missing, or lacks a key), if it cannot."""
+
+
 @dataclass(frozen=True)
 class Event:
     type: Literal["Normal", "Warning"]
     reason: str
     message: str
+
+
+def event_object(job: JobRef, event: Event, now: datetime) -> KubernetesObject:
+    """A core/v1 Event on the job, as `kubectl describe dtj` lists them."""
+    stamp = _stamp(now)
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{job.name}.", "namespace": job.namespace},
+        "involvedObject": {
+            "apiVersion": job.owner()["apiVersion"],
+            "kind": job.owner()["kind"],
+            "name": job.name,
+            "namespace": job.namespace,
+            "uid": job.uid,
+        },
+        "type": event.type,
+        "reason": event.reason,
+        "message": event.message,
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "count": 1,
+        "source": {"component": FIELD_MANAGER},
+        "reportingComponent": FIELD_MANAGER,
+    }
 
 
 @dataclass
@@ -84,17 +156,25 @@ class Decision:
         return self.plan
 
 
+def parse_stamp(stamp: str | None) -> datetime | None:
+    """A Kubernetes timestamp as naive UTC; None when absent or unreadable."""
+    try:
+        return _parse(stamp)
+    except ValueError:
+        return None
+
+
 def reconcile(
     job: JobRef,
     raw_spec: dict[str, Any],
     status: DreemTrainingJobStatus,
     generation: int,
-    pods: list[ObservedPod],
-    have: set[str],
-    now: datetime,
+    seen: Observation,
     settings: OperatorSettings,
 ) -> Plan:
-    """`have` holds the kinds of the other children that exist ("ConfigMap", "Service"); `now` is naive UTC."""
+    """The next step for one job. Children other than pods are listed in `plan.create` whenever pods are
+    created: creating them is idempotent (an existing one is kept), which spares a read of each per reconcile."""
+    pods, now = seen.pods, seen.now
     decision = Decision(status, now, generation)
     plan = decision.plan
     try:
@@ -134,9 +214,13 @@ def reconcile(
         return decision.phase("Failed", "ConfigurationError", message, warning=True)
 
     failed = [p for p in current.values() if p.phase in ("Failed", "Unknown")]
-    if failed:
+    lost = [rank for rank in range(spec.nodes) if rank not in current]
+    if failed or (plan.status.phase == "Running" and lost):
         plan.delete_pods += [p.name for p in current.values()]
-        cause = f"{failed[0].name} failed (exit code {failed[0].exit_code})"
+        if failed:
+            cause = f"{failed[0].name} failed (exit code {failed[0].exit_code})"
+        else:
+            cause = f"pod {job.names.pod(attempt, lost[0])} disappeared while the gang was running"
         if attempt >= policy.backoffLimit:
             return decision.phase("Failed", "BackoffLimitExceeded", f"{cause}; no restarts left", warning=True)
         plan.status.restarts = attempt + 1
@@ -145,17 +229,29 @@ def reconcile(
     if len(current) == spec.nodes and all(p.phase == "Succeeded" for p in current.values()):
         return decision.phase("Succeeded", "TrainingFinished", "all ranks finished")
 
-    if "ConfigMap" not in have:
-        plan.create.append(config_map(job, spec))
-    if "Service" not in have:
-        plan.create.append(headless_service(job, settings))
     missing = [rank for rank in range(spec.nodes) if rank not in current]
+    if missing and seen.secret_problem is not None:
+        created = seen.created or now
+        if now < created + timedelta(seconds=settings.secret_grace_seconds):
+            # GitOps tools apply a job and its Secret in no fixed order: give the Secret a moment to arrive.
+            return decision.phase("Pending", "WaitingForSecret", seen.secret_problem, warning=True)
+        plan.delete_pods += [p.name for p in current.values()]
+        return decision.phase("Failed", "MissingSecret", seen.secret_problem, warning=True)
+    if missing:
+        plan.create += [
+            config_map(job, spec),
+            headless_service(job, settings),
+            service_account(job),
+            progress_role(job),
+            progress_role_binding(job),
+        ]
     plan.create += [gang_pod(job, spec, attempt, rank, settings) for rank in missing]
     if plan.status.startTime is None and missing:
         plan.status.startTime = _stamp(now)
     if plan.status.restarts is None:
         plan.status.restarts = 0
-    if len(current) == spec.nodes and all(p.phase == "Running" for p in current.values()):
+    # A rank that finished first keeps the gang Running until the others finish.
+    if len(current) == spec.nodes and all(p.phase in ("Running", "Succeeded") for p in current.values()):
         return decision.phase("Running", "GangRunning", f"{spec.nodes} pod(s) running")
     if plan.status.phase == "Restarting":
         return plan

@@ -10,13 +10,21 @@ import yaml
 
 from dreem_operator.api import DreemTrainingJobStatus, Progress
 from dreem_operator.children import JobRef, OperatorSettings
-from dreem_operator.reconcile import CONFIG_ERROR_EXIT, ObservedPod, Plan, reconcile
+from dreem_operator.reconcile import (
+    CONFIG_ERROR_EXIT,
+    Event,
+    Observation,
+    ObservedPod,
+    Plan,
+    event_object,
+    observe_pod,
+    reconcile,
+)
 from dreem_trainer.config import validate
 
 JOB = JobRef("flies", "lab", "uid-1")
 NOW = datetime(2026, 11, 25, 12, 0, 0)
-BOTH = {"ConfigMap", "Service"}
-SETTINGS = OperatorSettings(trainer_image="trainer:test", master_port=29500)
+SETTINGS = OperatorSettings(trainer_image="trainer:test", master_port=29500, secret_grace_seconds=60)
 
 
 def spec(**changes: Any) -> dict[str, Any]:
@@ -43,20 +51,33 @@ def pod(rank: int, phase: str, attempt: int = 0, exit_code: int | None = None, m
 def run(
     pods: list[ObservedPod],
     current: DreemTrainingJobStatus | None = None,
-    have: set[str] = BOTH,
     now: datetime = NOW,
+    secret_problem: str | None = None,
     **changes: Any,
 ) -> Plan:
-    return reconcile(JOB, spec(**changes), current or status(), 7, pods, have, now, SETTINGS)
+    seen = Observation(pods, now, created=NOW - timedelta(seconds=30), secret_problem=secret_problem)
+    return reconcile(JOB, spec(**changes), current or status(), 7, seen, SETTINGS)
 
 
 def kinds(plan: Plan) -> list[str]:
     return [f"{obj['kind']}/{obj['metadata']['name']}" for obj in plan.create]
 
 
-def test_new_job_creates_config_service_and_the_gang() -> None:
-    plan = run([], have=set())
-    assert kinds(plan) == ["ConfigMap/flies-config", "Service/flies", "Pod/flies-0-0", "Pod/flies-0-1"]
+def pods_created(plan: Plan) -> list[str]:
+    return [name for name in kinds(plan) if name.startswith("Pod/")]
+
+
+def test_new_job_creates_config_service_progress_rights_and_the_gang() -> None:
+    plan = run([])
+    assert kinds(plan) == [
+        "ConfigMap/flies-config",
+        "Service/flies",
+        "ServiceAccount/flies-trainer",
+        "Role/flies-progress",
+        "RoleBinding/flies-progress",
+        "Pod/flies-0-0",
+        "Pod/flies-0-1",
+    ]
     assert plan.status.phase == "Pending" and plan.status.restarts == 0 and plan.status.observedGeneration == 7
     assert plan.status.startTime == "2026-11-25T12:00:00Z"
     assert [e.reason for e in plan.events] == ["GangPending"]
@@ -103,6 +124,8 @@ def test_new_job_creates_config_service_and_the_gang() -> None:
             ["flies-0-0"],
             1,
         ),
+        ([pod(0, "Succeeded"), pod(1, "Running")], {"phase": "Running", "restarts": 0}, "Running", [], [], 0),
+        ([pod(0, "Running")], {"phase": "Running", "restarts": 0}, "Restarting", [], ["flies-0-0"], 1),
     ],
     ids=[
         "idempotent",
@@ -115,6 +138,8 @@ def test_new_job_creates_config_service_and_the_gang() -> None:
         "node-lost",
         "succeeded",
         "stale-attempt",
+        "one-rank-done",
+        "pod-lost",
     ],
 )
 def test_phase_transitions(
@@ -122,7 +147,7 @@ def test_phase_transitions(
 ) -> None:
     plan = run(pods, status(startTime="2026-11-25T11:00:00Z", **before))
     assert plan.status.phase == phase
-    assert kinds(plan) == created
+    assert pods_created(plan) == created
     assert sorted(plan.delete_pods) == sorted(deleted)
     assert plan.status.restarts == restarts
     if phase == "Failed":
@@ -145,7 +170,7 @@ def test_configuration_error_fails_at_once_with_the_reason() -> None:
 def test_invalid_spec_is_failed_with_the_key_path() -> None:
     bad = spec()
     bad["config"]["optimizer"] = {"name": "Adamm"}
-    plan = reconcile(JOB, bad, status(), 1, [], set(), NOW, SETTINGS)
+    plan = reconcile(JOB, bad, status(), 1, Observation([], NOW), SETTINGS)
     assert plan.status.phase == "Failed" and plan.create == []
     assert plan.status.message is not None and "spec.config.optimizer.name" in plan.status.message
     assert run([], nodes=0).status.phase == "Failed"
@@ -158,7 +183,7 @@ def test_suspend_keeps_progress_and_resume_recreates_the_gang() -> None:
     assert suspended.status.phase == "Suspended" and suspended.status.progress == progress
     assert sorted(suspended.delete_pods) == ["flies-1-0", "flies-1-1"] and suspended.create == []
     resumed = run([], suspended.status)
-    assert resumed.status.phase == "Pending" and kinds(resumed) == ["Pod/flies-1-0", "Pod/flies-1-1"]
+    assert resumed.status.phase == "Pending" and pods_created(resumed) == ["Pod/flies-1-0", "Pod/flies-1-1"]
     assert resumed.status.progress == progress
 
 
@@ -189,7 +214,7 @@ def test_ttl_after_finished() -> None:
 
 
 def test_gang_pod_env_resources_and_ownership() -> None:
-    pods = [obj for obj in run([], have=BOTH).create if obj["kind"] == "Pod"]
+    pods = [obj for obj in run([]).create if obj["kind"] == "Pod"]
     for rank, manifest in enumerate(pods):
         container = manifest["spec"]["containers"][0]
         env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
@@ -207,9 +232,96 @@ def test_gang_pod_env_resources_and_ownership() -> None:
 
 
 def test_config_map_holds_a_valid_config_pointed_at_the_output() -> None:
-    (config_map,) = [obj for obj in run([], have=set()).create if obj["kind"] == "ConfigMap"]
+    (config_map,) = [obj for obj in run([]).create if obj["kind"] == "ConfigMap"]
     config = validate(yaml.safe_load(config_map["data"]["config.yaml"]))
     assert config.checkpointing.dirpath == "s3://lab/runs/flies/models"
     assert config.logging is not None and config.logging.save_dir == "s3://lab/runs/flies/logs"
     assert (config.trainer.num_nodes, config.trainer.devices, config.trainer.strategy) == (2, 4, "ddp")
     assert config.storage.endpoint_url == "http://minio:9000" and config.model.d_model == 64
+
+
+def test_a_missing_secret_is_awaited_then_fails_the_job() -> None:
+    problem = 'spec.storage.credentialsSecret: Secret "minio" not found in namespace "lab"'
+    waiting = run([], secret_problem=problem)
+    assert waiting.status.phase == "Pending" and waiting.status.message == problem and waiting.create == []
+    assert waiting.events[-1].type == "Warning" and waiting.events[-1].reason == "WaitingForSecret"
+    late = run([], waiting.status, now=NOW + timedelta(seconds=31), secret_problem=problem)
+    assert late.status.phase == "Failed" and late.status.message == problem and late.create == []
+    assert late.events[-1].reason == "MissingSecret"
+
+
+def test_progress_rights_cover_only_this_jobs_status() -> None:
+    created = {obj["kind"]: obj for obj in run([]).create if obj["kind"] != "Pod"}
+    (rule,) = created["Role"]["rules"]
+    assert rule == {
+        "apiGroups": ["dreem.sleap.ai"],
+        "resources": ["dreemtrainingjobs/status"],
+        "resourceNames": ["flies"],
+        "verbs": ["get", "patch"],
+    }
+    binding = created["RoleBinding"]
+    assert binding["roleRef"]["name"] == created["Role"]["metadata"]["name"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "flies-trainer", "namespace": "lab"}]
+    pods = [obj for obj in run([]).create if obj["kind"] == "Pod"]
+    assert {p["spec"]["serviceAccountName"] for p in pods} == {created["ServiceAccount"]["metadata"]["name"]}
+    env = {e["name"]: e.get("value") for e in pods[0]["spec"]["containers"][0]["env"]}
+    assert (env["DREEM_JOB"], env["DREEM_JOB_NAMESPACE"]) == ("flies", "lab")
+
+
+@pytest.mark.parametrize(
+    ("manifest", "observed"),
+    [
+        (
+            {
+                "metadata": {
+                    "name": "flies-1-0",
+                    "labels": {"dreem.sleap.ai/attempt": "1", "dreem.sleap.ai/rank": "0"},
+                },
+                "status": {
+                    "phase": "Failed",
+                    "containerStatuses": [
+                        {"name": "trainer", "state": {"terminated": {"exitCode": 2, "message": "bad key"}}}
+                    ],
+                },
+            },
+            ObservedPod("flies-1-0", 1, 0, "Failed", 2, "bad key"),
+        ),
+        (
+            {"metadata": {"name": "flies-0-1", "labels": {"dreem.sleap.ai/attempt": "0", "dreem.sleap.ai/rank": "1"}}},
+            ObservedPod("flies-0-1", 0, 1, "Pending"),
+        ),
+        (
+            {
+                "metadata": {"name": "x", "labels": {"dreem.sleap.ai/attempt": "0", "dreem.sleap.ai/rank": "1"}},
+                "status": {"phase": "Failed", "reason": "Evicted", "message": "The node was low on memory."},
+            },
+            ObservedPod("x", 0, 1, "Failed", None, "The node was low on memory."),
+        ),
+        ({"metadata": {"name": "stray", "labels": {"dreem.sleap.ai/job": "flies"}}}, None),
+        (
+            {
+                "metadata": {
+                    "name": "going",
+                    "deletionTimestamp": "2026-11-25T12:00:00Z",
+                    "labels": {"dreem.sleap.ai/attempt": "0", "dreem.sleap.ai/rank": "0"},
+                }
+            },
+            None,
+        ),
+    ],
+    ids=["terminated", "no-status-yet", "evicted", "not-a-gang-pod", "being-deleted"],
+)
+def test_observe_pod(manifest: dict[str, Any], observed: ObservedPod | None) -> None:
+    assert observe_pod(manifest) == observed
+
+
+def test_events_name_the_job() -> None:
+    event = event_object(JOB, Event("Warning", "GangRestart", "flies-0-1 failed"), NOW)
+    assert event["involvedObject"] == {
+        "apiVersion": "dreem.sleap.ai/v1alpha1",
+        "kind": "DreemTrainingJob",
+        "name": "flies",
+        "namespace": "lab",
+        "uid": "uid-1",
+    }
+    assert (event["type"], event["reason"], event["metadata"]["namespace"]) == ("Warning", "GangRestart", "lab")

@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 import sys
 import time
+from pathlib import Path
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
 from torch import Tensor, nn
 
+from dreem_trainer.cluster import JobStatus
 from dreem_trainer.config.run import StorageConfig
 from dreem_trainer.storage.staging import MirroredOutput
 from dreem_trainer.storage.sync import DirectorySync
@@ -178,3 +181,72 @@ class StorageSync(Checkpoint):
         self._sync()
         for sync in self.syncs:
             sync.wait()
+
+
+def remote_uri(path: str, outputs: list[MirroredOutput]) -> str:
+    """Where a locally staged file ends up: its s3:// URI when it is under a mirrored folder."""
+    if not path:
+        return path
+    for output in outputs:
+        try:
+            # The folder resolved, not the file: last.ckpt may be a link to a best checkpoint, but it is
+            # uploaded under its own name.
+            relative = (Path(path).parent.resolve() / Path(path).name).relative_to(output.local.resolve())
+        except ValueError:
+            continue
+        return str(output.remote.join(relative.as_posix()))
+    return path
+
+
+class ProgressReporter(Checkpoint):
+    """Rank 0 writes epoch, step, the latest metrics and the newest and best checkpoint URIs into its
+    DreemTrainingJob's status: after every epoch's checkpoints, every `every_seconds` during an epoch,
+    and at the end.
+
+    A `Checkpoint` subclass placed after StorageSync, so the checkpoints it names are those just written.
+    """
+
+    def __init__(self, job: JobStatus, outputs: list[MirroredOutput], every_seconds: float = 30.0) -> None:
+        self.job = job
+        self.outputs = outputs
+        self.every_seconds = every_seconds
+        self._last = 0.0
+
+    def progress(self, trainer: pl.Trainer, completed_epochs: int) -> dict[str, Any]:
+        metrics = {
+            name: round(float(value), 6)
+            for name, value in trainer.callback_metrics.items()
+            if isinstance(value, Tensor) and value.numel() == 1 and torch.isfinite(value)
+        }
+        report: dict[str, Any] = {"epoch": completed_epochs, "step": trainer.global_step, "metrics": metrics}
+        checkpoints = [c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)]
+        last = next((c.last_model_path for c in checkpoints if c.last_model_path), "")
+        best = next((c.best_model_path for c in checkpoints if c.monitor and c.best_model_path), "")
+        if last or best:
+            report["lastCheckpoint"] = remote_uri(last or best, self.outputs)
+        if best:
+            report["bestCheckpoint"] = remote_uri(best, self.outputs)
+        return report
+
+    def _report(self, trainer: pl.Trainer, completed_epochs: int) -> None:
+        if trainer.is_global_zero and not trainer.sanity_checking:
+            self.job.report(self.progress(trainer, completed_epochs))
+            self._last = time.monotonic()
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._report(trainer, trainer.current_epoch)
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if time.monotonic() - self._last >= self.every_seconds:
+            self._report(trainer, trainer.current_epoch)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._report(trainer, trainer.current_epoch + 1)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._report(trainer, trainer.current_epoch + 1)
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._report(trainer, trainer.current_epoch)

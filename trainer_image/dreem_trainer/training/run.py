@@ -15,12 +15,19 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
 from torch.utils.data import DataLoader
 
+from dreem_trainer.cluster import job_from_environment, progress_interval
 from dreem_trainer.config import DreemConfig, dump_yaml
 from dreem_trainer.config.data import DataLoaderSplitConfig, DatasetSplitConfig
 from dreem_trainer.data.clip import Clip, collate_clips
 from dreem_trainer.data.dataset import ClipDataset
 from dreem_trainer.storage.staging import stage
-from dreem_trainer.training.callbacks import EpochLines, LatestCheckpoint, PreciseBatchNorm, StorageSync
+from dreem_trainer.training.callbacks import (
+    EpochLines,
+    LatestCheckpoint,
+    PreciseBatchNorm,
+    ProgressReporter,
+    StorageSync,
+)
 from dreem_trainer.training.checkpoint_io import AtomicCheckpointIO
 from dreem_trainer.training.module import DreemModule
 
@@ -167,6 +174,9 @@ def run_training(config: DreemConfig, callbacks: Sequence[Callback] = ()) -> pl.
         print(f"resuming from {staged.resumed_from}", flush=True)
     if staged.outputs:
         callbacks = [*callbacks, StorageSync(config.storage, staged.outputs)]
+    job = job_from_environment()
+    if job is not None:
+        callbacks = [*callbacks, ProgressReporter(job, staged.outputs, every_seconds=progress_interval())]
     if config.seed is not None:
         pl.seed_everything(config.seed, workers=True, verbose=False)
     dataset, loaders = config.dataset, config.dataloader

@@ -1,0 +1,284 @@
+"""A Kubernetes API stand-in: kmock's KubernetesEmulator, served over real HTTP, with the parts of an API
+server the operator and kopf rely on and kmock leaves out.
+
+kmock stores objects and streams watch events, but never assigns `uid`, `creationTimestamp` or
+`resourceVersion`, treats a failed JSON-patch `test` as a server error, ignores label selectors and never
+garbage-collects dependents. Each of those changes what the operator does, so this subclass adds them:
+
+- every write bumps a cluster-wide `resourceVersion`, and creates assign `uid`, `creationTimestamp` and
+  `generation` (bumped when anything outside metadata and status changes);
+- a JSON patch whose `test` fails answers 422, as kopf's optimistic concurrency expects;
+- writes to the `status` subresource change only `status`, and writes to the object leave `status` alone;
+- list and watch honour equality `labelSelector`s;
+- deleting an object deletes, in turn, every object whose owners are all gone (background propagation),
+  unless the request asks for `propagationPolicy: Orphan`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import threading
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import attrs
+import jsonpatch
+import yaml
+from kmock import KubernetesEmulator, KubernetesError, KubernetesObjectNotFoundError, ResourceInfo, Server
+from kmock._internal import dicts, enums, references, rendering
+from kmock._internal.k8s import KubernetesObjectConflictError
+
+KubernetesObject = dict[str, Any]
+ObjectKey = tuple[references.resource, str | None, str]
+
+BUILTIN_RESOURCES: dict[str, ResourceInfo] = {
+    "v1/pods": ResourceInfo(kind="Pod", namespaced=True, subresources={"status"}),
+    "v1/configmaps": ResourceInfo(kind="ConfigMap", namespaced=True),
+    "v1/services": ResourceInfo(kind="Service", namespaced=True, subresources={"status"}),
+    "v1/serviceaccounts": ResourceInfo(kind="ServiceAccount", namespaced=True),
+    "v1/secrets": ResourceInfo(kind="Secret", namespaced=True),
+    "v1/events": ResourceInfo(kind="Event", namespaced=True),
+    "v1/namespaces": ResourceInfo(kind="Namespace", namespaced=False, subresources={"status"}),
+    "rbac.authorization.k8s.io/v1/roles": ResourceInfo(kind="Role", namespaced=True),
+    "rbac.authorization.k8s.io/v1/rolebindings": ResourceInfo(kind="RoleBinding", namespaced=True),
+}
+VERBS = {"get", "list", "watch", "create", "update", "patch", "delete"}
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _matches(selector: str | None, labels: dict[str, str]) -> bool:
+    """Equality-based label selectors (`a=b,c!=d,e`), the kind the operator and kubectl send."""
+    for term in filter(None, (selector or "").split(",")):
+        if "!=" in term:
+            key, value = term.split("!=", 1)
+            if labels.get(key.strip()) == value.strip():
+                return False
+        elif "=" in term:
+            key, value = term.replace("==", "=").split("=", 1)
+            if labels.get(key.strip()) != value.strip():
+                return False
+        elif term.strip() not in labels:
+            return False
+    return True
+
+
+@attrs.define(kw_only=True)
+class ClusterEmulator(KubernetesEmulator):
+    _revision: int = attrs.field(default=0, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        for key, info in BUILTIN_RESOURCES.items():
+            self.resources[key] = attrs.evolve(info, verbs=VERBS)
+
+    def add_custom_resource(self, crd: KubernetesObject) -> None:
+        """Serve a CustomResourceDefinition's storage version, as the API server does once it is applied."""
+        names, spec = crd["spec"]["names"], crd["spec"]
+        version = next(v for v in spec["versions"] if v.get("storage"))
+        self.resources[f"{spec['group']}/{version['name']}/{names['plural']}"] = ResourceInfo(
+            kind=names["kind"],
+            singular=names.get("singular"),
+            namespaced=spec["scope"] == "Namespaced",
+            shortnames=set(names.get("shortNames", [])),
+            subresources=set(version.get("subresources", {})),
+            verbs=VERBS,
+        )
+
+    def _bump(self, obj: KubernetesObject) -> None:
+        self._revision += 1
+        obj.setdefault("metadata", {})["resourceVersion"] = str(self._revision)
+
+    async def _handle(self, request: rendering.Request) -> Any:
+        if request.resource is not None:
+            async with self._lock:
+                request = await self._write(request)
+        # Skip KubernetesEmulator._handle: its own bookkeeping of writes is replaced by _write.
+        response = await super(KubernetesEmulator, self)._handle(request)
+        if request.action == enums.action.CREATE and response.status == 200 and not response.prepared:
+            response.set_status(201)  # the typed clients deserialize a created object only from a 201
+        return response
+
+    async def _write(self, request: rendering.Request) -> rendering.Request:
+        assert request.resource is not None
+        if request.action == enums.action.CREATE:
+            return await self._create(request)
+        if request.action == enums.action.UPDATE and request.name is not None:
+            await self._update(request)
+        elif request.action == enums.action.DELETE and request.name is not None:
+            key: ObjectKey = (request.resource, request.namespace, request.name)
+            if key not in self._objects or self._objects[key].deleted:
+                raise KubernetesObjectNotFoundError()
+            orphan = isinstance(request.data, dict) and request.data.get("propagationPolicy") == "Orphan"
+            await self._delete(key, cascade=not orphan)
+        return request
+
+    async def _create(self, request: rendering.Request) -> rendering.Request:
+        assert request.resource is not None
+        obj = copy.deepcopy(request.data) if isinstance(request.data, dict) else {}
+        meta = obj.setdefault("metadata", {})
+        if not meta.get("name") and meta.get("generateName"):
+            meta["name"] = f"{meta['generateName']}{uuid.uuid4().hex[:5]}"
+        if not meta.get("name"):
+            raise KubernetesError(status=422, reason="Invalid", message="metadata.name: Required value")
+        namespace = request.namespace or meta.get("namespace")
+        if namespace is not None:
+            meta["namespace"] = namespace
+        key: ObjectKey = (request.resource, namespace, meta["name"])
+        if key in self._objects and not self._objects[key].deleted:
+            raise KubernetesObjectConflictError(
+                message=f'{request.resource.plural} "{meta["name"]}" already exists', details={"name": meta["name"]}
+            )
+        meta.update(uid=str(uuid.uuid4()), creationTimestamp=_now(), generation=1)
+        self._bump(obj)
+        if key in self._objects:
+            self._objects[key].create(obj)
+        else:
+            self._objects[key] = obj
+        await self._buses[request.resource].put({"type": "ADDED", "object": copy.deepcopy(obj)})
+        # kmock matches reactions against the very request object it recorded, so the stored body (with a
+        # generated name) replaces the request's data in place rather than in a copy.
+        object.__setattr__(request, "data", obj)
+        return request
+
+    async def _update(self, request: rendering.Request) -> None:
+        assert request.resource is not None and request.name is not None
+        key: ObjectKey = (request.resource, request.namespace, request.name)
+        if key not in self._objects or self._objects[key].deleted:
+            raise KubernetesObjectNotFoundError()
+        old = copy.deepcopy(self._objects[key].raw)
+        try:
+            new = copy.deepcopy(dict(dicts.patch_dict(old, request.data)))
+        except jsonpatch.JsonPatchTestFailed as error:
+            raise KubernetesError(
+                status=422, reason="Invalid", message=f"the JSON patch test failed: {error}"
+            ) from None
+        except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError) as error:
+            raise KubernetesError(status=422, reason="Invalid", message=f"cannot apply the patch: {error}") from None
+        if "status" in self.resources[request.resource].subresources:
+            if request.subresource == "status":
+                new = {**old, "status": new.get("status")}
+            else:
+                new["status"] = old.get("status")
+            new = {field: value for field, value in new.items() if value is not None}
+        for immutable in ("uid", "creationTimestamp", "name", "namespace"):
+            if immutable in old["metadata"]:
+                new["metadata"][immutable] = old["metadata"][immutable]
+        body = {field: value for field, value in new.items() if field not in ("metadata", "status")}
+        if body != {field: value for field, value in old.items() if field not in ("metadata", "status")}:
+            new["metadata"]["generation"] = old["metadata"].get("generation", 1) + 1
+        self._bump(new)
+        self._objects[key].create(new)
+        if new["metadata"].get("deletionTimestamp") and not new["metadata"].get("finalizers"):
+            await self._delete(key, cascade=True)
+        else:
+            await self._buses[request.resource].put({"type": "MODIFIED", "object": copy.deepcopy(new)})
+
+    async def _delete(self, key: ObjectKey, cascade: bool) -> None:
+        obj = self._objects[key]
+        meta = obj.raw["metadata"]
+        if meta.get("finalizers"):
+            if not meta.get("deletionTimestamp"):
+                marked = copy.deepcopy(obj.raw)
+                marked["metadata"]["deletionTimestamp"] = _now()
+                self._bump(marked)
+                obj.create(marked)
+                await self._buses[key[0]].put({"type": "MODIFIED", "object": copy.deepcopy(marked)})
+            return
+        last = copy.deepcopy(obj.raw)
+        self._bump(last)
+        obj.delete()
+        await self._buses[key[0]].put({"type": "DELETED", "object": last})
+        if cascade:
+            await self._collect_garbage(meta["uid"])
+
+    async def _collect_garbage(self, owner_uid: str) -> None:
+        alive = {o.raw["metadata"]["uid"] for _, o in self._objects.items() if not o.deleted}
+        for key, obj in list(self._objects.items()):
+            if obj.deleted:
+                continue
+            owners = [ref["uid"] for ref in obj.raw["metadata"].get("ownerReferences", [])]
+            if owner_uid in owners and not any(uid in alive for uid in owners):
+                await self._delete(key, cascade=True)
+
+    async def _serve_list(self, request: rendering.Request) -> rendering.Payload:
+        listing: dict[str, Any] = await super()._serve_list(request)  # type: ignore[assignment]
+        selector = request.params.get("labelSelector")
+        listing["items"] = [
+            item for item in listing["items"] if _matches(selector, item["metadata"].get("labels") or {})
+        ]
+        listing["metadata"] = {"resourceVersion": str(self._revision)}
+        return listing
+
+    async def _serve_watch(self, request: rendering.Request) -> AsyncIterator[rendering.Payload]:
+        selector = request.params.get("labelSelector")
+        async for event in super()._serve_watch(request):
+            if not isinstance(event, dict) or _matches(
+                selector, event.get("object", {}).get("metadata", {}).get("labels") or {}
+            ):
+                yield event
+
+
+class EmulatedCluster:
+    """The emulator on 127.0.0.1 in a background event loop, with a kubeconfig that points at it."""
+
+    def __init__(self, workdir: Path, crds: list[KubernetesObject]) -> None:
+        self.emulator = ClusterEmulator()
+        for crd in crds:
+            self.emulator.add_custom_resource(crd)
+        self.loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._serve, name="k8s-emulator", daemon=True)
+        self.url = ""
+        self.kubeconfig = workdir / "kubeconfig.yaml"
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_until_complete(self._main())
+
+    async def _main(self) -> None:
+        self._stop = asyncio.Event()
+        async with self.emulator, Server(self.emulator) as server:
+            self.url = str(server.url).rstrip("/")
+            self._ready.set()
+            await self._stop.wait()
+
+    def start(self) -> EmulatedCluster:
+        self._thread.start()
+        if not self._ready.wait(30):
+            raise TimeoutError("the Kubernetes emulator did not start")
+        self.kubeconfig.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": [{"name": "emulator", "cluster": {"server": self.url}}],
+                    "users": [{"name": "tester", "user": {"token": "emulated"}}],
+                    "contexts": [{"name": "emulator", "context": {"cluster": "emulator", "user": "tester"}}],
+                    "current-context": "emulator",
+                }
+            )
+        )
+        return self
+
+    def stop(self) -> None:
+        if self._stop is not None:
+            self.loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(30)
+
+
+@contextmanager
+def emulated_cluster(workdir: Path, crds: list[KubernetesObject]) -> Iterator[EmulatedCluster]:
+    cluster = EmulatedCluster(workdir, crds).start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
