@@ -7,7 +7,6 @@ import io
 import os
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -21,25 +20,10 @@ from dreem_trainer.storage.client import StorageError, check_access
 from dreem_trainer.storage.download import DownloadReport, download, local_path
 from dreem_trainer.training.run import run_training
 from tests.conftest import DEMO_DATA, S3_ENV, free_port, wait_for_port
+from tests.s3_helpers import bucket, keys
 from tests.trainer_helpers import tiny_config
 
 pytestmark = pytest.mark.slow
-
-
-def bucket(endpoint: str, with_flies: bool = False) -> str:
-    name = f"b-{uuid.uuid4().hex[:12]}"
-    client = boto3.client("s3", endpoint_url=endpoint)
-    client.create_bucket(Bucket=name)
-    if with_flies:
-        for suffix in (".slp", ".mp4"):
-            client.upload_file(str(DEMO_DATA / f"two_flies{suffix}"), name, f"flies/two_flies{suffix}")
-    return name
-
-
-def keys(endpoint: str, name: str, prefix: str = "") -> list[str]:
-    client = boto3.client("s3", endpoint_url=endpoint)
-    pages = client.get_paginator("list_objects_v2").paginate(Bucket=name, Prefix=prefix)
-    return sorted(item["Key"] for page in pages for item in page.get("Contents", []))
 
 
 def storage(endpoint: str, tmp_path: Path) -> dict[str, Any]:
