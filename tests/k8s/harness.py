@@ -55,6 +55,14 @@ class Kubectl:
         items: list[KubernetesObject] = json.loads(response.data)["items"]
         return items
 
+    def wait_for_pods(self, selector: str, count: int, timeout: float, namespace: str = "default") -> list[str]:
+        deadline = time.monotonic() + timeout
+        while True:
+            names = sorted(pod["metadata"]["name"] for pod in self.pods(namespace, selector))
+            if len(names) >= count or time.monotonic() > deadline:
+                return names
+            time.sleep(0.1)
+
     def names(self, kind: str, namespace: str = "default") -> list[str]:
         lister: dict[str, Callable[..., Any]] = {
             "pods": self.core.list_namespaced_pod,

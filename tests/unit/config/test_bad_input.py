@@ -178,6 +178,12 @@ CASES: list[tuple[str, str, str, str]] = [
         "'x' is not a valid bucket",
     ),
     ("s3 checkpoint", "model:\n  ckpt_path: s3://ab\n", "model.ckpt_path", "'ab' is not a valid bucket"),
+    (
+        "mistyped s3 scheme",
+        "checkpointing:\n  dirpath: s3:/lab/models\n",
+        "checkpointing.dirpath",
+        "looks like an S3 location",
+    ),
     ("storage addressing", "storage:\n  addressing_style: dns\n", "storage.addressing_style", "'dns'"),
     ("storage retry mode", "storage:\n  retry_mode: legacy\n", "storage.retry_mode", "'legacy'"),
 ]

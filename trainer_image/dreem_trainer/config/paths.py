@@ -44,8 +44,14 @@ class S3Uri:
         return f"{S3_SCHEME}{self.bucket}/{self.key}"
 
 
+_SCHEME_TYPO = re.compile(r"^s3:/?[^/]|^s3:$|^s3//", re.IGNORECASE)
+
+
 def check_path(path: str) -> str:
-    """Field validator: an s3:// path must parse; local paths pass as they are."""
+    """Field validator: an s3:// path must parse; local paths pass as they are, except those that look
+    like a mistyped s3:// URI (`s3:/bucket`, `S3://`), which would otherwise become a local folder named `s3:`."""
     if is_s3(path):
         S3Uri.parse(path)
+    elif _SCHEME_TYPO.match(path) or path.lower().startswith(S3_SCHEME):
+        raise ValueError(f"{path!r} looks like an S3 location but is not of the form s3://bucket/key")
     return path

@@ -1,0 +1,162 @@
+"""Malformed DreemTrainingJobs: each is refused by the CRD schema (as the API server with kubectl's strict field
+validation would) or marked Failed by the operator with a message naming the key, and the operator keeps
+serving the other jobs. The emulator admits everything, so every manifest also reaches the operator: a
+cluster whose CRD is older than the operator, or a client that skips validation, must not break it."""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from openapi_schema_validator import OAS30Validator
+
+from dreem_operator.crd import CRD_FILE
+from tests.conftest import free_port
+from tests.k8s.harness import Kubectl, cluster_with_crd, phase_is
+from tests.k8s.operator_process import OperatorProcess
+
+pytestmark = pytest.mark.slow
+
+GOOD_SPEC: dict[str, Any] = {
+    "config": {
+        "model": {"d_model": 64, "nhead": 4},
+        "dataset": {"train_dataset": {"dir": {"path": "s3://lab/flies"}, "crop_size": 64}},
+        "optimizer": {"name": "Adam", "lr": 0.0001},
+    },
+    "nodes": 2,
+    "storage": {"output": "s3://lab/runs/x", "endpoint": "http://minio:9000"},
+}
+
+
+def changed(path: str, value: Any) -> dict[str, Any]:
+    """GOOD_SPEC with the dotted `path` set to `value` (or removed, for `...`)."""
+    spec = copy.deepcopy(GOOD_SPEC)
+    *parents, leaf = path.split(".")
+    node = spec
+    for part in parents:
+        node = node.setdefault(part, {})
+    if value is ...:
+        del node[leaf]
+    else:
+        node[leaf] = value
+    return spec
+
+
+# (id, spec, what the schema's or the operator's message must name)
+CASES: list[tuple[str, Any, str]] = [
+    ("negative-nodes", changed("nodes", -1), "nodes"),
+    ("nodes-as-text", changed("nodes", "two"), "nodes"),
+    ("fractional-gpus", changed("gpusPerNode", 1.5), "gpusPerNode"),
+    ("no-storage", changed("storage", ...), "storage"),
+    ("no-config", changed("config", ...), "config"),
+    ("output-not-s3", changed("storage.output", "lab/runs/x"), "storage.output"),
+    ("output-without-bucket", changed("storage.output", "s3://"), "storage.output"),
+    ("bad-addressing", changed("storage.addressingStyle", "diagonal"), "addressingStyle"),
+    ("unknown-spec-key", changed("replicas", 3), "replicas"),
+    ("unknown-config-section", changed("config.optimiser", {"lr": 0.1}), "optimiser"),
+    ("unknown-model-key", changed("config.model.d_modle", 32), "d_modle"),
+    ("unknown-optimizer", changed("config.optimizer.name", "Adamm"), "optimizer.name"),
+    ("unknown-scheduler", changed("config.scheduler", {"name": "NoSuchScheduler"}), "scheduler.name"),
+    ("d-model-as-text", changed("config.model.d_model", "big"), "d_model"),
+    ("negative-lr", changed("config.optimizer.lr", -0.1), "lr"),
+    ("crop-as-text", changed("config.dataset.train_dataset.crop_size", "large"), "crop_size"),
+    ("bad-checkpoint-uri", changed("config.checkpointing", {"dirpath": "s3:/one-slash"}), "checkpointing.dirpath"),
+    ("negative-epochs", changed("config.trainer", {"max_epochs": -5}), "max_epochs"),
+    ("unknown-logger", changed("config.logging", {"logger_type": "FancyLogger"}), "logger_type"),
+    ("negative-backoff", changed("runPolicy", {"backoffLimit": -3}), "backoffLimit"),
+    ("bad-clean-policy", changed("runPolicy", {"cleanPodPolicy": "Sometimes"}), "cleanPodPolicy"),
+    ("unknown-run-policy-key", changed("runPolicy", {"retries": 3}), "retries"),
+    ("node-selector-as-list", changed("podTemplate", {"nodeSelector": ["gpu"]}), "nodeSelector"),
+    ("spec-as-text", "train my flies please", "spec"),
+    ("missing-secret", changed("storage.credentialsSecret", "nowhere"), 'Secret "nowhere" not found'),
+]
+
+
+def job_manifest(name: str, spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "dreem.sleap.ai/v1alpha1",
+        "kind": "DreemTrainingJob",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
+def unknown_fields(node: Any, schema: dict[str, Any], path: str) -> list[str]:
+    """What the API server's strict field validation (kubectl's default) refuses: keys the schema lacks."""
+    if isinstance(node, list) and "items" in schema:
+        return [problem for item in node for problem in unknown_fields(item, schema["items"], f"{path}[]")]
+    if not isinstance(node, dict) or "properties" not in schema:
+        return []
+    problems = []
+    for key, value in node.items():
+        if key in schema["properties"]:
+            problems += unknown_fields(value, schema["properties"][key], f"{path}.{key}")
+        elif not schema.get("x-kubernetes-preserve-unknown-fields"):
+            problems.append(f'{path}.{key}: unknown field "{key}"')
+    return problems
+
+
+def admission_errors(manifest: dict[str, Any]) -> list[str]:
+    crd = yaml.safe_load(CRD_FILE.read_text())
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    errors = [
+        f"{'.'.join(str(part) for part in error.absolute_path)}: {error.message}"
+        for error in OAS30Validator(schema).iter_errors(manifest)
+    ]
+    return errors + unknown_fields(manifest["spec"], schema["properties"]["spec"], "spec")
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[Kubectl, OperatorProcess]]:
+    with cluster_with_crd(tmp_path) as cluster:
+        operator = OperatorProcess(
+            cluster.kubeconfig, tmp_path / "operator.log", master_port=str(free_port()), secret_grace_seconds="1"
+        ).start()
+        try:
+            yield Kubectl(cluster.kubeconfig), operator
+        finally:
+            operator.stop()
+
+
+def test_good_spec_passes_admission() -> None:
+    assert admission_errors(job_manifest("good", GOOD_SPEC)) == []
+
+
+@pytest.mark.parametrize(("spec", "named"), [(spec, named) for _, spec, named in CASES], ids=[c[0] for c in CASES])
+def test_each_malformed_spec_is_refused_or_named(spec: Any, named: str) -> None:
+    """The schema refuses most of them, naming the field; what it admits the operator must refuse (below)."""
+    errors = admission_errors(job_manifest("bad", spec))
+    if errors:
+        assert any(named.split(".")[-1] in error for error in errors), errors
+
+
+def test_operator_fails_every_malformed_job_and_keeps_serving(served: tuple[Kubectl, OperatorProcess]) -> None:
+    kubectl, operator = served
+    assert len(CASES) >= 20
+    for index, (_, spec, _) in enumerate(CASES):
+        kubectl.apply_job(job_manifest(f"bad-{index}", spec))
+    kubectl.apply_job(job_manifest("good", GOOD_SPEC))
+
+    good = kubectl.wait_for("good", phase_is("Pending"), timeout=60, what="Pending")
+    assert good["status"]["message"] == "waiting for all pods to be scheduled"
+    assert kubectl.wait_for_pods("dreem.sleap.ai/job=good", 2, timeout=30) == [
+        "good-0-0",
+        "good-0-1",
+    ]
+    for index, (case, _, named) in enumerate(CASES):
+        job = kubectl.wait_for(f"bad-{index}", phase_is("Failed"), timeout=60, what=f"Failed ({case})")
+        message = job["status"]["message"]
+        assert named in message, (case, message)
+        assert job["status"]["conditions"][-1]["type"] == "Failed"
+        assert not kubectl.pods(selector=f"dreem.sleap.ai/job=bad-{index}"), case
+    assert operator.process is not None and operator.process.poll() is None
+    metrics = operator.metrics()
+    failed = re.search(r'^dreem_jobs\{phase="Failed"\} (\d+)', metrics, re.MULTILINE)
+    assert failed is not None and int(failed.group(1)) == len(CASES)
+    warnings = [event for event in kubectl.events() if event["type"] == "Warning"]
+    assert {event["involvedObject"]["name"] for event in warnings} >= {f"bad-{i}" for i in range(len(CASES))}
