@@ -47,6 +47,9 @@ def resync_forever(reconciler: Reconciler, every: float, stop: threading.Event) 
 def start(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) -> None:
     runtime: RuntimeSettings = memo.get("runtime") or RuntimeSettings.from_env()
     settings.posting.level = logging.WARNING
+    # The CRD comes with the chart and the namespaces with the settings: no cluster-wide scanning of either,
+    # which also spares the operator the RBAC to list namespaces and CRDs.
+    settings.scanning.disabled = True
     settings.watching.server_timeout = 300
     load_kubernetes_config()
     metrics = OperatorMetrics()

@@ -26,6 +26,9 @@ from dreem_operator.names import FIELD_MANAGER, LABEL_ATTEMPT, LABEL_RANK, TRAIN
 CONFIG_ERROR_EXIT = 2
 """`dreem train` exits 2 for a configuration or data error: retrying cannot help."""
 
+MAX_CONDITIONS = 20
+"""The status keeps the newest transitions only, so a long-lived job's object stays small."""
+
 PodPhase = Literal["Pending", "Running", "Succeeded", "Failed", "Unknown"]
 
 
@@ -138,22 +141,29 @@ class Decision:
         self.plan.status.observedGeneration = generation
         self.now = now
 
-    def phase(self, phase: Any, reason: str, message: str = "", warning: bool = False) -> Plan:
+    def phase(self, phase: Any, reason: str, message: str = "", warning: bool = False, record: bool = False) -> Plan:
+        """Enter `phase`. A new phase, a new reason within it, or a decision that is news by itself
+        (`record`: every gang restart) is recorded as a condition and an Event; repeating the same
+        decision on the next reconcile records nothing."""
         status = self.plan.status
-        if status.phase != phase:
-            conditions = list(status.conditions or [])
-            conditions.append(
-                Condition(
-                    type=phase, status="True", reason=reason, message=message, lastTransitionTime=_stamp(self.now)
-                )
+        last = status.conditions[-1] if status.conditions else None
+        if record or status.phase != phase or (last is not None and last.reason != reason):
+            condition = Condition(
+                type=phase, status="True", reason=reason, message=message, lastTransitionTime=_stamp(self.now)
             )
-            status.conditions = conditions
+            status.conditions = [*(status.conditions or []), condition][-MAX_CONDITIONS:]
             self.plan.events.append(Event("Warning" if warning else "Normal", reason, message or phase))
         status.phase = phase
         status.message = message
         if phase in ("Succeeded", "Failed") and status.completionTime is None:
             status.completionTime = _stamp(self.now)
         return self.plan
+
+
+def last_line(message: str, limit: int = 300) -> str:
+    """The line of a termination message that says why: the last non-empty one, shortened."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    return lines[-1][:limit] if lines else ""
 
 
 def parse_stamp(stamp: str | None) -> datetime | None:
@@ -219,12 +229,16 @@ def reconcile(
         plan.delete_pods += [p.name for p in current.values()]
         if failed:
             cause = f"{failed[0].name} failed (exit code {failed[0].exit_code})"
+            last_words = last_line(failed[0].message)
+            if last_words:
+                cause += f": {last_words}"
         else:
             cause = f"pod {job.names.pod(attempt, lost[0])} disappeared while the gang was running"
         if attempt >= policy.backoffLimit:
             return decision.phase("Failed", "BackoffLimitExceeded", f"{cause}; no restarts left", warning=True)
         plan.status.restarts = attempt + 1
-        return decision.phase("Restarting", "GangRestart", f"{cause}; restarting all pods from the last checkpoint")
+        message = f"{cause}; restarting all pods from the last checkpoint"
+        return decision.phase("Restarting", "GangRestart", message, warning=True, record=True)
 
     if len(current) == spec.nodes and all(p.phase == "Succeeded" for p in current.values()):
         return decision.phase("Succeeded", "TrainingFinished", "all ranks finished")

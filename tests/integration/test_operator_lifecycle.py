@@ -1,0 +1,142 @@
+"""The job lifecycle through the operator process and the API emulator. Pods run a stand-in trainer that
+exits as the job's podTemplate.env tells it (so restarts, deadlines and TTLs take seconds), except for the
+configuration-error case, which runs the real `dreem train`."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import dreem_executable, free_port
+from tests.k8s.emulator import EmulatedCluster
+from tests.k8s.harness import Kubectl, cluster_with_crd, phase_is
+from tests.k8s.kubelet import LocalKubelet
+from tests.k8s.operator_process import OperatorProcess
+
+pytestmark = pytest.mark.slow
+
+STAND_IN = [
+    sys.executable,
+    "-c",
+    "import os, sys, time; time.sleep(float(os.environ.get('SLEEP', '0'))); "
+    "print(os.environ.get('SAY', '')); sys.exit(int(os.environ.get('EXIT', '0')))",
+]
+
+
+@dataclass
+class Served:
+    cluster: EmulatedCluster
+    kubectl: Kubectl
+    operator: OperatorProcess
+    workdir: Path
+
+    def kubelet(self, entrypoint: list[str]) -> LocalKubelet:
+        return LocalKubelet(self.cluster.kubeconfig, self.workdir / "node", entrypoint, {}).start()
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    with cluster_with_crd(tmp_path) as cluster:
+        operator = OperatorProcess(cluster.kubeconfig, tmp_path / "operator.log", master_port=str(free_port()))
+        operator.start("--namespace", "default")
+        try:
+            yield Served(cluster, Kubectl(cluster.kubeconfig), operator, tmp_path)
+        finally:
+            operator.stop()
+
+
+def job(name: str, env: dict[str, str] | None = None, nodes: int = 2, **run_policy: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "dreem.sleap.ai/v1alpha1",
+        "kind": "DreemTrainingJob",
+        "metadata": {"name": name},
+        "spec": {
+            "config": {"dataset": {"train_dataset": {"dir": {"path": "s3://lab/flies"}}}},
+            "nodes": nodes,
+            "storage": {"output": f"s3://lab/runs/{name}"},
+            "runPolicy": run_policy,
+            "podTemplate": {"env": [{"name": key, "value": value} for key, value in (env or {}).items()]},
+        },
+    }
+
+
+def test_retryable_failures_restart_the_gang_until_the_backoff_limit(served: Served) -> None:
+    kubelet = served.kubelet(STAND_IN)
+    try:
+        served.kubectl.apply_job(
+            job("flaky", {"EXIT": "1", "SAY": "CUDA error: an illegal memory access"}, backoffLimit=2)
+        )
+        failed = served.kubectl.wait_for("flaky", phase_is("Failed"), timeout=60, what="Failed")
+    finally:
+        kubelet.stop()
+    status = failed["status"]
+    assert status["restarts"] == 2
+    assert status["message"].endswith("failed (exit code 1): CUDA error: an illegal memory access; no restarts left")
+    # The third attempt may fail before both ranks run: each restart is recorded all the same.
+    reasons = [c["reason"] for c in status["conditions"]]
+    assert reasons.count("GangRestart") == 2 and reasons[-1] == "BackoffLimitExceeded", reasons
+    # Three attempts of two ranks each, every one its own pod.
+    attempts = {entry.split("/")[1].rsplit("-", 1)[0] for entry in kubelet.started}
+    assert attempts == {"flaky-0", "flaky-1", "flaky-2"}
+    reasons = [e["reason"] for e in served.kubectl.events() if e["involvedObject"]["name"] == "flaky"]
+    assert reasons.count("GangRestart") == 2 and reasons[-1] == "BackoffLimitExceeded"
+
+
+def test_active_deadline_fails_the_job_and_stops_its_pods(served: Served) -> None:
+    kubelet = served.kubelet(STAND_IN)
+    try:
+        served.kubectl.apply_job(job("slow", {"SLEEP": "600"}, activeDeadlineSeconds=3))
+        failed = served.kubectl.wait_for("slow", phase_is("Failed"), timeout=60, what="Failed")
+        assert "activeDeadlineSeconds (3 s)" in failed["status"]["message"]
+        served.kubectl.wait_for("slow", lambda _: not served.kubectl.pods(), timeout=30, what="pods gone")
+        served.kubectl.wait_for("slow", lambda _: not kubelet.running, timeout=30, what="processes stopped")
+    finally:
+        kubelet.stop()
+
+
+def test_ttl_deletes_a_finished_job_and_everything_it_owns(served: Served) -> None:
+    kubelet = served.kubelet(STAND_IN)
+    try:
+        served.kubectl.apply_job(job("brief", ttlSecondsAfterFinished=2, cleanPodPolicy="None"))
+        served.kubectl.wait_for("brief", phase_is("Succeeded"), timeout=60, what="Succeeded")
+        assert served.kubectl.names("pods") == ["brief-0-0", "brief-0-1"]
+        deadline_reached = served.kubectl.wait_for_pods("dreem.sleap.ai/job=brief", 3, timeout=15)
+        assert deadline_reached == []
+    finally:
+        kubelet.stop()
+    assert served.kubectl.names("configmaps") == served.kubectl.names("serviceaccounts") == []
+    with pytest.raises(Exception, match=r"404|Not Found"):
+        served.kubectl.job("brief")
+
+
+def test_a_configuration_error_fails_at_once_with_the_trainers_reason(served: Served) -> None:
+    kubelet = served.kubelet([dreem_executable()])
+    manifest = job("typo", nodes=1, backoffLimit=3)
+    # Passes the operator's schema, fails in the trainer: no labels where the data should be.
+    config = manifest["spec"]["config"]
+    config["dataset"]["train_dataset"]["dir"]["path"] = str(served.workdir / "no-such-folder")
+    # Local outputs, so the run reaches the data before any storage check.
+    config["checkpointing"] = {"dirpath": str(served.workdir / "models")}
+    config["logging"] = {"save_dir": str(served.workdir / "logs")}
+    try:
+        served.kubectl.apply_job(manifest)
+        failed = served.kubectl.wait_for("typo", phase_is("Failed"), timeout=120, what="Failed")
+    finally:
+        kubelet.stop()
+    status = failed["status"]
+    assert status["restarts"] == 0 and status["conditions"][-1]["reason"] == "ConfigurationError"
+    assert status["message"].endswith("no-such-folder: no such data directory"), status["message"]
+
+
+def test_jobs_outside_the_watched_namespaces_are_left_alone(served: Served) -> None:
+    served.kubectl.apply_job(job("elsewhere"), namespace="other")
+    served.kubectl.apply_job(job("here"))
+    served.kubectl.wait_for("here", phase_is("Pending"), timeout=30, what="Pending")
+    assert served.kubectl.wait_for_pods("dreem.sleap.ai/job=here", 2, timeout=30) == ["here-0-0", "here-0-1"]
+    assert "status" not in served.kubectl.job("elsewhere", namespace="other")
+    assert served.kubectl.pods(namespace="other") == []
