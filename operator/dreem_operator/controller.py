@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -50,9 +50,19 @@ def credentials_secret(raw_spec: Any) -> str | None:
     return secret if isinstance(secret, str) and secret else None
 
 
+@dataclass
+class JobSlot:
+    """Whether a reconcile of the job is running, and whether another trigger arrived meanwhile."""
+
+    running: bool = False
+    again: bool = False
+
+
 class Reconciler:
-    """Serializes reconciles per job (events for one job can arrive on several threads) and applies plans
-    in a crash-safe order: status first, then deletions, then creations."""
+    """Runs at most one reconcile per job at a time and coalesces the triggers that arrive meanwhile into
+    one more pass (creating a gang triggers an event per pod and one for the status: one pass covers
+    them all, since each pass reads everything afresh). Plans are applied in a crash-safe order: status
+    first, then deletions, then creations."""
 
     def __init__(
         self,
@@ -62,27 +72,41 @@ class Reconciler:
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.api, self.settings, self.metrics, self.clock = api, settings, metrics, clock
-        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._jobs: dict[tuple[str, str], JobSlot] = {}
         self._guard = threading.Lock()
 
     def known_jobs(self) -> list[tuple[str, str]]:
         with self._guard:
-            return list(self._locks)
+            return list(self._jobs)
 
     def forget(self, namespace: str, name: str) -> None:
         with self._guard:
-            self._locks.pop((namespace, name), None)
+            self._jobs.pop((namespace, name), None)
         self.metrics.job_phase(namespace, name, None)
 
-    def _lock(self, namespace: str, name: str) -> threading.Lock:
+    def reconcile(self, namespace: str, name: str) -> None:
+        """Reconcile the job now, or, when a reconcile of it is running, make that one run once more."""
         with self._guard:
-            return self._locks.setdefault((namespace, name), threading.Lock())
+            slot = self._jobs.setdefault((namespace, name), JobSlot())
+            if slot.running:
+                slot.again = True
+                return
+            slot.running = True
+        try:
+            while True:
+                self._timed(namespace, name)
+                with self._guard:
+                    if not slot.again:
+                        return
+                    slot.again = False
+        finally:
+            with self._guard:
+                slot.running = False
 
-    def reconcile(self, namespace: str, name: str) -> Plan | None:
+    def _timed(self, namespace: str, name: str) -> None:
         started = time.perf_counter()
         try:
-            with self._lock(namespace, name):
-                return self._reconcile(namespace, name)
+            self._reconcile(namespace, name)
         except Exception:
             self.metrics.reconcile_errors.inc()
             raise

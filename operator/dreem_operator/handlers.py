@@ -50,6 +50,8 @@ def start(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) -> None:
     # The CRD comes with the chart and the namespaces with the settings: no cluster-wide scanning of either,
     # which also spares the operator the RBAC to list namespaces and CRDs.
     settings.scanning.disabled = True
+    # Handlers block on API calls; enough threads that one slow job never holds up the others.
+    settings.execution.max_workers = runtime.workers
     settings.watching.server_timeout = 300
     load_kubernetes_config()
     metrics = OperatorMetrics()

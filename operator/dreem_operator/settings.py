@@ -23,6 +23,7 @@ class RuntimeSettings(BaseModel):
     metrics_port: int = Field(8000, ge=0, le=65535, description="Prometheus metrics port (0: off).")
     liveness_port: int = Field(8080, ge=0, le=65535, description="Liveness endpoint /healthz port (0: off).")
     resync_seconds: float = Field(10.0, gt=0, description="How often every job is reconciled without an event.")
+    workers: int = Field(16, ge=1, description="Threads reconciling jobs concurrently.")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> RuntimeSettings:
