@@ -17,4 +17,4 @@ LABEL org.opencontainers.image.title="dreem-operator" \
 COPY --from=build /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 USER 65532:65532
-ENTRYPOINT ["kopf", "run", "--standalone", "-m", "dreem_operator"]
+ENTRYPOINT ["dreem-operator"]

@@ -48,7 +48,7 @@ def lab(s3_endpoint: str, tmp_path: Path) -> Iterator[Lab]:
         node_env = {
             "KUBECONFIG": str(cluster.kubeconfig),
             "AWS_DEFAULT_REGION": "us-east-1",
-            "DREEM_PROGRESS_SECONDS": "1",
+            "DREEM_PROGRESS_SECONDS": "0.2",
             "OMP_NUM_THREADS": "1",
         }
         kubelet = LocalKubelet(cluster.kubeconfig, tmp_path / "node", [dreem_executable()], node_env).start()
@@ -135,12 +135,13 @@ def test_two_node_job_trains_to_succeeded_with_checkpoint_and_progress(lab: Lab)
 def test_a_killed_rank_restarts_the_gang_from_the_last_checkpoint(lab: Lab) -> None:
     manifest, out = training_job(lab, "flies", epochs=8, chunks=8)
     lab.kubectl.apply_job(manifest)
-    lab.kubectl.wait_for(
-        "flies",
-        lambda job: ((job.get("status") or {}).get("progress") or {}).get("epoch", 0) >= 2,
-        timeout=240,
-        what="two epochs reported",
-    )
+
+    def mid_epoch_three(job: dict[str, Any]) -> bool:
+        progress = (job.get("status") or {}).get("progress") or {}
+        # Eight clips over two ranks: four steps an epoch. A step count off that grid is mid-epoch.
+        return int(progress.get("epoch", 0)) >= 2 and int(progress.get("step", 0)) % 4 != 0
+
+    lab.kubectl.wait_for("flies", mid_epoch_three, timeout=240, what="a report in the middle of epoch 3")
     lab.kubelet.kill("flies-0-1")
     restarting = lab.kubectl.wait_for("flies", phase_is("Restarting"), timeout=60, what="Restarting")
     assert restarting["status"]["restarts"] == 1

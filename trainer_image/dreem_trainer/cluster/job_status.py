@@ -63,6 +63,6 @@ def job_from_environment(environ: Mapping[str, str] = os.environ) -> JobStatus |
 def progress_interval(environ: Mapping[str, str] = os.environ) -> float:
     """Seconds between progress reports within an epoch (DREEM_PROGRESS_SECONDS, default 30)."""
     try:
-        return max(float(environ.get("DREEM_PROGRESS_SECONDS", "30")), 1.0)
+        return max(float(environ.get("DREEM_PROGRESS_SECONDS", "30")), 0.1)
     except ValueError:
         return 30.0
