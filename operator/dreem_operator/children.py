@@ -7,11 +7,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from dreem_operator.api import GROUP, KIND, PLURAL, VERSION, DreemTrainingJobSpec
-from dreem_operator.names import CONFIG_FILE, CONFIG_MOUNT, TRAINER_CONTAINER, JobNames
+from dreem_operator.names import (
+    CACHE_MOUNT,
+    CONFIG_FILE,
+    CONFIG_MOUNT,
+    SCRATCH_MOUNT,
+    SHARED_MEMORY_MOUNT,
+    TRAINER_CONTAINER,
+    JobNames,
+)
 from dreem_trainer.config import DreemConfig, dump_yaml
 
 KubernetesObject = dict[str, Any]
 GPU_RESOURCE = "nvidia.com/gpu"
+TRAINER_UID = 65532
+"""The non-root user of the trainer image (trainer_image/Dockerfile)."""
 
 
 @dataclass(frozen=True)
@@ -22,6 +32,12 @@ class OperatorSettings:
     master_port: int = 29500
     secret_grace_seconds: int = 60
     """How long a job waits for its credentials Secret before it fails."""
+    default_s3_endpoint: str | None = None
+    """The cluster's S3 endpoint, for jobs that name none."""
+    trainer_resources: KubernetesObject | None = None
+    trainer_node_selector: dict[str, str] | None = None
+    trainer_tolerations: list[KubernetesObject] | None = None
+    """Defaults for the training pods; a job's own resources and podTemplate win."""
 
 
 @dataclass(frozen=True)
@@ -50,7 +66,11 @@ class JobRef:
         return {"name": name, "namespace": self.namespace, "labels": labels, "ownerReferences": [self.owner()]}
 
 
-def training_config(spec: DreemTrainingJobSpec) -> DreemConfig:
+def s3_endpoint(spec: DreemTrainingJobSpec, settings: OperatorSettings) -> str | None:
+    return spec.storage.endpoint or settings.default_s3_endpoint or None
+
+
+def training_config(spec: DreemTrainingJobSpec, settings: OperatorSettings) -> DreemConfig:
     """The job's config with its outputs under `storage.output` unless the user placed them."""
     config = spec.config
     output = spec.storage.output.rstrip("/")
@@ -64,7 +84,7 @@ def training_config(spec: DreemTrainingJobSpec) -> DreemConfig:
         update={
             key: value
             for key, value in {
-                "endpoint_url": spec.storage.endpoint,
+                "endpoint_url": s3_endpoint(spec, settings),
                 "region": spec.storage.region,
                 "addressing_style": spec.storage.addressingStyle,
             }.items()
@@ -84,12 +104,12 @@ def training_config(spec: DreemTrainingJobSpec) -> DreemConfig:
     )
 
 
-def config_map(job: JobRef, spec: DreemTrainingJobSpec) -> KubernetesObject:
+def config_map(job: JobRef, spec: DreemTrainingJobSpec, settings: OperatorSettings) -> KubernetesObject:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": job.metadata(job.names.config_map, job.names.labels()),
-        "data": {CONFIG_FILE: dump_yaml(training_config(spec))},
+        "data": {CONFIG_FILE: dump_yaml(training_config(spec, settings))},
     }
 
 
@@ -123,9 +143,14 @@ def rank_env(job: JobRef, spec: DreemTrainingJobSpec, rank: int, settings: Opera
         "PET_NPROC_PER_NODE": str(processes),
         "DREEM_JOB": job.name,
         "DREEM_JOB_NAMESPACE": job.namespace,
+        "DREEM_CACHE_DIR": CACHE_MOUNT,
+        # The image's user may have no writable home; libraries keep caches under $HOME and $TMPDIR.
+        "HOME": SCRATCH_MOUNT,
+        "TMPDIR": SCRATCH_MOUNT,
     }
-    if spec.storage.endpoint:
-        values["AWS_ENDPOINT_URL"] = spec.storage.endpoint
+    endpoint = s3_endpoint(spec, settings)
+    if endpoint:
+        values["AWS_ENDPOINT_URL"] = endpoint
     env: list[KubernetesObject] = [{"name": key, "value": value} for key, value in values.items()]
     if spec.storage.credentialsSecret:
         env += [
@@ -139,7 +164,7 @@ def gang_pod(
     job: JobRef, spec: DreemTrainingJobSpec, attempt: int, rank: int, settings: OperatorSettings
 ) -> KubernetesObject:
     names = job.names
-    resources: KubernetesObject = dict(spec.resources or {})
+    resources: KubernetesObject = dict(spec.resources or settings.trainer_resources or {})
     if spec.gpusPerNode:
         limits = {**resources.get("limits", {}), GPU_RESOURCE: spec.gpusPerNode}
         resources["limits"] = limits
@@ -149,7 +174,15 @@ def gang_pod(
         "hostname": names.hostname(rank),
         "subdomain": names.service,
         "serviceAccountName": template.serviceAccountName or names.service_account,
-        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+        # The "restricted" Pod Security Standard: non-root (the trainer image's user), no escalation, no
+        # capabilities, the runtime's seccomp profile. GPUs come from the device plugin, unprivileged.
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": TRAINER_UID,
+            "runAsGroup": TRAINER_UID,
+            "fsGroup": TRAINER_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
         "containers": [
             {
                 "name": TRAINER_CONTAINER,
@@ -166,15 +199,26 @@ def gang_pod(
                 },
                 "volumeMounts": [
                     {"name": "config", "mountPath": CONFIG_MOUNT, "readOnly": True},
+                    {"name": "cache", "mountPath": CACHE_MOUNT},
+                    {"name": "scratch", "mountPath": SCRATCH_MOUNT},
+                    {"name": "shm", "mountPath": SHARED_MEMORY_MOUNT},
                     *list(template.volumeMounts or []),
                 ],
             }
         ],
-        "volumes": [{"name": "config", "configMap": {"name": names.config_map}}, *list(template.volumes or [])],
+        "volumes": [
+            {"name": "config", "configMap": {"name": names.config_map}},
+            # Downloads and staged checkpoints; a PVC mounted here by podTemplate outlives the pod.
+            {"name": "cache", "emptyDir": {}},
+            {"name": "scratch", "emptyDir": {}},
+            # DataLoader workers pass batches through shared memory; a container's default 64 MiB is too small.
+            {"name": "shm", "emptyDir": {"medium": "Memory"}},
+            *list(template.volumes or []),
+        ],
     }
     optional = {
-        "nodeSelector": template.nodeSelector,
-        "tolerations": template.tolerations,
+        "nodeSelector": template.nodeSelector or settings.trainer_node_selector,
+        "tolerations": template.tolerations or settings.trainer_tolerations,
         "affinity": template.affinity,
         "priorityClassName": template.priorityClassName,
         "imagePullSecrets": template.imagePullSecrets,

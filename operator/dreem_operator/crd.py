@@ -20,6 +20,8 @@ from dreem_operator.api import GROUP, KIND, PLURAL, SHORT_NAME, VERSION, DreemTr
 
 Schema = dict[str, Any]
 CRD_FILE = Path(__file__).resolve().parents[2] / "crds" / f"{PLURAL}.{GROUP}.yaml"
+CHART_CRD_FILE = CRD_FILE.parents[1] / "charts" / "dreem-operator" / "crds" / CRD_FILE.name
+"""Helm installs what lies in the chart's crds/; a test keeps it identical to crds/."""
 
 _KEPT = (
     "description",
@@ -169,9 +171,10 @@ def render() -> str:
 
 
 def main() -> int:
-    CRD_FILE.parent.mkdir(parents=True, exist_ok=True)
-    CRD_FILE.write_text(render())
-    print(f"wrote {CRD_FILE}", file=sys.stderr)
+    for target in (CRD_FILE, CHART_CRD_FILE):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(render())
+        print(f"wrote {target}", file=sys.stderr)
     return 0
 
 

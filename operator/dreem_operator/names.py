@@ -10,6 +10,9 @@ LABEL_RANK = "dreem.sleap.ai/rank"
 CONFIG_FILE = "config.yaml"
 CONFIG_MOUNT = "/etc/dreem"
 TRAINER_CONTAINER = "trainer"
+CACHE_MOUNT = "/var/cache/dreem"
+SCRATCH_MOUNT = "/scratch"
+SHARED_MEMORY_MOUNT = "/dev/shm"  # noqa: S108  (a path inside the training container, not a host temp file)
 FIELD_MANAGER = "dreem-operator"
 
 

@@ -253,7 +253,7 @@ def reconcile(
         return decision.phase("Failed", "MissingSecret", seen.secret_problem, warning=True)
     if missing:
         plan.create += [
-            config_map(job, spec),
+            config_map(job, spec, settings),
             headless_service(job, settings),
             service_account(job),
             progress_role(job),

@@ -3,14 +3,17 @@ them), so `kopf run -m dreem_operator` and `dreem-operator` configure the same w
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
+from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
 from dreem_operator.children import OperatorSettings
 
 PREFIX = "DREEM_OPERATOR_"
+JSON_FIELDS = {"trainer_resources", "trainer_node_selector", "trainer_tolerations"}
 
 
 class RuntimeSettings(BaseModel):
@@ -24,6 +27,10 @@ class RuntimeSettings(BaseModel):
     liveness_port: int = Field(8080, ge=0, le=65535, description="Liveness endpoint /healthz port (0: off).")
     resync_seconds: float = Field(10.0, gt=0, description="How often every job is reconciled without an event.")
     workers: int = Field(16, ge=1, description="Threads reconciling jobs concurrently.")
+    default_s3_endpoint: str | None = Field(None, description="S3 endpoint for jobs that name none.")
+    trainer_resources: dict[str, Any] | None = Field(None, description="Training pods' resources (JSON).")
+    trainer_node_selector: dict[str, str] | None = Field(None, description="Training pods' nodeSelector (JSON).")
+    trainer_tolerations: list[dict[str, Any]] | None = Field(None, description="Training pods' tolerations (JSON).")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> RuntimeSettings:
@@ -32,7 +39,17 @@ class RuntimeSettings(BaseModel):
             raw = environ.get(PREFIX + field.upper())
             if raw is None or raw == "":
                 continue
-            values[field] = [part.strip() for part in raw.split(",") if part.strip()] if field == "namespaces" else raw
+            if field == "namespaces":
+                values[field] = [part.strip() for part in raw.split(",") if part.strip()]
+            elif field in JSON_FIELDS:
+                try:
+                    values[field] = json.loads(raw)
+                except json.JSONDecodeError as error:
+                    raise SystemExit(
+                        f"dreem-operator: bad setting: {PREFIX}{field.upper()}: not JSON ({error})"
+                    ) from None
+            else:
+                values[field] = raw
         try:
             return cls.model_validate(values)
         except ValidationError as error:
@@ -48,4 +65,8 @@ class RuntimeSettings(BaseModel):
             trainer_image=self.trainer_image,
             master_port=self.master_port,
             secret_grace_seconds=self.secret_grace_seconds,
+            default_s3_endpoint=self.default_s3_endpoint or None,
+            trainer_resources=self.trainer_resources or None,
+            trainer_node_selector=self.trainer_node_selector or None,
+            trainer_tolerations=self.trainer_tolerations or None,
         )

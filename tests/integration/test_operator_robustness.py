@@ -12,11 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from openapi_schema_validator import OAS30Validator
 
-from dreem_operator.crd import CRD_FILE
 from tests.conftest import free_port
+from tests.k8s.admission import admission_errors
 from tests.k8s.harness import Kubectl, cluster_with_crd, phase_is
 from tests.k8s.operator_process import OperatorProcess
 
@@ -84,31 +82,6 @@ def job_manifest(name: str, spec: Any) -> dict[str, Any]:
         "metadata": {"name": name},
         "spec": spec,
     }
-
-
-def unknown_fields(node: Any, schema: dict[str, Any], path: str) -> list[str]:
-    """What the API server's strict field validation (kubectl's default) refuses: keys the schema lacks."""
-    if isinstance(node, list) and "items" in schema:
-        return [problem for item in node for problem in unknown_fields(item, schema["items"], f"{path}[]")]
-    if not isinstance(node, dict) or "properties" not in schema:
-        return []
-    problems = []
-    for key, value in node.items():
-        if key in schema["properties"]:
-            problems += unknown_fields(value, schema["properties"][key], f"{path}.{key}")
-        elif not schema.get("x-kubernetes-preserve-unknown-fields"):
-            problems.append(f'{path}.{key}: unknown field "{key}"')
-    return problems
-
-
-def admission_errors(manifest: dict[str, Any]) -> list[str]:
-    crd = yaml.safe_load(CRD_FILE.read_text())
-    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-    errors = [
-        f"{'.'.join(str(part) for part in error.absolute_path)}: {error.message}"
-        for error in OAS30Validator(schema).iter_errors(manifest)
-    ]
-    return errors + unknown_fields(manifest["spec"], schema["properties"]["spec"], "spec")
 
 
 @pytest.fixture

@@ -210,6 +210,7 @@ class LocalKubelet:
                     return str(path) + argument[len(mount_path) :]
             return argument
 
+        env = {name: local(value) for name, value in env.items()}
         command = [local(part) for part in [*(container.get("command") or self.entrypoint), *container.get("args", [])]]
         base = {
             "PATH": os.environ.get("PATH", ""),

@@ -1,0 +1,94 @@
+"""What an API server admits: a DreemTrainingJob against the CRD schema with strict field validation
+(kubectl's default), and a pod against the "restricted" Pod Security Standard."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+from openapi_schema_validator import OAS30Validator
+
+from dreem_operator.crd import CRD_FILE
+
+KubernetesObject = dict[str, Any]
+
+
+def unknown_fields(node: Any, schema: dict[str, Any], path: str) -> list[str]:
+    """What the API server's strict field validation (kubectl's default) refuses: keys the schema lacks."""
+    if isinstance(node, list) and "items" in schema:
+        return [problem for item in node for problem in unknown_fields(item, schema["items"], f"{path}[]")]
+    if not isinstance(node, dict) or "properties" not in schema:
+        return []
+    problems = []
+    for key, value in node.items():
+        if key in schema["properties"]:
+            problems += unknown_fields(value, schema["properties"][key], f"{path}.{key}")
+        elif not schema.get("x-kubernetes-preserve-unknown-fields"):
+            problems.append(f'{path}.{key}: unknown field "{key}"')
+    return problems
+
+
+def admission_errors(manifest: dict[str, Any]) -> list[str]:
+    crd = yaml.safe_load(CRD_FILE.read_text())
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    errors = [
+        f"{'.'.join(str(part) for part in error.absolute_path)}: {error.message}"
+        for error in OAS30Validator(schema).iter_errors(manifest)
+    ]
+    return errors + unknown_fields(manifest["spec"], schema["properties"]["spec"], "spec")
+
+
+RESTRICTED_VOLUMES = {
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+}
+
+
+def restricted_violations(pod_spec: KubernetesObject) -> list[str]:
+    """The checks of the restricted Pod Security Standard (baseline included), as the admission plugin makes
+    them: https://kubernetes.io/docs/concepts/security/pod-security-standards/#restricted"""
+    problems: list[str] = []
+    pod_context = pod_spec.get("securityContext") or {}
+    for flag in ("hostNetwork", "hostPID", "hostIPC"):
+        if pod_spec.get(flag):
+            problems.append(f"spec.{flag} is set")
+    for volume in pod_spec.get("volumes") or []:
+        kinds = set(volume) - {"name"}
+        if not kinds <= RESTRICTED_VOLUMES:
+            problems.append(f"volume {volume['name']} uses {sorted(kinds - RESTRICTED_VOLUMES)}")
+    if pod_context.get("runAsUser") == 0:
+        problems.append("spec.securityContext.runAsUser is 0")
+    for sysctl in pod_context.get("sysctls") or []:
+        problems.append(f"sysctl {sysctl.get('name')} is set")
+    containers = [*(pod_spec.get("initContainers") or []), *pod_spec["containers"]]
+    for container in containers:
+        where = f"container {container['name']}"
+        context = container.get("securityContext") or {}
+        if context.get("privileged"):
+            problems.append(f"{where} is privileged")
+        if context.get("allowPrivilegeEscalation") is not False:
+            problems.append(f"{where}: allowPrivilegeEscalation must be false")
+        capabilities = context.get("capabilities") or {}
+        if "ALL" not in (capabilities.get("drop") or []):
+            problems.append(f"{where}: capabilities must drop ALL")
+        if set(capabilities.get("add") or []) - {"NET_BIND_SERVICE"}:
+            problems.append(f"{where} adds capabilities {capabilities['add']}")
+        if context.get("runAsNonRoot", pod_context.get("runAsNonRoot")) is not True:
+            problems.append(f"{where}: runAsNonRoot must be true")
+        if context.get("runAsUser") == 0:
+            problems.append(f"{where}: runAsUser is 0")
+        seccomp = (context.get("seccompProfile") or pod_context.get("seccompProfile") or {}).get("type")
+        if seccomp not in ("RuntimeDefault", "Localhost"):
+            problems.append(f"{where}: seccompProfile must be RuntimeDefault or Localhost (got {seccomp})")
+        if context.get("procMount", "Default") != "Default":
+            problems.append(f"{where}: procMount must be Default")
+        for port in container.get("ports") or []:
+            if port.get("hostPort"):
+                problems.append(f"{where} uses hostPort {port['hostPort']}")
+    return problems
