@@ -74,8 +74,12 @@ class RunPolicy(ApiModel):
 class PodTemplate(ApiModel):
     """Scheduling and extras for the training pods."""
 
-    nodeSelector: dict[str, str] | None = Field(None, description="Node labels the training pods must match.")
-    tolerations: list[KubernetesObject] | None = Field(None, description="Tolerations of the training pods.")
+    nodeSelector: dict[str, str] | None = Field(
+        None, description="Node labels the training pods must match (default: the chart's trainer.nodeSelector)."
+    )
+    tolerations: list[KubernetesObject] | None = Field(
+        None, description="Tolerations of the training pods (default: the chart's trainer.tolerations)."
+    )
     affinity: KubernetesObject | None = Field(None, description="Affinity of the training pods.")
     priorityClassName: str | None = Field(None, description="PriorityClass of the training pods.")
     imagePullSecrets: list[KubernetesObject] | None = Field(None, description="Image pull secrets ({name: ...}).")
@@ -94,7 +98,8 @@ class DreemTrainingJobSpec(ApiModel):
     nodes: int = Field(1, ge=1, description="Training pods (one per node); they form one DDP gang.")
     gpusPerNode: int = Field(0, ge=0, description="nvidia.com/gpu per pod; one training process per GPU (0: CPU).")
     resources: KubernetesObject | None = Field(
-        None, description="Resource requests and limits of the trainer container."
+        None,
+        description="Resource requests and limits of the trainer container (default: the chart's trainer.resources).",
     )
     storage: Storage = Field(..., description="S3-compatible storage for data, checkpoints and logs.")
     runPolicy: RunPolicy = Field(default_factory=RunPolicy, description="Restarts, deadlines, suspension and cleanup.")

@@ -22,6 +22,7 @@ from dreem_operator.children import (
     service_account,
 )
 from dreem_operator.names import FIELD_MANAGER, LABEL_ATTEMPT, LABEL_RANK, TRAINER_CONTAINER
+from dreem_trainer.config.loader import issues_from
 
 CONFIG_ERROR_EXIT = 2
 """`dreem train` exits 2 for a configuration or data error: retrying cannot help."""
@@ -128,9 +129,8 @@ def _parse(stamp: str | None) -> datetime | None:
 
 
 def spec_problems(error: ValidationError) -> str:
-    return "; ".join(
-        f"spec.{'.'.join(str(part) for part in issue['loc'])}: {issue['msg']}" for issue in error.errors()[:10]
-    )
+    """The spec's problems worded as `dreem config validate` words them, with did-you-mean for typos."""
+    return "; ".join(f"spec.{issue}" for issue in issues_from(error)[:10])
 
 
 class Decision:

@@ -104,6 +104,9 @@ def test_two_node_job_trains_to_succeeded_with_checkpoint_and_progress(lab: Lab)
     assert status["phase"] == "Succeeded", (status, lab.kubelet.log_of("flies-0-1")[-3000:])
     assert condition_types(job) == ["Pending", "Running", "Succeeded"]
     assert status["restarts"] == 0 and status["observedGeneration"] == 1
+    # GitOps-safe: the operator never touched the job's spec or metadata (no finalizers, no annotations).
+    assert job["metadata"]["generation"] == 1 and job["spec"] == manifest["spec"]
+    assert "finalizers" not in job["metadata"] and "annotations" not in job["metadata"]
     assert status["startTime"] <= status["completionTime"]
 
     stored = keys(lab.endpoint, out, "runs/flies/")
