@@ -56,17 +56,24 @@ def anchor_centers(
 
 
 def cut_crops(image: npt.NDArray[np.uint8], centers: npt.NDArray[np.float64], size: int) -> npt.NDArray[np.uint8]:
-    """(K, size, size, C) crops centred on (K, 2) x, y points, zero outside the frame and for NaN centres."""
+    """(K, size, size, C) crops centred on (K, 2) x, y points, zero outside the frame and for NaN centres.
+
+    All crops of a frame come from one padded copy in one gather: a frame with hundreds of small cells
+    costs one pad, not hundreds."""
     height, width, channels = image.shape
     half = size // 2 + 1
-    padded = np.pad(image, ((half, half + size), (half, half + size), (0, 0)))
     crops = np.zeros((len(centers), size, size, channels), dtype=image.dtype)
-    for k, (x, y) in enumerate(centers):
-        if np.isnan(x) or np.isnan(y):
-            continue
-        top = int(np.clip(round(y - size / 2), -half, height)) + half
-        left = int(np.clip(round(x - size / 2), -half, width)) + half
-        crops[k] = padded[top : top + size, left : left + size]
+    valid = ~np.isnan(centers).any(axis=1)
+    if not valid.any():
+        return crops
+    padded = np.pad(image, ((half, half + size), (half, half + size), (0, 0)))
+    x, y = centers[valid, 0], centers[valid, 1]
+    top = np.clip(np.round(y - size / 2), -half, height).astype(np.int64) + half
+    left = np.clip(np.round(x - size / 2), -half, width).astype(np.int64) + half
+    offsets = np.arange(size)
+    rows = (top[:, None] + offsets)[:, :, None]
+    columns = (left[:, None] + offsets)[:, None, :]
+    crops[valid] = padded[rows, columns]
     return crops
 
 

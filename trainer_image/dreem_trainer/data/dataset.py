@@ -19,6 +19,8 @@ from dreem_trainer.data.augment import FrameAugmenter
 from dreem_trainer.data.clip import Clip
 from dreem_trainer.data.crops import anchor_centers, anchor_names, boxes_around, cut_crops, keypoint_mask
 from dreem_trainer.data.discovery import SourcePair, discover
+from dreem_trainer.data.microscopy import CTC_TRACKS, TIFF_SUFFIXES, TiffReader, read_ctc
+from dreem_trainer.data.point_tracks import read_trackmate_csv, read_xml_tracks
 from dreem_trainer.data.records import Frame, LabelledVideo
 from dreem_trainer.data.sources import DataError, Images, MediaReader, VideoReader, read_sleap
 
@@ -81,7 +83,20 @@ def plan_clips(
 def read_video(pair: SourcePair) -> LabelledVideo:
     if pair.labels_path.endswith(".slp"):
         return read_sleap(pair.labels_path, pair.video_path)
+    if pair.labels_path.endswith(CTC_TRACKS):
+        return read_ctc(pair.labels_path, pair.video_path)
+    if pair.labels_path.endswith(".xml"):
+        return read_xml_tracks(pair.labels_path, pair.video_path)
+    if pair.labels_path.endswith(".csv"):
+        return read_trackmate_csv(pair.labels_path, pair.video_path)
     raise DataError(f"{pair.labels_path}: no reader for labels ending in {os.path.splitext(pair.labels_path)[1]!r}")
+
+
+def open_reader(video_path: str) -> VideoReader:
+    """TIFF frames (a folder of them, or one stack) through tifffile; other media through sleap-io."""
+    if os.path.isdir(video_path) or video_path.lower().endswith(TIFF_SUFFIXES):
+        return TiffReader(video_path)
+    return MediaReader(video_path)
 
 
 class ClipDataset(Dataset[Clip]):
@@ -97,7 +112,7 @@ class ClipDataset(Dataset[Clip]):
         self.split = split
         self.pairs = pairs if pairs is not None else discover(split)
         self.videos = [read_video(pair) for pair in self.pairs]
-        self.readers: list[VideoReader] = [MediaReader(pair.video_path) for pair in self.pairs]
+        self.readers: list[VideoReader] = [open_reader(pair.video_path) for pair in self.pairs]
         self.train = split.mode == "train"
         self.seed = seed
         self.rng = np.random.default_rng(seed)
@@ -150,11 +165,17 @@ class ClipDataset(Dataset[Clip]):
             instances = frame.instances
             if self.augmenter is not None:
                 image, instances = self.augmenter(image, instances)
-            for instance in instances:
-                centers = anchor_centers(instance, names, video.node_names, self.split.handle_missing)
-                if centers is None:
-                    continue
-                cut = cut_crops(image, centers, size)
+            anchored = [
+                (instance, centers)
+                for instance in instances
+                if (centers := anchor_centers(instance, names, video.node_names, self.split.handle_missing)) is not None
+            ]
+            if not anchored:
+                continue
+            # Every crop of the frame in one cut, then split per instance.
+            every_center = np.concatenate([centers for _, centers in anchored])
+            cuts = cut_crops(image, every_center, size).reshape(len(anchored), len(names), size, size, -1)
+            for (instance, centers), cut in zip(anchored, cuts, strict=True):
                 if self.split.dilation_radius_px:
                     for k, center in enumerate(centers):
                         cut[k][~keypoint_mask(instance.points, center, size, self.split.dilation_radius_px)] = 0

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dreem_trainer.config.data import DatasetSplitConfig
+from dreem_trainer.data.microscopy import CTC_TRACKS, ctc_ground_truth
 from dreem_trainer.data.sources import DataError
 
 
@@ -24,12 +25,18 @@ def pair_directory(directory: str, labels_suffix: str, vid_suffix: str, crop_siz
     root = Path(directory)
     if not root.is_dir():
         raise DataError(f"{directory}: no such data directory")
-    labels = {_stem(p, labels_suffix): p for p in root.iterdir() if p.name.endswith(labels_suffix)}
+    labels = {_stem(p, labels_suffix): p for p in root.iterdir() if p.name.endswith(labels_suffix) and p.is_file()}
     videos = {
         _stem(p, vid_suffix): p for p in root.iterdir() if p.name.endswith(vid_suffix) and p not in labels.values()
     }
     if not labels:
-        raise DataError(f"{directory}: no labels file ending in {labels_suffix!r}")
+        sequences = ctc_sequences(root)
+        if sequences:
+            return [SourcePair(str(tracks), str(sequence), crop_size) for tracks, sequence in sequences]
+        raise DataError(
+            f"{directory}: matches no known layout: no labels file ending in {labels_suffix!r}, and no Cell "
+            f"Tracking Challenge sequence (a <seq>/ folder of TIFF frames beside <seq>_GT/TRA/{CTC_TRACKS})"
+        )
     unmatched = sorted(str(labels[s]) for s in labels.keys() - videos.keys())
     if unmatched:
         raise DataError(
@@ -39,6 +46,13 @@ def pair_directory(directory: str, labels_suffix: str, vid_suffix: str, crop_siz
     if orphans:
         raise DataError(f"{orphans[0]}: no labels file ending in {labels_suffix!r} with the same name")
     return [SourcePair(str(labels[s]), str(videos[s]), crop_size) for s in sorted(labels)]
+
+
+def ctc_sequences(root: Path) -> list[tuple[Path, Path]]:
+    """(man_track.txt, sequence folder) of the CTC sequences at `root`: itself, or the folders in it."""
+    candidates = [root, *sorted(p for p in root.iterdir() if p.is_dir() and not p.name.endswith("_GT"))]
+    found = [(ctc_ground_truth(seq) / CTC_TRACKS, seq) for seq in candidates]
+    return [(tracks, sequence) for tracks, sequence in found if tracks.is_file()]
 
 
 def discover(split: DatasetSplitConfig) -> list[SourcePair]:

@@ -21,6 +21,8 @@ class Instance:
     points: Points
     track: int = UNTRACKED
     index_in_frame: int = 0
+    bbox: tuple[float, float, float, float] | None = None
+    """(x0, y0, x1, y1) in pixels, for sources that outline instances (cell masks)."""
 
     @property
     def centroid(self) -> npt.NDArray[np.float64] | None:
@@ -49,3 +51,5 @@ class LabelledVideo:
     track_names: tuple[str, ...] = field(default=())
     image_shape: tuple[int, int, int] = (0, 0, 1)
     """(height, width, channels) of the video frames."""
+    parents: tuple[tuple[int, int], ...] = ()
+    """(track, parent track) for tracks that began by division of another (cell lineage)."""

@@ -1,0 +1,169 @@
+"""Microscopy sources: the Cell Tracking Challenge (CTC) layout and TIFF frames.
+
+A CTC sequence is a folder of raw frames (`<seq>/t000.tif` or `frame_0000.tif`) beside its ground truth
+`<seq>_GT/TRA/`: one label mask per frame (each cell's identity is its pixel value) and `man_track.txt`,
+one line `label begin end parent` per track, the parent being the cell it divided from (0: none).
+A cell becomes an Instance with one node, `centroid`, at its mask's centre of mass, and its bounding box.
+
+Frames that are not 8-bit (16-bit, float) are scaled by their 1st and 99.8th percentiles, not by a
+fixed 255: a 12-bit camera fills a few percent of the 16-bit range, and one hot pixel must not set it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from dreem_trainer.data.records import Frame, Instance, LabelledVideo
+from dreem_trainer.data.sources import DataError, Images
+
+CTC_TRACKS = "man_track.txt"
+CTC_NODE = "centroid"
+TIFF_SUFFIXES = (".tif", ".tiff")
+LOW_PERCENTILE, HIGH_PERCENTILE = 1.0, 99.8
+_NUMBER = re.compile(r"(\d+)(?=\.tiff?$)")
+
+
+def frame_number(path: Path) -> int:
+    """The frame index in a CTC file name (`t012.tif`, `frame_0012.tif`, `man_track012.tif`)."""
+    found = _NUMBER.search(path.name)
+    if found is None:
+        raise DataError(f"{path}: no frame number in the file name")
+    return int(found.group(1))
+
+
+def numbered_tiffs(folder: Path) -> dict[int, Path]:
+    files = [p for p in folder.iterdir() if p.suffix.lower() in TIFF_SUFFIXES]
+    return {frame_number(p): p for p in sorted(files)}
+
+
+def to_uint8(image: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
+    """8-bit frames as they are; others scaled robustly by their percentiles."""
+    if image.dtype == np.uint8:
+        return image.astype(np.uint8, copy=False)
+    values = image.astype(np.float32)
+    low, high = (float(bound) for bound in np.percentile(values, (LOW_PERCENTILE, HIGH_PERCENTILE)))
+    if high <= low:
+        return np.zeros(image.shape, dtype=np.uint8)
+    scaled: npt.NDArray[np.uint8] = np.clip((values - low) * (255.0 / (high - low)), 0, 255).astype(np.uint8)
+    return scaled
+
+
+def as_frames(images: npt.NDArray[Any]) -> Images:
+    """(T, H, W) or (T, H, W, C) frames as (T, H, W, C) uint8."""
+    frames = np.stack([to_uint8(image) for image in images])
+    return frames if frames.ndim == 4 else frames[..., None]
+
+
+class TiffReader:
+    """Frames from a folder of numbered TIFFs or from one multi-page TIFF stack (one page per frame)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._stack: Any = None
+        self._pid = -1
+
+    def read(self, frame_indices: list[int]) -> Images:
+        import tifffile
+
+        if os.path.isdir(self.path):
+            files = numbered_tiffs(Path(self.path))
+            return as_frames(np.stack([tifffile.imread(files[index]) for index in frame_indices]))
+        if self._stack is None or self._pid != os.getpid():
+            self._stack = tifffile.TiffFile(self.path)
+            self._pid = os.getpid()
+        return as_frames(np.stack([self._stack.pages[index].asarray() for index in frame_indices]))
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path, "_stack": None, "_pid": -1}
+
+
+def ctc_ground_truth(sequence: Path) -> Path:
+    return sequence.parent / f"{sequence.name}_GT" / "TRA"
+
+
+def read_lineage(path: Path) -> dict[int, tuple[int, int, int]]:
+    """`man_track.txt` as {label: (begin, end, parent)}."""
+    lineage: dict[int, tuple[int, int, int]] = {}
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        fields = line.split()
+        if len(fields) != 4 or not all(field.lstrip("-").isdigit() for field in fields):
+            raise DataError(f"{path}:{number}: expected 'label begin end parent', got {line.strip()!r}")
+        label, begin, end, parent = (int(field) for field in fields)
+        lineage[label] = (begin, end, parent)
+    return lineage
+
+
+def cells_of(mask: npt.NDArray[Any], track_of: dict[int, int]) -> tuple[Instance, ...]:
+    """One Instance per label of a mask: its centre of mass and bounding box."""
+    from scipy import ndimage
+
+    labels = [int(label) for label in np.unique(mask) if label != 0]
+    if not labels:
+        return ()
+    centres = ndimage.center_of_mass(np.ones(mask.shape, dtype=np.uint8), mask, labels)
+    boxes = ndimage.find_objects(mask.astype(np.int64))
+    instances = []
+    for index, (label, (row, column)) in enumerate(zip(labels, centres, strict=True)):
+        rows, columns = boxes[label - 1]
+        instances.append(
+            Instance(
+                points=np.array([[column, row]], dtype=np.float64),
+                track=track_of[label],
+                index_in_frame=index,
+                bbox=(float(columns.start), float(rows.start), float(columns.stop), float(rows.stop)),
+            )
+        )
+    return tuple(instances)
+
+
+def read_ctc(tracks_path: str, sequence_path: str) -> LabelledVideo:
+    """A CTC sequence: raw frames in `sequence_path`, masks and `man_track.txt` (at `tracks_path`) in its _GT/TRA."""
+    import tifffile
+
+    sequence, truth = Path(sequence_path), Path(tracks_path).parent
+    lineage = read_lineage(Path(tracks_path))
+    raw = numbered_tiffs(sequence)
+    masks = numbered_tiffs(truth)
+    if not raw:
+        raise DataError(f"{sequence}: no TIFF frames in the sequence folder")
+    missing = sorted(masks.keys() - raw.keys())
+    if missing:
+        raise DataError(f"{masks[missing[0]]}: a mask for frame {missing[0]}, which {sequence} does not have")
+    names = sorted(lineage)
+    track_of = {label: index for index, label in enumerate(names)}
+    first = tifffile.imread(raw[min(raw)])
+    frames = []
+    for number in sorted(masks):
+        mask = tifffile.imread(masks[number])
+        if mask.shape[:2] != first.shape[:2]:
+            raise DataError(
+                f"{masks[number]}: mask is {mask.shape[1]}x{mask.shape[0]} but the frames of {sequence} are "
+                f"{first.shape[1]}x{first.shape[0]}"
+            )
+        unknown = sorted(set(np.unique(mask).tolist()) - set(lineage) - {0})
+        if unknown:
+            raise DataError(f"{masks[number]}: label {unknown[0]} is not in {tracks_path}")
+        frames.append(Frame(frame_idx=number, instances=cells_of(mask, track_of)))
+    channels = first.shape[2] if first.ndim == 3 else 1
+    video = LabelledVideo(
+        name=sequence.name,
+        labels_path=tracks_path,
+        video_path=str(sequence),
+        node_names=(CTC_NODE,),
+        frames=tuple(frames),
+        track_names=tuple(str(label) for label in names),
+        image_shape=(int(first.shape[0]), int(first.shape[1]), int(channels)),
+    )
+    parents = tuple(
+        (track_of[label], track_of[parent]) for label, (_, _, parent) in lineage.items() if parent in track_of
+    )
+    return replace(video, parents=parents)

@@ -1,0 +1,171 @@
+"""Point tracks from microscopy tools, with a TIFF stack as the video: TrackMate XML and CSV exports and
+ICY / ISBI 2012 challenge XML. Each spot becomes an Instance with one node, `centroid`, in pixels.
+
+The files pair with their video by name, as SLEAP files do (`labels_suffix: .xml` or `.csv`,
+`vid_suffix: .tif`); which XML dialect a file is comes from its root element.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import defaultdict
+from pathlib import Path
+from xml.etree.ElementTree import Element, ParseError
+
+import numpy as np
+from defusedxml import ElementTree
+
+from dreem_trainer.data.microscopy import CTC_NODE
+from dreem_trainer.data.records import UNTRACKED, Frame, Instance, LabelledVideo
+from dreem_trainer.data.sources import DataError
+
+TRACKMATE_CSV_COLUMNS = ("TRACK_ID", "POSITION_X", "POSITION_Y", "FRAME")
+
+Spot = tuple[int, float, float, str | None]
+"""(frame, x, y, track name or None) in pixels."""
+
+
+def tiff_shape(video_path: str) -> tuple[int, int, int]:
+    """(height, width, channels) of a TIFF stack's pages."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(video_path) as stack:
+            shape = stack.pages[0].shape
+    except Exception as error:
+        raise DataError(f"{video_path}: cannot read as a TIFF stack ({error})") from error
+    return int(shape[0]), int(shape[1]), int(shape[2]) if len(shape) == 3 else 1
+
+
+def labelled_video(labels_path: str, video_path: str, spots: list[Spot]) -> LabelledVideo:
+    names = sorted({name for *_, name in spots if name is not None}, key=lambda n: (len(n), n))
+    track_of = {name: index for index, name in enumerate(names)}
+    by_frame: dict[int, list[Spot]] = defaultdict(list)
+    for spot in spots:
+        by_frame[spot[0]].append(spot)
+    frames = tuple(
+        Frame(
+            frame_idx=frame,
+            instances=tuple(
+                Instance(
+                    points=np.array([[x, y]], dtype=np.float64),
+                    track=track_of[name] if name is not None else UNTRACKED,
+                    index_in_frame=index,
+                )
+                for index, (_, x, y, name) in enumerate(by_frame[frame])
+            ),
+        )
+        for frame in sorted(by_frame)
+    )
+    return LabelledVideo(
+        name=Path(video_path).stem,
+        labels_path=labels_path,
+        video_path=video_path,
+        node_names=(CTC_NODE,),
+        frames=frames,
+        track_names=tuple(names),
+        image_shape=tiff_shape(video_path),
+    )
+
+
+def _number(value: str | None, what: str, where: str) -> float:
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise DataError(f"{where}: {what} is not a number (got {value!r})") from None
+
+
+def read_trackmate_xml(root: Element, path: str) -> list[Spot]:
+    image = root.find("Settings/ImageData")
+    pixel_width = _number(image.get("pixelwidth", "1"), "pixelwidth", path) if image is not None else 1.0
+    pixel_height = _number(image.get("pixelheight", "1"), "pixelheight", path) if image is not None else 1.0
+    track_of_spot: dict[str, str] = {}
+    filtered = {element.get("TRACK_ID") for element in root.iterfind("Model/FilteredTracks/TrackID")}
+    for track in root.iterfind("Model/AllTracks/Track"):
+        name = track.get("TRACK_ID")
+        if name is None or (filtered and name not in filtered):
+            continue
+        for edge in track.iterfind("Edge"):
+            for end in ("SPOT_SOURCE_ID", "SPOT_TARGET_ID"):
+                spot_id = edge.get(end)
+                if spot_id is not None:
+                    track_of_spot[spot_id] = name
+    spots: list[Spot] = []
+    for spot in root.iterfind("Model/AllSpots/SpotsInFrame/Spot"):
+        where = f"{path}: spot {spot.get('ID')}"
+        frame = int(_number(spot.get("FRAME"), "FRAME", where))
+        x = _number(spot.get("POSITION_X"), "POSITION_X", where) / pixel_width
+        y = _number(spot.get("POSITION_Y"), "POSITION_Y", where) / pixel_height
+        spots.append((frame, x, y, track_of_spot.get(spot.get("ID", ""))))
+    return spots
+
+
+def read_icy_xml(root: Element, path: str) -> list[Spot]:
+    spots: list[Spot] = []
+    for number, particle in enumerate(root.iter("particle")):
+        for detection in particle.iter("detection"):
+            where = f"{path}: particle {number}"
+            frame = int(_number(detection.get("t"), "t", where))
+            x, y = _number(detection.get("x"), "x", where), _number(detection.get("y"), "y", where)
+            spots.append((frame, x, y, str(number)))
+    return spots
+
+
+def read_xml_tracks(labels_path: str, video_path: str) -> LabelledVideo:
+    try:
+        root = ElementTree.parse(labels_path).getroot()
+    except (ParseError, OSError) as error:
+        raise DataError(f"{labels_path}: cannot read as XML ({error})") from error
+    if root is None:
+        raise DataError(f"{labels_path}: an empty XML document")
+    if root.tag == "TrackMate":
+        spots = read_trackmate_xml(root, labels_path)
+    elif root.find(".//particle") is not None:
+        spots = read_icy_xml(root, labels_path)
+    else:
+        raise DataError(
+            f"{labels_path}: neither TrackMate XML (<TrackMate>) nor ICY/ISBI track XML (<particle>); "
+            f"the root element is <{root.tag}>"
+        )
+    return labelled_video(labels_path, video_path, spots)
+
+
+def read_trackmate_csv(labels_path: str, video_path: str) -> LabelledVideo:
+    """A TrackMate spots export. Newer exports add three header rows (name, short name, unit): skipped."""
+    try:
+        with open(labels_path, newline="", encoding="utf-8-sig") as handle:
+            rows = list(csv.DictReader(handle))
+    except OSError as error:
+        raise DataError(f"{labels_path}: cannot read ({error})") from error
+    header = set(rows[0]) if rows else set()
+    missing = [column for column in TRACKMATE_CSV_COLUMNS if column not in header]
+    if missing:
+        raise DataError(
+            f"{labels_path}: lacks the column(s) {', '.join(missing)} of a TrackMate spots export "
+            f"(needs {', '.join(TRACKMATE_CSV_COLUMNS)}; has {', '.join(sorted(header)) or 'none'})"
+        )
+    spots: list[Spot] = []
+    for line, row in enumerate(rows, start=2):
+        if not row["FRAME"].strip().lstrip("-").isdigit():
+            continue  # the unit and description rows
+        where = f"{labels_path}:{line}"
+        track = row["TRACK_ID"].strip()
+        spots.append(
+            (
+                int(row["FRAME"]),
+                _number(row["POSITION_X"], "POSITION_X", where),
+                _number(row["POSITION_Y"], "POSITION_Y", where),
+                track if track and track.lower() != "none" else None,
+            )
+        )
+    return labelled_video(labels_path, video_path, spots)
+
+
+def write_tracks_csv(rows: list[tuple[int, int, float, float]], target: Path) -> Path:
+    """Tracked points as a CSV TrackMate reads back: TRACK_ID, FRAME, POSITION_X, POSITION_Y (pixels)."""
+    with target.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["TRACK_ID", "FRAME", "POSITION_X", "POSITION_Y"])
+        ordered = sorted(rows, key=lambda row: (row[1], row[0]))  # by frame, then track
+        writer.writerows(ordered)
+    return target
