@@ -2,7 +2,7 @@
 
 A CTC sequence is a folder of raw frames (`<seq>/t000.tif` or `frame_0000.tif`) beside its ground truth
 `<seq>_GT/TRA/`: one label mask per frame (each cell's identity is its pixel value) and `man_track.txt`,
-one line `label begin end parent` per track, the parent being the cell it divided from (0: none).
+lines `label begin end parent`, the parent being the cell it divided from (0: none).
 A cell becomes an Instance with one node, `centroid`, at its mask's centre of mass, and its bounding box.
 
 Frames that are not 8-bit (16-bit, float) are scaled by their 1st and 99.8th percentiles, not by a
@@ -88,9 +88,10 @@ def ctc_ground_truth(sequence: Path) -> Path:
     return sequence.parent / f"{sequence.name}_GT" / "TRA"
 
 
-def read_lineage(path: Path) -> dict[int, tuple[int, int, int]]:
-    """`man_track.txt` as {label: (begin, end, parent)}."""
-    lineage: dict[int, tuple[int, int, int]] = {}
+def read_lineage(path: Path) -> dict[int, list[tuple[int, int, int]]]:
+    """`man_track.txt` as {label: [(begin, end, parent), ...]}: a label may come back after a gap, on a
+    line of its own."""
+    lineage: dict[int, list[tuple[int, int, int]]] = {}
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         if not line.strip():
             continue
@@ -98,7 +99,7 @@ def read_lineage(path: Path) -> dict[int, tuple[int, int, int]]:
         if len(fields) != 4 or not all(field.lstrip("-").isdigit() for field in fields):
             raise DataError(f"{path}:{number}: expected 'label begin end parent', got {line.strip()!r}")
         label, begin, end, parent = (int(field) for field in fields)
-        lineage[label] = (begin, end, parent)
+        lineage.setdefault(label, []).append((begin, end, parent))
     return lineage
 
 
@@ -164,6 +165,13 @@ def read_ctc(tracks_path: str, sequence_path: str) -> LabelledVideo:
         image_shape=(int(first.shape[0]), int(first.shape[1]), int(channels)),
     )
     parents = tuple(
-        (track_of[label], track_of[parent]) for label, (_, _, parent) in lineage.items() if parent in track_of
+        sorted(
+            {
+                (track_of[label], track_of[parent])
+                for label, segments in lineage.items()
+                for _, _, parent in segments
+                if parent in track_of
+            }
+        )
     )
     return replace(video, parents=parents)
