@@ -13,13 +13,10 @@ import tifffile
 from dreem_trainer.data.crops import cut_crops
 from dreem_trainer.data.dataset import open_reader, read_video
 from dreem_trainer.data.discovery import SourcePair, pair_directory
-from dreem_trainer.data.microscopy import TiffReader, read_ctc, to_uint8
+from dreem_trainer.data.microscopy import TiffReader, to_uint8
 from dreem_trainer.data.point_tracks import read_trackmate_csv, read_xml_tracks, write_tracks_csv
 from dreem_trainer.data.sources import DataError
-from tests.conftest import SHARED
-
-CELLS = SHARED / "data" / "cell_tracking"
-MAN_TRACK = CELLS / "test_0_GT" / "TRA" / "man_track.txt"
+from tests.microscopy_helpers import CELLS, MAN_TRACK, truth_points, write_stack
 
 
 def lineage_table() -> list[tuple[int, int, int, int]]:
@@ -70,23 +67,6 @@ def test_a_multi_page_tiff_is_one_video(tmp_path: Path) -> None:
     assert images.shape == (2, 16, 24, 1) and images[0].max() == 10 and images[1].max() == 40
     folder = open_reader(str(CELLS / "test_0")).read([2])
     assert np.array_equal(folder[0, ..., 0], tifffile.imread(CELLS / "test_0" / "frame_0002.tif"))
-
-
-def truth_points() -> list[tuple[int, int, float, float]]:
-    """(track, frame, x, y) of every cell of the CTC sequence: real positions to write in other formats."""
-    video = read_ctc(str(MAN_TRACK), str(CELLS / "test_0"))
-    return [
-        (int(video.track_names[i.track]), f.frame_idx, float(i.points[0, 0]), float(i.points[0, 1]))
-        for f in video.frames
-        for i in f.instances
-    ]
-
-
-def write_stack(folder: Path, name: str) -> Path:
-    frames = [tifffile.imread(path) for path in sorted((CELLS / "test_0").glob("frame_*.tif"))]
-    target = folder / f"{name}.tif"
-    tifffile.imwrite(target, np.stack(frames).astype(np.uint16) * 16, photometric="minisblack")  # 12-bit
-    return target
 
 
 def as_tracks(labels_path: Path, video_path: Path) -> set[tuple[str, int, float, float]]:

@@ -1,0 +1,87 @@
+"""Cells train, track and evaluate like flies: the CTC sequence of ../shared/data end to end, and the same
+cells as TrackMate point tracks over a 12-bit TIFF stack."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import tifffile
+
+from dreem_trainer.config import validate
+from dreem_trainer.data.discovery import discover
+from dreem_trainer.data.microscopy import read_lineage
+from dreem_trainer.data.point_tracks import write_tracks_csv
+from dreem_trainer.inference.run import run_evaluation, run_tracking
+from dreem_trainer.training.run import run_training
+from tests.microscopy_helpers import CELLS, truth_points, write_stack
+
+pytestmark = pytest.mark.slow
+
+
+def cell_config(tmp_path: Path, data: Path, labels_suffix: str, vid_suffix: str) -> dict[str, Any]:
+    split = {
+        "dir": {"path": str(data), "labels_suffix": labels_suffix, "vid_suffix": vid_suffix},
+        "anchors": "centroid",
+        "crop_size": 32,
+        "clip_length": 6,
+    }
+    return {
+        "model": {"d_model": 32, "nhead": 2, "encoder_cfg": {"model_name": "test_resnet"}},
+        "optimizer": {"lr": 0.001},
+        "dataset": {"train_dataset": split, "val_dataset": dict(split)},
+        "logging": {"logger_type": "CSVLogger", "save_dir": str(tmp_path / "logs"), "name": "cells"},
+        "checkpointing": {"dirpath": str(tmp_path / "models")},
+        "early_stopping": None,
+        "trainer": {"accelerator": "cpu", "devices": 1, "max_epochs": 2, "enable_model_summary": False},
+    }
+
+
+def test_ctc_sequence_trains_tracks_into_ctc_results_and_evaluates(tmp_path: Path) -> None:
+    config = validate(cell_config(tmp_path, CELLS, ".csv", ".tif"))
+    run_training(config)
+    checkpoint = tmp_path / "models" / "last.ckpt"
+    assert checkpoint.exists()
+
+    pairs = discover(config.dataset.train_dataset)
+    (result,) = run_tracking(config, checkpoint, pairs, tmp_path / "tracked")
+    assert result == tmp_path / "tracked" / "test_0_RES"
+    truth_masks = sorted((CELLS / "test_0_GT" / "TRA").glob("frame_*.tif"))
+    written = sorted(result.glob("mask*.tif"))
+    assert [p.name for p in written] == [f"mask{n:03d}.tif" for n in range(11)]
+    spans: dict[int, set[int]] = {}
+    for frame, (truth_path, result_path) in enumerate(zip(truth_masks, written, strict=True)):
+        truth, tracked = tifffile.imread(truth_path), tifffile.imread(result_path)
+        assert np.array_equal(truth > 0, tracked > 0), "every cell keeps its pixels, nothing else is labelled"
+        pairs_in_frame = {(int(a), int(b)) for a, b in zip(truth[truth > 0], tracked[truth > 0], strict=True)}
+        assert len({a for a, _ in pairs_in_frame}) == len(pairs_in_frame), "one track per cell"
+        assert len({b for _, b in pairs_in_frame}) == len(pairs_in_frame), "one cell per track in a frame"
+        for _, label in pairs_in_frame:
+            spans.setdefault(label, set()).add(frame)
+    listed = read_lineage(result / "res_track.txt")
+    assert {label: (min(frames), max(frames)) for label, frames in spans.items()} == {
+        label: (begin, end) for label, [(begin, end, _)] in listed.items()
+    }
+
+    summary = run_evaluation(config, checkpoint, pairs, tmp_path / "eval")
+    assert set(summary) >= {"mota", "idf1", "num_switches", "precision", "recall"}
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text()) == summary
+    assert summary["recall"] == 1.0  # every cell of the ground truth was tracked
+
+
+def test_trackmate_points_over_a_tiff_stack_train_and_track_into_a_csv(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    write_stack(data, "cells")
+    write_tracks_csv(truth_points(), data / "cells.csv")
+    config = validate(cell_config(tmp_path, data, ".csv", ".tif"))
+    run_training(config)
+    (result,) = run_tracking(
+        config, tmp_path / "models" / "last.ckpt", discover(config.dataset.train_dataset), tmp_path / "out"
+    )
+    assert result == tmp_path / "out" / "cells.dreem_tracks.csv"
+    rows = result.read_text().splitlines()
+    assert rows[0] == "TRACK_ID,FRAME,POSITION_X,POSITION_Y" and len(rows) - 1 == len(truth_points())
