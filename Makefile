@@ -79,6 +79,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.track_throughput
 	$(BIN)/python -m bench.storage
 	$(BIN)/python -m bench.operator
+	$(BIN)/python -m bench.microscopy
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .mypy_cache .ruff_cache .pytest_cache
