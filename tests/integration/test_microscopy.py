@@ -4,6 +4,7 @@ cells as TrackMate point tracks over a 12-bit TIFF stack."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 import tifffile
 
 from dreem_trainer.config import validate
-from dreem_trainer.data.discovery import discover
+from dreem_trainer.data.discovery import discover, pair_directory
 from dreem_trainer.data.microscopy import read_lineage
 from dreem_trainer.data.point_tracks import write_tracks_csv
 from dreem_trainer.inference.run import run_evaluation, run_tracking
@@ -65,6 +66,16 @@ def test_ctc_sequence_trains_tracks_into_ctc_results_and_evaluates(tmp_path: Pat
     assert {label: (min(frames), max(frames)) for label, frames in spans.items()} == {
         label: (begin, end) for label, [(begin, end, _)] in listed.items()
     }
+
+    # A new sequence with a segmentation only (no identities) tracks the same way.
+    fresh = tmp_path / "fresh"
+    shutil.copytree(CELLS / "test_0", fresh / "s1")
+    shutil.copytree(CELLS / "test_0_GT" / "TRA", fresh / "s1_ERR_SEG", ignore=shutil.ignore_patterns("*.txt"))
+    (segmented,) = pair_directory(str(fresh), ".slp", ".mp4", 32)
+    (tracked,) = run_tracking(config, checkpoint, [segmented], tmp_path / "fresh_out")
+    first = tifffile.imread(tracked / "mask000.tif")
+    assert np.array_equal(first > 0, tifffile.imread(truth_masks[0]) > 0)
+    assert len(np.unique(first[first > 0])) == len(np.unique(tifffile.imread(truth_masks[0]))) - 1
 
     summary = run_evaluation(config, checkpoint, pairs, tmp_path / "eval")
     assert set(summary) >= {"mota", "idf1", "num_switches", "precision", "recall"}

@@ -19,7 +19,7 @@ from dreem_trainer.data.augment import FrameAugmenter
 from dreem_trainer.data.clip import Clip
 from dreem_trainer.data.crops import anchor_centers, anchor_names, boxes_around, cut_crops, keypoint_mask
 from dreem_trainer.data.discovery import SourcePair, discover
-from dreem_trainer.data.microscopy import CTC_TRACKS, TIFF_SUFFIXES, TiffReader, read_ctc
+from dreem_trainer.data.microscopy import TIFF_SUFFIXES, TiffReader, is_ctc, read_ctc
 from dreem_trainer.data.point_tracks import read_trackmate_csv, read_xml_tracks
 from dreem_trainer.data.records import Frame, LabelledVideo
 from dreem_trainer.data.sources import DataError, Images, MediaReader, VideoReader, read_sleap
@@ -83,7 +83,7 @@ def plan_clips(
 def read_video(pair: SourcePair) -> LabelledVideo:
     if pair.labels_path.endswith(".slp"):
         return read_sleap(pair.labels_path, pair.video_path)
-    if pair.labels_path.endswith(CTC_TRACKS):
+    if is_ctc(pair.labels_path):
         return read_ctc(pair.labels_path, pair.video_path)
     if pair.labels_path.endswith(".xml"):
         return read_xml_tracks(pair.labels_path, pair.video_path)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dreem_trainer.config.data import DatasetSplitConfig
-from dreem_trainer.data.microscopy import CTC_TRACKS, ctc_ground_truth
+from dreem_trainer.data.microscopy import CTC_TRACKS, ctc_ground_truth, ctc_segmentation
 from dreem_trainer.data.sources import DataError
 
 
@@ -35,7 +35,8 @@ def pair_directory(directory: str, labels_suffix: str, vid_suffix: str, crop_siz
             return [SourcePair(str(tracks), str(sequence), crop_size) for tracks, sequence in sequences]
         raise DataError(
             f"{directory}: matches no known layout: no labels file ending in {labels_suffix!r}, and no Cell "
-            f"Tracking Challenge sequence (a <seq>/ folder of TIFF frames beside <seq>_GT/TRA/{CTC_TRACKS})"
+            f"Tracking Challenge sequence (a <seq>/ folder of TIFF frames beside <seq>_GT/TRA/{CTC_TRACKS} "
+            "or <seq>_ERR_SEG/)"
         )
     unmatched = sorted(str(labels[s]) for s in labels.keys() - videos.keys())
     if unmatched:
@@ -49,10 +50,16 @@ def pair_directory(directory: str, labels_suffix: str, vid_suffix: str, crop_siz
 
 
 def ctc_sequences(root: Path) -> list[tuple[Path, Path]]:
-    """(man_track.txt, sequence folder) of the CTC sequences at `root`: itself, or the folders in it."""
-    candidates = [root, *sorted(p for p in root.iterdir() if p.is_dir() and not p.name.endswith("_GT"))]
-    found = [(ctc_ground_truth(seq) / CTC_TRACKS, seq) for seq in candidates]
-    return [(tracks, sequence) for tracks, sequence in found if tracks.is_file()]
+    """(labels, sequence folder) of the CTC sequences at `root` (itself, or the folders in it). The labels
+    are `<seq>_GT/TRA/man_track.txt`, or else a segmentation folder to track (`<seq>_ERR_SEG/`)."""
+    candidates = [root, *sorted(p for p in root.iterdir() if p.is_dir() and not p.name.endswith(("_GT", "_SEG")))]
+    found = []
+    for sequence in candidates:
+        tracks = ctc_ground_truth(sequence) / CTC_TRACKS
+        labels = tracks if tracks.is_file() else ctc_segmentation(sequence)
+        if labels is not None:
+            found.append((labels, sequence))
+    return found
 
 
 def discover(split: DatasetSplitConfig) -> list[SourcePair]:

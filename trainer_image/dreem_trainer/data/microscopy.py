@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from dreem_trainer.data.records import Frame, Instance, LabelledVideo
+from dreem_trainer.data.records import UNTRACKED, Frame, Instance, LabelledVideo
 from dreem_trainer.data.sources import DataError, Images
 
 CTC_TRACKS = "man_track.txt"
@@ -88,6 +88,24 @@ def ctc_ground_truth(sequence: Path) -> Path:
     return sequence.parent / f"{sequence.name}_GT" / "TRA"
 
 
+def ctc_segmentation(sequence: Path) -> Path | None:
+    """Masks without identities, to track a new sequence: `<seq>_ERR_SEG/` (the CTC's name for a
+    segmentation result) or `<seq>_SEG/`."""
+    for name in (f"{sequence.name}_ERR_SEG", f"{sequence.name}_SEG"):
+        if (sequence.parent / name).is_dir():
+            return sequence.parent / name
+    return None
+
+
+def is_ctc(labels_path: str) -> bool:
+    """Whether a source's labels are CTC masks: `man_track.txt` with its masks, or a folder of masks."""
+    return labels_path.endswith(CTC_TRACKS) or os.path.isdir(labels_path)
+
+
+def ctc_masks(labels_path: str) -> Path:
+    return Path(labels_path) if os.path.isdir(labels_path) else Path(labels_path).parent
+
+
 def read_lineage(path: Path) -> dict[int, list[tuple[int, int, int]]]:
     """`man_track.txt` as {label: [(begin, end, parent), ...]}: a label may come back after a gap, on a
     line of its own."""
@@ -118,7 +136,7 @@ def cells_of(mask: npt.NDArray[Any], track_of: dict[int, int]) -> tuple[Instance
         instances.append(
             Instance(
                 points=np.array([[column, row]], dtype=np.float64),
-                track=track_of[label],
+                track=track_of.get(label, UNTRACKED),
                 index_in_frame=index,
                 bbox=(float(columns.start), float(rows.start), float(columns.stop), float(rows.stop)),
             )
@@ -127,11 +145,12 @@ def cells_of(mask: npt.NDArray[Any], track_of: dict[int, int]) -> tuple[Instance
 
 
 def read_ctc(tracks_path: str, sequence_path: str) -> LabelledVideo:
-    """A CTC sequence: raw frames in `sequence_path`, masks and `man_track.txt` (at `tracks_path`) in its _GT/TRA."""
+    """A CTC sequence: raw frames in `sequence_path`; masks and `man_track.txt` at `tracks_path` (its
+    _GT/TRA), or, given a folder of masks without identities, cells to track."""
     import tifffile
 
-    sequence, truth = Path(sequence_path), Path(tracks_path).parent
-    lineage = read_lineage(Path(tracks_path))
+    sequence, truth = Path(sequence_path), ctc_masks(tracks_path)
+    lineage = read_lineage(Path(tracks_path)) if not os.path.isdir(tracks_path) else {}
     raw = numbered_tiffs(sequence)
     masks = numbered_tiffs(truth)
     if not raw:
@@ -150,7 +169,7 @@ def read_ctc(tracks_path: str, sequence_path: str) -> LabelledVideo:
                 f"{masks[number]}: mask is {mask.shape[1]}x{mask.shape[0]} but the frames of {sequence} are "
                 f"{first.shape[1]}x{first.shape[0]}"
             )
-        unknown = sorted(set(np.unique(mask).tolist()) - set(lineage) - {0})
+        unknown = sorted(set(np.unique(mask).tolist()) - set(lineage) - {0}) if lineage else []
         if unknown:
             raise DataError(f"{masks[number]}: label {unknown[0]} is not in {tracks_path}")
         frames.append(Frame(frame_idx=number, instances=cells_of(mask, track_of)))

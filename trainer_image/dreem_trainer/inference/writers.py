@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from dreem_trainer.data.microscopy import CTC_TRACKS, ctc_ground_truth, numbered_tiffs
+from dreem_trainer.data.microscopy import ctc_masks, is_ctc, numbered_tiffs
 from dreem_trainer.data.point_tracks import write_tracks_csv
 from dreem_trainer.data.records import LabelledVideo
 
@@ -22,7 +22,7 @@ def write_tracks(
     """Predicted tracks in the input's own format: SLEAP labels for SLEAP input, CTC results for a CTC
     sequence, a CSV of tracked points for TrackMate or ICY input. Nothing the user made is overwritten."""
     assigned = {(int(f), int(i)): int(t) for f, i, t in zip(frame_indices, index_in_frame, predicted, strict=True)}
-    if video.labels_path.endswith(CTC_TRACKS):
+    if is_ctc(video.labels_path):
         return write_ctc_result(video, assigned, output)
     if video.labels_path.endswith((".csv", ".xml")):
         rows = [
@@ -43,7 +43,7 @@ def write_ctc_result(video: LabelledVideo, assigned: dict[tuple[int, int], int],
 
     target = output / f"{video.name}_RES"
     target.mkdir(parents=True, exist_ok=True)
-    masks = numbered_tiffs(ctc_ground_truth(Path(video.video_path)))
+    masks = numbered_tiffs(ctc_masks(video.labels_path))
     digits = max(3, len(str(max(masks, default=0))))
     spans: dict[int, list[int]] = {}
     for frame in video.frames:
