@@ -72,8 +72,8 @@ def test_ctc_sequence_trains_tracks_into_ctc_results_and_evaluates(tmp_path: Pat
     shutil.copytree(CELLS / "test_0", fresh / "s1")
     shutil.copytree(CELLS / "test_0_GT" / "TRA", fresh / "s1_ERR_SEG", ignore=shutil.ignore_patterns("*.txt"))
     (segmented,) = pair_directory(str(fresh), ".slp", ".mp4", 32)
-    (tracked,) = run_tracking(config, checkpoint, [segmented], tmp_path / "fresh_out")
-    first = tifffile.imread(tracked / "mask000.tif")
+    (fresh_result,) = run_tracking(config, checkpoint, [segmented], tmp_path / "fresh_out")
+    first = tifffile.imread(fresh_result / "mask000.tif")
     assert np.array_equal(first > 0, tifffile.imread(truth_masks[0]) > 0)
     assert len(np.unique(first[first > 0])) == len(np.unique(tifffile.imread(truth_masks[0]))) - 1
 
