@@ -41,15 +41,17 @@ class ObservedPod:
     phase: PodPhase
     exit_code: int | None = None
     message: str = ""
+    terminating: bool = False
+    """Deleted and still stopping (its kubelet has not confirmed): it no longer counts, but it still runs."""
 
 
 def observe_pod(pod: KubernetesObject) -> ObservedPod | None:
     """What the decision needs from a pod: its place in the gang and how its trainer ended.
 
-    None for a pod that is being deleted (it no longer counts) or that lacks the gang labels."""
+    None for a pod that lacks the gang labels."""
     meta = pod.get("metadata", {})
     labels = meta.get("labels") or {}
-    if meta.get("deletionTimestamp") or LABEL_ATTEMPT not in labels or LABEL_RANK not in labels:
+    if LABEL_ATTEMPT not in labels or LABEL_RANK not in labels:
         return None
     try:
         attempt, rank = int(labels[LABEL_ATTEMPT]), int(labels[LABEL_RANK])
@@ -63,7 +65,8 @@ def observe_pod(pod: KubernetesObject) -> ObservedPod | None:
         if container.get("name") == TRAINER_CONTAINER and terminated:
             exit_code = terminated.get("exitCode")
             message = terminated.get("message") or terminated.get("reason") or message
-    return ObservedPod(meta.get("name", ""), attempt, rank, phase, exit_code, message)
+    terminating = bool(meta.get("deletionTimestamp"))
+    return ObservedPod(meta.get("name", ""), attempt, rank, phase, exit_code, message, terminating)
 
 
 @dataclass(frozen=True)
@@ -184,7 +187,9 @@ def reconcile(
 ) -> Plan:
     """The next step for one job. Children other than pods are listed in `plan.create` whenever pods are
     created: creating them is idempotent (an existing one is kept), which spares a read of each per reconcile."""
-    pods, now = seen.pods, seen.now
+    now = seen.now
+    stopping = [pod for pod in seen.pods if pod.terminating]
+    pods = [pod for pod in seen.pods if not pod.terminating]
     decision = Decision(status, now, generation)
     plan = decision.plan
     try:
@@ -251,6 +256,15 @@ def reconcile(
             return decision.phase("Pending", "WaitingForSecret", seen.secret_problem, warning=True)
         plan.delete_pods += [p.name for p in current.values()]
         return decision.phase("Failed", "MissingSecret", seen.secret_problem, warning=True)
+    previous = len(stopping) + sum(pod.attempt != attempt for pod in pods)
+    if missing and previous:
+        # A new gang starts only once the old one is gone: its rank 0 may still be uploading the checkpoint
+        # the new one must resume from, and both would answer to the same rank DNS names meanwhile.
+        message = f"waiting for {previous} pod(s) of the previous attempt to stop"
+        if plan.status.phase == "Restarting":
+            plan.status.message = message
+            return plan
+        return decision.phase("Pending", "GangPending", message)
     if missing:
         plan.create += [
             config_map(job, spec, settings),

@@ -4,6 +4,7 @@ own process, a test kubelet running each pod as a local `dreem train`, two ranks
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,7 +132,12 @@ def test_two_node_job_trains_to_succeeded_with_checkpoint_and_progress(lab: Lab)
     assert re.search(r"^dreem_reconcile_duration_seconds_count [1-9]", metrics, re.MULTILINE)
 
     lab.kubectl.delete_job("flies")
-    assert lab.kubectl.names("pods") == lab.kubectl.names("configmaps") == lab.kubectl.names("services") == []
+    assert lab.kubectl.names("configmaps") == lab.kubectl.names("services") == []
+    # Pods go once their kubelet has stopped them (graceful deletion).
+    deadline = time.monotonic() + 30
+    while lab.kubectl.names("pods") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert lab.kubectl.names("pods") == []
     assert lab.kubectl.names("serviceaccounts") == []
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import subprocess
 import time
 import uuid
@@ -117,3 +118,21 @@ def test_storage_outage_during_training_loses_no_checkpoint(tmp_path: Path) -> N
         assert load(endpoint, out, "models/last.ckpt")["epoch"] == 3
     finally:
         server.stop()
+
+
+def test_sigterm_stops_training_after_uploading_what_it_wrote(s3_endpoint: str, tmp_path: Path) -> None:
+    """A deleted, suspended or preempted pod gets SIGTERM: no checkpoint written may be lost, and the exit
+    status must say "killed" (143), never "finished"."""
+    data, out = new_buckets(s3_endpoint)
+    config = write_config(tmp_path, s3_endpoint, data, out, epochs=50)
+    process = train_with_s3_env(config, tmp_path)
+    wait_for_key(s3_endpoint, out, "models/last.ckpt", process)
+    time.sleep(1.0)
+    process.terminate()
+    output = process.communicate(timeout=120)[0]
+    assert process.returncode == 143, output[-3000:]
+    assert "stopped: received signal SIGTERM; checkpoints written so far are uploaded" in output
+    finished = [int(n) for n in re.findall(r"^epoch (\d+)/50:", output, re.MULTILINE)]
+    assert finished and finished[-1] < 50
+    # Every epoch reported as done has its checkpoint in the bucket (epochs count from 0 there).
+    assert load(s3_endpoint, out, "models/last.ckpt")["epoch"] + 1 >= finished[-1]

@@ -11,6 +11,8 @@ garbage-collects dependents. Each of those changes what the operator does, so th
 - writes to the `status` subresource change only `status`, and writes to the object leave `status` alone;
 - list and watch honour equality `labelSelector`s;
 - the log of served requests is bounded, so the thousandth request costs what the first did;
+- a deleted pod that a kubelet started stays, marked with deletionTimestamp, until its kubelet
+  confirms with a zero grace period (graceful termination); a pod never started goes at once;
 - deleting an object deletes, in turn, every object whose owners are all gone (background propagation),
   unless the request asks for `propagationPolicy: Orphan`.
 """
@@ -137,8 +139,10 @@ class ClusterEmulator(KubernetesEmulator):
             key: ObjectKey = (request.resource, request.namespace, request.name)
             if key not in self._objects or self._objects[key].deleted:
                 raise KubernetesObjectNotFoundError()
-            orphan = isinstance(request.data, dict) and request.data.get("propagationPolicy") == "Orphan"
-            await self._delete(key, cascade=not orphan)
+            options = request.data if isinstance(request.data, dict) else {}
+            orphan = options.get("propagationPolicy") == "Orphan"
+            grace = request.params.get("gracePeriodSeconds", options.get("gracePeriodSeconds"))
+            await self._delete(key, cascade=not orphan, immediately=grace is not None and int(grace) == 0)
         return request
 
     async def _create(self, request: rendering.Request) -> rendering.Request:
@@ -203,10 +207,13 @@ class ClusterEmulator(KubernetesEmulator):
         else:
             await self._buses[request.resource].put({"type": "MODIFIED", "object": copy.deepcopy(new)})
 
-    async def _delete(self, key: ObjectKey, cascade: bool) -> None:
+    async def _delete(self, key: ObjectKey, cascade: bool, immediately: bool = False) -> None:
         obj = self._objects[key]
         meta = obj.raw["metadata"]
-        if meta.get("finalizers"):
+        # A pod a kubelet started is only marked: its kubelet stops the containers (SIGTERM, then SIGKILL
+        # after the grace period) and then removes it for good with a zero grace period.
+        started = key[0].plural == "pods" and bool((obj.raw.get("status") or {}).get("startTime"))
+        if meta.get("finalizers") or (started and not immediately):
             if not meta.get("deletionTimestamp"):
                 marked = copy.deepcopy(obj.raw)
                 marked["metadata"]["deletionTimestamp"] = _now()

@@ -7,7 +7,8 @@ command line to the sandbox, and starts the process in its own session. Pod DNS 
 (`<hostname>.<subdomain>`) resolve to 127.0.0.1, since every "node" is this machine. It patches the pod's
 status as a kubelet does: Running with a start time, then Succeeded or Failed with the container's
 exit code and termination message (the log tail, for `FallbackToLogsOnError`). A pod deleted from the
-API has its process killed; a pod whose Secret is missing stays Pending with CreateContainerConfigError.
+API gets SIGTERM, then SIGKILL after its grace period; a pod whose Secret is missing stays Pending
+with CreateContainerConfigError.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import re
 import signal
 import subprocess
 import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,6 +52,9 @@ class RunningPod:
     log: Path
     message_policy: str
     container: str
+    grace_seconds: float = 30.0
+    stop_by: float | None = None
+    """When a deleted pod's process gets SIGKILL if SIGTERM has not ended it."""
 
 
 class LocalKubelet:
@@ -103,12 +108,17 @@ class LocalKubelet:
             for uid, running in list(self.running.items()):
                 pod = pods.get(uid)
                 if pod is None or pod["metadata"].get("deletionTimestamp"):
-                    self._kill(running)
-                    self.finished[uid] = self.running.pop(uid)
+                    if self._stopped(running):
+                        self.finished[uid] = self.running.pop(uid)
                 elif running.process.poll() is not None:
                     self._report_exit(running)
                     self.finished[uid] = self.running.pop(uid)
         for uid, pod in pods.items():
+            meta = pod["metadata"]
+            if meta.get("deletionTimestamp"):
+                if uid not in self.running:  # stopped: remove the pod for good, as a kubelet does
+                    self._confirm_deletion(pod)
+                continue
             if (
                 uid in self.running
                 or uid in self.finished
@@ -119,6 +129,27 @@ class LocalKubelet:
                 self._run(pod)
             except PodConfigError as error:
                 self._patch(pod, {"phase": "Pending", "message": str(error), "reason": "CreateContainerConfigError"})
+
+    def _confirm_deletion(self, pod: KubernetesObject) -> None:
+        meta = pod["metadata"]
+        try:
+            self.api.delete_namespaced_pod(meta["name"], meta["namespace"], grace_period_seconds=0)
+        except kubernetes.client.ApiException as error:
+            if error.status != 404:
+                raise
+
+    def _stopped(self, pod: RunningPod) -> bool:
+        """A deleted pod's container gets SIGTERM, then SIGKILL after its grace period, as on a node."""
+        if pod.process.poll() is not None:
+            return True
+        if pod.stop_by is None:
+            pod.stop_by = time.monotonic() + pod.grace_seconds
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pod.process.pid, signal.SIGTERM)
+        elif time.monotonic() > pod.stop_by:
+            self._kill(pod)
+            return True
+        return False
 
     def _kill(self, pod: RunningPod) -> None:
         if pod.process.poll() is None:
@@ -236,6 +267,7 @@ class LocalKubelet:
                 log,
                 container.get("terminationMessagePolicy", "File"),
                 container["name"],
+                float(pod["spec"].get("terminationGracePeriodSeconds", 30)),
             )
             self.started.append(f"{meta['namespace']}/{meta['name']}/{meta['uid']}")
         started = _now()

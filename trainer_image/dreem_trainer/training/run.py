@@ -30,6 +30,7 @@ from dreem_trainer.training.callbacks import (
 )
 from dreem_trainer.training.checkpoint_io import AtomicCheckpointIO
 from dreem_trainer.training.module import DreemModule
+from dreem_trainer.training.termination import graceful_termination
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +192,8 @@ def run_training(config: DreemConfig, callbacks: Sequence[Callback] = ()) -> pl.
         directory.mkdir(parents=True, exist_ok=True)
         # The configuration as given (s3:// paths, not the local cache they were staged to).
         (directory / "config.yaml").write_text(dump_yaml(resolved))
-    trainer.fit(module, train_loader, val_loader, ckpt_path=config.model.ckpt_path)
+    with graceful_termination():
+        trainer.fit(module, train_loader, val_loader, ckpt_path=config.model.ckpt_path)
     if staged.outputs and staged.staging is not None:
         # StorageSync waited for every upload at the end of fit (it raises otherwise): the copies are in S3.
         shutil.rmtree(staged.staging, ignore_errors=True)
