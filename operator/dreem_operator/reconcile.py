@@ -260,11 +260,11 @@ def reconcile(
     if missing and previous:
         # A new gang starts only once the old one is gone: its rank 0 may still be uploading the checkpoint
         # the new one must resume from, and both would answer to the same rank DNS names meanwhile.
-        message = f"waiting for {previous} pod(s) of the previous attempt to stop"
         if plan.status.phase == "Restarting":
-            plan.status.message = message
-            return plan
-        return decision.phase("Pending", "GangPending", message)
+            return plan  # the message keeps saying why the gang restarts
+        return decision.phase(
+            "Pending", "GangPending", f"waiting for {previous} pod(s) of the previous attempt to stop"
+        )
     if missing:
         plan.create += [
             config_map(job, spec, settings),

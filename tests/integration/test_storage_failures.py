@@ -131,7 +131,7 @@ def test_sigterm_stops_training_after_uploading_what_it_wrote(s3_endpoint: str, 
     process.terminate()
     output = process.communicate(timeout=120)[0]
     assert process.returncode == 143, output[-3000:]
-    assert "stopped: received signal SIGTERM; checkpoints written so far are uploaded" in output
+    assert "stopped: received SIGTERM; uploading the checkpoints written so far" in output
     finished = [int(n) for n in re.findall(r"^epoch (\d+)/50:", output, re.MULTILINE)]
     assert finished and finished[-1] < 50
     # Every epoch reported as done has its checkpoint in the bucket (epochs count from 0 there).

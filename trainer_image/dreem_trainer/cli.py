@@ -191,7 +191,6 @@ def _reported(*also: type[Exception]) -> Iterator[None]:
     """
     from dreem_trainer.data.sources import DataError
     from dreem_trainer.storage.client import StorageError
-    from dreem_trainer.training.termination import TERMINATED_EXIT, Terminated
 
     as_data_errors: tuple[type[Exception], ...] = (DataError, *also)
     try:
@@ -204,9 +203,6 @@ def _reported(*also: type[Exception]) -> Iterator[None]:
     except StorageError as error:
         typer.echo(f"storage error: {error}", err=True)
         raise typer.Exit(EXIT_STORAGE_ERROR) from None
-    except Terminated as stopped:
-        typer.echo(f"stopped: {stopped}; checkpoints written so far are uploaded", err=True)
-        raise typer.Exit(TERMINATED_EXIT) from None
 
 
 def resolve(config: Path | None, overrides: list[str] | None, flags: TrainFlags) -> DreemConfig:

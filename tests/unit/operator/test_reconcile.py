@@ -329,12 +329,14 @@ def test_events_name_the_job() -> None:
 
 def test_a_new_gang_waits_until_the_old_one_has_stopped() -> None:
     stopping = ObservedPod("flies-0-0", 0, 0, "Running", terminating=True)
-    waiting = run([stopping], status(phase="Restarting", restarts=1, startTime="2026-11-25T11:00:00Z"))
+    before = status(phase="Restarting", restarts=1, startTime="2026-11-25T11:00:00Z", message="flies-0-1 failed")
+    waiting = run([stopping], before)
     assert waiting.status.phase == "Restarting" and pods_created(waiting) == [] and waiting.delete_pods == []
-    assert waiting.status.message == "waiting for 1 pod(s) of the previous attempt to stop"
+    assert waiting.status.message == "flies-0-1 failed"
     stale = run([pod(0, "Running", 0)], status(phase="Restarting", restarts=1, startTime="2026-11-25T11:00:00Z"))
     assert stale.delete_pods == ["flies-0-0"] and pods_created(stale) == []
     resumed = run([stopping], status(phase="Suspended", restarts=0, startTime="2026-11-25T11:00:00Z"))
     assert resumed.status.phase == "Pending" and pods_created(resumed) == []
+    assert resumed.status.message == "waiting for 1 pod(s) of the previous attempt to stop"
     gone = run([], status(phase="Restarting", restarts=1, startTime="2026-11-25T11:00:00Z"))
     assert pods_created(gone) == ["Pod/flies-1-0", "Pod/flies-1-1"]

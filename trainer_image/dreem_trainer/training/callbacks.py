@@ -177,10 +177,10 @@ class StorageSync(Checkpoint):
         for sync in self.syncs:
             sync.sync()
 
-    def finish(self) -> None:
+    def finish(self, timeout_s: float | None = None) -> None:
         self._sync()
         for sync in self.syncs:
-            sync.wait()
+            sync.wait(timeout_s)
 
 
 def remote_uri(path: str, outputs: list[MirroredOutput]) -> str:
@@ -242,10 +242,9 @@ class ProgressReporter(Checkpoint):
         if time.monotonic() - self._last >= self.every_seconds:
             self._report(trainer, trainer.current_epoch)
 
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._report(trainer, trainer.current_epoch + 1)
-
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Not at validation end: with validation every epoch, Lightning saves the epoch's checkpoint at train
+        # epoch end, so an epoch is reported done only once its checkpoint exists (resumable, uploading).
         self._report(trainer, trainer.current_epoch + 1)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -30,7 +30,7 @@ from dreem_trainer.training.callbacks import (
 )
 from dreem_trainer.training.checkpoint_io import AtomicCheckpointIO
 from dreem_trainer.training.module import DreemModule
-from dreem_trainer.training.termination import graceful_termination
+from dreem_trainer.training.termination import GracefulTermination
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +162,10 @@ def build_trainer(
     return pl.Trainer(**(settings | trainer_config.extra()))
 
 
+TERMINATION_UPLOAD_S = 25.0
+"""How long a SIGTERM'd run may upload before it exits: inside Kubernetes' default 30 s grace period."""
+
+
 def run_training(config: DreemConfig, callbacks: Sequence[Callback] = ()) -> pl.Trainer:
     """Train as configured; returns the finished Trainer (its callbacks hold the checkpoint paths).
 
@@ -173,8 +177,11 @@ def run_training(config: DreemConfig, callbacks: Sequence[Callback] = ()) -> pl.
     config = staged.config
     if staged.resumed_from:
         print(f"resuming from {staged.resumed_from}", flush=True)
-    if staged.outputs:
-        callbacks = [*callbacks, StorageSync(config.storage, staged.outputs)]
+    sync = StorageSync(config.storage, staged.outputs) if staged.outputs else None
+    if sync is not None:
+        callbacks = [*callbacks, sync]
+    flush = (lambda: sync.finish(timeout_s=TERMINATION_UPLOAD_S)) if sync is not None else None
+    callbacks = [*callbacks, GracefulTermination(flush)]
     job = job_from_environment()
     if job is not None:
         callbacks = [*callbacks, ProgressReporter(job, staged.outputs, every_seconds=progress_interval())]
@@ -192,8 +199,7 @@ def run_training(config: DreemConfig, callbacks: Sequence[Callback] = ()) -> pl.
         directory.mkdir(parents=True, exist_ok=True)
         # The configuration as given (s3:// paths, not the local cache they were staged to).
         (directory / "config.yaml").write_text(dump_yaml(resolved))
-    with graceful_termination():
-        trainer.fit(module, train_loader, val_loader, ckpt_path=config.model.ckpt_path)
+    trainer.fit(module, train_loader, val_loader, ckpt_path=config.model.ckpt_path)
     if staged.outputs and staged.staging is not None:
         # StorageSync waited for every upload at the end of fit (it raises otherwise): the copies are in S3.
         shutil.rmtree(staged.staging, ignore_errors=True)
