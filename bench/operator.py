@@ -15,26 +15,12 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 from tests.k8s.emulator import EmulatedCluster
-from tests.k8s.harness import Kubectl, cluster_with_crd
+from tests.k8s.harness import Kubectl, cluster_with_crd, job_manifest, minimal_spec
 from tests.k8s.operator_process import OperatorProcess
 
 NODES = 2
-
-
-def manifest(name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "dreem.sleap.ai/v1alpha1",
-        "kind": "DreemTrainingJob",
-        "metadata": {"name": name},
-        "spec": {
-            "config": {"dataset": {"train_dataset": {"dir": {"path": "s3://lab/flies"}}}},
-            "nodes": NODES,
-            "storage": {"output": f"s3://lab/runs/{name}"},
-        },
-    }
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -52,7 +38,7 @@ def peak_rss_gib(pid: int) -> float:
 def create_to_pods(cluster: EmulatedCluster, kubectl: Kubectl, prefix: str, count: int) -> list[float]:
     names = [f"{prefix}-{index}" for index in range(count)]
     with ThreadPoolExecutor(8) as pool:
-        list(pool.map(kubectl.apply_job, (manifest(name) for name in names)))
+        list(pool.map(kubectl.apply_job, (job_manifest(name, minimal_spec(name, NODES)) for name in names)))
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         pods = [entry for entry in cluster.emulator.created_at if entry[1] == "pods" and entry[3].startswith(prefix)]

@@ -127,10 +127,6 @@ def _stamp(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _parse(stamp: str | None) -> datetime | None:
-    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=None) if stamp else None
-
-
 def spec_problems(error: ValidationError) -> str:
     """The spec's problems worded as `dreem config validate` words them, with did-you-mean for typos."""
     return "; ".join(f"spec.{issue}" for issue in issues_from(error)[:10])
@@ -172,7 +168,7 @@ def last_line(message: str, limit: int = 300) -> str:
 def parse_stamp(stamp: str | None) -> datetime | None:
     """A Kubernetes timestamp as naive UTC; None when absent or unreadable."""
     try:
-        return _parse(stamp)
+        return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ") if stamp else None
     except ValueError:
         return None
 
@@ -202,7 +198,7 @@ def reconcile(
     if plan.status.phase in ("Succeeded", "Failed"):
         doomed = {"All": pods, "Running": [p for p in pods if p.phase in ("Pending", "Running")], "None": []}
         plan.delete_pods = [pod.name for pod in doomed[policy.cleanPodPolicy]]
-        finished = _parse(plan.status.completionTime)
+        finished = parse_stamp(plan.status.completionTime)
         if policy.ttlSecondsAfterFinished is not None and finished is not None:
             plan.delete_job = now >= finished + timedelta(seconds=policy.ttlSecondsAfterFinished)
         return plan
@@ -211,7 +207,7 @@ def reconcile(
         plan.delete_pods = [pod.name for pod in pods]
         return decision.phase("Suspended", "Suspended", "suspended by spec.runPolicy.suspend; progress is kept")
 
-    started = _parse(plan.status.startTime)
+    started = parse_stamp(plan.status.startTime)
     deadline = policy.activeDeadlineSeconds
     if deadline is not None and started is not None and now >= started + timedelta(seconds=deadline):
         plan.delete_pods = [pod.name for pod in pods]

@@ -16,7 +16,7 @@ import torch
 
 from tests.conftest import S3_ENV, dreem_executable, free_port
 from tests.k8s.emulator import EmulatedCluster
-from tests.k8s.harness import Kubectl, cluster_with_crd, phase_is
+from tests.k8s.harness import Kubectl, cluster_with_crd, job_manifest, phase_is
 from tests.k8s.kubelet import LocalKubelet
 from tests.k8s.operator_process import OperatorProcess
 from tests.s3_helpers import bucket, keys
@@ -67,11 +67,9 @@ def training_job(lab: Lab, name: str, epochs: int, chunks: int = 4) -> tuple[dic
     for split in ("train_dataset", "val_dataset"):
         config["dataset"][split]["dir"]["path"] = f"s3://{data}/flies"
         config["dataset"][split]["n_chunks"] = chunks
-    manifest = {
-        "apiVersion": "dreem.sleap.ai/v1alpha1",
-        "kind": "DreemTrainingJob",
-        "metadata": {"name": name},
-        "spec": {
+    manifest = job_manifest(
+        name,
+        {
             "config": config,
             "nodes": 2,
             "storage": {
@@ -82,7 +80,7 @@ def training_job(lab: Lab, name: str, epochs: int, chunks: int = 4) -> tuple[dic
             },
             "runPolicy": {"backoffLimit": 2},
         },
-    }
+    )
     return manifest, out
 
 

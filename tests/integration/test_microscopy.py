@@ -19,26 +19,19 @@ from dreem_trainer.data.point_tracks import write_tracks_csv
 from dreem_trainer.inference.run import run_evaluation, run_tracking
 from dreem_trainer.training.run import run_training
 from tests.microscopy_helpers import CELLS, truth_points, write_stack
+from tests.trainer_helpers import tiny_raw
 
 pytestmark = pytest.mark.slow
 
 
 def cell_config(tmp_path: Path, data: Path, labels_suffix: str, vid_suffix: str) -> dict[str, Any]:
+    """The tiny training config, on cells: one `centroid` node per cell, clips of 6 of the 11 frames."""
     split = {
         "dir": {"path": str(data), "labels_suffix": labels_suffix, "vid_suffix": vid_suffix},
         "anchors": "centroid",
-        "crop_size": 32,
         "clip_length": 6,
     }
-    return {
-        "model": {"d_model": 32, "nhead": 2, "encoder_cfg": {"model_name": "test_resnet"}},
-        "optimizer": {"lr": 0.001},
-        "dataset": {"train_dataset": split, "val_dataset": dict(split)},
-        "logging": {"logger_type": "CSVLogger", "save_dir": str(tmp_path / "logs"), "name": "cells"},
-        "checkpointing": {"dirpath": str(tmp_path / "models")},
-        "early_stopping": None,
-        "trainer": {"accelerator": "cpu", "devices": 1, "max_epochs": 2, "enable_model_summary": False},
-    }
+    return tiny_raw(tmp_path, dataset={"train_dataset": split, "val_dataset": split}, trainer={"max_epochs": 2})
 
 
 def test_ctc_sequence_trains_tracks_into_ctc_results_and_evaluates(tmp_path: Path) -> None:

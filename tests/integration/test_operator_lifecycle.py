@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import dreem_executable, free_port
 from tests.k8s.emulator import EmulatedCluster
-from tests.k8s.harness import Kubectl, cluster_with_crd, phase_is
+from tests.k8s.harness import Kubectl, cluster_with_crd, job_manifest, minimal_spec, phase_is
 from tests.k8s.kubelet import LocalKubelet
 from tests.k8s.operator_process import OperatorProcess
 
@@ -51,18 +51,11 @@ def served(tmp_path: Path) -> Iterator[Served]:
 
 
 def job(name: str, env: dict[str, str] | None = None, nodes: int = 2, **run_policy: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "dreem.sleap.ai/v1alpha1",
-        "kind": "DreemTrainingJob",
-        "metadata": {"name": name},
-        "spec": {
-            "config": {"dataset": {"train_dataset": {"dir": {"path": "s3://lab/flies"}}}},
-            "nodes": nodes,
-            "storage": {"output": f"s3://lab/runs/{name}"},
-            "runPolicy": run_policy,
-            "podTemplate": {"env": [{"name": key, "value": value} for key, value in (env or {}).items()]},
-        },
+    spec = minimal_spec(name, nodes) | {
+        "runPolicy": run_policy,
+        "podTemplate": {"env": [{"name": key, "value": value} for key, value in (env or {}).items()]},
     }
+    return job_manifest(name, spec)
 
 
 def test_retryable_failures_restart_the_gang_until_the_backoff_limit(served: Served) -> None:

@@ -100,6 +100,20 @@ class Kubectl:
             time.sleep(0.2)
 
 
+def job_manifest(name: str, spec: Any) -> KubernetesObject:
+    """A DreemTrainingJob as a user writes it."""
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "DreemTrainingJob", "metadata": {"name": name}, "spec": spec}
+
+
+def minimal_spec(name: str, nodes: int = 2) -> KubernetesObject:
+    """The least a valid job needs: data, nodes, an output."""
+    return {
+        "config": {"dataset": {"train_dataset": {"dir": {"path": "s3://lab/flies"}}}},
+        "nodes": nodes,
+        "storage": {"output": f"s3://lab/runs/{name}"},
+    }
+
+
 def phase_is(*phases: str) -> Callable[[KubernetesObject], bool]:
     return lambda job: (job.get("status") or {}).get("phase") in phases
 

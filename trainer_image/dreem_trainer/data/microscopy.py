@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -68,20 +67,23 @@ class TiffReader:
         self.path = path
         self._stack: Any = None
         self._pid = -1
+        self._files: dict[int, Path] | None = None
+        """The numbered frames of a folder, listed once rather than for every clip."""
 
     def read(self, frame_indices: list[int]) -> Images:
         import tifffile
 
         if os.path.isdir(self.path):
-            files = numbered_tiffs(Path(self.path))
-            return as_frames(np.stack([tifffile.imread(files[index]) for index in frame_indices]))
+            if self._files is None:
+                self._files = numbered_tiffs(Path(self.path))
+            return as_frames(np.stack([tifffile.imread(self._files[index]) for index in frame_indices]))
         if self._stack is None or self._pid != os.getpid():
             self._stack = tifffile.TiffFile(self.path)
             self._pid = os.getpid()
         return as_frames(np.stack([self._stack.pages[index].asarray() for index in frame_indices]))
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path, "_stack": None, "_pid": -1}
+        return {"path": self.path, "_stack": None, "_pid": -1, "_files": self._files}
 
 
 def ctc_ground_truth(sequence: Path) -> Path:
@@ -174,7 +176,13 @@ def read_ctc(tracks_path: str, sequence_path: str) -> LabelledVideo:
             raise DataError(f"{masks[number]}: label {unknown[0]} is not in {tracks_path}")
         frames.append(Frame(frame_idx=number, instances=cells_of(mask, track_of)))
     channels = first.shape[2] if first.ndim == 3 else 1
-    video = LabelledVideo(
+    divisions = {
+        (track_of[label], track_of[parent])
+        for label, segments in lineage.items()
+        for _, _, parent in segments
+        if parent in track_of
+    }
+    return LabelledVideo(
         name=sequence.name,
         labels_path=tracks_path,
         video_path=str(sequence),
@@ -182,15 +190,5 @@ def read_ctc(tracks_path: str, sequence_path: str) -> LabelledVideo:
         frames=tuple(frames),
         track_names=tuple(str(label) for label in names),
         image_shape=(int(first.shape[0]), int(first.shape[1]), int(channels)),
+        parents=tuple(sorted(divisions)),
     )
-    parents = tuple(
-        sorted(
-            {
-                (track_of[label], track_of[parent])
-                for label, segments in lineage.items()
-                for _, _, parent in segments
-                if parent in track_of
-            }
-        )
-    )
-    return replace(video, parents=parents)
