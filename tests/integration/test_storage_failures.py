@@ -134,5 +134,19 @@ def test_sigterm_stops_training_after_uploading_what_it_wrote(s3_endpoint: str, 
     assert "stopped: received SIGTERM; uploading the checkpoints written so far" in output
     finished = [int(n) for n in re.findall(r"^epoch (\d+)/50:", output, re.MULTILINE)]
     assert finished and finished[-1] < 50
-    # Every epoch reported as done has its checkpoint in the bucket (epochs count from 0 there).
-    assert load(s3_endpoint, out, "models/last.ckpt")["epoch"] + 1 >= finished[-1]
+
+    # The bucket holds exactly the checkpoints the run left on disk: none written is lost, none is stale.
+    (staged,) = (tmp_path / "cache" / "outputs").glob("*/checkpoints")
+    left = {path.name: torch.load(path, map_location="cpu", weights_only=False) for path in staged.glob("*.ckpt")}
+    listed = boto3.client("s3", endpoint_url=s3_endpoint).list_objects_v2(Bucket=out, Prefix="models/")["Contents"]
+    stored = {
+        str(item["Key"]).removeprefix("models/"): load(s3_endpoint, out, str(item["Key"]))
+        for item in listed
+        if str(item["Key"]).endswith(".ckpt")
+    }
+    assert "last.ckpt" in left and sorted(stored) == sorted(left)
+    for name, state in left.items():
+        assert (stored[name]["epoch"], stored[name]["global_step"]) == (state["epoch"], state["global_step"]), name
+    # The epoch line is printed just before that epoch's checkpoint is written, so at most the epoch the
+    # signal interrupted there lacks one (epochs count from 0 in checkpoints).
+    assert stored["last.ckpt"]["epoch"] + 1 >= finished[-1] - 1

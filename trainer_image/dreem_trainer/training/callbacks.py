@@ -17,6 +17,7 @@ from dreem_trainer.cluster import JobStatus
 from dreem_trainer.config.run import StorageConfig
 from dreem_trainer.storage.staging import MirroredOutput
 from dreem_trainer.storage.sync import DirectorySync
+from dreem_trainer.training.termination import CheckpointGate
 
 
 class EpochLines(pl.Callback):
@@ -54,17 +55,34 @@ class LatestCheckpoint(ModelCheckpoint):
     Here last.ckpt is refreshed at every checkpointing epoch: a link when a checkpoint was written at
     this very step, the full file otherwise, so every state is on disk exactly once. A link is
     removed before a full write, so a write never goes through it into a best checkpoint.
+
+    Every hook that writes goes through `gate`, so a SIGTERM upload never sees files half changed.
     """
 
+    def __init__(self, *, gate: CheckpointGate | None = None, **settings: Any) -> None:
+        super().__init__(**settings)
+        self.gate = gate or CheckpointGate()
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        with self.gate.open() as allowed:
+            if allowed:
+                super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        super().on_validation_end(trainer, pl_module)
-        if not self._should_save_on_train_epoch_end(trainer):
-            self._refresh_last(trainer)
+        with self.gate.open() as allowed:
+            if allowed:
+                super().on_validation_end(trainer, pl_module)
+                if not self._should_save_on_train_epoch_end(trainer):
+                    self._refresh_last(trainer)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        super().on_train_epoch_end(trainer, pl_module)
-        if self._should_save_on_train_epoch_end(trainer):
-            self._refresh_last(trainer)
+        with self.gate.open() as allowed:
+            if allowed:
+                super().on_train_epoch_end(trainer, pl_module)
+                if self._should_save_on_train_epoch_end(trainer):
+                    self._refresh_last(trainer)
 
     def _refresh_last(self, trainer: pl.Trainer) -> None:
         due = self._every_n_epochs >= 1 and (trainer.current_epoch + 1) % self._every_n_epochs == 0
@@ -147,12 +165,14 @@ class StorageSync(Checkpoint):
     checkpointing hook and at the end, where the run waits for the uploads to finish.
 
     A `Checkpoint` subclass, so Lightning runs it after the ModelCheckpoints of the same hook and the
-    checkpoint just written goes up at once.
+    checkpoint just written goes up at once. Its scans go through `gate`, like the writes; `flush` is the
+    SIGTERM path, run once the gate is shut.
     """
 
-    def __init__(self, storage: StorageConfig, outputs: list[MirroredOutput]) -> None:
+    def __init__(self, storage: StorageConfig, outputs: list[MirroredOutput], gate: CheckpointGate) -> None:
         self.storage = storage
         self.outputs = outputs
+        self.gate = gate
         self.syncs: list[DirectorySync] = []
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -174,11 +194,23 @@ class StorageSync(Checkpoint):
         self.finish()
 
     def _sync(self) -> None:
+        with self.gate.open() as allowed:
+            if allowed:
+                self._scan()
+
+    def _scan(self) -> None:
         for sync in self.syncs:
             sync.sync()
 
-    def finish(self, timeout_s: float | None = None) -> None:
+    def finish(self) -> None:
+        """The end of a run: queue what changed and wait for every upload (raises if one failed for good)."""
         self._sync()
+        for sync in self.syncs:
+            sync.wait()
+
+    def flush(self, timeout_s: float) -> None:
+        """After SIGTERM, with the gate shut: upload what is on disk, waiting at most `timeout_s`."""
+        self._scan()
         for sync in self.syncs:
             sync.wait(timeout_s)
 

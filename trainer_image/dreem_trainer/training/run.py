@@ -30,7 +30,7 @@ from dreem_trainer.training.callbacks import (
 )
 from dreem_trainer.training.checkpoint_io import AtomicCheckpointIO
 from dreem_trainer.training.module import DreemModule
-from dreem_trainer.training.termination import GracefulTermination
+from dreem_trainer.training.termination import CheckpointGate, GracefulTermination
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,9 @@ def _mode(metric: str) -> str:
     return "min" if metric.endswith(("loss", "num_switches")) else "max"
 
 
-def build_callbacks(config: DreemConfig, has_validation: bool, interactive: bool) -> list[Callback]:
+def build_callbacks(
+    config: DreemConfig, has_validation: bool, interactive: bool, gate: CheckpointGate | None = None
+) -> list[Callback]:
     # PreciseBatchNorm comes first: checkpoints written at the same hook must hold its statistics.
     callbacks: list[Callback] = [PreciseBatchNorm(), RichProgressBar() if interactive else EpochLines()]
     checkpointing = config.checkpointing
@@ -85,7 +87,7 @@ def build_callbacks(config: DreemConfig, has_validation: bool, interactive: bool
                 "save_last": checkpointing.save_last and index == 0,
             }
             # Other ModelCheckpoint arguments in the section pass through and win over dreem's choices.
-            callbacks.append(LatestCheckpoint(**(settings | checkpointing.extra())))
+            callbacks.append(LatestCheckpoint(gate=gate, **(settings | checkpointing.extra())))
     if config.early_stopping is not None:
         stopping = config.early_stopping
         callbacks.append(
@@ -132,7 +134,11 @@ def build_logger(config: DreemConfig) -> Logger | bool:
 
 
 def build_trainer(
-    config: DreemConfig, has_validation: bool, interactive: bool | None = None, callbacks: Sequence[Callback] = ()
+    config: DreemConfig,
+    has_validation: bool,
+    interactive: bool | None = None,
+    callbacks: Sequence[Callback] = (),
+    gate: CheckpointGate | None = None,
 ) -> pl.Trainer:
     interactive = sys.stdout.isatty() if interactive is None else interactive
     trainer_config = config.trainer
@@ -149,7 +155,7 @@ def build_trainer(
         "limit_train_batches": trainer_config.limit_train_batches,
         "limit_val_batches": trainer_config.limit_val_batches if has_validation else 0,
         "log_every_n_steps": trainer_config.log_every_n_steps,
-        "callbacks": [*build_callbacks(config, has_validation, interactive), *callbacks],
+        "callbacks": [*build_callbacks(config, has_validation, interactive, gate), *callbacks],
         "logger": build_logger(config),
         "enable_progress_bar": interactive,
         "enable_model_summary": interactive,
@@ -162,8 +168,9 @@ def build_trainer(
     return pl.Trainer(**(settings | trainer_config.extra()))
 
 
-TERMINATION_UPLOAD_S = 25.0
-"""How long a SIGTERM'd run may upload before it exits: inside Kubernetes' default 30 s grace period."""
+TERMINATION_UPLOAD_S = 24.0
+"""How long a SIGTERM'd run may upload before it exits. With the wait for a checkpoint write in progress
+(termination.WAIT_FOR_WRITE_S) it stays inside Kubernetes' default 30 s grace period."""
 
 
 def run_training(config: DreemConfig, callbacks: Sequence[Callback] = ()) -> pl.Trainer:
@@ -177,11 +184,12 @@ def run_training(config: DreemConfig, callbacks: Sequence[Callback] = ()) -> pl.
     config = staged.config
     if staged.resumed_from:
         print(f"resuming from {staged.resumed_from}", flush=True)
-    sync = StorageSync(config.storage, staged.outputs) if staged.outputs else None
+    gate = CheckpointGate()
+    sync = StorageSync(config.storage, staged.outputs, gate) if staged.outputs else None
     if sync is not None:
         callbacks = [*callbacks, sync]
-    flush = (lambda: sync.finish(timeout_s=TERMINATION_UPLOAD_S)) if sync is not None else None
-    callbacks = [*callbacks, GracefulTermination(flush)]
+    flush = (lambda: sync.flush(timeout_s=TERMINATION_UPLOAD_S)) if sync is not None else None
+    callbacks = [*callbacks, GracefulTermination(gate, flush)]
     job = job_from_environment()
     if job is not None:
         callbacks = [*callbacks, ProgressReporter(job, staged.outputs, every_seconds=progress_interval())]
@@ -191,7 +199,7 @@ def run_training(config: DreemConfig, callbacks: Sequence[Callback] = ()) -> pl.
     train_loader = data_loader(dataset.train_dataset, loaders.train_dataloader, config.seed)
     val_loader = data_loader(dataset.val_dataset, loaders.val_dataloader, config.seed) if dataset.val_dataset else None
     has_validation = val_loader is not None and config.trainer.limit_val_batches != 0
-    trainer = build_trainer(config, has_validation=has_validation, callbacks=callbacks)
+    trainer = build_trainer(config, has_validation=has_validation, callbacks=callbacks, gate=gate)
     monitor = monitored(config.scheduler.monitor, has_validation) if config.scheduler else None
     module = DreemModule(config.model_dump(mode="json"), scheduler_monitor=monitor)
     if trainer.is_global_zero:

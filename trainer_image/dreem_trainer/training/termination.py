@@ -6,6 +6,9 @@ The work happens in a thread of its own, not by unwinding the training loop: in 
 SIGTERM at once, and a rank unwinding through teardown can wait on a peer that is already gone until
 Kubernetes' SIGKILL. Lightning's own SIGTERM handler is replaced for the same reason: it broadcasts over
 the process group from inside the signal handler, which blocks when the peers are stopping too.
+
+Training goes on in the main thread meanwhile, so the checkpoint files must hold still while that thread
+uploads them: a `CheckpointGate` lets the write in progress finish, then stops every later one.
 """
 
 from __future__ import annotations
@@ -14,20 +17,50 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import FrameType
 
 import lightning.pytorch as pl
 
 TERMINATED_EXIT = 128 + signal.SIGTERM
 MESSAGE = "stopped: received SIGTERM; uploading the checkpoints written so far"
+WAIT_FOR_WRITE_S = 5.0
+"""How long the final upload waits for a checkpoint write in progress. In a DDP gang a write can block on
+a peer that is already gone (Lightning saves behind a barrier); the upload then goes ahead without it."""
+
+
+class CheckpointGate:
+    """Checkpoint files change (written, linked, pruned, scanned for upload) only inside `open()`.
+
+    Without it the SIGTERM upload would race the training loop: it could upload a best checkpoint but not
+    the last.ckpt written a moment later, or scan while last.ckpt is being replaced and delete its copy in
+    S3. `close()` waits for the change in progress and keeps the gate shut, so the files uploaded are
+    exactly the files the run leaves behind, and the main thread stops at its next checkpoint.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.closed = False
+
+    @contextmanager
+    def open(self) -> Iterator[bool]:
+        """Hold while changing checkpoint files; yields False once closed (then change nothing)."""
+        with self._lock:
+            yield not self.closed
+
+    def close(self, timeout_s: float = WAIT_FOR_WRITE_S) -> None:
+        """Shut the gate for good: the lock is never given back, since the process exits right after."""
+        self._lock.acquire(timeout=timeout_s)
+        self.closed = True
 
 
 class GracefulTermination(pl.Callback):
     """Installed at train start, after Lightning registers its signal handlers (it restores the previous
-    ones at teardown). `flush` uploads what was written, within the pod's grace period."""
+    ones at teardown). `flush` uploads what was written, within the pod's grace period, once `gate` is shut."""
 
-    def __init__(self, flush: Callable[[], None] | None = None) -> None:
+    def __init__(self, gate: CheckpointGate, flush: Callable[[], None] | None = None) -> None:
+        self.gate = gate
         self.flush = flush
         self.trainer: pl.Trainer | None = None
 
@@ -45,6 +78,7 @@ class GracefulTermination(pl.Callback):
     def _stop(self) -> None:
         print(MESSAGE, file=sys.stderr, flush=True)
         try:
+            self.gate.close()
             if self.flush is not None:
                 self.flush()
         except BaseException as error:  # report and still exit: the pod is going away regardless
