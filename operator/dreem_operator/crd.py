@@ -10,13 +10,24 @@ Descriptions are kept, so `kubectl explain dtj.spec.config.model.d_model` prints
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from dreem_operator.api import GROUP, KIND, PLURAL, SHORT_NAME, VERSION, DreemTrainingJobSpec, DreemTrainingJobStatus
+from dreem_operator.api import (
+    GROUP,
+    KIND,
+    PLURAL,
+    SHORT_NAME,
+    VERSION,
+    ApiModel,
+    DreemTrainingJobSpec,
+    DreemTrainingJobStatus,
+    Storage,
+)
 
 Schema = dict[str, Any]
 CRD_FILE = Path(__file__).resolve().parents[2] / "crds" / f"{PLURAL}.{GROUP}.yaml"
@@ -106,15 +117,47 @@ def _schema_of(model: type[Any]) -> Schema:
     return structural(raw, raw.get("$defs", {}))
 
 
+FIXED_AT_CREATION: dict[type[ApiModel], tuple[str, ...]] = {
+    DreemTrainingJobSpec: ("config", "nodes", "gpusPerNode"),
+    Storage: ("output", "endpoint", "region", "addressingStyle"),
+}
+"""What a running job is made of, so it cannot change once the job exists: the config, the gang's shape and
+where it stores are written into the ConfigMap and into the DDP world of running ranks, and a change would
+split the gang or resume elsewhere. The rest (credentials, image, run policy, scheduling) may change and
+applies from the next gang on."""
+
+
+def _fixed_at_creation(model: type[ApiModel], name: str, path: str) -> tuple[Schema | None, Schema | None]:
+    """CEL rules keeping `model.name` unchanged: (on the model's object, on the field itself).
+
+    A field with a default is compared through it on the parent, so adding `nodes: 4` to a job that had no
+    `nodes` is refused too; a transition rule on the field itself runs only when both values are present.
+    """
+    message = (
+        f"{path} cannot change once the job exists: create a new DreemTrainingJob (it can resume from this one's "
+        "checkpoint with model.ckpt_path)"
+    )
+    field = model.model_fields[name]
+    if field.is_required() or field.default is None:
+        return None, {"rule": "self == oldSelf", "message": message}
+    default = json.dumps(field.default)
+    rule = f"(has(self.{name}) ? self.{name} : {default}) == (has(oldSelf.{name}) ? oldSelf.{name} : {default})"
+    return {"rule": rule, "message": message, "fieldPath": f".{name}"}, None
+
+
+def _add_rules(schema: Schema, model: type[ApiModel], path: str) -> None:
+    for name in FIXED_AT_CREATION[model]:
+        on_parent, on_field = _fixed_at_creation(model, name, f"{path}.{name}")
+        if on_parent is not None:
+            schema.setdefault("x-kubernetes-validations", []).append(on_parent)
+        if on_field is not None:
+            schema["properties"][name].setdefault("x-kubernetes-validations", []).append(on_field)
+
+
 def build_crd() -> Schema:
     spec = _schema_of(DreemTrainingJobSpec)
-    spec["properties"]["config"]["x-kubernetes-validations"] = [
-        {
-            "rule": "self == oldSelf",
-            "message": "spec.config cannot change once the job exists: create a new DreemTrainingJob (it can resume "
-            "from this one's checkpoint with model.ckpt_path)",
-        }
-    ]
+    _add_rules(spec, DreemTrainingJobSpec, "spec")
+    _add_rules(spec["properties"]["storage"], Storage, "spec.storage")
     status = _schema_of(DreemTrainingJobStatus)
     return {
         "apiVersion": "apiextensions.k8s.io/v1",

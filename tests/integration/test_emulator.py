@@ -26,7 +26,7 @@ def test_writes_bump_resource_version_and_creates_assign_identity(kubectl: Kubec
     created = kubectl.apply_job(job())
     meta = created["metadata"]
     assert meta["uid"] and meta["creationTimestamp"] and meta["generation"] == 1
-    kubectl.patch_job("j", {"spec": {"nodes": 2}})
+    kubectl.patch_job("j", {"spec": {"image": "trainer:2"}})
     patched = kubectl.job("j")["metadata"]
     assert int(patched["resourceVersion"]) > int(meta["resourceVersion"])
     assert patched["generation"] == 2 and patched["uid"] == meta["uid"]
@@ -40,12 +40,12 @@ def test_status_subresource_and_main_resource_change_only_their_part(kubectl: Ku
         "default",
         PLURAL,
         "j",
-        {"status": {"phase": "Running"}, "spec": {"nodes": 9}},
+        {"status": {"phase": "Running"}, "spec": {"image": "ignored"}},
         _content_type="application/merge-patch+json",
     )
-    kubectl.patch_job("j", {"status": {"phase": "Failed"}, "spec": {"nodes": 3}})
+    kubectl.patch_job("j", {"status": {"phase": "Failed"}, "spec": {"image": "trainer:2"}})
     body = kubectl.job("j")
-    assert body["status"] == {"phase": "Running"} and body["spec"] == {"nodes": 3}
+    assert body["status"] == {"phase": "Running"} and body["spec"] == {"image": "trainer:2"}
     assert body["metadata"]["generation"] == 2
 
 
@@ -77,3 +77,29 @@ def test_deleting_an_owner_collects_its_dependents_and_selectors_filter(kubectl:
     assert [item.metadata.name for item in response.items] == ["owned"]
     kubectl.delete_job("j")
     assert kubectl.names("configmaps") == ["free"]
+
+
+def test_the_crd_validation_rules_refuse_changes_to_what_a_job_is_made_of(kubectl: Kubectl) -> None:
+    manifest = job()
+    manifest["spec"] = {"storage": {"output": "s3://b/runs"}}
+    kubectl.apply_job(manifest)
+    for change, field in (
+        ({"nodes": 4}, "spec.nodes"),  # absent before, so compared with its default of 1
+        ({"storage": {"output": "s3://b/other"}}, "spec.storage.output"),
+        ({"storage": {"addressingStyle": "path"}}, "spec.storage.addressingStyle"),
+    ):
+        with pytest.raises(kubernetes.client.ApiException) as refused:
+            kubectl.patch_job("j", {"spec": change})
+        assert refused.value.status == 422, field
+        assert f"{field}: Invalid value" in refused.value.body, refused.value.body
+        assert f"{field} cannot change once the job exists" in refused.value.body
+    assert kubectl.job("j")["metadata"]["generation"] == 1  # nothing was written
+
+    # Credentials and the run policy may change, and so may a default spelled out.
+    patch = {"nodes": 1, "storage": {"credentialsSecret": "rotated"}, "runPolicy": {"suspend": True}}
+    kubectl.patch_job("j", {"spec": patch})
+    assert kubectl.job("j")["spec"] == {
+        "nodes": 1,
+        "storage": {"output": "s3://b/runs", "credentialsSecret": "rotated"},
+        "runPolicy": {"suspend": True},
+    }

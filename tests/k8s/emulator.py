@@ -9,6 +9,8 @@ garbage-collects dependents. Each of those changes what the operator does, so th
   `generation` (bumped when anything outside metadata and status changes);
 - a JSON patch whose `test` fails answers 422, as kopf's optimistic concurrency expects;
 - writes to the `status` subresource change only `status`, and writes to the object leave `status` alone;
+- a custom resource's CEL validation rules (`x-kubernetes-validations`, see tests.k8s.cel) refuse
+  writes with 422, transition rules included; its OpenAPI schema is not enforced (tests check it apart);
 - list and watch honour equality `labelSelector`s;
 - the log of served requests is bounded, so the thousandth request costs what the first did;
 - a deleted pod that a kubelet started stays, marked with deletionTimestamp, until its kubelet
@@ -37,6 +39,8 @@ import yaml
 from kmock import KubernetesEmulator, KubernetesError, KubernetesObjectNotFoundError, ResourceInfo, Server
 from kmock._internal import dicts, enums, references, rendering
 from kmock._internal.k8s import KubernetesObjectConflictError
+
+from tests.k8s.cel import violations
 
 KubernetesObject = dict[str, Any]
 ObjectKey = tuple[references.resource, str | None, str]
@@ -81,6 +85,8 @@ class ClusterEmulator(KubernetesEmulator):
     _revision: int = attrs.field(default=0, init=False)
     created_at: list[tuple[float, str, str | None, str]] = attrs.field(factory=list, init=False)
     """(time.monotonic(), plural, namespace, name) of every create: what the benchmarks time."""
+    schemas: dict[str, KubernetesObject] = attrs.field(factory=dict, init=False)
+    """The OpenAPI schema of each custom resource served, by "group/version/plural"."""
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -91,7 +97,9 @@ class ClusterEmulator(KubernetesEmulator):
         """Serve a CustomResourceDefinition's storage version, as the API server does once it is applied."""
         names, spec = crd["spec"]["names"], crd["spec"]
         version = next(v for v in spec["versions"] if v.get("storage"))
-        self.resources[f"{spec['group']}/{version['name']}/{names['plural']}"] = ResourceInfo(
+        key = f"{spec['group']}/{version['name']}/{names['plural']}"
+        self.schemas[key] = version["schema"]["openAPIV3Schema"]
+        self.resources[key] = ResourceInfo(
             kind=names["kind"],
             singular=names.get("singular"),
             namespaced=spec["scope"] == "Namespaced",
@@ -99,6 +107,17 @@ class ClusterEmulator(KubernetesEmulator):
             subresources=set(version.get("subresources", {})),
             verbs=VERBS,
         )
+
+    def _validate(
+        self, resource: references.resource, new: KubernetesObject, old: KubernetesObject | None = None
+    ) -> None:
+        schema = self.schemas.get(f"{resource.group}/{resource.version}/{resource.plural}")
+        problems = violations(schema, new, old) if schema is not None else []
+        if problems:
+            kind = self.resources[resource].kind
+            name = new.get("metadata", {}).get("name")
+            message = f'{kind}.{resource.group} "{name}" is invalid: {"; ".join(problems)}'
+            raise KubernetesError(status=422, reason="Invalid", message=message)
 
     def _bump(self, obj: KubernetesObject) -> None:
         self._revision += 1
@@ -161,6 +180,7 @@ class ClusterEmulator(KubernetesEmulator):
             raise KubernetesObjectConflictError(
                 message=f'{request.resource.plural} "{meta["name"]}" already exists', details={"name": meta["name"]}
             )
+        self._validate(request.resource, obj)
         meta.update(uid=str(uuid.uuid4()), creationTimestamp=_now(), generation=1)
         self.created_at.append((time.monotonic(), str(request.resource.plural), namespace, meta["name"]))
         self._bump(obj)
@@ -197,6 +217,8 @@ class ClusterEmulator(KubernetesEmulator):
         for immutable in ("uid", "creationTimestamp", "name", "namespace"):
             if immutable in old["metadata"]:
                 new["metadata"][immutable] = old["metadata"][immutable]
+        if request.subresource != "status":  # a status write leaves the rest as it was, rules included
+            self._validate(request.resource, new, old)
         body = {field: value for field, value in new.items() if field not in ("metadata", "status")}
         if body != {field: value for field, value in old.items() if field not in ("metadata", "status")}:
             new["metadata"]["generation"] = old["metadata"].get("generation", 1) + 1

@@ -13,6 +13,7 @@ from dreem_operator.api import DreemTrainingJobSpec
 from dreem_operator.crd import CRD_FILE, build_crd, render
 from dreem_trainer.config.model import ModelConfig
 from tests.conftest import TEST_DATA
+from tests.k8s.cel import violations
 
 MARKERS = ("type", "x-kubernetes-int-or-string", "x-kubernetes-preserve-unknown-fields")
 
@@ -62,16 +63,56 @@ def test_descriptions_reach_kubectl_explain() -> None:
     assert undocumented == [], undocumented[:10]
 
 
-def test_names_columns_status_and_immutable_config() -> None:
+def test_names_columns_and_status() -> None:
     crd = build_crd()["spec"]
     assert crd["names"]["shortNames"] == ["dtj"] and crd["scope"] == "Namespaced"
     version = crd["versions"][0]
     assert version["subresources"] == {"status": {}}
     assert [c["name"] for c in version["additionalPrinterColumns"]] == ["Phase", "Epoch", "Val-Loss", "Restarts", "Age"]
-    rules = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["config"][
-        "x-kubernetes-validations"
-    ]
-    assert rules[0]["rule"] == "self == oldSelf" and "cannot change" in rules[0]["message"]
+
+
+OUT = {"output": "s3://b/runs"}
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "refused"),
+    [
+        ({"config": {"seed": 1}}, {"config": {"seed": 2}}, "spec.config"),
+        ({}, {"nodes": 4}, "spec.nodes"),
+        ({"nodes": 2}, {}, "spec.nodes"),
+        ({}, {"nodes": 1}, None),
+        ({"gpusPerNode": 4}, {"gpusPerNode": 8}, "spec.gpusPerNode"),
+        ({"storage": OUT}, {"storage": {"output": "s3://b/elsewhere"}}, "spec.storage.output"),
+        (
+            {"storage": OUT | {"endpoint": "http://a:9000"}},
+            {"storage": OUT | {"endpoint": "http://b:9000"}},
+            "spec.storage.endpoint",
+        ),
+        ({"storage": OUT | {"region": "eu-west-1"}}, {"storage": OUT | {"region": "us-east-1"}}, "spec.storage.region"),
+        ({"storage": OUT}, {"storage": OUT | {"addressingStyle": "path"}}, "spec.storage.addressingStyle"),
+        ({"storage": OUT}, {"storage": OUT | {"addressingStyle": "auto", "credentialsSecret": "rotated"}}, None),
+        (
+            {"image": "trainer:1", "runPolicy": {"suspend": False}},
+            {
+                "image": "trainer:2",
+                "runPolicy": {"suspend": True, "backoffLimit": 5},
+                "podTemplate": {"nodeSelector": {"a": "b"}},
+            },
+            None,
+        ),
+    ],
+)
+def test_the_rules_keep_what_a_running_job_is_made_of(
+    old: dict[str, Any], new: dict[str, Any], refused: str | None
+) -> None:
+    schema = version_schema()
+    found = violations(schema, {"spec": new}, {"spec": old})
+    if refused is None:
+        assert found == []
+    else:
+        assert len(found) == 1 and found[0].startswith(f"{refused}: Invalid value"), found
+        assert f"{refused} cannot change once the job exists: create a new DreemTrainingJob" in found[0]
+    assert violations(schema, {"spec": new}) == []  # creating a job runs no transition rule
 
 
 def test_schema_accepts_the_spec_example_and_what_the_models_accept() -> None:
