@@ -127,31 +127,28 @@ split the gang or resume elsewhere. The rest (credentials, image, run policy, sc
 applies from the next gang on."""
 
 
-def _fixed_at_creation(model: type[ApiModel], name: str, path: str) -> tuple[Schema | None, Schema | None]:
-    """CEL rules keeping `model.name` unchanged: (on the model's object, on the field itself).
-
-    A field with a default is compared through it on the parent, so adding `nodes: 4` to a job that had no
-    `nodes` is refused too; a transition rule on the field itself runs only when both values are present.
-    """
-    message = (
-        f"{path} cannot change once the job exists: create a new DreemTrainingJob (it can resume from this one's "
-        "checkpoint with model.ckpt_path)"
-    )
-    field = model.model_fields[name]
-    if field.is_required() or field.default is None:
-        return None, {"rule": "self == oldSelf", "message": message}
-    default = json.dumps(field.default)
-    rule = f"(has(self.{name}) ? self.{name} : {default}) == (has(oldSelf.{name}) ? oldSelf.{name} : {default})"
-    return {"rule": rule, "message": message, "fieldPath": f".{name}"}, None
-
-
 def _add_rules(schema: Schema, model: type[ApiModel], path: str) -> None:
+    """CEL rules keeping each of the model's FIXED_AT_CREATION fields unchanged.
+
+    A field with a default is compared through it by a rule on the model's object, so adding `nodes: 4` to a
+    job that had no `nodes` is refused too; a rule on the field itself runs only when both values are there.
+    """
     for name in FIXED_AT_CREATION[model]:
-        on_parent, on_field = _fixed_at_creation(model, name, f"{path}.{name}")
-        if on_parent is not None:
-            schema.setdefault("x-kubernetes-validations", []).append(on_parent)
-        if on_field is not None:
-            schema["properties"][name].setdefault("x-kubernetes-validations", []).append(on_field)
+        message = (
+            f"{path}.{name} cannot change once the job exists: create a new DreemTrainingJob (it can resume from "
+            "this one's checkpoint with model.ckpt_path)"
+        )
+        field = model.model_fields[name]
+        if field.is_required() or field.default is None:
+            rule = {"rule": "self == oldSelf", "message": message}
+            schema["properties"][name].setdefault("x-kubernetes-validations", []).append(rule)
+            continue
+        default = json.dumps(field.default)
+        unchanged = (
+            f"(has(self.{name}) ? self.{name} : {default}) == (has(oldSelf.{name}) ? oldSelf.{name} : {default})"
+        )
+        rule = {"rule": unchanged, "message": message, "fieldPath": f".{name}"}
+        schema.setdefault("x-kubernetes-validations", []).append(rule)
 
 
 def build_crd() -> Schema:

@@ -30,14 +30,21 @@ def storage(endpoint: str, tmp_path: Path) -> dict[str, Any]:
     return {"endpoint_url": endpoint, "addressing_style": "path", "cache_dir": str(tmp_path / "cache")}
 
 
+def on_s3(endpoint: str, tmp_path: Path, data: str, models: str) -> dict[str, Any]:
+    """Config sections that train on the flies in bucket `data` and write checkpoints to `models`."""
+    split = {"dir": {"path": f"s3://{data}/flies"}}
+    return {
+        "storage": storage(endpoint, tmp_path),
+        "dataset": {"train_dataset": split, "val_dataset": split},
+        "checkpointing": {"dirpath": models},
+    }
+
+
 def test_data_on_s3_train_then_checkpoints_logs_and_config_on_s3(s3_endpoint: str, tmp_path: Path) -> None:
     data, out = bucket(s3_endpoint, with_flies=True), bucket(s3_endpoint)
-    split = {"dir": {"path": f"s3://{data}/flies"}}
     config = tiny_config(
         tmp_path,
-        storage=storage(s3_endpoint, tmp_path),
-        dataset={"train_dataset": split, "val_dataset": split},
-        checkpointing={"dirpath": f"s3://{out}/run/models"},
+        **on_s3(s3_endpoint, tmp_path, data, f"s3://{out}/run/models"),
         logging={"save_dir": f"s3://{out}/run/logs", "logger_type": "TensorBoardLogger"},
         trainer={"max_epochs": 2},
     )
@@ -75,13 +82,7 @@ def test_data_on_s3_train_then_checkpoints_logs_and_config_on_s3(s3_endpoint: st
 
 def test_a_finished_run_resumes_without_training_again(s3_endpoint: str, tmp_path: Path) -> None:
     data, out = bucket(s3_endpoint, with_flies=True), bucket(s3_endpoint)
-    split = {"dir": {"path": f"s3://{data}/flies"}}
-    sections: dict[str, Any] = {
-        "storage": storage(s3_endpoint, tmp_path),
-        "dataset": {"train_dataset": split, "val_dataset": split},
-        "checkpointing": {"dirpath": f"s3://{out}/models"},
-        "logging": None,
-    }
+    sections = on_s3(s3_endpoint, tmp_path, data, f"s3://{out}/models") | {"logging": None}
     first = run_training(tiny_config(tmp_path, trainer={"max_epochs": 1}, **sections))
     assert first.global_step == 2
     more = run_training(tiny_config(tmp_path, trainer={"max_epochs": 2}, **sections))
@@ -184,13 +185,10 @@ def test_endpoint_from_aws_endpoint_url(s3_endpoint: str, tmp_path: Path, monkey
 def test_logs_on_s3_hold_every_epoch(s3_endpoint: str, tmp_path: Path) -> None:
     """The final flush of the logger must reach the bucket too."""
     data, out = bucket(s3_endpoint, with_flies=True), bucket(s3_endpoint)
-    split = {"dir": {"path": f"s3://{data}/flies"}}
     run_training(
         tiny_config(
             tmp_path,
-            storage=storage(s3_endpoint, tmp_path),
-            dataset={"train_dataset": split, "val_dataset": split},
-            checkpointing={"dirpath": f"s3://{out}/models"},
+            **on_s3(s3_endpoint, tmp_path, data, f"s3://{out}/models"),
             logging={"save_dir": f"s3://{out}/logs", "logger_type": "CSVLogger"},
             trainer={"max_epochs": 3},
         )

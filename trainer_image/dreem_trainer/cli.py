@@ -212,39 +212,49 @@ def resolve(config: Path | None, overrides: list[str] | None, flags: TrainFlags)
         _fail(error)
 
 
-@app.command()
-def train(
-    train_dir: TrainDir = None,
-    val_dir: ValDir = None,
-    crop_size: CropSize = None,
-    epochs: Epochs = None,
-    lr: LearningRate = None,
-    d_model: DModel = None,
-    nhead: NHead = None,
-    encoder_layers: EncoderLayers = None,
-    decoder_layers: DecoderLayers = None,
-    anchor: Anchor = None,
-    clip_length: ClipLength = None,
-    resume: Resume = None,
-    config: ConfigFile = None,
-    set_: SetOverrides = None,
-) -> None:
-    """Train a tracker. Precedence: schema defaults < --config < --set < flags you type."""
-    flags = TrainFlags(
-        train_dir,
-        val_dir,
-        crop_size,
-        epochs,
-        lr,
-        d_model,
-        nhead,
-        encoder_layers,
-        decoder_layers,
-        anchor,
-        clip_length,
-        resume,
-    )
-    resolved = resolve(config, set_, flags)
+def _train_command(act: Callable[[DreemConfig, Path | None], None], summary: str) -> Callable[..., None]:
+    """`dreem train` and `dreem config show` take the same options, so what show prints is what train runs.
+
+    `act` gets the resolved configuration and the --config file it came from.
+    """
+
+    def command(
+        train_dir: TrainDir = None,
+        val_dir: ValDir = None,
+        crop_size: CropSize = None,
+        epochs: Epochs = None,
+        lr: LearningRate = None,
+        d_model: DModel = None,
+        nhead: NHead = None,
+        encoder_layers: EncoderLayers = None,
+        decoder_layers: DecoderLayers = None,
+        anchor: Anchor = None,
+        clip_length: ClipLength = None,
+        resume: Resume = None,
+        config: ConfigFile = None,
+        set_: SetOverrides = None,
+    ) -> None:
+        flags = TrainFlags(
+            train_dir,
+            val_dir,
+            crop_size,
+            epochs,
+            lr,
+            d_model,
+            nhead,
+            encoder_layers,
+            decoder_layers,
+            anchor,
+            clip_length,
+            resume,
+        )
+        act(resolve(config, set_, flags), config)
+
+    command.__doc__ = summary
+    return command
+
+
+def _train(resolved: DreemConfig, config: Path | None) -> None:
     if not resolved.dataset.train_dataset.has_source:
         missing = ConfigIssue(
             "dataset.train_dataset.dir.path",
@@ -256,6 +266,11 @@ def train(
 
     with _reported():
         run_training(resolved)
+
+
+app.command("train")(
+    _train_command(_train, "Train a tracker. Precedence: schema defaults < --config < --set < flags you type.")
+)
 
 
 CheckpointOption = Annotated[
@@ -388,39 +403,13 @@ def config_validate(
     typer.echo(f"{file}: valid")
 
 
-@config_app.command("show")
-def config_show(
-    train_dir: TrainDir = None,
-    val_dir: ValDir = None,
-    crop_size: CropSize = None,
-    epochs: Epochs = None,
-    lr: LearningRate = None,
-    d_model: DModel = None,
-    nhead: NHead = None,
-    encoder_layers: EncoderLayers = None,
-    decoder_layers: DecoderLayers = None,
-    anchor: Anchor = None,
-    clip_length: ClipLength = None,
-    resume: Resume = None,
-    config: ConfigFile = None,
-    set_: SetOverrides = None,
-) -> None:
-    """Print the fully resolved configuration `dreem train` would use with the same options."""
-    flags = TrainFlags(
-        train_dir,
-        val_dir,
-        crop_size,
-        epochs,
-        lr,
-        d_model,
-        nhead,
-        encoder_layers,
-        decoder_layers,
-        anchor,
-        clip_length,
-        resume,
-    )
-    typer.echo(dump_yaml(resolve(config, set_, flags)), nl=False)
+def _show(resolved: DreemConfig, config: Path | None) -> None:
+    typer.echo(dump_yaml(resolved), nl=False)
+
+
+config_app.command("show")(
+    _train_command(_show, "Print the fully resolved configuration `dreem train` would use with the same options.")
+)
 
 
 def _version(value: bool) -> None:
