@@ -9,9 +9,9 @@ import torch
 
 from dreem_trainer.config import DreemConfig
 from dreem_trainer.data.clip import Clip
-from dreem_trainer.inference.metrics import TrackingCounts, tracking_counts
-from dreem_trainer.inference.tracker import Tracker
 from dreem_trainer.models.gtr import AssociationOutput, GlobalTrackingTransformer
+from dreem_trainer.tracking.metrics import TrackingCounts, tracking_counts
+from dreem_trainer.tracking.tracker import Tracker
 from dreem_trainer.training.loss import AssociationLoss
 
 

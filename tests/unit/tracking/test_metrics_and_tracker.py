@@ -7,9 +7,10 @@ import torch
 
 from dreem_trainer.config.model import ModelConfig
 from dreem_trainer.config.run import TrackerConfig
-from dreem_trainer.inference.metrics import TrackingCounts, tracking_counts
-from dreem_trainer.inference.tracker import Tracker, box_iou, track_scores
 from dreem_trainer.models.gtr import GlobalTrackingTransformer
+from dreem_trainer.tracking.association import box_iou, spatial_terms, track_scores
+from dreem_trainer.tracking.metrics import TrackingCounts, tracking_counts
+from dreem_trainer.tracking.tracker import Tracker
 
 
 def test_perfect_tracks() -> None:
@@ -63,10 +64,10 @@ def test_max_tracks_caps_new_tracks() -> None:
 
 
 def test_center_distance_forbids_far_matches_and_iou_multiplies() -> None:
-    t = tracker(max_center_dist=50.0, iou="mult")
+    config = TrackerConfig.model_validate({"max_center_dist": 50.0, "iou": "mult"})
     boxes = torch.tensor([[[0.0, 0.0, 10.0, 10.0]]])
     last = torch.tensor([[[0.0, 0.0, 10.0, 10.0]], [[500.0, 500.0, 510.0, 510.0]]])
-    scores = t._spatial_terms(torch.tensor([[0.6, 0.9]]), boxes, last)
+    scores = spatial_terms(torch.tensor([[0.6, 0.9]]), boxes, last, config)
     assert scores[0, 0] == 0.6 and scores[0, 1] == float("-inf")
 
 
