@@ -17,6 +17,8 @@ from dreem_trainer.cluster import JobStatus
 from dreem_trainer.config.run import StorageConfig
 from dreem_trainer.storage.staging import MirroredOutput
 from dreem_trainer.storage.sync import DirectorySync
+from dreem_trainer.tracking.metrics import METRICS
+from dreem_trainer.training.module import epoch_value_name
 from dreem_trainer.training.termination import CheckpointGate
 
 
@@ -33,10 +35,11 @@ class EpochLines(pl.Callback):
         if not trainer.is_global_zero:
             return
         shown = []
-        for name in ("train_loss_epoch", "val_loss", "val_idf1", "val_mota", "val_num_switches"):
-            value = trainer.callback_metrics.get(name)
-            if value is not None:
-                shown.append(f"{name.removesuffix('_epoch')} {float(value):.4g}")
+        for metric in METRICS:
+            for split in metric.splits if metric.epoch_line else ():
+                value = trainer.callback_metrics.get(epoch_value_name(metric, split))
+                if value is not None:
+                    shown.append(f"{metric.logged(split)} {float(value):.4g}")
         limit = "" if trainer.max_epochs in (None, -1) else f"/{trainer.max_epochs}"
         elapsed = time.monotonic() - self.started
         print(

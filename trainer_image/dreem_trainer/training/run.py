@@ -16,11 +16,12 @@ from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, Wand
 from torch.utils.data import DataLoader
 
 from dreem_trainer.cluster import job_from_environment, progress_interval
-from dreem_trainer.config import DreemConfig, dump_yaml
+from dreem_trainer.config import ConfigError, ConfigIssue, DreemConfig, dump_yaml
 from dreem_trainer.config.data import DataLoaderSplitConfig, DatasetSplitConfig
 from dreem_trainer.data.clip import Clip, collate_clips
 from dreem_trainer.data.dataset import ClipDataset
 from dreem_trainer.storage.staging import stage
+from dreem_trainer.tracking.metrics import LOSS, Mode, logged_names, metric_logged_as, split_of
 from dreem_trainer.training.callbacks import (
     EpochLines,
     LatestCheckpoint,
@@ -29,7 +30,7 @@ from dreem_trainer.training.callbacks import (
     StorageSync,
 )
 from dreem_trainer.training.checkpoint_io import AtomicCheckpointIO
-from dreem_trainer.training.module import DreemModule
+from dreem_trainer.training.module import DreemModule, epoch_value_name
 from dreem_trainer.training.termination import CheckpointGate, GracefulTermination
 
 log = logging.getLogger(__name__)
@@ -55,14 +56,21 @@ def checkpoint_dir(config: DreemConfig) -> Path:
 
 def monitored(metric: str, has_validation: bool) -> str:
     """Without a validation split, val_* metrics do not exist: watch the training loss instead."""
-    if has_validation or not metric.startswith("val_"):
+    if has_validation or split_of(metric) != "val":
         return metric
-    log.warning("no val_dataset: monitoring train_loss_epoch instead of %s", metric)
-    return "train_loss_epoch"
+    watched = epoch_value_name(LOSS, "train")
+    log.warning("no val_dataset: monitoring %s instead of %s", watched, metric)
+    return watched
 
 
-def _mode(metric: str) -> str:
-    return "min" if metric.endswith(("loss", "num_switches")) else "max"
+def metric_mode(watched: str, key: str) -> Mode:
+    """Whether the watched metric is better low or high, from the table; a name dreem does not log is a
+    configuration error now rather than a crash after the first epoch."""
+    metric = metric_logged_as(watched)
+    if metric is None:
+        known = ", ".join(logged_names())
+        raise ConfigError([ConfigIssue(key, f"dreem logs no such metric; choose one of {known}", watched)])
+    return metric.mode
 
 
 def build_callbacks(
@@ -80,7 +88,7 @@ def build_callbacks(
                 "filename": f"epoch={{epoch}}-best_{watched}={{{watched}:.4f}}",
                 "auto_insert_metric_name": False,
                 "monitor": watched,
-                "mode": _mode(watched),
+                "mode": metric_mode(watched, f"checkpointing.monitor[{index}]"),
                 "save_top_k": checkpointing.save_top_k,
                 "every_n_epochs": checkpointing.every_n_epochs,
                 # One last.ckpt, always the newest state, never a second full copy of a best one.
@@ -90,10 +98,13 @@ def build_callbacks(
             callbacks.append(LatestCheckpoint(gate=gate, **(settings | checkpointing.extra())))
     if config.early_stopping is not None:
         stopping = config.early_stopping
+        watched = monitored(stopping.monitor, has_validation)
+        table_mode = metric_mode(watched, "early_stopping.monitor")
         callbacks.append(
             EarlyStopping(
-                monitor=monitored(stopping.monitor, has_validation),
-                mode=stopping.mode,
+                monitor=watched,
+                # The configured mode is for the metric named; the training loss standing in for it is minimised.
+                mode=stopping.mode if watched == stopping.monitor else table_mode,
                 patience=stopping.patience,
                 min_delta=stopping.min_delta,
                 check_finite=stopping.check_finite,
