@@ -187,16 +187,17 @@ TERMINATION_UPLOAD_S = 24.0
 def run_training(config: DreemConfig, callbacks: Sequence[Callback] = ()) -> pl.Trainer:
     """Train as configured; returns the finished Trainer (its callbacks hold the checkpoint paths).
 
-    s3:// inputs are downloaded and s3:// outputs mirrored (see storage.staging).
+    `config` is the resolved configuration, s3:// paths and all. s3:// inputs are downloaded and s3:// outputs
+    mirrored (see storage.staging): training reads and writes `local`, its copy with every s3:// path
+    replaced by a local one.
     `callbacks` are added to the configured ones (benchmarks use it).
     """
-    resolved = config
     staged = stage(config)
-    config = staged.config
+    local = staged.config
     if staged.resumed_from:
         print(f"resuming from {staged.resumed_from}", flush=True)
     gate = CheckpointGate()
-    sync = StorageSync(config.storage, staged.outputs, gate) if staged.outputs else None
+    sync = StorageSync(local.storage, staged.outputs, gate) if staged.outputs else None
     if sync is not None:
         callbacks = [*callbacks, sync]
     flush = (lambda: sync.flush(timeout_s=TERMINATION_UPLOAD_S)) if sync is not None else None
@@ -204,21 +205,21 @@ def run_training(config: DreemConfig, callbacks: Sequence[Callback] = ()) -> pl.
     job = job_from_environment()
     if job is not None:
         callbacks = [*callbacks, ProgressReporter(job, staged.outputs, every_seconds=progress_interval())]
-    if config.seed is not None:
-        pl.seed_everything(config.seed, workers=True, verbose=False)
-    dataset, loaders = config.dataset, config.dataloader
-    train_loader = data_loader(dataset.train_dataset, loaders.train_dataloader, config.seed)
-    val_loader = data_loader(dataset.val_dataset, loaders.val_dataloader, config.seed) if dataset.val_dataset else None
-    has_validation = val_loader is not None and config.trainer.limit_val_batches != 0
-    trainer = build_trainer(config, has_validation=has_validation, callbacks=callbacks, gate=gate)
-    monitor = monitored(config.scheduler.monitor, has_validation) if config.scheduler else None
-    module = DreemModule(config.model_dump(mode="json"), scheduler_monitor=monitor)
+    if local.seed is not None:
+        pl.seed_everything(local.seed, workers=True, verbose=False)
+    dataset, loaders = local.dataset, local.dataloader
+    train_loader = data_loader(dataset.train_dataset, loaders.train_dataloader, local.seed)
+    val_loader = data_loader(dataset.val_dataset, loaders.val_dataloader, local.seed) if dataset.val_dataset else None
+    has_validation = val_loader is not None and local.trainer.limit_val_batches != 0
+    trainer = build_trainer(local, has_validation=has_validation, callbacks=callbacks, gate=gate)
+    monitor = monitored(local.scheduler.monitor, has_validation) if local.scheduler else None
+    module = DreemModule(local.model_dump(mode="json"), scheduler_monitor=monitor)
     if trainer.is_global_zero:
-        directory = checkpoint_dir(config)
+        directory = checkpoint_dir(local)
         directory.mkdir(parents=True, exist_ok=True)
         # The configuration as given (s3:// paths, not the local cache they were staged to).
-        (directory / "config.yaml").write_text(dump_yaml(resolved))
-    trainer.fit(module, train_loader, val_loader, ckpt_path=config.model.ckpt_path)
+        (directory / "config.yaml").write_text(dump_yaml(config))
+    trainer.fit(module, train_loader, val_loader, ckpt_path=local.model.ckpt_path)
     if staged.outputs and staged.staging is not None:
         # StorageSync waited for every upload at the end of fit (it raises otherwise): the copies are in S3.
         shutil.rmtree(staged.staging, ignore_errors=True)
