@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dreem_trainer.config import DreemConfig
+from dreem_trainer.config.optimization import SchedulerConfig
+from dreem_trainer.config.run import EarlyStoppingConfig
 from dreem_trainer.tracking.metrics import LOSS, TRACKING_METRICS, TrackingCounts, metric_logged_as, tracking_counts
 
 
@@ -58,3 +61,10 @@ def test_logged_names_find_their_row() -> None:
     }
     # Identities exist only where labels are scored, so training logs no tracking metric.
     assert metric_logged_as("train_idf1") is None and metric_logged_as("val_idf") is None
+
+
+def test_the_schema_defaults_monitor_logged_metrics() -> None:
+    # The config schema sits below the table and spells its defaults out; they must name rows of it.
+    config = DreemConfig()
+    defaults = [*config.checkpointing.monitor, EarlyStoppingConfig().monitor, SchedulerConfig().monitor]
+    assert [metric_logged_as(name) for name in defaults] == [LOSS, LOSS, LOSS]
