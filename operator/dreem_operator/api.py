@@ -15,12 +15,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from dreem_trainer.config import DreemConfig
 from dreem_trainer.config.paths import S3Uri
 
-GROUP = "dreem.sleap.ai"
-VERSION = "v1alpha1"
-KIND = "DreemTrainingJob"
-PLURAL = "dreemtrainingjobs"
-SHORT_NAME = "dtj"
-
 Phase = Literal["Pending", "Running", "Restarting", "Succeeded", "Failed", "Suspended"]
 KubernetesObject = dict[str, Any]
 

@@ -18,8 +18,8 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from dreem_operator.api import DreemTrainingJobStatus
-from dreem_operator.children import JobRef, KubernetesObject, OperatorSettings
+from dreem_operator.api import DreemTrainingJobStatus, KubernetesObject
+from dreem_operator.children import JobRef, OperatorSettings
 from dreem_operator.kube import ClusterApi
 from dreem_operator.metrics import OperatorMetrics
 from dreem_operator.reconcile import Observation, Plan, event_object, observe_pod, parse_stamp, reconcile

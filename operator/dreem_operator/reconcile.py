@@ -9,10 +9,9 @@ from typing import Any, Literal, get_args
 
 from pydantic import ValidationError
 
-from dreem_operator.api import Condition, DreemTrainingJobSpec, DreemTrainingJobStatus
+from dreem_operator.api import Condition, DreemTrainingJobSpec, DreemTrainingJobStatus, KubernetesObject
 from dreem_operator.children import (
     JobRef,
-    KubernetesObject,
     OperatorSettings,
     config_map,
     gang_pod,
@@ -23,9 +22,7 @@ from dreem_operator.children import (
 )
 from dreem_operator.names import FIELD_MANAGER, LABEL_ATTEMPT, LABEL_RANK, TRAINER_CONTAINER
 from dreem_trainer.config.loader import issues_from
-
-CONFIG_ERROR_EXIT = 2
-"""`dreem train` exits 2 for a configuration or data error: retrying cannot help."""
+from dreem_trainer.contract import EXIT_USER_ERROR
 
 MAX_CONDITIONS = 20
 """The status keeps the newest transitions only, so a long-lived job's object stays small."""
@@ -218,7 +215,7 @@ def reconcile(
     plan.delete_pods = [pod.name for pod in pods if pod.attempt != attempt]
     current = {pod.rank: pod for pod in pods if pod.attempt == attempt}
 
-    broken = next((p for p in current.values() if p.phase == "Failed" and p.exit_code == CONFIG_ERROR_EXIT), None)
+    broken = next((p for p in current.values() if p.phase == "Failed" and p.exit_code == EXIT_USER_ERROR), None)
     if broken is not None:
         plan.delete_pods += [p.name for p in current.values()]
         message = broken.message.strip() or f"{broken.name} exited with a configuration error"

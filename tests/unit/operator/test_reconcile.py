@@ -11,7 +11,6 @@ import yaml
 from dreem_operator.api import DreemTrainingJobStatus, Progress
 from dreem_operator.children import JobRef, OperatorSettings
 from dreem_operator.reconcile import (
-    CONFIG_ERROR_EXIT,
     Event,
     Observation,
     ObservedPod,
@@ -21,6 +20,7 @@ from dreem_operator.reconcile import (
     reconcile,
 )
 from dreem_trainer.config import validate
+from dreem_trainer.contract import EXIT_USER_ERROR
 
 JOB = JobRef("flies", "lab", "uid-1")
 NOW = datetime(2026, 11, 25, 12, 0, 0)
@@ -159,7 +159,7 @@ def test_phase_transitions(
 def test_configuration_error_fails_at_once_with_the_reason() -> None:
     reason = "invalid configuration (1 problem):\n  - optimizer.name: not a torch.optim optimizer (got 'Adamm')"
     plan = run(
-        [pod(0, "Failed", exit_code=CONFIG_ERROR_EXIT, message=reason), pod(1, "Running")],
+        [pod(0, "Failed", exit_code=EXIT_USER_ERROR, message=reason), pod(1, "Running")],
         status(phase="Running", restarts=0),
     )
     assert plan.status.phase == "Failed" and plan.status.message == reason
