@@ -11,7 +11,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from dreem_operator.api import DreemTrainingJobStatus
+from dreem_operator.api import DreemTrainingJobStatus, Phase, Reason
 from dreem_operator.children import JobRef, OperatorSettings
 from dreem_operator.reconcile import Observation, ObservedPod, reconcile
 from dreem_trainer.cli import app
@@ -41,10 +41,10 @@ def test_unavailable_pretrained_weights_fail_the_job_at_once(tmp_path: Path, mon
         ObservedPod("flies-0-1", 0, 1, "Running"),
     ]
     spec = {"config": raw, "nodes": 2, "storage": {"output": "s3://lab/runs/flies"}, "runPolicy": {"backoffLimit": 3}}
-    running = DreemTrainingJobStatus(phase="Running", restarts=0, startTime="2026-11-25T11:00:00Z")
+    running = DreemTrainingJobStatus(phase=Phase.RUNNING, restarts=0, startTime="2026-11-25T11:00:00Z")
     seen = Observation(pods, now=datetime(2026, 11, 25, 12))
     plan = reconcile(JobRef("flies", "lab", "uid-1"), spec, running, 1, seen, OperatorSettings())
-    assert plan.status.phase == "Failed" and plan.status.restarts == 0
-    assert plan.status.conditions is not None and plan.status.conditions[-1].reason == "ConfigurationError"
+    assert plan.status.phase == Phase.FAILED and plan.status.restarts == 0
+    assert plan.status.conditions is not None and plan.status.conditions[-1].reason == Reason.CONFIGURATION_ERROR
     assert "model.encoder_cfg.pretrained" in (plan.status.message or "")
     assert sorted(plan.delete_pods) == ["flies-0-0", "flies-0-1"] and plan.create == []
