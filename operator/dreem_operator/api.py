@@ -8,6 +8,7 @@ affinity, env, volumes) are passed to the pods as given and validated by the API
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -18,9 +19,12 @@ from dreem_trainer.config.paths import S3Uri
 
 KubernetesObject = dict[str, Any]
 
+QUANTITY = re.compile(r"^([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))((?:[eE][+-]?[0-9]+)|[numkMGTPE]|[KMGTPE]i)?$")
+"""A Kubernetes resource quantity ("8", "500m", "32Gi", "1e3"): a number and its unit."""
+
 
 class Phase(StrEnum):
-    """Where a job stands, in `status.phase` and as the type of each condition."""
+    """Where a job stands, in `status.phase`."""
 
     PENDING = "Pending"
     RUNNING = "Running"
@@ -34,20 +38,50 @@ class Phase(StrEnum):
         return self in (Phase.SUCCEEDED, Phase.FAILED)
 
 
-class Reason(StrEnum):
-    """Why a job entered its phase: the reason of its condition and of the Event recorded with it."""
+class ConditionType(StrEnum):
+    """The conditions every job carries, one of each, each True or False (`kubectl wait --for=condition=...`)."""
 
+    CREATED = "Created"
+    RUNNING = "Running"
+    RESTARTING = "Restarting"
+    SUSPENDED = "Suspended"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+class Reason(StrEnum):
+    """Why a job is where it is: the reason of its conditions and of the Event recorded with each change."""
+
+    CREATED = "JobCreated"
     GANG_PENDING = "GangPending"
     GANG_RUNNING = "GangRunning"
     GANG_RESTART = "GangRestart"
+    GANG_DISRUPTED = "GangDisrupted"
+    SCHEDULE_TIMEOUT = "ScheduleTimeout"
     TRAINING_FINISHED = "TrainingFinished"
     SUSPENDED = "Suspended"
+    RESUMED = "Resumed"
     INVALID_SPEC = "InvalidSpec"
     CONFIGURATION_ERROR = "ConfigurationError"
     BACKOFF_LIMIT_EXCEEDED = "BackoffLimitExceeded"
     DEADLINE_EXCEEDED = "DeadlineExceeded"
     WAITING_FOR_CREDENTIALS = "WaitingForSecret"
     CREDENTIALS_MISSING = "MissingSecret"
+    WAITING_FOR_PREVIOUS_JOB = "WaitingForPreviousJob"
+    # A pod that cannot start, with the reason Kubernetes gives it (the scheduler's or the kubelet's), so
+    # `kubectl get dtj` says what `kubectl describe pod` would.
+    SCHEDULING_GATED = "SchedulingGated"
+    UNSCHEDULABLE = "Unschedulable"
+    ERR_IMAGE_PULL = "ErrImagePull"
+    IMAGE_PULL_BACK_OFF = "ImagePullBackOff"
+    INVALID_IMAGE_NAME = "InvalidImageName"
+    ERR_IMAGE_NEVER_PULL = "ErrImageNeverPull"
+    IMAGE_INSPECT_ERROR = "ImageInspectError"
+    REGISTRY_UNAVAILABLE = "RegistryUnavailable"
+    CREATE_CONTAINER_CONFIG_ERROR = "CreateContainerConfigError"
+    CREATE_CONTAINER_ERROR = "CreateContainerError"
+    PRE_START_HOOK_ERROR = "PreStartHookError"
+    POST_START_HOOK_ERROR = "PostStartHookError"
 
 
 class ApiModel(BaseModel):
@@ -80,6 +114,55 @@ class Storage(ApiModel):
         return output
 
 
+class SchedulingPolicy(ApiModel):
+    """How each attempt's gang is queued and scheduled, with Kubeflow's field names. What reaches the cluster
+    depends on the operator's gang scheduler (the chart's `gangScheduler`): a Volcano or scheduler-plugins
+    PodGroup per attempt, and Kueue's plain-pod group labels on the pods."""
+
+    minAvailable: int | None = Field(
+        None,
+        ge=1,
+        description="Pods the gang scheduler must place together (default: spec.nodes; the trainer needs them all).",
+    )
+    queue: str | None = Field(
+        None,
+        max_length=253,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+        description="With gangScheduler volcano: the Volcano queue of the PodGroup. Otherwise: the Kueue "
+        "LocalQueue in the job's namespace (label kueue.x-k8s.io/queue-name); the pods then wait, gated, until "
+        "Kueue admits the whole gang.",
+    )
+    priorityClass: str | None = Field(
+        None, description="PriorityClass of the Volcano PodGroup (the pods' own is spec.podTemplate.priorityClassName)."
+    )
+    minResources: dict[str, int | str] | None = Field(
+        None,
+        description="Resources the gang needs before any pod is placed, e.g. {nvidia.com/gpu: 8} (default: the pods' "
+        "requests times minAvailable).",
+    )
+
+    @field_validator("minResources")
+    @classmethod
+    def _quantities(cls, resources: dict[str, int | str] | None) -> dict[str, int | str] | None:
+        for name, value in (resources or {}).items():
+            if isinstance(value, str) and not QUANTITY.match(value):
+                raise ValueError(f"{name}: {value!r} is not a Kubernetes quantity (e.g. 8, 500m, 32Gi)")
+        return resources
+
+    scheduleTimeoutSeconds: int | None = Field(
+        None,
+        ge=1,
+        description="Seconds the gang may take, from its pods' release to the scheduler (after Kueue's admission, "
+        "if queued), until every pod runs; then the attempt's pods are deleted and scheduleTimeoutAction applies "
+        "(default: no limit). Also the scheduler-plugins PodGroup's own wait.",
+    )
+    scheduleTimeoutAction: Literal["Requeue", "Fail"] = Field(
+        "Requeue",
+        description="After scheduleTimeoutSeconds: Requeue starts a new attempt (queued again) after the restart "
+        "delay, without using backoffLimit; Fail fails the job (default: Requeue).",
+    )
+
+
 class RunPolicy(ApiModel):
     backoffLimit: int = Field(3, ge=0, description="Gang restarts allowed after retryable pod failures (default: 3).")
     activeDeadlineSeconds: int | None = Field(
@@ -94,11 +177,21 @@ class RunPolicy(ApiModel):
     cleanPodPolicy: Literal["All", "Running", "None"] = Field(
         "Running", description="Which pods to delete when the job finishes (default: Running)."
     )
+    schedulingPolicy: SchedulingPolicy = Field(
+        default_factory=SchedulingPolicy,
+        description="Gang scheduling and queueing of each attempt's pods (Kubeflow's field names).",
+    )
 
 
 class PodTemplate(ApiModel):
     """Scheduling and extras for the training pods."""
 
+    labels: dict[str, str] | None = Field(
+        None, description="Extra labels of the training pods (the operator's own labels win on a clash)."
+    )
+    annotations: dict[str, str] | None = Field(
+        None, description="Extra annotations of the training pods (the operator's own win on a clash)."
+    )
     nodeSelector: dict[str, str] | None = Field(
         None, description="Node labels the training pods must match (default: the chart's trainer.nodeSelector)."
     )
@@ -133,13 +226,13 @@ class DreemTrainingJobSpec(ApiModel):
 
 
 class Condition(ApiModel):
-    type: str = Field(
-        ..., description="The phase entered (Pending, Running, Restarting, Succeeded, Failed or Suspended)."
+    type: ConditionType = Field(
+        ..., description="Created, Running, Restarting, Suspended, Succeeded or Failed: one condition of each."
     )
     status: Literal["True", "False", "Unknown"]
-    reason: str = ""
+    reason: Reason = Field(..., description="Why the condition has its status, from a fixed list.")
     message: str = ""
-    lastTransitionTime: str | None = None
+    lastTransitionTime: str = Field(..., description="When the status last changed.")
 
 
 class Progress(ApiModel):
@@ -152,10 +245,42 @@ class Progress(ApiModel):
 
 class DreemTrainingJobStatus(ApiModel):
     phase: Phase | None = Field(None, description="Pending, Running, Restarting, Succeeded, Failed or Suspended.")
-    conditions: list[Condition] | None = Field(None, description="What happened, newest last.")
+    conditions: list[Condition] | None = Field(
+        None, description="One per type (Created, Running, Restarting, Suspended, Succeeded, Failed), True or False."
+    )
     observedGeneration: int | None = Field(None, description="The spec generation this status describes.")
     startTime: str | None = Field(None, description="When the first pods were created.")
     completionTime: str | None = Field(None, description="When the job succeeded or failed.")
-    restarts: int | None = Field(None, description="Gang restarts so far.")
+    attempt: int | None = Field(
+        None, description="The current gang; its pods are <job>-<attempt>-<rank>. Every new gang gets the next."
+    )
+    restarts: int | None = Field(None, description="Gang restarts after failures, counted against backoffLimit.")
+    disruptions: int | None = Field(
+        None, description="Gang restarts after a pod was disrupted (evicted, preempted, drained): not failures."
+    )
+    requeues: int | None = Field(None, description="Gangs torn down after scheduleTimeoutSeconds and queued again.")
+    scheduleStartTime: str | None = Field(
+        None, description="When the current gang's pods were all released to the scheduler."
+    )
+    nextAttemptTime: str | None = Field(
+        None, description="The next gang starts no earlier than this (the delay after a failure)."
+    )
     message: str | None = Field(None, description="Why the job is in its phase, e.g. the configuration error.")
     progress: Progress | None = Field(None, description="Training progress reported by rank 0.")
+
+    @field_validator("conditions", mode="before")
+    @classmethod
+    def _known_conditions(cls, conditions: Any) -> Any:
+        """Conditions an older operator wrote (a history of phases, Pending among them) are dropped rather than
+        making the whole status unreadable: the next decision writes the full set again."""
+        if not isinstance(conditions, list):
+            return conditions
+        types, reasons = set(ConditionType), set(Reason)
+        return [
+            c
+            for c in conditions
+            if isinstance(c, dict)
+            and c.get("type") in types
+            and c.get("reason") in reasons
+            and c.get("lastTransitionTime")
+        ]

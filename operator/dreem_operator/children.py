@@ -4,21 +4,30 @@ and one gang pod per node. Pure functions: the handlers apply what these return.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
+from typing import Literal
 
-from dreem_operator.api import DreemTrainingJobSpec, KubernetesObject
+from dreem_operator.api import QUANTITY, DreemTrainingJobSpec, KubernetesObject
 from dreem_operator.names import (
     CACHE_MOUNT,
     CONFIG_FILE,
     CONFIG_MOUNT,
+    COSCHEDULING_GROUP_LABEL,
+    KUEUE_GROUP_COUNT_ANNOTATION,
+    KUEUE_GROUP_LABEL,
+    KUEUE_QUEUE_LABEL,
+    KUEUE_RETRIABLE_ANNOTATION,
     SCRATCH_MOUNT,
     SHARED_MEMORY_MOUNT,
     TRAINER_CONTAINER,
+    VOLCANO_GROUP_ANNOTATION,
     JobNames,
 )
 from dreem_trainer.config import DreemConfig, dump_yaml
 from dreem_trainer.contract import (
     API_VERSION,
     CREDENTIAL_KEYS,
+    ENV_ATTEMPT,
     ENV_CACHE_DIR,
     ENV_JOB,
     ENV_JOB_NAMESPACE,
@@ -29,6 +38,19 @@ from dreem_trainer.contract import (
 )
 
 GPU_RESOURCE = "nvidia.com/gpu"
+GangScheduler = Literal["none", "volcano", "scheduler-plugins"]
+SCHEDULER_NAMES: dict[GangScheduler, str | None] = {
+    "none": None,
+    "volcano": "volcano",
+    "scheduler-plugins": "scheduler-plugins-scheduler",
+}
+"""The pods' schedulerName for each gang scheduler unless the chart names another: Volcano's scheduler, and
+scheduler-plugins installed as a second scheduler (its chart's default name; as a replacement it is
+default-scheduler)."""
+POD_GROUP_API: dict[GangScheduler, str] = {
+    "volcano": "scheduling.volcano.sh/v1beta1",
+    "scheduler-plugins": "scheduling.x-k8s.io/v1alpha1",
+}
 TRAINER_UID = 65532
 """The non-root user of the trainer image (trainer_image/Dockerfile)."""
 
@@ -47,6 +69,16 @@ class OperatorSettings:
     trainer_node_selector: dict[str, str] | None = None
     trainer_tolerations: list[KubernetesObject] | None = None
     """Defaults for the training pods; a job's own resources and podTemplate win."""
+    gang_scheduler: GangScheduler = "none"
+    """Which gang scheduler places each attempt's pods together, through a PodGroup per attempt."""
+    scheduler_name: str | None = None
+    """The pods' schedulerName (default: SCHEDULER_NAMES[gang_scheduler])."""
+    restart_delay_seconds: float = 10.0
+    restart_delay_max_seconds: float = 360.0
+    """The wait before a new gang after a failure: doubling from the first, up to the second."""
+    lost_pod_seconds: float = 60.0
+    """How long past its deletion deadline a deleted, not-ready pod is waited for before it counts as lost with
+    its node and is force-deleted."""
 
 
 @dataclass(frozen=True)
@@ -136,7 +168,9 @@ def headless_service(job: JobRef, settings: OperatorSettings) -> KubernetesObjec
     }
 
 
-def rank_env(job: JobRef, spec: DreemTrainingJobSpec, rank: int, settings: OperatorSettings) -> list[KubernetesObject]:
+def rank_env(
+    job: JobRef, spec: DreemTrainingJobSpec, attempt: int, rank: int, settings: OperatorSettings
+) -> list[KubernetesObject]:
     """What Lightning (and torchrun, as PET_*) needs to form the gang, plus storage access by reference."""
     processes = max(spec.gpusPerNode, 1)
     values = {
@@ -152,6 +186,7 @@ def rank_env(job: JobRef, spec: DreemTrainingJobSpec, rank: int, settings: Opera
         "PET_NPROC_PER_NODE": str(processes),
         ENV_JOB: job.name,
         ENV_JOB_NAMESPACE: job.namespace,
+        ENV_ATTEMPT: str(attempt),
         ENV_CACHE_DIR: CACHE_MOUNT,
         # The image's user may have no writable home; libraries keep caches under $HOME and $TMPDIR.
         "HOME": SCRATCH_MOUNT,
@@ -169,14 +204,18 @@ def rank_env(job: JobRef, spec: DreemTrainingJobSpec, rank: int, settings: Opera
     return env + list(spec.podTemplate.env or [])
 
 
+def trainer_resources(spec: DreemTrainingJobSpec, settings: OperatorSettings) -> KubernetesObject:
+    resources: KubernetesObject = dict(spec.resources or settings.trainer_resources or {})
+    if spec.gpusPerNode:
+        resources["limits"] = {**resources.get("limits", {}), GPU_RESOURCE: spec.gpusPerNode}
+    return resources
+
+
 def gang_pod(
     job: JobRef, spec: DreemTrainingJobSpec, attempt: int, rank: int, settings: OperatorSettings
 ) -> KubernetesObject:
     names = job.names
-    resources: KubernetesObject = dict(spec.resources or settings.trainer_resources or {})
-    if spec.gpusPerNode:
-        limits = {**resources.get("limits", {}), GPU_RESOURCE: spec.gpusPerNode}
-        resources["limits"] = limits
+    resources = trainer_resources(spec, settings)
     template = spec.podTemplate
     pod_spec: KubernetesObject = {
         "restartPolicy": "Never",  # failures are handled per gang by the operator, not per container
@@ -197,7 +236,7 @@ def gang_pod(
                 "name": TRAINER_CONTAINER,
                 "image": spec.image or settings.trainer_image,
                 "args": ["train", "--config", f"{CONFIG_MOUNT}/{CONFIG_FILE}"],
-                "env": rank_env(job, spec, rank, settings),
+                "env": rank_env(job, spec, attempt, rank, settings),
                 "ports": [{"name": "ddp", "containerPort": settings.master_port}],
                 "resources": resources,
                 "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -233,11 +272,83 @@ def gang_pod(
         "imagePullSecrets": template.imagePullSecrets,
     }
     pod_spec.update({key: value for key, value in optional.items() if value})
+    scheduler_name = settings.scheduler_name or SCHEDULER_NAMES[settings.gang_scheduler]
+    if scheduler_name:
+        pod_spec["schedulerName"] = scheduler_name
+    labels, annotations = gang_metadata(job, spec, attempt, settings)
+    metadata = job.metadata(
+        names.pod(attempt, rank), {**(template.labels or {}), **labels, **names.labels(attempt, rank)}
+    )
+    metadata["annotations"] = {**(template.annotations or {}), **annotations}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": pod_spec}
+
+
+def gang_metadata(
+    job: JobRef, spec: DreemTrainingJobSpec, attempt: int, settings: OperatorSettings
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The labels and annotations that make a scheduler treat the attempt's pods as one gang.
+
+    Volcano finds its PodGroup by annotation, scheduler-plugins by label. Without Volcano, the pods also form
+    one Kueue plain-pod group, so Kueue admits the whole gang as one Workload (or none of it); they are inert
+    where Kueue does not manage the namespace. Every pod is non-retriable in its group: the operator never
+    replaces one pod of a gang, it starts the next attempt as a new group, so Kueue may release a failed
+    group's quota at once instead of waiting for replacements.
+    """
+    group = job.names.pod_group(attempt)
+    if settings.gang_scheduler == "volcano":
+        return {}, {VOLCANO_GROUP_ANNOTATION: group}
+    labels = {KUEUE_GROUP_LABEL: group}
+    if settings.gang_scheduler == "scheduler-plugins":
+        labels[COSCHEDULING_GROUP_LABEL] = group
+    queue = spec.runPolicy.schedulingPolicy.queue
+    if queue:
+        labels[KUEUE_QUEUE_LABEL] = queue
+    annotations = {KUEUE_GROUP_COUNT_ANNOTATION: str(spec.nodes), KUEUE_RETRIABLE_ANNOTATION: "false"}
+    return labels, annotations
+
+
+def times(quantity: int | str, factor: int) -> int | str:
+    """A Kubernetes quantity multiplied by a whole number, in its own unit ("32Gi" x 2 = "64Gi")."""
+    if isinstance(quantity, int):
+        return quantity * factor
+    match = QUANTITY.match(quantity.strip())
+    if match is None:
+        raise ValueError(f"not a Kubernetes quantity: {quantity!r}")
+    number = Decimal(match.group(1)) * factor
+    return f"{number.normalize():f}{match.group(2) or ''}"
+
+
+def gang_resources(spec: DreemTrainingJobSpec, settings: OperatorSettings, members: int) -> dict[str, int | str]:
+    """What `members` trainer pods request together: each pod's requests (its limits where it requests nothing,
+    as Kubernetes defaults them), GPUs included. What a gang scheduler needs free before it places any pod."""
+    resources = trainer_resources(spec, settings)
+    per_pod: dict[str, int | str] = {**resources.get("limits", {}), **resources.get("requests", {})}
+    return {name: times(value, members) for name, value in per_pod.items()}
+
+
+def pod_group(
+    job: JobRef, spec: DreemTrainingJobSpec, attempt: int, settings: OperatorSettings
+) -> KubernetesObject | None:
+    """The attempt's PodGroup for the gang scheduler (None without one), with Kubeflow's schedulingPolicy
+    mapped onto each project's fields: Volcano takes the queue and the priority class, scheduler-plugins the
+    schedule timeout (its Permit wait); both the minimum members and resources."""
+    if settings.gang_scheduler == "none":
+        return None
+    policy = spec.runPolicy.schedulingPolicy
+    members = min(policy.minAvailable or spec.nodes, spec.nodes)
+    group_spec: KubernetesObject = {"minMember": members}
+    minimum = policy.minResources if policy.minResources is not None else gang_resources(spec, settings, members)
+    if minimum:
+        group_spec["minResources"] = minimum
+    if settings.gang_scheduler == "volcano":
+        group_spec.update({"queue": policy.queue, "priorityClassName": policy.priorityClass})
+    elif policy.scheduleTimeoutSeconds is not None:
+        group_spec["scheduleTimeoutSeconds"] = policy.scheduleTimeoutSeconds
     return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": job.metadata(names.pod(attempt, rank), names.labels(attempt, rank)),
-        "spec": pod_spec,
+        "apiVersion": POD_GROUP_API[settings.gang_scheduler],
+        "kind": "PodGroup",
+        "metadata": job.metadata(job.names.pod_group(attempt), job.names.labels(attempt)),
+        "spec": {key: value for key, value in group_spec.items() if value is not None},
     }
 
 

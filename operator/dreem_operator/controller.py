@@ -19,10 +19,20 @@ from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from dreem_operator.api import DreemTrainingJobStatus, KubernetesObject
-from dreem_operator.children import JobRef, OperatorSettings
+from dreem_operator.children import POD_GROUP_API, JobRef, OperatorSettings
 from dreem_operator.kube import ClusterApi
 from dreem_operator.metrics import OperatorMetrics
-from dreem_operator.reconcile import Observation, Plan, event_object, observe_pod, parse_stamp, reconcile
+from dreem_operator.reconcile import (
+    Observation,
+    ObservedPodGroup,
+    Plan,
+    controlled_by,
+    event_object,
+    observe_pod_group,
+    observe_pods,
+    parse_stamp,
+    reconcile,
+)
 
 log = logging.getLogger(__name__)
 
@@ -122,10 +132,13 @@ class Reconciler:
         job = JobRef(name, namespace, meta["uid"])
         raw_spec = body.get("spec")
         status = read_status(body)
+        pods, foreign = observe_pods(self.api.list_pods(job), job)
         seen = Observation(
-            pods=[pod for pod in map(observe_pod, self.api.list_pods(job)) if pod is not None],
+            pods=pods,
             now=self.clock(),
             created=parse_stamp(meta.get("creationTimestamp")),
+            pod_groups=self._pod_groups(job),
+            foreign=foreign,
         )
         spec = raw_spec if isinstance(raw_spec, dict) else {}
         generation = int(meta.get("generation") or 1)
@@ -135,10 +148,23 @@ class Reconciler:
             problem = self.api.secret_problem(namespace, secret)
             if problem is not None:
                 plan = reconcile(job, spec, status, generation, replace(seen, secret_problem=problem), self.settings)
-        self._apply(job, status, plan, seen.now)
+        namesakes = self._apply(job, status, plan, seen.now)
+        if namesakes:  # found while creating: decide again, knowing them
+            seen = replace(seen, foreign=[*seen.foreign, *namesakes])
+            written, plan = plan.status, reconcile(job, spec, status, generation, seen, self.settings)
+            self._apply(job, written, plan, seen.now)
         self.metrics.job_phase(namespace, name, None if plan.delete_job else plan.status.phase)
 
-    def _apply(self, job: JobRef, status: DreemTrainingJobStatus, plan: Plan, now: datetime) -> None:
+    def _pod_groups(self, job: JobRef) -> list[ObservedPodGroup]:
+        if self.settings.gang_scheduler == "none":
+            return []
+        groups = self.api.list_pod_groups(job, POD_GROUP_API[self.settings.gang_scheduler])
+        observed = [observe_pod_group(group) for group in groups if controlled_by(group, job.uid)]
+        return [group for group in observed if group is not None]
+
+    def _apply(self, job: JobRef, status: DreemTrainingJobStatus, plan: Plan, now: datetime) -> list[str]:
+        """Apply the plan; stop before creating anything more when a child's name is held by an object another
+        owner controls, and return it (e.g. 'configmap "flies-config"'): it is never adopted."""
         # Status first: once `restarts` is stored, a crash before the new pods exist recreates the same
         # attempt on the next reconcile instead of reviving the old one.
         if operator_fields(plan.status) != operator_fields(status):
@@ -150,8 +176,17 @@ class Reconciler:
                 log.warning("could not record event %s on %s/%s: %s", event.reason, job.namespace, job.name, error)
         for pod in plan.delete_pods:
             self.api.delete_pod(job.namespace, pod)
+        for pod in plan.force_delete_pods:
+            log.warning("force-deleting pod %s/%s: its node is lost", job.namespace, pod)
+            self.api.force_delete_pod(job.namespace, pod)
+        for group in plan.delete_pod_groups:
+            self.api.delete_pod_group(job.namespace, group, POD_GROUP_API[self.settings.gang_scheduler])
         for obj in plan.create:
-            if self.api.create(obj) and obj["kind"] == "Pod":
-                log.info("created pod %s/%s", job.namespace, obj["metadata"]["name"])
+            if self.api.create(obj):
+                if obj["kind"] == "Pod":
+                    log.info("created pod %s/%s", job.namespace, obj["metadata"]["name"])
+            elif (found := self.api.existing(obj)) is not None and not controlled_by(found, job.uid):
+                return [f'{obj["kind"].lower()} "{obj["metadata"]["name"]}"']
         if plan.delete_job:
             self.api.delete_job(job.namespace, job.name)
+        return []

@@ -147,6 +147,8 @@ def build_crd() -> Schema:
     _add_rules(spec, DreemTrainingJobSpec, "spec")
     _add_rules(spec["properties"]["storage"], Storage, "spec.storage")
     status = _schema_of(DreemTrainingJobStatus)
+    # One condition per type, enforced by the API server and merged by type in server-side apply.
+    status["properties"]["conditions"].update({"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]})
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -170,10 +172,18 @@ def build_crd() -> Schema:
                     "subresources": {"status": {}},
                     "additionalPrinterColumns": [
                         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+                        # Running's reason is the job's current one: what it waits for, or why it stopped.
+                        {
+                            "name": "Reason",
+                            "type": "string",
+                            "jsonPath": '.status.conditions[?(@.type=="Running")].reason',
+                        },
                         {"name": "Epoch", "type": "integer", "jsonPath": ".status.progress.epoch"},
                         {"name": "Val-Loss", "type": "number", "jsonPath": ".status.progress.metrics.val_loss"},
                         {"name": "Restarts", "type": "integer", "jsonPath": ".status.restarts"},
                         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                        {"name": "Disruptions", "type": "integer", "jsonPath": ".status.disruptions", "priority": 1},
+                        {"name": "Attempt", "type": "integer", "jsonPath": ".status.attempt", "priority": 1},
                     ],
                     "schema": {
                         "openAPIV3Schema": {

@@ -22,18 +22,23 @@ from dreem_trainer.contract import CREDENTIAL_KEYS, GROUP, PLURAL, STATUS_PATCH,
 
 log = logging.getLogger(__name__)
 
+POD_GROUPS = "podgroups"
+
 PERMISSIONS: list[tuple[str, str, tuple[str, ...]]] = [
     # (API group, resource, verbs), for every call below and kopf's watches.
     (GROUP, PLURAL, ("get", "list", "watch", "delete")),
     (GROUP, f"{PLURAL}/status", ("get", "patch")),
-    ("", "pods", ("list", "watch", "create", "delete")),
-    ("", "configmaps", ("create",)),
-    ("", "services", ("create",)),
-    ("", "serviceaccounts", ("create",)),
+    ("", "pods", ("get", "list", "watch", "create", "delete")),
+    ("", "configmaps", ("get", "create")),
+    ("", "services", ("get", "create")),
+    ("", "serviceaccounts", ("get", "create")),
     ("", "secrets", ("get",)),
     ("", "events", ("create",)),
-    ("rbac.authorization.k8s.io", "roles", ("create",)),
-    ("rbac.authorization.k8s.io", "rolebindings", ("create",)),
+    ("rbac.authorization.k8s.io", "roles", ("get", "create")),
+    ("rbac.authorization.k8s.io", "rolebindings", ("get", "create")),
+    # A PodGroup per attempt, with a gang scheduler (`get` on children: an existing one's owner is checked).
+    ("scheduling.volcano.sh", "podgroups", ("get", "list", "create", "delete")),
+    ("scheduling.x-k8s.io", "podgroups", ("get", "list", "create", "delete")),
 ]
 
 
@@ -54,6 +59,14 @@ class ClusterApi:
             "Role": self.rbac.create_namespaced_role,
             "RoleBinding": self.rbac.create_namespaced_role_binding,
         }
+        self._readers: dict[str, Callable[..., Any]] = {
+            "ConfigMap": self.core.read_namespaced_config_map,
+            "Service": self.core.read_namespaced_service,
+            "ServiceAccount": self.core.read_namespaced_service_account,
+            "Pod": self.core.read_namespaced_pod,
+            "Role": self.rbac.read_namespaced_role,
+            "RoleBinding": self.rbac.read_namespaced_role_binding,
+        }
 
     @staticmethod
     def _json(response: Any) -> Any:
@@ -72,18 +85,12 @@ class ClusterApi:
         return body
 
     def list_pods(self, job: JobRef) -> list[KubernetesObject]:
-        """The job's pods: labelled with its name and controlled by this very job (not a namesake's)."""
+        """The pods labelled with the job's name: its own, and any a namesake left (reconcile tells them apart)."""
         response = self.core.list_namespaced_pod(
             job.namespace, label_selector=f"{LABEL_JOB}={job.name}", _preload_content=False
         )
-        return [
-            pod
-            for pod in self._json(response).get("items", [])
-            if any(
-                ref.get("uid") == job.uid and ref.get("controller")
-                for ref in pod["metadata"].get("ownerReferences") or []
-            )
-        ]
+        items: list[KubernetesObject] = self._json(response).get("items", [])
+        return items
 
     def secret_problem(self, namespace: str, name: str) -> str | None:
         """Why the credentials Secret cannot serve the pods, or None when it can."""
@@ -101,14 +108,64 @@ class ClusterApi:
         return None
 
     def create(self, obj: KubernetesObject) -> bool:
-        """Create a child; False when one of that name exists already (a repeated reconcile)."""
+        """Create a child; False when one of that name exists already (a repeated reconcile, or a namesake's)."""
+        namespace = obj["metadata"]["namespace"]
         try:
-            self._creators[obj["kind"]](obj["metadata"]["namespace"], obj, field_manager=FIELD_MANAGER)
+            if obj["kind"] == "PodGroup":
+                group, version = obj["apiVersion"].split("/")
+                self.custom.create_namespaced_custom_object(
+                    group, version, namespace, POD_GROUPS, obj, field_manager=FIELD_MANAGER
+                )
+            else:
+                self._creators[obj["kind"]](namespace, obj, field_manager=FIELD_MANAGER)
         except ApiException as error:
             if error.status == 409:
                 return False
             raise
         return True
+
+    def existing(self, obj: KubernetesObject) -> KubernetesObject | None:
+        """The object of `obj`'s kind and name as it is in the cluster, None if there is none."""
+        meta = obj["metadata"]
+        try:
+            if obj["kind"] == "PodGroup":
+                group, version = obj["apiVersion"].split("/")
+                response = self.custom.get_namespaced_custom_object(
+                    group, version, meta["namespace"], POD_GROUPS, meta["name"], _preload_content=False
+                )
+            else:
+                response = self._readers[obj["kind"]](meta["name"], meta["namespace"], _preload_content=False)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        found: KubernetesObject = self._json(response)
+        return found
+
+    def list_pod_groups(self, job: JobRef, api_version: str) -> list[KubernetesObject]:
+        """The job's PodGroups of the gang scheduler's API, controlled by this very job."""
+        group, version = api_version.split("/")
+        response = self.custom.list_namespaced_custom_object(
+            group, version, job.namespace, POD_GROUPS, label_selector=f"{LABEL_JOB}={job.name}", _preload_content=False
+        )
+        items: list[KubernetesObject] = self._json(response).get("items", [])
+        return items
+
+    def delete_pod_group(self, namespace: str, name: str, api_version: str) -> None:
+        group, version = api_version.split("/")
+        try:
+            self.custom.delete_namespaced_custom_object(group, version, namespace, POD_GROUPS, name)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+    def force_delete_pod(self, namespace: str, name: str) -> None:
+        """Delete at once, without waiting for a kubelet (`kubectl delete --force --grace-period=0`)."""
+        try:
+            self.core.delete_namespaced_pod(name, namespace, grace_period_seconds=0, propagation_policy="Background")
+        except ApiException as error:
+            if error.status != 404:
+                raise
 
     def delete_pod(self, namespace: str, name: str) -> None:
         try:

@@ -17,6 +17,14 @@ SCRATCH_MOUNT = "/scratch"
 SHARED_MEMORY_MOUNT = "/dev/shm"  # noqa: S108  (a path inside the training container, not a host temp file)
 FIELD_MANAGER = "dreem-operator"
 
+# Other projects' keys, as their APIs spell them (volcano-sh/apis, scheduler-plugins, Kueue's plain-pod integration).
+VOLCANO_GROUP_ANNOTATION = "scheduling.k8s.io/group-name"
+COSCHEDULING_GROUP_LABEL = "scheduling.x-k8s.io/pod-group"
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+KUEUE_GROUP_LABEL = "kueue.x-k8s.io/pod-group-name"
+KUEUE_GROUP_COUNT_ANNOTATION = "kueue.x-k8s.io/pod-group-total-count"
+KUEUE_RETRIABLE_ANNOTATION = "kueue.x-k8s.io/retriable-in-group"
+
 
 @dataclass(frozen=True)
 class JobNames:
@@ -44,6 +52,11 @@ class JobNames:
 
     def pod(self, attempt: int, rank: int) -> str:
         return f"{self.job}-{attempt}-{rank}"
+
+    def pod_group(self, attempt: int) -> str:
+        """One gang per attempt: the PodGroup and Kueue's pod group (so a new attempt is queued afresh, and a
+        scheduler-plugins PodGroup, whose Failed phase is final, is never reused)."""
+        return f"{self.job}-{attempt}"
 
     def hostname(self, rank: int) -> str:
         return f"{self.job}-{rank}"

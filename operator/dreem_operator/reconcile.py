@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from dreem_operator.api import (
     Condition,
+    ConditionType,
     DreemTrainingJobSpec,
     DreemTrainingJobStatus,
     KubernetesObject,
@@ -31,6 +32,7 @@ from dreem_operator.children import (
     config_map,
     gang_pod,
     headless_service,
+    pod_group,
     progress_role,
     progress_role_binding,
     service_account,
@@ -39,10 +41,38 @@ from dreem_operator.names import FIELD_MANAGER, LABEL_ATTEMPT, LABEL_RANK, TRAIN
 from dreem_trainer.config.loader import issues_from
 from dreem_trainer.contract import EXIT_USER_ERROR
 
-MAX_CONDITIONS = 20
-"""The status keeps the newest transitions only, so a long-lived job's object stays small."""
-
 PodPhase = Literal["Pending", "Running", "Succeeded", "Failed", "Unknown"]
+
+DISRUPTION_CONDITIONS = ("DisruptionTarget", "TerminationTarget")
+"""Pod conditions that say the pod is being stopped for the cluster's sake, not its own fault: Kubernetes'
+DisruptionTarget (eviction, preemption, taint manager, node-pressure eviction, graceful node shutdown) and
+Kueue's TerminationTarget (its workload was evicted or preempted)."""
+
+TROUBLE_ORDER: tuple[Reason, ...] = (
+    Reason.CREATE_CONTAINER_CONFIG_ERROR,
+    Reason.CREATE_CONTAINER_ERROR,
+    Reason.INVALID_IMAGE_NAME,
+    Reason.ERR_IMAGE_NEVER_PULL,
+    Reason.IMAGE_PULL_BACK_OFF,
+    Reason.ERR_IMAGE_PULL,
+    Reason.IMAGE_INSPECT_ERROR,
+    Reason.REGISTRY_UNAVAILABLE,
+    Reason.PRE_START_HOOK_ERROR,
+    Reason.POST_START_HOOK_ERROR,
+    Reason.UNSCHEDULABLE,
+    Reason.SCHEDULING_GATED,
+)
+"""Why a pod cannot start, as Kubernetes words it, most actionable first: a gang held up by several reasons
+reports the first (a missing Secret key is fixed before a full cluster frees up)."""
+
+
+@dataclass(frozen=True)
+class Trouble:
+    """Why a pod has not started: the pod's own reason and message, copied, never parsed (they differ between
+    Kubernetes versions and container runtimes)."""
+
+    reason: Reason
+    message: str
 
 
 @dataclass(frozen=True)
@@ -55,10 +85,36 @@ class ObservedPod:
     message: str = ""
     terminating: bool = False
     """Deleted and still stopping (its kubelet has not confirmed): it no longer counts, but it still runs."""
+    deletion_deadline: datetime | None = None
+    """metadata.deletionTimestamp: when its kubelet should have stopped it (the grace period included)."""
+    ready: bool = False
+    trouble: Trouble | None = None
+    disruption: str | None = None
+    """Why the cluster stopped it (a DisruptionTarget or TerminationTarget condition), as `Reason: message`."""
+    gated: bool = False
+    """Held by a scheduling gate: queued in Kueue, not yet released to the scheduler."""
+
+
+def _trouble(status: KubernetesObject, gated: bool) -> Trouble | None:
+    """The first reason, in TROUBLE_ORDER, that the pod cannot start; None while it starts normally."""
+    found: dict[Reason, str] = {}
+    for container in status.get("containerStatuses") or []:
+        waiting = (container.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") in TROUBLE_ORDER:
+            found.setdefault(Reason(waiting["reason"]), waiting.get("message") or waiting["reason"])
+    for condition in status.get("conditions") or []:
+        scheduled = condition.get("type") == "PodScheduled" and condition.get("status") == "False"
+        if scheduled and condition.get("reason") in (Reason.UNSCHEDULABLE, Reason.SCHEDULING_GATED):
+            found.setdefault(Reason(condition["reason"]), condition.get("message") or condition["reason"])
+    if gated:
+        found.setdefault(Reason.SCHEDULING_GATED, "waiting for its scheduling gates to be removed")
+    reason = next((reason for reason in TROUBLE_ORDER if reason in found), None)
+    return Trouble(reason, found[reason]) if reason is not None else None
 
 
 def observe_pod(pod: KubernetesObject) -> ObservedPod | None:
-    """What the decision needs from a pod: its place in the gang and how its trainer ended.
+    """What the decision needs from a pod: its place in the gang, how its trainer ended, and what keeps it
+    from starting or stopping.
 
     None for a pod that lacks the gang labels."""
     meta = pod.get("metadata", {})
@@ -77,8 +133,57 @@ def observe_pod(pod: KubernetesObject) -> ObservedPod | None:
         if container.get("name") == TRAINER_CONTAINER and terminated:
             exit_code = terminated.get("exitCode")
             message = terminated.get("message") or terminated.get("reason") or message
-    terminating = bool(meta.get("deletionTimestamp"))
-    return ObservedPod(meta.get("name", ""), attempt, rank, phase, exit_code, message, terminating)
+    conditions = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
+    disrupted = next((conditions[kind] for kind in DISRUPTION_CONDITIONS if kind in conditions), None)
+    disruption = None
+    if disrupted is not None:
+        disruption = f"{disrupted.get('reason') or disrupted['type']}: {disrupted.get('message') or ''}".rstrip(": ")
+    gated = bool((pod.get("spec") or {}).get("schedulingGates"))
+    return ObservedPod(
+        meta.get("name", ""),
+        attempt,
+        rank,
+        phase,
+        exit_code,
+        message,
+        terminating=bool(meta.get("deletionTimestamp")),
+        deletion_deadline=parse_stamp(meta.get("deletionTimestamp")),
+        ready="Ready" in conditions,
+        trouble=_trouble(status, gated) if phase == "Pending" else None,
+        disruption=disruption,
+        gated=gated,
+    )
+
+
+def controlled_by(obj: KubernetesObject, uid: str) -> bool:
+    return any(ref.get("uid") == uid and ref.get("controller") for ref in obj["metadata"].get("ownerReferences") or [])
+
+
+def observe_pods(pods: Iterable[KubernetesObject], job: JobRef) -> tuple[list[ObservedPod], list[str]]:
+    """The job's own gang pods, and the names of pods that carry its name but belong to another owner: an earlier
+    job of the same name, deleted and re-created before the garbage collector removed its children."""
+    own: list[ObservedPod] = []
+    foreign: list[str] = []
+    for pod in pods:
+        if not controlled_by(pod, job.uid):
+            foreign.append(f'pod "{pod["metadata"]["name"]}"')
+        elif (observed := observe_pod(pod)) is not None:
+            own.append(observed)
+    return own, foreign
+
+
+@dataclass(frozen=True)
+class ObservedPodGroup:
+    name: str
+    attempt: int
+
+
+def observe_pod_group(group: KubernetesObject) -> ObservedPodGroup | None:
+    labels = group["metadata"].get("labels") or {}
+    try:
+        return ObservedPodGroup(group["metadata"]["name"], int(labels[LABEL_ATTEMPT]))
+    except (KeyError, ValueError):
+        return None
 
 
 @dataclass(frozen=True)
@@ -92,6 +197,10 @@ class Observation:
     """The job's creationTimestamp, naive UTC."""
     secret_problem: str | None = None
     """Why spec.storage.credentialsSecret cannot be used (missing, or lacks a key), if it cannot."""
+    pod_groups: list[ObservedPodGroup] = field(default_factory=list)
+    """The job's PodGroups (with a gang scheduler)."""
+    foreign: list[str] = field(default_factory=list)
+    """Children with this job's names that another owner controls, e.g. 'configmap "flies-config"'."""
 
 
 @dataclass(frozen=True)
@@ -130,6 +239,9 @@ def event_object(job: JobRef, event: Event, now: datetime) -> KubernetesObject:
 class Plan:
     create: list[KubernetesObject] = field(default_factory=list)
     delete_pods: list[str] = field(default_factory=list)
+    force_delete_pods: list[str] = field(default_factory=list)
+    """Pods on a lost node: deleted with a zero grace period, as pod-gc does, since no kubelet will confirm."""
+    delete_pod_groups: list[str] = field(default_factory=list)
     status: DreemTrainingJobStatus = field(default_factory=DreemTrainingJobStatus)
     events: list[Event] = field(default_factory=list)
     delete_job: bool = False
@@ -144,6 +256,57 @@ def spec_problems(error: ValidationError) -> str:
     return "; ".join(f"spec.{issue}" for issue in issues_from(error)[:10])
 
 
+PHASE_CONDITION: dict[Phase, ConditionType] = {
+    Phase.RUNNING: ConditionType.RUNNING,
+    Phase.RESTARTING: ConditionType.RESTARTING,
+    Phase.SUSPENDED: ConditionType.SUSPENDED,
+    Phase.SUCCEEDED: ConditionType.SUCCEEDED,
+    Phase.FAILED: ConditionType.FAILED,
+}
+"""The condition that is True in each phase; a Pending job has none True but Created."""
+
+
+def next_conditions(
+    conditions: list[Condition] | None, phase: Phase, reason: Reason, message: str, now: str
+) -> list[Condition]:
+    """One condition per type, each True or False. A condition whose status flips takes the decision's reason,
+    message and time. The one the phase makes True, and Running (which says why the gang is not running when it
+    is not), also take a new reason and message without a flip, keeping their lastTransitionTime. The rest keep
+    what they said when they last flipped, so e.g. Failed=False does not churn while a job runs."""
+    existing = {condition.type: condition for condition in conditions or []}
+    active = PHASE_CONDITION.get(phase)
+    created = existing.get(ConditionType.CREATED)
+    was_created = created is not None and created.status == "True"
+    result: list[Condition] = []
+    for kind in ConditionType:
+        if kind == ConditionType.CREATED:
+            truth = was_created or reason != Reason.INVALID_SPEC
+            wanted = (Reason.CREATED, "the spec is valid") if truth else (reason, message)
+        else:
+            truth = kind == active
+            wanted = (reason, message)
+        old = existing.get(kind)
+        status: Literal["True", "False"] = "True" if truth else "False"
+        if old is None or old.status != status:
+            if old is not None and kind == ConditionType.SUSPENDED and not truth:
+                wanted = (Reason.RESUMED, "spec.runPolicy.suspend is false")
+            result.append(
+                Condition(type=kind, status=status, reason=wanted[0], message=wanted[1], lastTransitionTime=now)
+            )
+        elif kind in (active, ConditionType.RUNNING):
+            result.append(old.model_copy(update={"reason": wanted[0], "message": wanted[1]}))
+        else:
+            result.append(old)
+    return result
+
+
+def restart_delay(settings: OperatorSettings, count: int) -> timedelta:
+    """The wait before the next gang after the count-th failure (or requeue): exponential and capped, as a
+    Kubernetes Job's pod back-off is (10 s, 20 s, 40 s ... up to 6 min by default)."""
+    seconds = settings.restart_delay_seconds * 2 ** max(count - 1, 0)
+    return timedelta(seconds=min(seconds, settings.restart_delay_max_seconds))
+
+
 class Decision:
     """Builds a Plan step by step; one instance per reconcile."""
 
@@ -153,7 +316,7 @@ class Decision:
         self.now = now
 
     def delete(self, pods: Iterable[ObservedPod]) -> None:
-        self.plan.delete_pods += [pod.name for pod in pods]
+        self.plan.delete_pods += [pod.name for pod in pods if pod.name not in self.plan.delete_pods]
 
     def create(self, children: Iterable[KubernetesObject]) -> None:
         self.plan.create += children
@@ -162,25 +325,36 @@ class Decision:
         """Stay in the phase, with its message."""
         return self.plan
 
+    @property
+    def reason(self) -> Reason | None:
+        """The reason of the current decision: Running's, which always carries it (see next_conditions)."""
+        running = next((c for c in self.plan.status.conditions or [] if c.type == ConditionType.RUNNING), None)
+        return running.reason if running is not None else None
+
     def phase(
         self, phase: Phase, reason: Reason, message: str = "", warning: bool = False, record: bool = False
     ) -> Plan:
         """Enter `phase`. A new phase, a new reason within it, or a decision that is news by itself
-        (`record`: every gang restart) is recorded as a condition and an Event; repeating the same
-        decision on the next reconcile records nothing."""
+        (`record`: every gang restart) is recorded as an Event; repeating the same decision on the next
+        reconcile records nothing."""
         status = self.plan.status
-        last = status.conditions[-1] if status.conditions else None
-        if record or status.phase != phase or (last is not None and last.reason != reason):
-            condition = Condition(
-                type=phase, status="True", reason=reason, message=message, lastTransitionTime=_stamp(self.now)
-            )
-            status.conditions = [*(status.conditions or []), condition][-MAX_CONDITIONS:]
+        if record or status.phase != phase or self.reason != reason:
             self.plan.events.append(Event("Warning" if warning else "Normal", reason, message or phase.value))
+        status.conditions = next_conditions(status.conditions, phase, reason, message, _stamp(self.now))
         status.phase = phase
         status.message = message
         if phase.finished and status.completionTime is None:
             status.completionTime = _stamp(self.now)
         return self.plan
+
+    def next_gang(self, attempt: int, not_before: datetime | None = None) -> None:
+        """The current gang is given up: the next one is a new attempt, with its own pod and group names, which
+        a pod of this one (stuck on a lost node, say) can never hold, and whose checkpoint uploads fence this
+        one's out."""
+        status = self.plan.status
+        status.attempt = attempt + 1
+        status.scheduleStartTime = None
+        status.nextAttemptTime = _stamp(not_before) if not_before is not None else None
 
 
 def last_line(message: str, limit: int = 300) -> str:
@@ -209,7 +383,11 @@ class Situation:
     live: list[ObservedPod]
     """The pods that count: not being deleted."""
     stopping: list[ObservedPod]
-    """Deleted, still stopping."""
+    """Deleted, still stopping, on a node that may still stop them."""
+    lost: list[ObservedPod]
+    """Deleted, not ready, and still there settings.lost_pod_seconds past their deletion deadline: their node is
+    gone (NotReady or unreachable: the node controller marks its pods not ready), so nothing will ever confirm
+    them. They are force-deleted and no longer waited for."""
 
     @classmethod
     def of(
@@ -220,9 +398,18 @@ class Situation:
         seen: Observation,
         settings: OperatorSettings,
     ) -> Situation:
+        bound = timedelta(seconds=settings.lost_pod_seconds)
         live = [pod for pod in seen.pods if not pod.terminating]
-        stopping = [pod for pod in seen.pods if pod.terminating]
-        return cls(job, spec, status, seen, settings, live, stopping)
+        lost = [
+            pod
+            for pod in seen.pods
+            if pod.terminating
+            and not pod.ready
+            and pod.deletion_deadline is not None
+            and seen.now >= pod.deletion_deadline + bound
+        ]
+        stopping = [pod for pod in seen.pods if pod.terminating and pod not in lost]
+        return cls(job, spec, status, seen, settings, live, stopping, lost)
 
     @property
     def now(self) -> datetime:
@@ -234,8 +421,8 @@ class Situation:
 
     @property
     def attempt(self) -> int:
-        """The gang wanted now: every gang restart starts the next attempt."""
-        return self.status.restarts or 0
+        """The gang wanted now. A status written before attempts were counted apart had one per restart."""
+        return self.status.attempt if self.status.attempt is not None else self.status.restarts or 0
 
     @cached_property
     def gang(self) -> dict[int, ObservedPod]:
@@ -256,6 +443,19 @@ class Situation:
     def complete(self) -> bool:
         """As many pods in the gang as the job has nodes."""
         return len(self.gang) == self.spec.nodes
+
+    @property
+    def running(self) -> bool:
+        """Every rank is there and has started (a rank that finished first still counts)."""
+        return self.complete and all(pod.phase in ("Running", "Succeeded") for pod in self.gang.values())
+
+    @property
+    def trouble(self) -> tuple[ObservedPod, Trouble] | None:
+        """The pod of this gang whose reason for not starting matters most, with that reason."""
+        stuck = [(pod, pod.trouble) for pod in self.gang.values() if pod.trouble is not None]
+        if not stuck:
+            return None
+        return min(stuck, key=lambda found: (TROUBLE_ORDER.index(found[1].reason), found[0].rank))
 
 
 Rule = Callable[[Situation, Decision], Plan | None]
@@ -285,9 +485,13 @@ def job_finished(s: Situation, decide: Decision) -> Plan | None:
 
 
 def job_suspended(s: Situation, decide: Decision) -> Plan | None:
+    """Suspension deletes the pods, queued ones included (Kueue then drops their workload), and keeps the
+    progress. Resuming starts a new attempt, which resumes from the last checkpoint."""
     if not s.policy.suspend:
         return None
     decide.delete(s.live)
+    if s.status.phase != Phase.SUSPENDED:
+        decide.next_gang(s.attempt)
     return decide.phase(Phase.SUSPENDED, Reason.SUSPENDED, "suspended by spec.runPolicy.suspend; progress is kept")
 
 
@@ -301,6 +505,20 @@ def deadline_passed(s: Situation, decide: Decision) -> Plan | None:
     return decide.phase(Phase.FAILED, Reason.DEADLINE_EXCEEDED, message, warning=True)
 
 
+def namesakes_present(s: Situation, decide: Decision) -> Plan | None:
+    """Children with this job's names that another owner controls belong to an earlier job of the same name,
+    deleted and re-created before the garbage collector removed them. They are never adopted (the ConfigMap
+    would hold the old job's config): the gang waits until they are gone."""
+    if not s.missing or not s.seen.foreign:
+        return None
+    shown = ", ".join(s.seen.foreign[:5]) + (f" and {len(s.seen.foreign) - 5} more" if len(s.seen.foreign) > 5 else "")
+    message = (
+        f"waiting for {shown} of an earlier DreemTrainingJob named {s.job.name!r} to be deleted (the garbage "
+        "collector removes them; delete them yourself if they have no owner left)"
+    )
+    return decide.phase(Phase.PENDING, Reason.WAITING_FOR_PREVIOUS_JOB, message, warning=True)
+
+
 def user_error(s: Situation, decide: Decision) -> Plan | None:
     """A rank that exited EXIT_USER_ERROR fails the job at once, with the trainer's reason: retrying cannot help."""
     gang = s.gang.values()
@@ -312,9 +530,25 @@ def user_error(s: Situation, decide: Decision) -> Plan | None:
     return decide.phase(Phase.FAILED, Reason.CONFIGURATION_ERROR, message, warning=True)
 
 
+def gang_disrupted(s: Situation, decide: Decision) -> Plan | None:
+    """A rank the cluster stopped (evicted, preempted, drained, or on a node the taint manager cleared) is not a
+    failure: the gang restarts at once from the last checkpoint, without using backoffLimit."""
+    victim = next(
+        (pod for pod in [*s.gang.values(), *s.stopping, *s.lost] if pod.attempt == s.attempt and pod.disruption),
+        None,
+    )
+    if victim is None:
+        return None
+    decide.delete(s.gang.values())
+    decide.plan.status.disruptions = (s.status.disruptions or 0) + 1
+    decide.next_gang(s.attempt)
+    message = f"{victim.name} was disrupted ({victim.disruption}); restarting all pods from the last checkpoint"
+    return decide.phase(Phase.RESTARTING, Reason.GANG_DISRUPTED, message, warning=True, record=True)
+
+
 def gang_broken(s: Situation, decide: Decision) -> Plan | None:
     """A failed rank, or one lost while the gang ran, stops the whole gang: the next attempt resumes from the
-    last checkpoint, until spec.runPolicy.backoffLimit is spent."""
+    last checkpoint after an exponential, capped delay, until spec.runPolicy.backoffLimit is spent."""
     gang = s.gang.values()
     failed = [pod for pod in gang if pod.phase in ("Failed", "Unknown")]
     lost = s.missing if s.status.phase == Phase.RUNNING else []
@@ -328,10 +562,13 @@ def gang_broken(s: Situation, decide: Decision) -> Plan | None:
             cause += f": {last_words}"
     else:
         cause = f"pod {s.job.names.pod(s.attempt, lost[0])} disappeared while the gang was running"
-    if s.attempt >= s.policy.backoffLimit:
+    restarts = s.status.restarts or 0
+    if restarts >= s.policy.backoffLimit:
         return decide.phase(Phase.FAILED, Reason.BACKOFF_LIMIT_EXCEEDED, f"{cause}; no restarts left", warning=True)
-    decide.plan.status.restarts = s.attempt + 1
-    message = f"{cause}; restarting all pods from the last checkpoint"
+    decide.plan.status.restarts = restarts + 1
+    delay = restart_delay(s.settings, restarts + 1)
+    decide.next_gang(s.attempt, s.now + delay)
+    message = f"{cause}; restarting all pods from the last checkpoint in {delay.total_seconds():g} s"
     return decide.phase(Phase.RESTARTING, Reason.GANG_RESTART, message, warning=True, record=True)
 
 
@@ -353,9 +590,33 @@ def secret_unusable(s: Situation, decide: Decision) -> Plan | None:
     return decide.phase(Phase.FAILED, Reason.CREDENTIALS_MISSING, s.seen.secret_problem, warning=True)
 
 
+def schedule_timed_out(s: Situation, decide: Decision) -> Plan | None:
+    """A gang not running scheduleTimeoutSeconds after its pods were released to the scheduler is torn down, so
+    a partial gang never holds GPUs the others wait for. Requeue queues a new attempt after the restart delay
+    (not counted against backoffLimit); Fail fails the job."""
+    policy = s.policy.schedulingPolicy
+    released = parse_stamp(s.status.scheduleStartTime)
+    timeout = policy.scheduleTimeoutSeconds
+    if timeout is None or released is None or s.running or s.now < released + timedelta(seconds=timeout):
+        return None
+    decide.delete(s.gang.values())
+    trouble = s.trouble
+    why = f": {trouble[0].name}: {trouble[1].reason.value}: {trouble[1].message}" if trouble else ""
+    cause = f"the gang was not running {timeout} s after its pods were released to the scheduler{why}"
+    if policy.scheduleTimeoutAction == "Fail":
+        return decide.phase(Phase.FAILED, Reason.SCHEDULE_TIMEOUT, cause, warning=True)
+    requeues = (s.status.requeues or 0) + 1
+    decide.plan.status.requeues = requeues
+    delay = restart_delay(s.settings, requeues)
+    decide.next_gang(s.attempt, s.now + delay)
+    message = f"{cause}; queueing a new attempt in {delay.total_seconds():g} s"
+    return decide.phase(Phase.RESTARTING, Reason.SCHEDULE_TIMEOUT, message, warning=True, record=True)
+
+
 def previous_gang_stopping(s: Situation, decide: Decision) -> Plan | None:
     """A new gang starts only once the old one is gone: its rank 0 may still be uploading the checkpoint the
-    new one must resume from, and both would answer to the same rank DNS names meanwhile."""
+    new one must resume from, and both would answer to the same rank DNS names meanwhile. Pods on a lost node
+    are not waited for: see Situation.lost."""
     previous = len(s.stopping) + len(s.earlier)
     if not s.missing or not previous:
         return None
@@ -366,10 +627,19 @@ def previous_gang_stopping(s: Situation, decide: Decision) -> Plan | None:
     )
 
 
+def backing_off(s: Situation, decide: Decision) -> Plan | None:
+    """After a failure (or a requeue) the next gang waits until status.nextAttemptTime."""
+    not_before = parse_stamp(s.status.nextAttemptTime)
+    if s.gang or not_before is None or s.now >= not_before:
+        return None
+    return decide.keep()
+
+
 def run_the_gang(s: Situation, decide: Decision) -> Plan:
     """Create what is missing and say how far the gang has come. Children other than pods are listed whenever
     pods are created: creating them is idempotent (an existing one is kept), which spares a read of each."""
     missing = s.missing
+    status = decide.plan.status
     if missing:
         decide.create(
             [
@@ -380,24 +650,57 @@ def run_the_gang(s: Situation, decide: Decision) -> Plan:
                 progress_role_binding(s.job),
             ]
         )
+        group = pod_group(s.job, s.spec, s.attempt, s.settings)
+        if group is not None:
+            decide.create([group])
+        status.nextAttemptTime = None
     decide.create(gang_pod(s.job, s.spec, s.attempt, rank, s.settings) for rank in missing)
-    status = decide.plan.status
     if status.startTime is None and missing:
         status.startTime = _stamp(s.now)
-    if status.restarts is None:
-        status.restarts = 0
-    # A rank that finished first keeps the gang Running until the others finish.
-    if s.complete and all(pod.phase in ("Running", "Succeeded") for pod in s.gang.values()):
+    status.restarts = status.restarts or 0
+    status.attempt = s.attempt
+    if s.complete and status.scheduleStartTime is None and not any(pod.gated for pod in s.gang.values()):
+        status.scheduleStartTime = _stamp(s.now)
+    if s.running:
         return decide.phase(Phase.RUNNING, Reason.GANG_RUNNING, f"{s.spec.nodes} pod(s) running")
-    if s.status.phase == Phase.RESTARTING:
+    phase = Phase.RESTARTING if s.status.phase == Phase.RESTARTING else Phase.PENDING
+    trouble = s.trouble
+    if trouble is not None:
+        pod, why = trouble
+        return decide.phase(
+            phase, why.reason, f"pod {pod.name}: {why.message}", warning=why.reason != Reason.SCHEDULING_GATED
+        )
+    if phase == Phase.RESTARTING:
         return decide.keep()
     return decide.phase(Phase.PENDING, Reason.GANG_PENDING, "waiting for all pods to be scheduled")
 
 
 JOB_RULES: tuple[Rule, ...] = (job_finished, job_suspended, deadline_passed)
 """Rules about the job as a whole: they act on every pod it has."""
-GANG_RULES: tuple[Rule, ...] = (user_error, gang_broken, training_finished, secret_unusable, previous_gang_stopping)
+GANG_RULES: tuple[Rule, ...] = (
+    namesakes_present,
+    user_error,
+    gang_disrupted,
+    gang_broken,
+    training_finished,
+    secret_unusable,
+    schedule_timed_out,
+    previous_gang_stopping,
+    backing_off,
+)
 """Rules about the current attempt's gang; `run_the_gang` decides when none of them does."""
+
+
+def _decide(situation: Situation, decide: Decision) -> Plan:
+    for rule in JOB_RULES:
+        if (plan := rule(situation, decide)) is not None:
+            return plan
+    # Whatever the gang rules decide, the pods of earlier attempts go.
+    decide.delete(situation.earlier)
+    for rule in GANG_RULES:
+        if (plan := rule(situation, decide)) is not None:
+            return plan
+    return run_the_gang(situation, decide)
 
 
 def reconcile(
@@ -408,19 +711,18 @@ def reconcile(
     seen: Observation,
     settings: OperatorSettings,
 ) -> Plan:
-    """The next step for one job: the first rule that decides."""
+    """The next step for one job: the first rule that decides. Whatever it decides, pods on a lost node are
+    force-deleted, and PodGroups of any gang but the one wanted now are deleted (a Volcano queue reserves
+    capacity for a PodGroup as long as it exists)."""
     decide = Decision(status, seen.now, generation)
     try:
         spec = DreemTrainingJobSpec.model_validate(raw_spec)
     except ValidationError as error:
-        return spec_invalid(error, seen, decide)
-    situation = Situation.of(job, spec, status, seen, settings)
-    for rule in JOB_RULES:
-        if (plan := rule(situation, decide)) is not None:
-            return plan
-    # Whatever the gang rules decide, the pods of earlier attempts go.
-    decide.delete(situation.earlier)
-    for rule in GANG_RULES:
-        if (plan := rule(situation, decide)) is not None:
-            return plan
-    return run_the_gang(situation, decide)
+        plan = spec_invalid(error, seen, decide)
+    else:
+        situation = Situation.of(job, spec, status, seen, settings)
+        plan = _decide(situation, decide)
+        plan.force_delete_pods = [pod.name for pod in situation.lost]
+    wanted = None if plan.status.phase in (Phase.SUCCEEDED, Phase.FAILED, Phase.SUSPENDED) else plan.status.attempt
+    plan.delete_pod_groups = [group.name for group in seen.pod_groups if group.attempt != wanted]
+    return plan

@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
-from dreem_operator.children import OperatorSettings
+from dreem_operator.children import GangScheduler, OperatorSettings
 
 PREFIX = "DREEM_OPERATOR_"
 JSON_FIELDS = {"trainer_resources", "trainer_node_selector", "trainer_tolerations"}
@@ -31,6 +31,21 @@ class RuntimeSettings(BaseModel):
     trainer_resources: dict[str, Any] | None = Field(None, description="Training pods' resources (JSON).")
     trainer_node_selector: dict[str, str] | None = Field(None, description="Training pods' nodeSelector (JSON).")
     trainer_tolerations: list[dict[str, Any]] | None = Field(None, description="Training pods' tolerations (JSON).")
+    gang_scheduler: GangScheduler = Field(
+        OperatorSettings.gang_scheduler, description="none, volcano or scheduler-plugins: a PodGroup per attempt."
+    )
+    scheduler_name: str | None = Field(None, description="The training pods' schedulerName (default: the gang's).")
+    restart_delay_seconds: float = Field(
+        OperatorSettings.restart_delay_seconds, ge=0, description="The first delay before a new gang after a failure."
+    )
+    restart_delay_max_seconds: float = Field(
+        OperatorSettings.restart_delay_max_seconds, ge=0, description="The longest delay before a new gang."
+    )
+    lost_pod_seconds: float = Field(
+        OperatorSettings.lost_pod_seconds,
+        ge=0,
+        description="Seconds past its deletion deadline a not-ready pod is waited for before it is force-deleted.",
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> RuntimeSettings:
@@ -69,4 +84,9 @@ class RuntimeSettings(BaseModel):
             trainer_resources=self.trainer_resources or None,
             trainer_node_selector=self.trainer_node_selector or None,
             trainer_tolerations=self.trainer_tolerations or None,
+            gang_scheduler=self.gang_scheduler,
+            scheduler_name=self.scheduler_name or None,
+            restart_delay_seconds=self.restart_delay_seconds,
+            restart_delay_max_seconds=self.restart_delay_max_seconds,
+            lost_pod_seconds=self.lost_pod_seconds,
         )

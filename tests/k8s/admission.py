@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -92,3 +94,48 @@ def restricted_violations(pod_spec: KubernetesObject) -> list[str]:
             if port.get("hostPort"):
                 problems.append(f"{where} uses hostPort {port['hostPort']}")
     return problems
+
+
+VENDORED_CRDS = Path(__file__).resolve().parents[1] / "data" / "vendor"
+"""Other projects' published CRDs, verbatim with their licenses (see each folder's SOURCE.md)."""
+
+
+def vendored_crd(api_version: str, kind: str) -> KubernetesObject:
+    """The vendored CRD serving `kind` at `api_version`."""
+    group, version = api_version.split("/")
+    for path in sorted(VENDORED_CRDS.glob("*/*.yaml")):
+        crd = next(doc for doc in yaml.safe_load_all(path.read_text()) if doc)
+        spec = crd["spec"]
+        if (
+            spec["group"] == group
+            and spec["names"]["kind"] == kind
+            and any(v["name"] == version for v in spec["versions"])
+        ):
+            return dict(crd)
+    raise LookupError(f"no vendored CRD serves {kind} {api_version}")
+
+
+def custom_resource_errors(obj: KubernetesObject) -> list[str]:
+    """What an API server with the vendored CRD refuses of `obj` (strict field validation included)."""
+    crd = vendored_crd(obj["apiVersion"], obj["kind"])
+    version = next(v for v in crd["spec"]["versions"] if v["name"] == obj["apiVersion"].split("/")[1])
+    schema = version["schema"]["openAPIV3Schema"]
+    errors = [
+        f"{'.'.join(str(part) for part in error.absolute_path)}: {error.message}"
+        for error in OAS30Validator(schema).iter_errors(obj)
+    ]
+    return errors + unknown_fields(obj.get("spec", {}), schema["properties"]["spec"], "spec")
+
+
+LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def label_problems(labels: dict[str, str]) -> list[str]:
+    """Label values the API server refuses (k8s.io/apimachinery validation: at most 63 characters, alphanumeric
+    at both ends, '-', '_' and '.' between); the official JSON schemas leave them to the server."""
+    return [
+        f"{key}={value!r}: not a valid label value"
+        for key, value in labels.items()
+        if len(value) > 63 or not LABEL_VALUE.match(value)
+    ]

@@ -36,6 +36,9 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             "nodeSelector": {"pool": "gpu"},
             "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
         },
+        "gangScheduler": "scheduler-plugins",
+        "gangSchedulerName": "default-scheduler",
+        "operator": {"restartDelaySeconds": 5, "restartDelayMaxSeconds": 120, "lostPodSeconds": 90},
     },
 }
 FOREIGN_KINDS = {"ServiceMonitor"}
@@ -150,6 +153,9 @@ def test_the_operator_reads_every_setting_the_chart_sets(tmp_path: Path) -> None
     assert decisions.trainer_resources == {"requests": {"cpu": "8", "memory": "32Gi"}}
     assert decisions.trainer_tolerations and decisions.trainer_tolerations[0]["key"] == "nvidia.com/gpu"
     assert runtime.namespaces == [] and container["image"] == "registry.lab.org/dreem-operator:0.1.0-lab1"
+    assert (decisions.gang_scheduler, decisions.scheduler_name) == ("scheduler-plugins", "default-scheduler")
+    assert (decisions.restart_delay_seconds, decisions.restart_delay_max_seconds) == (5, 120)
+    assert decisions.lost_pod_seconds == 90
     defaults = RuntimeSettings.from_env(
         {
             e["name"]: e["value"]
@@ -157,6 +163,7 @@ def test_the_operator_reads_every_setting_the_chart_sets(tmp_path: Path) -> None
         }
     )
     assert defaults.decisions.default_s3_endpoint is None and defaults.decisions.trainer_node_selector is None
+    assert defaults.decisions.gang_scheduler == "none" and defaults.decisions.scheduler_name is None
 
 
 def test_metrics_service_and_service_monitor(tmp_path: Path) -> None:
@@ -176,8 +183,9 @@ def test_metrics_service_and_service_monitor(tmp_path: Path) -> None:
         ({"trainer": {"image": "x", "s3Endpoint": "minio:9000"}}, "s3Endpoint"),
         ({"operator": {"logLevel": "loud"}}, "logLevel"),
         ({"replicas": 3}, "replicas"),
+        ({"gangScheduler": "kueue"}, "gangScheduler"),
     ],
-    ids=["namespace", "port", "endpoint", "log-level", "unknown-key"],
+    ids=["namespace", "port", "endpoint", "log-level", "unknown-key", "gang-scheduler"],
 )
 def test_bad_values_fail_at_install(values: dict[str, Any], named: str, tmp_path: Path) -> None:
     result = helm("template", "dreem", str(CHART), values=values, tmp_path=tmp_path)

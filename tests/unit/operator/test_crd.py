@@ -68,7 +68,16 @@ def test_names_columns_and_status() -> None:
     assert crd["names"]["shortNames"] == ["dtj"] and crd["scope"] == "Namespaced"
     version = crd["versions"][0]
     assert version["subresources"] == {"status": {}}
-    assert [c["name"] for c in version["additionalPrinterColumns"]] == ["Phase", "Epoch", "Val-Loss", "Restarts", "Age"]
+    assert [c["name"] for c in version["additionalPrinterColumns"]] == [
+        "Phase",
+        "Reason",
+        "Epoch",
+        "Val-Loss",
+        "Restarts",
+        "Age",
+        "Disruptions",
+        "Attempt",
+    ]
 
 
 OUT = {"output": "s3://b/runs"}

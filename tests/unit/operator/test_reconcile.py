@@ -1,4 +1,5 @@
-"""The operator's pure decisions, table by table: phases, gang restarts, suspend, deadline, TTL, children."""
+"""The operator's pure decisions, table by table: phases, conditions, gang restarts and disruptions, the delay
+after failures, suspend, deadline, TTL, children."""
 
 from __future__ import annotations
 
@@ -8,63 +9,12 @@ from typing import Any
 import pytest
 import yaml
 
-from dreem_operator.api import DreemTrainingJobStatus, Phase, Progress, Reason
-from dreem_operator.children import JobRef, OperatorSettings
-from dreem_operator.reconcile import (
-    Event,
-    Observation,
-    ObservedPod,
-    Plan,
-    event_object,
-    observe_pod,
-    reconcile,
-)
+from dreem_operator.api import ConditionType, DreemTrainingJobStatus, Phase, Progress, Reason
+from dreem_operator.children import OperatorSettings
+from dreem_operator.reconcile import Event, Observation, ObservedPod, Plan, event_object, observe_pod, reconcile
 from dreem_trainer.config import validate
 from dreem_trainer.contract import EXIT_USER_ERROR
-
-JOB = JobRef("flies", "lab", "uid-1")
-NOW = datetime(2026, 11, 25, 12, 0, 0)
-SETTINGS = OperatorSettings(trainer_image="trainer:test", master_port=29500, secret_grace_seconds=60)
-
-
-def spec(**changes: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "config": {"model": {"d_model": 64}, "dataset": {"train_dataset": {"dir": {"path": "s3://lab/flies"}}}},
-        "nodes": 2,
-        "gpusPerNode": 4,
-        "storage": {"output": "s3://lab/runs/flies", "credentialsSecret": "minio", "endpoint": "http://minio:9000"},
-        "runPolicy": {"backoffLimit": 2},
-    }
-    for key, value in changes.items():
-        base[key] = value | base.get(key, {}) if isinstance(value, dict) and key == "runPolicy" else value
-    return base
-
-
-def status(**fields: Any) -> DreemTrainingJobStatus:
-    return DreemTrainingJobStatus.model_validate(fields)
-
-
-def pod(rank: int, phase: str, attempt: int = 0, exit_code: int | None = None, message: str = "") -> ObservedPod:
-    return ObservedPod(f"flies-{attempt}-{rank}", attempt, rank, phase, exit_code, message)  # type: ignore[arg-type]
-
-
-def run(
-    pods: list[ObservedPod],
-    current: DreemTrainingJobStatus | None = None,
-    now: datetime = NOW,
-    secret_problem: str | None = None,
-    **changes: Any,
-) -> Plan:
-    seen = Observation(pods, now, created=NOW - timedelta(seconds=30), secret_problem=secret_problem)
-    return reconcile(JOB, spec(**changes), current or status(), 7, seen, SETTINGS)
-
-
-def kinds(plan: Plan) -> list[str]:
-    return [f"{obj['kind']}/{obj['metadata']['name']}" for obj in plan.create]
-
-
-def pods_created(plan: Plan) -> list[str]:
-    return [name for name in kinds(plan) if name.startswith("Pod/")]
+from tests.unit.operator.cases import JOB, NOW, SETTINGS, kinds, pod, pods_created, run, spec, status
 
 
 def test_new_job_creates_config_service_progress_rights_and_the_gang() -> None:
@@ -196,9 +146,24 @@ def test_suspend_keeps_progress_and_resume_recreates_the_gang() -> None:
     suspended = run([pod(0, "Running", 1), pod(1, "Running", 1)], before, runPolicy={"suspend": True})
     assert suspended.status.phase == Phase.SUSPENDED and suspended.status.progress == progress
     assert sorted(suspended.delete_pods) == ["flies-1-0", "flies-1-1"] and suspended.create == []
+    # Resuming starts a new gang: a pod of the suspended one that never stopped can hold neither its names nor
+    # its checkpoints.
     resumed = run([], suspended.status)
-    assert resumed.status.phase == Phase.PENDING and pods_created(resumed) == ["Pod/flies-1-0", "Pod/flies-1-1"]
-    assert resumed.status.progress == progress
+    assert resumed.status.phase == Phase.PENDING and pods_created(resumed) == ["Pod/flies-2-0", "Pod/flies-2-1"]
+    assert resumed.status.progress == progress and resumed.status.restarts == 1 and resumed.status.attempt == 2
+    assert again(resumed, runPolicy={"suspend": True}).status.attempt == 3
+    suspended_again = run([], suspended.status, runPolicy={"suspend": True})
+    assert suspended_again.status.attempt == 2 and suspended_again.events == []
+    conditions = {c.type: c for c in resumed.status.conditions or []}
+    assert (conditions[ConditionType.SUSPENDED].status, conditions[ConditionType.SUSPENDED].reason) == (
+        "False",
+        Reason.RESUMED,
+    )
+
+
+def again(plan: Plan, **changes: Any) -> Plan:
+    """The next reconcile, from the status `plan` left."""
+    return run([], plan.status, **changes)
 
 
 def test_active_deadline() -> None:
@@ -320,7 +285,7 @@ def test_progress_rights_cover_only_this_jobs_status() -> None:
                     "labels": {"dreem.sleap.ai/attempt": "0", "dreem.sleap.ai/rank": "0"},
                 }
             },
-            ObservedPod("going", 0, 0, "Pending", terminating=True),
+            ObservedPod("going", 0, 0, "Pending", terminating=True, deletion_deadline=datetime(2026, 11, 25, 12, 0, 0)),
         ),
     ],
     ids=["terminated", "no-status-yet", "evicted", "not-a-gang-pod", "being-deleted"],
@@ -354,3 +319,153 @@ def test_a_new_gang_waits_until_the_old_one_has_stopped() -> None:
     assert resumed.status.message == "waiting for 1 pod(s) of the previous attempt to stop"
     gone = run([], status(phase=Phase.RESTARTING, restarts=1, startTime="2026-11-25T11:00:00Z"))
     assert pods_created(gone) == ["Pod/flies-1-0", "Pod/flies-1-1"]
+
+
+def conditions_of(plan: Plan) -> dict[ConditionType, tuple[str, Reason, str]]:
+    found: dict[ConditionType, tuple[str, Reason, str]] = {
+        c.type: (c.status, c.reason, c.lastTransitionTime) for c in plan.status.conditions or []
+    }
+    assert len(found) == len(plan.status.conditions or []), "one condition per type"
+    return found
+
+
+def test_every_condition_type_is_there_once_true_or_false_and_flips_with_its_time() -> None:
+    pending = run([])
+    first = conditions_of(pending)
+    assert list(first) == list(ConditionType)
+    assert first[ConditionType.CREATED][:2] == ("True", Reason.CREATED)
+    assert first[ConditionType.RUNNING][:2] == ("False", Reason.GANG_PENDING)
+    assert {c for c, (truth, _, _) in first.items() if truth == "True"} == {ConditionType.CREATED}
+
+    later = NOW + timedelta(minutes=5)
+    running = run([pod(0, "Running"), pod(1, "Running")], pending.status, now=later)
+    second = conditions_of(running)
+    assert second[ConditionType.RUNNING] == ("True", Reason.GANG_RUNNING, "2026-11-25T12:05:00Z")
+    assert second[ConditionType.CREATED] == first[ConditionType.CREATED]  # no flip, no new time
+    assert second[ConditionType.FAILED] == first[ConditionType.FAILED]
+
+    failed = run(
+        [pod(0, "Failed", exit_code=1), pod(1, "Running")], running.status, now=later, runPolicy={"backoffLimit": 0}
+    )
+    third = conditions_of(failed)
+    # A failed job is not still Running=True: Running flips with the failure's reason.
+    assert third[ConditionType.FAILED][:2] == ("True", Reason.BACKOFF_LIMIT_EXCEEDED)
+    assert third[ConditionType.RUNNING][:2] == ("False", Reason.BACKOFF_LIMIT_EXCEEDED)
+    assert third[ConditionType.SUCCEEDED][0] == third[ConditionType.RESTARTING][0] == "False"
+
+
+def test_restarting_and_running_take_turns_and_both_stay_listed() -> None:
+    running = status(phase=Phase.RUNNING, restarts=0, startTime="2026-11-25T11:00:00Z")
+    restarting = run([pod(0, "Failed", exit_code=1), pod(1, "Running")], running)
+    states = conditions_of(restarting)
+    assert states[ConditionType.RESTARTING][:2] == ("True", Reason.GANG_RESTART)
+    assert states[ConditionType.RUNNING][:2] == ("False", Reason.GANG_RESTART)
+    back = run([pod(0, "Running", 1), pod(1, "Running", 1)], restarting.status, now=NOW + timedelta(minutes=1))
+    states = conditions_of(back)
+    assert states[ConditionType.RESTARTING][0] == "False" and states[ConditionType.RUNNING][0] == "True"
+
+
+def test_an_invalid_spec_is_never_created() -> None:
+    plan = run([], nodes=0)
+    states = conditions_of(plan)
+    assert states[ConditionType.CREATED][:2] == ("False", Reason.INVALID_SPEC)
+    assert states[ConditionType.FAILED][:2] == ("True", Reason.INVALID_SPEC)
+
+
+def test_conditions_an_older_operator_wrote_are_dropped_not_fatal() -> None:
+    old = DreemTrainingJobStatus.model_validate(
+        {
+            "phase": "Running",
+            "restarts": 1,
+            "conditions": [
+                {
+                    "type": "Pending",
+                    "status": "True",
+                    "reason": "GangPending",
+                    "lastTransitionTime": "2026-11-25T11:00:00Z",
+                },
+                {
+                    "type": "Running",
+                    "status": "True",
+                    "reason": "GangRunning",
+                    "lastTransitionTime": "2026-11-25T11:01:00Z",
+                },
+            ],
+        }
+    )
+    assert [c.type for c in old.conditions or []] == [ConditionType.RUNNING] and old.restarts == 1
+
+
+def test_events_record_changes_only() -> None:
+    pending = run([])
+    assert [e.reason for e in pending.events] == [Reason.GANG_PENDING]
+    assert run([pod(0, "Pending"), pod(1, "Pending")], pending.status).events == []
+
+
+@pytest.mark.parametrize(
+    ("victim", "cause"),
+    [
+        (
+            pod(1, "Failed", exit_code=137, disruption="TerminationByKubelet: The node was low on resource: memory."),
+            "TerminationByKubelet: The node was low on resource: memory.",
+        ),
+        (
+            pod(
+                1,
+                "Running",
+                terminating=True,
+                deletion_deadline=NOW,
+                disruption="EvictionByEvictionAPI: Eviction API: evicting",
+            ),
+            "EvictionByEvictionAPI: Eviction API: evicting",
+        ),
+        (
+            pod(1, "Running", terminating=True, deletion_deadline=NOW, disruption="WorkloadEvicted: Preempted"),
+            "WorkloadEvicted: Preempted",
+        ),
+    ],
+    ids=["kubelet-eviction", "api-eviction", "kueue-preemption"],
+)
+def test_a_disruption_restarts_the_gang_at_once_without_using_the_backoff_limit(
+    victim: ObservedPod, cause: str
+) -> None:
+    running = status(phase=Phase.RUNNING, restarts=0, attempt=0, startTime="2026-11-25T11:00:00Z")
+    plan = run([pod(0, "Running"), victim], running, runPolicy={"backoffLimit": 0})
+    assert plan.status.phase == Phase.RESTARTING and plan.status.disruptions == 1 and plan.status.restarts == 0
+    assert plan.status.attempt == 1 and plan.status.nextAttemptTime is None
+    assert plan.status.message == f"flies-0-1 was disrupted ({cause}); restarting all pods from the last checkpoint"
+    assert "flies-0-0" in plan.delete_pods
+    assert plan.events[-1].reason == Reason.GANG_DISRUPTED
+    # The disrupted gang is an earlier attempt now: the next gang waits for its pods, then starts at once.
+    waiting = run([pod(0, "Running", terminating=True, deletion_deadline=NOW)], plan.status)
+    assert pods_created(waiting) == [] and waiting.status.disruptions == 1
+    assert pods_created(run([], plan.status)) == ["Pod/flies-1-0", "Pod/flies-1-1"]
+
+
+def test_real_failures_wait_an_exponential_capped_delay() -> None:
+    settings = OperatorSettings(restart_delay_seconds=10, restart_delay_max_seconds=25)
+    running = status(phase=Phase.RUNNING, restarts=0, startTime="2026-11-25T11:00:00Z")
+    first = run(
+        [pod(0, "Failed", exit_code=1), pod(1, "Running")], running, settings=settings, runPolicy={"backoffLimit": 5}
+    )
+    assert first.status.nextAttemptTime == "2026-11-25T12:00:10Z"
+    assert first.status.message is not None and first.status.message.endswith("from the last checkpoint in 10 s")
+    early = run([], first.status, now=NOW + timedelta(seconds=9), settings=settings)
+    assert pods_created(early) == [] and early.status.phase == Phase.RESTARTING and early.events == []
+    due = run([], first.status, now=NOW + timedelta(seconds=10), settings=settings)
+    assert pods_created(due) == ["Pod/flies-1-0", "Pod/flies-1-1"] and due.status.nextAttemptTime is None
+
+    delays = []
+    current = due.status
+    for attempt in range(1, 4):
+        failed = run(
+            [pod(0, "Failed", attempt, exit_code=1)], current, settings=settings, runPolicy={"backoffLimit": 5}
+        )
+        delays.append((parse(failed.status.nextAttemptTime) - NOW).total_seconds())
+        current = failed.status.model_copy(update={"nextAttemptTime": None})
+    assert delays == [20, 25, 25]  # doubling from 10 s, capped at 25 s
+
+
+def parse(stamp: str | None) -> datetime:
+    assert stamp is not None
+    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ")

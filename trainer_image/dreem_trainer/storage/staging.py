@@ -1,5 +1,6 @@
 """Before training: check every s3:// location, download inputs into the cache, give outputs a local
-staging folder that is mirrored back, and find the checkpoint to resume from."""
+staging folder that is mirrored back, claim the output for this gang (in a cluster job), and find the
+checkpoint to resume from."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ from pathlib import Path
 from dreem_trainer.config import DreemConfig
 from dreem_trainer.config.data import DatasetSplitConfig
 from dreem_trainer.config.paths import S3Uri, is_s3
+from dreem_trainer.contract import ENV_ATTEMPT
 from dreem_trainer.storage.client import check_access
 from dreem_trainer.storage.download import cache_root, download
+from dreem_trainer.storage.fence import AttemptFence
 from dreem_trainer.storage.sync import newest_checkpoint
 
 log = logging.getLogger(__name__)
@@ -35,6 +38,8 @@ class StagedRun:
     resumed_from: str | None = None
     staging: Path | None = None
     """This process's local folder for mirrored outputs: a cache, removed once everything is uploaded."""
+    fence: AttemptFence | None = None
+    """In a cluster job with its checkpoints on S3: the claim every upload of this gang is checked against."""
 
 
 def _s3_paths(config: DreemConfig) -> list[str]:
@@ -94,6 +99,7 @@ def stage(config: DreemConfig) -> StagedRun:
         run.outputs.append(output)
         logging_config = logging_config.model_copy(update={"save_dir": str(output.local)})
     run.config = run.config.model_copy(update={"checkpointing": checkpointing, "logging": logging_config})
+    run.fence = _claim(config)
 
     model = run.config.model
     ckpt_path = model.ckpt_path
@@ -106,6 +112,19 @@ def stage(config: DreemConfig) -> StagedRun:
         ckpt_path = str(download(config.storage, ckpt_path))
     run.config = run.config.model_copy(update={"model": model.model_copy(update={"ckpt_path": ckpt_path})})
     return run
+
+
+def _claim(config: DreemConfig) -> AttemptFence | None:
+    """A cluster job's gang claims its checkpoint prefix before it looks for the checkpoint to resume from, so
+    no older gang writes there once the newer one has chosen what to resume (see storage.fence)."""
+    attempt = os.environ.get(ENV_ATTEMPT, "").strip()
+    dirpath = config.checkpointing.dirpath
+    if not attempt or not is_s3(dirpath):
+        return None
+    assert dirpath is not None
+    fence = AttemptFence(config.storage, S3Uri.parse(dirpath), int(attempt))
+    fence.claim()
+    return fence
 
 
 def _resumes(config: DreemConfig) -> bool:

@@ -4,7 +4,8 @@ Uploads read each file through one open handle, so a file replaced while it uplo
 written by rename, see training.checkpoint_io) still goes up whole; an S3 object appears only once its
 upload completes, so an object under the prefix is always a complete file. A link (last.ckpt pointing
 at a best checkpoint) becomes a server-side copy, not a second upload. Failed uploads are retried with
-backoff while training goes on.
+backoff while training goes on. With an AttemptFence, every transfer is checked against it first, and a
+fenced-out sync transfers nothing more (see storage.fence).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -21,6 +23,7 @@ from typing import Any, BinaryIO
 from dreem_trainer.config.paths import S3Uri
 from dreem_trainer.config.run import StorageConfig
 from dreem_trainer.storage.client import StorageError, explain, s3_client
+from dreem_trainer.storage.fence import AttemptFence, StaleAttempt
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +41,21 @@ def _transfer_config() -> Any:
 class DirectorySync:
     """Call `sync()` whenever the directory may have changed; `wait()` before the process exits."""
 
-    def __init__(self, storage: StorageConfig, local: Path, remote: S3Uri, retry_for_s: float = 900.0) -> None:
+    def __init__(
+        self,
+        storage: StorageConfig,
+        local: Path,
+        remote: S3Uri,
+        retry_for_s: float = 900.0,
+        fence: AttemptFence | None = None,
+    ) -> None:
         self.storage = storage
         self.local = local
         self.remote = remote
         self.retry_for_s = retry_for_s
+        self.fence = fence
+        self.fenced: StaleAttempt | None = None
+        """Set once a newer attempt has claimed the output: nothing more is transferred."""
         self.mirrored: dict[str, Signature] = {}
         self.pending: list[Future[None]] = []
         self.failures: dict[str, str] = {}
@@ -92,6 +105,8 @@ class DirectorySync:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         for future in pending:
             future.result(timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
+        if self.fenced is not None:
+            raise self.fenced
         # A file that failed but is gone locally (a pruned checkpoint) was superseded: not a loss.
         lost = [message for name, message in self.failures.items() if name in self.mirrored]
         if lost:
@@ -105,13 +120,18 @@ class DirectorySync:
         name = args[-1]
         deadline = time.monotonic() + self.retry_for_s
         delay = 1.0
-        while True:
+        while self.fenced is None:
             try:
+                self._check_fence()
                 action(*args)
                 self.failures.pop(name, None)
                 return
             except FileNotFoundError:
                 return  # replaced or pruned locally since it was queued: a later sync handles it
+            except StaleAttempt as error:
+                self.fenced = error
+                log.error("%s", error)
+                return
             except Exception as error:
                 if not transient(error) or time.monotonic() + delay > deadline:
                     self.failures[name] = f"{self.remote.join(name)}: {explain(error)}"
@@ -121,11 +141,15 @@ class DirectorySync:
                 time.sleep(delay)
                 delay = min(delay * 2, 30.0)
 
+    def _check_fence(self) -> None:
+        if self.fence is not None:
+            self.fence.check()
+
     def _upload(self, name: str) -> None:
         self.on_remote.discard(name)
         target = self.remote.join(name)
         with (self.local / name).open("rb") as handle:
-            upload_parts(s3_client(self.storage), handle, target)
+            upload_parts(s3_client(self.storage), handle, target, before_commit=self._check_fence)
         self.on_remote.add(name)
 
     def _copy(self, source: str, name: str) -> None:
@@ -145,12 +169,13 @@ class DirectorySync:
         s3_client(self.storage).delete_object(Bucket=target.bucket, Key=target.key)
 
 
-def upload_parts(client: Any, handle: BinaryIO, target: S3Uri) -> None:
+def upload_parts(client: Any, handle: BinaryIO, target: S3Uri, before_commit: Callable[[], None] | None = None) -> None:
     """Upload from one open handle, in 16 MiB parts given to the HTTP layer as bytes.
 
     s3transfer passes parts as file objects, which http.client sends 16 KiB at a time in a Python loop
     holding the GIL that training needs; a bytes body goes out in one C-level sendall. The object
-    appears only when the upload completes, and an abandoned upload is aborted.
+    appears only when the upload completes, and an abandoned upload is aborted. `before_commit` runs just
+    before a multipart upload is completed (the fence check: a long upload is checked again at its end).
     """
     first = handle.read(PART_BYTES)
     if len(first) < PART_BYTES:
@@ -166,6 +191,8 @@ def upload_parts(client: Any, handle: BinaryIO, target: S3Uri) -> None:
             )["ETag"]
             parts.append({"ETag": etag, "PartNumber": number})
             chunk, number = handle.read(PART_BYTES), number + 1
+        if before_commit is not None:
+            before_commit()
         client.complete_multipart_upload(
             Bucket=target.bucket, Key=target.key, UploadId=upload_id, MultipartUpload={"Parts": parts}
         )

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from dreem_trainer.cluster import JobStatus
 from dreem_trainer.config.run import StorageConfig
+from dreem_trainer.storage.fence import AttemptFence
 from dreem_trainer.storage.staging import MirroredOutput
 from dreem_trainer.storage.sync import DirectorySync
 from dreem_trainer.tracking.metrics import METRICS
@@ -177,30 +178,48 @@ class PreciseBatchNorm(pl.Callback):
 class StorageSync(Checkpoint):
     """Mirrors checkpoints and logs to S3 on rank 0, so they outlive the pod and a restarted job resumes from
     them: at start (the resolved config.yaml), after every checkpointing hook and at the end, where the run waits
-    for the uploads to finish.
+    for the uploads to finish. In a cluster job every upload is checked against the gang's AttemptFence, and a
+    gang fenced out by a newer one stops.
 
     A `Checkpoint` subclass, so Lightning runs it after the ModelCheckpoints of the same hook and the
     checkpoint just written goes up at once. Its scans go through `gate`, like the writes; `flush` is the
     SIGTERM path, run once the gate is shut.
     """
 
-    def __init__(self, storage: StorageConfig, outputs: list[MirroredOutput], gate: CheckpointGate) -> None:
+    def __init__(
+        self,
+        storage: StorageConfig,
+        outputs: list[MirroredOutput],
+        gate: CheckpointGate,
+        fence: AttemptFence | None = None,
+    ) -> None:
         self.storage = storage
         self.outputs = outputs
         self.gate = gate
+        self.fence = fence
         self.syncs: list[DirectorySync] = []
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if trainer.is_global_zero and not self.syncs:
-            self.syncs = [DirectorySync(self.storage, output.local, output.remote) for output in self.outputs]
+            self.syncs = [
+                DirectorySync(self.storage, output.local, output.remote, fence=self.fence) for output in self.outputs
+            ]
         self._sync()
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.sanity_checking:
             self._sync()
+            self._stop_if_fenced()
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._sync()
+        self._stop_if_fenced()
+
+    def _stop_if_fenced(self) -> None:
+        """A gang whose output a newer gang has claimed trains on for nothing: it stops with the reason."""
+        for sync in self.syncs:
+            if sync.fenced is not None:
+                raise sync.fenced
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.finish()

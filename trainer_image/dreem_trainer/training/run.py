@@ -197,7 +197,7 @@ def run_training(config: DreemConfig, callbacks: Sequence[Callback] = ()) -> pl.
     if staged.resumed_from:
         print(f"resuming from {staged.resumed_from}", flush=True)
     gate = CheckpointGate()
-    sync = StorageSync(local.storage, staged.outputs, gate) if staged.outputs else None
+    sync = StorageSync(local.storage, staged.outputs, gate, staged.fence) if staged.outputs else None
     if sync is not None:
         callbacks = [*callbacks, sync]
     flush = (lambda: sync.flush(timeout_s=TERMINATION_UPLOAD_S)) if sync is not None else None
