@@ -15,7 +15,7 @@ import pytest
 from dreem_operator.api import Phase, Reason
 from tests.conftest import dreem_executable, free_port
 from tests.k8s.emulator import EmulatedCluster
-from tests.k8s.harness import Kubectl, cluster_with_crd, job_manifest, minimal_spec, phase_is
+from tests.k8s.harness import Kubectl, cluster_with_crd, condition, job_manifest, minimal_spec, phase_is
 from tests.k8s.kubelet import LocalKubelet
 from tests.k8s.operator_process import OperatorProcess
 
@@ -71,14 +71,17 @@ def test_retryable_failures_restart_the_gang_until_the_backoff_limit(served: Ser
     status = failed["status"]
     assert status["restarts"] == 2
     assert status["message"].endswith("failed (exit code 1): CUDA error: an illegal memory access; no restarts left")
-    # The third attempt may fail before both ranks run: each restart is recorded all the same.
-    reasons = [c["reason"] for c in status["conditions"]]
-    assert reasons.count(Reason.GANG_RESTART) == 2 and reasons[-1] == Reason.BACKOFF_LIMIT_EXCEEDED, reasons
+    assert (condition(failed, "Failed")["status"], condition(failed, "Failed")["reason"]) == (
+        "True",
+        Reason.BACKOFF_LIMIT_EXCEEDED,
+    )
+    assert condition(failed, "Running")["status"] == condition(failed, "Restarting")["status"] == "False"
     # Three attempts of two ranks each, every one its own pod.
     attempts = {entry.split("/")[1].rsplit("-", 1)[0] for entry in kubelet.started}
     assert attempts == {"flaky-0", "flaky-1", "flaky-2"}
+    # The third attempt may fail before both ranks run: each restart is recorded all the same.
     reasons = [e["reason"] for e in served.kubectl.events() if e["involvedObject"]["name"] == "flaky"]
-    assert reasons.count(Reason.GANG_RESTART) == 2 and reasons[-1] == Reason.BACKOFF_LIMIT_EXCEEDED
+    assert reasons.count(Reason.GANG_RESTART) == 2 and reasons[-1] == Reason.BACKOFF_LIMIT_EXCEEDED, reasons
 
 
 def test_active_deadline_fails_the_job_and_stops_its_pods(served: Served) -> None:
@@ -123,7 +126,7 @@ def test_a_configuration_error_fails_at_once_with_the_trainers_reason(served: Se
     finally:
         kubelet.stop()
     status = failed["status"]
-    assert status["restarts"] == 0 and status["conditions"][-1]["reason"] == Reason.CONFIGURATION_ERROR
+    assert status["restarts"] == 0 and condition(failed, "Failed")["reason"] == Reason.CONFIGURATION_ERROR
     assert status["message"].endswith("no-such-folder: no such data directory"), status["message"]
 
 

@@ -13,8 +13,9 @@ garbage-collects dependents. Each of those changes what the operator does, so th
   writes with 422, transition rules included; its OpenAPI schema is not enforced (tests check it apart);
 - list and watch honour equality `labelSelector`s;
 - the log of served requests is bounded, so the thousandth request costs what the first did;
-- a deleted pod that a kubelet started stays, marked with deletionTimestamp, until its kubelet
-  confirms with a zero grace period (graceful termination); a pod never started goes at once;
+- a deleted pod that a kubelet started stays, marked with deletionTimestamp (the moment its grace period
+  ends, as the API server sets it) and deletionGracePeriodSeconds, until its kubelet confirms with a zero
+  grace period (graceful termination); a pod never started goes at once;
 - deleting an object deletes, in turn, every object whose owners are all gone (background propagation),
   unless the request asks for `propagationPolicy: Orphan`.
 """
@@ -28,7 +29,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,7 @@ BUILTIN_RESOURCES: dict[str, ResourceInfo] = {
     "v1/secrets": ResourceInfo(kind="Secret", namespaced=True),
     "v1/events": ResourceInfo(kind="Event", namespaced=True),
     "v1/namespaces": ResourceInfo(kind="Namespace", namespaced=False, subresources={"status"}),
+    "v1/nodes": ResourceInfo(kind="Node", namespaced=False, subresources={"status"}),
     "rbac.authorization.k8s.io/v1/roles": ResourceInfo(kind="Role", namespaced=True),
     "rbac.authorization.k8s.io/v1/rolebindings": ResourceInfo(kind="RoleBinding", namespaced=True),
 }
@@ -60,8 +62,8 @@ REQUESTS_KEPT = 16
 VERBS = {"get", "list", "watch", "create", "update", "patch", "delete"}
 
 
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def _now(later: float = 0) -> str:
+    return (datetime.now(UTC) + timedelta(seconds=later)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _matches(selector: str | None, labels: dict[str, str]) -> bool:
@@ -161,7 +163,7 @@ class ClusterEmulator(KubernetesEmulator):
             options = request.data if isinstance(request.data, dict) else {}
             orphan = options.get("propagationPolicy") == "Orphan"
             grace = request.params.get("gracePeriodSeconds", options.get("gracePeriodSeconds"))
-            await self._delete(key, cascade=not orphan, immediately=grace is not None and int(grace) == 0)
+            await self._delete(key, cascade=not orphan, grace=None if grace is None else int(grace))
         return request
 
     async def _create(self, request: rendering.Request) -> rendering.Request:
@@ -229,16 +231,19 @@ class ClusterEmulator(KubernetesEmulator):
         else:
             await self._buses[request.resource].put({"type": "MODIFIED", "object": copy.deepcopy(new)})
 
-    async def _delete(self, key: ObjectKey, cascade: bool, immediately: bool = False) -> None:
+    async def _delete(self, key: ObjectKey, cascade: bool, grace: int | None = None) -> None:
         obj = self._objects[key]
         meta = obj.raw["metadata"]
         # A pod a kubelet started is only marked: its kubelet stops the containers (SIGTERM, then SIGKILL
         # after the grace period) and then removes it for good with a zero grace period.
         started = key[0].plural == "pods" and bool((obj.raw.get("status") or {}).get("startTime"))
-        if meta.get("finalizers") or (started and not immediately):
+        if meta.get("finalizers") or (started and grace != 0):
             if not meta.get("deletionTimestamp"):
                 marked = copy.deepcopy(obj.raw)
-                marked["metadata"]["deletionTimestamp"] = _now()
+                if grace is None:
+                    default = 30 if key[0].plural == "pods" else 0
+                    grace = int((obj.raw.get("spec") or {}).get("terminationGracePeriodSeconds", default))
+                marked["metadata"].update(deletionTimestamp=_now(later=grace), deletionGracePeriodSeconds=grace)
                 self._bump(marked)
                 obj.create(marked)
                 await self._buses[key[0]].put({"type": "MODIFIED", "object": copy.deepcopy(marked)})

@@ -17,6 +17,7 @@ import yaml
 from dreem_operator.api import KubernetesObject
 from dreem_operator.crd import CRD_FILE
 from dreem_trainer.contract import API_VERSION, GROUP, KIND, PLURAL, VERSION
+from tests.k8s.admission import VENDORED_CRDS
 from tests.k8s.emulator import EmulatedCluster, emulated_cluster
 
 
@@ -77,6 +78,42 @@ class Kubectl:
         items: list[KubernetesObject] = json.loads(response.data)["items"]
         return items
 
+    def disrupt(
+        self,
+        pod_name: str,
+        reason: str = "EvictionByEvictionAPI",
+        message: str = "Eviction API: evicting",
+        grace_seconds: int | None = None,
+        namespace: str = "default",
+    ) -> None:
+        """What the eviction API, the scheduler's preemption and the taint manager do to a pod: add the
+        DisruptionTarget condition, then delete it gracefully (the emulator serves no eviction subresource)."""
+        pod = json.loads(self.core.read_namespaced_pod(pod_name, namespace, _preload_content=False).data)
+        target = {
+            "type": "DisruptionTarget",
+            "status": "True",
+            "lastProbeTime": None,
+            "lastTransitionTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "reason": reason,
+            "message": message,
+        }
+        conditions = [c for c in (pod.get("status") or {}).get("conditions") or [] if c["type"] != target["type"]]
+        self.core.patch_namespaced_pod_status(
+            pod_name,
+            namespace,
+            {"status": {"conditions": [target, *conditions]}},
+            _content_type="application/merge-patch+json",
+        )
+        self.core.delete_namespaced_pod(pod_name, namespace, grace_period_seconds=grace_seconds)
+
+    def pod_groups(self, api_version: str, namespace: str = "default") -> list[KubernetesObject]:
+        group, version = api_version.split("/")
+        response = self.custom.list_namespaced_custom_object(
+            group, version, namespace, "podgroups", _preload_content=False
+        )
+        items: list[KubernetesObject] = json.loads(response.data)["items"]
+        return items
+
     def create_secret(self, name: str, values: dict[str, str], namespace: str = "default") -> None:
         data = {key: base64.b64encode(value.encode()).decode() for key, value in values.items()}
         self.core.create_namespaced_secret(namespace, {"metadata": {"name": name}, "data": data})
@@ -117,7 +154,18 @@ def phase_is(*phases: str) -> Callable[[KubernetesObject], bool]:
     return lambda job: (job.get("status") or {}).get("phase") in phases
 
 
+def condition(job: KubernetesObject, kind: str) -> KubernetesObject:
+    """The job's one condition of that type."""
+    (found,) = [c for c in (job.get("status") or {}).get("conditions") or [] if c["type"] == kind]
+    return dict(found)
+
+
 @contextmanager
 def cluster_with_crd(workdir: Path) -> Iterator[EmulatedCluster]:
-    with emulated_cluster(workdir, [yaml.safe_load(CRD_FILE.read_text())]) as cluster:
+    """The emulator serving the DreemTrainingJob CRD and, as a cluster with Volcano and scheduler-plugins
+    installed would, their vendored PodGroup CRDs."""
+    crds = [yaml.safe_load(CRD_FILE.read_text())]
+    for path in sorted(VENDORED_CRDS.glob("*/*.yaml")):
+        crds += [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+    with emulated_cluster(workdir, crds) as cluster:
         yield cluster

@@ -1,4 +1,5 @@
-"""A test kubelet: runs each pod's container as a local process, the way a node would, and reports back.
+"""A test node: a kubelet that runs each pod's container as a local process, with the scheduler's part for its
+one node, and the failure modes a lab cluster shows in its first week.
 
 It polls the API (no watch: the emulator and the `kubernetes` client disagree on watch parameters), and
 for every new pod it resolves the environment (values, Secret and ConfigMap keys, field references),
@@ -7,8 +8,21 @@ command line to the sandbox, and starts the process in its own session. Pod DNS 
 (`<hostname>.<subdomain>`) resolve to 127.0.0.1, since every "node" is this machine. It patches the pod's
 status as a kubelet does: Running with a start time, then Succeeded or Failed with the container's
 exit code and termination message (the log tail, for `FallbackToLogsOnError`). A pod deleted from the
-API gets SIGTERM, then SIGKILL after its grace period; a pod whose Secret is missing stays Pending
-with CreateContainerConfigError.
+API gets SIGTERM, then SIGKILL after its grace period.
+
+What can go wrong, in the shapes Kubernetes writes (pkg/kubelet, pkg/scheduler, the API reference):
+- a pod the node cannot take (a nodeSelector it lacks, more GPUs than it has) stays Pending with
+  PodScheduled=False, reason Unschedulable and the scheduler's "0/1 nodes are available: ..." message; a pod
+  naming a scheduler this node does not serve is left alone, as no scheduler would bind it;
+- an image in `missing_images` never pulls: the container waits with ErrImagePull, then ImagePullBackOff;
+- a missing Secret or key: the container waits with CreateContainerConfigError;
+- `evict()` is node-pressure eviction (phase Failed, reason Evicted, DisruptionTarget/TerminationByKubelet);
+- `lose_node()` is a node that stops reporting: its processes die with it, its Node turns Ready=Unknown with
+  the unreachable taints, its pods turn Ready=False, and nothing confirms their deletion any more; the
+  kubelet goes on as a fresh node for new pods;
+- with `kueue=True` it also plays Kueue's plain-pod integration: a pod with a queue-name label is gated and
+  finalized on sight, as Kueue's webhook does at creation, and released when `admit` allows and its whole
+  group (pod-group-total-count) exists; a deleted gated pod's finalizer is removed.
 """
 
 from __future__ import annotations
@@ -33,10 +47,38 @@ KubernetesObject = dict[str, Any]
 MERGE_PATCH = "application/merge-patch+json"
 TERMINATION_MESSAGE_BYTES = 4096
 """What a kubelet keeps of a termination message."""
+KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
+KUEUE_GROUP = "kueue.x-k8s.io/pod-group-name"
+KUEUE_COUNT = "kueue.x-k8s.io/pod-group-total-count"
+KUEUE_MANAGED = "kueue.x-k8s.io/managed"
+KUEUE_GATE = "kueue.x-k8s.io/admission"
+GPU = "nvidia.com/gpu"
 
 
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def condition(kind: str, status: str, reason: str | None = None, message: str | None = None) -> KubernetesObject:
+    found: KubernetesObject = {"type": kind, "status": status, "lastProbeTime": None, "lastTransitionTime": _now()}
+    if reason:
+        found["reason"] = reason
+    if message:
+        found["message"] = message
+    return found
+
+
+def started_conditions(ready: bool, container: str) -> list[KubernetesObject]:
+    """A bound pod's conditions as the kubelet writes them (pkg/kubelet/status/generate.go)."""
+    unready = (None, None) if ready else ("ContainersNotReady", f"containers with unready status: [{container}]")
+    truth = "True" if ready else "False"
+    return [
+        condition("PodReadyToStartContainers", "True"),
+        condition("Initialized", "True"),
+        condition("Ready", truth, *unready),
+        condition("ContainersReady", truth, *unready),
+        condition("PodScheduled", "True"),
+    ]
 
 
 class PodConfigError(Exception):
@@ -58,23 +100,56 @@ class RunningPod:
 
 
 class LocalKubelet:
-    def __init__(self, kubeconfig: Path, workdir: Path, entrypoint: list[str], env: dict[str, str]) -> None:
+    def __init__(
+        self,
+        kubeconfig: Path,
+        workdir: Path,
+        entrypoint: list[str],
+        env: dict[str, str],
+        node: str = "node-a",
+        gpus: int = 8,
+        labels: dict[str, str] | None = None,
+        schedulers: tuple[str, ...] = ("default-scheduler",),
+        missing_images: tuple[str, ...] = (),
+        kueue: bool = False,
+    ) -> None:
         self.api = kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config(config_file=str(kubeconfig)))
         self.workdir = workdir
         self.entrypoint = entrypoint
         self.env = env
+        self.node, self.gpus, self.labels = node, gpus, labels or {}
+        self.schedulers, self.missing_images = set(schedulers), set(missing_images)
+        self.kueue = kueue
+        self.admit = False
+        """Kueue's admission: while False, queued pods stay gated."""
+        self.lost_nodes: set[str] = set()
         self.running: dict[str, RunningPod] = {}
         self.finished: dict[str, RunningPod] = {}
         self.errors: list[str] = []
         self.started: list[str] = []
         """Every pod (namespace/name/uid) this kubelet started, in order."""
+        self._pulls: dict[str, int] = {}
+        self._reported: dict[str, tuple[str, str]] = {}
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="test-kubelet", daemon=True)
 
     def start(self) -> LocalKubelet:
+        self._register(self.node)
         self._thread.start()
         return self
+
+    def _register(self, node: str) -> None:
+        capacity = {"cpu": "64", "memory": "256Gi", "pods": "110", GPU: str(self.gpus)}
+        labels = {"kubernetes.io/hostname": node, **self.labels}
+        ready = condition("Ready", "True", "KubeletReady", "kubelet is posting ready status")
+        ready["lastHeartbeatTime"] = ready["lastTransitionTime"]
+        self.api.create_node({"metadata": {"name": node, "labels": labels}})
+        self.api.patch_node_status(
+            node,
+            {"status": {"capacity": capacity, "allocatable": capacity, "conditions": [ready]}},
+            _content_type=MERGE_PATCH,
+        )
 
     def stop(self) -> None:
         self._stop.set()
@@ -93,6 +168,61 @@ class LocalKubelet:
         with self._lock:
             pod = next(p for p in self.running.values() if p.name == pod_name)
         os.killpg(pod.process.pid, sig)
+
+    def evict(self, pod_name: str, resource: str = "memory") -> None:
+        """Node-pressure eviction (pkg/kubelet/eviction): the kubelet kills the pod and leaves it Failed in the
+        API with reason Evicted and the DisruptionTarget condition (TerminationByKubelet)."""
+        with self._lock:
+            uid, pod = next((uid, p) for uid, p in self.running.items() if p.name == pod_name)
+            self.finished[uid] = self.running.pop(uid)
+        self._kill(pod)
+        message = f"The node was low on resource: {resource}. "
+        terminated = {"exitCode": 137, "reason": "Error", "finishedAt": _now()}
+        self._patch(
+            {"metadata": {"name": pod.name, "namespace": pod.namespace}},
+            {
+                "phase": "Failed",
+                "reason": "Evicted",
+                "message": message,
+                "conditions": [
+                    condition("DisruptionTarget", "True", "TerminationByKubelet", message),
+                    *[c for c in started_conditions(False, pod.container) if c["type"] != "Ready"],
+                    condition("Ready", "False", "PodFailed"),
+                ],
+                "containerStatuses": [
+                    {"name": pod.container, "ready": False, "restartCount": 0, "state": {"terminated": terminated}}
+                ],
+            },
+        )
+
+    def lose_node(self) -> str:
+        """The node stops reporting (powered off): its processes die with it, and what the node lifecycle
+        controller does once its grace period has passed is done at once: Ready=Unknown, the unreachable
+        taints, and Ready=False on each of its pods. Nothing confirms those pods' deletion any more. The
+        kubelet carries on as a new node, which it returns."""
+        lost = self.node
+        with self._lock:
+            self.lost_nodes.add(lost)
+            victims = list(self.running.items())
+            for uid, _ in victims:
+                self.finished[uid] = self.running.pop(uid)
+        for _, pod in victims:
+            self._kill(pod)
+        unknown = condition("Ready", "Unknown", "NodeStatusUnknown", "Kubelet stopped posting node status.")
+        taints = [
+            {"key": "node.kubernetes.io/unreachable", "effect": effect, "timeAdded": _now()}
+            for effect in ("NoSchedule", "NoExecute")
+        ]
+        self.api.patch_node(lost, {"spec": {"taints": taints}}, _content_type=MERGE_PATCH)
+        self.api.patch_node_status(lost, {"status": {"conditions": [unknown]}}, _content_type=MERGE_PATCH)
+        response = self.api.list_pod_for_all_namespaces(_preload_content=False)
+        for pod in json.loads(response.data)["items"]:
+            if (pod.get("spec") or {}).get("nodeName") == lost:
+                conditions = [c for c in (pod.get("status") or {}).get("conditions") or [] if c["type"] != "Ready"]
+                self._patch(pod, {"conditions": [*conditions, condition("Ready", "False")]})
+        self.node = f"{lost}-replacement"
+        self._register(self.node)
+        return lost
 
     def _loop(self) -> None:
         while not self._stop.wait(0.2):
@@ -114,9 +244,13 @@ class LocalKubelet:
                     self._report_exit(running)
                     self.finished[uid] = self.running.pop(uid)
         for uid, pod in pods.items():
-            meta = pod["metadata"]
+            meta, spec = pod["metadata"], pod.get("spec") or {}
+            if spec.get("nodeName") in self.lost_nodes:
+                continue  # no kubelet reports for a lost node
             if meta.get("deletionTimestamp"):
-                if uid not in self.running:  # stopped: remove the pod for good, as a kubelet does
+                if self.kueue and KUEUE_MANAGED in (meta.get("finalizers") or []) and uid not in self.running:
+                    self._finalize(pod)
+                elif uid not in self.running:  # stopped: remove the pod for good, as a kubelet does
                     self._confirm_deletion(pod)
                 continue
             if (
@@ -125,10 +259,120 @@ class LocalKubelet:
                 or (pod.get("status") or {}).get("phase") not in (None, "Pending")
             ):
                 continue
-            try:
-                self._run(pod)
-            except PodConfigError as error:
-                self._patch(pod, {"phase": "Pending", "message": str(error), "reason": "CreateContainerConfigError"})
+            if self._admitted(pod, pods.values()) and self._bound(pod):
+                self._start(pod)
+
+    def _admitted(self, pod: KubernetesObject, pods: Any) -> bool:
+        """Kueue's part: gate and finalize a queued pod on sight; release a gated group once admitted whole."""
+        meta, spec = pod["metadata"], pod.get("spec") or {}
+        labels = meta.get("labels") or {}
+        if self.kueue and KUEUE_QUEUE in labels and labels.get(KUEUE_MANAGED) != "true":
+            meta_patch = {
+                "labels": {KUEUE_MANAGED: "true"},
+                "finalizers": [*(meta.get("finalizers") or []), KUEUE_MANAGED],
+            }
+            self._patch_pod(pod, {"metadata": meta_patch, "spec": {"schedulingGates": [{"name": KUEUE_GATE}]}})
+            gated = "Scheduling is blocked due to non-empty scheduling gates"
+            self._patch(
+                pod, {"phase": "Pending", "conditions": [condition("PodScheduled", "False", "SchedulingGated", gated)]}
+            )
+            return False
+        if not spec.get("schedulingGates"):
+            return True
+        group = labels.get(KUEUE_GROUP)
+        members = [
+            other
+            for other in pods
+            if (other["metadata"].get("labels") or {}).get(KUEUE_GROUP) == group
+            and not other["metadata"].get("deletionTimestamp")
+        ]
+        wanted = int((meta.get("annotations") or {}).get(KUEUE_COUNT, "1"))
+        if self.kueue and self.admit and group and len(members) >= wanted:
+            for member in members:
+                self._patch_pod(member, {"spec": {"schedulingGates": None}})
+        return False
+
+    def _finalize(self, pod: KubernetesObject) -> None:
+        finalizers = [f for f in pod["metadata"].get("finalizers") or [] if f != KUEUE_MANAGED]
+        self._patch_pod(pod, {"metadata": {"finalizers": finalizers or None}})
+
+    def _bound(self, pod: KubernetesObject) -> bool:
+        """The scheduler's part for this node: bind the pod here if it fits, or say why it does not."""
+        spec = pod.get("spec") or {}
+        if spec.get("nodeName"):
+            return bool(spec["nodeName"] == self.node)
+        if spec.get("schedulerName", "default-scheduler") not in self.schedulers:
+            return False
+        reasons = []
+        if any(self.labels.get(key) != value for key, value in (spec.get("nodeSelector") or {}).items()):
+            reasons.append("1 node(s) didn't match Pod's node affinity/selector")
+        wanted = sum(int(c.get("resources", {}).get("limits", {}).get(GPU, 0)) for c in spec.get("containers", []))
+        if wanted > self.gpus:
+            reasons.append(f"1 Insufficient {GPU}")
+        if reasons:
+            message = (
+                f"0/1 nodes are available: {', '.join(sorted(reasons))}. preemption: 0/1 nodes are available: "
+                "1 Preemption is not helpful for scheduling."
+            )
+            scheduled = [c for c in (pod.get("status") or {}).get("conditions") or [] if c["type"] == "PodScheduled"]
+            if not scheduled or scheduled[0].get("message") != message:
+                self._patch(
+                    pod,
+                    {"phase": "Pending", "conditions": [condition("PodScheduled", "False", "Unschedulable", message)]},
+                )
+            return False
+        self._patch_pod(pod, {"spec": {"nodeName": self.node}})
+        return True
+
+    def _start(self, pod: KubernetesObject) -> None:
+        (container,) = pod["spec"]["containers"]
+        if container["image"] in self.missing_images:
+            self._pull_failed(pod, container)
+            return
+        try:
+            self._run(pod)
+        except PodConfigError as error:
+            self._waiting(pod, container, "CreateContainerConfigError", str(error))
+
+    def _pull_failed(self, pod: KubernetesObject, container: KubernetesObject) -> None:
+        """The pull fails (ErrImagePull, the runtime's error), then the kubelet backs off (ImagePullBackOff). The
+        real kubelet retries with a doubling back-off, so the two alternate less and less; this one keeps to
+        the back-off after its first failure."""
+        uid = pod["metadata"]["uid"]
+        self._pulls[uid] = self._pulls.get(uid, 0) + 1
+        image = container["image"]
+        if self._pulls[uid] == 1:
+            message = (
+                f'rpc error: code = NotFound desc = failed to pull and unpack image "{image}": failed to resolve '
+                f'reference "{image}": not found'
+            )
+            self._waiting(pod, container, "ErrImagePull", message)
+        elif self._pulls[uid] == 5:
+            self._waiting(pod, container, "ImagePullBackOff", f'Back-off pulling image "{image}"')
+
+    def _waiting(self, pod: KubernetesObject, container: KubernetesObject, reason: str, message: str) -> None:
+        uid = pod["metadata"]["uid"]
+        if self._reported.get(uid) == (reason, message):
+            return  # reported already: a kubelet writes a status when it changes
+        self._reported[uid] = (reason, message)
+        waiting = {"waiting": {"reason": reason, "message": message}}
+        self._patch(
+            pod,
+            {
+                "phase": "Pending",
+                "hostIP": "127.0.0.1",
+                "conditions": started_conditions(False, container["name"]),
+                "containerStatuses": [
+                    {
+                        "name": container["name"],
+                        "image": container["image"],
+                        "ready": False,
+                        "restartCount": 0,
+                        "state": waiting,
+                    }
+                ],
+            },
+        )
 
     def _confirm_deletion(self, pod: KubernetesObject) -> None:
         meta = pod["metadata"]
@@ -162,6 +406,16 @@ class LocalKubelet:
         try:
             self.api.patch_namespaced_pod_status(
                 meta["name"], meta["namespace"], {"status": status}, _content_type=MERGE_PATCH, _preload_content=False
+            )
+        except kubernetes.client.ApiException as error:
+            if error.status != 404:
+                raise
+
+    def _patch_pod(self, pod: KubernetesObject, patch: KubernetesObject) -> None:
+        meta = pod["metadata"]
+        try:
+            self.api.patch_namespaced_pod(
+                meta["name"], meta["namespace"], patch, _content_type=MERGE_PATCH, _preload_content=False
             )
         except kubernetes.client.ApiException as error:
             if error.status != 404:
@@ -277,6 +531,8 @@ class LocalKubelet:
                 "phase": "Running",
                 "startTime": started,
                 "podIP": "127.0.0.1",
+                "hostIP": "127.0.0.1",
+                "conditions": started_conditions(True, container["name"]),
                 "containerStatuses": [
                     {
                         "name": container["name"],
@@ -301,10 +557,17 @@ class LocalKubelet:
             "finishedAt": _now(),
         }
         body = {"metadata": {"name": pod.name, "namespace": pod.namespace}}
+        done = [c for c in started_conditions(False, pod.container) if c["type"] not in ("Ready", "ContainersReady")]
+        finished = "PodCompleted" if exit_code == 0 else "PodFailed"
         self._patch(
             body,
             {
                 "phase": "Succeeded" if exit_code == 0 else "Failed",
+                "conditions": [
+                    *done,
+                    condition("Ready", "False", finished),
+                    condition("ContainersReady", "False", finished),
+                ],
                 "containerStatuses": [
                     {"name": pod.container, "ready": False, "restartCount": 0, "state": {"terminated": terminated}}
                 ],

@@ -21,6 +21,8 @@ class OperatorProcess:
             "DREEM_OPERATOR_METRICS_PORT": str(self.metrics_port),
             "DREEM_OPERATOR_LIVENESS_PORT": str(self.liveness_port),
             "DREEM_OPERATOR_RESYNC_SECONDS": "1",
+            # Tests that restart gangs should not wait Kubernetes' 10 s back-off; the delay's own test sets it.
+            "DREEM_OPERATOR_RESTART_DELAY_SECONDS": "0",
         } | {f"DREEM_OPERATOR_{key.upper()}": value for key, value in settings.items()}
         self.process: subprocess.Popen[bytes] | None = None
 
