@@ -11,7 +11,8 @@ garbage-collects dependents. Each of those changes what the operator does, so th
 - writes to the `status` subresource change only `status`, and writes to the object leave `status` alone;
 - a custom resource's CEL validation rules (`x-kubernetes-validations`, see tests.k8s.cel) refuse
   writes with 422, transition rules included; its OpenAPI schema is not enforced (tests check it apart);
-- list and watch honour equality `labelSelector`s;
+- list and watch honour equality `labelSelector`s, and `fieldSelector`s on metadata.name and
+  metadata.namespace (what `kubectl wait` sends); a list says its kind (`<Kind>List`), as kubectl needs;
 - the log of served requests is bounded, so the thousandth request costs what the first did;
 - a deleted pod that a kubelet started stays, marked with deletionTimestamp (the moment its grace period
   ends, as the API server sets it) and deletionGracePeriodSeconds, until its kubelet confirms with a zero
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import threading
 import time
 import uuid
@@ -82,6 +84,19 @@ def _matches(selector: str | None, labels: dict[str, str]) -> bool:
     return True
 
 
+def _fields_match(selector: str | None, obj: KubernetesObject) -> bool:
+    """Field selectors on metadata.name and metadata.namespace (`metadata.name=flies`, `!=` too)."""
+    meta = obj.get("metadata") or {}
+    for term in filter(None, (selector or "").split(",")):
+        negated = "!=" in term
+        field, value = term.replace("!=", "=").replace("==", "=").split("=", 1)
+        if field.strip() in ("metadata.name", "metadata.namespace"):
+            actual = meta.get(field.strip().split(".")[1])
+            if (actual == value.strip()) == negated:
+                return False
+    return True
+
+
 @attrs.define(kw_only=True)
 class ClusterEmulator(KubernetesEmulator):
     _revision: int = attrs.field(default=0, init=False)
@@ -131,6 +146,8 @@ class ClusterEmulator(KubernetesEmulator):
         # discovery and watches still go through kmock's matching, over a short log.
         del self._requests[:-REQUESTS_KEPT]
         is_object_request = request.resource is not None and bool(request.resource.plural)
+        if is_object_request and request.action == enums.action.WATCH:
+            return await self._stream_watch(request)
         serve = self._direct.get(request.action) if is_object_request else None
         if serve is None:
             return await super(KubernetesEmulator, self)._handle(request)
@@ -139,6 +156,29 @@ class ClusterEmulator(KubernetesEmulator):
         payload = await serve(request)
         # The typed clients deserialize a created object only from a 201.
         return aiohttp.web.json_response(payload, status=201 if request.action == enums.action.CREATE else 200)
+
+    async def _stream_watch(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
+        """A watch as the API server streams it: one JSON event per line, as application/json (kubectl's
+        client-go refuses kmock's untyped stream; kopf reads either). Streamed initial lists (WatchList) are
+        refused as an API server without that feature gate refuses them, and clients fall back to list+watch."""
+        assert request._raw_request is not None
+        if request.params.get("sendInitialEvents") == "true":
+            raise KubernetesError(
+                status=422,
+                reason="Invalid",
+                message="sendInitialEvents: Forbidden: sendInitialEvents is forbidden for watch unless the "
+                "WatchList feature gate is enabled",
+            )
+        response = aiohttp.web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request._raw_request)
+        try:
+            async for event in self._serve_watch(request):
+                if isinstance(event, dict):
+                    await response.write(json.dumps(event).encode() + b"\n")
+            await response.write_eof()
+        except ConnectionError:
+            pass  # the client went away
+        return response
 
     @property
     def _direct(self) -> dict[enums.action | None, Callable[[rendering.Request], Awaitable[rendering.Payload]]]:
@@ -266,18 +306,25 @@ class ClusterEmulator(KubernetesEmulator):
 
     async def _serve_list(self, request: rendering.Request) -> rendering.Payload:
         listing: dict[str, Any] = await super()._serve_list(request)  # type: ignore[assignment]
-        selector = request.params.get("labelSelector")
+        selector, fields = request.params.get("labelSelector"), request.params.get("fieldSelector")
         listing["items"] = [
-            item for item in listing["items"] if _matches(selector, item["metadata"].get("labels") or {})
+            item
+            for item in listing["items"]
+            if _matches(selector, item["metadata"].get("labels") or {}) and _fields_match(fields, item)
         ]
         listing["metadata"] = {"resourceVersion": str(self._revision)}
+        assert request.resource is not None
+        resource = request.resource
+        listing["apiVersion"] = f"{resource.group}/{resource.version}" if resource.group else resource.version
+        listing["kind"] = f"{self.resources[resource].kind}List"
         return listing
 
     async def _serve_watch(self, request: rendering.Request) -> AsyncIterator[rendering.Payload]:
-        selector = request.params.get("labelSelector")
+        selector, fields = request.params.get("labelSelector"), request.params.get("fieldSelector")
         async for event in super()._serve_watch(request):
-            if not isinstance(event, dict) or _matches(
-                selector, event.get("object", {}).get("metadata", {}).get("labels") or {}
+            obj = event.get("object", {}) if isinstance(event, dict) else {}
+            if not isinstance(event, dict) or (
+                _matches(selector, obj.get("metadata", {}).get("labels") or {}) and _fields_match(fields, obj)
             ):
                 yield event
 
