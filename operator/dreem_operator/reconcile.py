@@ -659,7 +659,9 @@ def run_the_gang(s: Situation, decide: Decision) -> Plan:
         status.startTime = _stamp(s.now)
     status.restarts = status.restarts or 0
     status.attempt = s.attempt
-    if s.complete and status.scheduleStartTime is None and not any(pod.gated for pod in s.gang.values()):
+    if any(pod.gated for pod in s.gang.values()):
+        status.scheduleStartTime = None  # still queued: the schedule timer has not started
+    elif s.complete and status.scheduleStartTime is None:
         status.scheduleStartTime = _stamp(s.now)
     if s.running:
         return decide.phase(Phase.RUNNING, Reason.GANG_RUNNING, f"{s.spec.nodes} pod(s) running")

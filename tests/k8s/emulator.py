@@ -16,7 +16,8 @@ garbage-collects dependents. Each of those changes what the operator does, so th
 - the log of served requests is bounded, so the thousandth request costs what the first did;
 - a deleted pod that a kubelet started stays, marked with deletionTimestamp (the moment its grace period
   ends, as the API server sets it) and deletionGracePeriodSeconds, until its kubelet confirms with a zero
-  grace period (graceful termination); a pod never started goes at once;
+  grace period (graceful termination); a later delete with a shorter grace period brings both forward; a
+  pod never started goes at once;
 - deleting an object deletes, in turn, every object whose owners are all gone (background propagation),
   unless the request asks for `propagationPolicy: Orphan`.
 """
@@ -278,7 +279,8 @@ class ClusterEmulator(KubernetesEmulator):
         # after the grace period) and then removes it for good with a zero grace period.
         started = key[0].plural == "pods" and bool((obj.raw.get("status") or {}).get("startTime"))
         if meta.get("finalizers") or (started and grace != 0):
-            if not meta.get("deletionTimestamp"):
+            shortened = grace is not None and grace < int(meta.get("deletionGracePeriodSeconds", grace + 1))
+            if not meta.get("deletionTimestamp") or shortened:  # a second delete may only shorten the grace
                 marked = copy.deepcopy(obj.raw)
                 if grace is None:
                     default = 30 if key[0].plural == "pods" else 0

@@ -103,6 +103,7 @@ class Kubectl:
             namespace,
             {"status": {"conditions": [target, *conditions]}},
             _content_type="application/merge-patch+json",
+            _preload_content=False,
         )
         self.core.delete_namespaced_pod(pod_name, namespace, grace_period_seconds=grace_seconds)
 

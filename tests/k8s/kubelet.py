@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -68,6 +69,11 @@ def condition(kind: str, status: str, reason: str | None = None, message: str | 
     return found
 
 
+def image_id(image: str) -> str:
+    """What the runtime reports as the pulled image: its name and a digest (made up, but of the real shape)."""
+    return f"{image.rsplit(':', 1)[0]}@sha256:{hashlib.sha256(image.encode()).hexdigest()}"
+
+
 def started_conditions(ready: bool, container: str) -> list[KubernetesObject]:
     """A bound pod's conditions as the kubelet writes them (pkg/kubelet/status/generate.go)."""
     unready = (None, None) if ready else ("ContainersNotReady", f"containers with unready status: [{container}]")
@@ -94,6 +100,7 @@ class RunningPod:
     log: Path
     message_policy: str
     container: str
+    image: str = ""
     grace_seconds: float = 30.0
     stop_by: float | None = None
     """When a deleted pod's process gets SIGKILL if SIGTERM has not ended it."""
@@ -190,7 +197,14 @@ class LocalKubelet:
                     condition("Ready", "False", "PodFailed"),
                 ],
                 "containerStatuses": [
-                    {"name": pod.container, "ready": False, "restartCount": 0, "state": {"terminated": terminated}}
+                    {
+                        "name": pod.container,
+                        "image": pod.image,
+                        "imageID": image_id(pod.image),
+                        "ready": False,
+                        "restartCount": 0,
+                        "state": {"terminated": terminated},
+                    }
                 ],
             },
         )
@@ -366,6 +380,7 @@ class LocalKubelet:
                     {
                         "name": container["name"],
                         "image": container["image"],
+                        "imageID": "",
                         "ready": False,
                         "restartCount": 0,
                         "state": waiting,
@@ -521,6 +536,7 @@ class LocalKubelet:
                 log,
                 container.get("terminationMessagePolicy", "File"),
                 container["name"],
+                container["image"],
                 float(pod["spec"].get("terminationGracePeriodSeconds", 30)),
             )
             self.started.append(f"{meta['namespace']}/{meta['name']}/{meta['uid']}")
@@ -536,6 +552,8 @@ class LocalKubelet:
                 "containerStatuses": [
                     {
                         "name": container["name"],
+                        "image": container["image"],
+                        "imageID": image_id(container["image"]),
                         "ready": True,
                         "restartCount": 0,
                         "state": {"running": {"startedAt": started}},
@@ -569,7 +587,14 @@ class LocalKubelet:
                     condition("ContainersReady", "False", finished),
                 ],
                 "containerStatuses": [
-                    {"name": pod.container, "ready": False, "restartCount": 0, "state": {"terminated": terminated}}
+                    {
+                        "name": pod.container,
+                        "image": pod.image,
+                        "imageID": image_id(pod.image),
+                        "ready": False,
+                        "restartCount": 0,
+                        "state": {"terminated": terminated},
+                    }
                 ],
             },
         )
