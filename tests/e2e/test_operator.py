@@ -17,7 +17,7 @@ import torch
 from dreem_operator.api import Phase, Reason
 from tests.conftest import S3_ENV, dreem_executable, free_port
 from tests.k8s.emulator import EmulatedCluster
-from tests.k8s.harness import Kubectl, cluster_with_crd, job_manifest, phase_is
+from tests.k8s.harness import Kubectl, cluster_with_crd, condition, job_manifest, phase_is
 from tests.k8s.kubelet import LocalKubelet
 from tests.k8s.operator_process import OperatorProcess
 from tests.s3_helpers import bucket, keys
@@ -92,8 +92,8 @@ def load_checkpoint(endpoint: str, out: str, key: str, workdir: Path) -> dict[st
     return checkpoint
 
 
-def condition_types(job: dict[str, Any]) -> list[str]:
-    return [condition["type"] for condition in job["status"]["conditions"]]
+def true_conditions(job: dict[str, Any]) -> list[str]:
+    return [condition["type"] for condition in job["status"]["conditions"] if condition["status"] == "True"]
 
 
 def test_two_node_job_trains_to_succeeded_with_checkpoint_and_progress(lab: Lab) -> None:
@@ -102,7 +102,8 @@ def test_two_node_job_trains_to_succeeded_with_checkpoint_and_progress(lab: Lab)
     job = lab.kubectl.wait_for("flies", phase_is(Phase.SUCCEEDED, Phase.FAILED), timeout=300, what="a finished phase")
     status = job["status"]
     assert status["phase"] == Phase.SUCCEEDED, (status, lab.kubelet.log_of("flies-0-1")[-3000:])
-    assert condition_types(job) == [Phase.PENDING, Phase.RUNNING, Phase.SUCCEEDED]
+    assert true_conditions(job) == ["Created", "Succeeded"]
+    assert condition(job, "Running")["reason"] == Reason.TRAINING_FINISHED
     assert status["restarts"] == 0 and status["observedGeneration"] == 1
     # GitOps-safe: the operator never touched the job's spec or metadata (no finalizers, no annotations).
     assert job["metadata"]["generation"] == 1 and job["spec"] == manifest["spec"]
@@ -156,8 +157,16 @@ def test_a_killed_rank_restarts_the_gang_from_the_last_checkpoint(lab: Lab) -> N
     assert "flies-0-1 failed (exit code 137)" in restarting["status"]["message"]
     job = lab.kubectl.wait_for("flies", phase_is(Phase.SUCCEEDED, Phase.FAILED), timeout=300, what="a finished phase")
     assert job["status"]["phase"] == Phase.SUCCEEDED, job["status"]
-    assert job["status"]["restarts"] == 1
-    assert condition_types(job) == [Phase.PENDING, Phase.RUNNING, Phase.RESTARTING, Phase.RUNNING, Phase.SUCCEEDED]
+    assert job["status"]["restarts"] == 1 and job["status"]["attempt"] == 1
+    assert true_conditions(job) == ["Created", "Succeeded"]
+    reasons = [event["reason"] for event in lab.kubectl.events() if event["involvedObject"]["name"] == "flies"]
+    assert reasons == [
+        Reason.GANG_PENDING,
+        Reason.GANG_RUNNING,
+        Reason.GANG_RESTART,
+        Reason.GANG_RUNNING,
+        Reason.TRAINING_FINISHED,
+    ]
 
     resumed = lab.kubelet.log_of("flies-1-0")
     assert f"resuming from s3://{out}/runs/flies/models/" in resumed, resumed[-3000:]
@@ -203,5 +212,7 @@ def test_suspend_deletes_the_pods_keeps_progress_and_resumes(lab: Lab) -> None:
     lab.kubectl.patch_job("flies", {"spec": {"runPolicy": {"suspend": False}}})
     job = lab.kubectl.wait_for("flies", phase_is(Phase.SUCCEEDED, Phase.FAILED), timeout=300, what="a finished phase")
     assert job["status"]["phase"] == Phase.SUCCEEDED, job["status"]
-    assert Phase.SUSPENDED in condition_types(job)
-    assert f"resuming from s3://{out}/runs/flies/models/" in lab.kubelet.log_of("flies-0-0")
+    assert condition(job, "Suspended")["reason"] == Reason.RESUMED
+    # The resumed gang is a new attempt, which claimed the output and resumed from the suspended one's upload.
+    assert job["status"]["attempt"] == 1
+    assert f"resuming from s3://{out}/runs/flies/models/" in lab.kubelet.log_of("flies-1-0")
