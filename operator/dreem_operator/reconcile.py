@@ -269,10 +269,11 @@ PHASE_CONDITION: dict[Phase, ConditionType] = {
 def next_conditions(
     conditions: list[Condition] | None, phase: Phase, reason: Reason, message: str, now: str
 ) -> list[Condition]:
-    """One condition per type, each True or False. A condition whose status flips takes the decision's reason,
-    message and time. The one the phase makes True, and Running (which says why the gang is not running when it
-    is not), also take a new reason and message without a flip, keeping their lastTransitionTime. The rest keep
-    what they said when they last flipped, so e.g. Failed=False does not churn while a job runs."""
+    """One condition per type, each True or False. A condition whose status flips takes the decision's reason
+    and time (and its message, if it is True or is Running, which says why the gang is not running). The one the
+    phase makes True, and Running, also take a new reason and message without a flip, keeping their
+    lastTransitionTime. The rest keep what they said when they last flipped, so e.g. Failed=False does not
+    churn while a job runs."""
     existing = {condition.type: condition for condition in conditions or []}
     active = PHASE_CONDITION.get(phase)
     created = existing.get(ConditionType.CREATED)
@@ -284,7 +285,8 @@ def next_conditions(
             wanted = (Reason.CREATED, "the spec is valid") if truth else (reason, message)
         else:
             truth = kind == active
-            wanted = (reason, message)
+            # Running says why the gang is not running; another False condition needs only its reason.
+            wanted = (reason, message if truth or kind == ConditionType.RUNNING else "")
         old = existing.get(kind)
         status: Literal["True", "False"] = "True" if truth else "False"
         if old is None or old.status != status:
@@ -658,6 +660,8 @@ def run_the_gang(s: Situation, decide: Decision) -> Plan:
     if status.startTime is None and missing:
         status.startTime = _stamp(s.now)
     status.restarts = status.restarts or 0
+    status.disruptions = status.disruptions or 0
+    status.requeues = status.requeues or 0
     status.attempt = s.attempt
     if any(pod.gated for pod in s.gang.values()):
         status.scheduleStartTime = None  # still queued: the schedule timer has not started

@@ -78,6 +78,15 @@ def job(name: str, nodes: int = 2, env: dict[str, str] | None = None, **spec: An
     return job_manifest(name, minimal_spec(name, nodes) | {"podTemplate": template} | spec)
 
 
+def kubectl(lab: Lab, *args: str) -> subprocess.CompletedProcess[str]:
+    """The kubectl binary from `make tools`, against the emulated cluster."""
+    binary = Path(sys.executable).parent / "kubectl"
+    if not binary.exists():
+        pytest.fail("kubectl is missing from the virtual environment: run `make tools`")
+    command = [str(binary), "--kubeconfig", str(lab.cluster.kubeconfig), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=90, check=False)
+
+
 def reason_is(*reasons: str) -> Callable[[dict[str, Any]], bool]:
     """Running's reason: the job's current one (the `Reason` column of `kubectl get dtj`)."""
 
@@ -115,6 +124,11 @@ def test_pods_that_cannot_start_say_why_and_a_late_gang_is_requeued_or_failed(la
     assert MISSING_IMAGE in status_of(pulling, "message")
     nokey = lab.wait_for("nokey", reason_is(Reason.CREATE_CONTAINER_CONFIG_ERROR), "CreateContainerConfigError")
     assert status_of(nokey, "message").endswith("couldn't find key password in Secret default/s3-credentials")
+    # `kubectl get dtj` prints the reason in its own column (the CRD's printer column on the Running condition).
+    listed = kubectl(lab, "get", "dtj")
+    rows = {line.split()[0]: line.split()[1:3] for line in listed.stdout.splitlines()[1:]}
+    assert rows["greedy"] == [Phase.PENDING, Reason.UNSCHEDULABLE], listed.stdout
+    assert rows["nokey"] == [Phase.PENDING, Reason.CREATE_CONTAINER_CONFIG_ERROR], listed.stdout
     warnings = {(e["involvedObject"]["name"], e["reason"]) for e in lab.kubectl.events() if e["type"] == "Warning"}
     assert {("greedy", Reason.UNSCHEDULABLE), ("nokey", Reason.CREATE_CONTAINER_CONFIG_ERROR)} <= warnings
 
@@ -267,25 +281,8 @@ def test_kueue_admits_the_gang_whole_and_suspend_works_while_queued(lab: Lab) ->
 def test_kubectl_wait_for_the_succeeded_condition(lab: Lab) -> None:
     lab.start()
     lab.kubectl.apply_job(job("awaited", env={"SLEEP": "2"}))
-    kubectl = Path(sys.executable).parent / "kubectl"
-    if not kubectl.exists():
-        pytest.fail("kubectl is missing from the virtual environment: run `make tools`")
     started = time.monotonic()
-    waited = subprocess.run(
-        [
-            str(kubectl),
-            "--kubeconfig",
-            str(lab.cluster.kubeconfig),
-            "wait",
-            "--for=condition=Succeeded",
-            "dtj/awaited",
-            "--timeout=60s",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
+    waited = kubectl(lab, "wait", "--for=condition=Succeeded", "dtj/awaited", "--timeout=60s")
     assert waited.returncode == 0, waited.stderr
     assert waited.stdout.strip() == "dreemtrainingjob.dreem.sleap.ai/awaited condition met"
     assert time.monotonic() - started >= 2  # it waited for the transition, not for a condition already there

@@ -11,8 +11,10 @@ garbage-collects dependents. Each of those changes what the operator does, so th
 - writes to the `status` subresource change only `status`, and writes to the object leave `status` alone;
 - a custom resource's CEL validation rules (`x-kubernetes-validations`, see tests.k8s.cel) refuse
   writes with 422, transition rules included; its OpenAPI schema is not enforced (tests check it apart);
-- list and watch honour equality `labelSelector`s, and `fieldSelector`s on metadata.name and
-  metadata.namespace (what `kubectl wait` sends); a list says its kind (`<Kind>List`), as kubectl needs;
+- list and watch honour equality `labelSelector`s and `fieldSelector`s (what `kubectl wait` and
+  `kubectl describe` send); a list says its kind (`<Kind>List`), as kubectl needs;
+- a custom resource read with `Accept: ...;as=Table` comes back as a Table of its printer columns, so
+  `kubectl get` prints what it prints on a cluster (see tests.k8s.tables);
 - the log of served requests is bounded, so the thousandth request costs what the first did;
 - a deleted pod that a kubelet started stays, marked with deletionTimestamp (the moment its grace period
   ends, as the API server sets it) and deletionGracePeriodSeconds, until its kubelet confirms with a zero
@@ -45,6 +47,7 @@ from kmock._internal import dicts, enums, references, rendering
 from kmock._internal.k8s import KubernetesObjectConflictError
 
 from tests.k8s.cel import violations
+from tests.k8s.tables import table
 
 KubernetesObject = dict[str, Any]
 ObjectKey = tuple[references.resource, str | None, str]
@@ -86,15 +89,17 @@ def _matches(selector: str | None, labels: dict[str, str]) -> bool:
 
 
 def _fields_match(selector: str | None, obj: KubernetesObject) -> bool:
-    """Field selectors on metadata.name and metadata.namespace (`metadata.name=flies`, `!=` too)."""
-    meta = obj.get("metadata") or {}
+    """Equality field selectors on dotted paths (`metadata.name=flies`, `involvedObject.uid=...`, `!=` too)."""
     for term in filter(None, (selector or "").split(",")):
         negated = "!=" in term
-        field, value = term.replace("!=", "=").replace("==", "=").split("=", 1)
-        if field.strip() in ("metadata.name", "metadata.namespace"):
-            actual = meta.get(field.strip().split(".")[1])
-            if (actual == value.strip()) == negated:
-                return False
+        path, value = term.replace("!=", "=").replace("==", "=").split("=", 1)
+        actual: Any = obj
+        for part in path.strip().split("."):
+            actual = actual.get(part) if isinstance(actual, dict) else None
+        if (str(actual) if actual is not None else "") == value.strip() and negated:
+            return False
+        if (str(actual) if actual is not None else "") != value.strip() and not negated:
+            return False
     return True
 
 
@@ -105,6 +110,8 @@ class ClusterEmulator(KubernetesEmulator):
     """(time.monotonic(), plural, namespace, name) of every create: what the benchmarks time."""
     schemas: dict[str, KubernetesObject] = attrs.field(factory=dict, init=False)
     """The OpenAPI schema of each custom resource served, by "group/version/plural"."""
+    columns: dict[str, list[KubernetesObject]] = attrs.field(factory=dict, init=False)
+    """The additionalPrinterColumns of each custom resource served, for `kubectl get`'s Table."""
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -117,6 +124,7 @@ class ClusterEmulator(KubernetesEmulator):
         version = next(v for v in spec["versions"] if v.get("storage"))
         key = f"{spec['group']}/{version['name']}/{names['plural']}"
         self.schemas[key] = version["schema"]["openAPIV3Schema"]
+        self.columns[key] = list(version.get("additionalPrinterColumns") or [])
         self.resources[key] = ResourceInfo(
             kind=names["kind"],
             singular=names.get("singular"),
@@ -155,8 +163,22 @@ class ClusterEmulator(KubernetesEmulator):
         async with self._lock:
             request = await self._write(request)
         payload = await serve(request)
+        payload = self._as_table(request, payload)
         # The typed clients deserialize a created object only from a 201.
         return aiohttp.web.json_response(payload, status=201 if request.action == enums.action.CREATE else 200)
+
+    def _as_table(self, request: rendering.Request, payload: Any) -> Any:
+        """A custom resource's list or object as the Table kubectl asks for, with its printer columns."""
+        assert request.resource is not None
+        accept = request._raw_request.headers.get("Accept", "") if request._raw_request is not None else ""
+        key = f"{request.resource.group}/{request.resource.version}/{request.resource.plural}"
+        if "as=Table" not in accept or key not in self.columns or not isinstance(payload, dict):
+            return payload
+        if request.action == enums.action.LIST:
+            return table(self.columns[key], payload["items"], payload["metadata"]["resourceVersion"])
+        if request.action == enums.action.FETCH:
+            return table(self.columns[key], [payload], payload["metadata"].get("resourceVersion", ""))
+        return payload
 
     async def _stream_watch(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
         """A watch as the API server streams it: one JSON event per line, as application/json (kubectl's
