@@ -74,6 +74,26 @@ def image_id(image: str) -> str:
     return f"{image.rsplit(':', 1)[0]}@sha256:{hashlib.sha256(image.encode()).hexdigest()}"
 
 
+def terminal_status(pod: RunningPod, terminated: KubernetesObject) -> KubernetesObject:
+    """A finished pod's status: Succeeded or Failed by its exit code, not ready, the container terminated."""
+    finished = "PodCompleted" if terminated["exitCode"] == 0 else "PodFailed"
+    kept = [c for c in started_conditions(False, pod.container) if c["type"] not in ("Ready", "ContainersReady")]
+    return {
+        "phase": "Succeeded" if terminated["exitCode"] == 0 else "Failed",
+        "conditions": [*kept, condition("Ready", "False", finished), condition("ContainersReady", "False", finished)],
+        "containerStatuses": [
+            {
+                "name": pod.container,
+                "image": pod.image,
+                "imageID": image_id(pod.image),
+                "ready": False,
+                "restartCount": 0,
+                "state": {"terminated": terminated},
+            }
+        ],
+    }
+
+
 def started_conditions(ready: bool, container: str) -> list[KubernetesObject]:
     """A bound pod's conditions as the kubelet writes them (pkg/kubelet/status/generate.go)."""
     unready = (None, None) if ready else ("ContainersNotReady", f"containers with unready status: [{container}]")
@@ -184,30 +204,10 @@ class LocalKubelet:
             self.finished[uid] = self.running.pop(uid)
         self._kill(pod)
         message = f"The node was low on resource: {resource}. "
-        terminated = {"exitCode": 137, "reason": "Error", "finishedAt": _now()}
-        self._patch(
-            {"metadata": {"name": pod.name, "namespace": pod.namespace}},
-            {
-                "phase": "Failed",
-                "reason": "Evicted",
-                "message": message,
-                "conditions": [
-                    condition("DisruptionTarget", "True", "TerminationByKubelet", message),
-                    *[c for c in started_conditions(False, pod.container) if c["type"] != "Ready"],
-                    condition("Ready", "False", "PodFailed"),
-                ],
-                "containerStatuses": [
-                    {
-                        "name": pod.container,
-                        "image": pod.image,
-                        "imageID": image_id(pod.image),
-                        "ready": False,
-                        "restartCount": 0,
-                        "state": {"terminated": terminated},
-                    }
-                ],
-            },
-        )
+        status = terminal_status(pod, {"exitCode": 137, "reason": "Error", "finishedAt": _now()})
+        status.update(reason="Evicted", message=message)
+        status["conditions"].insert(0, condition("DisruptionTarget", "True", "TerminationByKubelet", message))
+        self._patch({"metadata": {"name": pod.name, "namespace": pod.namespace}}, status)
 
     def lose_node(self) -> str:
         """The node stops reporting (powered off): its processes die with it, and what the node lifecycle
@@ -574,27 +574,4 @@ class LocalKubelet:
             "message": message,
             "finishedAt": _now(),
         }
-        body = {"metadata": {"name": pod.name, "namespace": pod.namespace}}
-        done = [c for c in started_conditions(False, pod.container) if c["type"] not in ("Ready", "ContainersReady")]
-        finished = "PodCompleted" if exit_code == 0 else "PodFailed"
-        self._patch(
-            body,
-            {
-                "phase": "Succeeded" if exit_code == 0 else "Failed",
-                "conditions": [
-                    *done,
-                    condition("Ready", "False", finished),
-                    condition("ContainersReady", "False", finished),
-                ],
-                "containerStatuses": [
-                    {
-                        "name": pod.container,
-                        "image": pod.image,
-                        "imageID": image_id(pod.image),
-                        "ready": False,
-                        "restartCount": 0,
-                        "state": {"terminated": terminated},
-                    }
-                ],
-            },
-        )
+        self._patch({"metadata": {"name": pod.name, "namespace": pod.namespace}}, terminal_status(pod, terminated))

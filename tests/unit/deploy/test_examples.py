@@ -42,7 +42,12 @@ def children(path: Path) -> list[dict[str, Any]]:
 
 
 def test_there_are_the_examples_the_docs_promise() -> None:
-    assert [path.name for path in JOBS] == ["cpu-minimal.yaml", "resume-from-previous.yaml", "two-nodes-four-gpus.yaml"]
+    assert [path.name for path in JOBS] == [
+        "cpu-minimal.yaml",
+        "queued-gang.yaml",
+        "resume-from-previous.yaml",
+        "two-nodes-four-gpus.yaml",
+    ]
     assert (EXAMPLES / "secrets" / "minio-credentials.yaml").exists()
     application = load(EXAMPLES / "argocd" / "experiments.yaml")
     assert application["kind"] == "Application" and application["spec"]["source"]["path"] == "examples/jobs"
