@@ -11,7 +11,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from dreem_operator.api import DreemTrainingJobStatus, Phase, Reason
+from dreem_operator.api import ConditionType, DreemTrainingJobStatus, Phase, Reason
 from dreem_operator.children import JobRef, OperatorSettings
 from dreem_operator.reconcile import Observation, ObservedPod, reconcile
 from dreem_trainer.cli import app
@@ -45,6 +45,7 @@ def test_unavailable_pretrained_weights_fail_the_job_at_once(tmp_path: Path, mon
     seen = Observation(pods, now=datetime(2026, 11, 25, 12))
     plan = reconcile(JobRef("flies", "lab", "uid-1"), spec, running, 1, seen, OperatorSettings())
     assert plan.status.phase == Phase.FAILED and plan.status.restarts == 0
-    assert plan.status.conditions is not None and plan.status.conditions[-1].reason == Reason.CONFIGURATION_ERROR
+    failed = [c for c in plan.status.conditions or [] if c.type == ConditionType.FAILED]
+    assert [(c.status, c.reason) for c in failed] == [("True", Reason.CONFIGURATION_ERROR)]
     assert "model.encoder_cfg.pretrained" in (plan.status.message or "")
     assert sorted(plan.delete_pods) == ["flies-0-0", "flies-0-1"] and plan.create == []
