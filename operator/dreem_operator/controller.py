@@ -2,7 +2,8 @@
 
 Every trigger (a change of the job, a change of one of its pods, the periodic resync) lands here, so the
 operator is level-triggered: it acts on what it reads now, never on what an event said. That is what makes
-a restart of the operator harmless.
+a restart of the operator harmless, and a takeover by a standby replica too: a standby only notes which
+jobs exist, and reconciles them all once it leads.
 """
 
 from __future__ import annotations
@@ -20,11 +21,16 @@ from pydantic import ValidationError
 
 from dreem_operator.api import DreemTrainingJobStatus, KubernetesObject
 from dreem_operator.children import JobRef, OperatorSettings
-from dreem_operator.kube import ClusterApi
+from dreem_operator.kube import ClusterApi, NotLeading, StatusConflict
 from dreem_operator.metrics import OperatorMetrics
 from dreem_operator.reconcile import Observation, Plan, event_object, observe_pod, parse_stamp, reconcile
 
 log = logging.getLogger(__name__)
+
+
+CONFLICT_RETRIES = 5
+"""Fresh reads after a status write refused as stale, before the job is left to its next trigger: a trainer
+reporting progress or a kubelet updating a pod makes one now and then, never many in a row."""
 
 
 def utc_now() -> datetime:
@@ -62,7 +68,10 @@ class Reconciler:
     """Runs at most one reconcile per job at a time and coalesces the triggers that arrive meanwhile into
     one more pass (creating a gang triggers an event per pod and one for the status: one pass covers
     them all, since each pass reads everything afresh). Plans are applied in a crash-safe order: status
-    first, then deletions, then creations."""
+    first, then deletions, then creations; the status write is made only if the job is still as read, so
+    a pass decided on a stale read writes nothing and is decided again.
+
+    `leading` says whether this replica leads: a standby only notes the jobs it hears of."""
 
     def __init__(
         self,
@@ -70,10 +79,12 @@ class Reconciler:
         settings: OperatorSettings,
         metrics: OperatorMetrics,
         clock: Callable[[], datetime] = utc_now,
+        leading: Callable[[], bool] = lambda: True,
     ) -> None:
-        self.api, self.settings, self.metrics, self.clock = api, settings, metrics, clock
+        self.api, self.settings, self.metrics, self.clock, self.leading = api, settings, metrics, clock, leading
         self._jobs: dict[tuple[str, str], JobSlot] = {}
         self._guard = threading.Lock()
+        self._idle = threading.Condition(self._guard)
 
     def known_jobs(self) -> list[tuple[str, str]]:
         with self._guard:
@@ -91,10 +102,29 @@ class Reconciler:
             if slot.running:
                 slot.again = True
                 return
+            if not self.leading():
+                return
             slot.running = True
+        conflicts = 0
         try:
             while True:
-                self._timed(namespace, name)
+                try:
+                    self._timed(namespace, name)
+                except StatusConflict:
+                    self.metrics.status_conflicts.inc()
+                    conflicts += 1
+                    if conflicts > CONFLICT_RETRIES:
+                        log.warning(
+                            "%s/%s kept changing under %d reconciles: left to its next trigger",
+                            namespace,
+                            name,
+                            conflicts,
+                        )
+                        return
+                    continue
+                except NotLeading:
+                    log.info("reconcile of %s/%s stopped: this replica no longer leads", namespace, name)
+                    return
                 with self._guard:
                     if not slot.again:
                         return
@@ -102,11 +132,19 @@ class Reconciler:
         finally:
             with self._guard:
                 slot.running = False
+                self._idle.notify_all()
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until no reconcile runs: a leader that steps down lets its writes land before it hands over."""
+        with self._idle:
+            return self._idle.wait_for(lambda: not any(slot.running for slot in self._jobs.values()), timeout)
 
     def _timed(self, namespace: str, name: str) -> None:
         started = time.perf_counter()
         try:
             self._reconcile(namespace, name)
+        except (StatusConflict, NotLeading):
+            raise
         except Exception:
             self.metrics.reconcile_errors.inc()
             raise
@@ -135,14 +173,17 @@ class Reconciler:
             problem = self.api.secret_problem(namespace, secret)
             if problem is not None:
                 plan = reconcile(job, spec, status, generation, replace(seen, secret_problem=problem), self.settings)
-        self._apply(job, status, plan, seen.now)
+        self._apply(job, status, plan, seen.now, meta["resourceVersion"])
         self.metrics.job_phase(namespace, name, None if plan.delete_job else plan.status.phase)
 
-    def _apply(self, job: JobRef, status: DreemTrainingJobStatus, plan: Plan, now: datetime) -> None:
+    def _apply(
+        self, job: JobRef, status: DreemTrainingJobStatus, plan: Plan, now: datetime, resource_version: str
+    ) -> None:
         # Status first: once `restarts` is stored, a crash before the new pods exist recreates the same
-        # attempt on the next reconcile instead of reviving the old one.
+        # attempt on the next reconcile instead of reviving the old one. A status write refused as stale
+        # (StatusConflict) ends the pass before it deletes or creates anything on a stale decision.
         if operator_fields(plan.status) != operator_fields(status):
-            self.api.patch_status(job.namespace, job.name, operator_fields(plan.status))
+            self.api.patch_status(job.namespace, job.name, operator_fields(plan.status), resource_version)
         for event in plan.events:
             try:
                 self.api.create(event_object(job, event, now))

@@ -1,5 +1,9 @@
 """The operator's one door to the Kubernetes API: every read and write it makes, through the `kubernetes`
-client, as plain dicts. `PERMISSIONS` lists exactly what these calls need, for the chart's RBAC.
+client, as plain dicts. `PERMISSIONS` lists exactly what these calls need in the watched namespaces, and
+`LEASE_PERMISSIONS` what leader election needs in the operator's own namespace, for the chart's RBAC.
+
+Every write to a job or its children first asks the fence (`may_write`) whether this replica leads, so a
+standby never writes whatever code path reaches here; the Lease itself is written through `LeaseApi`.
 
 Reads skip the client's model classes (`_preload_content=False`): the decisions work on the JSON the
 API server sent, and decoding hundreds of pods into models per reconcile would cost more than the decision.
@@ -26,6 +30,9 @@ PERMISSIONS: list[tuple[str, str, tuple[str, ...]]] = [
     # (API group, resource, verbs), for every call below and kopf's watches.
     (GROUP, PLURAL, ("get", "list", "watch", "delete")),
     (GROUP, f"{PLURAL}/status", ("get", "patch")),
+    # No call updates finalizers: OwnerReferencesPermissionEnforcement (on in OpenShift) asks for this right
+    # on the owner before it admits a child whose ownerReference sets blockOwnerDeletion.
+    (GROUP, f"{PLURAL}/finalizers", ("update",)),
     ("", "pods", ("list", "watch", "create", "delete")),
     ("", "configmaps", ("create",)),
     ("", "services", ("create",)),
@@ -35,13 +42,29 @@ PERMISSIONS: list[tuple[str, str, tuple[str, ...]]] = [
     ("rbac.authorization.k8s.io", "roles", ("create",)),
     ("rbac.authorization.k8s.io", "rolebindings", ("create",)),
 ]
+LEASE_PERMISSIONS: list[tuple[str, str, tuple[str, ...]]] = [
+    ("coordination.k8s.io", "leases", ("get", "create", "update")),
+]
+
+
+class NotLeading(Exception):
+    """A write was asked of a replica that does not lead (any more): it is not made."""
+
+
+class StatusConflict(Exception):
+    """The job changed since it was read (409 Conflict): the status write was not made."""
+
+
+def _always() -> bool:
+    return True
 
 
 class ClusterApi:
     """Typed-client calls, named after what the operator does with them."""
 
-    def __init__(self, api_client: client.ApiClient | None = None) -> None:
+    def __init__(self, api_client: client.ApiClient | None = None, may_write: Callable[[], bool] = _always) -> None:
         self._api_client = api_client or client.ApiClient()
+        self._may_write = may_write
         self.core = client.CoreV1Api(self._api_client)
         self.rbac = client.RbacAuthorizationV1Api(self._api_client)
         self.custom = client.CustomObjectsApi(self._api_client)
@@ -58,6 +81,10 @@ class ClusterApi:
     @staticmethod
     def _json(response: Any) -> Any:
         return json.loads(response.data)
+
+    def _fence(self) -> None:
+        if not self._may_write():
+            raise NotLeading("this replica does not lead: the write is left to the leader")
 
     def read_job(self, namespace: str, name: str) -> KubernetesObject | None:
         try:
@@ -102,6 +129,7 @@ class ClusterApi:
 
     def create(self, obj: KubernetesObject) -> bool:
         """Create a child; False when one of that name exists already (a repeated reconcile)."""
+        self._fence()
         try:
             self._creators[obj["kind"]](obj["metadata"]["namespace"], obj, field_manager=FIELD_MANAGER)
         except ApiException as error:
@@ -111,26 +139,37 @@ class ClusterApi:
         return True
 
     def delete_pod(self, namespace: str, name: str) -> None:
+        self._fence()
         try:
             self.core.delete_namespaced_pod(name, namespace, propagation_policy="Background")
         except ApiException as error:
             if error.status != 404:
                 raise
 
-    def patch_status(self, namespace: str, name: str, status: KubernetesObject) -> None:
-        """A merge patch of the operator's own status fields: `progress`, which rank 0 writes, is left alone."""
-        self.custom.patch_namespaced_custom_object_status(
-            GROUP,
-            VERSION,
-            namespace,
-            PLURAL,
-            name,
-            {"status": status},
-            field_manager=FIELD_MANAGER,
-            _content_type=STATUS_PATCH,
-        )
+    def patch_status(self, namespace: str, name: str, status: KubernetesObject, resource_version: str) -> None:
+        """A merge patch of the operator's own status fields (`progress`, which rank 0 writes, is left alone),
+        made only if the job is still at `resource_version`, the version the decision was made on: otherwise
+        the API server answers 409 and this raises StatusConflict, so a stale decision never overwrites a
+        newer one, nor progress reported meanwhile."""
+        self._fence()
+        try:
+            self.custom.patch_namespaced_custom_object_status(
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                name,
+                {"metadata": {"resourceVersion": resource_version}, "status": status},
+                field_manager=FIELD_MANAGER,
+                _content_type=STATUS_PATCH,
+            )
+        except ApiException as error:
+            if error.status == 409:
+                raise StatusConflict(f"{namespace}/{name} changed since resourceVersion {resource_version}") from None
+            raise
 
     def delete_job(self, namespace: str, name: str) -> None:
+        self._fence()
         try:
             self.custom.delete_namespaced_custom_object(
                 GROUP, VERSION, namespace, PLURAL, name, propagation_policy="Background"
@@ -138,3 +177,49 @@ class ClusterApi:
         except ApiException as error:
             if error.status != 404:
                 raise
+
+
+class LeaseApi:
+    """The Lease calls of leader election, as plain dicts. An update is a PUT of the object last read, which
+    carries its resourceVersion: of two candidates racing, the API server lets one through and answers the
+    other 409, as with client-go's LeaseLock."""
+
+    def __init__(self, api_client: client.ApiClient | None = None) -> None:
+        self.coordination = client.CoordinationV1Api(api_client or client.ApiClient())
+
+    def read(self, namespace: str, name: str) -> KubernetesObject | None:
+        try:
+            response = self.coordination.read_namespaced_lease(name, namespace, _preload_content=False)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        body: KubernetesObject = json.loads(response.data)
+        return body
+
+    def create(self, lease: KubernetesObject) -> KubernetesObject | None:
+        """The created Lease, or None when another candidate created it first."""
+        try:
+            response = self.coordination.create_namespaced_lease(
+                lease["metadata"]["namespace"], lease, field_manager=FIELD_MANAGER, _preload_content=False
+            )
+        except ApiException as error:
+            if error.status == 409:
+                return None
+            raise
+        body: KubernetesObject = json.loads(response.data)
+        return body
+
+    def replace(self, lease: KubernetesObject) -> KubernetesObject | None:
+        """The updated Lease, or None when it changed since it was read (409 Conflict)."""
+        meta = lease["metadata"]
+        try:
+            response = self.coordination.replace_namespaced_lease(
+                meta["name"], meta["namespace"], lease, field_manager=FIELD_MANAGER, _preload_content=False
+            )
+        except ApiException as error:
+            if error.status == 409:
+                return None
+            raise
+        body: KubernetesObject = json.loads(response.data)
+        return body

@@ -7,11 +7,18 @@ garbage-collects dependents. Each of those changes what the operator does, so th
 
 - every write bumps a cluster-wide `resourceVersion`, and creates assign `uid`, `creationTimestamp` and
   `generation` (bumped when anything outside metadata and status changes);
+- an update (PUT, which replaces the object) or a patch whose result carries a `metadata.resourceVersion`
+  other than the stored one answers 409 Conflict, in the API server's words: the optimistic concurrency
+  of leader election and of the operator's status writes;
 - a JSON patch whose `test` fails answers 422, as kopf's optimistic concurrency expects;
 - writes to the `status` subresource change only `status`, and writes to the object leave `status` alone;
 - a custom resource's CEL validation rules (`x-kubernetes-validations`, see tests.k8s.cel) refuse
-  writes with 422, transition rules included; its OpenAPI schema is not enforced (tests check it apart);
-- list and watch honour equality `labelSelector`s;
+  writes with 422, transition rules included, and rules on the root see only `metadata.name` and
+  `metadata.generateName` of the metadata; its OpenAPI schema is not enforced (tests check it apart);
+- list and watch honour `labelSelector`s: equality, inequality, existence and set-based terms;
+- Leases (`coordination.k8s.io/v1`) are served, for leader election;
+- every write is recorded with the bearer token that made it (`writes`), as an audit log would name
+  the user, so a test can tell which operator replica wrote what;
 - the log of served requests is bounded, so the thousandth request costs what the first did;
 - a deleted pod that a kubelet started stays, marked with deletionTimestamp, until its kubelet
   confirms with a zero grace period (graceful termination); a pod never started goes at once;
@@ -23,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import re
 import threading
 import time
 import uuid
@@ -55,6 +63,7 @@ BUILTIN_RESOURCES: dict[str, ResourceInfo] = {
     "v1/namespaces": ResourceInfo(kind="Namespace", namespaced=False, subresources={"status"}),
     "rbac.authorization.k8s.io/v1/roles": ResourceInfo(kind="Role", namespaced=True),
     "rbac.authorization.k8s.io/v1/rolebindings": ResourceInfo(kind="RoleBinding", namespaced=True),
+    "coordination.k8s.io/v1/leases": ResourceInfo(kind="Lease", namespaced=True),
 }
 REQUESTS_KEPT = 16
 VERBS = {"get", "list", "watch", "create", "update", "patch", "delete"}
@@ -64,20 +73,55 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+_SELECTOR_TERM = re.compile(
+    r"""\s*(?:
+        (?P<set_key>[^\s,!=()]+)\s+(?P<operator>in|notin)\s*\((?P<values>[^)]*)\)
+      | (?P<key>[^\s,!=()]+)\s*(?P<equality>==|=|!=)\s*(?P<value>[^\s,!=()]*)
+      | (?P<absent>!)?\s*(?P<exists>[^\s,!=()]+)
+    )\s*(?:,|$)""",
+    re.VERBOSE,
+)
+
+
 def _matches(selector: str | None, labels: dict[str, str]) -> bool:
-    """Equality-based label selectors (`a=b,c!=d,e`), the kind the operator and kubectl send."""
-    for term in filter(None, (selector or "").split(",")):
-        if "!=" in term:
-            key, value = term.split("!=", 1)
-            if labels.get(key.strip()) == value.strip():
+    """Whether labels match a label selector, in the API's syntax: `a=b`, `a==b`, `a!=b`, `a`, `!a`,
+    `a in (x,y)` and `a notin (x,y)`, joined by commas (a term with `!=` or `notin` matches an absent key)."""
+    text, position = (selector or "").strip(), 0
+    while position < len(text):
+        term = _SELECTOR_TERM.match(text, position)
+        if term is None:
+            raise KubernetesError(status=400, reason="BadRequest", message=f"unable to parse requirement: {text!r}")
+        position = term.end()
+        if term["set_key"] is not None:
+            values = {value.strip() for value in term["values"].split(",")}
+            found = term["set_key"] in labels and labels[term["set_key"]] in values
+            if found != (term["operator"] == "in"):
                 return False
-        elif "=" in term:
-            key, value = term.replace("==", "=").split("=", 1)
-            if labels.get(key.strip()) != value.strip():
+        elif term["key"] is not None:
+            equal = labels.get(term["key"]) == term["value"]
+            if equal != (term["equality"] != "!="):
                 return False
-        elif term.strip() not in labels:
+        elif (term["exists"] in labels) == bool(term["absent"]):
             return False
     return True
+
+
+def _token(request: rendering.Request) -> str:
+    """Who made a request: its bearer token (each test client's kubeconfig names its own)."""
+    authorization = next((value for key, value in request.headers.items() if key.lower() == "authorization"), "")
+    return authorization.removeprefix("Bearer ").strip()
+
+
+@attrs.frozen
+class Write:
+    """One write the emulator served: who made it (the bearer token), how, and to what."""
+
+    who: str
+    verb: str
+    plural: str
+    namespace: str | None
+    name: str | None
+    subresource: str | None = None
 
 
 @attrs.define(kw_only=True)
@@ -87,6 +131,8 @@ class ClusterEmulator(KubernetesEmulator):
     """(time.monotonic(), plural, namespace, name) of every create: what the benchmarks time."""
     schemas: dict[str, KubernetesObject] = attrs.field(factory=dict, init=False)
     """The OpenAPI schema of each custom resource served, by "group/version/plural"."""
+    writes: list[Write] = attrs.field(factory=list, init=False)
+    """Every write served (create, update, patch, delete), oldest first."""
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -119,6 +165,17 @@ class ClusterEmulator(KubernetesEmulator):
             message = f'{kind}.{resource.group} "{name}" is invalid: {"; ".join(problems)}'
             raise KubernetesError(status=422, reason="Invalid", message=message)
 
+    def _conflict(self, resource: references.resource, name: str) -> KubernetesError:
+        """The API server's answer to a write made on a stale resourceVersion (apimachinery's NewConflict)."""
+        qualified = f"{resource.plural}.{resource.group}" if resource.group else str(resource.plural)
+        return KubernetesError(
+            status=409,
+            reason="Conflict",
+            message=f'Operation cannot be fulfilled on {qualified} "{name}": the object has been modified; '
+            "please apply your changes to the latest version and try again",
+            details={"name": name, "group": resource.group, "kind": resource.plural},
+        )
+
     def _bump(self, obj: KubernetesObject) -> None:
         self._revision += 1
         obj.setdefault("metadata", {})["resourceVersion"] = str(self._revision)
@@ -129,11 +186,27 @@ class ClusterEmulator(KubernetesEmulator):
         # discovery and watches still go through kmock's matching, over a short log.
         del self._requests[:-REQUESTS_KEPT]
         is_object_request = request.resource is not None and bool(request.resource.plural)
+        if is_object_request and request.method == enums.method.PUT and request.name is not None:
+            # kmock leaves PUT on a named object (an update, which replaces it) unparsed.
+            object.__setattr__(request, "action", enums.action.UPDATE)
         serve = self._direct.get(request.action) if is_object_request else None
         if serve is None:
             return await super(KubernetesEmulator, self)._handle(request)
         async with self._lock:
             request = await self._write(request)
+            if request.action in (enums.action.CREATE, enums.action.UPDATE, enums.action.DELETE):
+                assert request.resource is not None
+                verb = {enums.method.PUT: "update", enums.method.PATCH: "patch"}.get(request.method, "")
+                self.writes.append(
+                    Write(
+                        who=_token(request),
+                        verb=verb or str(request.action.value).lower(),
+                        plural=str(request.resource.plural),
+                        namespace=request.namespace,
+                        name=request.name or (request.data or {}).get("metadata", {}).get("name"),
+                        subresource=request.subresource,
+                    )
+                )
         payload = await serve(request)
         # The typed clients deserialize a created object only from a 201.
         return aiohttp.web.json_response(payload, status=201 if request.action == enums.action.CREATE else 200)
@@ -178,7 +251,9 @@ class ClusterEmulator(KubernetesEmulator):
         key: ObjectKey = (request.resource, namespace, meta["name"])
         if key in self._objects and not self._objects[key].deleted:
             raise KubernetesObjectConflictError(
-                message=f'{request.resource.plural} "{meta["name"]}" already exists', details={"name": meta["name"]}
+                reason="AlreadyExists",
+                message=f'{request.resource.plural} "{meta["name"]}" already exists',
+                details={"name": meta["name"], "group": request.resource.group, "kind": request.resource.plural},
             )
         self._validate(request.resource, obj)
         meta.update(uid=str(uuid.uuid4()), creationTimestamp=_now(), generation=1)
@@ -201,20 +276,29 @@ class ClusterEmulator(KubernetesEmulator):
             raise KubernetesObjectNotFoundError()
         old = copy.deepcopy(self._objects[key].raw)
         try:
-            new = copy.deepcopy(dict(dicts.patch_dict(old, request.data)))
+            if request.method == enums.method.PUT:
+                new = copy.deepcopy(request.data) if isinstance(request.data, dict) else {}
+                new.setdefault("metadata", {})
+            else:
+                new = copy.deepcopy(dict(dicts.patch_dict(old, request.data)))
         except jsonpatch.JsonPatchTestFailed as error:
             raise KubernetesError(
                 status=422, reason="Invalid", message=f"the JSON patch test failed: {error}"
             ) from None
         except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError) as error:
             raise KubernetesError(status=422, reason="Invalid", message=f"cannot apply the patch: {error}") from None
+        # The precondition of an update: the version the writer read, when it says which (a PUT of the object
+        # read, or a patch that sets metadata.resourceVersion); without one, the write is unconditional.
+        version = new["metadata"].get("resourceVersion")
+        if version is not None and version != old["metadata"]["resourceVersion"]:
+            raise self._conflict(request.resource, request.name)
         if "status" in self.resources[request.resource].subresources:
             if request.subresource == "status":
                 new = {**old, "status": new.get("status")}
             else:
                 new["status"] = old.get("status")
             new = {field: value for field, value in new.items() if value is not None}
-        for immutable in ("uid", "creationTimestamp", "name", "namespace"):
+        for immutable in ("uid", "creationTimestamp", "name", "namespace", "deletionTimestamp", "generation"):
             if immutable in old["metadata"]:
                 new["metadata"][immutable] = old["metadata"][immutable]
         if request.subresource != "status":  # a status write leaves the rest as it was, rules included
