@@ -220,8 +220,7 @@ def test_label_selectors_of_every_kind_filter_lists(kubectl: Kubectl, selector: 
 
 def test_every_write_is_recorded_with_the_token_that_made_it(tmp_path: Path) -> None:
     with cluster_with_crd(tmp_path) as cluster:
-        other = tmp_path / "other.kubeconfig"
-        other.write_text(cluster.kubeconfig.read_text().replace("token: emulated", "token: operator-b"))
+        other = cluster.kubeconfig_for("operator-b")
         Kubectl(cluster.kubeconfig).apply_job(job())
         Kubectl(other).patch_job("j", {"spec": {"image": "x"}})
         Kubectl(other).job("j")  # a read is no write

@@ -390,19 +390,26 @@ class EmulatedCluster:
         self._thread.start()
         if not self._ready.wait(30):
             raise TimeoutError("the Kubernetes emulator did not start")
-        self.kubeconfig.write_text(
-            yaml.safe_dump(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "clusters": [{"name": "emulator", "cluster": {"server": self.url}}],
-                    "users": [{"name": "tester", "user": {"token": "emulated"}}],
-                    "contexts": [{"name": "emulator", "context": {"cluster": "emulator", "user": "tester"}}],
-                    "current-context": "emulator",
-                }
-            )
-        )
+        self.kubeconfig.write_text(self._config("emulated"))
         return self
+
+    def kubeconfig_for(self, user: str) -> Path:
+        """A kubeconfig whose bearer token is `user`: the emulator records that user's writes under it."""
+        path = self.kubeconfig.with_name(f"kubeconfig-{user}.yaml")
+        path.write_text(self._config(user))
+        return path
+
+    def _config(self, token: str) -> str:
+        return yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "emulator", "cluster": {"server": self.url}}],
+                "users": [{"name": "tester", "user": {"token": token}}],
+                "contexts": [{"name": "emulator", "context": {"cluster": "emulator", "user": "tester"}}],
+                "current-context": "emulator",
+            }
+        )
 
     def stop(self) -> None:
         if self._stop is not None:
