@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -58,10 +58,13 @@ def credentials_secret(raw_spec: Any) -> str | None:
 
 @dataclass
 class JobSlot:
-    """Whether a reconcile of the job is running, and whether another trigger arrived meanwhile."""
+    """Whether a reconcile of the job is running, whether another trigger arrived meanwhile, and the
+    resourceVersions of this replica's own writes (the job's status, its pods) whose watch events are yet
+    to arrive: such an event says nothing the pass that wrote it did not know, so it triggers nothing."""
 
     running: bool = False
     again: bool = False
+    echoes: set[str] = field(default_factory=set)
 
 
 class Reconciler:
@@ -95,10 +98,14 @@ class Reconciler:
             self._jobs.pop((namespace, name), None)
         self.metrics.job_phase(namespace, name, None)
 
-    def reconcile(self, namespace: str, name: str) -> None:
-        """Reconcile the job now, or, when a reconcile of it is running, make that one run once more."""
+    def reconcile(self, namespace: str, name: str, version: str | None = None) -> None:
+        """Reconcile the job now, or, when a reconcile of it is running, make that one run once more.
+        `version`: the resourceVersion of the object whose event triggers this, if an event does."""
         with self._guard:
             slot = self._jobs.setdefault((namespace, name), JobSlot())
+            if version is not None and version in slot.echoes:
+                slot.echoes.discard(version)
+                return
             if slot.running:
                 slot.again = True
                 return
@@ -109,7 +116,7 @@ class Reconciler:
         try:
             while True:
                 try:
-                    self._timed(namespace, name)
+                    self._timed(namespace, name, slot)
                 except StatusConflict:
                     self.metrics.status_conflicts.inc()
                     conflicts += 1
@@ -134,15 +141,19 @@ class Reconciler:
                 slot.running = False
                 self._idle.notify_all()
 
+    def _expect_echo(self, slot: JobSlot, version: str) -> None:
+        with self._guard:
+            slot.echoes.add(version)
+
     def drain(self, timeout: float) -> bool:
         """Wait until no reconcile runs: a leader that steps down lets its writes land before it hands over."""
         with self._idle:
             return self._idle.wait_for(lambda: not any(slot.running for slot in self._jobs.values()), timeout)
 
-    def _timed(self, namespace: str, name: str) -> None:
+    def _timed(self, namespace: str, name: str, slot: JobSlot) -> None:
         started = time.perf_counter()
         try:
-            self._reconcile(namespace, name)
+            self._reconcile(namespace, name, slot)
         except (StatusConflict, NotLeading):
             raise
         except Exception:
@@ -151,7 +162,7 @@ class Reconciler:
         finally:
             self.metrics.reconcile_duration.observe(time.perf_counter() - started)
 
-    def _reconcile(self, namespace: str, name: str) -> None:
+    def _reconcile(self, namespace: str, name: str, slot: JobSlot) -> None:
         body = self.api.read_job(namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
             self.forget(namespace, name)
@@ -173,17 +184,24 @@ class Reconciler:
             problem = self.api.secret_problem(namespace, secret)
             if problem is not None:
                 plan = reconcile(job, spec, status, generation, replace(seen, secret_problem=problem), self.settings)
-        self._apply(job, status, plan, seen.now, meta["resourceVersion"])
+        self._apply(job, status, plan, seen.now, meta["resourceVersion"], slot)
         self.metrics.job_phase(namespace, name, None if plan.delete_job else plan.status.phase)
 
     def _apply(
-        self, job: JobRef, status: DreemTrainingJobStatus, plan: Plan, now: datetime, resource_version: str
+        self,
+        job: JobRef,
+        status: DreemTrainingJobStatus,
+        plan: Plan,
+        now: datetime,
+        resource_version: str,
+        slot: JobSlot,
     ) -> None:
         # Status first: once `restarts` is stored, a crash before the new pods exist recreates the same
         # attempt on the next reconcile instead of reviving the old one. A status write refused as stale
         # (StatusConflict) ends the pass before it deletes or creates anything on a stale decision.
         if operator_fields(plan.status) != operator_fields(status):
-            self.api.patch_status(job.namespace, job.name, operator_fields(plan.status), resource_version)
+            written = self.api.patch_status(job.namespace, job.name, operator_fields(plan.status), resource_version)
+            self._expect_echo(slot, written)
         for event in plan.events:
             try:
                 self.api.create(event_object(job, event, now))
@@ -192,7 +210,9 @@ class Reconciler:
         for pod in plan.delete_pods:
             self.api.delete_pod(job.namespace, pod)
         for obj in plan.create:
-            if self.api.create(obj) and obj["kind"] == "Pod":
+            created = self.api.create(obj)
+            if created is not None and obj["kind"] == "Pod":
+                self._expect_echo(slot, created)
                 log.info("created pod %s/%s", job.namespace, obj["metadata"]["name"])
         if plan.delete_job:
             self.api.delete_job(job.namespace, job.name)

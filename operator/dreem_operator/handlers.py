@@ -132,25 +132,25 @@ def stop(memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-def job_changed(type: str, name: str, namespace: str | None, memo: Any, **_: Any) -> None:
+def job_changed(type: str, name: str, namespace: str | None, meta: Mapping[str, Any], memo: Any, **_: Any) -> None:
     if namespace is None:
         return  # DreemTrainingJobs are namespaced; nothing else can arrive here
     if type == "DELETED":
         memo.reconciler.forget(namespace, name)
     else:
-        reconcile(memo.reconciler, namespace, name)
+        reconcile(memo.reconciler, namespace, name, meta.get("resourceVersion"))
 
 
 @kopf.on.event("v1", "pods", labels={LABEL_JOB: kopf.PRESENT})
-def pod_changed(labels: Mapping[str, str], namespace: str | None, memo: Any, **_: Any) -> None:
+def pod_changed(labels: Mapping[str, str], namespace: str | None, meta: Mapping[str, Any], memo: Any, **_: Any) -> None:
     if namespace is not None:
-        reconcile(memo.reconciler, namespace, labels[LABEL_JOB])
+        reconcile(memo.reconciler, namespace, labels[LABEL_JOB], meta.get("resourceVersion"))
 
 
-def reconcile(reconciler: Reconciler, namespace: str, name: str) -> None:
+def reconcile(reconciler: Reconciler, namespace: str, name: str, version: str | None) -> None:
     """A failure is logged here rather than raised to kopf (which would post it as an Event, past the fence);
     the resync retries the job."""
     try:
-        reconciler.reconcile(namespace, name)
+        reconciler.reconcile(namespace, name, version)
     except Exception:
         log.exception("reconcile of %s/%s failed; the resync retries it", namespace, name)

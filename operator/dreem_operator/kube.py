@@ -127,16 +127,20 @@ class ClusterApi:
             return f'spec.storage.credentialsSecret: Secret "{name}" lacks the key(s) {", ".join(missing)}'
         return None
 
-    def create(self, obj: KubernetesObject) -> bool:
-        """Create a child; False when one of that name exists already (a repeated reconcile)."""
+    def create(self, obj: KubernetesObject) -> str | None:
+        """Create a child and return its resourceVersion; None when one of that name exists already (a
+        repeated reconcile)."""
         self._fence()
         try:
-            self._creators[obj["kind"]](obj["metadata"]["namespace"], obj, field_manager=FIELD_MANAGER)
+            response = self._creators[obj["kind"]](
+                obj["metadata"]["namespace"], obj, field_manager=FIELD_MANAGER, _preload_content=False
+            )
         except ApiException as error:
             if error.status == 409:
-                return False
+                return None
             raise
-        return True
+        version: str = self._json(response)["metadata"]["resourceVersion"]
+        return version
 
     def delete_pod(self, namespace: str, name: str) -> None:
         self._fence()
@@ -146,14 +150,14 @@ class ClusterApi:
             if error.status != 404:
                 raise
 
-    def patch_status(self, namespace: str, name: str, status: KubernetesObject, resource_version: str) -> None:
+    def patch_status(self, namespace: str, name: str, status: KubernetesObject, resource_version: str) -> str:
         """A merge patch of the operator's own status fields (`progress`, which rank 0 writes, is left alone),
         made only if the job is still at `resource_version`, the version the decision was made on: otherwise
         the API server answers 409 and this raises StatusConflict, so a stale decision never overwrites a
-        newer one, nor progress reported meanwhile."""
+        newer one, nor progress reported meanwhile. Returns the job's new resourceVersion."""
         self._fence()
         try:
-            self.custom.patch_namespaced_custom_object_status(
+            response = self.custom.patch_namespaced_custom_object_status(
                 GROUP,
                 VERSION,
                 namespace,
@@ -162,11 +166,14 @@ class ClusterApi:
                 {"metadata": {"resourceVersion": resource_version}, "status": status},
                 field_manager=FIELD_MANAGER,
                 _content_type=STATUS_PATCH,
+                _preload_content=False,
             )
         except ApiException as error:
             if error.status == 409:
                 raise StatusConflict(f"{namespace}/{name} changed since resourceVersion {resource_version}") from None
             raise
+        version: str = self._json(response)["metadata"]["resourceVersion"]
+        return version
 
     def delete_job(self, namespace: str, name: str) -> None:
         self._fence()

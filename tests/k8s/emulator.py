@@ -19,7 +19,8 @@ garbage-collects dependents. Each of those changes what the operator does, so th
 - Leases (`coordination.k8s.io/v1`) are served, for leader election;
 - every write is recorded with the bearer token that made it (`writes`), as an audit log would name
   the user, so a test can tell which operator replica wrote what;
-- the log of served requests is bounded, so the thousandth request costs what the first did;
+- the log of served requests is bounded, and objects are found by their key, not by a scan of every
+  object (kmock's way), so the thousandth request costs what the first did;
 - a deleted pod that a kubelet started stays, marked with deletionTimestamp, until its kubelet
   confirms with a zero grace period (graceful termination); a pod never started goes at once;
 - deleting an object deletes, in turn, every object whose owners are all gone (background propagation),
@@ -29,7 +30,9 @@ garbage-collects dependents. Each of those changes what the operator does, so th
 from __future__ import annotations
 
 import asyncio
+import collections
 import copy
+import functools
 import re
 import threading
 import time
@@ -44,7 +47,14 @@ import aiohttp.web
 import attrs
 import jsonpatch
 import yaml
-from kmock import KubernetesEmulator, KubernetesError, KubernetesObjectNotFoundError, ResourceInfo, Server
+from kmock import (
+    KubernetesEmulator,
+    KubernetesError,
+    KubernetesObjectNotFoundError,
+    KubernetesResourceNotFoundError,
+    ResourceInfo,
+    Server,
+)
 from kmock._internal import dicts, enums, references, rendering
 from kmock._internal.k8s import KubernetesObjectConflictError
 
@@ -83,25 +93,41 @@ _SELECTOR_TERM = re.compile(
 )
 
 
-def _matches(selector: str | None, labels: dict[str, str]) -> bool:
-    """Whether labels match a label selector, in the API's syntax: `a=b`, `a==b`, `a!=b`, `a`, `!a`,
-    `a in (x,y)` and `a notin (x,y)`, joined by commas (a term with `!=` or `notin` matches an absent key)."""
-    text, position = (selector or "").strip(), 0
+Requirement = tuple[str, str, frozenset[str]]
+"""(key, operator, values) with operator one of in, notin, exists, absent (= and != are in and notin)."""
+
+
+@functools.cache
+def _requirements(selector: str) -> tuple[Requirement, ...]:
+    """A label selector in the API's syntax: `a=b`, `a==b`, `a!=b`, `a`, `!a`, `a in (x,y)` and
+    `a notin (x,y)`, joined by commas."""
+    text, position, found = selector.strip(), 0, []
     while position < len(text):
         term = _SELECTOR_TERM.match(text, position)
         if term is None:
             raise KubernetesError(status=400, reason="BadRequest", message=f"unable to parse requirement: {text!r}")
         position = term.end()
         if term["set_key"] is not None:
-            values = {value.strip() for value in term["values"].split(",")}
-            found = term["set_key"] in labels and labels[term["set_key"]] in values
-            if found != (term["operator"] == "in"):
-                return False
+            values = frozenset(value.strip() for value in term["values"].split(","))
+            found.append((term["set_key"], term["operator"], values))
         elif term["key"] is not None:
-            equal = labels.get(term["key"]) == term["value"]
-            if equal != (term["equality"] != "!="):
-                return False
-        elif (term["exists"] in labels) == bool(term["absent"]):
+            found.append((term["key"], "notin" if term["equality"] == "!=" else "in", frozenset([term["value"]])))
+        else:
+            found.append((term["exists"], "absent" if term["absent"] else "exists", frozenset()))
+    return tuple(found)
+
+
+def _matches(selector: str | None, labels: dict[str, str]) -> bool:
+    """Whether labels match a label selector (a term with `!=` or `notin` matches an absent key)."""
+    for key, operator, values in _requirements(selector or ""):
+        present = key in labels
+        if operator == "exists" and not present:
+            return False
+        if operator == "absent" and present:
+            return False
+        if operator == "in" and not (present and labels[key] in values):
+            return False
+        if operator == "notin" and present and labels[key] in values:
             return False
     return True
 
@@ -133,6 +159,10 @@ class ClusterEmulator(KubernetesEmulator):
     """The OpenAPI schema of each custom resource served, by "group/version/plural"."""
     writes: list[Write] = attrs.field(factory=list, init=False)
     """Every write served (create, update, patch, delete), oldest first."""
+    served: collections.Counter[str] = attrs.field(factory=collections.Counter, init=False)
+    """Requests served, by "<action> <plural>" (e.g. "LIST pods"): what the benchmarks count per job."""
+    _kept: dict[references.resource, dict[tuple[str | None, str], ObjectKey]] = attrs.field(factory=dict, init=False)
+    """The key of every object ever stored, by resource: what a list looks through."""
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -189,6 +219,8 @@ class ClusterEmulator(KubernetesEmulator):
         if is_object_request and request.method == enums.method.PUT and request.name is not None:
             # kmock leaves PUT on a named object (an update, which replaces it) unparsed.
             object.__setattr__(request, "action", enums.action.UPDATE)
+        if request.resource is not None and request.action is not None:
+            self.served[f"{request.action.value} {request.resource.plural}"] += 1
         serve = self._direct.get(request.action) if is_object_request else None
         if serve is None:
             return await super(KubernetesEmulator, self)._handle(request)
@@ -258,16 +290,68 @@ class ClusterEmulator(KubernetesEmulator):
         self._validate(request.resource, obj)
         meta.update(uid=str(uuid.uuid4()), creationTimestamp=_now(), generation=1)
         self.created_at.append((time.monotonic(), str(request.resource.plural), namespace, meta["name"]))
+        await self._store(key, obj)
+        # kmock matches reactions against the very request object it recorded, so the stored body (with a
+        # generated name) replaces the request's data in place rather than in a copy.
+        object.__setattr__(request, "data", obj)
+        return request
+
+    async def _store(self, key: ObjectKey, obj: KubernetesObject) -> None:
+        """Store a new object (its identity already set) and tell the watchers."""
         self._bump(obj)
         if key in self._objects:
             self._objects[key].create(obj)
         else:
             self._objects[key] = obj
-        await self._buses[request.resource].put({"type": "ADDED", "object": copy.deepcopy(obj)})
-        # kmock matches reactions against the very request object it recorded, so the stored body (with a
-        # generated name) replaces the request's data in place rather than in a copy.
-        object.__setattr__(request, "data", obj)
-        return request
+            self._kept.setdefault(key[0], {})[key[1], key[2]] = key
+        await self._buses[key[0]].put({"type": "ADDED", "object": copy.deepcopy(obj)})
+
+    async def seed(self, resource: str, objects: list[KubernetesObject]) -> None:
+        """Store objects as if created by someone else, without an HTTP request each (a busy cluster's
+        thousands of other pods, for the benchmarks): they get identities and watchers hear of them."""
+        parsed = references.resource(resource)
+        async with self._lock:
+            for obj in objects:
+                meta = obj["metadata"]
+                meta.update(uid=str(uuid.uuid4()), creationTimestamp=_now(), generation=1)
+                await self._store((parsed, meta.get("namespace"), meta["name"]), obj)
+
+    async def touch(self, resource: str, namespace: str | None, name: str, patch: KubernetesObject) -> None:
+        """Merge-patch a stored object as its owner would (a kubelet's status update, say), without HTTP."""
+        key: ObjectKey = (references.resource(resource), namespace, name)
+        async with self._lock:
+            new = copy.deepcopy(dict(dicts.patch_dict(self._objects[key].raw, patch)))
+            self._bump(new)
+            self._objects[key].create(new)
+            await self._buses[key[0]].put({"type": "MODIFIED", "object": copy.deepcopy(new)})
+
+    def _stored(self, request: rendering.Request, namespace: str | None, name: str | None) -> Any:
+        """The stored object a request names, found by its key."""
+        assert request.resource is not None and name is not None
+        key: ObjectKey = (request.resource, namespace, name)
+        if key not in self._objects:
+            raise KubernetesObjectNotFoundError()
+        return self._objects[key]
+
+    async def _serve_create(self, request: rendering.Request) -> rendering.Payload:
+        meta = request.data["metadata"]
+        raw: rendering.Payload = self._stored(request, meta.get("namespace"), meta["name"]).raw
+        return raw
+
+    async def _serve_fetch(self, request: rendering.Request) -> rendering.Payload:
+        obj = self._stored(request, request.namespace, request.name)
+        if obj.deleted:
+            raise KubernetesObjectNotFoundError()
+        raw: rendering.Payload = obj.raw
+        return raw
+
+    async def _serve_update(self, request: rendering.Request) -> rendering.Payload:
+        raw: rendering.Payload = self._stored(request, request.namespace, request.name).last.raw
+        return raw
+
+    async def _serve_delete(self, request: rendering.Request) -> rendering.Payload:
+        raw: rendering.Payload = self._stored(request, request.namespace, request.name).last.raw
+        return raw
 
     async def _update(self, request: rendering.Request) -> None:
         assert request.resource is not None and request.name is not None
@@ -344,13 +428,18 @@ class ClusterEmulator(KubernetesEmulator):
                 await self._delete(key, cascade=True)
 
     async def _serve_list(self, request: rendering.Request) -> rendering.Payload:
-        listing: dict[str, Any] = await super()._serve_list(request)  # type: ignore[assignment]
+        assert request.resource is not None
+        if request.resource not in self.resources:
+            raise KubernetesResourceNotFoundError()
         selector = request.params.get("labelSelector")
-        listing["items"] = [
-            item for item in listing["items"] if _matches(selector, item["metadata"].get("labels") or {})
-        ]
-        listing["metadata"] = {"resourceVersion": str(self._revision)}
-        return listing
+        items = []
+        for (namespace, _), key in self._kept.get(request.resource, {}).items():
+            if request.namespace is not None and namespace != request.namespace:
+                continue
+            obj = self._objects[key]
+            if not obj.deleted and _matches(selector, obj.raw["metadata"].get("labels") or {}):
+                items.append(obj.raw)
+        return {"metadata": {"resourceVersion": str(self._revision)}, "items": items}
 
     async def _serve_watch(self, request: rendering.Request) -> AsyncIterator[rendering.Payload]:
         selector = request.params.get("labelSelector")
