@@ -316,14 +316,16 @@ class ClusterEmulator(KubernetesEmulator):
                 meta.update(uid=str(uuid.uuid4()), creationTimestamp=_now(), generation=1)
                 await self._store((parsed, meta.get("namespace"), meta["name"]), obj)
 
-    async def touch(self, resource: str, namespace: str | None, name: str, patch: KubernetesObject) -> None:
-        """Merge-patch a stored object as its owner would (a kubelet's status update, say), without HTTP."""
-        key: ObjectKey = (references.resource(resource), namespace, name)
+    async def touch(self, resource: str, namespace: str | None, names: list[str], patch: KubernetesObject) -> None:
+        """Merge-patch stored objects as their owner would (a kubelet's status update, say), without HTTP."""
+        parsed = references.resource(resource)
         async with self._lock:
-            new = copy.deepcopy(dict(dicts.patch_dict(self._objects[key].raw, patch)))
-            self._bump(new)
-            self._objects[key].create(new)
-            await self._buses[key[0]].put({"type": "MODIFIED", "object": copy.deepcopy(new)})
+            for name in names:
+                key: ObjectKey = (parsed, namespace, name)
+                new = copy.deepcopy(dict(dicts.patch_dict(self._objects[key].raw, patch)))
+                self._bump(new)
+                self._objects[key].create(new)
+                await self._buses[parsed].put({"type": "MODIFIED", "object": copy.deepcopy(new)})
 
     def _stored(self, request: rendering.Request, namespace: str | None, name: str | None) -> Any:
         """The stored object a request names, found by its key."""
