@@ -123,16 +123,21 @@ class Profile:
 
 
 def profile_summary(raw: Path, possible: float, top: int = 6) -> dict[str, Any]:
-    """Per kind of thread: how many of them ran on average (1.0 = one thread busy all the time, which for
-    the emulator's single event loop means saturated) and the functions they ran in most."""
+    """Per kind of thread: how many of them py-spy found active on average (1.0 = one thread all the time,
+    which for the emulator's single event loop means saturated) and the functions they were in most.
+    py-spy counts a thread blocked reading a socket as active: `SocketIO.readinto` is an operator thread
+    waiting for the API server's answer, and `_SelectorSocketTransport.write` an event loop that sent an
+    answer and waits to be scheduled again."""
     frames_by_role: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
     for line in raw.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        frames = stack.split(";")
-        frames_by_role[thread_role(frames)][frames[-1]] += int(count)
+        sample = re.fullmatch(r"(.*?);? (\d+)", line)
+        if sample is None:
+            continue  # a thread caught with no Python frame
+        frames = sample[1].split(";")
+        frames_by_role[thread_role(frames)][frames[-1]] += int(sample[2])
     return {
         role: {
-            "threads_running": round(sum(frames.values()) / possible, 2),
+            "threads_active": round(sum(frames.values()) / possible, 2),
             "top_frames": {frame: round(n / possible, 3) for frame, n in frames.most_common(top)},
         }
         for role, frames in sorted(frames_by_role.items(), key=lambda item: -sum(item[1].values()))

@@ -82,6 +82,14 @@ def test_only_the_leader_writes_and_a_killed_leader_hands_its_jobs_over(replicas
     first, second, kubectl = replicas.first.start(), replicas.second, replicas.kubectl
     wait(lambda: replicas.leading(first), timeout=30)
     second.start()
+    # Both replicas list and watch only the pods the operator makes: the API server filters them.
+    for replica in (first, second):
+        asked = {
+            (action, selector)
+            for who, action, plural, selector in replicas.cluster.emulator.selectors
+            if plural == "pods" and who == identity(replica)
+        }
+        assert asked == {("LIST", "dreem.sleap.ai/job"), ("WATCH", "dreem.sleap.ai/job")}, asked
     kubectl.apply_job(sleeping_job("flies", seconds=8))
     kubectl.wait_for("flies", phase_is(Phase.RUNNING), timeout=60, what="Running")
     assert not replicas.leading(second)

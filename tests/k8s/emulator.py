@@ -161,6 +161,8 @@ class ClusterEmulator(KubernetesEmulator):
     """Every write served (create, update, patch, delete), oldest first."""
     served: collections.Counter[str] = attrs.field(factory=collections.Counter, init=False)
     """Requests served, by "<action> <plural>" (e.g. "LIST pods"): what the benchmarks count per job."""
+    selectors: collections.Counter[tuple[str, str, str, str]] = attrs.field(factory=collections.Counter, init=False)
+    """(who, action, plural, labelSelector) of every list and watch: what each client asked to be sent."""
     _kept: dict[references.resource, dict[tuple[str | None, str], ObjectKey]] = attrs.field(factory=dict, init=False)
     """The key of every object ever stored, by resource: what a list looks through."""
 
@@ -221,6 +223,9 @@ class ClusterEmulator(KubernetesEmulator):
             object.__setattr__(request, "action", enums.action.UPDATE)
         if request.resource is not None and request.action is not None:
             self.served[f"{request.action.value} {request.resource.plural}"] += 1
+            if request.action in (enums.action.LIST, enums.action.WATCH):
+                selector = request.params.get("labelSelector", "")
+                self.selectors[_token(request), str(request.action.value), str(request.resource.plural), selector] += 1
         serve = self._direct.get(request.action) if is_object_request else None
         if serve is None:
             return await super(KubernetesEmulator, self)._handle(request)

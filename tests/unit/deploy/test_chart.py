@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,11 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from dreem_operator.api import DreemTrainingJobStatus
+from dreem_operator.children import JobRef, OperatorSettings
 from dreem_operator.crd import CHART_CRD_FILE, CRD_FILE
 from dreem_operator.kube import LEASE_PERMISSIONS, PERMISSIONS
+from dreem_operator.reconcile import Observation, reconcile
 from dreem_operator.settings import PREFIX, RuntimeSettings
 from tests.conftest import REPO_ROOT
 from tests.k8s.admission import restricted_violations
@@ -126,6 +130,23 @@ def test_cluster_rbac_grants_exactly_what_the_operator_calls(tmp_path: Path) -> 
         {"kind": "ServiceAccount", "name": one(docs, "ServiceAccount")["metadata"]["name"], "namespace": "dreem-system"}
     ]
     assert job_roles(docs) == []
+
+
+def test_children_that_block_their_owners_deletion_are_admitted_where_owner_references_are_enforced(
+    tmp_path: Path,
+) -> None:
+    # OwnerReferencesPermissionEnforcement admits a child whose ownerReference sets blockOwnerDeletion only
+    # for a creator that may update the owner's finalizers subresource.
+    job = JobRef("flies", "lab", "uid-1")
+    spec = {"config": {}, "nodes": 2, "storage": {"output": "s3://lab/runs"}}
+    now = datetime(2026, 11, 25, 12, 0, 0)
+    plan = reconcile(job, spec, DreemTrainingJobStatus(), 1, Observation([], now, created=now), OperatorSettings())
+    refs = [ref for obj in plan.create for ref in obj["metadata"].get("ownerReferences", [])]
+    assert len(refs) == len([obj for obj in plan.create if obj["kind"] != "Event"]) >= 7
+    assert all(ref["blockOwnerDeletion"] and ref["uid"] == "uid-1" for ref in refs)
+    for docs in (render({}, tmp_path), render(VALUE_SETS["namespaced"], tmp_path)):
+        for role in [doc for doc in docs if doc["kind"] == "ClusterRole"] + job_roles(docs):
+            assert ("dreem.sleap.ai", "dreemtrainingjobs/finalizers", "update") in grants(role["rules"])
 
 
 @pytest.mark.parametrize("name", ["default", "namespaced"])
