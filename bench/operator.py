@@ -160,7 +160,8 @@ def thread_role(frames: list[str]) -> str:
 
 def burst(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     with cluster_with_crd(workdir) as cluster:
-        operator = OperatorProcess(cluster.kubeconfig, workdir / "operator.log", resync_seconds="30").start()
+        operator = OperatorProcess(cluster.kubeconfig, workdir / "operator.log", resync_seconds="30", **CHART_LEASE)
+        operator.start()
         kubectl = Kubectl(cluster.kubeconfig)
         try:
             singles = [create_to_pods(cluster, kubectl, f"one{index}", 1)[0] for index in range(args.singles)]
@@ -280,7 +281,8 @@ def foreign_pod(index: int) -> dict[str, Any]:
 
 def memory(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     with cluster_with_crd(workdir) as cluster:
-        operator = OperatorProcess(cluster.kubeconfig, workdir / "operator.log", resync_seconds="30").start()
+        operator = OperatorProcess(cluster.kubeconfig, workdir / "operator.log", resync_seconds="30", **CHART_LEASE)
+        operator.start()
         kubectl = Kubectl(cluster.kubeconfig)
         try:
             assert operator.process is not None

@@ -89,7 +89,7 @@ class LeaderElector:
                 log.warning(
                     "leader election: could not read or write Lease %s/%s: %s", self.namespace, self.name, error
                 )
-            self._note_changes("could not renew it in time")
+            self._note_changes("it was not renewed in time, or another replica holds it")
             period = self.timing.retry_period
             self._stop.wait(period if self.tenure.leading() else period * random.uniform(1.0, JITTER))  # noqa: S311
 

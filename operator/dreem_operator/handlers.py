@@ -31,11 +31,16 @@ from dreem_trainer.contract import GROUP, PLURAL, VERSION
 log = logging.getLogger(__name__)
 
 
-def load_kubernetes_config() -> None:
+def load_kubernetes_config(connections: int) -> None:
     try:
         kubernetes.config.load_incluster_config()
     except kubernetes.config.ConfigException:
         kubernetes.config.load_kube_config()
+    # One connection per thread that may call the API at once (the client's default is 5 per CPU), so
+    # connections are kept instead of discarded and opened anew.
+    configuration = kubernetes.client.Configuration.get_default_copy()
+    configuration.connection_pool_maxsize = connections
+    kubernetes.client.Configuration.set_default(configuration)
 
 
 class Resync:
@@ -97,7 +102,7 @@ def start(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) -> None:
     # Only the pods the operator made reach it: the API server filters the list and the watch (an existence
     # selector), so thousands of other pods in the watched namespaces cost it nothing.
     settings.watching.label_selectors["v1", "pods"] = LABEL_JOB
-    load_kubernetes_config()
+    load_kubernetes_config(connections=2 * runtime.workers + 2)  # the event workers, the resync's, the election
     metrics = OperatorMetrics()
     elector = LeaderElector(
         LeaseApi(),

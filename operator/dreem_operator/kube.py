@@ -59,6 +59,19 @@ def _always() -> bool:
     return True
 
 
+def answer_unless(refusal: int, call: Callable[[], Any]) -> KubernetesObject | None:
+    """The JSON the API server answered `call` with (made with `_preload_content=False`), or None when it
+    answered with the HTTP status `refusal` (404 for a read, 409 for a create or an update)."""
+    try:
+        response = call()
+    except ApiException as error:
+        if error.status == refusal:
+            return None
+        raise
+    body: KubernetesObject = json.loads(response.data)
+    return body
+
+
 class ClusterApi:
     """Typed-client calls, named after what the operator does with them."""
 
@@ -87,16 +100,12 @@ class ClusterApi:
             raise NotLeading("this replica does not lead: the write is left to the leader")
 
     def read_job(self, namespace: str, name: str) -> KubernetesObject | None:
-        try:
-            response = self.custom.get_namespaced_custom_object(
+        return answer_unless(
+            404,
+            lambda: self.custom.get_namespaced_custom_object(
                 GROUP, VERSION, namespace, PLURAL, name, _preload_content=False
-            )
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
-        body: KubernetesObject = self._json(response)
-        return body
+            ),
+        )
 
     def list_pods(self, job: JobRef) -> list[KubernetesObject]:
         """The job's pods: labelled with its name and controlled by this very job (not a namesake's)."""
@@ -131,16 +140,12 @@ class ClusterApi:
         """Create a child and return its resourceVersion; None when one of that name exists already (a
         repeated reconcile)."""
         self._fence()
-        try:
-            response = self._creators[obj["kind"]](
-                obj["metadata"]["namespace"], obj, field_manager=FIELD_MANAGER, _preload_content=False
-            )
-        except ApiException as error:
-            if error.status == 409:
-                return None
-            raise
-        version: str = self._json(response)["metadata"]["resourceVersion"]
-        return version
+        create = self._creators[obj["kind"]]
+        created = answer_unless(
+            409,
+            lambda: create(obj["metadata"]["namespace"], obj, field_manager=FIELD_MANAGER, _preload_content=False),
+        )
+        return None if created is None else str(created["metadata"]["resourceVersion"])
 
     def delete_pod(self, namespace: str, name: str) -> None:
         self._fence()
@@ -195,38 +200,26 @@ class LeaseApi:
         self.coordination = client.CoordinationV1Api(api_client or client.ApiClient())
 
     def read(self, namespace: str, name: str) -> KubernetesObject | None:
-        try:
-            response = self.coordination.read_namespaced_lease(name, namespace, _preload_content=False)
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
-        body: KubernetesObject = json.loads(response.data)
-        return body
+        return answer_unless(
+            404, lambda: self.coordination.read_namespaced_lease(name, namespace, _preload_content=False)
+        )
 
     def create(self, lease: KubernetesObject) -> KubernetesObject | None:
         """The created Lease, or None when another candidate created it first."""
-        try:
-            response = self.coordination.create_namespaced_lease(
-                lease["metadata"]["namespace"], lease, field_manager=FIELD_MANAGER, _preload_content=False
-            )
-        except ApiException as error:
-            if error.status == 409:
-                return None
-            raise
-        body: KubernetesObject = json.loads(response.data)
-        return body
+        namespace = lease["metadata"]["namespace"]
+        return answer_unless(
+            409,
+            lambda: self.coordination.create_namespaced_lease(
+                namespace, lease, field_manager=FIELD_MANAGER, _preload_content=False
+            ),
+        )
 
     def replace(self, lease: KubernetesObject) -> KubernetesObject | None:
         """The updated Lease, or None when it changed since it was read (409 Conflict)."""
         meta = lease["metadata"]
-        try:
-            response = self.coordination.replace_namespaced_lease(
+        return answer_unless(
+            409,
+            lambda: self.coordination.replace_namespaced_lease(
                 meta["name"], meta["namespace"], lease, field_manager=FIELD_MANAGER, _preload_content=False
-            )
-        except ApiException as error:
-            if error.status == 409:
-                return None
-            raise
-        body: KubernetesObject = json.loads(response.data)
-        return body
+            ),
+        )

@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import kubernetes
@@ -81,35 +82,38 @@ def test_one_of_two_replicas_leads_and_keeps_leading(cluster: EmulatedCluster) -
         second.stop()
 
 
-def test_a_leader_cut_off_from_the_api_stops_acting_before_the_standby_takes_over(cluster: EmulatedCluster) -> None:
+@contextmanager
+def leader_and_standby(cluster: EmulatedCluster) -> Iterator[tuple[LeaderElector, LeaderElector]]:
     leader = elector(cluster, "operator-a").start()
     wait_until(leader.tenure.leading, timeout=10)
     standby = elector(cluster, "operator-b").start()
     try:
-        time.sleep(1)
+        time.sleep(1)  # the standby has read the Lease, and seen it renewed
         assert not standby.tenure.leading()
+        yield leader, standby
+    finally:
+        leader.stop()
+        standby.stop()
+
+
+def test_a_leader_cut_off_from_the_api_stops_acting_before_the_standby_takes_over(cluster: EmulatedCluster) -> None:
+    with leader_and_standby(cluster) as (leader, standby):
         cut = time.monotonic()
         cut_off(leader)
         stopped = wait_until(lambda: not leader.tenure.leading(), timeout=10)
         took_over = wait_until(standby.tenure.leading, timeout=10)
         assert stopped < took_over
         # The leader stopped within its renew deadline of the cut; the standby waited a whole lease duration
-        # from the last renewal it saw, so at least (lease duration - renew deadline) lay between them.
-        assert stopped - cut <= TIMING.renew_deadline + 0.2
-        assert took_over - stopped >= TIMING.lease_duration - TIMING.renew_deadline - TIMING.retry_period
+        # from the last renewal it saw, so about (lease duration - renew deadline) lay between them (less
+        # this test's polling, on a busy machine).
+        assert stopped - cut <= TIMING.renew_deadline + 0.5
+        assert took_over - stopped >= TIMING.lease_duration - TIMING.renew_deadline - 0.5
         spec = holder(cluster)
         assert spec["holderIdentity"] == "operator-b" and spec["leaseTransitions"] == 1
-    finally:
-        leader.stop()
-        standby.stop()
 
 
 def test_a_leader_shutting_down_hands_over_within_a_retry_period(cluster: EmulatedCluster) -> None:
-    leader = elector(cluster, "operator-a").start()
-    wait_until(leader.tenure.leading, timeout=10)
-    standby = elector(cluster, "operator-b").start()
-    try:
-        time.sleep(1)
+    with leader_and_standby(cluster) as (leader, standby):
         drained = threading.Event()
         started = time.monotonic()
         leader.stop(before_release=drained.set)
@@ -117,8 +121,6 @@ def test_a_leader_shutting_down_hands_over_within_a_retry_period(cluster: Emulat
         took_over = wait_until(standby.tenure.leading, timeout=10)
         assert took_over - started < TIMING.lease_duration  # not a lease duration: the Lease was released
         assert holder(cluster)["holderIdentity"] == "operator-b"
-    finally:
-        standby.stop()
 
 
 def test_a_restarted_replica_with_the_same_identity_takes_its_lease_back_at_once(cluster: EmulatedCluster) -> None:

@@ -163,8 +163,8 @@ class ClusterEmulator(KubernetesEmulator):
     """Requests served, by "<action> <plural>" (e.g. "LIST pods"): what the benchmarks count per job."""
     selectors: collections.Counter[tuple[str, str, str, str]] = attrs.field(factory=collections.Counter, init=False)
     """(who, action, plural, labelSelector) of every list and watch: what each client asked to be sent."""
-    _kept: dict[references.resource, dict[tuple[str | None, str], ObjectKey]] = attrs.field(factory=dict, init=False)
-    """The key of every object ever stored, by resource: what a list looks through."""
+    _kept: dict[references.resource, dict[tuple[str | None, str], Any]] = attrs.field(factory=dict, init=False)
+    """Every object ever stored (kmock's record of its versions), by resource: what a list looks through."""
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -308,7 +308,7 @@ class ClusterEmulator(KubernetesEmulator):
             self._objects[key].create(obj)
         else:
             self._objects[key] = obj
-            self._kept.setdefault(key[0], {})[key[1], key[2]] = key
+            self._kept.setdefault(key[0], {})[key[1], key[2]] = self._objects[key]
         await self._buses[key[0]].put({"type": "ADDED", "object": copy.deepcopy(obj)})
 
     async def seed(self, resource: str, objects: list[KubernetesObject]) -> None:
@@ -440,10 +440,9 @@ class ClusterEmulator(KubernetesEmulator):
             raise KubernetesResourceNotFoundError()
         selector = request.params.get("labelSelector")
         items = []
-        for (namespace, _), key in self._kept.get(request.resource, {}).items():
+        for (namespace, _), obj in self._kept.get(request.resource, {}).items():
             if request.namespace is not None and namespace != request.namespace:
                 continue
-            obj = self._objects[key]
             if not obj.deleted and _matches(selector, obj.raw["metadata"].get("labels") or {}):
                 items.append(obj.raw)
         return {"metadata": {"resourceVersion": str(self._revision)}, "items": items}
