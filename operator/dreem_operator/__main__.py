@@ -29,7 +29,9 @@ def main(argv: list[str] | None = None) -> None:
         runtime = runtime.model_copy(update={"namespaces": args.namespace})
     kopf.configure(verbose=args.verbose)
     kopf.run(
-        standalone=True,  # one replica with a Recreate rollout: peering would add a cluster-wide CRD for nothing
+        # Replicas elect a leader on a Lease (dreem_operator.election), which, unlike kopf's peering, settles
+        # races with resourceVersion checks and fences a leader that cannot renew: no kopf peering.
+        standalone=True,
         clusterwide=not runtime.namespaces,
         namespaces=runtime.namespaces,
         liveness_endpoint=f"http://0.0.0.0:{runtime.liveness_port}/healthz" if runtime.liveness_port else None,

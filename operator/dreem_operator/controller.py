@@ -2,7 +2,8 @@
 
 Every trigger (a change of the job, a change of one of its pods, the periodic resync) lands here, so the
 operator is level-triggered: it acts on what it reads now, never on what an event said. That is what makes
-a restart of the operator harmless.
+a restart of the operator harmless, and a takeover by a standby replica too: a standby only notes which
+jobs exist, and reconciles them all once it leads.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,7 +21,7 @@ from pydantic import ValidationError
 
 from dreem_operator.api import DreemTrainingJobStatus, KubernetesObject
 from dreem_operator.children import POD_GROUP_API, JobRef, OperatorSettings
-from dreem_operator.kube import ClusterApi
+from dreem_operator.kube import ClusterApi, NotLeading, StatusConflict
 from dreem_operator.metrics import OperatorMetrics
 from dreem_operator.reconcile import (
     Observation,
@@ -35,6 +36,11 @@ from dreem_operator.reconcile import (
 )
 
 log = logging.getLogger(__name__)
+
+
+CONFLICT_RETRIES = 5
+"""Fresh reads after a status write refused as stale, before the job is left to its next trigger: a trainer
+reporting progress or a kubelet updating a pod makes one now and then, never many in a row."""
 
 
 def utc_now() -> datetime:
@@ -62,17 +68,23 @@ def credentials_secret(raw_spec: Any) -> str | None:
 
 @dataclass
 class JobSlot:
-    """Whether a reconcile of the job is running, and whether another trigger arrived meanwhile."""
+    """Whether a reconcile of the job is running, whether another trigger arrived meanwhile, and the
+    resourceVersions of this replica's own writes (the job's status, its pods) whose watch events are yet
+    to arrive: such an event says nothing the pass that wrote it did not know, so it triggers nothing."""
 
     running: bool = False
     again: bool = False
+    echoes: set[str] = field(default_factory=set)
 
 
 class Reconciler:
     """Runs at most one reconcile per job at a time and coalesces the triggers that arrive meanwhile into
     one more pass (creating a gang triggers an event per pod and one for the status: one pass covers
     them all, since each pass reads everything afresh). Plans are applied in a crash-safe order: status
-    first, then deletions, then creations."""
+    first, then deletions, then creations; the status write is made only if the job is still as read, so
+    a pass decided on a stale read writes nothing and is decided again.
+
+    `leading` says whether this replica leads: a standby only notes the jobs it hears of."""
 
     def __init__(
         self,
@@ -80,10 +92,12 @@ class Reconciler:
         settings: OperatorSettings,
         metrics: OperatorMetrics,
         clock: Callable[[], datetime] = utc_now,
+        leading: Callable[[], bool] = lambda: True,
     ) -> None:
-        self.api, self.settings, self.metrics, self.clock = api, settings, metrics, clock
+        self.api, self.settings, self.metrics, self.clock, self.leading = api, settings, metrics, clock, leading
         self._jobs: dict[tuple[str, str], JobSlot] = {}
         self._guard = threading.Lock()
+        self._idle = threading.Condition(self._guard)
 
     def known_jobs(self) -> list[tuple[str, str]]:
         with self._guard:
@@ -94,17 +108,40 @@ class Reconciler:
             self._jobs.pop((namespace, name), None)
         self.metrics.job_phase(namespace, name, None)
 
-    def reconcile(self, namespace: str, name: str) -> None:
-        """Reconcile the job now, or, when a reconcile of it is running, make that one run once more."""
+    def reconcile(self, namespace: str, name: str, version: str | None = None) -> None:
+        """Reconcile the job now, or, when a reconcile of it is running, make that one run once more.
+        `version`: the resourceVersion of the object whose event triggers this, if an event does."""
         with self._guard:
             slot = self._jobs.setdefault((namespace, name), JobSlot())
+            if version is not None and version in slot.echoes:
+                slot.echoes.discard(version)
+                return
             if slot.running:
                 slot.again = True
                 return
+            if not self.leading():
+                return
             slot.running = True
+        conflicts = 0
         try:
             while True:
-                self._timed(namespace, name)
+                try:
+                    self._timed(namespace, name, slot)
+                except StatusConflict:
+                    self.metrics.status_conflicts.inc()
+                    conflicts += 1
+                    if conflicts > CONFLICT_RETRIES:
+                        log.warning(
+                            "%s/%s kept changing under %d reconciles: left to its next trigger",
+                            namespace,
+                            name,
+                            conflicts,
+                        )
+                        return
+                    continue
+                except NotLeading:
+                    log.info("reconcile of %s/%s stopped: this replica no longer leads", namespace, name)
+                    return
                 with self._guard:
                     if not slot.again:
                         return
@@ -112,18 +149,30 @@ class Reconciler:
         finally:
             with self._guard:
                 slot.running = False
+                self._idle.notify_all()
 
-    def _timed(self, namespace: str, name: str) -> None:
+    def _expect_echo(self, slot: JobSlot, version: str) -> None:
+        with self._guard:
+            slot.echoes.add(version)
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until no reconcile runs: a leader that steps down lets its writes land before it hands over."""
+        with self._idle:
+            return self._idle.wait_for(lambda: not any(slot.running for slot in self._jobs.values()), timeout)
+
+    def _timed(self, namespace: str, name: str, slot: JobSlot) -> None:
         started = time.perf_counter()
         try:
-            self._reconcile(namespace, name)
+            self._reconcile(namespace, name, slot)
+        except (StatusConflict, NotLeading):
+            raise
         except Exception:
             self.metrics.reconcile_errors.inc()
             raise
         finally:
             self.metrics.reconcile_duration.observe(time.perf_counter() - started)
 
-    def _reconcile(self, namespace: str, name: str) -> None:
+    def _reconcile(self, namespace: str, name: str, slot: JobSlot) -> None:
         body = self.api.read_job(namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
             self.forget(namespace, name)
@@ -148,11 +197,11 @@ class Reconciler:
             problem = self.api.secret_problem(namespace, secret)
             if problem is not None:
                 plan = reconcile(job, spec, status, generation, replace(seen, secret_problem=problem), self.settings)
-        namesakes = self._apply(job, status, plan, seen.now)
+        version, namesakes = self._apply(job, status, plan, seen.now, meta["resourceVersion"], slot)
         if namesakes:  # found while creating: decide again, knowing them
             seen = replace(seen, foreign=[*seen.foreign, *namesakes])
             written, plan = plan.status, reconcile(job, spec, status, generation, seen, self.settings)
-            self._apply(job, written, plan, seen.now)
+            self._apply(job, written, plan, seen.now, version, slot)
         self.metrics.job_phase(namespace, name, None if plan.delete_job else plan.status.phase)
 
     def _pod_groups(self, job: JobRef) -> list[ObservedPodGroup]:
@@ -162,13 +211,26 @@ class Reconciler:
         observed = [observe_pod_group(group) for group in groups if controlled_by(group, job.uid)]
         return [group for group in observed if group is not None]
 
-    def _apply(self, job: JobRef, status: DreemTrainingJobStatus, plan: Plan, now: datetime) -> list[str]:
-        """Apply the plan; stop before creating anything more when a child's name is held by an object another
-        owner controls, and return it (e.g. 'configmap "flies-config"'): it is never adopted."""
+    def _apply(
+        self,
+        job: JobRef,
+        status: DreemTrainingJobStatus,
+        plan: Plan,
+        now: datetime,
+        resource_version: str,
+        slot: JobSlot,
+    ) -> tuple[str, list[str]]:
+        """Apply the plan and return the job's resourceVersion after it; stop before creating anything more
+        when a child's name is held by an object another owner controls, and return that too (e.g.
+        'configmap "flies-config"'): it is never adopted."""
         # Status first: once `restarts` is stored, a crash before the new pods exist recreates the same
-        # attempt on the next reconcile instead of reviving the old one.
+        # attempt on the next reconcile instead of reviving the old one. A status write refused as stale
+        # (StatusConflict) ends the pass before it deletes or creates anything on a stale decision.
         if operator_fields(plan.status) != operator_fields(status):
-            self.api.patch_status(job.namespace, job.name, operator_fields(plan.status))
+            resource_version = self.api.patch_status(
+                job.namespace, job.name, operator_fields(plan.status), resource_version
+            )
+            self._expect_echo(slot, resource_version)
         for event in plan.events:
             try:
                 self.api.create(event_object(job, event, now))
@@ -182,11 +244,13 @@ class Reconciler:
         for group in plan.delete_pod_groups:
             self.api.delete_pod_group(job.namespace, group, POD_GROUP_API[self.settings.gang_scheduler])
         for obj in plan.create:
-            if self.api.create(obj):
+            created = self.api.create(obj)
+            if created is not None:
                 if obj["kind"] == "Pod":
+                    self._expect_echo(slot, created)
                     log.info("created pod %s/%s", job.namespace, obj["metadata"]["name"])
             elif (found := self.api.existing(obj)) is not None and not controlled_by(found, job.uid):
-                return [f'{obj["kind"].lower()} "{obj["metadata"]["name"]}"']
+                return resource_version, [f'{obj["kind"].lower()} "{obj["metadata"]["name"]}"']
         if plan.delete_job:
             self.api.delete_job(job.namespace, job.name)
-        return []
+        return resource_version, []

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from dreem_operator.api import ApiModel, DreemTrainingJobSpec, DreemTrainingJobStatus, Storage
+from dreem_operator.names import JobNames
 from dreem_trainer.contract import GROUP, KIND, PLURAL, SHORT_NAME, VERSION
 
 Schema = dict[str, Any]
@@ -142,6 +143,48 @@ def _add_rules(schema: Schema, model: type[ApiModel], path: str) -> None:
         schema.setdefault("x-kubernetes-validations", []).append(rule)
 
 
+LABEL_LIMIT = 63
+"""The most characters of a DNS label (RFC 1035/1123), a hostname and a label value."""
+LARGEST_INDEX = 999_999
+"""The largest rank and attempt number the name rule leaves room for (six digits each)."""
+DNS_1035_LABEL = "^[a-z]([-a-z0-9]*[a-z0-9])?$"
+
+
+def label_bound_names(names: JobNames) -> list[str]:
+    """What the operator derives from a job's name that must fit in one DNS label or label value: the
+    headless Service (a DNS-1035 label), the pods' hostnames `<job>-<rank>` (DNS-1123 labels) and the
+    values of the children's labels, for the largest rank and attempt allowed for."""
+    labels = names.labels(attempt=LARGEST_INDEX, rank=LARGEST_INDEX)
+    return [names.service, names.hostname(LARGEST_INDEX), *labels.values()]
+
+
+def longest_job_name() -> int:
+    """The longest job name whose label-bound children's names all fit in LABEL_LIMIT."""
+    fits = [
+        n for n in range(1, LABEL_LIMIT + 1) if all(len(x) <= LABEL_LIMIT for x in label_bound_names(JobNames("a" * n)))
+    ]
+    return max(fits)
+
+
+def name_rules() -> list[Schema]:
+    """CEL rules on metadata.name (the API server lets a root rule see it), refusing a job at once, with the
+    reason, when its children could not be created under its name."""
+    longest = longest_job_name()
+    return [
+        {
+            "rule": f"size(self.metadata.name) <= {longest}",
+            "message": f"metadata.name must be at most {longest} characters: the job's pods get the hostnames "
+            f"'<name>-<rank>', which must be DNS labels of at most {LABEL_LIMIT} characters for ranks of up to "
+            f"{len(str(LARGEST_INDEX))} digits",
+        },
+        {
+            "rule": f"self.metadata.name.matches('{DNS_1035_LABEL}')",
+            "message": "metadata.name must be a DNS-1035 label (lower-case letters, digits and '-', starting with a "
+            "letter and ending with a letter or digit): it names the job's headless Service",
+        },
+    ]
+
+
 def build_crd() -> Schema:
     spec = _schema_of(DreemTrainingJobSpec)
     _add_rules(spec, DreemTrainingJobSpec, "spec")
@@ -188,6 +231,7 @@ def build_crd() -> Schema:
                     "schema": {
                         "openAPIV3Schema": {
                             "type": "object",
+                            "x-kubernetes-validations": name_rules(),
                             "description": "A DREEM tracker training run: one training YAML, run as gang-scheduled "
                             "DDP pods that read from and write to S3-compatible storage.",
                             "required": ["spec"],

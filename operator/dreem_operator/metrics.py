@@ -1,4 +1,5 @@
-"""Prometheus metrics of the operator: jobs by phase, reconcile errors and reconcile durations."""
+"""Prometheus metrics of the operator: jobs by phase, reconcile errors and durations, status writes refused as
+stale, and leadership."""
 
 from __future__ import annotations
 
@@ -24,6 +25,18 @@ class OperatorMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=self.registry,
         )
+        self.status_conflicts = Counter(
+            "dreem_status_conflicts",
+            "Status writes refused with 409 Conflict because the job changed since it was read; each is decided "
+            "again from a fresh read.",
+            registry=self.registry,
+        )
+        self.leader = Gauge(
+            "dreem_leader", "1 while this replica leads (holds the Lease), else 0.", registry=self.registry
+        )
+        self.leader_acquired = Counter(
+            "dreem_leader_acquired", "Times this replica became the leader.", registry=self.registry
+        )
         self._phases: dict[tuple[str, str], Phase] = {}
         self._lock = threading.Lock()
         for phase in Phase:
@@ -36,8 +49,17 @@ class OperatorMetrics:
                 self._phases.pop((namespace, name), None)
             else:
                 self._phases[(namespace, name)] = phase
-            counts = dict.fromkeys(Phase, 0)
-            for current in self._phases.values():
-                counts[current] += 1
-            for known, count in counts.items():
-                self.jobs.labels(phase=known).set(count)
+            self._count()
+
+    def forget_phases(self) -> None:
+        """A replica that stops leading stops counting jobs, so the sum over replicas stays the count of jobs."""
+        with self._lock:
+            self._phases.clear()
+            self._count()
+
+    def _count(self) -> None:
+        counts = dict.fromkeys(Phase, 0)
+        for current in self._phases.values():
+            counts[current] += 1
+        for known, count in counts.items():
+            self.jobs.labels(phase=known).set(count)

@@ -5,15 +5,21 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import uuid
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from dreem_operator.children import GangScheduler, OperatorSettings
+from dreem_operator.lease import LeaseTiming
 
 PREFIX = "DREEM_OPERATOR_"
 JSON_FIELDS = {"trainer_resources", "trainer_node_selector", "trainer_tolerations"}
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+"""Where a pod finds its own namespace, the Lease's namespace when the chart does not name one."""
 
 
 class RuntimeSettings(BaseModel):
@@ -46,6 +52,25 @@ class RuntimeSettings(BaseModel):
         ge=0,
         description="Seconds past its deletion deadline a not-ready pod is waited for before it is force-deleted.",
     )
+    lease_name: str = Field("dreem-operator", min_length=1, description="The leader-election Lease's name.")
+    lease_namespace: str = Field(
+        "", description="The Lease's namespace (default: the operator pod's own namespace, else 'default')."
+    )
+    identity: str = Field(
+        "", description="This replica's name in the Lease (default: hostname_random; the chart gives the pod name)."
+    )
+    lease_duration_seconds: int = Field(
+        15, ge=1, description="Seconds a standby waits, after the Lease last changed, before it takes over."
+    )
+    renew_deadline_seconds: float = Field(
+        10.0, gt=0, description="Seconds a leader keeps acting without renewing; under the lease duration."
+    )
+    retry_period_seconds: float = Field(2.0, gt=0, description="Seconds between tries to acquire or renew the Lease.")
+
+    @model_validator(mode="after")
+    def _lease_timing(self) -> RuntimeSettings:
+        self.lease_timing  # noqa: B018  (raises ValueError, which pydantic reports, when the rule fails)
+        return self
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> RuntimeSettings:
@@ -70,6 +95,8 @@ class RuntimeSettings(BaseModel):
         except ValidationError as error:
             problems = "; ".join(
                 f"{PREFIX}{str(issue['loc'][0]).upper()}: {issue['msg']} (got {issue.get('input')!r})"
+                if issue["loc"]
+                else issue["msg"]
                 for issue in error.errors()
             )
             raise SystemExit(f"dreem-operator: bad setting: {problems}") from None
@@ -90,3 +117,20 @@ class RuntimeSettings(BaseModel):
             restart_delay_max_seconds=self.restart_delay_max_seconds,
             lost_pod_seconds=self.lost_pod_seconds,
         )
+
+    @property
+    def lease_timing(self) -> LeaseTiming:
+        return LeaseTiming(self.lease_duration_seconds, self.renew_deadline_seconds, self.retry_period_seconds)
+
+    def lease_home(self) -> str:
+        if self.lease_namespace:
+            return self.lease_namespace
+        try:
+            return SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or "default"
+        except OSError:
+            return "default"
+
+    def replica_identity(self) -> str:
+        """client-go's default identity (hostname and a random suffix) unless one is given: two processes on
+        one host must never share an identity, since the Lease's holder may renew it at once."""
+        return self.identity or f"{socket.gethostname()}_{uuid.uuid4()}"

@@ -3,6 +3,7 @@ lists for kmock's emulator, checked over HTTP with the same client the operator 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -104,3 +105,139 @@ def test_the_crd_validation_rules_refuse_changes_to_what_a_job_is_made_of(kubect
         "storage": {"output": "s3://b/runs", "credentialsSecret": "rotated"},
         "runPolicy": {"suspend": True},
     }
+
+
+def lease(name: str = "dreem-operator", holder: str = "a") -> dict[str, object]:
+    return {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15},
+    }
+
+
+def conflict_of(error: kubernetes.client.ApiException) -> dict[str, object]:
+    assert error.status == 409, error.body
+    body: dict[str, object] = json.loads(error.body)
+    return body
+
+
+def test_leases_are_served_and_a_stale_update_answers_409_as_the_api_server_does(kubectl: Kubectl) -> None:
+    coordination = kubernetes.client.CoordinationV1Api(kubectl.core.api_client)
+    created = coordination.create_namespaced_lease("default", lease())
+    read = coordination.read_namespaced_lease("dreem-operator", "default")
+    assert read.spec.holder_identity == "a" and read.metadata.resource_version == created.metadata.resource_version
+    read.spec.holder_identity = "b"
+    updated = coordination.replace_namespaced_lease("dreem-operator", "default", read)
+    assert updated.spec.holder_identity == "b"
+    # `created` still carries the version read before that update.
+    created.spec.holder_identity = "c"
+    with pytest.raises(kubernetes.client.ApiException) as refused:
+        coordination.replace_namespaced_lease("dreem-operator", "default", created)
+    assert conflict_of(refused.value) == {
+        "apiVersion": "v1",
+        "kind": "Status",
+        "metadata": {},
+        "status": "Failure",
+        "message": 'Operation cannot be fulfilled on leases.coordination.k8s.io "dreem-operator": the object has been '
+        "modified; please apply your changes to the latest version and try again",
+        "reason": "Conflict",
+        "details": {"name": "dreem-operator", "group": "coordination.k8s.io", "kind": "leases"},
+        "code": 409,
+    }
+    assert coordination.read_namespaced_lease("dreem-operator", "default").spec.holder_identity == "b"
+
+
+def test_an_update_replaces_the_object_and_keeps_what_the_server_owns(kubectl: Kubectl) -> None:
+    coordination = kubernetes.client.CoordinationV1Api(kubectl.core.api_client)
+    created = coordination.create_namespaced_lease(
+        "default", lease() | {"metadata": {"name": "l", "labels": {"x": "1"}}}
+    )
+    body = {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": "l", "resourceVersion": created.metadata.resource_version},
+        "spec": {"holderIdentity": "b"},
+    }
+    replaced = coordination.replace_namespaced_lease("l", "default", body)
+    assert replaced.metadata.labels is None and replaced.spec.lease_duration_seconds is None
+    assert replaced.metadata.uid == created.metadata.uid
+    assert replaced.metadata.creation_timestamp == created.metadata.creation_timestamp
+
+
+def test_a_status_patch_carrying_a_stale_resource_version_answers_409(kubectl: Kubectl) -> None:
+    version = kubectl.apply_job(job())["metadata"]["resourceVersion"]
+    kubectl.custom.patch_namespaced_custom_object_status(
+        GROUP, VERSION, "default", PLURAL, "j", {"status": {"progress": {"epoch": 1}}},
+        _content_type="application/merge-patch+json",
+    )  # fmt: skip
+    stale = {"metadata": {"resourceVersion": version}, "status": {"phase": "Failed"}}
+    with pytest.raises(kubernetes.client.ApiException) as refused:
+        kubectl.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, "default", PLURAL, "j", stale, _content_type="application/merge-patch+json"
+        )
+    body = conflict_of(refused.value)
+    assert body["reason"] == "Conflict"
+    assert body["message"] == (
+        'Operation cannot be fulfilled on dreemtrainingjobs.dreem.sleap.ai "j": the object has been modified; '
+        "please apply your changes to the latest version and try again"
+    )
+    assert kubectl.job("j")["status"] == {"progress": {"epoch": 1}}
+    current = {"metadata": {"resourceVersion": kubectl.job("j")["metadata"]["resourceVersion"]}}
+    kubectl.custom.patch_namespaced_custom_object_status(
+        GROUP, VERSION, "default", PLURAL, "j", current | {"status": {"phase": "Running"}},
+        _content_type="application/merge-patch+json",
+    )  # fmt: skip
+    assert kubectl.job("j")["status"] == {"progress": {"epoch": 1}, "phase": "Running"}
+    # A patch naming no version is unconditional, as in the API server.
+    kubectl.patch_job("j", {"spec": {"image": "trainer:2"}})
+    assert kubectl.job("j")["spec"] == {"image": "trainer:2"}
+
+
+@pytest.mark.parametrize(
+    ("selector", "expected"),
+    [
+        ("dreem.sleap.ai/job", ["gpu-a", "gpu-b"]),
+        ("!dreem.sleap.ai/job", ["foreign"]),
+        ("dreem.sleap.ai/job=a", ["gpu-a"]),
+        ("dreem.sleap.ai/job==a,rank=0", ["gpu-a"]),
+        ("dreem.sleap.ai/job!=a", ["foreign", "gpu-b"]),
+        ("dreem.sleap.ai/job in (a, b)", ["gpu-a", "gpu-b"]),
+        ("dreem.sleap.ai/job notin (a),rank", ["gpu-b"]),
+        ("", ["foreign", "gpu-a", "gpu-b"]),
+    ],
+)
+def test_label_selectors_of_every_kind_filter_lists(kubectl: Kubectl, selector: str, expected: list[str]) -> None:
+    for name, labels in (
+        ("gpu-a", {"dreem.sleap.ai/job": "a", "rank": "0"}),
+        ("gpu-b", {"dreem.sleap.ai/job": "b", "rank": "1"}),
+        ("foreign", {"app": "web"}),
+    ):
+        kubectl.core.create_namespaced_config_map("default", {"metadata": {"name": name, "labels": labels}})
+    response = kubectl.core.list_namespaced_config_map("default", label_selector=selector)
+    assert sorted(item.metadata.name for item in response.items) == expected
+
+
+def test_every_write_is_recorded_with_the_token_that_made_it(tmp_path: Path) -> None:
+    with cluster_with_crd(tmp_path) as cluster:
+        other = cluster.kubeconfig_for("operator-b")
+        Kubectl(cluster.kubeconfig).apply_job(job())
+        Kubectl(other).patch_job("j", {"spec": {"image": "x"}})
+        Kubectl(other).job("j")  # a read is no write
+        assert [(w.who, w.verb, w.plural, w.name) for w in cluster.emulator.writes] == [
+            ("emulated", "create", PLURAL, "j"),
+            ("operator-b", "patch", PLURAL, "j"),
+        ]
+
+
+def test_the_name_rule_refuses_a_job_whose_children_could_not_be_named(kubectl: Kubectl) -> None:
+    manifest = job()
+    manifest["metadata"] = {"name": "a" * 57}
+    with pytest.raises(kubernetes.client.ApiException) as refused:
+        kubectl.apply_job(manifest)
+    assert refused.value.status == 422
+    assert json.loads(refused.value.body)["message"].startswith(
+        f'{KIND}.{GROUP} "{"a" * 57}" is invalid: <nil>: Invalid value: "object": metadata.name must be at most 56'
+    )
+    manifest["metadata"] = {"name": "a" * 56}
+    kubectl.apply_job(manifest)

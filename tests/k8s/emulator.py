@@ -7,15 +7,24 @@ garbage-collects dependents. Each of those changes what the operator does, so th
 
 - every write bumps a cluster-wide `resourceVersion`, and creates assign `uid`, `creationTimestamp` and
   `generation` (bumped when anything outside metadata and status changes);
+- an update (PUT, which replaces the object) or a patch whose result carries a `metadata.resourceVersion`
+  other than the stored one answers 409 Conflict, in the API server's words: the optimistic concurrency
+  of leader election and of the operator's status writes;
 - a JSON patch whose `test` fails answers 422, as kopf's optimistic concurrency expects;
 - writes to the `status` subresource change only `status`, and writes to the object leave `status` alone;
 - a custom resource's CEL validation rules (`x-kubernetes-validations`, see tests.k8s.cel) refuse
-  writes with 422, transition rules included; its OpenAPI schema is not enforced (tests check it apart);
-- list and watch honour equality `labelSelector`s and `fieldSelector`s (what `kubectl wait` and
-  `kubectl describe` send); a list says its kind (`<Kind>List`), as kubectl needs;
+  writes with 422, transition rules included, and rules on the root see only `metadata.name` and
+  `metadata.generateName` of the metadata; its OpenAPI schema is not enforced (tests check it apart);
+- list and watch honour `labelSelector`s (equality, inequality, existence and set-based terms) and
+  equality `fieldSelector`s on dotted paths (what `kubectl wait` and `kubectl describe` send); a list
+  says its kind (`<Kind>List`), as kubectl needs;
 - a custom resource read with `Accept: ...;as=Table` comes back as a Table of its printer columns, so
   `kubectl get` prints what it prints on a cluster (see tests.k8s.tables);
-- the log of served requests is bounded, so the thousandth request costs what the first did;
+- Leases (`coordination.k8s.io/v1`) are served, for leader election;
+- every write is recorded with the bearer token that made it (`writes`), as an audit log would name
+  the user, so a test can tell which operator replica wrote what;
+- the log of served requests is bounded, and objects are found by their key, not by a scan of every
+  object (kmock's way), so the thousandth request costs what the first did;
 - a deleted pod that a kubelet started stays, marked with deletionTimestamp (the moment its grace period
   ends, as the API server sets it) and deletionGracePeriodSeconds, until its kubelet confirms with a zero
   grace period (graceful termination); a later delete with a shorter grace period brings both forward; a
@@ -27,8 +36,11 @@ garbage-collects dependents. Each of those changes what the operator does, so th
 from __future__ import annotations
 
 import asyncio
+import collections
 import copy
+import functools
 import json
+import re
 import threading
 import time
 import uuid
@@ -42,7 +54,14 @@ import aiohttp.web
 import attrs
 import jsonpatch
 import yaml
-from kmock import KubernetesEmulator, KubernetesError, KubernetesObjectNotFoundError, ResourceInfo, Server
+from kmock import (
+    KubernetesEmulator,
+    KubernetesError,
+    KubernetesObjectNotFoundError,
+    KubernetesResourceNotFoundError,
+    ResourceInfo,
+    Server,
+)
 from kmock._internal import dicts, enums, references, rendering
 from kmock._internal.k8s import KubernetesObjectConflictError
 
@@ -63,6 +82,7 @@ BUILTIN_RESOURCES: dict[str, ResourceInfo] = {
     "v1/nodes": ResourceInfo(kind="Node", namespaced=False, subresources={"status"}),
     "rbac.authorization.k8s.io/v1/roles": ResourceInfo(kind="Role", namespaced=True),
     "rbac.authorization.k8s.io/v1/rolebindings": ResourceInfo(kind="RoleBinding", namespaced=True),
+    "coordination.k8s.io/v1/leases": ResourceInfo(kind="Lease", namespaced=True),
 }
 REQUESTS_KEPT = 16
 VERBS = {"get", "list", "watch", "create", "update", "patch", "delete"}
@@ -72,18 +92,51 @@ def _now(later: float = 0) -> str:
     return (datetime.now(UTC) + timedelta(seconds=later)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+_SELECTOR_TERM = re.compile(
+    r"""\s*(?:
+        (?P<set_key>[^\s,!=()]+)\s+(?P<operator>in|notin)\s*\((?P<values>[^)]*)\)
+      | (?P<key>[^\s,!=()]+)\s*(?P<equality>==|=|!=)\s*(?P<value>[^\s,!=()]*)
+      | (?P<absent>!)?\s*(?P<exists>[^\s,!=()]+)
+    )\s*(?:,|$)""",
+    re.VERBOSE,
+)
+
+
+Requirement = tuple[str, str, frozenset[str]]
+"""(key, operator, values) with operator one of in, notin, exists, absent (= and != are in and notin)."""
+
+
+@functools.cache
+def _requirements(selector: str) -> tuple[Requirement, ...]:
+    """A label selector in the API's syntax: `a=b`, `a==b`, `a!=b`, `a`, `!a`, `a in (x,y)` and
+    `a notin (x,y)`, joined by commas."""
+    text, position, found = selector.strip(), 0, []
+    while position < len(text):
+        term = _SELECTOR_TERM.match(text, position)
+        if term is None:
+            raise KubernetesError(status=400, reason="BadRequest", message=f"unable to parse requirement: {text!r}")
+        position = term.end()
+        if term["set_key"] is not None:
+            values = frozenset(value.strip() for value in term["values"].split(","))
+            found.append((term["set_key"], term["operator"], values))
+        elif term["key"] is not None:
+            found.append((term["key"], "notin" if term["equality"] == "!=" else "in", frozenset([term["value"]])))
+        else:
+            found.append((term["exists"], "absent" if term["absent"] else "exists", frozenset()))
+    return tuple(found)
+
+
 def _matches(selector: str | None, labels: dict[str, str]) -> bool:
-    """Equality-based label selectors (`a=b,c!=d,e`), the kind the operator and kubectl send."""
-    for term in filter(None, (selector or "").split(",")):
-        if "!=" in term:
-            key, value = term.split("!=", 1)
-            if labels.get(key.strip()) == value.strip():
-                return False
-        elif "=" in term:
-            key, value = term.replace("==", "=").split("=", 1)
-            if labels.get(key.strip()) != value.strip():
-                return False
-        elif term.strip() not in labels:
+    """Whether labels match a label selector (a term with `!=` or `notin` matches an absent key)."""
+    for key, operator, values in _requirements(selector or ""):
+        present = key in labels
+        if operator == "exists" and not present:
+            return False
+        if operator == "absent" and present:
+            return False
+        if operator == "in" and not (present and labels[key] in values):
+            return False
+        if operator == "notin" and present and labels[key] in values:
             return False
     return True
 
@@ -103,6 +156,24 @@ def _fields_match(selector: str | None, obj: KubernetesObject) -> bool:
     return True
 
 
+def _token(request: rendering.Request) -> str:
+    """Who made a request: its bearer token (each test client's kubeconfig names its own)."""
+    authorization = next((value for key, value in request.headers.items() if key.lower() == "authorization"), "")
+    return authorization.removeprefix("Bearer ").strip()
+
+
+@attrs.frozen
+class Write:
+    """One write the emulator served: who made it (the bearer token), how, and to what."""
+
+    who: str
+    verb: str
+    plural: str
+    namespace: str | None
+    name: str | None
+    subresource: str | None = None
+
+
 @attrs.define(kw_only=True)
 class ClusterEmulator(KubernetesEmulator):
     _revision: int = attrs.field(default=0, init=False)
@@ -112,6 +183,14 @@ class ClusterEmulator(KubernetesEmulator):
     """The OpenAPI schema of each custom resource served, by "group/version/plural"."""
     columns: dict[str, list[KubernetesObject]] = attrs.field(factory=dict, init=False)
     """The additionalPrinterColumns of each custom resource served, for `kubectl get`'s Table."""
+    writes: list[Write] = attrs.field(factory=list, init=False)
+    """Every write served (create, update, patch, delete), oldest first."""
+    served: collections.Counter[str] = attrs.field(factory=collections.Counter, init=False)
+    """Requests served, by "<action> <plural>" (e.g. "LIST pods"): what the benchmarks count per job."""
+    selectors: collections.Counter[tuple[str, str, str, str]] = attrs.field(factory=collections.Counter, init=False)
+    """(who, action, plural, labelSelector) of every list and watch: what each client asked to be sent."""
+    _kept: dict[references.resource, dict[tuple[str | None, str], Any]] = attrs.field(factory=dict, init=False)
+    """Every object ever stored (kmock's record of its versions), by resource: what a list looks through."""
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -145,6 +224,17 @@ class ClusterEmulator(KubernetesEmulator):
             message = f'{kind}.{resource.group} "{name}" is invalid: {"; ".join(problems)}'
             raise KubernetesError(status=422, reason="Invalid", message=message)
 
+    def _conflict(self, resource: references.resource, name: str) -> KubernetesError:
+        """The API server's answer to a write made on a stale resourceVersion (apimachinery's NewConflict)."""
+        qualified = f"{resource.plural}.{resource.group}" if resource.group else str(resource.plural)
+        return KubernetesError(
+            status=409,
+            reason="Conflict",
+            message=f'Operation cannot be fulfilled on {qualified} "{name}": the object has been modified; '
+            "please apply your changes to the latest version and try again",
+            details={"name": name, "group": resource.group, "kind": resource.plural},
+        )
+
     def _bump(self, obj: KubernetesObject) -> None:
         self._revision += 1
         obj.setdefault("metadata", {})["resourceVersion"] = str(self._revision)
@@ -155,6 +245,14 @@ class ClusterEmulator(KubernetesEmulator):
         # discovery and watches still go through kmock's matching, over a short log.
         del self._requests[:-REQUESTS_KEPT]
         is_object_request = request.resource is not None and bool(request.resource.plural)
+        if is_object_request and request.method == enums.method.PUT and request.name is not None:
+            # kmock leaves PUT on a named object (an update, which replaces it) unparsed.
+            object.__setattr__(request, "action", enums.action.UPDATE)
+        if request.resource is not None and request.action is not None:
+            self.served[f"{request.action.value} {request.resource.plural}"] += 1
+            if request.action in (enums.action.LIST, enums.action.WATCH):
+                selector = request.params.get("labelSelector", "")
+                self.selectors[_token(request), str(request.action.value), str(request.resource.plural), selector] += 1
         if is_object_request and request.action == enums.action.WATCH:
             return await self._stream_watch(request)
         serve = self._direct.get(request.action) if is_object_request else None
@@ -162,6 +260,19 @@ class ClusterEmulator(KubernetesEmulator):
             return await super(KubernetesEmulator, self)._handle(request)
         async with self._lock:
             request = await self._write(request)
+            if request.action in (enums.action.CREATE, enums.action.UPDATE, enums.action.DELETE):
+                assert request.resource is not None
+                verb = {enums.method.PUT: "update", enums.method.PATCH: "patch"}.get(request.method, "")
+                self.writes.append(
+                    Write(
+                        who=_token(request),
+                        verb=verb or str(request.action.value).lower(),
+                        plural=str(request.resource.plural),
+                        namespace=request.namespace,
+                        name=request.name or (request.data or {}).get("metadata", {}).get("name"),
+                        subresource=request.subresource,
+                    )
+                )
         payload = await serve(request)
         payload = self._as_table(request, payload)
         # The typed clients deserialize a created object only from a 201.
@@ -243,21 +354,77 @@ class ClusterEmulator(KubernetesEmulator):
         key: ObjectKey = (request.resource, namespace, meta["name"])
         if key in self._objects and not self._objects[key].deleted:
             raise KubernetesObjectConflictError(
-                message=f'{request.resource.plural} "{meta["name"]}" already exists', details={"name": meta["name"]}
+                reason="AlreadyExists",
+                message=f'{request.resource.plural} "{meta["name"]}" already exists',
+                details={"name": meta["name"], "group": request.resource.group, "kind": request.resource.plural},
             )
         self._validate(request.resource, obj)
         meta.update(uid=str(uuid.uuid4()), creationTimestamp=_now(), generation=1)
         self.created_at.append((time.monotonic(), str(request.resource.plural), namespace, meta["name"]))
+        await self._store(key, obj)
+        # kmock matches reactions against the very request object it recorded, so the stored body (with a
+        # generated name) replaces the request's data in place rather than in a copy.
+        object.__setattr__(request, "data", obj)
+        return request
+
+    async def _store(self, key: ObjectKey, obj: KubernetesObject) -> None:
+        """Store a new object (its identity already set) and tell the watchers."""
         self._bump(obj)
         if key in self._objects:
             self._objects[key].create(obj)
         else:
             self._objects[key] = obj
-        await self._buses[request.resource].put({"type": "ADDED", "object": copy.deepcopy(obj)})
-        # kmock matches reactions against the very request object it recorded, so the stored body (with a
-        # generated name) replaces the request's data in place rather than in a copy.
-        object.__setattr__(request, "data", obj)
-        return request
+            self._kept.setdefault(key[0], {})[key[1], key[2]] = self._objects[key]
+        await self._buses[key[0]].put({"type": "ADDED", "object": copy.deepcopy(obj)})
+
+    async def seed(self, resource: str, objects: list[KubernetesObject]) -> None:
+        """Store objects as if created by someone else, without an HTTP request each (a busy cluster's
+        thousands of other pods, for the benchmarks): they get identities and watchers hear of them."""
+        parsed = references.resource(resource)
+        async with self._lock:
+            for obj in objects:
+                meta = obj["metadata"]
+                meta.update(uid=str(uuid.uuid4()), creationTimestamp=_now(), generation=1)
+                await self._store((parsed, meta.get("namespace"), meta["name"]), obj)
+
+    async def touch(self, resource: str, namespace: str | None, names: list[str], patch: KubernetesObject) -> None:
+        """Merge-patch stored objects as their owner would (a kubelet's status update, say), without HTTP."""
+        parsed = references.resource(resource)
+        async with self._lock:
+            for name in names:
+                key: ObjectKey = (parsed, namespace, name)
+                new = copy.deepcopy(dict(dicts.patch_dict(self._objects[key].raw, patch)))
+                self._bump(new)
+                self._objects[key].create(new)
+                await self._buses[parsed].put({"type": "MODIFIED", "object": copy.deepcopy(new)})
+
+    def _stored(self, request: rendering.Request, namespace: str | None, name: str | None) -> Any:
+        """The stored object a request names, found by its key."""
+        assert request.resource is not None and name is not None
+        key: ObjectKey = (request.resource, namespace, name)
+        if key not in self._objects:
+            raise KubernetesObjectNotFoundError()
+        return self._objects[key]
+
+    async def _serve_create(self, request: rendering.Request) -> rendering.Payload:
+        meta = request.data["metadata"]
+        raw: rendering.Payload = self._stored(request, meta.get("namespace"), meta["name"]).raw
+        return raw
+
+    async def _serve_fetch(self, request: rendering.Request) -> rendering.Payload:
+        obj = self._stored(request, request.namespace, request.name)
+        if obj.deleted:
+            raise KubernetesObjectNotFoundError()
+        raw: rendering.Payload = obj.raw
+        return raw
+
+    async def _serve_update(self, request: rendering.Request) -> rendering.Payload:
+        raw: rendering.Payload = self._stored(request, request.namespace, request.name).last.raw
+        return raw
+
+    async def _serve_delete(self, request: rendering.Request) -> rendering.Payload:
+        raw: rendering.Payload = self._stored(request, request.namespace, request.name).last.raw
+        return raw
 
     async def _update(self, request: rendering.Request) -> None:
         assert request.resource is not None and request.name is not None
@@ -266,20 +433,29 @@ class ClusterEmulator(KubernetesEmulator):
             raise KubernetesObjectNotFoundError()
         old = copy.deepcopy(self._objects[key].raw)
         try:
-            new = copy.deepcopy(dict(dicts.patch_dict(old, request.data)))
+            if request.method == enums.method.PUT:
+                new = copy.deepcopy(request.data) if isinstance(request.data, dict) else {}
+                new.setdefault("metadata", {})
+            else:
+                new = copy.deepcopy(dict(dicts.patch_dict(old, request.data)))
         except jsonpatch.JsonPatchTestFailed as error:
             raise KubernetesError(
                 status=422, reason="Invalid", message=f"the JSON patch test failed: {error}"
             ) from None
         except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError) as error:
             raise KubernetesError(status=422, reason="Invalid", message=f"cannot apply the patch: {error}") from None
+        # The precondition of an update: the version the writer read, when it says which (a PUT of the object
+        # read, or a patch that sets metadata.resourceVersion); without one, the write is unconditional.
+        version = new["metadata"].get("resourceVersion")
+        if version is not None and version != old["metadata"]["resourceVersion"]:
+            raise self._conflict(request.resource, request.name)
         if "status" in self.resources[request.resource].subresources:
             if request.subresource == "status":
                 new = {**old, "status": new.get("status")}
             else:
                 new["status"] = old.get("status")
             new = {field: value for field, value in new.items() if value is not None}
-        for immutable in ("uid", "creationTimestamp", "name", "namespace"):
+        for immutable in ("uid", "creationTimestamp", "name", "namespace", "deletionTimestamp", "generation"):
             if immutable in old["metadata"]:
                 new["metadata"][immutable] = old["metadata"][immutable]
         if request.subresource != "status":  # a status write leaves the rest as it was, rules included
@@ -329,19 +505,24 @@ class ClusterEmulator(KubernetesEmulator):
                 await self._delete(key, cascade=True)
 
     async def _serve_list(self, request: rendering.Request) -> rendering.Payload:
-        listing: dict[str, Any] = await super()._serve_list(request)  # type: ignore[assignment]
-        selector, fields = request.params.get("labelSelector"), request.params.get("fieldSelector")
-        listing["items"] = [
-            item
-            for item in listing["items"]
-            if _matches(selector, item["metadata"].get("labels") or {}) and _fields_match(fields, item)
-        ]
-        listing["metadata"] = {"resourceVersion": str(self._revision)}
         assert request.resource is not None
         resource = request.resource
-        listing["apiVersion"] = f"{resource.group}/{resource.version}" if resource.group else resource.version
-        listing["kind"] = f"{self.resources[resource].kind}List"
-        return listing
+        if resource not in self.resources:
+            raise KubernetesResourceNotFoundError()
+        selector, fields = request.params.get("labelSelector"), request.params.get("fieldSelector")
+        items = []
+        for (namespace, _), obj in self._kept.get(resource, {}).items():
+            if request.namespace is not None and namespace != request.namespace:
+                continue
+            labels = obj.raw["metadata"].get("labels") or {}
+            if not obj.deleted and _matches(selector, labels) and _fields_match(fields, obj.raw):
+                items.append(obj.raw)
+        return {
+            "apiVersion": f"{resource.group}/{resource.version}" if resource.group else resource.version,
+            "kind": f"{self.resources[resource].kind}List",
+            "metadata": {"resourceVersion": str(self._revision)},
+            "items": items,
+        }
 
     async def _serve_watch(self, request: rendering.Request) -> AsyncIterator[rendering.Payload]:
         selector, fields = request.params.get("labelSelector"), request.params.get("fieldSelector")
@@ -382,19 +563,26 @@ class EmulatedCluster:
         self._thread.start()
         if not self._ready.wait(30):
             raise TimeoutError("the Kubernetes emulator did not start")
-        self.kubeconfig.write_text(
-            yaml.safe_dump(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "clusters": [{"name": "emulator", "cluster": {"server": self.url}}],
-                    "users": [{"name": "tester", "user": {"token": "emulated"}}],
-                    "contexts": [{"name": "emulator", "context": {"cluster": "emulator", "user": "tester"}}],
-                    "current-context": "emulator",
-                }
-            )
-        )
+        self.kubeconfig.write_text(self._config("emulated"))
         return self
+
+    def kubeconfig_for(self, user: str) -> Path:
+        """A kubeconfig whose bearer token is `user`: the emulator records that user's writes under it."""
+        path = self.kubeconfig.with_name(f"kubeconfig-{user}.yaml")
+        path.write_text(self._config(user))
+        return path
+
+    def _config(self, token: str) -> str:
+        return yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "emulator", "cluster": {"server": self.url}}],
+                "users": [{"name": "tester", "user": {"token": token}}],
+                "contexts": [{"name": "emulator", "context": {"cluster": "emulator", "user": "tester"}}],
+                "current-context": "emulator",
+            }
+        )
 
     def stop(self) -> None:
         if self._stop is not None:

@@ -12,9 +12,13 @@ from pathlib import Path
 
 from tests.conftest import free_port
 
+LEASE_SECONDS = {"lease_duration_seconds": "4", "renew_deadline_seconds": "3", "retry_period_seconds": "0.5"}
+"""Short leader-election timing, so a takeover in a test takes seconds; the identity is fixed per
+OperatorProcess, as a pod's name is, so a restarted process takes its own Lease back at once."""
+
 
 class OperatorProcess:
-    def __init__(self, kubeconfig: Path, log: Path, **settings: str) -> None:
+    def __init__(self, kubeconfig: Path, log: Path, identity: str = "operator-0", **settings: str) -> None:
         self.kubeconfig, self.log = kubeconfig, log
         self.metrics_port, self.liveness_port = free_port(), free_port()
         self.settings = {
@@ -23,7 +27,10 @@ class OperatorProcess:
             "DREEM_OPERATOR_RESYNC_SECONDS": "1",
             # Tests that restart gangs should not wait Kubernetes' 10 s back-off; the delay's own test sets it.
             "DREEM_OPERATOR_RESTART_DELAY_SECONDS": "0",
-        } | {f"DREEM_OPERATOR_{key.upper()}": value for key, value in settings.items()}
+        } | {
+            f"DREEM_OPERATOR_{key.upper()}": value
+            for key, value in (LEASE_SECONDS | {"identity": identity} | settings).items()
+        }
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, *args: str) -> OperatorProcess:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,11 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from dreem_operator.api import DreemTrainingJobStatus
+from dreem_operator.children import JobRef, OperatorSettings
 from dreem_operator.crd import CHART_CRD_FILE, CRD_FILE
-from dreem_operator.kube import PERMISSIONS
+from dreem_operator.kube import LEASE_PERMISSIONS, PERMISSIONS
+from dreem_operator.reconcile import Observation, reconcile
 from dreem_operator.settings import PREFIX, RuntimeSettings
 from tests.conftest import REPO_ROOT
 from tests.k8s.admission import restricted_violations
@@ -76,6 +80,20 @@ def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
     return found
 
 
+def plain_env(container: dict[str, Any]) -> dict[str, str]:
+    """The container's environment variables with literal values (not those read from the pod's fields)."""
+    return {e["name"]: e["value"] for e in container["env"] if "value" in e}
+
+
+def leader_election_role(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    (role,) = [doc for doc in docs if doc["kind"] == "Role" and doc["metadata"]["name"].endswith("-leader-election")]
+    return role
+
+
+def job_roles(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [doc for doc in docs if doc["kind"] == "Role" and doc is not leader_election_role(docs)]
+
+
 def grants(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
     return {
         (group, resource, verb)
@@ -114,17 +132,56 @@ def test_cluster_rbac_grants_exactly_what_the_operator_calls(tmp_path: Path) -> 
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": one(docs, "ServiceAccount")["metadata"]["name"], "namespace": "dreem-system"}
     ]
-    assert not [doc for doc in docs if doc["kind"] in ("Role", "RoleBinding")]
+    assert job_roles(docs) == []
+
+
+def test_children_that_block_their_owners_deletion_are_admitted_where_owner_references_are_enforced(
+    tmp_path: Path,
+) -> None:
+    # OwnerReferencesPermissionEnforcement admits a child whose ownerReference sets blockOwnerDeletion only
+    # for a creator that may update the owner's finalizers subresource.
+    job = JobRef("flies", "lab", "uid-1")
+    spec = {"config": {}, "nodes": 2, "storage": {"output": "s3://lab/runs"}}
+    now = datetime(2026, 11, 25, 12, 0, 0)
+    plan = reconcile(job, spec, DreemTrainingJobStatus(), 1, Observation([], now, created=now), OperatorSettings())
+    refs = [ref for obj in plan.create for ref in obj["metadata"].get("ownerReferences", [])]
+    assert len(refs) == len([obj for obj in plan.create if obj["kind"] != "Event"]) >= 7
+    assert all(ref["blockOwnerDeletion"] and ref["uid"] == "uid-1" for ref in refs)
+    for docs in (render({}, tmp_path), render(VALUE_SETS["namespaced"], tmp_path)):
+        for role in [doc for doc in docs if doc["kind"] == "ClusterRole"] + job_roles(docs):
+            assert ("dreem.sleap.ai", "dreemtrainingjobs/finalizers", "update") in grants(role["rules"])
+
+
+@pytest.mark.parametrize("name", ["default", "namespaced"])
+def test_leader_election_may_use_leases_in_the_operators_namespace_only(name: str, tmp_path: Path) -> None:
+    docs = render(VALUE_SETS[name], tmp_path)
+    role = leader_election_role(docs)
+    assert role["metadata"]["namespace"] == "dreem-system"
+    assert grants(role["rules"]) == {(g, r, verb) for g, r, verbs in LEASE_PERMISSIONS for verb in verbs}
+    (binding,) = [
+        doc for doc in docs if doc["kind"] == "RoleBinding" and doc["roleRef"]["name"] == role["metadata"]["name"]
+    ]
+    assert binding["metadata"]["namespace"] == "dreem-system"
+    assert binding["subjects"][0]["name"] == one(docs, "ServiceAccount")["metadata"]["name"]
+    env = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]
+    from_fields = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in env if "valueFrom" in e}
+    assert from_fields == {
+        "DREEM_OPERATOR_IDENTITY": "metadata.name",
+        "DREEM_OPERATOR_LEASE_NAMESPACE": "metadata.namespace",
+    }
+    runtime = RuntimeSettings.from_env(plain_env({"env": env}) | {"DREEM_OPERATOR_LEASE_NAMESPACE": "dreem-system"})
+    assert runtime.lease_name == role["metadata"]["name"].removesuffix("-leader-election")
+    assert runtime.lease_timing.lease_duration == 15 and runtime.lease_timing.renew_deadline == 10
 
 
 def test_namespaced_mode_uses_roles_in_the_watched_namespaces_only(tmp_path: Path) -> None:
     docs = render(VALUE_SETS["namespaced"], tmp_path)
     assert not [doc for doc in docs if doc["kind"] in ("ClusterRole", "ClusterRoleBinding")]
-    roles = [doc for doc in docs if doc["kind"] == "Role"]
+    roles = job_roles(docs)
     assert sorted(role["metadata"]["namespace"] for role in roles) == ["lab-a", "lab-b"]
     needed = {(group, resource, verb) for group, resource, verbs in PERMISSIONS for verb in verbs}
     assert all(grants(role["rules"]) == needed for role in roles)
-    env = {e["name"]: e["value"] for e in one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]}
+    env = plain_env(one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0])
     assert RuntimeSettings.from_env(env).namespaces == ["lab-a", "lab-b"]
 
 
@@ -136,15 +193,16 @@ def test_deployment_is_locked_down_and_probed(tmp_path: Path) -> None:
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz" and "readinessProbe" in container
     assert container["resources"]["requests"] and container["resources"]["limits"]
-    assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"]["type"] == "Recreate"
+    # Two replicas, one leading: a rolling update never leaves the cluster without an operator.
+    assert deployment["spec"]["replicas"] == 2 and deployment["spec"]["strategy"]["type"] == "RollingUpdate"
 
 
 def test_the_operator_reads_every_setting_the_chart_sets(tmp_path: Path) -> None:
     docs = render(VALUE_SETS["custom-image"], tmp_path)
     container = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
-    env = {e["name"]: e["value"] for e in container["env"]}
+    env = plain_env(container)
     fields = {PREFIX + field.upper() for field in RuntimeSettings.model_fields}
-    assert set(env) <= fields, set(env) - fields
+    assert {e["name"] for e in container["env"]} <= fields, {e["name"] for e in container["env"]} - fields
     runtime = RuntimeSettings.from_env(env)
     decisions = runtime.decisions
     assert decisions.trainer_image == "registry.lab.org/dreem-trainer:0.1.0-cu124"
@@ -157,10 +215,7 @@ def test_the_operator_reads_every_setting_the_chart_sets(tmp_path: Path) -> None
     assert (decisions.restart_delay_seconds, decisions.restart_delay_max_seconds) == (5, 120)
     assert decisions.lost_pod_seconds == 90
     defaults = RuntimeSettings.from_env(
-        {
-            e["name"]: e["value"]
-            for e in one(render({}, tmp_path), "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]
-        }
+        plain_env(one(render({}, tmp_path), "Deployment")["spec"]["template"]["spec"]["containers"][0])
     )
     assert defaults.decisions.default_s3_endpoint is None and defaults.decisions.trainer_node_selector is None
     assert defaults.decisions.gang_scheduler == "none" and defaults.decisions.scheduler_name is None
@@ -184,8 +239,19 @@ def test_metrics_service_and_service_monitor(tmp_path: Path) -> None:
         ({"operator": {"logLevel": "loud"}}, "logLevel"),
         ({"replicas": 3}, "replicas"),
         ({"gangScheduler": "kueue"}, "gangScheduler"),
+        ({"replicaCount": 0}, "replicaCount"),
+        ({"leaderElection": {"leaseDurationSeconds": 2.5}}, "leaseDurationSeconds"),
     ],
-    ids=["namespace", "port", "endpoint", "log-level", "unknown-key", "gang-scheduler"],
+    ids=[
+        "namespace",
+        "port",
+        "endpoint",
+        "log-level",
+        "unknown-key",
+        "gang-scheduler",
+        "no-replicas",
+        "fractional-lease",
+    ],
 )
 def test_bad_values_fail_at_install(values: dict[str, Any], named: str, tmp_path: Path) -> None:
     result = helm("template", "dreem", str(CHART), values=values, tmp_path=tmp_path)
