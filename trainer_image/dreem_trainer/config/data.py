@@ -6,9 +6,9 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from dreem_trainer.config.base import PassThroughSection, Section
+from dreem_trainer.config.base import LibraryCallSection, Section
 from dreem_trainer.config.issues import did_you_mean, key_error
-from dreem_trainer.config.library_names import library_names
+from dreem_trainer.config.library_names import CallSignature, library_names
 from dreem_trainer.config.paths import check_path
 
 EXTRA_AUGMENTATIONS = {"NodeDropout": frozenset({"p", "n"}), "InstanceDropout": frozenset({"p", "n"})}
@@ -177,7 +177,7 @@ class DatasetConfig(Section):
         return self
 
 
-class DataLoaderSplitConfig(PassThroughSection):
+class DataLoaderSplitConfig(LibraryCallSection):
     """Extra keys go to torch.utils.data.DataLoader."""
 
     shuffle: bool = Field(
@@ -189,15 +189,12 @@ class DataLoaderSplitConfig(PassThroughSection):
         0, ge=0, description="Number of subprocesses for data loading. Use 0 for single-process loading."
     )
 
+    @property
+    def signature(self) -> CallSignature:
+        return library_names().dataloader
+
     @model_validator(mode="after")
-    def _known_loader_kwargs(self) -> DataLoaderSplitConfig:
-        signature = library_names().dataloader
-        for key in signature.unknown(set(self.extra())):
-            raise key_error(
-                key,
-                f"torch.utils.data.DataLoader takes no argument '{key}'{did_you_mean(key, signature.params)}",
-                self.extra()[key],
-            )
+    def _dreem_sets_the_data(self) -> DataLoaderSplitConfig:
         for key in ("dataset", "collate_fn", "sampler", "batch_sampler"):
             if key in self.extra():
                 raise key_error(key, "is set by dreem and cannot be configured", self.extra()[key])
