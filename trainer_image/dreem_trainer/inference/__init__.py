@@ -1,1 +1,1 @@
-"""Inference: the sliding-window tracker, tracked-label writers and tracking metrics."""
+"""Inference: the sliding-window tracker, tracking metrics, and `dreem track` / `dreem eval`."""

@@ -16,11 +16,12 @@ from dreem_trainer.config import DreemConfig
 from dreem_trainer.config.data import DatasetSplitConfig
 from dreem_trainer.data.dataset import ClipDataset
 from dreem_trainer.data.discovery import SourcePair
+from dreem_trainer.data.formats import write_tracks
+from dreem_trainer.data.label_format import TrackAssignment
 from dreem_trainer.data.records import LabelledVideo
 from dreem_trainer.inference.checkpoint import load_model
 from dreem_trainer.inference.metrics import TrackingCounts, tracking_counts
 from dreem_trainer.inference.tracker import Tracker
-from dreem_trainer.inference.writers import write_tracks
 from dreem_trainer.models.gtr import GlobalTrackingTransformer
 
 
@@ -34,6 +35,11 @@ class TrackedVideo:
     true_tracks: np.ndarray
     predicted_tracks: np.ndarray
     seconds: float
+
+    def assignment(self) -> TrackAssignment:
+        """The predicted track of each tracked instance, by (frame, index in frame), as writers take it."""
+        keys = zip(self.frame_indices, self.index_in_frame, self.predicted_tracks, strict=True)
+        return {(int(frame), int(index)): int(track) for frame, index, track in keys}
 
 
 def test_split(config: DreemConfig) -> DatasetSplitConfig:
@@ -96,9 +102,7 @@ def run_tracking(config: DreemConfig, checkpoint: str | Path, pairs: list[Source
     written = []
     with torch.inference_mode():
         for result in track_videos(model, test_split(config), pairs, config):
-            written.append(
-                write_tracks(result.video, result.frame_indices, result.index_in_frame, result.predicted_tracks, output)
-            )
+            written.append(write_tracks(result.video, result.assignment(), output))
             frames = len(np.unique(result.frame_indices))
             tracks = len(np.unique(result.predicted_tracks))
             print(f"{written[-1]}: {frames} frames, {tracks} tracks, {frames / result.seconds:.1f} frames/s")
@@ -114,7 +118,7 @@ def run_evaluation(
     total = TrackingCounts()
     with torch.inference_mode():
         for result in track_videos(model, test_split(config), pairs, config):
-            write_tracks(result.video, result.frame_indices, result.index_in_frame, result.predicted_tracks, output)
+            write_tracks(result.video, result.assignment(), output)
             counts = tracking_counts(result.frame_indices, result.true_tracks, result.predicted_tracks)
             total += counts
             rows.append({"video": result.video.name, **counts.summary()})
