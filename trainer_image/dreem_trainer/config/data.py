@@ -151,6 +151,18 @@ class DatasetSplitConfig(Section):
     def has_source(self) -> bool:
         return self.dir is not None or bool(self.slp_files)
 
+    def reading(
+        self, directory: str | None = None, slp_files: list[str] | None = None, video_files: list[str] | None = None
+    ) -> DatasetSplitConfig:
+        """This split reading other data: a directory (paired with this split's suffixes) or listed files.
+        Crops, anchors and the rest stay as they are; the result is validated like any split."""
+        if directory is not None:
+            suffixes = self.dir.model_dump(include={"labels_suffix", "vid_suffix"}) if self.dir is not None else {}
+            source: dict[str, Any] = {"dir": {"path": directory, **suffixes}, "slp_files": None, "video_files": None}
+        else:
+            source = {"dir": None, "slp_files": slp_files, "video_files": video_files}
+        return DatasetSplitConfig.model_validate(self.model_dump() | source)
+
     @property
     def n_anchor_crops(self) -> int:
         """How many crops are stacked on channels per instance."""
@@ -167,6 +179,15 @@ class DatasetConfig(Section):
     )
     val_dataset: DatasetSplitConfig | None = Field(None, description="Validation dataset (typically no augmentations).")
     test_dataset: DatasetSplitConfig | None = Field(None, description="Test dataset, used by dreem track and eval.")
+
+    def test_split(self) -> DatasetSplitConfig:
+        """What `dreem track` and `dreem eval` read: `test_dataset` if configured, else the training split's
+        crop settings, in test mode, unaugmented, every clip kept."""
+        if self.test_dataset is not None:
+            return self.test_dataset
+        return self.train_dataset.model_copy(
+            update={"mode": "test", "augmentations": None, "n_chunks": 1.0, "chunk": True}
+        )
 
     @model_validator(mode="after")
     def _modes_follow_splits(self) -> DatasetConfig:

@@ -42,14 +42,6 @@ class TrackedVideo:
         return {(int(frame), int(index)): int(track) for frame, index, track in keys}
 
 
-def test_split(config: DreemConfig) -> DatasetSplitConfig:
-    """The test split: `dataset.test_dataset` if configured, else the training split's crop settings."""
-    if config.dataset.test_dataset is not None:
-        return config.dataset.test_dataset
-    base = config.dataset.train_dataset
-    return base.model_copy(update={"mode": "test", "augmentations": None, "n_chunks": 1.0, "chunk": True})
-
-
 def track_videos(
     model: GlobalTrackingTransformer, split: DatasetSplitConfig, pairs: list[SourcePair], config: DreemConfig
 ) -> list[TrackedVideo]:
@@ -101,7 +93,7 @@ def run_tracking(config: DreemConfig, checkpoint: str | Path, pairs: list[Source
     output.mkdir(parents=True, exist_ok=True)
     written = []
     with torch.inference_mode():
-        for result in track_videos(model, test_split(config), pairs, config):
+        for result in track_videos(model, config.dataset.test_split(), pairs, config):
             written.append(write_tracks(result.video, result.assignment(), output))
             frames = len(np.unique(result.frame_indices))
             tracks = len(np.unique(result.predicted_tracks))
@@ -117,7 +109,7 @@ def run_evaluation(
     rows: list[dict[str, float | str]] = []
     total = TrackingCounts()
     with torch.inference_mode():
-        for result in track_videos(model, test_split(config), pairs, config):
+        for result in track_videos(model, config.dataset.test_split(), pairs, config):
             write_tracks(result.video, result.assignment(), output)
             counts = tracking_counts(result.frame_indices, result.true_tracks, result.predicted_tracks)
             total += counts
