@@ -32,6 +32,8 @@ def test_a_directory_given_is_paired_with_the_split_suffixes_and_crops_stay() ->
     assert split.dir is not None
     assert (split.dir.path, split.dir.labels_suffix, split.dir.vid_suffix) == ("/new", ".csv", ".tif")
     assert (split.crop_size, split.anchors, split.mode) == (48, "head", "test")
+    per_directory = TRAIN | {"dir": {"path": ["/one", "/two"]}, "crop_size": [48, 96]}
+    assert validate({"dataset": {"train_dataset": per_directory}}).dataset.test_split().reading("/new").crop_size == 48
     files = validate({"dataset": {"train_dataset": {"slp_files": ["/a.slp"], "video_files": ["/a.mp4"]}}})
     from_files = files.dataset.test_split().reading("/new")
     assert from_files.dir is not None and (from_files.dir.labels_suffix, from_files.slp_files) == (".slp", None)

@@ -159,6 +159,9 @@ class DatasetSplitConfig(Section):
         if directory is not None:
             suffixes = self.dir.model_dump(include={"labels_suffix", "vid_suffix"}) if self.dir is not None else {}
             source: dict[str, Any] = {"dir": {"path": directory, **suffixes}, "slp_files": None, "video_files": None}
+            if isinstance(self.crop_size, list):
+                # One size per configured directory: the one directory given instead takes the first.
+                source["crop_size"] = self.crop_size[0]
         else:
             source = {"dir": None, "slp_files": slp_files, "video_files": video_files}
         return DatasetSplitConfig.model_validate(self.model_dump() | source)
