@@ -83,7 +83,7 @@ base-image:
 # Runs what `make images` built: the trainer's CLI, config check and a 1-epoch CPU training on the demo clip, as
 # its non-root user on a read-only root; the operator against the API emulator. Not part of `make test`.
 images-smoke: $(STAMP)
-	OPERATOR_IMAGE=$(OPERATOR_IMAGE) TRAINER_IMAGE=$(TRAINER_IMAGE) $(BIN)/pytest tests/images -m images -v -p no:cacheprovider
+	OPERATOR_IMAGE=$(OPERATOR_IMAGE) TRAINER_IMAGE=$(TRAINER_IMAGE) $(BIN)/pytest tests/images -m images -v --durations=0 -p no:cacheprovider
 
 # Rewrites the names the config schema checks against (optimizers, transforms, Trainer kwargs...).
 library-names: $(STAMP)
