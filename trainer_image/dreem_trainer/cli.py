@@ -292,6 +292,10 @@ VideoFiles = Annotated[
 OutputDir = Annotated[
     Path, typer.Option("--output", "-o", help="Directory for tracked labels and metrics.", show_default=False)
 ]
+RenderFlag = Annotated[
+    bool,
+    typer.Option("--render", help="Also draw each tracked file over its video, as <tracked file>.mp4 beside it."),
+]
 
 
 def _inference_setup(
@@ -367,12 +371,14 @@ def _inference_command(runner: str, summary: str) -> Callable[..., None]:
         clip_length: ClipLength = None,
         config: ConfigFile = None,
         set_: SetOverrides = None,
+        render: RenderFlag = False,
     ) -> None:
         from dreem_trainer.inference import run
 
         flags = TrainFlags(crop_size=crop_size, anchor=anchor, clip_length=clip_length)
         resolved, pairs = _inference_setup(checkpoint, input_dir, slp_file, video_file, config, set_, flags)
-        getattr(run, runner)(resolved, checkpoint, pairs, output)
+        with _reported():
+            getattr(run, runner)(resolved, checkpoint, pairs, output, render=render)
 
     command.__doc__ = summary
     return command
@@ -389,6 +395,64 @@ app.command("eval")(
         "Track labelled videos and score the tracks against their identities (metrics.json, per-video CSV).",
     )
 )
+
+
+@app.command("render")
+def render_command(
+    tracked: Annotated[
+        Path,
+        typer.Argument(
+            help="What dreem track wrote: a .slp, CTC results (<seq>_RES/) or a tracks CSV.", show_default=False
+        ),
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Video to write (.mp4), or one frame as .png.", show_default=False)
+    ],
+    video: Annotated[
+        str | None,
+        typer.Option(
+            "--video",
+            help="The video (or TIFF frames) the tracks belong to.",
+            show_default="the one the .slp names; <seq>/ beside <seq>_RES; the .tif named like the CSV",
+        ),
+    ] = None,
+    trail: Annotated[int, typer.Option("--trail", min=0, help="Draw each track's last N positions.")] = 0,
+    boxes: Annotated[bool, typer.Option("--boxes", help="Draw a box around each instance.")] = False,
+    scale: Annotated[
+        float, typer.Option("--scale", help="Resize the frames by this factor (default: the video's own size).")
+    ] = 1.0,
+    frames: Annotated[
+        str | None,
+        typer.Option("--frames", help="Frames A:B (B excluded, from 0), A:, :B, or A alone.", show_default="all"),
+    ] = None,
+    fps: Annotated[
+        float | None, typer.Option("--fps", help="Frame rate of the output.", show_default="the video's own")
+    ] = None,
+    crf: Annotated[int, typer.Option("--crf", help="libx264 quality: lower is better and bigger.")] = 25,
+    preset: Annotated[
+        str, typer.Option("--preset", help="libx264 speed preset (ultrafast ... veryslow).")
+    ] = "superfast",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUTPUT if it exists.")] = False,
+) -> None:
+    """Draw tracks over their video: each track in its own colour with its name, skeleton or point."""
+    from dreem_trainer.inference.render import FrameRange, RenderOptions, render
+
+    with _reported():
+        options = RenderOptions(
+            trail=trail,
+            boxes=boxes,
+            scale=scale,
+            frames=FrameRange.parse(frames) if frames else FrameRange(),
+            overwrite=overwrite,
+            crf=crf,
+            preset=preset,
+            fps=fps,
+        )
+        result = render(tracked, output, video, options)
+    typer.echo(
+        f"{result.output}: {result.frames} frames, {result.width}x{result.height}, {result.tracks} tracks, "
+        f"{result.frames / result.seconds:.1f} frames/s"
+    )
 
 
 @config_app.command("validate")

@@ -53,3 +53,5 @@ class LabelledVideo:
     """(height, width, channels) of the video frames."""
     parents: tuple[tuple[int, int], ...] = ()
     """(track, parent track) for tracks that began by division of another (cell lineage)."""
+    edges: tuple[tuple[int, int], ...] = ()
+    """The skeleton's edges as pairs of node indices (drawn by `dreem render`); none for point sources."""

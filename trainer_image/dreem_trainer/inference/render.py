@@ -1,0 +1,634 @@
+"""`dreem render`: a tracked file drawn over its video, each track in its own colour with its name.
+
+Frames travel as planar YUV 4:2:0, the format videos are stored in. ffmpeg decodes into a pipe, each
+frame lands in one reused buffer, the drawing happens in place on its Y, U and V planes, and the same
+bytes go down a pipe to the encoder. Drawing in RGB instead would cost two colour conversions per
+frame (YUV to RGB after decoding, RGB to YUV before encoding): measured, 1.75x the CPU time of a bare
+decode and re-encode, against 1.2x this way. The encoder is imageio-ffmpeg's `write_frames`, the pipe
+under sleap-io's `VideoWriter`, with that writer's codec settings (codec, pixel format, CRF, preset);
+the writer itself only accepts RGB or grey frames and pads sizes to multiples of 16, which would
+change the frame size.
+
+Importing this module loads neither torch nor the model: rendering is drawing and video I/O only.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from dreem_trainer.data.discovery import SourcePair
+from dreem_trainer.data.microscopy import CTC_TRACKS, TiffReader, numbered_tiffs
+from dreem_trainer.data.readers import is_tiff_video, read_video
+from dreem_trainer.data.records import Instance, LabelledVideo
+from dreem_trainer.data.sources import DataError
+from dreem_trainer.inference.colours import RGB, track_colour
+
+CTC_RESULT_TRACKS = "res_track.txt"
+TRACKS_CSV_SUFFIX = ".dreem_tracks.csv"
+STILL_SUFFIXES = (".png", ".jpg", ".jpeg")
+TIFF_FPS = 10.0
+"""Frame rate of a video made from TIFF frames, which record none, unless --fps is given."""
+POINT_MARGIN = 0.02
+"""How far outside the frame (a fraction of its size) a labelled point may lie before the labels are
+taken to belong to another video: predictions at the border can overshoot a little."""
+
+Plane = npt.NDArray[np.uint8]
+
+
+class RenderError(DataError):
+    """A tracked file, video or output that cannot be rendered, with the path and the reason."""
+
+
+@dataclass(frozen=True)
+class FrameRange:
+    """Frames `start` to `stop` (exclusive), as in Python; None: from the first, to the last."""
+
+    start: int | None = None
+    stop: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> FrameRange:
+        """`A:B`, `A:`, `:B`, or `A` for frame A alone."""
+        parts = text.split(":")
+        try:
+            if len(parts) == 1:
+                return cls(int(parts[0]), int(parts[0]) + 1)
+            if len(parts) == 2:
+                return cls(int(parts[0]) if parts[0] else None, int(parts[1]) if parts[1] else None)
+        except ValueError:
+            pass
+        raise RenderError(f"--frames: expected A:B, A:, :B or A (frame numbers from 0), got {text!r}")
+
+    def resolve(self, frame_count: int, video: str) -> range:
+        start = 0 if self.start is None else self.start
+        stop = frame_count if self.stop is None else self.stop
+        if not 0 <= start < stop <= frame_count:
+            raise RenderError(
+                f"--frames {start}:{stop}: outside the {frame_count} frames (0 to {frame_count - 1}) of {video}"
+            )
+        return range(start, stop)
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    trail: int = 0
+    """Draw each track's last `trail` positions as a line (0: none)."""
+    boxes: bool = False
+    scale: float = 1.0
+    frames: FrameRange = field(default_factory=FrameRange)
+    overwrite: bool = False
+    crf: int = 25
+    preset: str = "superfast"
+    fps: float | None = None
+    """Output frame rate; default: the video's own (TIFF frames: TIFF_FPS)."""
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class RenderResult:
+    output: Path
+    frames: int
+    width: int
+    height: int
+    tracks: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class VideoFacts:
+    frame_count: int
+    height: int
+    width: int
+    fps: float | None
+
+
+def render(
+    tracked: str | Path, output: Path, video: str | None = None, options: RenderOptions | None = None
+) -> RenderResult:
+    """Draw the tracks of `tracked` (a `.slp`, CTC results or a tracks CSV) over its video into `output`
+    (a video, or one still frame for a `.png`/`.jpg` output). Nothing is written unless it all works:
+    the output appears under its name only when complete, and an existing one needs `overwrite`."""
+    options = options or RenderOptions()
+    if output.exists() and not options.overwrite:
+        raise RenderError(f"{output}: already exists; pass --overwrite to replace it")
+    pair = tracked_source(Path(tracked), video)
+    labelled = read_video(pair)
+    facts = video_facts(pair.video_path)
+    check_tracks(labelled)
+    check_matches(labelled, facts)
+    frames = options.frames.resolve(facts.frame_count, pair.video_path)
+    still = output.suffix.lower() in STILL_SUFFIXES
+    if still and len(frames) != 1:
+        raise RenderError(f"{output}: a still image holds one frame; choose it with --frames N")
+    layout = FrameLayout.of(facts, options.scale)
+    painter = Painter(labelled, layout, options)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial = output.with_name(f".{output.stem}.partial{output.suffix}")
+    started = time.perf_counter()
+    written = 0
+    try:
+        source = decoded_frames(pair.video_path, frames, layout)
+        if still:
+            written = _write_still(source, painter, frames, partial)
+        else:
+            fps = options.fps or facts.fps or TIFF_FPS
+            written = _write_video(source, painter, frames, partial, fps, options, output.name)
+        if written != len(frames):
+            raise RenderError(f"{pair.video_path}: decoded {written} of frames {frames.start}-{frames.stop - 1}")
+        os.replace(partial, output)
+    finally:
+        partial.unlink(missing_ok=True)
+    tracks = len({i.track for f in labelled.frames for i in f.instances if i.track >= 0})
+    return RenderResult(output, written, layout.width, layout.height, tracks, time.perf_counter() - started)
+
+
+def render_beside(tracked: Path, video_path: str) -> RenderResult:
+    """`dreem track --render`: a tracked file drawn over its video as `<tracked file>.mp4` beside it.
+    Like the tracked file, it is dreem track's own output, which the next run replaces."""
+    target = tracked.with_name(tracked.name.removesuffix(tracked.suffix) + ".mp4")
+    return render(tracked, target, video_path, RenderOptions(overwrite=True))
+
+
+def tracked_source(tracked: Path, video: str | None) -> SourcePair:
+    """The (labels, video) pair the readers take, for what `dreem track` writes: a `.slp`, CTC results
+    (`<seq>_RES/` or its `res_track.txt`) or a tracks CSV. Without `video`, the video is the one the
+    `.slp` records, the `<seq>` folder beside `<seq>_RES`, or the `.tif` named like the CSV."""
+    if not tracked.exists():
+        raise RenderError(f"{tracked}: no such tracked file")
+    if tracked.is_dir() or tracked.name == CTC_RESULT_TRACKS:
+        folder = tracked if tracked.is_dir() else tracked.parent
+        labels = folder / CTC_RESULT_TRACKS
+        if not labels.is_file():
+            labels = folder / CTC_TRACKS
+        if not labels.is_file():
+            raise RenderError(f"{folder}: not CTC results: holds neither {CTC_RESULT_TRACKS} nor {CTC_TRACKS}")
+        guess = folder.parent / folder.name.removesuffix("_RES")
+        return _pair(labels, video, guess if guess != folder else None, "the sequence folder beside it")
+    if tracked.suffix == ".slp":
+        return _pair(tracked, video, _recorded_video(tracked), "the video recorded in it")
+    if tracked.suffix in (".csv", ".xml"):
+        stem = tracked.name.removesuffix(TRACKS_CSV_SUFFIX).removesuffix(tracked.suffix)
+        beside = [tracked.with_name(stem + suffix) for suffix in (".tif", ".tiff")]
+        return _pair(tracked, video, next((p for p in beside if p.exists()), beside[0]), "the TIFF stack named like it")
+    raise RenderError(
+        f"{tracked}: not a tracked file dreem reads (a .slp, CTC results <seq>_RES/, or a tracks .csv/.xml)"
+    )
+
+
+def _pair(labels: Path, video: str | None, guess: Path | None, what: str) -> SourcePair:
+    if video is not None:
+        if not Path(video).exists():
+            raise RenderError(f"{video}: no such video")
+        return SourcePair(str(labels), video, 0)
+    if guess is None or not guess.exists():
+        raise RenderError(f"{labels}: cannot find its video ({what}: {guess or 'none'}); give it with --video")
+    return SourcePair(str(labels), str(guess), 0)
+
+
+def _recorded_video(labels_path: Path) -> Path | None:
+    """The video a `.slp` names, relative paths taken from the labels' folder; None for several videos."""
+    import sleap_io as sio
+
+    try:
+        labels = sio.load_slp(str(labels_path), open_videos=False)
+    except Exception as error:
+        raise RenderError(f"{labels_path}: cannot read SLEAP labels ({error})") from error
+    if len(labels.videos) != 1:
+        return None
+    recorded = Path(str(labels.videos[0].filename))
+    return recorded if recorded.is_absolute() else labels_path.parent / recorded
+
+
+def video_facts(video_path: str) -> VideoFacts:
+    if is_tiff_video(video_path):
+        import tifffile
+
+        if os.path.isdir(video_path):
+            files = numbered_tiffs(Path(video_path))
+            if not files:
+                raise RenderError(f"{video_path}: no TIFF frames in the folder")
+            shape = tifffile.imread(files[min(files)]).shape
+            return VideoFacts(max(files) + 1, int(shape[0]), int(shape[1]), None)
+        with tifffile.TiffFile(video_path) as stack:
+            shape = stack.pages[0].shape
+            return VideoFacts(len(stack.pages), int(shape[0]), int(shape[1]), None)
+    import sleap_io as sio
+
+    try:
+        media = sio.load_video(video_path)
+        count, height, width = (int(n) for n in media.shape[:3])
+        fps = media.fps
+    except Exception as error:
+        raise RenderError(f"{video_path}: cannot open video ({error})") from error
+    return VideoFacts(count, height, width, float(fps) if fps else None)
+
+
+def check_tracks(video: LabelledVideo) -> None:
+    if not any(instance.track >= 0 for frame in video.frames for instance in frame.instances):
+        raise RenderError(
+            f"{video.labels_path}: holds no tracks (no instance belongs to a track); render what dreem track wrote"
+        )
+
+
+def check_matches(video: LabelledVideo, facts: VideoFacts) -> None:
+    """Labels that reach past the video's last frame, or points far outside its frames, belong to another video."""
+    last = max(frame.frame_idx for frame in video.frames)
+    if last >= facts.frame_count:
+        raise RenderError(
+            f"{video.labels_path}: labels reach frame {last}, but {video.video_path} has {facts.frame_count} "
+            f"frames: is it the video these labels were made on?"
+        )
+    margin = POINT_MARGIN * max(facts.width, facts.height)
+    for frame in video.frames:
+        for instance in frame.instances:
+            points = instance.points[~np.isnan(instance.points).any(axis=1)]
+            outside = (
+                (points < -margin).any(axis=1)
+                | (points[:, 0] > facts.width + margin)
+                | (points[:, 1] > facts.height + margin)
+            )
+            if outside.any():
+                x, y = points[outside][0]
+                raise RenderError(
+                    f"{video.labels_path}: frame {frame.frame_idx} has a point at ({x:.0f}, {y:.0f}), outside the "
+                    f"{facts.width}x{facts.height} frames of {video.video_path}: is it the video these labels were "
+                    "made on?"
+                )
+
+
+@dataclass(frozen=True)
+class FrameLayout:
+    """Source and output frame sizes. YUV 4:2:0 needs even sizes, so an odd one gains a pixel of
+    padding at the right or bottom; positions are only scaled, never shifted."""
+
+    source_width: int
+    source_height: int
+    scaled_width: int
+    scaled_height: int
+    width: int
+    height: int
+
+    @classmethod
+    def of(cls, facts: VideoFacts, scale: float) -> FrameLayout:
+        if not 0 < scale <= 8:
+            raise RenderError(f"--scale: expected a factor above 0 and at most 8, got {scale}")
+        scaled_width = max(2, round(facts.width * scale))
+        scaled_height = max(2, round(facts.height * scale))
+        return cls(
+            facts.width,
+            facts.height,
+            scaled_width,
+            scaled_height,
+            scaled_width + scaled_width % 2,
+            scaled_height + scaled_height % 2,
+        )
+
+    @property
+    def factor(self) -> tuple[float, float]:
+        return self.scaled_width / self.source_width, self.scaled_height / self.source_height
+
+    @property
+    def nbytes(self) -> int:
+        return self.width * self.height * 3 // 2
+
+    def planes(self, buffer: Plane) -> tuple[Plane, Plane, Plane]:
+        """Views of a flat I420 buffer as its Y, U and V planes (no copy)."""
+        luma = self.width * self.height
+        chroma = luma // 4
+        return (
+            buffer[:luma].reshape(self.height, self.width),
+            buffer[luma : luma + chroma].reshape(self.height // 2, self.width // 2),
+            buffer[luma + chroma :].reshape(self.height // 2, self.width // 2),
+        )
+
+
+def decoded_frames(video_path: str, frames: range, layout: FrameLayout) -> Iterator[Plane]:
+    """Frames `frames` of a video as one flat I420 buffer, refilled in place for each frame."""
+    if is_tiff_video(video_path):
+        return _tiff_frames(video_path, frames, layout)
+    return _media_frames(video_path, frames, layout)
+
+
+def _media_frames(video_path: str, frames: range, layout: FrameLayout) -> Iterator[Plane]:
+    import imageio_ffmpeg
+
+    filters = [f"trim=start_frame={frames.start}:end_frame={frames.stop}"]
+    if (layout.scaled_width, layout.scaled_height) != (layout.source_width, layout.source_height):
+        filters.append(f"scale={layout.scaled_width}:{layout.scaled_height}")
+    if (layout.width, layout.height) != (layout.scaled_width, layout.scaled_height):
+        filters.append(f"pad={layout.width}:{layout.height}:0:0")
+    command = [
+        imageio_ffmpeg.get_ffmpeg_exe(),
+        "-nostdin",
+        "-v",
+        "error",
+        "-i",
+        video_path,
+        "-an",
+        "-sn",
+        "-dn",
+        "-vf",
+        ",".join(filters),
+        "-fps_mode",
+        "passthrough",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "yuv420p",
+        "-",
+    ]
+    buffer = np.empty(layout.nbytes, dtype=np.uint8)
+    view = memoryview(buffer)  # type: ignore[arg-type]
+    decoder = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
+    assert decoder.stdout is not None
+    try:
+        while _fill(decoder.stdout, view):
+            yield buffer
+    finally:
+        decoder.stdout.close()
+        decoder.kill()
+        _, errors = decoder.communicate()
+    if decoder.returncode not in (0, -9) and errors:
+        raise RenderError(f"{video_path}: ffmpeg could not decode it ({errors.decode(errors='replace').strip()})")
+
+
+def _fill(stream: Any, view: memoryview) -> bool:
+    """Read exactly one frame into `view`; False at the end of the stream."""
+    got = 0
+    while got < len(view):
+        count = stream.readinto(view[got:])
+        if not count:
+            return False
+        got += count
+    return True
+
+
+def _tiff_frames(video_path: str, frames: range, layout: FrameLayout) -> Iterator[Plane]:
+    """TIFF frames (scaled to 8 bits by the tracking reader) converted once to I420."""
+    reader = TiffReader(video_path)
+    buffer = np.empty(layout.nbytes, dtype=np.uint8)
+    target = buffer.reshape(layout.height * 3 // 2, layout.width)
+    for index in frames:
+        image = reader.read([index])[0]
+        rgb = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB) if image.shape[2] == 1 else image[..., :3]
+        if (layout.scaled_width, layout.scaled_height) != (layout.source_width, layout.source_height):
+            rgb = cv2.resize(rgb, (layout.scaled_width, layout.scaled_height), interpolation=cv2.INTER_AREA)
+        if (layout.width, layout.height) != (layout.scaled_width, layout.scaled_height):
+            rgb = cv2.copyMakeBorder(
+                rgb, 0, layout.height - layout.scaled_height, 0, layout.width - layout.scaled_width, cv2.BORDER_CONSTANT
+            )
+        cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2YUV_I420, dst=target)
+        yield buffer
+
+
+def yuv_of(colour: RGB) -> tuple[int, int, int]:
+    """BT.601 limited-range Y, U, V of an RGB colour: what ffmpeg and OpenCV assume for untagged video."""
+    patch = np.full((2, 2, 3), colour, dtype=np.uint8)
+    converted = cv2.cvtColor(patch, cv2.COLOR_RGB2YUV_I420).reshape(-1)
+    return int(converted[0]), int(converted[4]), int(converted[5])
+
+
+@dataclass(frozen=True)
+class Track:
+    """What the painter draws for one track: its name, colour and where it was, frame by frame."""
+
+    name: str
+    yuv: tuple[int, int, int]
+    frames: list[int]
+    positions: list[tuple[float, float]]
+
+
+class Painter:
+    """Draws a frame's tracked instances in place on the planes of an I420 buffer."""
+
+    def __init__(self, video: LabelledVideo, layout: FrameLayout, options: RenderOptions) -> None:
+        self.layout = layout
+        self.options = options
+        self.edges = video.edges
+        self.by_frame = {frame.frame_idx: frame.instances for frame in video.frames}
+        self.tracks: dict[int, Track] = {}
+        for frame in video.frames:
+            for instance in frame.instances:
+                if instance.track < 0 or instance.centroid is None:
+                    continue
+                track = self.tracks.get(instance.track)
+                if track is None:
+                    name = video.track_names[instance.track] if instance.track < len(video.track_names) else ""
+                    track = Track(name or f"track {instance.track}", yuv_of(track_colour(instance.track)), [], [])
+                    self.tracks[instance.track] = track
+                track.frames.append(frame.frame_idx)
+                track.positions.append(self._scaled(instance.centroid[None])[0])
+        unit = max(layout.width, layout.height) / 1024
+        self.thickness = max(1, round(2 * unit))
+        self.node_radius = max(2, round(5 * unit))
+        self.anchor_radius = max(3, round(8 * unit))
+        self.font_scale = max(0.4, 0.9 * unit)
+        self.font_thickness = max(1, round(2 * unit))
+
+    def _scaled(self, points: npt.NDArray[np.float64]) -> list[tuple[float, float]]:
+        fx, fy = self.layout.factor
+        return [(float(x) * fx, float(y) * fy) for x, y in points]
+
+    def draw(self, frame_idx: int, buffer: Plane) -> None:
+        planes = self.layout.planes(buffer)
+        if self.options.trail > 0:
+            for track in self.tracks.values():
+                self._trail(planes, track, frame_idx)
+        for instance in self.by_frame.get(frame_idx, ()):
+            if instance.track >= 0 and instance.track in self.tracks:
+                self._instance(planes, instance, self.tracks[instance.track])
+
+    def _trail(self, planes: tuple[Plane, Plane, Plane], track: Track, frame_idx: int) -> None:
+        first = bisect.bisect_left(track.frames, frame_idx - self.options.trail)
+        last = bisect.bisect_right(track.frames, frame_idx)
+        if last - first >= 2:
+            _polyline(planes, track.positions[first:last], track.yuv, max(1, self.thickness))
+
+    def _instance(self, planes: tuple[Plane, Plane, Plane], instance: Instance, track: Track) -> None:
+        visible = [not np.isnan(point).any() for point in instance.points]
+        points = [
+            p if ok else None for p, ok in zip(self._scaled(np.nan_to_num(instance.points)), visible, strict=True)
+        ]
+        shown = [p for p in points if p is not None]
+        if not shown:
+            return
+        for a, b in self.edges:
+            start, end = points[a], points[b]
+            if start is not None and end is not None:
+                _line(planes, start, end, track.yuv, self.thickness)
+        radius = self.node_radius if self.edges else self.anchor_radius
+        for point in shown:
+            _disc(planes, point, radius, track.yuv)
+        left, top, right, bottom = self._box(instance, shown)
+        if self.options.boxes:
+            _rectangle(planes, (left, top), (right, bottom), track.yuv, self.thickness)
+        _text(planes, track.name, (left, top - 2 * self.thickness), track.yuv, self.font_scale, self.font_thickness)
+
+    def _box(self, instance: Instance, shown: list[tuple[float, float]]) -> tuple[float, float, float, float]:
+        if instance.bbox is not None:
+            (left, top), (right, bottom) = self._scaled(np.array([instance.bbox[:2], instance.bbox[2:]]))
+            return left, top, right, bottom
+        xs, ys = [x for x, _ in shown], [y for _, y in shown]
+        pad = 2 * self.anchor_radius
+        return min(xs) - pad, min(ys) - pad, max(xs) + pad, max(ys) + pad
+
+
+# Drawing on the three planes: Y at full resolution, U and V at half. Coordinates go to OpenCV in
+# fixed point (SHIFT fractional bits) so lines and discs sit where the labels put them.
+SHIFT = 4
+ONE = 1 << SHIFT
+
+
+def _fixed(point: tuple[float, float], scale: float) -> tuple[int, int]:
+    return round(point[0] * scale * ONE), round(point[1] * scale * ONE)
+
+
+def _each_plane(planes: tuple[Plane, Plane, Plane], yuv: tuple[int, int, int]) -> Iterator[tuple[Plane, int, float]]:
+    yield from zip(planes, yuv, (1.0, 0.5, 0.5), strict=True)
+
+
+def _line(
+    planes: tuple[Plane, Plane, Plane],
+    start: tuple[float, float],
+    end: tuple[float, float],
+    yuv: tuple[int, int, int],
+    thickness: int,
+) -> None:
+    for plane, value, scale in _each_plane(planes, yuv):
+        width = max(1, round(thickness * scale))
+        cv2.line(plane, _fixed(start, scale), _fixed(end, scale), value, width, cv2.LINE_AA, SHIFT)
+
+
+def _polyline(
+    planes: tuple[Plane, Plane, Plane], points: list[tuple[float, float]], yuv: tuple[int, int, int], thickness: int
+) -> None:
+    for plane, value, scale in _each_plane(planes, yuv):
+        width = max(1, round(thickness * scale))
+        curve = np.array([_fixed(p, scale) for p in points], dtype=np.int32)
+        cv2.polylines(plane, [curve], False, value, width, cv2.LINE_AA, SHIFT)
+
+
+def _disc(
+    planes: tuple[Plane, Plane, Plane], centre: tuple[float, float], radius: int, yuv: tuple[int, int, int]
+) -> None:
+    for plane, value, scale in _each_plane(planes, yuv):
+        cv2.circle(plane, _fixed(centre, scale), max(1, round(radius * scale * ONE)), value, -1, cv2.LINE_AA, SHIFT)
+
+
+def _rectangle(
+    planes: tuple[Plane, Plane, Plane],
+    corner: tuple[float, float],
+    opposite: tuple[float, float],
+    yuv: tuple[int, int, int],
+    thickness: int,
+) -> None:
+    for plane, value, scale in _each_plane(planes, yuv):
+        width = max(1, round(thickness * scale))
+        cv2.rectangle(plane, _fixed(corner, scale), _fixed(opposite, scale), value, width, cv2.LINE_AA, SHIFT)
+
+
+def _text(
+    planes: tuple[Plane, Plane, Plane],
+    text: str,
+    origin: tuple[float, float],
+    yuv: tuple[int, int, int],
+    font_scale: float,
+    thickness: int,
+) -> None:
+    for plane, value, scale in _each_plane(planes, yuv):
+        at = (round(origin[0] * scale), round(max(origin[1], 12 * font_scale) * scale))
+        width = max(1, round(thickness * scale))
+        cv2.putText(plane, text, at, cv2.FONT_HERSHEY_SIMPLEX, font_scale * scale, value, width, cv2.LINE_AA)
+
+
+def _write_video(
+    source: Iterator[Plane],
+    painter: Painter,
+    frames: range,
+    target: Path,
+    fps: float,
+    options: RenderOptions,
+    label: str,
+) -> int:
+    """Encode through imageio-ffmpeg's pipe with sleap-io's writer settings; returns the frames written."""
+    import imageio_ffmpeg
+    import sleap_io as sio
+
+    settings = sio.VideoWriter(target, fps=fps, crf=options.crf, preset=options.preset)
+    layout = painter.layout
+    encoder = imageio_ffmpeg.write_frames(
+        str(target),
+        (layout.width, layout.height),
+        pix_fmt_in="yuv420p",
+        pix_fmt_out=settings.pixelformat,
+        fps=fps,
+        quality=None,
+        codec=settings.codec,
+        macro_block_size=1,
+        ffmpeg_log_level="error",
+        output_params=settings.build_output_params(),
+    )
+    encoder.send(None)
+    written = 0
+    with _progress(options.progress, len(frames), label) as advance:
+        try:
+            for frame_idx, buffer in zip(frames, source, strict=False):
+                painter.draw(frame_idx, buffer)
+                encoder.send(buffer)
+                written += 1
+                advance()
+        finally:
+            encoder.close()
+    return written
+
+
+def _write_still(source: Iterator[Plane], painter: Painter, frames: range, target: Path) -> int:
+    for frame_idx, buffer in zip(frames, source, strict=False):
+        painter.draw(frame_idx, buffer)
+        layout = painter.layout
+        image = cv2.cvtColor(buffer.reshape(layout.height * 3 // 2, layout.width), cv2.COLOR_YUV2BGR_I420)
+        if not cv2.imwrite(str(target), image):
+            raise RenderError(f"{target}: could not write the image")
+        return 1
+    return 0
+
+
+class _progress:
+    """A progress bar on stderr (rich), or nothing."""
+
+    def __init__(self, shown: bool, total: int, label: str) -> None:
+        self.shown, self.total, self.label = shown, total, label
+        self._bar: Any = None
+
+    def __enter__(self) -> Any:
+        if not self.shown:
+            return lambda: None
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("frames"),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+        )
+        self._bar.start()
+        task = self._bar.add_task(f"rendering {self.label}", total=self.total)
+        return lambda: self._bar.advance(task)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
