@@ -23,6 +23,8 @@ from dreem_trainer.data.records import UNTRACKED, Frame, Instance, LabelledVideo
 from dreem_trainer.data.sources import DataError, Images
 
 CTC_TRACKS = "man_track.txt"
+CTC_RESULT_TRACKS = "res_track.txt"
+"""The same table in a tracker's results (`<seq>_RES/`), beside masks holding the tracks."""
 CTC_NODE = "centroid"
 TIFF_SUFFIXES = (".tif", ".tiff")
 LOW_PERCENTILE, HIGH_PERCENTILE = 1.0, 99.8
@@ -100,8 +102,9 @@ def ctc_segmentation(sequence: Path) -> Path | None:
 
 
 def is_ctc(labels_path: str) -> bool:
-    """Whether a source's labels are CTC masks: `man_track.txt` with its masks, or a folder of masks."""
-    return labels_path.endswith(CTC_TRACKS) or os.path.isdir(labels_path)
+    """Whether a source's labels are CTC masks: `man_track.txt` (or a result's `res_track.txt`) with its
+    masks, or a folder of masks."""
+    return labels_path.endswith((CTC_TRACKS, CTC_RESULT_TRACKS)) or os.path.isdir(labels_path)
 
 
 def ctc_masks(labels_path: str) -> Path:

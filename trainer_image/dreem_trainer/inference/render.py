@@ -28,13 +28,12 @@ import numpy as np
 import numpy.typing as npt
 
 from dreem_trainer.data.discovery import SourcePair
-from dreem_trainer.data.microscopy import CTC_TRACKS, TiffReader, numbered_tiffs
+from dreem_trainer.data.microscopy import CTC_RESULT_TRACKS, CTC_TRACKS, TiffReader, numbered_tiffs
 from dreem_trainer.data.readers import is_tiff_video, read_video
 from dreem_trainer.data.records import Instance, LabelledVideo
 from dreem_trainer.data.sources import DataError
 from dreem_trainer.inference.colours import RGB, track_colour
 
-CTC_RESULT_TRACKS = "res_track.txt"
 TRACKS_CSV_SUFFIX = ".dreem_tracks.csv"
 STILL_SUFFIXES = (".png", ".jpg", ".jpeg")
 TIFF_FPS = 10.0

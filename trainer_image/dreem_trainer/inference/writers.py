@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from dreem_trainer.data.microscopy import ctc_masks, is_ctc, numbered_tiffs
+from dreem_trainer.data.microscopy import CTC_RESULT_TRACKS, ctc_masks, is_ctc, numbered_tiffs
 from dreem_trainer.data.point_tracks import write_tracks_csv
 from dreem_trainer.data.records import LabelledVideo
 
@@ -57,7 +57,7 @@ def write_ctc_result(video: LabelledVideo, assigned: dict[tuple[int, int], int],
                 spans.setdefault(track + 1, []).append(frame.frame_idx)
         tifffile.imwrite(target / f"mask{frame.frame_idx:0{digits}d}.tif", lookup[mask], compression="zlib")
     lines = [f"{label} {min(frames)} {max(frames)} 0" for label, frames in sorted(spans.items())]
-    (target / "res_track.txt").write_text("\n".join(lines) + "\n")
+    (target / CTC_RESULT_TRACKS).write_text("\n".join(lines) + "\n")
     return target
 
 
