@@ -11,10 +11,10 @@ import pytest
 import tifffile
 
 from dreem_trainer.data.crops import cut_crops
-from dreem_trainer.data.readers import open_reader, read_video
 from dreem_trainer.data.discovery import SourcePair, pair_directory
 from dreem_trainer.data.microscopy import TiffReader, to_uint8
 from dreem_trainer.data.point_tracks import read_trackmate_csv, read_xml_tracks, write_tracks_csv
+from dreem_trainer.data.readers import open_reader, read_video
 from dreem_trainer.data.sources import DataError
 from tests.microscopy_helpers import CELLS, MAN_TRACK, truth_points, write_stack
 
