@@ -222,15 +222,23 @@ def video_facts(video_path: str) -> VideoFacts:
         with tifffile.TiffFile(video_path) as stack:
             shape = stack.pages[0].shape
             return VideoFacts(len(stack.pages), int(shape[0]), int(shape[1]), None)
-    import sleap_io as sio
-
+    # The container's numbers, as sleap-io reads them with OpenCV, without decoding a frame.
+    capture = cv2.VideoCapture(video_path)
     try:
-        media = sio.load_video(video_path)
-        count, height, width = (int(n) for n in media.shape[:3])
-        fps = media.fps
-    except Exception as error:
-        raise RenderError(f"{video_path}: cannot open video ({error})") from error
-    return VideoFacts(count, height, width, float(fps) if fps else None)
+        if not capture.isOpened():
+            raise RenderError(f"{video_path}: cannot open video")
+        count, width, height, fps = (
+            capture.get(prop)
+            for prop in (
+                cv2.CAP_PROP_FRAME_COUNT,
+                cv2.CAP_PROP_FRAME_WIDTH,
+                cv2.CAP_PROP_FRAME_HEIGHT,
+                cv2.CAP_PROP_FPS,
+            )
+        )
+    finally:
+        capture.release()
+    return VideoFacts(int(count), int(height), int(width), float(fps) if fps > 0 else None)
 
 
 def check_tracks(video: LabelledVideo) -> None:
@@ -332,6 +340,10 @@ def _media_frames(video_path: str, frames: range, layout: FrameLayout) -> Iterat
         "-nostdin",
         "-v",
         "error",
+        # One decoding thread keeps ahead of any x264 preset and spends less CPU than frame threads,
+        # which the encoder needs more.
+        "-threads",
+        "1",
         "-i",
         video_path,
         "-an",
@@ -351,6 +363,7 @@ def _media_frames(video_path: str, frames: range, layout: FrameLayout) -> Iterat
     view = memoryview(buffer)  # type: ignore[arg-type]
     decoder = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
     assert decoder.stdout is not None
+    _widen_pipe(decoder.stdout.fileno(), layout.nbytes)
     try:
         while _fill(decoder.stdout, view):
             yield buffer
@@ -360,6 +373,22 @@ def _media_frames(video_path: str, frames: range, layout: FrameLayout) -> Iterat
         _, errors = decoder.communicate()
     if decoder.returncode not in (0, -9) and errors:
         raise RenderError(f"{video_path}: ffmpeg could not decode it ({errors.decode(errors='replace').strip()})")
+
+
+def _widen_pipe(descriptor: int, frame_bytes: int) -> None:
+    """Room for a whole frame in the pipe (Linux; up to its pipe-max-size), rather than 64 KiB: a frame
+    then crosses in a few system calls instead of dozens."""
+    import fcntl
+
+    resize = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if resize is None:
+        return
+    for size in (frame_bytes, 1 << 20):
+        try:
+            fcntl.fcntl(descriptor, resize, size)
+            return
+        except OSError:
+            continue
 
 
 def _fill(stream: Any, view: memoryview) -> bool:
@@ -408,147 +437,110 @@ class Track:
     positions: list[tuple[float, float]]
 
 
+@dataclass(frozen=True)
+class Drawing:
+    """One instance, in output pixels: what it draws in its track's colour."""
+
+    track: int
+    strokes: list[npt.NDArray[np.float64]]
+    """Polylines (points, 2): skeleton edges, and the box when asked for."""
+    dots: npt.NDArray[np.float64]
+    """(n, 2, 2) zero-length segments, one per visible node: drawn thick, each is a disc."""
+    label_origin: tuple[float, float]
+
+
+# Drawing on the three planes: Y at full resolution, U and V at half. Coordinates go to OpenCV in
+# fixed point (SHIFT fractional bits) so lines and discs sit where the labels put them. Each plane
+# gets one call for all of an instance's lines and one for all its discs: per-shape calls from Python
+# would cost more than the shapes.
+SHIFT = 4
+ONE = 1 << SHIFT
+PLANE_SCALES = (1.0, 0.5, 0.5)
+
+
 class Painter:
     """Draws a frame's tracked instances in place on the planes of an I420 buffer."""
 
     def __init__(self, video: LabelledVideo, layout: FrameLayout, options: RenderOptions) -> None:
         self.layout = layout
         self.options = options
-        self.edges = video.edges
-        self.by_frame = {frame.frame_idx: frame.instances for frame in video.frames}
+        unit = max(layout.width, layout.height) / 1024
+        self.thickness = max(1, round(2 * unit))
+        self.node_radius = max(2, round(5 * unit) if video.edges else round(8 * unit))
+        self.font_scale = max(0.4, 0.9 * unit)
+        self.font_thickness = max(1, round(2 * unit))
+        edges = np.array(video.edges, dtype=np.int64).reshape(-1, 2)
         self.tracks: dict[int, Track] = {}
+        self.by_frame: dict[int, list[Drawing]] = {}
         for frame in video.frames:
             for instance in frame.instances:
-                if instance.track < 0 or instance.centroid is None:
+                drawing = self._drawing(instance, edges) if instance.track >= 0 else None
+                if drawing is None:
                     continue
+                self.by_frame.setdefault(frame.frame_idx, []).append(drawing)
                 track = self.tracks.get(instance.track)
                 if track is None:
                     name = video.track_names[instance.track] if instance.track < len(video.track_names) else ""
                     track = Track(name or f"track {instance.track}", yuv_of(track_colour(instance.track)), [], [])
                     self.tracks[instance.track] = track
                 track.frames.append(frame.frame_idx)
-                track.positions.append(self._scaled(instance.centroid[None])[0])
-        unit = max(layout.width, layout.height) / 1024
-        self.thickness = max(1, round(2 * unit))
-        self.node_radius = max(2, round(5 * unit))
-        self.anchor_radius = max(3, round(8 * unit))
-        self.font_scale = max(0.4, 0.9 * unit)
-        self.font_thickness = max(1, round(2 * unit))
+                centre = drawing.dots[:, 0].mean(axis=0)
+                track.positions.append((float(centre[0]), float(centre[1])))
 
-    def _scaled(self, points: npt.NDArray[np.float64]) -> list[tuple[float, float]]:
-        fx, fy = self.layout.factor
-        return [(float(x) * fx, float(y) * fy) for x, y in points]
+    def _drawing(self, instance: Instance, edges: npt.NDArray[np.int64]) -> Drawing | None:
+        points = instance.points * np.array(self.layout.factor)
+        visible = ~np.isnan(points).any(axis=1)
+        if not visible.any():
+            return None
+        shown = points[visible]
+        joined = edges[visible[edges].all(axis=1)] if len(edges) else edges
+        strokes = list(points[joined])
+        if instance.bbox is not None:
+            left, top = np.array(instance.bbox[:2]) * self.layout.factor
+            right, bottom = np.array(instance.bbox[2:]) * self.layout.factor
+        else:
+            pad = 2 * self.node_radius
+            (left, top), (right, bottom) = shown.min(axis=0) - pad, shown.max(axis=0) + pad
+        if self.options.boxes:
+            strokes.append(np.array([[left, top], [right, top], [right, bottom], [left, bottom], [left, top]]))
+        origin = (float(left), float(top) - 2 * self.thickness)
+        return Drawing(instance.track, strokes, np.repeat(shown[:, None], 2, axis=1), origin)
 
     def draw(self, frame_idx: int, buffer: Plane) -> None:
         planes = self.layout.planes(buffer)
-        if self.options.trail > 0:
-            for track in self.tracks.values():
-                self._trail(planes, track, frame_idx)
-        for instance in self.by_frame.get(frame_idx, ()):
-            if instance.track >= 0 and instance.track in self.tracks:
-                self._instance(planes, instance, self.tracks[instance.track])
+        for drawing in self.by_frame.get(frame_idx, ()):
+            track = self.tracks[drawing.track]
+            strokes = [*drawing.strokes, *self._trail(track, frame_idx)]
+            for plane, value, scale in zip(planes, track.yuv, PLANE_SCALES, strict=True):
+                width = max(1, round(self.thickness * scale))
+                if strokes:
+                    cv2.polylines(plane, [_fixed(s, scale) for s in strokes], False, value, width, cv2.LINE_AA, SHIFT)
+                diameter = max(2, round(2 * self.node_radius * scale))
+                cv2.polylines(plane, list(_fixed(drawing.dots, scale)), False, value, diameter, cv2.LINE_AA, SHIFT)
+                x, y = drawing.label_origin
+                at = (round(x * scale), round(max(y, 12 * self.font_scale) * scale))
+                text_width = max(1, round(self.font_thickness * scale))
+                cv2.putText(
+                    plane,
+                    track.name,
+                    at,
+                    cv2.FONT_HERSHEY_SIMPLEX,
+                    self.font_scale * scale,
+                    value,
+                    text_width,
+                    cv2.LINE_AA,
+                )
 
-    def _trail(self, planes: tuple[Plane, Plane, Plane], track: Track, frame_idx: int) -> None:
+    def _trail(self, track: Track, frame_idx: int) -> list[npt.NDArray[np.float64]]:
+        if self.options.trail <= 0:
+            return []
         first = bisect.bisect_left(track.frames, frame_idx - self.options.trail)
         last = bisect.bisect_right(track.frames, frame_idx)
-        if last - first >= 2:
-            _polyline(planes, track.positions[first:last], track.yuv, max(1, self.thickness))
-
-    def _instance(self, planes: tuple[Plane, Plane, Plane], instance: Instance, track: Track) -> None:
-        visible = [not np.isnan(point).any() for point in instance.points]
-        points = [
-            p if ok else None for p, ok in zip(self._scaled(np.nan_to_num(instance.points)), visible, strict=True)
-        ]
-        shown = [p for p in points if p is not None]
-        if not shown:
-            return
-        for a, b in self.edges:
-            start, end = points[a], points[b]
-            if start is not None and end is not None:
-                _line(planes, start, end, track.yuv, self.thickness)
-        radius = self.node_radius if self.edges else self.anchor_radius
-        for point in shown:
-            _disc(planes, point, radius, track.yuv)
-        left, top, right, bottom = self._box(instance, shown)
-        if self.options.boxes:
-            _rectangle(planes, (left, top), (right, bottom), track.yuv, self.thickness)
-        _text(planes, track.name, (left, top - 2 * self.thickness), track.yuv, self.font_scale, self.font_thickness)
-
-    def _box(self, instance: Instance, shown: list[tuple[float, float]]) -> tuple[float, float, float, float]:
-        if instance.bbox is not None:
-            (left, top), (right, bottom) = self._scaled(np.array([instance.bbox[:2], instance.bbox[2:]]))
-            return left, top, right, bottom
-        xs, ys = [x for x, _ in shown], [y for _, y in shown]
-        pad = 2 * self.anchor_radius
-        return min(xs) - pad, min(ys) - pad, max(xs) + pad, max(ys) + pad
+        return [np.array(track.positions[first:last])] if last - first >= 2 else []
 
 
-# Drawing on the three planes: Y at full resolution, U and V at half. Coordinates go to OpenCV in
-# fixed point (SHIFT fractional bits) so lines and discs sit where the labels put them.
-SHIFT = 4
-ONE = 1 << SHIFT
-
-
-def _fixed(point: tuple[float, float], scale: float) -> tuple[int, int]:
-    return round(point[0] * scale * ONE), round(point[1] * scale * ONE)
-
-
-def _each_plane(planes: tuple[Plane, Plane, Plane], yuv: tuple[int, int, int]) -> Iterator[tuple[Plane, int, float]]:
-    yield from zip(planes, yuv, (1.0, 0.5, 0.5), strict=True)
-
-
-def _line(
-    planes: tuple[Plane, Plane, Plane],
-    start: tuple[float, float],
-    end: tuple[float, float],
-    yuv: tuple[int, int, int],
-    thickness: int,
-) -> None:
-    for plane, value, scale in _each_plane(planes, yuv):
-        width = max(1, round(thickness * scale))
-        cv2.line(plane, _fixed(start, scale), _fixed(end, scale), value, width, cv2.LINE_AA, SHIFT)
-
-
-def _polyline(
-    planes: tuple[Plane, Plane, Plane], points: list[tuple[float, float]], yuv: tuple[int, int, int], thickness: int
-) -> None:
-    for plane, value, scale in _each_plane(planes, yuv):
-        width = max(1, round(thickness * scale))
-        curve = np.array([_fixed(p, scale) for p in points], dtype=np.int32)
-        cv2.polylines(plane, [curve], False, value, width, cv2.LINE_AA, SHIFT)
-
-
-def _disc(
-    planes: tuple[Plane, Plane, Plane], centre: tuple[float, float], radius: int, yuv: tuple[int, int, int]
-) -> None:
-    for plane, value, scale in _each_plane(planes, yuv):
-        cv2.circle(plane, _fixed(centre, scale), max(1, round(radius * scale * ONE)), value, -1, cv2.LINE_AA, SHIFT)
-
-
-def _rectangle(
-    planes: tuple[Plane, Plane, Plane],
-    corner: tuple[float, float],
-    opposite: tuple[float, float],
-    yuv: tuple[int, int, int],
-    thickness: int,
-) -> None:
-    for plane, value, scale in _each_plane(planes, yuv):
-        width = max(1, round(thickness * scale))
-        cv2.rectangle(plane, _fixed(corner, scale), _fixed(opposite, scale), value, width, cv2.LINE_AA, SHIFT)
-
-
-def _text(
-    planes: tuple[Plane, Plane, Plane],
-    text: str,
-    origin: tuple[float, float],
-    yuv: tuple[int, int, int],
-    font_scale: float,
-    thickness: int,
-) -> None:
-    for plane, value, scale in _each_plane(planes, yuv):
-        at = (round(origin[0] * scale), round(max(origin[1], 12 * font_scale) * scale))
-        width = max(1, round(thickness * scale))
-        cv2.putText(plane, text, at, cv2.FONT_HERSHEY_SIMPLEX, font_scale * scale, value, width, cv2.LINE_AA)
+def _fixed(points: npt.NDArray[np.float64], scale: float) -> npt.NDArray[np.int32]:
+    return np.rint(points * (scale * ONE)).astype(np.int32)
 
 
 def _write_video(
