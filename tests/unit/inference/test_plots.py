@@ -22,7 +22,7 @@ def swapped_at_switch() -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], n
     return frames, truth, predicted
 
 
-def row_colours(image: npt.NDArray[np.uint8], colours: list[npt.NDArray[np.int64]]) -> list[npt.NDArray[np.int64]]:
+def row_colours(image: npt.NDArray[np.int64], colours: list[npt.NDArray[np.int64]]) -> list[npt.NDArray[np.int64]]:
     """For each image row, which of `colours` each pixel is exactly (-1: none), found in the plotted area."""
     matches = np.full(image.shape[:2], -1, dtype=np.int64)
     for index, colour in enumerate(colours):

@@ -43,7 +43,8 @@ def colour_at(image: npt.NDArray[np.uint8], x: float, y: float) -> npt.NDArray[n
     """Median colour of the 3x3 pixels around (x, y)."""
     column, row = round(x), round(y)
     patch = image[row - 1 : row + 2, column - 1 : column + 2, :3].reshape(-1, 3)
-    return np.median(patch, axis=0).astype(np.int64)
+    median: npt.NDArray[np.int64] = np.median(patch, axis=0).astype(np.int64)
+    return median
 
 
 def isolated_points(
