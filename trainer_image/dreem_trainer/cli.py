@@ -449,6 +449,10 @@ def render_command(
             fps=fps,
         )
         result = render(tracked, output, video, options)
+    if result.frames < result.requested:
+        typer.echo(
+            f"warning: the video ended after {result.frames} of the {result.requested} frames asked for", err=True
+        )
     typer.echo(
         f"{result.output}: {result.frames} frames, {result.width}x{result.height}, {result.tracks} tracks, "
         f"{result.frames / result.seconds:.1f} frames/s"

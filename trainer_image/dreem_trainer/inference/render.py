@@ -98,6 +98,8 @@ class RenderOptions:
 class RenderResult:
     output: Path
     frames: int
+    requested: int
+    """Frames asked for; more than `frames` when the video ends before its container says it does."""
     width: int
     height: int
     tracks: int
@@ -143,13 +145,15 @@ def render(
         else:
             fps = options.fps or facts.fps or TIFF_FPS
             written = _write_video(source, painter, frames, partial, fps, options, output.name)
-        if written != len(frames):
-            raise RenderError(f"{pair.video_path}: decoded {written} of frames {frames.start}-{frames.stop - 1}")
+        if written == 0:
+            raise RenderError(f"{pair.video_path}: ffmpeg decoded no frame of {frames.start}-{frames.stop - 1}")
         os.replace(partial, output)
     finally:
         partial.unlink(missing_ok=True)
     tracks = len({i.track for f in labelled.frames for i in f.instances if i.track >= 0})
-    return RenderResult(output, written, layout.width, layout.height, tracks, time.perf_counter() - started)
+    return RenderResult(
+        output, written, len(frames), layout.width, layout.height, tracks, time.perf_counter() - started
+    )
 
 
 def render_beside(tracked: Path, video_path: str) -> RenderResult:
