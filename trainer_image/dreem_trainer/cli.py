@@ -454,7 +454,8 @@ def render_command(
             f"warning: the video ended after {result.frames} of the {result.requested} frames asked for", err=True
         )
     typer.echo(
-        f"{result.output}: {result.frames} frames, {result.width}x{result.height}, {result.tracks} tracks, "
+        f"{result.output}: {result.frames} frame{'s' if result.frames != 1 else ''}, {result.width}x{result.height}, "
+        f"{result.tracks} tracks, "
         f"{result.frames / result.seconds:.1f} frames/s"
     )
 

@@ -204,7 +204,7 @@ def test_the_command_reports_errors_with_exit_2_and_loads_no_torch(tmp_path: Pat
         timeout=120,
     )
     assert drawn.returncode == 0, drawn.stderr
-    assert "f.png: 1 frames, 1024x1024, 2 tracks" in drawn.stdout
+    assert "f.png: 1 frame, 1024x1024, 2 tracks" in drawn.stdout
     probe = "import sys, dreem_trainer.cli, dreem_trainer.inference.render; print('torch' in sys.modules)"
     assert (
         subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip()
