@@ -175,6 +175,8 @@ def test_bad_input_is_refused_and_nothing_is_overwritten(tmp_path: Path) -> None
         render(moved, tmp_path / "a.mp4")
     with pytest.raises(RenderError, match="outside the 128 frames"):
         render(TWO_FLIES_SLP, tmp_path / "a.mp4", options=RenderOptions(frames=FrameRange(120, 130)))
+    with pytest.raises(RenderError, match="--preset: not a libx264 preset"):
+        render(TWO_FLIES_SLP, tmp_path / "a.mp4", options=RenderOptions(preset="quick"))
     assert not (tmp_path / "a.mp4").exists()
 
     mine = tmp_path / "mine.mp4"

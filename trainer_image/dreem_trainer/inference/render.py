@@ -18,7 +18,7 @@ import bisect
 import os
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,18 @@ from dreem_trainer.inference.colours import RGB, track_colour
 
 TRACKS_CSV_SUFFIX = ".dreem_tracks.csv"
 STILL_SUFFIXES = (".png", ".jpg", ".jpeg")
+X264_PRESETS = (
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
+    "placebo",
+)
 TIFF_FPS = 10.0
 """Frame rate of a video made from TIFF frames, which record none, unless --fps is given."""
 POINT_MARGIN = 0.02
@@ -123,6 +135,10 @@ def render(
     options = options or RenderOptions()
     if output.exists() and not options.overwrite:
         raise RenderError(f"{output}: already exists; pass --overwrite to replace it")
+    if options.preset not in X264_PRESETS:
+        raise RenderError(f"--preset: not a libx264 preset ({', '.join(X264_PRESETS)}), got {options.preset!r}")
+    if not 0 <= options.crf <= 51:
+        raise RenderError(f"--crf: libx264 takes 0 (lossless) to 51, got {options.crf}")
     pair = tracked_source(Path(tracked), video)
     labelled = read_video(pair)
     facts = video_facts(pair.video_path)
@@ -138,8 +154,8 @@ def render(
     partial = output.with_name(f".{output.stem}.partial{output.suffix}")
     started = time.perf_counter()
     written = 0
+    source = decoded_frames(pair.video_path, frames, layout)
     try:
-        source = decoded_frames(pair.video_path, frames, layout)
         if still:
             written = _write_still(source, painter, frames, partial)
         else:
@@ -149,6 +165,7 @@ def render(
             raise RenderError(f"{pair.video_path}: ffmpeg decoded no frame of {frames.start}-{frames.stop - 1}")
         os.replace(partial, output)
     finally:
+        source.close()  # stops the decoder if the encoder failed first
         partial.unlink(missing_ok=True)
     tracks = len({i.track for f in labelled.frames for i in f.instances if i.track >= 0})
     return RenderResult(
@@ -324,14 +341,14 @@ class FrameLayout:
         )
 
 
-def decoded_frames(video_path: str, frames: range, layout: FrameLayout) -> Iterator[Plane]:
+def decoded_frames(video_path: str, frames: range, layout: FrameLayout) -> Generator[Plane, None, None]:
     """Frames `frames` of a video as one flat I420 buffer, refilled in place for each frame."""
     if is_tiff_video(video_path):
         return _tiff_frames(video_path, frames, layout)
     return _media_frames(video_path, frames, layout)
 
 
-def _media_frames(video_path: str, frames: range, layout: FrameLayout) -> Iterator[Plane]:
+def _media_frames(video_path: str, frames: range, layout: FrameLayout) -> Generator[Plane, None, None]:
     import imageio_ffmpeg
 
     filters = [f"trim=start_frame={frames.start}:end_frame={frames.stop}"]
@@ -406,7 +423,7 @@ def _fill(stream: Any, view: memoryview) -> bool:
     return True
 
 
-def _tiff_frames(video_path: str, frames: range, layout: FrameLayout) -> Iterator[Plane]:
+def _tiff_frames(video_path: str, frames: range, layout: FrameLayout) -> Generator[Plane, None, None]:
     """TIFF frames (scaled to 8 bits by the tracking reader) converted once to I420."""
     reader = TiffReader(video_path)
     buffer = np.empty(layout.nbytes, dtype=np.uint8)
