@@ -8,6 +8,7 @@ affinity, env, volumes) are passed to the pods as given and validated by the API
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -15,14 +16,38 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from dreem_trainer.config import DreemConfig
 from dreem_trainer.config.paths import S3Uri
 
-GROUP = "dreem.sleap.ai"
-VERSION = "v1alpha1"
-KIND = "DreemTrainingJob"
-PLURAL = "dreemtrainingjobs"
-SHORT_NAME = "dtj"
-
-Phase = Literal["Pending", "Running", "Restarting", "Succeeded", "Failed", "Suspended"]
 KubernetesObject = dict[str, Any]
+
+
+class Phase(StrEnum):
+    """Where a job stands, in `status.phase` and as the type of each condition."""
+
+    PENDING = "Pending"
+    RUNNING = "Running"
+    RESTARTING = "Restarting"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    SUSPENDED = "Suspended"
+
+    @property
+    def finished(self) -> bool:
+        return self in (Phase.SUCCEEDED, Phase.FAILED)
+
+
+class Reason(StrEnum):
+    """Why a job entered its phase: the reason of its condition and of the Event recorded with it."""
+
+    GANG_PENDING = "GangPending"
+    GANG_RUNNING = "GangRunning"
+    GANG_RESTART = "GangRestart"
+    TRAINING_FINISHED = "TrainingFinished"
+    SUSPENDED = "Suspended"
+    INVALID_SPEC = "InvalidSpec"
+    CONFIGURATION_ERROR = "ConfigurationError"
+    BACKOFF_LIMIT_EXCEEDED = "BackoffLimitExceeded"
+    DEADLINE_EXCEEDED = "DeadlineExceeded"
+    WAITING_FOR_CREDENTIALS = "WaitingForSecret"
+    CREDENTIALS_MISSING = "MissingSecret"
 
 
 class ApiModel(BaseModel):
@@ -108,7 +133,9 @@ class DreemTrainingJobSpec(ApiModel):
 
 
 class Condition(ApiModel):
-    type: str = Field(..., description="Created, Running, Restarting, Succeeded, Failed or Suspended.")
+    type: str = Field(
+        ..., description="The phase entered (Pending, Running, Restarting, Succeeded, Failed or Suspended)."
+    )
     status: Literal["True", "False", "Unknown"]
     reason: str = ""
     message: str = ""

@@ -4,9 +4,8 @@ and one gang pod per node. Pure functions: the handlers apply what these return.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-from dreem_operator.api import GROUP, KIND, PLURAL, VERSION, DreemTrainingJobSpec
+from dreem_operator.api import DreemTrainingJobSpec, KubernetesObject
 from dreem_operator.names import (
     CACHE_MOUNT,
     CONFIG_FILE,
@@ -17,8 +16,18 @@ from dreem_operator.names import (
     JobNames,
 )
 from dreem_trainer.config import DreemConfig, dump_yaml
+from dreem_trainer.contract import (
+    API_VERSION,
+    CREDENTIAL_KEYS,
+    ENV_CACHE_DIR,
+    ENV_JOB,
+    ENV_JOB_NAMESPACE,
+    ENV_S3_ENDPOINT,
+    GROUP,
+    KIND,
+    PLURAL,
+)
 
-KubernetesObject = dict[str, Any]
 GPU_RESOURCE = "nvidia.com/gpu"
 TRAINER_UID = 65532
 """The non-root user of the trainer image (trainer_image/Dockerfile)."""
@@ -54,7 +63,7 @@ class JobRef:
 
     def owner(self) -> KubernetesObject:
         return {
-            "apiVersion": f"{GROUP}/{VERSION}",
+            "apiVersion": API_VERSION,
             "kind": KIND,
             "name": self.name,
             "uid": self.uid,
@@ -141,21 +150,21 @@ def rank_env(job: JobRef, spec: DreemTrainingJobSpec, rank: int, settings: Opera
         "PET_NODE_RANK": str(rank),
         "PET_NNODES": str(spec.nodes),
         "PET_NPROC_PER_NODE": str(processes),
-        "DREEM_JOB": job.name,
-        "DREEM_JOB_NAMESPACE": job.namespace,
-        "DREEM_CACHE_DIR": CACHE_MOUNT,
+        ENV_JOB: job.name,
+        ENV_JOB_NAMESPACE: job.namespace,
+        ENV_CACHE_DIR: CACHE_MOUNT,
         # The image's user may have no writable home; libraries keep caches under $HOME and $TMPDIR.
         "HOME": SCRATCH_MOUNT,
         "TMPDIR": SCRATCH_MOUNT,
     }
     endpoint = s3_endpoint(spec, settings)
     if endpoint:
-        values["AWS_ENDPOINT_URL"] = endpoint
+        values[ENV_S3_ENDPOINT] = endpoint
     env: list[KubernetesObject] = [{"name": key, "value": value} for key, value in values.items()]
     if spec.storage.credentialsSecret:
         env += [
             {"name": key, "valueFrom": {"secretKeyRef": {"name": spec.storage.credentialsSecret, "key": key}}}
-            for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+            for key in CREDENTIAL_KEYS
         ]
     return env + list(spec.podTemplate.env or [])
 

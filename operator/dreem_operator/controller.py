@@ -18,8 +18,8 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from dreem_operator.api import DreemTrainingJobStatus
-from dreem_operator.children import JobRef, KubernetesObject, OperatorSettings
+from dreem_operator.api import DreemTrainingJobStatus, KubernetesObject
+from dreem_operator.children import JobRef, OperatorSettings
 from dreem_operator.kube import ClusterApi
 from dreem_operator.metrics import OperatorMetrics
 from dreem_operator.reconcile import Observation, Plan, event_object, observe_pod, parse_stamp, reconcile
@@ -113,11 +113,11 @@ class Reconciler:
         finally:
             self.metrics.reconcile_duration.observe(time.perf_counter() - started)
 
-    def _reconcile(self, namespace: str, name: str) -> Plan | None:
+    def _reconcile(self, namespace: str, name: str) -> None:
         body = self.api.read_job(namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
             self.forget(namespace, name)
-            return None
+            return
         meta = body["metadata"]
         job = JobRef(name, namespace, meta["uid"])
         raw_spec = body.get("spec")
@@ -137,7 +137,6 @@ class Reconciler:
                 plan = reconcile(job, spec, status, generation, replace(seen, secret_problem=problem), self.settings)
         self._apply(job, status, plan, seen.now)
         self.metrics.job_phase(namespace, name, None if plan.delete_job else plan.status.phase)
-        return plan
 
     def _apply(self, job: JobRef, status: DreemTrainingJobStatus, plan: Plan, now: datetime) -> None:
         # Status first: once `restarts` is stored, a crash before the new pods exist recreates the same

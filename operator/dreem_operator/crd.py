@@ -17,17 +17,8 @@ from typing import Any
 
 import yaml
 
-from dreem_operator.api import (
-    GROUP,
-    KIND,
-    PLURAL,
-    SHORT_NAME,
-    VERSION,
-    ApiModel,
-    DreemTrainingJobSpec,
-    DreemTrainingJobStatus,
-    Storage,
-)
+from dreem_operator.api import ApiModel, DreemTrainingJobSpec, DreemTrainingJobStatus, Storage
+from dreem_trainer.contract import GROUP, KIND, PLURAL, SHORT_NAME, VERSION
 
 Schema = dict[str, Any]
 CRD_FILE = Path(__file__).resolve().parents[2] / "crds" / f"{PLURAL}.{GROUP}.yaml"

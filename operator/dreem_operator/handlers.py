@@ -16,12 +16,12 @@ import kopf
 import kubernetes
 import prometheus_client
 
-from dreem_operator.api import GROUP, PLURAL, VERSION
 from dreem_operator.controller import Reconciler
 from dreem_operator.kube import ClusterApi
 from dreem_operator.metrics import OperatorMetrics
 from dreem_operator.names import LABEL_JOB
 from dreem_operator.settings import RuntimeSettings
+from dreem_trainer.contract import GROUP, PLURAL, VERSION
 
 log = logging.getLogger(__name__)
 

@@ -15,14 +15,12 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from dreem_operator.api import GROUP, PLURAL, VERSION
-from dreem_operator.children import JobRef, KubernetesObject
+from dreem_operator.api import KubernetesObject
+from dreem_operator.children import JobRef
 from dreem_operator.names import FIELD_MANAGER, LABEL_JOB
+from dreem_trainer.contract import CREDENTIAL_KEYS, GROUP, PLURAL, STATUS_PATCH, VERSION
 
 log = logging.getLogger(__name__)
-
-CREDENTIAL_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
-MERGE_PATCH = "application/merge-patch+json"
 
 PERMISSIONS: list[tuple[str, str, tuple[str, ...]]] = [
     # (API group, resource, verbs), for every call below and kopf's watches.
@@ -129,7 +127,7 @@ class ClusterApi:
             name,
             {"status": status},
             field_manager=FIELD_MANAGER,
-            _content_type=MERGE_PATCH,
+            _content_type=STATUS_PATCH,
         )
 
     def delete_job(self, namespace: str, name: str) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from typing import get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -25,20 +24,20 @@ class OperatorMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=self.registry,
         )
-        self._phases: dict[tuple[str, str], str] = {}
+        self._phases: dict[tuple[str, str], Phase] = {}
         self._lock = threading.Lock()
-        for phase in get_args(Phase):
+        for phase in Phase:
             self.jobs.labels(phase=phase).set(0)
 
-    def job_phase(self, namespace: str, name: str, phase: str | None) -> None:
+    def job_phase(self, namespace: str, name: str, phase: Phase | None) -> None:
         """Record a job's phase (None: the job is gone) and refresh the per-phase counts."""
         with self._lock:
             if phase is None:
                 self._phases.pop((namespace, name), None)
             else:
                 self._phases[(namespace, name)] = phase
-            counts = dict.fromkeys(get_args(Phase), 0)
+            counts = dict.fromkeys(Phase, 0)
             for current in self._phases.values():
-                counts[current] = counts.get(current, 0) + 1
+                counts[current] += 1
             for known, count in counts.items():
                 self.jobs.labels(phase=known).set(count)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-LABEL_JOB = "dreem.sleap.ai/job"
-LABEL_ATTEMPT = "dreem.sleap.ai/attempt"
-LABEL_RANK = "dreem.sleap.ai/rank"
+from dreem_trainer.contract import GROUP
+
+LABEL_JOB = f"{GROUP}/job"
+LABEL_ATTEMPT = f"{GROUP}/attempt"
+LABEL_RANK = f"{GROUP}/rank"
 CONFIG_FILE = "config.yaml"
 CONFIG_MOUNT = "/etc/dreem"
 TRAINER_CONTAINER = "trainer"

@@ -1,18 +1,32 @@
-"""The operator's decisions, as one pure function: from a job and the children observed, the children to
-create or delete and the job's next status. The kopf handlers only read, call this, and apply."""
+"""The operator's decisions, as pure rules: from a job and the children observed, the children to create or
+delete and the job's next status. The kopf handlers only read, call `reconcile()`, and apply its Plan.
+
+Each rule looks at the job's Situation and either decides (returns the Plan) or passes (returns None). The
+first rule that decides wins, so the order of the rules is their precedence: a suspended job is not failed
+for its deadline, and a user's error fails the job before a gang restart could retry it.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cached_property
 from typing import Any, Literal, get_args
 
 from pydantic import ValidationError
 
-from dreem_operator.api import Condition, DreemTrainingJobSpec, DreemTrainingJobStatus
+from dreem_operator.api import (
+    Condition,
+    DreemTrainingJobSpec,
+    DreemTrainingJobStatus,
+    KubernetesObject,
+    Phase,
+    Reason,
+    RunPolicy,
+)
 from dreem_operator.children import (
     JobRef,
-    KubernetesObject,
     OperatorSettings,
     config_map,
     gang_pod,
@@ -23,9 +37,7 @@ from dreem_operator.children import (
 )
 from dreem_operator.names import FIELD_MANAGER, LABEL_ATTEMPT, LABEL_RANK, TRAINER_CONTAINER
 from dreem_trainer.config.loader import issues_from
-
-CONFIG_ERROR_EXIT = 2
-"""`dreem train` exits 2 for a configuration or data error: retrying cannot help."""
+from dreem_trainer.contract import EXIT_USER_ERROR
 
 MAX_CONDITIONS = 20
 """The status keeps the newest transitions only, so a long-lived job's object stays small."""
@@ -85,7 +97,7 @@ class Observation:
 @dataclass(frozen=True)
 class Event:
     type: Literal["Normal", "Warning"]
-    reason: str
+    reason: Reason
     message: str
 
 
@@ -104,7 +116,7 @@ def event_object(job: JobRef, event: Event, now: datetime) -> KubernetesObject:
             "uid": job.uid,
         },
         "type": event.type,
-        "reason": event.reason,
+        "reason": event.reason.value,
         "message": event.message,
         "firstTimestamp": stamp,
         "lastTimestamp": stamp,
@@ -140,7 +152,19 @@ class Decision:
         self.plan.status.observedGeneration = generation
         self.now = now
 
-    def phase(self, phase: Any, reason: str, message: str = "", warning: bool = False, record: bool = False) -> Plan:
+    def delete(self, pods: Iterable[ObservedPod]) -> None:
+        self.plan.delete_pods += [pod.name for pod in pods]
+
+    def create(self, children: Iterable[KubernetesObject]) -> None:
+        self.plan.create += children
+
+    def keep(self) -> Plan:
+        """Stay in the phase, with its message."""
+        return self.plan
+
+    def phase(
+        self, phase: Phase, reason: Reason, message: str = "", warning: bool = False, record: bool = False
+    ) -> Plan:
         """Enter `phase`. A new phase, a new reason within it, or a decision that is news by itself
         (`record`: every gang restart) is recorded as a condition and an Event; repeating the same
         decision on the next reconcile records nothing."""
@@ -151,10 +175,10 @@ class Decision:
                 type=phase, status="True", reason=reason, message=message, lastTransitionTime=_stamp(self.now)
             )
             status.conditions = [*(status.conditions or []), condition][-MAX_CONDITIONS:]
-            self.plan.events.append(Event("Warning" if warning else "Normal", reason, message or phase))
+            self.plan.events.append(Event("Warning" if warning else "Normal", reason, message or phase.value))
         status.phase = phase
         status.message = message
-        if phase in ("Succeeded", "Failed") and status.completionTime is None:
+        if phase.finished and status.completionTime is None:
             status.completionTime = _stamp(self.now)
         return self.plan
 
@@ -173,6 +197,209 @@ def parse_stamp(stamp: str | None) -> datetime | None:
         return None
 
 
+@dataclass(frozen=True)
+class Situation:
+    """What the rules read: the valid spec, the status as the last reconcile left it, and the pods."""
+
+    job: JobRef
+    spec: DreemTrainingJobSpec
+    status: DreemTrainingJobStatus
+    seen: Observation
+    settings: OperatorSettings
+    live: list[ObservedPod]
+    """The pods that count: not being deleted."""
+    stopping: list[ObservedPod]
+    """Deleted, still stopping."""
+
+    @classmethod
+    def of(
+        cls,
+        job: JobRef,
+        spec: DreemTrainingJobSpec,
+        status: DreemTrainingJobStatus,
+        seen: Observation,
+        settings: OperatorSettings,
+    ) -> Situation:
+        live = [pod for pod in seen.pods if not pod.terminating]
+        stopping = [pod for pod in seen.pods if pod.terminating]
+        return cls(job, spec, status, seen, settings, live, stopping)
+
+    @property
+    def now(self) -> datetime:
+        return self.seen.now
+
+    @property
+    def policy(self) -> RunPolicy:
+        return self.spec.runPolicy
+
+    @property
+    def attempt(self) -> int:
+        """The gang wanted now: every gang restart starts the next attempt."""
+        return self.status.restarts or 0
+
+    @cached_property
+    def gang(self) -> dict[int, ObservedPod]:
+        """The live pods of this attempt, by rank."""
+        return {pod.rank: pod for pod in self.live if pod.attempt == self.attempt}
+
+    @property
+    def earlier(self) -> list[ObservedPod]:
+        """Live pods of earlier attempts."""
+        return [pod for pod in self.live if pod.attempt != self.attempt]
+
+    @property
+    def missing(self) -> list[int]:
+        """Ranks of this attempt that have no live pod."""
+        return [rank for rank in range(self.spec.nodes) if rank not in self.gang]
+
+    @property
+    def complete(self) -> bool:
+        """As many pods in the gang as the job has nodes."""
+        return len(self.gang) == self.spec.nodes
+
+
+Rule = Callable[[Situation, Decision], Plan | None]
+
+
+def spec_invalid(error: ValidationError, seen: Observation, decide: Decision) -> Plan:
+    """A spec the schema refuses fails the job, whatever its phase: no rule can act on it."""
+    decide.delete(pod for pod in seen.pods if not pod.terminating)
+    return decide.phase(Phase.FAILED, Reason.INVALID_SPEC, spec_problems(error), warning=True)
+
+
+def job_finished(s: Situation, decide: Decision) -> Plan | None:
+    """A finished job keeps its phase. Its pods go as spec.runPolicy.cleanPodPolicy says, and the job itself
+    once ttlSecondsAfterFinished has passed."""
+    if s.status.phase is None or not s.status.phase.finished:
+        return None
+    doomed = {
+        "All": s.live,
+        "Running": [pod for pod in s.live if pod.phase in ("Pending", "Running")],
+        "None": [],
+    }
+    decide.delete(doomed[s.policy.cleanPodPolicy])
+    finished = parse_stamp(s.status.completionTime)
+    if s.policy.ttlSecondsAfterFinished is not None and finished is not None:
+        decide.plan.delete_job = s.now >= finished + timedelta(seconds=s.policy.ttlSecondsAfterFinished)
+    return decide.keep()
+
+
+def job_suspended(s: Situation, decide: Decision) -> Plan | None:
+    if not s.policy.suspend:
+        return None
+    decide.delete(s.live)
+    return decide.phase(Phase.SUSPENDED, Reason.SUSPENDED, "suspended by spec.runPolicy.suspend; progress is kept")
+
+
+def deadline_passed(s: Situation, decide: Decision) -> Plan | None:
+    started = parse_stamp(s.status.startTime)
+    deadline = s.policy.activeDeadlineSeconds
+    if deadline is None or started is None or s.now < started + timedelta(seconds=deadline):
+        return None
+    decide.delete(s.live)
+    message = f"ran longer than spec.runPolicy.activeDeadlineSeconds ({deadline} s)"
+    return decide.phase(Phase.FAILED, Reason.DEADLINE_EXCEEDED, message, warning=True)
+
+
+def user_error(s: Situation, decide: Decision) -> Plan | None:
+    """A rank that exited EXIT_USER_ERROR fails the job at once, with the trainer's reason: retrying cannot help."""
+    gang = s.gang.values()
+    broken = next((pod for pod in gang if pod.phase == "Failed" and pod.exit_code == EXIT_USER_ERROR), None)
+    if broken is None:
+        return None
+    decide.delete(gang)
+    message = broken.message.strip() or f"{broken.name} exited with a configuration error"
+    return decide.phase(Phase.FAILED, Reason.CONFIGURATION_ERROR, message, warning=True)
+
+
+def gang_broken(s: Situation, decide: Decision) -> Plan | None:
+    """A failed rank, or one lost while the gang ran, stops the whole gang: the next attempt resumes from the
+    last checkpoint, until spec.runPolicy.backoffLimit is spent."""
+    gang = s.gang.values()
+    failed = [pod for pod in gang if pod.phase in ("Failed", "Unknown")]
+    lost = s.missing if s.status.phase == Phase.RUNNING else []
+    if not failed and not lost:
+        return None
+    decide.delete(gang)
+    if failed:
+        cause = f"{failed[0].name} failed (exit code {failed[0].exit_code})"
+        last_words = last_line(failed[0].message)
+        if last_words:
+            cause += f": {last_words}"
+    else:
+        cause = f"pod {s.job.names.pod(s.attempt, lost[0])} disappeared while the gang was running"
+    if s.attempt >= s.policy.backoffLimit:
+        return decide.phase(Phase.FAILED, Reason.BACKOFF_LIMIT_EXCEEDED, f"{cause}; no restarts left", warning=True)
+    decide.plan.status.restarts = s.attempt + 1
+    message = f"{cause}; restarting all pods from the last checkpoint"
+    return decide.phase(Phase.RESTARTING, Reason.GANG_RESTART, message, warning=True, record=True)
+
+
+def training_finished(s: Situation, decide: Decision) -> Plan | None:
+    if not s.complete or not all(pod.phase == "Succeeded" for pod in s.gang.values()):
+        return None
+    return decide.phase(Phase.SUCCEEDED, Reason.TRAINING_FINISHED, "all ranks finished")
+
+
+def secret_unusable(s: Situation, decide: Decision) -> Plan | None:
+    """No new pod starts without its credentials Secret. GitOps tools apply a job and its Secret in no fixed
+    order, so the Secret has settings.secret_grace_seconds to arrive before the job fails."""
+    if not s.missing or s.seen.secret_problem is None:
+        return None
+    created = s.seen.created or s.now
+    if s.now < created + timedelta(seconds=s.settings.secret_grace_seconds):
+        return decide.phase(Phase.PENDING, Reason.WAITING_FOR_CREDENTIALS, s.seen.secret_problem, warning=True)
+    decide.delete(s.gang.values())
+    return decide.phase(Phase.FAILED, Reason.CREDENTIALS_MISSING, s.seen.secret_problem, warning=True)
+
+
+def previous_gang_stopping(s: Situation, decide: Decision) -> Plan | None:
+    """A new gang starts only once the old one is gone: its rank 0 may still be uploading the checkpoint the
+    new one must resume from, and both would answer to the same rank DNS names meanwhile."""
+    previous = len(s.stopping) + len(s.earlier)
+    if not s.missing or not previous:
+        return None
+    if s.status.phase == Phase.RESTARTING:
+        return decide.keep()  # the message keeps saying why the gang restarts
+    return decide.phase(
+        Phase.PENDING, Reason.GANG_PENDING, f"waiting for {previous} pod(s) of the previous attempt to stop"
+    )
+
+
+def run_the_gang(s: Situation, decide: Decision) -> Plan:
+    """Create what is missing and say how far the gang has come. Children other than pods are listed whenever
+    pods are created: creating them is idempotent (an existing one is kept), which spares a read of each."""
+    missing = s.missing
+    if missing:
+        decide.create(
+            [
+                config_map(s.job, s.spec, s.settings),
+                headless_service(s.job, s.settings),
+                service_account(s.job),
+                progress_role(s.job),
+                progress_role_binding(s.job),
+            ]
+        )
+    decide.create(gang_pod(s.job, s.spec, s.attempt, rank, s.settings) for rank in missing)
+    status = decide.plan.status
+    if status.startTime is None and missing:
+        status.startTime = _stamp(s.now)
+    if status.restarts is None:
+        status.restarts = 0
+    # A rank that finished first keeps the gang Running until the others finish.
+    if s.complete and all(pod.phase in ("Running", "Succeeded") for pod in s.gang.values()):
+        return decide.phase(Phase.RUNNING, Reason.GANG_RUNNING, f"{s.spec.nodes} pod(s) running")
+    if s.status.phase == Phase.RESTARTING:
+        return decide.keep()
+    return decide.phase(Phase.PENDING, Reason.GANG_PENDING, "waiting for all pods to be scheduled")
+
+
+JOB_RULES: tuple[Rule, ...] = (job_finished, job_suspended, deadline_passed)
+"""Rules about the job as a whole: they act on every pod it has."""
+GANG_RULES: tuple[Rule, ...] = (user_error, gang_broken, training_finished, secret_unusable, previous_gang_stopping)
+"""Rules about the current attempt's gang; `run_the_gang` decides when none of them does."""
+
+
 def reconcile(
     job: JobRef,
     raw_spec: dict[str, Any],
@@ -181,102 +408,19 @@ def reconcile(
     seen: Observation,
     settings: OperatorSettings,
 ) -> Plan:
-    """The next step for one job. Children other than pods are listed in `plan.create` whenever pods are
-    created: creating them is idempotent (an existing one is kept), which spares a read of each per reconcile."""
-    now = seen.now
-    stopping = [pod for pod in seen.pods if pod.terminating]
-    pods = [pod for pod in seen.pods if not pod.terminating]
-    decision = Decision(status, now, generation)
-    plan = decision.plan
+    """The next step for one job: the first rule that decides."""
+    decide = Decision(status, seen.now, generation)
     try:
         spec = DreemTrainingJobSpec.model_validate(raw_spec)
     except ValidationError as error:
-        plan.delete_pods = [pod.name for pod in pods]
-        return decision.phase("Failed", "InvalidSpec", spec_problems(error), warning=True)
-
-    policy = spec.runPolicy
-    if plan.status.phase in ("Succeeded", "Failed"):
-        doomed = {"All": pods, "Running": [p for p in pods if p.phase in ("Pending", "Running")], "None": []}
-        plan.delete_pods = [pod.name for pod in doomed[policy.cleanPodPolicy]]
-        finished = parse_stamp(plan.status.completionTime)
-        if policy.ttlSecondsAfterFinished is not None and finished is not None:
-            plan.delete_job = now >= finished + timedelta(seconds=policy.ttlSecondsAfterFinished)
-        return plan
-
-    if policy.suspend:
-        plan.delete_pods = [pod.name for pod in pods]
-        return decision.phase("Suspended", "Suspended", "suspended by spec.runPolicy.suspend; progress is kept")
-
-    started = parse_stamp(plan.status.startTime)
-    deadline = policy.activeDeadlineSeconds
-    if deadline is not None and started is not None and now >= started + timedelta(seconds=deadline):
-        plan.delete_pods = [pod.name for pod in pods]
-        message = f"ran longer than spec.runPolicy.activeDeadlineSeconds ({deadline} s)"
-        return decision.phase("Failed", "DeadlineExceeded", message, warning=True)
-
-    attempt = plan.status.restarts or 0
-    plan.delete_pods = [pod.name for pod in pods if pod.attempt != attempt]
-    current = {pod.rank: pod for pod in pods if pod.attempt == attempt}
-
-    broken = next((p for p in current.values() if p.phase == "Failed" and p.exit_code == CONFIG_ERROR_EXIT), None)
-    if broken is not None:
-        plan.delete_pods += [p.name for p in current.values()]
-        message = broken.message.strip() or f"{broken.name} exited with a configuration error"
-        return decision.phase("Failed", "ConfigurationError", message, warning=True)
-
-    failed = [p for p in current.values() if p.phase in ("Failed", "Unknown")]
-    lost = [rank for rank in range(spec.nodes) if rank not in current]
-    if failed or (plan.status.phase == "Running" and lost):
-        plan.delete_pods += [p.name for p in current.values()]
-        if failed:
-            cause = f"{failed[0].name} failed (exit code {failed[0].exit_code})"
-            last_words = last_line(failed[0].message)
-            if last_words:
-                cause += f": {last_words}"
-        else:
-            cause = f"pod {job.names.pod(attempt, lost[0])} disappeared while the gang was running"
-        if attempt >= policy.backoffLimit:
-            return decision.phase("Failed", "BackoffLimitExceeded", f"{cause}; no restarts left", warning=True)
-        plan.status.restarts = attempt + 1
-        message = f"{cause}; restarting all pods from the last checkpoint"
-        return decision.phase("Restarting", "GangRestart", message, warning=True, record=True)
-
-    if len(current) == spec.nodes and all(p.phase == "Succeeded" for p in current.values()):
-        return decision.phase("Succeeded", "TrainingFinished", "all ranks finished")
-
-    missing = [rank for rank in range(spec.nodes) if rank not in current]
-    if missing and seen.secret_problem is not None:
-        created = seen.created or now
-        if now < created + timedelta(seconds=settings.secret_grace_seconds):
-            # GitOps tools apply a job and its Secret in no fixed order: give the Secret a moment to arrive.
-            return decision.phase("Pending", "WaitingForSecret", seen.secret_problem, warning=True)
-        plan.delete_pods += [p.name for p in current.values()]
-        return decision.phase("Failed", "MissingSecret", seen.secret_problem, warning=True)
-    previous = len(stopping) + sum(pod.attempt != attempt for pod in pods)
-    if missing and previous:
-        # A new gang starts only once the old one is gone: its rank 0 may still be uploading the checkpoint
-        # the new one must resume from, and both would answer to the same rank DNS names meanwhile.
-        if plan.status.phase == "Restarting":
-            return plan  # the message keeps saying why the gang restarts
-        return decision.phase(
-            "Pending", "GangPending", f"waiting for {previous} pod(s) of the previous attempt to stop"
-        )
-    if missing:
-        plan.create += [
-            config_map(job, spec, settings),
-            headless_service(job, settings),
-            service_account(job),
-            progress_role(job),
-            progress_role_binding(job),
-        ]
-    plan.create += [gang_pod(job, spec, attempt, rank, settings) for rank in missing]
-    if plan.status.startTime is None and missing:
-        plan.status.startTime = _stamp(now)
-    if plan.status.restarts is None:
-        plan.status.restarts = 0
-    # A rank that finished first keeps the gang Running until the others finish.
-    if len(current) == spec.nodes and all(p.phase in ("Running", "Succeeded") for p in current.values()):
-        return decision.phase("Running", "GangRunning", f"{spec.nodes} pod(s) running")
-    if plan.status.phase == "Restarting":
-        return plan
-    return decision.phase("Pending", "GangPending", "waiting for all pods to be scheduled")
+        return spec_invalid(error, seen, decide)
+    situation = Situation.of(job, spec, status, seen, settings)
+    for rule in JOB_RULES:
+        if (plan := rule(situation, decide)) is not None:
+            return plan
+    # Whatever the gang rules decide, the pods of earlier attempts go.
+    decide.delete(situation.earlier)
+    for rule in GANG_RULES:
+        if (plan := rule(situation, decide)) is not None:
+            return plan
+    return run_the_gang(situation, decide)

@@ -14,6 +14,7 @@ import boto3
 import pytest
 import torch
 
+from dreem_operator.api import Phase, Reason
 from tests.conftest import S3_ENV, dreem_executable, free_port
 from tests.k8s.emulator import EmulatedCluster
 from tests.k8s.harness import Kubectl, cluster_with_crd, job_manifest, phase_is
@@ -98,10 +99,10 @@ def condition_types(job: dict[str, Any]) -> list[str]:
 def test_two_node_job_trains_to_succeeded_with_checkpoint_and_progress(lab: Lab) -> None:
     manifest, out = training_job(lab, "flies", epochs=2)
     lab.kubectl.apply_job(manifest)
-    job = lab.kubectl.wait_for("flies", phase_is("Succeeded", "Failed"), timeout=300, what="a finished phase")
+    job = lab.kubectl.wait_for("flies", phase_is(Phase.SUCCEEDED, Phase.FAILED), timeout=300, what="a finished phase")
     status = job["status"]
-    assert status["phase"] == "Succeeded", (status, lab.kubelet.log_of("flies-0-1")[-3000:])
-    assert condition_types(job) == ["Pending", "Running", "Succeeded"]
+    assert status["phase"] == Phase.SUCCEEDED, (status, lab.kubelet.log_of("flies-0-1")[-3000:])
+    assert condition_types(job) == [Phase.PENDING, Phase.RUNNING, Phase.SUCCEEDED]
     assert status["restarts"] == 0 and status["observedGeneration"] == 1
     # GitOps-safe: the operator never touched the job's spec or metadata (no finalizers, no annotations).
     assert job["metadata"]["generation"] == 1 and job["spec"] == manifest["spec"]
@@ -122,7 +123,7 @@ def test_two_node_job_trains_to_succeeded_with_checkpoint_and_progress(lab: Lab)
     assert {"train_loss_epoch", "val_loss"} <= set(progress["metrics"])
 
     reasons = [event["reason"] for event in lab.kubectl.events() if event["involvedObject"]["name"] == "flies"]
-    assert reasons == ["GangPending", "GangRunning", "TrainingFinished"]
+    assert reasons == [Reason.GANG_PENDING, Reason.GANG_RUNNING, Reason.TRAINING_FINISHED]
     # cleanPodPolicy Running (the default) keeps finished pods for their logs.
     assert lab.kubectl.names("pods") == ["flies-0-0", "flies-0-1"]
     metrics = lab.operator.metrics()
@@ -150,13 +151,13 @@ def test_a_killed_rank_restarts_the_gang_from_the_last_checkpoint(lab: Lab) -> N
 
     lab.kubectl.wait_for("flies", mid_epoch_three, timeout=240, what="a report in the middle of epoch 3")
     lab.kubelet.kill("flies-0-1")
-    restarting = lab.kubectl.wait_for("flies", phase_is("Restarting"), timeout=60, what="Restarting")
+    restarting = lab.kubectl.wait_for("flies", phase_is(Phase.RESTARTING), timeout=60, what="Restarting")
     assert restarting["status"]["restarts"] == 1
     assert "flies-0-1 failed (exit code 137)" in restarting["status"]["message"]
-    job = lab.kubectl.wait_for("flies", phase_is("Succeeded", "Failed"), timeout=300, what="a finished phase")
-    assert job["status"]["phase"] == "Succeeded", job["status"]
+    job = lab.kubectl.wait_for("flies", phase_is(Phase.SUCCEEDED, Phase.FAILED), timeout=300, what="a finished phase")
+    assert job["status"]["phase"] == Phase.SUCCEEDED, job["status"]
     assert job["status"]["restarts"] == 1
-    assert condition_types(job) == ["Pending", "Running", "Restarting", "Running", "Succeeded"]
+    assert condition_types(job) == [Phase.PENDING, Phase.RUNNING, Phase.RESTARTING, Phase.RUNNING, Phase.SUCCEEDED]
 
     resumed = lab.kubelet.log_of("flies-1-0")
     assert f"resuming from s3://{out}/runs/flies/models/" in resumed, resumed[-3000:]
@@ -175,8 +176,8 @@ def test_an_operator_killed_mid_reconcile_leaves_no_duplicates_or_orphans(lab: L
         pass  # kill the operator as soon as its first pod lands, while that reconcile is still creating
     lab.operator.kill()
     lab.operator.start()
-    job = lab.kubectl.wait_for("flies", phase_is("Succeeded", "Failed"), timeout=300, what="a finished phase")
-    assert job["status"]["phase"] == "Succeeded" and job["status"]["restarts"] == 0, job["status"]
+    job = lab.kubectl.wait_for("flies", phase_is(Phase.SUCCEEDED, Phase.FAILED), timeout=300, what="a finished phase")
+    assert job["status"]["phase"] == Phase.SUCCEEDED and job["status"]["restarts"] == 0, job["status"]
     # Exactly one pod per rank was ever created, and every object the job owns points at it.
     assert sorted(entry.split("/")[1] for entry in lab.kubelet.started) == ["flies-0-0", "flies-0-1"]
     uid = job["metadata"]["uid"]
@@ -196,11 +197,11 @@ def test_suspend_deletes_the_pods_keeps_progress_and_resumes(lab: Lab) -> None:
         what="an epoch reported",
     )
     lab.kubectl.patch_job("flies", {"spec": {"runPolicy": {"suspend": True}}})
-    suspended = lab.kubectl.wait_for("flies", phase_is("Suspended"), timeout=60, what="Suspended")
+    suspended = lab.kubectl.wait_for("flies", phase_is(Phase.SUSPENDED), timeout=60, what="Suspended")
     assert suspended["status"]["progress"]["epoch"] >= 1
     lab.kubectl.wait_for("flies", lambda _: not lab.kubectl.pods(), timeout=30, what="no pods")
     lab.kubectl.patch_job("flies", {"spec": {"runPolicy": {"suspend": False}}})
-    job = lab.kubectl.wait_for("flies", phase_is("Succeeded", "Failed"), timeout=300, what="a finished phase")
-    assert job["status"]["phase"] == "Succeeded", job["status"]
-    assert "Suspended" in condition_types(job)
+    job = lab.kubectl.wait_for("flies", phase_is(Phase.SUCCEEDED, Phase.FAILED), timeout=300, what="a finished phase")
+    assert job["status"]["phase"] == Phase.SUCCEEDED, job["status"]
+    assert Phase.SUSPENDED in condition_types(job)
     assert f"resuming from s3://{out}/runs/flies/models/" in lab.kubelet.log_of("flies-0-0")

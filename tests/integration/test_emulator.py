@@ -9,7 +9,8 @@ from pathlib import Path
 import kubernetes
 import pytest
 
-from tests.k8s.harness import GROUP, PLURAL, VERSION, Kubectl, cluster_with_crd
+from dreem_trainer.contract import API_VERSION, GROUP, KIND, PLURAL, VERSION
+from tests.k8s.harness import Kubectl, cluster_with_crd
 
 
 @pytest.fixture
@@ -19,7 +20,7 @@ def kubectl(tmp_path: Path) -> Iterator[Kubectl]:
 
 
 def job() -> dict[str, object]:
-    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "DreemTrainingJob", "metadata": {"name": "j"}, "spec": {}}
+    return {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": "j"}, "spec": {}}
 
 
 def test_writes_bump_resource_version_and_creates_assign_identity(kubectl: Kubectl) -> None:
@@ -64,8 +65,8 @@ def test_a_failed_json_patch_test_answers_422(kubectl: Kubectl) -> None:
 def test_deleting_an_owner_collects_its_dependents_and_selectors_filter(kubectl: Kubectl) -> None:
     owner = kubectl.apply_job(job())
     reference = {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "DreemTrainingJob",
+        "apiVersion": API_VERSION,
+        "kind": KIND,
         "name": "j",
         "uid": owner["metadata"]["uid"],
     }

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from dreem_operator.api import Phase, Reason
 from tests.conftest import dreem_executable, free_port
 from tests.k8s.emulator import EmulatedCluster
 from tests.k8s.harness import Kubectl, cluster_with_crd, job_manifest, minimal_spec, phase_is
@@ -64,7 +65,7 @@ def test_retryable_failures_restart_the_gang_until_the_backoff_limit(served: Ser
         served.kubectl.apply_job(
             job("flaky", {"EXIT": "1", "SAY": "CUDA error: an illegal memory access"}, backoffLimit=2)
         )
-        failed = served.kubectl.wait_for("flaky", phase_is("Failed"), timeout=60, what="Failed")
+        failed = served.kubectl.wait_for("flaky", phase_is(Phase.FAILED), timeout=60, what="Failed")
     finally:
         kubelet.stop()
     status = failed["status"]
@@ -72,19 +73,19 @@ def test_retryable_failures_restart_the_gang_until_the_backoff_limit(served: Ser
     assert status["message"].endswith("failed (exit code 1): CUDA error: an illegal memory access; no restarts left")
     # The third attempt may fail before both ranks run: each restart is recorded all the same.
     reasons = [c["reason"] for c in status["conditions"]]
-    assert reasons.count("GangRestart") == 2 and reasons[-1] == "BackoffLimitExceeded", reasons
+    assert reasons.count(Reason.GANG_RESTART) == 2 and reasons[-1] == Reason.BACKOFF_LIMIT_EXCEEDED, reasons
     # Three attempts of two ranks each, every one its own pod.
     attempts = {entry.split("/")[1].rsplit("-", 1)[0] for entry in kubelet.started}
     assert attempts == {"flaky-0", "flaky-1", "flaky-2"}
     reasons = [e["reason"] for e in served.kubectl.events() if e["involvedObject"]["name"] == "flaky"]
-    assert reasons.count("GangRestart") == 2 and reasons[-1] == "BackoffLimitExceeded"
+    assert reasons.count(Reason.GANG_RESTART) == 2 and reasons[-1] == Reason.BACKOFF_LIMIT_EXCEEDED
 
 
 def test_active_deadline_fails_the_job_and_stops_its_pods(served: Served) -> None:
     kubelet = served.kubelet(STAND_IN)
     try:
         served.kubectl.apply_job(job("slow", {"SLEEP": "600"}, activeDeadlineSeconds=3))
-        failed = served.kubectl.wait_for("slow", phase_is("Failed"), timeout=60, what="Failed")
+        failed = served.kubectl.wait_for("slow", phase_is(Phase.FAILED), timeout=60, what="Failed")
         assert "activeDeadlineSeconds (3 s)" in failed["status"]["message"]
         served.kubectl.wait_for("slow", lambda _: not served.kubectl.pods(), timeout=30, what="pods gone")
         served.kubectl.wait_for("slow", lambda _: not kubelet.running, timeout=30, what="processes stopped")
@@ -96,7 +97,7 @@ def test_ttl_deletes_a_finished_job_and_everything_it_owns(served: Served) -> No
     kubelet = served.kubelet(STAND_IN)
     try:
         served.kubectl.apply_job(job("brief", ttlSecondsAfterFinished=2, cleanPodPolicy="None"))
-        served.kubectl.wait_for("brief", phase_is("Succeeded"), timeout=60, what="Succeeded")
+        served.kubectl.wait_for("brief", phase_is(Phase.SUCCEEDED), timeout=60, what="Succeeded")
         assert served.kubectl.names("pods") == ["brief-0-0", "brief-0-1"]
         deadline_reached = served.kubectl.wait_for_pods("dreem.sleap.ai/job=brief", 3, timeout=15)
         assert deadline_reached == []
@@ -118,18 +119,18 @@ def test_a_configuration_error_fails_at_once_with_the_trainers_reason(served: Se
     config["logging"] = {"save_dir": str(served.workdir / "logs")}
     try:
         served.kubectl.apply_job(manifest)
-        failed = served.kubectl.wait_for("typo", phase_is("Failed"), timeout=120, what="Failed")
+        failed = served.kubectl.wait_for("typo", phase_is(Phase.FAILED), timeout=120, what="Failed")
     finally:
         kubelet.stop()
     status = failed["status"]
-    assert status["restarts"] == 0 and status["conditions"][-1]["reason"] == "ConfigurationError"
+    assert status["restarts"] == 0 and status["conditions"][-1]["reason"] == Reason.CONFIGURATION_ERROR
     assert status["message"].endswith("no-such-folder: no such data directory"), status["message"]
 
 
 def test_jobs_outside_the_watched_namespaces_are_left_alone(served: Served) -> None:
     served.kubectl.apply_job(job("elsewhere"), namespace="other")
     served.kubectl.apply_job(job("here"))
-    served.kubectl.wait_for("here", phase_is("Pending"), timeout=30, what="Pending")
+    served.kubectl.wait_for("here", phase_is(Phase.PENDING), timeout=30, what="Pending")
     assert served.kubectl.wait_for_pods("dreem.sleap.ai/job=here", 2, timeout=30) == ["here-0-0", "here-0-1"]
     assert "status" not in served.kubectl.job("elsewhere", namespace="other")
     assert served.kubectl.pods(namespace="other") == []

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from dreem_operator.api import Phase
 from tests.conftest import free_port
 from tests.k8s.admission import admission_errors
 from tests.k8s.harness import Kubectl, cluster_with_crd, job_manifest, phase_is
@@ -122,17 +123,17 @@ def test_operator_fails_every_malformed_job_and_keeps_serving(served: tuple[Kube
         kubectl.apply_job(job_manifest(f"bad-{index}", spec))
     kubectl.apply_job(job_manifest("good", GOOD_SPEC))
 
-    good = kubectl.wait_for("good", phase_is("Pending"), timeout=60, what="Pending")
+    good = kubectl.wait_for("good", phase_is(Phase.PENDING), timeout=60, what="Pending")
     assert good["status"]["message"] == "waiting for all pods to be scheduled"
     assert kubectl.wait_for_pods("dreem.sleap.ai/job=good", 2, timeout=30) == [
         "good-0-0",
         "good-0-1",
     ]
     for index, (case, _, named) in enumerate(CASES):
-        job = kubectl.wait_for(f"bad-{index}", phase_is("Failed"), timeout=60, what=f"Failed ({case})")
+        job = kubectl.wait_for(f"bad-{index}", phase_is(Phase.FAILED), timeout=60, what=f"Failed ({case})")
         message = job["status"]["message"]
         assert named in message, (case, message)
-        assert job["status"]["conditions"][-1]["type"] == "Failed"
+        assert job["status"]["conditions"][-1]["type"] == Phase.FAILED
         assert not kubectl.pods(selector=f"dreem.sleap.ai/job=bad-{index}"), case
     assert operator.process is not None and operator.process.poll() is None
     metrics = operator.metrics()

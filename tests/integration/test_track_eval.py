@@ -12,6 +12,7 @@ import sleap_io as sio
 import yaml
 from PIL import Image
 
+from dreem_trainer.contract import EXIT_USER_ERROR
 from tests.conftest import DEMO_DATA, REPO_ROOT, dreem_executable
 from tests.trainer_helpers import TWO_FLIES_MP4, TWO_FLIES_SLP, tiny_raw
 
@@ -95,11 +96,11 @@ def test_track_errors_name_the_problem(demo_checkpoint: Path, tmp_path: Path) ->
     missing = dreem(
         "track", str(tmp_path / "nope"), "--checkpoint", str(demo_checkpoint), "--output", str(tmp_path), cwd=tmp_path
     )
-    assert missing.returncode == 2 and "no such data directory" in missing.stderr
+    assert missing.returncode == EXIT_USER_ERROR and "no such data directory" in missing.stderr
     no_ckpt = dreem(
         "track", str(DEMO_DATA), "--checkpoint", str(tmp_path / "x.ckpt"), "--output", str(tmp_path), cwd=tmp_path
     )
-    assert no_ckpt.returncode == 2 and "x.ckpt: no such checkpoint" in no_ckpt.stderr
+    assert no_ckpt.returncode == EXIT_USER_ERROR and "x.ckpt: no such checkpoint" in no_ckpt.stderr
 
 
 def test_train_cli_rejects_bad_config_before_reading_data(tmp_path: Path) -> None:
@@ -107,4 +108,4 @@ def test_train_cli_rejects_bad_config_before_reading_data(tmp_path: Path) -> Non
     raw["optimizer"]["name"] = "Adamm"
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(raw))
     result = dreem("train", "--config", str(tmp_path / "bad.yaml"), cwd=tmp_path)
-    assert result.returncode == 2 and "optimizer.name: not a torch.optim optimizer" in result.stderr
+    assert result.returncode == EXIT_USER_ERROR and "optimizer.name: not a torch.optim optimizer" in result.stderr

@@ -14,11 +14,10 @@ from typing import Any
 import kubernetes
 import yaml
 
+from dreem_operator.api import KubernetesObject
 from dreem_operator.crd import CRD_FILE
+from dreem_trainer.contract import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from tests.k8s.emulator import EmulatedCluster, emulated_cluster
-
-GROUP, VERSION, PLURAL = "dreem.sleap.ai", "v1alpha1", "dreemtrainingjobs"
-KubernetesObject = dict[str, Any]
 
 
 class Kubectl:
@@ -102,7 +101,7 @@ class Kubectl:
 
 def job_manifest(name: str, spec: Any) -> KubernetesObject:
     """A DreemTrainingJob as a user writes it."""
-    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "DreemTrainingJob", "metadata": {"name": name}, "spec": spec}
+    return {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": name}, "spec": spec}
 
 
 def minimal_spec(name: str, nodes: int = 2) -> KubernetesObject:

@@ -24,12 +24,8 @@ from dreem_trainer.config.model import ModelConfig
 from dreem_trainer.config.optimization import OptimizerConfig
 from dreem_trainer.config.paths import is_s3
 from dreem_trainer.config.run import TrainerConfig
+from dreem_trainer.contract import EXIT_STORAGE_ERROR, EXIT_USER_ERROR, UserError
 from dreem_trainer.data.discovery import SourcePair
-
-EXIT_CONFIG_ERROR = 2
-"""Exit status for a configuration or data the user has to fix; the operator fails a job at once on it."""
-EXIT_STORAGE_ERROR = 3
-"""Exit status when S3 storage cannot be used (unreachable, missing bucket, denied); may be transient."""
 
 app = typer.Typer(
     name="dreem",
@@ -178,28 +174,26 @@ class TrainFlags:
         return [(path, value) for path, value in targets if value is not None]
 
 
-def _fail(error: ConfigError) -> NoReturn:
-    typer.echo(str(error), err=True)
-    raise typer.Exit(EXIT_CONFIG_ERROR)
+def _fail(error: Exception) -> NoReturn:
+    """The one place a user's error becomes EXIT_USER_ERROR, on which the operator fails the job at once."""
+    # A ConfigError heads its list of problems itself; any other error is one line.
+    typer.echo(str(error) if isinstance(error, ConfigError) else f"error: {error}", err=True)
+    raise typer.Exit(EXIT_USER_ERROR) from None
 
 
 @contextmanager
 def _reported(*also: type[Exception]) -> Iterator[None]:
     """Problems the user has to act on become one message and an exit status, never a traceback.
 
-    `also` names more exception types to report as data errors where a command expects them.
+    `also` names more exception types to report as user errors where a command expects them.
     """
-    from dreem_trainer.data.sources import DataError
     from dreem_trainer.storage.client import StorageError
 
-    as_data_errors: tuple[type[Exception], ...] = (DataError, *also)
+    user_errors: tuple[type[Exception], ...] = (UserError, *also)
     try:
         yield
-    except ConfigError as error:
+    except user_errors as error:
         _fail(error)
-    except as_data_errors as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(EXIT_CONFIG_ERROR) from None
     except StorageError as error:
         typer.echo(f"storage error: {error}", err=True)
         raise typer.Exit(EXIT_STORAGE_ERROR) from None

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from dreem_trainer.cli import EXIT_CONFIG_ERROR, app
+from dreem_trainer.cli import app
+from dreem_trainer.contract import EXIT_USER_ERROR
 
 DIR = "dataset:\n  train_dataset:\n    dir:\n      path: /data/train\n"
 
@@ -192,7 +193,7 @@ CASES: list[tuple[str, str, str, str]] = [
 @pytest.mark.parametrize(("text", "path", "shown"), [case[1:] for case in CASES], ids=[case[0] for case in CASES])
 def test_mistake_names_key_path_and_value(write_yaml: Any, text: str, path: str, shown: str) -> None:
     result = CliRunner().invoke(app, ["config", "validate", str(write_yaml(text))])
-    assert result.exit_code == EXIT_CONFIG_ERROR, result.output
+    assert result.exit_code == EXIT_USER_ERROR, result.output
     lines = [line for line in result.output.splitlines() if line.strip().startswith(f"- {path}:")]
     assert lines, f"no problem reported at {path}:\n{result.output}"
     assert shown in lines[0], lines[0]
@@ -206,7 +207,7 @@ def test_all_problems_in_a_file_are_reported_together(write_yaml: Any) -> None:
         "dataset:\n  train_dataset:\n    crop_size: [1, 2]\n    dir:\n      path: /x\n"
     )
     result = CliRunner().invoke(app, ["config", "validate", str(write_yaml(text))])
-    assert result.exit_code == EXIT_CONFIG_ERROR
+    assert result.exit_code == EXIT_USER_ERROR
     for path in (
         "model.nhead",
         "model.dropout",
@@ -221,29 +222,29 @@ def test_all_problems_in_a_file_are_reported_together(write_yaml: Any) -> None:
 
 def test_duplicate_key_names_the_key_and_line(write_yaml: Any) -> None:
     result = CliRunner().invoke(app, ["config", "validate", str(write_yaml("model:\n  d_model: 1\n  d_model: 2\n"))])
-    assert result.exit_code == EXIT_CONFIG_ERROR
+    assert result.exit_code == EXIT_USER_ERROR
     assert "'d_model' given twice" in result.output and "line 3" in result.output
 
 
 def test_missing_file_and_broken_yaml_name_the_file(tmp_path: Path, write_yaml: Any) -> None:
     missing = tmp_path / "nope.yaml"
     result = CliRunner().invoke(app, ["config", "validate", str(missing)])
-    assert result.exit_code == EXIT_CONFIG_ERROR and f"{missing}: no such config file" in result.output
+    assert result.exit_code == EXIT_USER_ERROR and f"{missing}: no such config file" in result.output
     broken = write_yaml("model: [unclosed\n")
     result = CliRunner().invoke(app, ["config", "validate", str(broken)])
-    assert result.exit_code == EXIT_CONFIG_ERROR and f"{broken}: not valid YAML" in result.output
+    assert result.exit_code == EXIT_USER_ERROR and f"{broken}: not valid YAML" in result.output
 
 
 def test_bad_set_override_is_named(write_yaml: Any) -> None:
     result = CliRunner().invoke(app, ["config", "show", "--set", "model.d_model"])
-    assert result.exit_code == EXIT_CONFIG_ERROR and "--set: expected key.path=value" in result.output
+    assert result.exit_code == EXIT_USER_ERROR and "--set: expected key.path=value" in result.output
     result = CliRunner().invoke(app, ["config", "show", "--set", "model.d_model.x=3"])
-    assert result.exit_code == EXIT_CONFIG_ERROR and "model.d_model: Input should be a valid integer" in result.output
+    assert result.exit_code == EXIT_USER_ERROR and "model.d_model: Input should be a valid integer" in result.output
 
 
 def test_train_without_data_says_what_is_missing() -> None:
     result = CliRunner().invoke(app, ["train"])
-    assert result.exit_code == EXIT_CONFIG_ERROR
+    assert result.exit_code == EXIT_USER_ERROR
     assert "dataset.train_dataset.dir.path: no training data" in result.output
 
 

@@ -11,7 +11,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from dreem_operator.api import DreemTrainingJobStatus
+from dreem_operator.api import DreemTrainingJobStatus, Phase
 from dreem_operator.children import JobRef, OperatorSettings
 from dreem_operator.reconcile import Observation, reconcile
 from tests.conftest import REPO_ROOT
@@ -37,7 +37,7 @@ def children(path: Path) -> list[dict[str, Any]]:
     job = JobRef(manifest["metadata"]["name"], "flies", "uid-1")
     seen = Observation([], datetime(2026, 11, 25, 12), created=datetime(2026, 11, 25, 12))
     plan = reconcile(job, manifest["spec"], DreemTrainingJobStatus(), 1, seen, SETTINGS)
-    assert plan.status.phase == "Pending", plan.status.message
+    assert plan.status.phase == Phase.PENDING, plan.status.message
     return plan.create
 
 

@@ -8,10 +8,9 @@ from typing import Any
 import pytest
 import yaml
 
-from dreem_operator.api import DreemTrainingJobStatus, Progress
+from dreem_operator.api import DreemTrainingJobStatus, Phase, Progress, Reason
 from dreem_operator.children import JobRef, OperatorSettings
 from dreem_operator.reconcile import (
-    CONFIG_ERROR_EXIT,
     Event,
     Observation,
     ObservedPod,
@@ -21,6 +20,7 @@ from dreem_operator.reconcile import (
     reconcile,
 )
 from dreem_trainer.config import validate
+from dreem_trainer.contract import EXIT_USER_ERROR
 
 JOB = JobRef("flies", "lab", "uid-1")
 NOW = datetime(2026, 11, 25, 12, 0, 0)
@@ -78,54 +78,68 @@ def test_new_job_creates_config_service_progress_rights_and_the_gang() -> None:
         "Pod/flies-0-0",
         "Pod/flies-0-1",
     ]
-    assert plan.status.phase == "Pending" and plan.status.restarts == 0 and plan.status.observedGeneration == 7
+    assert plan.status.phase == Phase.PENDING and plan.status.restarts == 0 and plan.status.observedGeneration == 7
     assert plan.status.startTime == "2026-11-25T12:00:00Z"
-    assert [e.reason for e in plan.events] == ["GangPending"]
+    assert [e.reason for e in plan.events] == [Reason.GANG_PENDING]
 
 
 @pytest.mark.parametrize(
     ("pods", "before", "phase", "created", "deleted", "restarts"),
     [
-        ([pod(0, "Pending"), pod(1, "Pending")], {"phase": "Pending", "restarts": 0}, "Pending", [], [], 0),
-        ([pod(0, "Running")], {"phase": "Pending", "restarts": 0}, "Pending", ["Pod/flies-0-1"], [], 0),
-        ([pod(0, "Running"), pod(1, "Running")], {"phase": "Pending", "restarts": 0}, "Running", [], [], 0),
+        ([pod(0, "Pending"), pod(1, "Pending")], {"phase": Phase.PENDING, "restarts": 0}, Phase.PENDING, [], [], 0),
+        ([pod(0, "Running")], {"phase": Phase.PENDING, "restarts": 0}, Phase.PENDING, ["Pod/flies-0-1"], [], 0),
+        ([pod(0, "Running"), pod(1, "Running")], {"phase": Phase.PENDING, "restarts": 0}, Phase.RUNNING, [], [], 0),
         (
             [pod(0, "Running"), pod(1, "Failed", exit_code=1)],
-            {"phase": "Running", "restarts": 0},
-            "Restarting",
+            {"phase": Phase.RUNNING, "restarts": 0},
+            Phase.RESTARTING,
             [],
             ["flies-0-0", "flies-0-1"],
             1,
         ),
-        ([], {"phase": "Restarting", "restarts": 1}, "Restarting", ["Pod/flies-1-0", "Pod/flies-1-1"], [], 1),
-        ([pod(0, "Running", 1), pod(1, "Running", 1)], {"phase": "Restarting", "restarts": 1}, "Running", [], [], 1),
+        ([], {"phase": Phase.RESTARTING, "restarts": 1}, Phase.RESTARTING, ["Pod/flies-1-0", "Pod/flies-1-1"], [], 1),
+        (
+            [pod(0, "Running", 1), pod(1, "Running", 1)],
+            {"phase": Phase.RESTARTING, "restarts": 1},
+            Phase.RUNNING,
+            [],
+            [],
+            1,
+        ),
         (
             [pod(0, "Failed", 2, exit_code=137), pod(1, "Running", 2)],
-            {"phase": "Running", "restarts": 2},
-            "Failed",
+            {"phase": Phase.RUNNING, "restarts": 2},
+            Phase.FAILED,
             [],
             ["flies-2-0", "flies-2-1"],
             2,
         ),
         (
             [pod(0, "Unknown"), pod(1, "Running")],
-            {"phase": "Running", "restarts": 0},
-            "Restarting",
+            {"phase": Phase.RUNNING, "restarts": 0},
+            Phase.RESTARTING,
             [],
             ["flies-0-0", "flies-0-1"],
             1,
         ),
-        ([pod(0, "Succeeded"), pod(1, "Succeeded")], {"phase": "Running", "restarts": 0}, "Succeeded", [], [], 0),
+        (
+            [pod(0, "Succeeded"), pod(1, "Succeeded")],
+            {"phase": Phase.RUNNING, "restarts": 0},
+            Phase.SUCCEEDED,
+            [],
+            [],
+            0,
+        ),
         (
             [pod(0, "Running", 0), pod(1, "Running", 1), pod(0, "Running", 1)],
-            {"phase": "Restarting", "restarts": 1},
-            "Running",
+            {"phase": Phase.RESTARTING, "restarts": 1},
+            Phase.RUNNING,
             [],
             ["flies-0-0"],
             1,
         ),
-        ([pod(0, "Succeeded"), pod(1, "Running")], {"phase": "Running", "restarts": 0}, "Running", [], [], 0),
-        ([pod(0, "Running")], {"phase": "Running", "restarts": 0}, "Restarting", [], ["flies-0-0"], 1),
+        ([pod(0, "Succeeded"), pod(1, "Running")], {"phase": Phase.RUNNING, "restarts": 0}, Phase.RUNNING, [], [], 0),
+        ([pod(0, "Running")], {"phase": Phase.RUNNING, "restarts": 0}, Phase.RESTARTING, [], ["flies-0-0"], 1),
     ],
     ids=[
         "idempotent",
@@ -143,56 +157,56 @@ def test_new_job_creates_config_service_progress_rights_and_the_gang() -> None:
     ],
 )
 def test_phase_transitions(
-    pods: list[ObservedPod], before: dict[str, Any], phase: str, created: list[str], deleted: list[str], restarts: int
+    pods: list[ObservedPod], before: dict[str, Any], phase: Phase, created: list[str], deleted: list[str], restarts: int
 ) -> None:
     plan = run(pods, status(startTime="2026-11-25T11:00:00Z", **before))
     assert plan.status.phase == phase
     assert pods_created(plan) == created
     assert sorted(plan.delete_pods) == sorted(deleted)
     assert plan.status.restarts == restarts
-    if phase == "Failed":
+    if phase == Phase.FAILED:
         assert plan.status.message and "no restarts left" in plan.status.message
-    if phase in ("Succeeded", "Failed"):
+    if phase in (Phase.SUCCEEDED, Phase.FAILED):
         assert plan.status.completionTime == "2026-11-25T12:00:00Z"
 
 
 def test_configuration_error_fails_at_once_with_the_reason() -> None:
     reason = "invalid configuration (1 problem):\n  - optimizer.name: not a torch.optim optimizer (got 'Adamm')"
     plan = run(
-        [pod(0, "Failed", exit_code=CONFIG_ERROR_EXIT, message=reason), pod(1, "Running")],
-        status(phase="Running", restarts=0),
+        [pod(0, "Failed", exit_code=EXIT_USER_ERROR, message=reason), pod(1, "Running")],
+        status(phase=Phase.RUNNING, restarts=0),
     )
-    assert plan.status.phase == "Failed" and plan.status.message == reason
+    assert plan.status.phase == Phase.FAILED and plan.status.message == reason
     assert plan.status.restarts == 0 and sorted(plan.delete_pods) == ["flies-0-0", "flies-0-1"]
-    assert plan.events[-1].type == "Warning" and plan.events[-1].reason == "ConfigurationError"
+    assert plan.events[-1].type == "Warning" and plan.events[-1].reason == Reason.CONFIGURATION_ERROR
 
 
 def test_invalid_spec_is_failed_with_the_key_path() -> None:
     bad = spec()
     bad["config"]["optimizer"] = {"name": "Adamm"}
     plan = reconcile(JOB, bad, status(), 1, Observation([], NOW), SETTINGS)
-    assert plan.status.phase == "Failed" and plan.create == []
+    assert plan.status.phase == Phase.FAILED and plan.create == []
     assert plan.status.message is not None and "spec.config.optimizer.name" in plan.status.message
-    assert run([], nodes=0).status.phase == "Failed"
+    assert run([], nodes=0).status.phase == Phase.FAILED
 
 
 def test_suspend_keeps_progress_and_resume_recreates_the_gang() -> None:
     progress = Progress(epoch=4, step=40, lastCheckpoint="s3://lab/runs/flies/models/last.ckpt")
-    before = status(phase="Running", restarts=1, progress=progress.model_dump())
+    before = status(phase=Phase.RUNNING, restarts=1, progress=progress.model_dump())
     suspended = run([pod(0, "Running", 1), pod(1, "Running", 1)], before, runPolicy={"suspend": True})
-    assert suspended.status.phase == "Suspended" and suspended.status.progress == progress
+    assert suspended.status.phase == Phase.SUSPENDED and suspended.status.progress == progress
     assert sorted(suspended.delete_pods) == ["flies-1-0", "flies-1-1"] and suspended.create == []
     resumed = run([], suspended.status)
-    assert resumed.status.phase == "Pending" and pods_created(resumed) == ["Pod/flies-1-0", "Pod/flies-1-1"]
+    assert resumed.status.phase == Phase.PENDING and pods_created(resumed) == ["Pod/flies-1-0", "Pod/flies-1-1"]
     assert resumed.status.progress == progress
 
 
 def test_active_deadline() -> None:
-    started = status(phase="Running", restarts=0, startTime="2026-11-25T11:00:00Z")
+    started = status(phase=Phase.RUNNING, restarts=0, startTime="2026-11-25T11:00:00Z")
     alive = [pod(0, "Running"), pod(1, "Running")]
-    assert run(alive, started, runPolicy={"activeDeadlineSeconds": 7200}).status.phase == "Running"
+    assert run(alive, started, runPolicy={"activeDeadlineSeconds": 7200}).status.phase == Phase.RUNNING
     late = run(alive, started, runPolicy={"activeDeadlineSeconds": 3600})
-    assert late.status.phase == "Failed" and "activeDeadlineSeconds" in (late.status.message or "")
+    assert late.status.phase == Phase.FAILED and "activeDeadlineSeconds" in (late.status.message or "")
     assert sorted(late.delete_pods) == ["flies-0-0", "flies-0-1"]
 
 
@@ -200,13 +214,13 @@ def test_active_deadline() -> None:
     ("policy", "deleted"), [("All", ["flies-0-0", "flies-0-1"]), ("Running", ["flies-0-1"]), ("None", [])]
 )
 def test_clean_pod_policy_after_finishing(policy: str, deleted: list[str]) -> None:
-    done = status(phase="Failed", restarts=0, completionTime="2026-11-25T11:59:00Z")
+    done = status(phase=Phase.FAILED, restarts=0, completionTime="2026-11-25T11:59:00Z")
     plan = run([pod(0, "Failed", exit_code=1), pod(1, "Running")], done, runPolicy={"cleanPodPolicy": policy})
-    assert plan.delete_pods == deleted and plan.status.phase == "Failed" and plan.create == []
+    assert plan.delete_pods == deleted and plan.status.phase == Phase.FAILED and plan.create == []
 
 
 def test_ttl_after_finished() -> None:
-    done = status(phase="Succeeded", restarts=0, completionTime="2026-11-25T11:00:00Z")
+    done = status(phase=Phase.SUCCEEDED, restarts=0, completionTime="2026-11-25T11:00:00Z")
     assert run([], done, runPolicy={"ttlSecondsAfterFinished": 7200}).delete_job is False
     assert run([], done, runPolicy={"ttlSecondsAfterFinished": 3600}).delete_job is True
     assert run([], done).delete_job is False
@@ -243,11 +257,11 @@ def test_config_map_holds_a_valid_config_pointed_at_the_output() -> None:
 def test_a_missing_secret_is_awaited_then_fails_the_job() -> None:
     problem = 'spec.storage.credentialsSecret: Secret "minio" not found in namespace "lab"'
     waiting = run([], secret_problem=problem)
-    assert waiting.status.phase == "Pending" and waiting.status.message == problem and waiting.create == []
-    assert waiting.events[-1].type == "Warning" and waiting.events[-1].reason == "WaitingForSecret"
+    assert waiting.status.phase == Phase.PENDING and waiting.status.message == problem and waiting.create == []
+    assert waiting.events[-1].type == "Warning" and waiting.events[-1].reason == Reason.WAITING_FOR_CREDENTIALS
     late = run([], waiting.status, now=NOW + timedelta(seconds=31), secret_problem=problem)
-    assert late.status.phase == "Failed" and late.status.message == problem and late.create == []
-    assert late.events[-1].reason == "MissingSecret"
+    assert late.status.phase == Phase.FAILED and late.status.message == problem and late.create == []
+    assert late.events[-1].reason == Reason.CREDENTIALS_MISSING
 
 
 def test_progress_rights_cover_only_this_jobs_status() -> None:
@@ -316,7 +330,7 @@ def test_observe_pod(manifest: dict[str, Any], observed: ObservedPod | None) -> 
 
 
 def test_events_name_the_job() -> None:
-    event = event_object(JOB, Event("Warning", "GangRestart", "flies-0-1 failed"), NOW)
+    event = event_object(JOB, Event("Warning", Reason.GANG_RESTART, "flies-0-1 failed"), NOW)
     assert event["involvedObject"] == {
         "apiVersion": "dreem.sleap.ai/v1alpha1",
         "kind": "DreemTrainingJob",
@@ -324,19 +338,19 @@ def test_events_name_the_job() -> None:
         "namespace": "lab",
         "uid": "uid-1",
     }
-    assert (event["type"], event["reason"], event["metadata"]["namespace"]) == ("Warning", "GangRestart", "lab")
+    assert (event["type"], event["reason"], event["metadata"]["namespace"]) == ("Warning", Reason.GANG_RESTART, "lab")
 
 
 def test_a_new_gang_waits_until_the_old_one_has_stopped() -> None:
     stopping = ObservedPod("flies-0-0", 0, 0, "Running", terminating=True)
-    before = status(phase="Restarting", restarts=1, startTime="2026-11-25T11:00:00Z", message="flies-0-1 failed")
+    before = status(phase=Phase.RESTARTING, restarts=1, startTime="2026-11-25T11:00:00Z", message="flies-0-1 failed")
     waiting = run([stopping], before)
-    assert waiting.status.phase == "Restarting" and pods_created(waiting) == [] and waiting.delete_pods == []
+    assert waiting.status.phase == Phase.RESTARTING and pods_created(waiting) == [] and waiting.delete_pods == []
     assert waiting.status.message == "flies-0-1 failed"
-    stale = run([pod(0, "Running", 0)], status(phase="Restarting", restarts=1, startTime="2026-11-25T11:00:00Z"))
+    stale = run([pod(0, "Running", 0)], status(phase=Phase.RESTARTING, restarts=1, startTime="2026-11-25T11:00:00Z"))
     assert stale.delete_pods == ["flies-0-0"] and pods_created(stale) == []
-    resumed = run([stopping], status(phase="Suspended", restarts=0, startTime="2026-11-25T11:00:00Z"))
-    assert resumed.status.phase == "Pending" and pods_created(resumed) == []
+    resumed = run([stopping], status(phase=Phase.SUSPENDED, restarts=0, startTime="2026-11-25T11:00:00Z"))
+    assert resumed.status.phase == Phase.PENDING and pods_created(resumed) == []
     assert resumed.status.message == "waiting for 1 pod(s) of the previous attempt to stop"
-    gone = run([], status(phase="Restarting", restarts=1, startTime="2026-11-25T11:00:00Z"))
+    gone = run([], status(phase=Phase.RESTARTING, restarts=1, startTime="2026-11-25T11:00:00Z"))
     assert pods_created(gone) == ["Pod/flies-1-0", "Pod/flies-1-1"]

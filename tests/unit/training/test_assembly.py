@@ -9,6 +9,7 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
 from torch.utils.data import RandomSampler, SequentialSampler
 
+from dreem_trainer.config import ConfigError
 from dreem_trainer.training.run import build_trainer, data_loader
 from tests.trainer_helpers import tiny_config
 
@@ -29,6 +30,36 @@ def test_early_stopping_keys(tmp_path: Path) -> None:
     assert (stopper.monitor, stopper.mode, stopper.patience, stopper.check_finite) == ("val_idf1", "max", 3, False)
     assert (stopper.stopping_threshold, stopper.divergence_threshold, stopper.verbose) == (0.99, 0.1, True)
     assert abs(stopper.min_delta) == 0.05
+
+
+def test_checkpoint_modes_come_from_the_metric_table(tmp_path: Path) -> None:
+    monitor = ["val_loss", "val_idf1", "val_num_switches", "val_recall", "train_loss_epoch"]
+    config = tiny_config(tmp_path, checkpointing={"monitor": monitor})
+    trainer = build_trainer(config, has_validation=True, interactive=False)
+    checkpoints = [c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)]  # type: ignore[attr-defined]
+    assert [(c.monitor, c.mode) for c in checkpoints] == [
+        ("val_loss", "min"),
+        ("val_idf1", "max"),
+        ("val_num_switches", "min"),
+        ("val_recall", "max"),
+        ("train_loss_epoch", "min"),
+    ]
+
+
+def test_a_metric_dreem_does_not_log_is_refused_before_training(tmp_path: Path) -> None:
+    config = tiny_config(tmp_path, checkpointing={"monitor": ["val_loss", "val_idf"]})
+    with pytest.raises(ConfigError) as raised:
+        build_trainer(config, has_validation=True, interactive=False)
+    (issue,) = raised.value.issues
+    assert issue.path == "checkpointing.monitor[1]" and issue.value == "val_idf" and "val_idf1" in issue.message
+
+
+def test_early_stopping_without_validation_minimises_the_training_loss(tmp_path: Path) -> None:
+    config = tiny_config(tmp_path, early_stopping={"monitor": "val_idf1", "mode": "max"})
+    trainer = build_trainer(config, has_validation=False, interactive=False)
+    (stopper,) = [c for c in trainer.callbacks if isinstance(c, EarlyStopping)]  # type: ignore[attr-defined]
+    # The configured "max" was for val_idf1; the stand-in is a loss.
+    assert (stopper.monitor, stopper.mode) == ("train_loss_epoch", "min")
 
 
 def test_trainer_keys(tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 """Patch `status.progress` of the DreemTrainingJob this pod belongs to.
 
-The operator names the job in the pod's environment (DREEM_JOB, DREEM_JOB_NAMESPACE) and gives the pod a
+The operator names the job in the pod's environment (ENV_JOB, ENV_JOB_NAMESPACE) and gives the pod a
 ServiceAccount whose Role may patch that one job's status, so a pod can report on its own job and no other.
 Reporting is a courtesy: failures are logged once and never stop training.
 """
@@ -12,10 +12,19 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from dreem_trainer.contract import (
+    ENV_JOB,
+    ENV_JOB_NAMESPACE,
+    ENV_PROGRESS_SECONDS,
+    GROUP,
+    PLURAL,
+    STATUS_PATCH,
+    VERSION,
+)
+
 log = logging.getLogger(__name__)
 
-GROUP, VERSION, PLURAL = "dreem.sleap.ai", "v1alpha1", "dreemtrainingjobs"
-MERGE_PATCH = "application/merge-patch+json"
+DEFAULT_PROGRESS_SECONDS = 30.0
 
 
 class JobStatus:
@@ -45,7 +54,7 @@ class JobStatus:
                 PLURAL,
                 self.name,
                 {"status": {"progress": dict(progress)}},
-                _content_type=MERGE_PATCH,
+                _content_type=STATUS_PATCH,
             )
         except Exception as error:  # the API, the network or the credentials: none may stop training
             if not self._failed:
@@ -56,13 +65,13 @@ class JobStatus:
 
 
 def job_from_environment(environ: Mapping[str, str] = os.environ) -> JobStatus | None:
-    name, namespace = environ.get("DREEM_JOB"), environ.get("DREEM_JOB_NAMESPACE")
+    name, namespace = environ.get(ENV_JOB), environ.get(ENV_JOB_NAMESPACE)
     return JobStatus(namespace, name) if name and namespace else None
 
 
 def progress_interval(environ: Mapping[str, str] = os.environ) -> float:
-    """Seconds between progress reports within an epoch (DREEM_PROGRESS_SECONDS, default 30)."""
+    """Seconds between progress reports within an epoch (ENV_PROGRESS_SECONDS, default 30)."""
     try:
-        return max(float(environ.get("DREEM_PROGRESS_SECONDS", "30")), 0.1)
+        return max(float(environ.get(ENV_PROGRESS_SECONDS, DEFAULT_PROGRESS_SECONDS)), 0.1)
     except ValueError:
-        return 30.0
+        return DEFAULT_PROGRESS_SECONDS

@@ -8,6 +8,8 @@ from typing import Any
 
 from pydantic_core import PydanticCustomError
 
+from dreem_trainer.contract import UserError
+
 ISSUE_TYPE = "dreem_config"
 
 
@@ -44,7 +46,7 @@ def _short_repr(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """Every problem found in one configuration, reported together."""
 
     def __init__(self, issues: list[ConfigIssue], source: str | None = None) -> None:

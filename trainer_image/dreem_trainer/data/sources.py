@@ -9,13 +9,14 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from dreem_trainer.contract import UserError
 from dreem_trainer.data.records import UNTRACKED, Frame, Instance, LabelledVideo
 
 Images = npt.NDArray[np.uint8]
 """(T, H, W, C) decoded frames."""
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A data file that cannot be used, with the path and the reason."""
 
 

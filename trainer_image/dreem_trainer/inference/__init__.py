@@ -1,1 +1,1 @@
-"""Inference: the sliding-window tracker, tracked-label writers and tracking metrics."""
+"""Inference: `dreem track` and `dreem eval` load a trained model, track videos and write labels and metrics."""

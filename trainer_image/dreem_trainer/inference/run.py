@@ -18,10 +18,10 @@ from dreem_trainer.data.dataset import ClipDataset
 from dreem_trainer.data.discovery import SourcePair
 from dreem_trainer.data.records import LabelledVideo
 from dreem_trainer.inference.checkpoint import load_model
-from dreem_trainer.inference.metrics import TrackingCounts, tracking_counts
-from dreem_trainer.inference.tracker import Tracker
 from dreem_trainer.inference.writers import write_tracks
 from dreem_trainer.models.gtr import GlobalTrackingTransformer
+from dreem_trainer.tracking.metrics import TRACKING_METRICS, TrackingCounts, tracking_counts
+from dreem_trainer.tracking.tracker import Tracker
 
 
 @dataclass(frozen=True)
@@ -161,7 +161,7 @@ def _print_table(rows: list[dict[str, float | str]]) -> None:
     from rich.table import Table
 
     table = Table(title="Tracking metrics")
-    columns = ["video", "mota", "idf1", "num_switches", "precision", "recall"]
+    columns = ["video", *(metric.name for metric in TRACKING_METRICS if metric.eval_table)]
     for column in columns:
         table.add_column(column, justify="left" if column == "video" else "right")
     for row in rows:

@@ -9,10 +9,12 @@ import torch
 from torch import nn
 
 from dreem_trainer.config.model import EncoderConfig
+from dreem_trainer.contract import UserError
 
 
-class WeightsUnavailableError(RuntimeError):
-    """Pretrained weights could not be had (offline cluster, no cache): a configuration problem."""
+class WeightsUnavailableError(UserError, RuntimeError):
+    """Pretrained weights could not be had (offline cluster, no cache): the user must change
+    `model.encoder_cfg.pretrained` or fill the cache, so a restart would fail the same way."""
 
 
 HUB_HOST = ("huggingface.co", 443)

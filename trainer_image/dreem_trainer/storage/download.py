@@ -10,13 +10,14 @@ from typing import Any
 
 from dreem_trainer.config.paths import S3Uri
 from dreem_trainer.config.run import StorageConfig
+from dreem_trainer.contract import ENV_CACHE_DIR
 from dreem_trainer.storage.client import StorageError, explain, s3_client
 
 ETAG_SUFFIX = ".dreem-etag"
 
 
 def cache_root(storage: StorageConfig) -> Path:
-    configured = storage.cache_dir or os.environ.get("DREEM_CACHE_DIR")
+    configured = storage.cache_dir or os.environ.get(ENV_CACHE_DIR)
     return Path(configured) if configured else Path.home() / ".cache" / "dreem"
 
 

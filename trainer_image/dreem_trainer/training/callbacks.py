@@ -1,4 +1,15 @@
-"""Callbacks: plain per-epoch progress lines for logs that are not a terminal."""
+"""The callbacks training.run adds to Lightning's own, each for a need Lightning leaves open.
+
+- `EpochLines`: pod logs and CI are not terminals, so one plain line per epoch stands in for the progress bar.
+- `LatestCheckpoint`: last.ckpt must always be the newest state, or a restarted job resumes from the past.
+- `PreciseBatchNorm`: a short run leaves BatchNorm statistics near their starting values, and validation and
+  tracking run in eval mode on those statistics.
+- `StorageSync`: a pod's disk goes with the pod, so checkpoints and logs go to S3 as soon as they are written.
+- `ProgressReporter`: rank 0 writes progress into its DreemTrainingJob's status, so `kubectl get dtj` shows it.
+
+Their order is set in training.run: PreciseBatchNorm before the checkpoints, which must hold its statistics;
+StorageSync, then ProgressReporter, after them, as they upload and name the files just written.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +28,9 @@ from dreem_trainer.cluster import JobStatus
 from dreem_trainer.config.run import StorageConfig
 from dreem_trainer.storage.staging import MirroredOutput
 from dreem_trainer.storage.sync import DirectorySync
+from dreem_trainer.tracking.metrics import METRICS
+from dreem_trainer.training.checkpoint_seam import CheckpointSeam
+from dreem_trainer.training.module import epoch_value_name
 from dreem_trainer.training.termination import CheckpointGate
 
 
@@ -33,10 +47,11 @@ class EpochLines(pl.Callback):
         if not trainer.is_global_zero:
             return
         shown = []
-        for name in ("train_loss_epoch", "val_loss", "val_idf1", "val_mota", "val_num_switches"):
-            value = trainer.callback_metrics.get(name)
-            if value is not None:
-                shown.append(f"{name.removesuffix('_epoch')} {float(value):.4g}")
+        for metric in METRICS:
+            for split in metric.splits if metric.epoch_line else ():
+                value = trainer.callback_metrics.get(epoch_value_name(metric, split))
+                if value is not None:
+                    shown.append(f"{metric.logged(split)} {float(value):.4g}")
         limit = "" if trainer.max_epochs in (None, -1) else f"/{trainer.max_epochs}"
         elapsed = time.monotonic() - self.started
         print(
@@ -46,7 +61,7 @@ class EpochLines(pl.Callback):
         )
 
 
-class LatestCheckpoint(ModelCheckpoint):
+class LatestCheckpoint(CheckpointSeam):
     """A ModelCheckpoint whose last.ckpt always holds the newest training state, stored once.
 
     Lightning (2.6) writes last.ckpt only when a top-k checkpoint was written at the same step, and
@@ -57,6 +72,7 @@ class LatestCheckpoint(ModelCheckpoint):
     removed before a full write, so a write never goes through it into a best checkpoint.
 
     Every hook that writes goes through `gate`, so a SIGTERM upload never sees files half changed.
+    Lightning's internals are reached through `CheckpointSeam` only.
     """
 
     def __init__(self, *, gate: CheckpointGate | None = None, **settings: Any) -> None:
@@ -74,38 +90,36 @@ class LatestCheckpoint(ModelCheckpoint):
         with self.gate.open() as allowed:
             if allowed:
                 super().on_validation_end(trainer, pl_module)
-                if not self._should_save_on_train_epoch_end(trainer):
+                if not self.saves_at_train_epoch_end(trainer):
                     self._refresh_last(trainer)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         with self.gate.open() as allowed:
             if allowed:
                 super().on_train_epoch_end(trainer, pl_module)
-                if self._should_save_on_train_epoch_end(trainer):
+                if self.saves_at_train_epoch_end(trainer):
                     self._refresh_last(trainer)
 
     def _refresh_last(self, trainer: pl.Trainer) -> None:
-        due = self._every_n_epochs >= 1 and (trainer.current_epoch + 1) % self._every_n_epochs == 0
-        if self.save_last and due and not self._should_skip_saving_checkpoint(trainer):
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        every = self.every_n_epochs or 0
+        due = every >= 1 and (trainer.current_epoch + 1) % every == 0
+        if self.save_last and due and self.may_save(trainer):
+            self.write_last(trainer, self.name_values(trainer))
 
-    def _save_last_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict[str, Tensor]) -> None:
+    def write_last(self, trainer: pl.Trainer, metrics: dict[str, Tensor]) -> None:
         if not self.save_last:
             return
-        filepath = self.format_checkpoint_name(monitor_candidates, self.CHECKPOINT_NAME_LAST)
+        filepath = self.format_checkpoint_name(metrics, self.CHECKPOINT_NAME_LAST)
         previous, self.last_model_path = self.last_model_path, filepath
-        written_now = self._last_global_step_saved == trainer.global_step and self._last_checkpoint_saved not in (
-            "",
-            filepath,
-        )
+        written_now = self.written_at(trainer.global_step)
         if trainer.is_global_zero and os.path.islink(filepath):
             os.unlink(filepath)
-        if written_now:
-            self._link_checkpoint(trainer, self._last_checkpoint_saved, filepath)
+        if written_now not in ("", filepath):
+            self.link(trainer, written_now, filepath)
         else:
-            self._save_checkpoint(trainer, filepath)
-        if previous and self._should_remove_checkpoint(trainer, previous, filepath):
-            self._remove_checkpoint(trainer, previous)
+            self.save(trainer, filepath)
+        if previous:
+            self.remove_replaced(trainer, previous, filepath)
 
 
 class PreciseBatchNorm(pl.Callback):
@@ -161,8 +175,9 @@ class PreciseBatchNorm(pl.Callback):
 
 
 class StorageSync(Checkpoint):
-    """Mirrors checkpoints and logs to S3 on rank 0: at start (the resolved config), after every
-    checkpointing hook and at the end, where the run waits for the uploads to finish.
+    """Mirrors checkpoints and logs to S3 on rank 0, so they outlive the pod and a restarted job resumes from
+    them: at start (the resolved config.yaml), after every checkpointing hook and at the end, where the run waits
+    for the uploads to finish.
 
     A `Checkpoint` subclass, so Lightning runs it after the ModelCheckpoints of the same hook and the
     checkpoint just written goes up at once. Its scans go through `gate`, like the writes; `flush` is the
@@ -221,8 +236,8 @@ def remote_uri(path: str, outputs: list[MirroredOutput]) -> str:
         return path
     for output in outputs:
         try:
-            # The folder resolved, not the file: last.ckpt may be a link to a best checkpoint, but it is
-            # uploaded under its own name.
+            # Links followed in the folder, not in the file: last.ckpt may be a link to a best checkpoint,
+            # but it is uploaded under its own name.
             relative = (Path(path).parent.resolve() / Path(path).name).relative_to(output.local.resolve())
         except ValueError:
             continue
@@ -232,8 +247,8 @@ def remote_uri(path: str, outputs: list[MirroredOutput]) -> str:
 
 class ProgressReporter(Checkpoint):
     """Rank 0 writes epoch, step, the latest metrics and the newest and best checkpoint URIs into its
-    DreemTrainingJob's status: after every epoch's checkpoints, every `every_seconds` during an epoch,
-    and at the end.
+    DreemTrainingJob's status, so `kubectl get dtj` shows how far the run is and which checkpoint a restart
+    resumes from: after every epoch's checkpoints, every `every_seconds` during an epoch, and at the end.
 
     A `Checkpoint` subclass placed after StorageSync, so the checkpoints it names are those just written.
     """

@@ -9,10 +9,19 @@ import torch
 
 from dreem_trainer.config import DreemConfig
 from dreem_trainer.data.clip import Clip
-from dreem_trainer.inference.metrics import TrackingCounts, tracking_counts
-from dreem_trainer.inference.tracker import Tracker
 from dreem_trainer.models.gtr import AssociationOutput, GlobalTrackingTransformer
+from dreem_trainer.tracking.metrics import LOSS, TRACKING_METRICS, Metric, Split, TrackingCounts, tracking_counts
+from dreem_trainer.tracking.tracker import Tracker
 from dreem_trainer.training.loss import AssociationLoss
+
+TRAIN_LOSS, VAL_LOSS = LOSS.logged("train"), LOSS.logged("val")
+
+
+def epoch_value_name(metric: Metric, split: Split) -> str:
+    """Where Lightning keeps a metric's value for a whole epoch: the training loss is logged every step as
+    well, so its epoch mean carries Lightning's `_epoch` suffix."""
+    name = metric.logged(split)
+    return f"{name}_epoch" if name == TRAIN_LOSS else name
 
 
 def clip_offsets(clip: Clip) -> torch.Tensor:
@@ -31,7 +40,7 @@ class DreemModule(pl.LightningModule):
         self.save_hyperparameters()  # `hyper_parameters.config`: what inference.checkpoint rebuilds from
         self.config = DreemConfig.model_validate(config)
         scheduler = self.config.scheduler
-        self.scheduler_monitor = scheduler_monitor or (scheduler.monitor if scheduler else "val_loss")
+        self.scheduler_monitor = scheduler_monitor or (scheduler.monitor if scheduler else None)
         self.model = GlobalTrackingTransformer(self.config.model)
         self.loss = AssociationLoss(self.config.loss)
         self._val_counts = TrackingCounts()
@@ -48,7 +57,15 @@ class DreemModule(pl.LightningModule):
 
     def training_step(self, batch: list[Clip], batch_idx: int) -> torch.Tensor:
         loss = self._batch_loss(batch)
-        self.log("train_loss", loss, batch_size=len(batch), prog_bar=True, on_step=True, on_epoch=True, sync_dist=True)
+        self.log(
+            TRAIN_LOSS,
+            loss,
+            batch_size=len(batch),
+            prog_bar=LOSS.progress_bar,
+            on_step=True,
+            on_epoch=True,  # so Lightning also keeps the epoch's mean: see epoch_value_name
+            sync_dist=True,
+        )
         return loss
 
     def on_validation_epoch_start(self) -> None:
@@ -56,7 +73,7 @@ class DreemModule(pl.LightningModule):
 
     def validation_step(self, batch: list[Clip], batch_idx: int) -> None:
         loss = self._batch_loss(batch)
-        self.log("val_loss", loss, batch_size=len(batch), prog_bar=True, on_epoch=True, sync_dist=True)
+        self.log(VAL_LOSS, loss, batch_size=len(batch), prog_bar=LOSS.progress_bar, on_epoch=True, sync_dist=True)
         tracker = Tracker(self.model, self.config.tracker)
         for clip in batch:
             tracker.reset()
@@ -64,21 +81,16 @@ class DreemModule(pl.LightningModule):
             self._val_counts += tracking_counts(clip.frame_ids.cpu(), clip.track_ids.cpu(), predicted.cpu())
 
     def on_validation_epoch_end(self) -> None:
-        counts = torch.tensor(self._val_counts.as_list(), dtype=torch.float64, device=self.device)
+        names = TrackingCounts.count_names()
+        counts = self._val_counts.as_dict()
+        summed = torch.tensor([counts[name] for name in names], dtype=torch.float64, device=self.device)
         # Counts are summed over ranks before the ratios are taken: every rank then logs the same values.
-        counts = self.trainer.strategy.reduce(counts, reduce_op="sum")
-        total = TrackingCounts(*(int(value) for value in counts.tolist()))
-        values = {
-            "val_mota": total.mota,
-            "val_idf1": total.idf1,
-            "val_num_switches": float(total.num_switches),
-            "val_precision": total.precision,
-            "val_recall": total.recall,
-            "val_num_objects": float(total.num_objects),
-        }
+        summed = self.trainer.strategy.reduce(summed, reduce_op="sum")
+        total = TrackingCounts(**{name: int(value) for name, value in zip(names, summed.tolist(), strict=True)})
         if total.num_objects:
-            for name, value in values.items():
-                self.log(name, value, prog_bar=name == "val_idf1")
+            scores = total.scores()
+            for metric in TRACKING_METRICS:
+                self.log(metric.logged("val"), scores[metric.name], prog_bar=metric.progress_bar)
 
     def configure_optimizers(self) -> Any:
         optimizer_config = self.config.optimizer

@@ -16,11 +16,12 @@ from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, Wand
 from torch.utils.data import DataLoader
 
 from dreem_trainer.cluster import job_from_environment, progress_interval
-from dreem_trainer.config import DreemConfig, dump_yaml
+from dreem_trainer.config import ConfigError, ConfigIssue, DreemConfig, dump_yaml
 from dreem_trainer.config.data import DataLoaderSplitConfig, DatasetSplitConfig
 from dreem_trainer.data.clip import Clip, collate_clips
 from dreem_trainer.data.dataset import ClipDataset
 from dreem_trainer.storage.staging import stage
+from dreem_trainer.tracking.metrics import LOSS, Mode, logged_names, metric_logged_as, split_of
 from dreem_trainer.training.callbacks import (
     EpochLines,
     LatestCheckpoint,
@@ -29,7 +30,7 @@ from dreem_trainer.training.callbacks import (
     StorageSync,
 )
 from dreem_trainer.training.checkpoint_io import AtomicCheckpointIO
-from dreem_trainer.training.module import DreemModule
+from dreem_trainer.training.module import DreemModule, epoch_value_name
 from dreem_trainer.training.termination import CheckpointGate, GracefulTermination
 
 log = logging.getLogger(__name__)
@@ -55,14 +56,21 @@ def checkpoint_dir(config: DreemConfig) -> Path:
 
 def monitored(metric: str, has_validation: bool) -> str:
     """Without a validation split, val_* metrics do not exist: watch the training loss instead."""
-    if has_validation or not metric.startswith("val_"):
+    if has_validation or split_of(metric) != "val":
         return metric
-    log.warning("no val_dataset: monitoring train_loss_epoch instead of %s", metric)
-    return "train_loss_epoch"
+    watched = epoch_value_name(LOSS, "train")
+    log.warning("no val_dataset: monitoring %s instead of %s", watched, metric)
+    return watched
 
 
-def _mode(metric: str) -> str:
-    return "min" if metric.endswith(("loss", "num_switches")) else "max"
+def metric_mode(watched: str, key: str) -> Mode:
+    """Whether the watched metric is better low or high, from the table; a name dreem does not log is a
+    configuration error now rather than a crash after the first epoch."""
+    metric = metric_logged_as(watched)
+    if metric is None:
+        known = ", ".join(logged_names())
+        raise ConfigError([ConfigIssue(key, f"dreem logs no such metric; choose one of {known}", watched)])
+    return metric.mode
 
 
 def build_callbacks(
@@ -80,7 +88,7 @@ def build_callbacks(
                 "filename": f"epoch={{epoch}}-best_{watched}={{{watched}:.4f}}",
                 "auto_insert_metric_name": False,
                 "monitor": watched,
-                "mode": _mode(watched),
+                "mode": metric_mode(watched, f"checkpointing.monitor[{index}]"),
                 "save_top_k": checkpointing.save_top_k,
                 "every_n_epochs": checkpointing.every_n_epochs,
                 # One last.ckpt, always the newest state, never a second full copy of a best one.
@@ -90,10 +98,13 @@ def build_callbacks(
             callbacks.append(LatestCheckpoint(gate=gate, **(settings | checkpointing.extra())))
     if config.early_stopping is not None:
         stopping = config.early_stopping
+        watched = monitored(stopping.monitor, has_validation)
+        table_mode = metric_mode(watched, "early_stopping.monitor")
         callbacks.append(
             EarlyStopping(
-                monitor=monitored(stopping.monitor, has_validation),
-                mode=stopping.mode,
+                monitor=watched,
+                # The configured mode is for the metric named; the training loss standing in for it is minimised.
+                mode=stopping.mode if watched == stopping.monitor else table_mode,
                 patience=stopping.patience,
                 min_delta=stopping.min_delta,
                 check_finite=stopping.check_finite,
@@ -176,16 +187,17 @@ TERMINATION_UPLOAD_S = 24.0
 def run_training(config: DreemConfig, callbacks: Sequence[Callback] = ()) -> pl.Trainer:
     """Train as configured; returns the finished Trainer (its callbacks hold the checkpoint paths).
 
-    s3:// inputs are downloaded and s3:// outputs mirrored (see storage.staging).
+    `config` is the resolved configuration, s3:// paths and all. s3:// inputs are downloaded and s3:// outputs
+    mirrored (see storage.staging): training reads and writes `local`, its copy with every s3:// path
+    replaced by a local one.
     `callbacks` are added to the configured ones (benchmarks use it).
     """
-    resolved = config
     staged = stage(config)
-    config = staged.config
+    local = staged.config
     if staged.resumed_from:
         print(f"resuming from {staged.resumed_from}", flush=True)
     gate = CheckpointGate()
-    sync = StorageSync(config.storage, staged.outputs, gate) if staged.outputs else None
+    sync = StorageSync(local.storage, staged.outputs, gate) if staged.outputs else None
     if sync is not None:
         callbacks = [*callbacks, sync]
     flush = (lambda: sync.flush(timeout_s=TERMINATION_UPLOAD_S)) if sync is not None else None
@@ -193,21 +205,21 @@ def run_training(config: DreemConfig, callbacks: Sequence[Callback] = ()) -> pl.
     job = job_from_environment()
     if job is not None:
         callbacks = [*callbacks, ProgressReporter(job, staged.outputs, every_seconds=progress_interval())]
-    if config.seed is not None:
-        pl.seed_everything(config.seed, workers=True, verbose=False)
-    dataset, loaders = config.dataset, config.dataloader
-    train_loader = data_loader(dataset.train_dataset, loaders.train_dataloader, config.seed)
-    val_loader = data_loader(dataset.val_dataset, loaders.val_dataloader, config.seed) if dataset.val_dataset else None
-    has_validation = val_loader is not None and config.trainer.limit_val_batches != 0
-    trainer = build_trainer(config, has_validation=has_validation, callbacks=callbacks, gate=gate)
-    monitor = monitored(config.scheduler.monitor, has_validation) if config.scheduler else None
-    module = DreemModule(config.model_dump(mode="json"), scheduler_monitor=monitor)
+    if local.seed is not None:
+        pl.seed_everything(local.seed, workers=True, verbose=False)
+    dataset, loaders = local.dataset, local.dataloader
+    train_loader = data_loader(dataset.train_dataset, loaders.train_dataloader, local.seed)
+    val_loader = data_loader(dataset.val_dataset, loaders.val_dataloader, local.seed) if dataset.val_dataset else None
+    has_validation = val_loader is not None and local.trainer.limit_val_batches != 0
+    trainer = build_trainer(local, has_validation=has_validation, callbacks=callbacks, gate=gate)
+    monitor = monitored(local.scheduler.monitor, has_validation) if local.scheduler else None
+    module = DreemModule(local.model_dump(mode="json"), scheduler_monitor=monitor)
     if trainer.is_global_zero:
-        directory = checkpoint_dir(config)
+        directory = checkpoint_dir(local)
         directory.mkdir(parents=True, exist_ok=True)
         # The configuration as given (s3:// paths, not the local cache they were staged to).
-        (directory / "config.yaml").write_text(dump_yaml(resolved))
-    trainer.fit(module, train_loader, val_loader, ckpt_path=config.model.ckpt_path)
+        (directory / "config.yaml").write_text(dump_yaml(config))
+    trainer.fit(module, train_loader, val_loader, ckpt_path=local.model.ckpt_path)
     if staged.outputs and staged.staging is not None:
         # StorageSync waited for every upload at the end of fit (it raises otherwise): the copies are in S3.
         shutil.rmtree(staged.staging, ignore_errors=True)

@@ -1,4 +1,4 @@
-"""Tracking metrics against hand-countable cases, and the tracker's assignment rules."""
+"""The tracker's assignment rules and the association scores, on cases small enough to count by hand."""
 
 from __future__ import annotations
 
@@ -7,30 +7,9 @@ import torch
 
 from dreem_trainer.config.model import ModelConfig
 from dreem_trainer.config.run import TrackerConfig
-from dreem_trainer.inference.metrics import TrackingCounts, tracking_counts
-from dreem_trainer.inference.tracker import Tracker, box_iou, track_scores
 from dreem_trainer.models.gtr import GlobalTrackingTransformer
-
-
-def test_perfect_tracks() -> None:
-    counts = tracking_counts([0, 0, 1, 1, 2, 2], [0, 1, 0, 1, 0, 1], [5, 7, 5, 7, 5, 7])
-    assert counts.num_switches == 0 and counts.mota == 1.0 and counts.idf1 == 1.0
-
-
-def test_one_swap_is_two_switches() -> None:
-    # Identities swap from frame 2 on: each true track changes its predicted id once.
-    counts = tracking_counts([0, 0, 1, 1, 2, 2], [0, 1, 0, 1, 0, 1], [5, 7, 5, 7, 7, 5])
-    assert counts.num_switches == 2
-    assert counts.mota == 1 - 2 / 6
-    assert counts.idf1 == 4 / 6
-
-
-def test_counts_add_before_ratios() -> None:
-    a = TrackingCounts(num_objects=10, num_switches=1, idtp=9, idfp=1, idfn=1)
-    b = TrackingCounts(num_objects=30, num_switches=0, idtp=30)
-    total = a + b
-    assert total.num_objects == 40 and total.mota == 1 - 1 / 40
-    assert total.idf1 == 2 * 39 / (2 * 39 + 2)
+from dreem_trainer.tracking.association import box_iou, spatial_terms, track_scores
+from dreem_trainer.tracking.tracker import Tracker
 
 
 def test_box_iou() -> None:
@@ -63,10 +42,10 @@ def test_max_tracks_caps_new_tracks() -> None:
 
 
 def test_center_distance_forbids_far_matches_and_iou_multiplies() -> None:
-    t = tracker(max_center_dist=50.0, iou="mult")
+    config = TrackerConfig.model_validate({"max_center_dist": 50.0, "iou": "mult"})
     boxes = torch.tensor([[[0.0, 0.0, 10.0, 10.0]]])
     last = torch.tensor([[[0.0, 0.0, 10.0, 10.0]], [[500.0, 500.0, 510.0, 510.0]]])
-    scores = t._spatial_terms(torch.tensor([[0.6, 0.9]]), boxes, last)
+    scores = spatial_terms(torch.tensor([[0.6, 0.9]]), boxes, last, config)
     assert scores[0, 0] == 0.6 and scores[0, 1] == float("-inf")
 
 

@@ -13,6 +13,7 @@ from scipy.optimize import linear_sum_assignment
 from dreem_trainer.config.run import TrackerConfig
 from dreem_trainer.data.clip import Clip
 from dreem_trainer.models.gtr import GlobalTrackingTransformer
+from dreem_trainer.tracking.association import spatial_terms, track_scores
 
 
 @dataclass(frozen=True)
@@ -23,33 +24,6 @@ class TrackedFrame:
     features: torch.Tensor
     boxes: torch.Tensor
     track_ids: torch.Tensor
-
-
-def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """(n, 4), (m, 4) y1x1y2x2 -> (n, m) intersection over union."""
-    top = torch.maximum(a[:, None, 0], b[None, :, 0])
-    left = torch.maximum(a[:, None, 1], b[None, :, 1])
-    bottom = torch.minimum(a[:, None, 2], b[None, :, 2])
-    right = torch.minimum(a[:, None, 3], b[None, :, 3])
-    intersection = (bottom - top).clamp(min=0) * (right - left).clamp(min=0)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return intersection / (area_a[:, None] + area_b[None] - intersection).clamp(min=1e-6)
-
-
-def track_scores(
-    probabilities: torch.Tensor, window_ids: torch.Tensor, ages: torch.Tensor, decay_time: float | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each query's association with each track of the window: (K,) track ids and (Q, K) scores.
-
-    A track's score sums the query's probabilities over the track's instances, those `a` frames old
-    weighted by (1 - decay_time) ** a, so recent evidence counts more.
-    """
-    if decay_time is not None:
-        probabilities = probabilities * (1 - decay_time) ** ages.float()
-    tracks = torch.unique(window_ids)
-    membership = (window_ids[None] == tracks[:, None]).float()
-    return tracks, probabilities @ membership.T
 
 
 class Tracker:
@@ -119,20 +93,8 @@ class Tracker:
         ages = frame_idx - first - offsets[:references]
         tracks, scores = track_scores(probabilities, window_ids, ages, self.config.decay_time)
         last_boxes = torch.stack([window_boxes[(window_ids == t).nonzero().max()] for t in tracks])
-        scores = self._spatial_terms(scores, boxes, last_boxes)
+        scores = spatial_terms(scores, boxes, last_boxes, self.config)
         return self._assign(scores.cpu().numpy(), tracks.cpu().numpy())
-
-    def _spatial_terms(self, scores: torch.Tensor, boxes: torch.Tensor, last_boxes: torch.Tensor) -> torch.Tensor:
-        current, previous = boxes.nanmean(1), last_boxes.nanmean(1)
-        if self.config.iou is not None:
-            iou = box_iou(current, previous)
-            scores = scores * iou if self.config.iou == "mult" else torch.maximum(scores, iou)
-        if self.config.max_center_dist is not None:
-            centers = torch.stack([(current[:, 0] + current[:, 2]) / 2, (current[:, 1] + current[:, 3]) / 2], -1)
-            last = torch.stack([(previous[:, 0] + previous[:, 2]) / 2, (previous[:, 1] + previous[:, 3]) / 2], -1)
-            too_far = torch.cdist(centers, last) > self.config.max_center_dist
-            scores = scores.masked_fill(too_far, float("-inf"))
-        return scores
 
     def _assign(self, scores: np.ndarray, tracks: np.ndarray) -> torch.Tensor:
         """Hungarian assignment; a score under `overlap_thresh` starts a new track (while `max_tracks` allows)."""
