@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import DEMO_DATA, median
-from dreem_trainer.inference.render import RenderOptions, render
+from dreem_trainer.inference.render import render
+from dreem_trainer.inference.render_options import RenderOptions
 
 VIDEO = DEMO_DATA / "two_flies.mp4"
 LABELS = DEMO_DATA / "two_flies.slp"

@@ -14,13 +14,14 @@ import pytest
 import sleap_io as sio
 from PIL import Image
 
+from dreem_trainer.data.formats import write_tracks
 from dreem_trainer.data.microscopy import read_ctc
 from dreem_trainer.data.point_tracks import write_tracks_csv
 from dreem_trainer.data.records import LabelledVideo
-from dreem_trainer.data.sources import read_sleap
+from dreem_trainer.data.sleap import SleapLabels
 from dreem_trainer.inference.colours import track_colour
-from dreem_trainer.inference.render import FrameRange, RenderError, RenderOptions, render
-from dreem_trainer.inference.writers import write_ctc_result
+from dreem_trainer.inference.render import render
+from dreem_trainer.inference.render_options import FrameRange, RenderError, RenderOptions
 from tests.conftest import dreem_executable
 from tests.microscopy_helpers import CELLS, MAN_TRACK, truth_points, write_stack
 from tests.trainer_helpers import TWO_FLIES_MP4, TWO_FLIES_SLP
@@ -78,7 +79,7 @@ def assert_track_colours(image: npt.NDArray[np.uint8], points: list[tuple[int, f
 def test_the_video_keeps_frame_count_and_size_and_each_track_its_colour(rendered: Path) -> None:
     source, drawn = sio.load_video(TWO_FLIES_MP4), sio.load_video(str(rendered), grayscale=False)
     assert drawn.shape[:3] == source.shape[:3] == (128, 1024, 1024)
-    truth = read_sleap(TWO_FLIES_SLP, TWO_FLIES_MP4)
+    truth = SleapLabels().read(TWO_FLIES_SLP, TWO_FLIES_MP4)
     thorax = truth.node_names.index("thorax")
     checked = 0
     for frame_idx in range(0, 128, 16):
@@ -105,7 +106,7 @@ def test_one_frame_as_a_png_still(tmp_path: Path) -> None:
     still = render(TWO_FLIES_SLP, tmp_path / "frame.png", options=RenderOptions(frames=FrameRange.parse("64")))
     image = np.asarray(Image.open(still.output).convert("RGB"))
     assert image.shape == (1024, 1024, 3)
-    truth = read_sleap(TWO_FLIES_SLP, TWO_FLIES_MP4)
+    truth = SleapLabels().read(TWO_FLIES_SLP, TWO_FLIES_MP4)
     assert_track_colours(image, isolated_points(truth, 64, truth.node_names.index("thorax"), clearance=40))
     with pytest.raises(RenderError, match="a still image holds one frame"):
         render(TWO_FLIES_SLP, tmp_path / "two.png", options=RenderOptions(frames=FrameRange(1, 3)))
@@ -115,7 +116,7 @@ def test_scale_resizes_frames_and_positions(tmp_path: Path) -> None:
     half = render(TWO_FLIES_SLP, tmp_path / "half.png", options=RenderOptions(scale=0.5, frames=FrameRange(64, 65)))
     image = np.asarray(Image.open(half.output).convert("RGB"))
     assert image.shape == (512, 512, 3)
-    truth = read_sleap(TWO_FLIES_SLP, TWO_FLIES_MP4)
+    truth = SleapLabels().read(TWO_FLIES_SLP, TWO_FLIES_MP4)
     points = isolated_points(truth, 64, truth.node_names.index("thorax"), clearance=40)
     assert_track_colours(image, [(track, x / 2, y / 2) for track, x, y in points])
 
@@ -123,7 +124,7 @@ def test_scale_resizes_frames_and_positions(tmp_path: Path) -> None:
 def test_ctc_results_render_over_their_tiff_frames(tmp_path: Path) -> None:
     truth = read_ctc(str(MAN_TRACK), str(CELLS / "test_0"))
     assigned = {(f.frame_idx, i.index_in_frame): i.track for f in truth.frames for i in f.instances}
-    results = write_ctc_result(truth, assigned, tmp_path)
+    results = write_tracks(truth, assigned, tmp_path)
     drawn = render(results, tmp_path / "cells.mp4", video=str(CELLS / "test_0"))
     assert (drawn.frames, drawn.width, drawn.height) == (11, 608, 592)
     video = sio.load_video(str(drawn.output), grayscale=False)
@@ -212,3 +213,33 @@ def test_the_command_reports_errors_with_exit_2_and_loads_no_torch(tmp_path: Pat
         subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip()
         == "False"
     )
+
+
+def test_each_render_option_of_the_command_reaches_the_video(tmp_path: Path) -> None:
+    """The command's options are generated from RenderOptions: each one typed must change what is drawn."""
+    import cv2
+    from typer.testing import CliRunner
+
+    from dreem_trainer.cli import app
+
+    target = tmp_path / "clip.mp4"
+    target.write_bytes(b"the user's own video")
+    typed = ["--frames", "2:6", "--scale", "0.5", "--fps", "5", "--trail", "3", "--boxes", "--crf", "40"]
+    args = ["render", TWO_FLIES_SLP, "-o", str(target), *typed, "--preset", "ultrafast"]
+    refused = CliRunner().invoke(app, args)
+    assert refused.exit_code == 2 and "already exists" in refused.output
+    result = CliRunner().invoke(app, [*args, "--overwrite"])
+    assert result.exit_code == 0, result.output
+    assert "clip.mp4: 4 frames, 512x512, 2 tracks" in result.output
+    capture = cv2.VideoCapture(str(target))
+    assert capture.get(cv2.CAP_PROP_FPS) == 5 and capture.get(cv2.CAP_PROP_FRAME_COUNT) == 4
+    capture.release()
+    plain = render(TWO_FLIES_SLP, tmp_path / "plain.mp4", options=RenderOptions(frames=FrameRange(2, 6), scale=0.5))
+    drawn, undrawn = (
+        sio.load_video(str(target), grayscale=False)[3],
+        sio.load_video(str(plain.output), grayscale=False)[3],
+    )
+    # Boxes, trails and a coarser CRF: the same frame, drawn otherwise.
+    assert np.abs(drawn.astype(np.int64) - undrawn.astype(np.int64)).mean() > 1
+    bad = CliRunner().invoke(app, ["render", TWO_FLIES_SLP, "-o", str(tmp_path / "x.mp4"), "--preset", "quick"])
+    assert bad.exit_code == 2 and "--preset: not a libx264 preset" in bad.output

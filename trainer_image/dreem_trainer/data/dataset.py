@@ -19,9 +19,9 @@ from dreem_trainer.data.augment import FrameAugmenter
 from dreem_trainer.data.clip import Clip
 from dreem_trainer.data.crops import anchor_centers, anchor_names, boxes_around, cut_crops, keypoint_mask
 from dreem_trainer.data.discovery import SourcePair, discover
-from dreem_trainer.data.readers import open_reader, read_video
+from dreem_trainer.data.microscopy import TiffReader, is_tiff_video
 from dreem_trainer.data.records import Frame, LabelledVideo
-from dreem_trainer.data.sources import DataError, Images, VideoReader
+from dreem_trainer.data.sources import DataError, Images, MediaReader, VideoReader
 
 DEFAULT_FRAME_CACHE_MB = 1024
 
@@ -79,6 +79,13 @@ def plan_clips(
     return [spans[i] for i in chosen]
 
 
+def open_reader(video_path: str) -> VideoReader:
+    """TIFF frames (a folder of them, or one stack) through tifffile; other media through sleap-io."""
+    if is_tiff_video(video_path):
+        return TiffReader(video_path)
+    return MediaReader(video_path)
+
+
 class ClipDataset(Dataset[Clip]):
     """Clips of one dataset split. Augmentation and random anchors apply in train mode only."""
 
@@ -91,7 +98,7 @@ class ClipDataset(Dataset[Clip]):
     ) -> None:
         self.split = split
         self.pairs = pairs if pairs is not None else discover(split)
-        self.videos = [read_video(pair) for pair in self.pairs]
+        self.videos = [pair.read() for pair in self.pairs]
         self.readers: list[VideoReader] = [open_reader(pair.video_path) for pair in self.pairs]
         self.train = split.mode == "train"
         self.seed = seed

@@ -19,7 +19,7 @@ import os
 import subprocess
 import time
 from collections.abc import Generator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,82 +28,18 @@ import numpy as np
 import numpy.typing as npt
 
 from dreem_trainer.data.discovery import SourcePair
-from dreem_trainer.data.microscopy import CTC_RESULT_TRACKS, CTC_TRACKS, TiffReader, numbered_tiffs
-from dreem_trainer.data.readers import is_tiff_video, read_video
+from dreem_trainer.data.microscopy import CTC_RESULT_TRACKS, CTC_TRACKS, TiffReader, is_tiff_video, numbered_tiffs
+from dreem_trainer.data.point_tracks import TRACKS_CSV_SUFFIX
 from dreem_trainer.data.records import Instance, LabelledVideo
-from dreem_trainer.data.sources import DataError
 from dreem_trainer.inference.colours import RGB, track_colour
+from dreem_trainer.inference.render_options import TIFF_FPS, X264_PRESETS, RenderError, RenderOptions
 
-TRACKS_CSV_SUFFIX = ".dreem_tracks.csv"
 STILL_SUFFIXES = (".png", ".jpg", ".jpeg")
-X264_PRESETS = (
-    "ultrafast",
-    "superfast",
-    "veryfast",
-    "faster",
-    "fast",
-    "medium",
-    "slow",
-    "slower",
-    "veryslow",
-    "placebo",
-)
-TIFF_FPS = 10.0
-"""Frame rate of a video made from TIFF frames, which record none, unless --fps is given."""
 POINT_MARGIN = 0.02
 """How far outside the frame (a fraction of its size) a labelled point may lie before the labels are
 taken to belong to another video: predictions at the border can overshoot a little."""
 
 Plane = npt.NDArray[np.uint8]
-
-
-class RenderError(DataError):
-    """A tracked file, video or output that cannot be rendered, with the path and the reason."""
-
-
-@dataclass(frozen=True)
-class FrameRange:
-    """Frames `start` to `stop` (exclusive), as in Python; None: from the first, to the last."""
-
-    start: int | None = None
-    stop: int | None = None
-
-    @classmethod
-    def parse(cls, text: str) -> FrameRange:
-        """`A:B`, `A:`, `:B`, or `A` for frame A alone."""
-        parts = text.split(":")
-        try:
-            if len(parts) == 1:
-                return cls(int(parts[0]), int(parts[0]) + 1)
-            if len(parts) == 2:
-                return cls(int(parts[0]) if parts[0] else None, int(parts[1]) if parts[1] else None)
-        except ValueError:
-            pass
-        raise RenderError(f"--frames: expected A:B, A:, :B or A (frame numbers from 0), got {text!r}")
-
-    def resolve(self, frame_count: int, video: str) -> range:
-        start = 0 if self.start is None else self.start
-        stop = frame_count if self.stop is None else self.stop
-        if not 0 <= start < stop <= frame_count:
-            raise RenderError(
-                f"--frames {start}:{stop}: outside the {frame_count} frames (0 to {frame_count - 1}) of {video}"
-            )
-        return range(start, stop)
-
-
-@dataclass(frozen=True)
-class RenderOptions:
-    trail: int = 0
-    """Draw each track's last `trail` positions as a line (0: none)."""
-    boxes: bool = False
-    scale: float = 1.0
-    frames: FrameRange = field(default_factory=FrameRange)
-    overwrite: bool = False
-    crf: int = 25
-    preset: str = "superfast"
-    fps: float | None = None
-    """Output frame rate; default: the video's own (TIFF frames: TIFF_FPS)."""
-    progress: bool = True
 
 
 @dataclass(frozen=True)
@@ -140,7 +76,7 @@ def render(
     if not 0 <= options.crf <= 51:
         raise RenderError(f"--crf: libx264 takes 0 (lossless) to 51, got {options.crf}")
     pair = tracked_source(Path(tracked), video)
-    labelled = read_video(pair)
+    labelled = pair.read()
     facts = video_facts(pair.video_path)
     check_tracks(labelled)
     check_matches(labelled, facts)
@@ -181,7 +117,7 @@ def render_beside(tracked: Path, video_path: str) -> RenderResult:
 
 
 def tracked_source(tracked: Path, video: str | None) -> SourcePair:
-    """The (labels, video) pair the readers take, for what `dreem track` writes: a `.slp`, CTC results
+    """The (labels, video) pair the label formats read, for what `dreem track` writes: a `.slp`, CTC results
     (`<seq>_RES/` or its `res_track.txt`) or a tracks CSV. Without `video`, the video is the one the
     `.slp` records, the `<seq>` folder beside `<seq>_RES`, or the `.tif` named like the CSV."""
     if not tracked.exists():
