@@ -19,7 +19,7 @@ from dreem_trainer.data.augment import FrameAugmenter
 from dreem_trainer.data.clip import Clip
 from dreem_trainer.data.crops import anchor_centers, anchor_names, boxes_around, cut_crops, keypoint_mask
 from dreem_trainer.data.discovery import SourcePair, discover
-from dreem_trainer.data.microscopy import TIFF_SUFFIXES, TiffReader
+from dreem_trainer.data.microscopy import TiffReader, is_tiff_video
 from dreem_trainer.data.records import Frame, LabelledVideo
 from dreem_trainer.data.sources import DataError, Images, MediaReader, VideoReader
 
@@ -81,7 +81,7 @@ def plan_clips(
 
 def open_reader(video_path: str) -> VideoReader:
     """TIFF frames (a folder of them, or one stack) through tifffile; other media through sleap-io."""
-    if os.path.isdir(video_path) or video_path.lower().endswith(TIFF_SUFFIXES):
+    if is_tiff_video(video_path):
         return TiffReader(video_path)
     return MediaReader(video_path)
 

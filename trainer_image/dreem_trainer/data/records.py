@@ -51,3 +51,5 @@ class LabelledVideo:
     track_names: tuple[str, ...] = field(default=())
     parents: tuple[tuple[int, int], ...] = ()
     """(track, parent track) for tracks that began by division of another (cell lineage)."""
+    edges: tuple[tuple[int, int], ...] = ()
+    """The skeleton's edges as pairs of node indices (drawn by `dreem render`); none for point sources."""

@@ -41,6 +41,7 @@ class SleapLabels(LabelFormat):
             labels_path=labels_path,
             video_path=video_path,
             node_names=tuple(labels.skeletons[0].node_names) if labels.skeletons else (),
+            edges=tuple((int(a), int(b)) for a, b in labels.skeletons[0].edge_inds) if labels.skeletons else (),
             frames=tuple(frames),
             track_names=tuple(track.name for track in tracks),
         )

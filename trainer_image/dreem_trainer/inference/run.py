@@ -88,7 +88,10 @@ def _prefetched(dataset: ClipDataset, indices: list[int]):  # type: ignore[no-un
             yield clip
 
 
-def run_tracking(config: DreemConfig, checkpoint: str | Path, pairs: list[SourcePair], output: Path) -> list[Path]:
+def run_tracking(
+    config: DreemConfig, checkpoint: str | Path, pairs: list[SourcePair], output: Path, render: bool = False
+) -> list[Path]:
+    """Tracked labels per video; with `render`, each also drawn over its video beside it."""
     model = load_model(checkpoint)
     output.mkdir(parents=True, exist_ok=True)
     written = []
@@ -98,22 +101,45 @@ def run_tracking(config: DreemConfig, checkpoint: str | Path, pairs: list[Source
             frames = len(np.unique(result.frame_indices))
             tracks = len(np.unique(result.predicted_tracks))
             print(f"{written[-1]}: {frames} frames, {tracks} tracks, {frames / result.seconds:.1f} frames/s")
+            if render:
+                _render_beside(written[-1], result.video.video_path)
     return written
 
 
+def _render_beside(tracked: Path, video_path: str) -> None:
+    from dreem_trainer.inference.render import render_beside
+
+    drawn = render_beside(tracked, video_path)
+    print(f"{drawn.output}: {drawn.frames} frames drawn, {drawn.frames / drawn.seconds:.1f} frames/s")
+
+
 def run_evaluation(
-    config: DreemConfig, checkpoint: str | Path, pairs: list[SourcePair], output: Path
+    config: DreemConfig, checkpoint: str | Path, pairs: list[SourcePair], output: Path, render: bool = False
 ) -> dict[str, float]:
+    """Metrics over every video, with per-video identity timelines and a metrics chart as PNGs."""
+    from dreem_trainer.inference.plots import write_identity_timeline, write_metrics_chart
+
     model = load_model(checkpoint)
     output.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, float | str]] = []
     total = TrackingCounts()
     with torch.inference_mode():
         for result in track_videos(model, config.dataset.test_split(), pairs, config):
-            write_tracks(result.video, result.assignment(), output)
+            tracked = write_tracks(result.video, result.assignment(), output)
             counts = tracking_counts(result.frame_indices, result.true_tracks, result.predicted_tracks)
             total += counts
             rows.append({"video": result.video.name, **counts.summary()})
+            write_identity_timeline(
+                output / f"{result.video.name}.identity_timeline.png",
+                result.video.name,
+                result.frame_indices,
+                result.true_tracks,
+                result.predicted_tracks,
+                result.video.track_names,
+            )
+            if render:
+                _render_beside(tracked, result.video.video_path)
+    write_metrics_chart(output / "metrics_per_video.png", rows)
     summary = total.summary()
     (output / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
     with (output / "metrics_per_video.csv").open("w", newline="") as handle:
