@@ -33,16 +33,16 @@ def train(out: str) -> None:
 
 def track(checkpoint: str, out: str) -> None:
     from dreem_trainer.data.discovery import SourcePair
+    from dreem_trainer.data.formats import write_tracks
     from dreem_trainer.inference.checkpoint import load_model, stored_config
-    from dreem_trainer.inference.run import test_split, track_videos
-    from dreem_trainer.inference.writers import write_tracks
+    from dreem_trainer.inference.run import track_videos
 
     config = validate(stored_config(checkpoint) | {"tracker": {"window_size": 8, "iou": "mult"}})
     pairs = [SourcePair(str(DEMO_DATA / "two_flies.slp"), str(DEMO_DATA / "two_flies.mp4"), 128)]
     model = load_model(checkpoint)
     ready = time.time()
-    (result,) = track_videos(model, test_split(config), pairs, config)
-    write_tracks(result.video, result.frame_indices, result.index_in_frame, result.predicted_tracks, Path(out))
+    (result,) = track_videos(model, config.dataset.test_split(), pairs, config)
+    write_tracks(result.video, result.assignment(), Path(out))
     frames = len(set(result.frame_indices.tolist()))
     print(
         json.dumps(

@@ -16,9 +16,10 @@ from dreem_trainer.config import DreemConfig
 from dreem_trainer.config.data import DatasetSplitConfig
 from dreem_trainer.data.dataset import ClipDataset
 from dreem_trainer.data.discovery import SourcePair
+from dreem_trainer.data.formats import write_tracks
+from dreem_trainer.data.label_format import TrackAssignment
 from dreem_trainer.data.records import LabelledVideo
 from dreem_trainer.inference.checkpoint import load_model
-from dreem_trainer.inference.writers import write_tracks
 from dreem_trainer.models.gtr import GlobalTrackingTransformer
 from dreem_trainer.tracking.metrics import TRACKING_METRICS, TrackingCounts, tracking_counts
 from dreem_trainer.tracking.tracker import Tracker
@@ -35,13 +36,10 @@ class TrackedVideo:
     predicted_tracks: np.ndarray
     seconds: float
 
-
-def test_split(config: DreemConfig) -> DatasetSplitConfig:
-    """The test split: `dataset.test_dataset` if configured, else the training split's crop settings."""
-    if config.dataset.test_dataset is not None:
-        return config.dataset.test_dataset
-    base = config.dataset.train_dataset
-    return base.model_copy(update={"mode": "test", "augmentations": None, "n_chunks": 1.0, "chunk": True})
+    def assignment(self) -> TrackAssignment:
+        """The predicted track of each tracked instance, by (frame, index in frame), as writers take it."""
+        keys = zip(self.frame_indices, self.index_in_frame, self.predicted_tracks, strict=True)
+        return {(int(frame), int(index)): int(track) for frame, index, track in keys}
 
 
 def track_videos(
@@ -90,34 +88,58 @@ def _prefetched(dataset: ClipDataset, indices: list[int]):  # type: ignore[no-un
             yield clip
 
 
-def run_tracking(config: DreemConfig, checkpoint: str | Path, pairs: list[SourcePair], output: Path) -> list[Path]:
+def run_tracking(
+    config: DreemConfig, checkpoint: str | Path, pairs: list[SourcePair], output: Path, render: bool = False
+) -> list[Path]:
+    """Tracked labels per video; with `render`, each also drawn over its video beside it."""
     model = load_model(checkpoint)
     output.mkdir(parents=True, exist_ok=True)
     written = []
     with torch.inference_mode():
-        for result in track_videos(model, test_split(config), pairs, config):
-            written.append(
-                write_tracks(result.video, result.frame_indices, result.index_in_frame, result.predicted_tracks, output)
-            )
+        for result in track_videos(model, config.dataset.test_split(), pairs, config):
+            written.append(write_tracks(result.video, result.assignment(), output))
             frames = len(np.unique(result.frame_indices))
             tracks = len(np.unique(result.predicted_tracks))
             print(f"{written[-1]}: {frames} frames, {tracks} tracks, {frames / result.seconds:.1f} frames/s")
+            if render:
+                _render_beside(written[-1], result.video.video_path)
     return written
 
 
+def _render_beside(tracked: Path, video_path: str) -> None:
+    from dreem_trainer.inference.render import render_beside
+
+    drawn = render_beside(tracked, video_path)
+    print(f"{drawn.output}: {drawn.frames} frames drawn, {drawn.frames / drawn.seconds:.1f} frames/s")
+
+
 def run_evaluation(
-    config: DreemConfig, checkpoint: str | Path, pairs: list[SourcePair], output: Path
+    config: DreemConfig, checkpoint: str | Path, pairs: list[SourcePair], output: Path, render: bool = False
 ) -> dict[str, float]:
+    """Metrics over every video, with per-video identity timelines and a metrics chart as PNGs."""
+    from dreem_trainer.inference.plots import write_identity_timeline, write_metrics_chart
+
     model = load_model(checkpoint)
     output.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, float | str]] = []
     total = TrackingCounts()
     with torch.inference_mode():
-        for result in track_videos(model, test_split(config), pairs, config):
-            write_tracks(result.video, result.frame_indices, result.index_in_frame, result.predicted_tracks, output)
+        for result in track_videos(model, config.dataset.test_split(), pairs, config):
+            tracked = write_tracks(result.video, result.assignment(), output)
             counts = tracking_counts(result.frame_indices, result.true_tracks, result.predicted_tracks)
             total += counts
             rows.append({"video": result.video.name, **counts.summary()})
+            write_identity_timeline(
+                output / f"{result.video.name}.identity_timeline.png",
+                result.video.name,
+                result.frame_indices,
+                result.true_tracks,
+                result.predicted_tracks,
+                result.video.track_names,
+            )
+            if render:
+                _render_beside(tracked, result.video.video_path)
+    write_metrics_chart(output / "metrics_per_video.png", rows)
     summary = total.summary()
     (output / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
     with (output / "metrics_per_video.csv").open("w", newline="") as handle:
