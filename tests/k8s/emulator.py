@@ -514,8 +514,9 @@ class ClusterEmulator(KubernetesEmulator):
         for (namespace, _), obj in self._kept.get(resource, {}).items():
             if request.namespace is not None and namespace != request.namespace:
                 continue
-            labels = obj.raw["metadata"].get("labels") or {}
-            if not obj.deleted and _matches(selector, labels) and _fields_match(fields, obj.raw):
+            if obj.deleted:
+                continue
+            if _matches(selector, obj.raw["metadata"].get("labels") or {}) and _fields_match(fields, obj.raw):
                 items.append(obj.raw)
         return {
             "apiVersion": f"{resource.group}/{resource.version}" if resource.group else resource.version,
