@@ -120,13 +120,7 @@ class LeaderElector:
         lease = self.leases.read(self.namespace, self.name)
         if lease is None:
             record = claim(None, self.identity, self.timing, self.wall())
-            body = {
-                "apiVersion": "coordination.k8s.io/v1",
-                "kind": "Lease",
-                "metadata": {"name": self.name, "namespace": self.namespace},
-                "spec": record.to_spec(),
-            }
-            created = self.leases.create(body)
+            created = self.leases.create(record.lease(self.name, self.namespace))
             if created is None:
                 return False
             self._hold(created, sent)

@@ -76,6 +76,15 @@ class LeaseRecord:
             spec["renewTime"] = self.renew_time
         return spec
 
+    def lease(self, name: str, namespace: str) -> dict[str, Any]:
+        """A new coordination.k8s.io/v1 Lease holding this record."""
+        return {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": self.to_spec(),
+        }
+
 
 @dataclass(frozen=True)
 class Sighting:

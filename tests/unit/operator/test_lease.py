@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import kubernetes_validate
 import pytest
 
 from dreem_operator.lease import (
@@ -43,6 +44,13 @@ def test_records_round_trip_through_a_lease_spec_with_micro_times() -> None:
     }
     assert LeaseRecord.from_spec(spec) == record
     assert LeaseRecord.from_spec({}) == LeaseRecord()
+
+
+@pytest.mark.parametrize("version", ["1.30.0", "1.37.0"])
+def test_the_lease_written_passes_the_official_schema_strictly(version: str) -> None:
+    held = claim(None, "dreem-operator-7d9c-x2k4q", TIMING, WALL)
+    for record in (held, released(held, WALL.replace(second=40))):
+        kubernetes_validate.validate(record.lease("dreem-operator", "dreem-system"), version, strict=True)
 
 
 def test_a_renewal_keeps_the_acquire_time_and_a_takeover_counts_a_transition() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+import kubernetes_validate
 import pytest
 import yaml
 
@@ -304,6 +305,13 @@ def test_events_name_the_job() -> None:
         "uid": "uid-1",
     }
     assert (event["type"], event["reason"], event["metadata"]["namespace"]) == ("Warning", Reason.GANG_RESTART, "lab")
+
+
+@pytest.mark.parametrize("version", ["1.30.0", "1.37.0"])
+def test_an_event_of_every_reason_passes_the_official_schema_strictly(version: str) -> None:
+    message = "pod flies-0-1: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
+    for reason in Reason:
+        kubernetes_validate.validate(event_object(JOB, Event("Warning", reason, message), NOW), version, strict=True)
 
 
 def test_a_new_gang_waits_until_the_old_one_has_stopped() -> None:
