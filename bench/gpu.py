@@ -32,6 +32,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -248,7 +249,7 @@ class StepClock:
 
 
 def train_figure(
-    settings: dict[str, Any],
+    settings: Settings,
     data_dir: Path,
     *,
     precision: str,
@@ -267,17 +268,17 @@ def train_figure(
     from dreem_trainer.training.run import run_training
 
     with tempfile.TemporaryDirectory() as out:
-        split = deep_merge(settings["split"], {"dir": {"path": str(data_dir)}})
+        split = deep_merge(settings.split, {"dir": {"path": str(data_dir)}})
         raw = deep_merge(
             WORKLOAD,
             {
-                "model": deep_merge(settings["model"], {"compile": compile_encoder}),
+                "model": deep_merge(settings.model, {"compile": compile_encoder}),
                 "dataset": {"train_dataset": split, "val_dataset": None},
                 "dataloader": {"train_dataloader": {"shuffle": True, "num_workers": workers, "batch_size": batch}},
                 "logging": None,
                 "checkpointing": {"dirpath": f"{out}/models"},
                 "trainer": {
-                    "accelerator": settings["accelerator"],
+                    "accelerator": settings.accelerator,
                     "max_epochs": epochs,
                     "precision": precision,
                     "enable_checkpointing": False,
@@ -311,7 +312,7 @@ def versus(report: Report, key: str, fast: str, slow: str) -> None:
 # ------------------------------------------------------------------------------------------------- tracking
 
 
-def track_figure(model: Any, settings: dict[str, Any], data_dir: Path, precision: str) -> dict[str, Any]:
+def track_figure(model: Any, settings: Settings, data_dir: Path, precision: str) -> dict[str, Any]:
     """Tracking frames/s over every video in `data_dir`, decoding included, with the trained model."""
     import torch
 
@@ -320,8 +321,8 @@ def track_figure(model: Any, settings: dict[str, Any], data_dir: Path, precision
     from dreem_trainer.data.discovery import discover
     from dreem_trainer.inference.run import track_videos
 
-    split = deep_merge(settings["split"], {"dir": {"path": str(data_dir)}})
-    config = validate(deep_merge(WORKLOAD, {"model": settings["model"], "dataset": {"train_dataset": split}}))
+    split = deep_merge(settings.split, {"dir": {"path": str(data_dir)}})
+    config = validate(deep_merge(WORKLOAD, {"model": settings.model, "dataset": {"train_dataset": split}}))
     test_split = config.dataset.train_dataset.model_copy(update={"mode": "val"})
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = model.to(device).eval()
@@ -354,12 +355,12 @@ PEER_CONFIG = {
 }
 
 
-def peer_figure(data_dir: Path, settings: dict[str, Any], epochs: int) -> dict[str, Any]:
+def peer_figure(data_dir: Path, settings: Settings, epochs: int) -> dict[str, Any]:
     """DREEM 0.5.1's `dreem train` on the same clip and GPU; frames/s from Lightning's simple profiler (mean
     training batch plus mean wait for the next one), the way ../shared/peer/summarize.py reads it."""
     import yaml
 
-    accelerator = "gpu" if settings["accelerator"] == "gpu" else "cpu"
+    accelerator = "gpu" if settings.accelerator == "gpu" else "cpu"
     with tempfile.TemporaryDirectory() as out:
         work = Path(out)
         for split in ("train", "val"):
@@ -407,33 +408,51 @@ def _profile_rows(text: str) -> dict[str, tuple[float, int, float]]:
 # ------------------------------------------------------------------------------------------------------ main
 
 
-def settings_for(smoke: bool) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Settings:
+    """What one run of the bench trains: config fragments for `model` and the dataset split, and its sizes."""
+
+    accelerator: str
+    model: dict[str, Any]
+    split: dict[str, Any]
+    zfish_split: dict[str, Any]
+    zfish: dict[str, int]
+    """make_ten_zfish's size, frames and fish."""
+    epochs: int
+    fill_batch: int
+    """Clips per step when filling the GPU."""
+    fill_copies: int
+    workers: int
+    compile: bool
+
+
+def settings_for(smoke: bool) -> Settings:
     """The reference workload (bench.common.WORKLOAD) on the GPU; `smoke`: a tiny backbone on CPU."""
     if smoke:
-        return {
-            "accelerator": "cpu",
-            "model": {"d_model": 32, "nhead": 2, "encoder_cfg": {"model_name": "test_resnet"}},
-            "split": {"anchors": "thorax", "crop_size": 32, "clip_length": 4, "n_chunks": 2},
-            "zfish_split": {"anchors": "center", "crop_size": 32, "clip_length": 4},
-            "zfish": {"size": 256, "frames": 4, "fish": 3},
-            "epochs": 2,
-            "fill_batch": 2,
-            "fill_copies": 1,
-            "workers": 0,
-            "compile": False,  # inductor's C++ build of the encoder takes minutes on a small CPU
-        }
-    return {
-        "accelerator": "gpu",
-        "model": WORKLOAD["model"],
-        "split": {"anchors": "thorax", "crop_size": 128, "clip_length": 32},
-        "zfish_split": {"anchors": "center", "crop_size": 128, "clip_length": 32},
-        "zfish": {"size": 3712, "frames": 32, "fish": 10},
-        "epochs": 4,
-        "fill_batch": 16,
-        "fill_copies": 8,
-        "workers": 6,
-        "compile": True,
-    }
+        return Settings(
+            accelerator="cpu",
+            model={"d_model": 32, "nhead": 2, "encoder_cfg": {"model_name": "test_resnet"}},
+            split={"anchors": "thorax", "crop_size": 32, "clip_length": 4, "n_chunks": 2},
+            zfish_split={"anchors": "center", "crop_size": 32, "clip_length": 4},
+            zfish={"size": 256, "frames": 4, "fish": 3},
+            epochs=2,
+            fill_batch=2,
+            fill_copies=1,
+            workers=0,
+            compile=False,  # inductor's C++ build of the encoder takes minutes on a small CPU
+        )
+    return Settings(
+        accelerator="gpu",
+        model=WORKLOAD["model"],
+        split={"anchors": "thorax", "crop_size": 128, "clip_length": 32},
+        zfish_split={"anchors": "center", "crop_size": 128, "clip_length": 32},
+        zfish={"size": 3712, "frames": 32, "fish": 10},
+        epochs=4,
+        fill_batch=16,
+        fill_copies=8,
+        workers=6,
+        compile=True,
+    )
 
 
 def environment(smoke: bool) -> dict[str, Any]:
@@ -469,7 +488,7 @@ def environment(smoke: bool) -> dict[str, Any]:
 def run(smoke: bool, budget_s: float, out: Path | None, peer: bool) -> dict[str, Any]:
     report = Report(out)
     settings = settings_for(smoke)
-    epochs, workers = settings["epochs"], settings["workers"]
+    epochs, workers = settings.epochs, settings.workers
     report.figure("environment", budget_s, 0, lambda: environment(smoke))
     precisions = ("32-true", "bf16-mixed")
     scratch = Path(tempfile.mkdtemp(prefix="dreem-gpu-bench-"))
@@ -488,7 +507,9 @@ def run(smoke: bool, budget_s: float, out: Path | None, peer: bool) -> dict[str,
                 ),
             )  # fmt: skip
         versus(report, "two_flies_ref_bf16_over_fp32", "two_flies_ref_bf16-mixed", "two_flies_ref_32-true")
-        # The same with loader workers, the way a GPU user should run it.
+        # The same with loader workers. Each worker keeps its own clip cache and takes whichever clip comes
+        # next, so until every worker has seen every clip some steps wait for a decode: this figure shows how
+        # much. The others load in the main process, from its cache after the first epoch (steady state).
         report.figure(
             "two_flies_ref_bf16-mixed_workers",
             budget_s,
@@ -498,15 +519,15 @@ def run(smoke: bool, budget_s: float, out: Path | None, peer: bool) -> dict[str,
             ),
         )
         # Filling the GPU: copies of the clip under other names, several clips per step (one encoder call).
-        many = copies(flies, "two_flies", settings["fill_copies"], scratch / "two_flies_copies")
+        many = copies(flies, "two_flies", settings.fill_copies, scratch / "two_flies_copies")
         for precision in precisions:
             report.figure(
                 f"two_flies_fill_{precision}",
                 budget_s,
                 30,
                 partial(
-                    train_figure, settings, many, precision=precision, batch=settings["fill_batch"], epochs=epochs,
-                    workers=workers, profile_steps=1,
+                    train_figure, settings, many, precision=precision, batch=settings.fill_batch, epochs=epochs,
+                    workers=0, profile_steps=1,
                 ),
             )  # fmt: skip
         versus(report, "two_flies_fill_bf16_over_fp32", "two_flies_fill_bf16-mixed", "two_flies_fill_32-true")
@@ -527,10 +548,8 @@ def run(smoke: bool, budget_s: float, out: Path | None, peer: bool) -> dict[str,
 
         # ten_zfish: one clip of 320 crops from 13.8-megapixel frames.
         zfish_dir = scratch / "ten_zfish"
-        report.figure(
-            "ten_zfish_made", budget_s, 30, lambda: {"dir": str(make_ten_zfish(zfish_dir, **settings["zfish"]))}
-        )
-        zfish_settings = settings | {"split": settings["zfish_split"]}
+        report.figure("ten_zfish_made", budget_s, 30, lambda: {"dir": str(make_ten_zfish(zfish_dir, **settings.zfish))})
+        zfish_settings = replace(settings, split=settings.zfish_split)
         if (zfish_dir / "ten_zfish.slp").exists():
             for precision in precisions:
                 report.figure(
@@ -539,7 +558,7 @@ def run(smoke: bool, budget_s: float, out: Path | None, peer: bool) -> dict[str,
                     25,
                     partial(
                         train_figure, zfish_settings, zfish_dir, precision=precision, batch=1, epochs=epochs + 2,
-                        workers=min(workers, 2), profile_steps=1,
+                        workers=0, profile_steps=1,
                     ),
                 )  # fmt: skip
             versus(report, "ten_zfish_ref_bf16_over_fp32", "ten_zfish_ref_bf16-mixed", "ten_zfish_ref_32-true")
@@ -549,19 +568,19 @@ def run(smoke: bool, budget_s: float, out: Path | None, peer: bool) -> dict[str,
                 budget_s,
                 40,
                 lambda: train_figure(
-                    zfish_settings, fish_copies, precision="bf16-mixed", batch=4, epochs=epochs, workers=workers
+                    zfish_settings, fish_copies, precision="bf16-mixed", batch=4, epochs=epochs, workers=0
                 ),
             )
 
         # torch.compile of the encoder, measured last: its compilation takes tens of seconds.
-        if settings["compile"]:
+        if settings.compile:
             report.figure(
                 "two_flies_fill_bf16-mixed_compiled",
                 budget_s,
                 60,
                 lambda: train_figure(
-                    settings, many, precision="bf16-mixed", batch=settings["fill_batch"], epochs=epochs,
-                    workers=workers, compile_encoder=True,
+                    settings, many, precision="bf16-mixed", batch=settings.fill_batch, epochs=epochs,
+                    workers=0, compile_encoder=True,
                 ),
             )  # fmt: skip
             versus(
