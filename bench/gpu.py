@@ -192,7 +192,11 @@ class StepClock:
                 frames = sum(clip.num_frames for clip in batch)
                 clock.records.append((trainer.current_epoch, clock.begin - clock.last_end, end - clock.begin, frames))
                 clock.last_end = end
-                clock.maybe_stop_profile(trainer, args[2])
+                if args[2] + 1 >= clock.profile_steps:
+                    clock.stop_profile(args[2] + 1)
+
+            def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+                clock.stop_profile(len([r for r in clock.records if r[0] == trainer.current_epoch]))
 
         self.callback = Hooks()
         self.last_end = self.begin = 0.0
@@ -213,18 +217,23 @@ class StepClock:
             self._profiler.__enter__()
             self._profiled_from = self.last_end  # the window includes the wait for this first batch
 
-    def maybe_stop_profile(self, trainer: Any, idx: int) -> None:
-        if self._profiler is None or idx + 1 < self.profile_steps:
+    def stop_profile(self, steps: int) -> None:
+        """After `profile_steps` steps, or at the end of the epoch if it has fewer."""
+        if self._profiler is None:
             return
         self.sync()
         wall_us = (time.perf_counter() - self._profiled_from) * 1e6
         self._profiler.__exit__(None, None, None)
+        from torch._C._autograd import DeviceType
+
         events = self._profiler.key_averages()
-        kernel_us = sum(getattr(event, "self_device_time_total", 0.0) for event in events)
+        # The kernels (and copies) themselves: the ATen ops that launched them report the same time again.
+        kernels = [event for event in events if event.device_type == DeviceType.CUDA]
+        kernel_us = sum(event.self_device_time_total for event in kernels)
         data_us = sum(event.cpu_time_total for event in events if event.key.startswith("enumerate(DataLoader)"))
-        top = sorted(events, key=lambda event: getattr(event, "self_device_time_total", 0.0), reverse=True)[:8]
+        top = sorted(kernels, key=lambda event: event.self_device_time_total, reverse=True)[:8]
         self.profile = {
-            "steps": idx + 1,
+            "steps": steps,
             "wall_ms": round(wall_us / 1e3, 2),
             "gpu_kernel_share": round(kernel_us / wall_us, 3) if kernel_us else None,
             "data_loader_wait_share": round(data_us / wall_us, 3),
