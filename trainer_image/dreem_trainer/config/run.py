@@ -116,6 +116,14 @@ class CheckpointingConfig(LibraryCallSection):
 
 
 Accelerator = Literal["cpu", "gpu", "cuda", "tpu", "ipu", "hpu", "mps", "auto"]
+Precision = Literal["64-true", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true"]
+# Lightning's older spellings, accepted so configurations written for it still load.
+PRECISION_ALIASES: dict[str, Precision] = {
+    "64": "64-true",
+    "32": "32-true",
+    "16": "16-mixed",
+    "bf16": "bf16-mixed",
+}
 
 
 class TrainerConfig(LibraryCallSection):
@@ -146,6 +154,16 @@ class TrainerConfig(LibraryCallSection):
         1.0, ge=0, description="Fraction or number of validation batches to process (default: 1.0)."
     )
     log_every_n_steps: int = Field(1, ge=1, description="How often to log within steps (default: 1).")
+    precision: Precision | None = Field(
+        None,
+        description='Numeric precision: "32-true", "bf16-mixed", "16-mixed", "64-true", "bf16-true" or "16-true". '
+        'Default: "bf16-mixed" on a GPU that supports bf16, "32-true" otherwise (CPU).',
+    )
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision_alias(cls, precision: object) -> object:
+        return PRECISION_ALIASES.get(str(precision), precision) if precision is not None else None
 
     @field_validator("devices")
     @classmethod

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
+from typing import Any
 
 import torch
 
@@ -35,13 +37,21 @@ class Clip:
     def num_instances(self) -> int:
         return int(self.frame_ids.numel())
 
-    def to(self, device: torch.device | str) -> Clip:
-        moved = {
-            f.name: getattr(self, f.name).to(device)
+    def _map_tensors(self, change: Callable[[torch.Tensor], torch.Tensor]) -> Clip:
+        changed: dict[str, Any] = {
+            f.name: change(getattr(self, f.name))
             for f in fields(self)
             if isinstance(getattr(self, f.name), torch.Tensor)
         }
-        return replace(self, **moved)
+        return replace(self, **changed)
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Clip:
+        """`non_blocking` lets a copy from pinned memory overlap the work already queued on the GPU."""
+        return self._map_tensors(lambda tensor: tensor.to(device, non_blocking=non_blocking))
+
+    def pin_memory(self) -> Clip:
+        """Called by the DataLoader's pinning thread (`pin_memory=True`) on each clip it hands over."""
+        return self._map_tensors(lambda tensor: tensor.pin_memory())
 
 
 def collate_clips(batch: list[Clip]) -> list[Clip]:

@@ -52,12 +52,13 @@ def track_videos(
     by_video: dict[int, list[int]] = {}
     for index, span in enumerate(dataset.spans):
         by_video.setdefault(span.video_index, []).append(index)
+    device = next(model.parameters()).device
     for video_index, clip_indices in sorted(by_video.items()):
         started = time.perf_counter()
         tracker.reset()
         frames, positions, truth, predicted = [], [], [], []
         for clip in _prefetched(dataset, clip_indices):
-            ids = tracker.track_clip(clip)
+            ids = tracker.track_clip(clip.to(device, non_blocking=True))
             frames.append(clip.frame_indices[clip.frame_ids].numpy())
             positions.append(clip.index_in_frame.numpy())
             truth.append(clip.track_ids.numpy())

@@ -43,8 +43,10 @@ class Tracker:
         """Track ids (N,) for the instances of a clip, continuing the tracks of earlier clips."""
         features = self.model.visual_encoder(clip.crops)
         assigned = torch.full((clip.num_instances,), -1, dtype=torch.long)
+        # Track ids are bookkeeping and stay on the CPU; features and boxes stay where the model is.
+        frame_ids = clip.frame_ids.cpu()
         for frame_id in range(clip.num_frames):
-            rows = (clip.frame_ids == frame_id).nonzero().flatten()
+            rows = (frame_ids == frame_id).nonzero().flatten()
             frame_idx = int(clip.frame_indices[frame_id])
             ids = self.step(frame_idx, features[rows], clip.boxes[rows], clip.image_size)
             assigned[rows] = ids
@@ -82,19 +84,22 @@ class Tracker:
             + [torch.full((features.shape[0],), frame_idx - first)]
         )
         count, references = features.shape[0], window_features.shape[0]
+        device = features.device
+        offsets, window_ids = offsets.to(device), window_ids.to(device)
         output = self.model.associate(
             torch.cat([window_features, features]),
             torch.cat([window_boxes, boxes]),
             offsets,
             image_size,
-            query_index=torch.arange(references, references + count),
+            query_index=torch.arange(references, references + count, device=device),
         )
         probabilities = output.matrices[-1][:, :references].softmax(-1)
         ages = frame_idx - first - offsets[:references]
         tracks, scores = track_scores(probabilities, window_ids, ages, self.config.decay_time)
         last_boxes = torch.stack([window_boxes[(window_ids == t).nonzero().max()] for t in tracks])
         scores = spatial_terms(scores, boxes, last_boxes, self.config)
-        return self._assign(scores.cpu().numpy(), tracks.cpu().numpy())
+        # Under bf16 autocast the scores come out in bf16, which numpy cannot hold.
+        return self._assign(scores.float().cpu().numpy(), tracks.cpu().numpy())
 
     def _assign(self, scores: np.ndarray, tracks: np.ndarray) -> torch.Tensor:
         """Hungarian assignment; a score under `overlap_thresh` starts a new track (while `max_tracks` allows)."""

@@ -42,6 +42,9 @@ class DreemModule(pl.LightningModule):
         scheduler = self.config.scheduler
         self.scheduler_monitor = scheduler_monitor or (scheduler.monitor if scheduler else None)
         self.model = GlobalTrackingTransformer(self.config.model)
+        if self.config.model.compile:
+            # In place, so the state_dict keeps its names and checkpoints load without torch.compile.
+            self.model.visual_encoder.backbone.compile()
         self.loss = AssociationLoss(self.config.loss)
         self._val_counts = TrackingCounts()
 
@@ -49,11 +52,36 @@ class DreemModule(pl.LightningModule):
         return self.model(clip.crops, clip.boxes, clip_offsets(clip), clip.image_size)  # type: ignore[no-any-return]
 
     def transfer_batch_to_device(self, batch: list[Clip], device: torch.device, dataloader_idx: int) -> list[Clip]:
-        return [clip.to(device) for clip in batch]
+        # Copies from pinned memory (the loader pins on GPUs) do not wait for the GPU to catch up.
+        non_blocking = device.type == "cuda"
+        return [clip.to(device, non_blocking=non_blocking) for clip in batch]
 
     def _batch_loss(self, batch: list[Clip]) -> torch.Tensor:
-        losses = [self.loss(self(clip).matrices, clip.frame_ids, clip.track_ids) for clip in batch]
+        features = self._encode(batch)
+        losses = [
+            self.loss(
+                self.model.associate(clip_features, clip.boxes, clip_offsets(clip), clip.image_size).matrices,
+                clip.frame_ids,
+                clip.track_ids,
+            )
+            for clip, clip_features in zip(batch, features, strict=True)
+        ]
         return torch.stack(losses).mean()
+
+    def _encode(self, batch: list[Clip]) -> list[torch.Tensor]:
+        """Each clip's visual features, from one encoder call per crop shape rather than one per clip: with
+        `batch_size` > 1 that is one large convolution batch, which is what keeps a GPU busy."""
+        features: list[torch.Tensor | None] = [None] * len(batch)
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for position, clip in enumerate(batch):
+            by_shape.setdefault(tuple(clip.crops.shape[1:]), []).append(position)
+        for positions in by_shape.values():
+            encoded = self.model.visual_encoder(torch.cat([batch[p].crops for p in positions]))
+            for position, part in zip(
+                positions, encoded.split([batch[p].num_instances for p in positions]), strict=True
+            ):
+                features[position] = part
+        return [part for part in features if part is not None]
 
     def training_step(self, batch: list[Clip], batch_idx: int) -> torch.Tensor:
         loss = self._batch_loss(batch)

@@ -11,13 +11,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
+from lightning.pytorch.strategies import DDPStrategy, Strategy
 from torch.utils.data import DataLoader
 
 from dreem_trainer.cluster import job_from_environment, progress_interval
 from dreem_trainer.config import ConfigError, ConfigIssue, DreemConfig, dump_yaml
 from dreem_trainer.config.data import DataLoaderSplitConfig, DatasetSplitConfig
+from dreem_trainer.config.run import Accelerator
 from dreem_trainer.data.clip import Clip, collate_clips
 from dreem_trainer.data.dataset import ClipDataset
 from dreem_trainer.storage.staging import stage
@@ -30,15 +33,25 @@ from dreem_trainer.training.callbacks import (
     StorageSync,
 )
 from dreem_trainer.training.checkpoint_io import AtomicCheckpointIO
+from dreem_trainer.training.hardware import Hardware, ddp_backend, resolve_precision, uses_gpu
 from dreem_trainer.training.module import DreemModule, epoch_value_name
 from dreem_trainer.training.termination import CheckpointGate, GracefulTermination
 
 log = logging.getLogger(__name__)
 
 
-def data_loader(split: DatasetSplitConfig, loader: DataLoaderSplitConfig, seed: int | None) -> DataLoader[Clip]:
+def data_loader(
+    split: DatasetSplitConfig, loader: DataLoaderSplitConfig, seed: int | None, pin_memory: bool = False
+) -> DataLoader[Clip]:
+    """Decoding, augmentation and cropping happen in `ClipDataset.__getitem__`, so with `num_workers` > 0 the
+    loader's worker processes prepare the next clips while the model trains on this one. `pin_memory` (for a
+    GPU) puts each clip in page-locked memory so its copy to the device runs without blocking."""
     dataset = ClipDataset(split, seed=seed)
-    settings: dict[str, Any] = {"batch_size": 1, "persistent_workers": loader.num_workers > 0} | loader.kwargs()
+    settings: dict[str, Any] = {
+        "batch_size": 1,
+        "persistent_workers": loader.num_workers > 0,
+        "pin_memory": pin_memory,
+    } | loader.kwargs()
     return DataLoader(dataset, collate_fn=collate_clips, **settings)
 
 
@@ -143,9 +156,14 @@ def build_trainer(
     interactive: bool | None = None,
     callbacks: Sequence[Callback] = (),
     gate: CheckpointGate | None = None,
+    hardware: Hardware | None = None,
 ) -> pl.Trainer:
     interactive = sys.stdout.isatty() if interactive is None else interactive
     trainer_config = config.trainer
+    hardware = hardware or Hardware.detect()
+    if uses_gpu(trainer_config.accelerator, hardware):
+        # fp32 matrix products on TF32 tensor cores: the reference does the same ("medium" even).
+        torch.set_float32_matmul_precision("high")
     settings: dict[str, Any] = {
         "callbacks": [*build_callbacks(config, has_validation, interactive, gate), *callbacks],
         "logger": build_logger(config),
@@ -158,10 +176,19 @@ def build_trainer(
     }
     # The section's lightning.Trainer arguments, its extra keys included, win over dreem's choices above.
     section = trainer_config.kwargs() | {
-        "strategy": trainer_config.strategy or "auto",
+        "strategy": build_strategy(trainer_config.strategy, trainer_config.accelerator, hardware),
+        "precision": resolve_precision(trainer_config.precision, trainer_config.accelerator, hardware),
         "limit_val_batches": trainer_config.limit_val_batches if has_validation else 0,
     }
     return pl.Trainer(**(settings | section))
+
+
+def build_strategy(strategy: str | None, accelerator: Accelerator, hardware: Hardware) -> Strategy | str:
+    """`ddp` gets its process-group backend from the accelerator (NCCL on GPUs, gloo on CPU); any other
+    strategy name goes to Lightning as written."""
+    if strategy == "ddp":
+        return DDPStrategy(process_group_backend=ddp_backend(accelerator, hardware))
+    return strategy or "auto"
 
 
 TERMINATION_UPLOAD_S = 24.0
@@ -193,8 +220,11 @@ def run_training(config: DreemConfig, callbacks: Sequence[Callback] = ()) -> pl.
     if local.seed is not None:
         pl.seed_everything(local.seed, workers=True, verbose=False)
     dataset, loaders = local.dataset, local.dataloader
-    train_loader = data_loader(dataset.train_dataset, loaders.train_dataloader, local.seed)
-    val_loader = data_loader(dataset.val_dataset, loaders.val_dataloader, local.seed) if dataset.val_dataset else None
+    pin = uses_gpu(local.trainer.accelerator, Hardware.detect())
+    train_loader = data_loader(dataset.train_dataset, loaders.train_dataloader, local.seed, pin)
+    val_loader = (
+        data_loader(dataset.val_dataset, loaders.val_dataloader, local.seed, pin) if dataset.val_dataset else None
+    )
     has_validation = val_loader is not None and local.trainer.limit_val_batches != 0
     trainer = build_trainer(local, has_validation=has_validation, callbacks=callbacks, gate=gate)
     monitor = monitored(local.scheduler.monitor, has_validation) if local.scheduler else None
