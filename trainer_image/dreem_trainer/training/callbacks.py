@@ -3,7 +3,7 @@
 - `EpochLines`: pod logs and CI are not terminals, so one plain line per epoch stands in for the progress bar.
 - `LatestCheckpoint`: last.ckpt must always be the newest state, or a restarted job resumes from the past.
 - `PreciseBatchNorm`: a short run leaves BatchNorm statistics near their starting values, and validation and
-  tracking run in eval mode on those statistics.
+  tracking run in eval mode on those statistics; it re-estimates them from the epoch's last batch.
 - `StorageSync`: a pod's disk goes with the pod, so checkpoints and logs go to S3 as soon as they are written.
 - `ProgressReporter`: rank 0 writes progress into its DreemTrainingJob's status, so `kubectl get dtj` shows it.
 
@@ -123,17 +123,33 @@ class LatestCheckpoint(CheckpointSeam):
 
 
 class PreciseBatchNorm(pl.Callback):
-    """Re-estimates BatchNorm statistics for the current weights before validation and checkpoints.
+    """Re-estimates BatchNorm statistics for the current weights before validation and checkpoints, from the
+    epoch's last training batch, already decoded and cropped.
 
     Running statistics are an exponential average that starts from mean 0, variance 1. Crops of an
     arena have far smaller activation variance (about 0.01 in the first layer on two_flies), so after
     the few dozen steps of a short run the averages are still dominated by their start, and the network
-    in eval mode (validation, tracking) sees activations scaled wrongly. Averaging the exact batch
-    statistics of a few training clips, with the weights frozen, fixes this; ranks then average theirs.
+    in eval mode (validation, tracking) sees activations scaled wrongly. The exact statistics of a
+    training batch under the final weights fix this; ranks then average theirs.
+
+    The statistics the training forwards computed are one optimizer step behind the weights, which
+    matters after large steps, so the last batch goes forward once more: one forward per epoch, where
+    iterating the training loader again would decode and crop its clips a second time.
     """
 
-    def __init__(self, max_batches: int = 8) -> None:
-        self.max_batches = max_batches
+    def __init__(self) -> None:
+        self._last_batch: Any = None
+
+    @staticmethod
+    def norms(pl_module: pl.LightningModule) -> list[nn.modules.batchnorm._BatchNorm]:
+        return [
+            m for m in pl_module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+        ]
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        self._last_batch = batch  # already on the device; held until the next batch replaces it
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.sanity_checking:
@@ -143,26 +159,23 @@ class PreciseBatchNorm(pl.Callback):
         if not trainer.num_val_batches or not any(trainer.num_val_batches):
             self.recalibrate(trainer, pl_module)
 
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._last_batch = None
+
     @torch.no_grad()
     def recalibrate(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        norms = [
-            m for m in pl_module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
-        ]
-        loader = trainer.train_dataloader
-        if not norms or loader is None:
+        norms = self.norms(pl_module)
+        if not norms or self._last_batch is None:
             return
         momenta = [norm.momentum for norm in norms]
         for norm in norms:
             norm.reset_running_stats()
-            norm.momentum = None  # a cumulative average of the batches below
+            norm.momentum = None  # a cumulative average of the clips below
         was_training = pl_module.training
         pl_module.train()
         try:
-            for index, batch in enumerate(loader):
-                if index >= self.max_batches:
-                    break
-                for clip in pl_module.transfer_batch_to_device(batch, pl_module.device, 0):
-                    pl_module(clip)
+            for clip in self._last_batch:
+                pl_module(clip)
         finally:
             for norm, momentum in zip(norms, momenta, strict=True):
                 norm.momentum = momentum
