@@ -29,6 +29,7 @@ from dreem_trainer.config.run import StorageConfig
 from dreem_trainer.storage.staging import MirroredOutput
 from dreem_trainer.storage.sync import DirectorySync
 from dreem_trainer.tracking.metrics import METRICS
+from dreem_trainer.training.checkpoint_io import AtomicCheckpointIO
 from dreem_trainer.training.checkpoint_seam import CheckpointSeam
 from dreem_trainer.training.module import epoch_value_name
 from dreem_trainer.training.termination import CheckpointGate
@@ -112,11 +113,16 @@ class LatestCheckpoint(CheckpointSeam):
         filepath = self.format_checkpoint_name(metrics, self.CHECKPOINT_NAME_LAST)
         previous, self.last_model_path = self.last_model_path, filepath
         written_now = self.written_at(trainer.global_step)
-        if trainer.is_global_zero and os.path.islink(filepath):
-            os.unlink(filepath)
-        if written_now not in ("", filepath):
+        writer = trainer.strategy.checkpoint_io
+        if written_now not in ("", filepath) and isinstance(writer, AtomicCheckpointIO):
+            if trainer.is_global_zero:
+                writer.link(written_now, filepath)  # once the file it points to is written
+            trainer.strategy.barrier()
+        elif written_now not in ("", filepath):
             self.link(trainer, written_now, filepath)
         else:
+            if trainer.is_global_zero and os.path.islink(filepath) and not isinstance(writer, AtomicCheckpointIO):
+                os.unlink(filepath)  # AtomicCheckpointIO replaces the link itself, never writing through it
             self.save(trainer, filepath)
         if previous:
             self.remove_replaced(trainer, previous, filepath)
@@ -197,10 +203,19 @@ class StorageSync(Checkpoint):
     SIGTERM path, run once the gate is shut.
     """
 
-    def __init__(self, storage: StorageConfig, outputs: list[MirroredOutput], gate: CheckpointGate) -> None:
+    def __init__(
+        self,
+        storage: StorageConfig,
+        outputs: list[MirroredOutput],
+        gate: CheckpointGate,
+        writer: AtomicCheckpointIO | None = None,
+    ) -> None:
         self.storage = storage
         self.outputs = outputs
         self.gate = gate
+        self.writer = writer
+        """The checkpoint writer: with one writing in the background, scans wait in its queue for the writes
+        before them, so a file or link is never uploaded before it is complete."""
         self.syncs: list[DirectorySync] = []
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -222,6 +237,9 @@ class StorageSync(Checkpoint):
         self.finish()
 
     def _sync(self) -> None:
+        if self.writer is not None and self.writer.background:
+            self.writer.after_writes(self._scan)  # under the gate, in the writer's thread
+            return
         with self.gate.open() as allowed:
             if allowed:
                 self._scan()
@@ -233,6 +251,8 @@ class StorageSync(Checkpoint):
     def finish(self) -> None:
         """The end of a run: queue what changed and wait for every upload (raises if one failed for good)."""
         self._sync()
+        if self.writer is not None:
+            self.writer.wait()
         for sync in self.syncs:
             sync.wait()
 
