@@ -25,7 +25,8 @@ def main(overrides: dict[str, Any]) -> None:
     config = validate(deep_merge(WORKLOAD, overrides))
     torch.manual_seed(0)
     module = DreemModule(config.model_dump(mode="json"))
-    optimizer = module.configure_optimizers()
+    configured = module.configure_optimizers()  # the optimizer, or it with its scheduler
+    optimizer = configured["optimizer"] if isinstance(configured, dict) else configured
     assert isinstance(optimizer, torch.optim.Optimizer)
     train = ClipDataset(config.dataset.train_dataset, seed=config.seed)
     train_clips = [train[index] for index in range(len(train))]
