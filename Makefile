@@ -96,12 +96,7 @@ crds: $(STAMP)
 
 bench: $(STAMP)
 	@if [ -x ../shared/peer/setup.sh ]; then PEER_HOME=$(CURDIR)/.peer ../shared/peer/setup.sh; fi
-	$(BIN)/python -m bench.train_throughput
-	$(BIN)/python -m bench.track_throughput
-	$(BIN)/python -m bench.storage
-	$(BIN)/python -m bench.operator
-	$(BIN)/python -m bench.microscopy
-	$(BIN)/python -m bench.render
+	$(BIN)/python -m bench.report
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .mypy_cache .ruff_cache .pytest_cache

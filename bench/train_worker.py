@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -45,11 +47,34 @@ class StepTimes(pl.Callback):
         self.previous = now
 
 
-def main(out: str, overrides: dict[str, Any]) -> None:
+class TreeRss:
+    """Peak RSS of this process and its loader workers together, sampled: ru_maxrss sees one process only."""
+
+    def __init__(self, every_s: float = 0.1) -> None:
+        self.peak = 0
+        self.every_s = every_s
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        me = psutil.Process()
+        while not self.done.wait(self.every_s):
+            total = 0
+            for process in [me, *me.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error):  # a worker that just exited
+                    total += process.memory_info().rss
+            self.peak = max(self.peak, total)
+
+
+def main(out: str, overrides: dict[str, Any], sample_rss: bool = False) -> None:
     """Train the workload; `overrides` (JSON) refine it, e.g. s3:// data and outputs."""
     raw = deep_merge(WORKLOAD, {"logging": {"save_dir": f"{out}/logs"}, "checkpointing": {"dirpath": f"{out}/models"}})
     timeline = StepTimes()
+    rss = TreeRss()
+    if sample_rss:
+        rss.thread.start()
     run_training(validate(deep_merge(raw, overrides)), callbacks=[timeline])
+    rss.done.set()
     assert timeline.first_step_done is not None
     sizes = [p.stat().st_size for p in Path(out, "models").glob("*.ckpt") if not p.is_symlink()] or [0]
     print(
@@ -60,10 +85,12 @@ def main(out: str, overrides: dict[str, Any]) -> None:
                 "epoch_seconds": timeline.epochs,
                 "checkpoint_files": len(sizes),
                 "checkpoint_mb": max(sizes) / 1e6,
+                "peak_tree_rss_gib": rss.peak / 2**30,
             }
         )
     )
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], json.loads(sys.argv[2]) if len(sys.argv) > 2 else {})
+    arguments = [a for a in sys.argv[1:] if a != "--sample-rss"]
+    main(arguments[0], json.loads(arguments[1]) if len(arguments) > 1 else {}, "--sample-rss" in sys.argv)

@@ -3,7 +3,7 @@
 - `EpochLines`: pod logs and CI are not terminals, so one plain line per epoch stands in for the progress bar.
 - `LatestCheckpoint`: last.ckpt must always be the newest state, or a restarted job resumes from the past.
 - `PreciseBatchNorm`: a short run leaves BatchNorm statistics near their starting values, and validation and
-  tracking run in eval mode on those statistics.
+  tracking run in eval mode on those statistics; it re-estimates them from the epoch's last batch.
 - `StorageSync`: a pod's disk goes with the pod, so checkpoints and logs go to S3 as soon as they are written.
 - `ProgressReporter`: rank 0 writes progress into its DreemTrainingJob's status, so `kubectl get dtj` shows it.
 
@@ -30,6 +30,7 @@ from dreem_trainer.storage.fence import AttemptFence
 from dreem_trainer.storage.staging import MirroredOutput
 from dreem_trainer.storage.sync import DirectorySync
 from dreem_trainer.tracking.metrics import METRICS
+from dreem_trainer.training.checkpoint_io import AtomicCheckpointIO
 from dreem_trainer.training.checkpoint_seam import CheckpointSeam
 from dreem_trainer.training.module import epoch_value_name
 from dreem_trainer.training.termination import CheckpointGate
@@ -113,28 +114,49 @@ class LatestCheckpoint(CheckpointSeam):
         filepath = self.format_checkpoint_name(metrics, self.CHECKPOINT_NAME_LAST)
         previous, self.last_model_path = self.last_model_path, filepath
         written_now = self.written_at(trainer.global_step)
-        if trainer.is_global_zero and os.path.islink(filepath):
-            os.unlink(filepath)
-        if written_now not in ("", filepath):
+        writer = trainer.strategy.checkpoint_io
+        if written_now not in ("", filepath) and isinstance(writer, AtomicCheckpointIO):
+            if trainer.is_global_zero:
+                writer.link(written_now, filepath)  # once the file it points to is written
+            trainer.strategy.barrier()
+        elif written_now not in ("", filepath):
             self.link(trainer, written_now, filepath)
         else:
+            if trainer.is_global_zero and os.path.islink(filepath) and not isinstance(writer, AtomicCheckpointIO):
+                os.unlink(filepath)  # AtomicCheckpointIO replaces the link itself, never writing through it
             self.save(trainer, filepath)
         if previous:
             self.remove_replaced(trainer, previous, filepath)
 
 
 class PreciseBatchNorm(pl.Callback):
-    """Re-estimates BatchNorm statistics for the current weights before validation and checkpoints.
+    """Re-estimates BatchNorm statistics for the current weights before validation and checkpoints, from the
+    epoch's last training batch, already decoded and cropped.
 
     Running statistics are an exponential average that starts from mean 0, variance 1. Crops of an
     arena have far smaller activation variance (about 0.01 in the first layer on two_flies), so after
     the few dozen steps of a short run the averages are still dominated by their start, and the network
-    in eval mode (validation, tracking) sees activations scaled wrongly. Averaging the exact batch
-    statistics of a few training clips, with the weights frozen, fixes this; ranks then average theirs.
+    in eval mode (validation, tracking) sees activations scaled wrongly. The exact statistics of a
+    training batch under the final weights fix this; ranks then average theirs.
+
+    The statistics the training forwards computed are one optimizer step behind the weights, which
+    matters after large steps, so the last batch goes forward once more: one forward per epoch, where
+    iterating the training loader again would decode and crop its clips a second time.
     """
 
-    def __init__(self, max_batches: int = 8) -> None:
-        self.max_batches = max_batches
+    def __init__(self) -> None:
+        self._last_batch: Any = None
+
+    @staticmethod
+    def norms(pl_module: pl.LightningModule) -> list[nn.modules.batchnorm._BatchNorm]:
+        return [
+            m for m in pl_module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+        ]
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        self._last_batch = batch  # already on the device; held until the next batch replaces it
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.sanity_checking:
@@ -144,26 +166,23 @@ class PreciseBatchNorm(pl.Callback):
         if not trainer.num_val_batches or not any(trainer.num_val_batches):
             self.recalibrate(trainer, pl_module)
 
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._last_batch = None
+
     @torch.no_grad()
     def recalibrate(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        norms = [
-            m for m in pl_module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
-        ]
-        loader = trainer.train_dataloader
-        if not norms or loader is None:
+        norms = self.norms(pl_module)
+        if not norms or self._last_batch is None:
             return
         momenta = [norm.momentum for norm in norms]
         for norm in norms:
             norm.reset_running_stats()
-            norm.momentum = None  # a cumulative average of the batches below
+            norm.momentum = None  # a cumulative average of the clips below
         was_training = pl_module.training
         pl_module.train()
         try:
-            for index, batch in enumerate(loader):
-                if index >= self.max_batches:
-                    break
-                for clip in pl_module.transfer_batch_to_device(batch, pl_module.device, 0):
-                    pl_module(clip)
+            for clip in self._last_batch:
+                pl_module(clip)
         finally:
             for norm, momentum in zip(norms, momenta, strict=True):
                 norm.momentum = momentum
@@ -192,11 +211,15 @@ class StorageSync(Checkpoint):
         outputs: list[MirroredOutput],
         gate: CheckpointGate,
         fence: AttemptFence | None = None,
+        writer: AtomicCheckpointIO | None = None,
     ) -> None:
         self.storage = storage
         self.outputs = outputs
         self.gate = gate
         self.fence = fence
+        self.writer = writer
+        """The checkpoint writer: with one writing in the background, scans wait in its queue for the writes
+        before them, so a file or link is never uploaded before it is complete."""
         self.syncs: list[DirectorySync] = []
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -228,6 +251,9 @@ class StorageSync(Checkpoint):
         self.finish()
 
     def _sync(self) -> None:
+        if self.writer is not None and self.writer.background:
+            self.writer.after_writes(self._scan)  # under the gate, in the writer's thread
+            return
         with self.gate.open() as allowed:
             if allowed:
                 self._scan()
@@ -239,6 +265,8 @@ class StorageSync(Checkpoint):
     def finish(self) -> None:
         """The end of a run: queue what changed and wait for every upload (raises if one failed for good)."""
         self._sync()
+        if self.writer is not None:
+            self.writer.wait()
         for sync in self.syncs:
             sync.wait()
 

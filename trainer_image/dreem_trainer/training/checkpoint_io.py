@@ -1,19 +1,115 @@
-"""Checkpoints written by rename, so no reader (an upload, a resuming process) ever sees half a file."""
+"""Checkpoints written by rename, so no reader (an upload, a resuming process) ever sees half a file, and written
+in the background, so training waits only for the state to be copied off the model, not for the disk."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+import torch
 from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning_utilities.core.apply_func import apply_to_collection
+
+from dreem_trainer.training.termination import CheckpointGate
+
+
+def _snapshot(tensor: torch.Tensor) -> torch.Tensor:
+    """A copy in host memory: the next optimizer step changes the original in place."""
+    return tensor.detach().to("cpu", copy=True)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes go to a `.tmp` file beside the target (uploads skip those), then replace it in one rename.
+
+    With `background=True` a single writer thread does the writing, in the order asked: a removal or link
+    asked after a write waits for that write. `gate` decides at the rename: once SIGTERM shut it, a
+    write still queued is dropped, so what is uploaded is what the run leaves behind.
+    """
+
+    def __init__(self, gate: CheckpointGate | None = None, background: bool = False) -> None:
+        super().__init__()
+        self.gate = gate or CheckpointGate()
+        self.background = background
+        self._executor: ThreadPoolExecutor | None = None
+        self._pending: list[Future[None]] = []
+
     def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None) -> None:
         final = os.fspath(path)
+        if not self.background:
+            self._write(checkpoint, final, storage_options)
+            return
+        snapshot = apply_to_collection(checkpoint, torch.Tensor, _snapshot)
+        self._submit(lambda: self._write(snapshot, final, storage_options))  # takes the gate at its rename
+
+    def _write(self, checkpoint: dict[str, Any], final: str, storage_options: Any | None) -> None:
         partial = f"{final}.{os.getpid()}.tmp"
         super().save_checkpoint(checkpoint, partial, storage_options)
+        # In the foreground the caller holds the gate already; in the background only the rename takes it,
+        # so a SIGTERM never waits for a whole write.
+        if self.background:
+            with self.gate.open() as allowed:
+                if allowed:
+                    self._replace(partial, final)
+                    return
+            os.unlink(partial)
+        else:
+            self._replace(partial, final)
+
+    @staticmethod
+    def _replace(partial: str, final: str) -> None:
         if os.path.islink(final):
             os.unlink(final)
         os.replace(partial, final)
+
+    def remove_checkpoint(self, path: _PATH) -> None:
+        self.after_writes(lambda: super(AtomicCheckpointIO, self).remove_checkpoint(path))
+
+    def link(self, target: str, path: str) -> None:
+        """Make `path` a relative symlink to `target` once `target` is written (rank 0 calls this)."""
+
+        def make_link() -> None:
+            if os.path.lexists(path):
+                os.unlink(path)
+            os.symlink(os.path.relpath(target, os.path.dirname(path)), path)
+
+        self.after_writes(make_link)
+
+    def after_writes(self, action: Callable[[], None]) -> None:
+        """Run `action` once every write asked so far is on disk: at once in the foreground (the caller holds
+        the gate), in the writer thread under the gate in the background (skipped once it is shut)."""
+        if not self.background:
+            action()
+            return
+        self._submit(lambda: self._gated(action))
+
+    def _gated(self, action: Callable[[], None]) -> None:
+        with self.gate.open() as allowed:
+            if allowed:
+                action()
+
+    def _submit(self, action: Callable[[], None]) -> None:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dreem-checkpoint")
+        self._raise_failures(wait=False)
+        self._pending.append(self._executor.submit(action))
+
+    def wait(self) -> None:
+        """Block until every queued write is on disk; raise the first that failed."""
+        self._raise_failures(wait=True)
+
+    def _raise_failures(self, wait: bool) -> None:
+        done = [future for future in self._pending if wait or future.done()]
+        self._pending = [future for future in self._pending if future not in done]
+        for future in done:
+            future.result()
+
+    def teardown(self) -> None:
+        try:
+            self.wait()
+        finally:
+            if self._executor is not None:
+                self._executor.shutdown(wait=True)
+                self._executor = None

@@ -157,6 +157,7 @@ def build_trainer(
     callbacks: Sequence[Callback] = (),
     gate: CheckpointGate | None = None,
     hardware: Hardware | None = None,
+    writer: AtomicCheckpointIO | None = None,
 ) -> pl.Trainer:
     interactive = sys.stdout.isatty() if interactive is None else interactive
     trainer_config = config.trainer
@@ -172,7 +173,7 @@ def build_trainer(
         # The sanity check validates two batches before training (5 s here, more on big clips): every
         # restart of a cluster job would pay it. Validation errors then surface after the first epoch.
         "num_sanity_val_steps": 0,
-        "plugins": [AtomicCheckpointIO()],
+        "plugins": [writer or AtomicCheckpointIO(gate, background=True)],
     }
     # The section's lightning.Trainer arguments, its extra keys included, win over dreem's choices above.
     section = trainer_config.kwargs() | {
@@ -209,7 +210,10 @@ def run_training(config: DreemConfig, callbacks: Sequence[Callback] = ()) -> pl.
     if staged.resumed_from:
         print(f"resuming from {staged.resumed_from}", flush=True)
     gate = CheckpointGate()
-    sync = StorageSync(local.storage, staged.outputs, gate, staged.fence) if staged.outputs else None
+    writer = AtomicCheckpointIO(gate, background=True)
+    sync = (
+        StorageSync(local.storage, staged.outputs, gate, fence=staged.fence, writer=writer) if staged.outputs else None
+    )
     if sync is not None:
         callbacks = [*callbacks, sync]
     flush = (lambda: sync.flush(timeout_s=TERMINATION_UPLOAD_S)) if sync is not None else None
@@ -226,7 +230,7 @@ def run_training(config: DreemConfig, callbacks: Sequence[Callback] = ()) -> pl.
         data_loader(dataset.val_dataset, loaders.val_dataloader, local.seed, pin) if dataset.val_dataset else None
     )
     has_validation = val_loader is not None and local.trainer.limit_val_batches != 0
-    trainer = build_trainer(local, has_validation=has_validation, callbacks=callbacks, gate=gate)
+    trainer = build_trainer(local, has_validation=has_validation, callbacks=callbacks, gate=gate, writer=writer)
     monitor = monitored(local.scheduler.monitor, has_validation) if local.scheduler else None
     module = DreemModule(local.model_dump(mode="json"), scheduler_monitor=monitor)
     if trainer.is_global_zero:

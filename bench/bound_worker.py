@@ -1,0 +1,56 @@
+"""Child process of bench/zfish_train.py: the compute bound of one epoch, the bare model steps on the same crops.
+
+Decodes and crops every clip first (untimed), then times what training cannot avoid: a forward, backward and
+optimizer step of the encoder and transformer per training clip, and a loss forward per validation clip.
+Prints one JSON line: the seconds of one epoch's train steps and validation forwards.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+import torch
+
+from bench.common import WORKLOAD
+from dreem_trainer.config import validate
+from dreem_trainer.config.loader import deep_merge
+from dreem_trainer.data.dataset import ClipDataset
+from dreem_trainer.training.module import DreemModule
+
+
+def main(overrides: dict[str, Any]) -> None:
+    config = validate(deep_merge(WORKLOAD, overrides))
+    torch.manual_seed(0)
+    module = DreemModule(config.model_dump(mode="json"))
+    configured = module.configure_optimizers()  # the optimizer, or it with its scheduler
+    optimizer = configured["optimizer"] if isinstance(configured, dict) else configured
+    assert isinstance(optimizer, torch.optim.Optimizer)
+    train = ClipDataset(config.dataset.train_dataset, seed=config.seed)
+    train_clips = [train[index] for index in range(len(train))]
+    assert config.dataset.val_dataset is not None
+    val = ClipDataset(config.dataset.val_dataset, seed=config.seed)
+    val_clips = [val[index] for index in range(len(val))]
+    module.train()
+    started = time.perf_counter()
+    for clip in train_clips:
+        optimizer.zero_grad()
+        torch.autograd.backward(module._batch_loss([clip]))
+        optimizer.step()
+    train_s = time.perf_counter() - started
+    module.eval()
+    started = time.perf_counter()
+    with torch.no_grad():
+        for clip in val_clips:
+            module._batch_loss([clip])
+    val_s = time.perf_counter() - started
+    crops = sum(clip.num_instances for clip in train_clips)
+    print(
+        json.dumps({"train_steps_s": train_s, "val_forwards_s": val_s, "train_clips": len(train_clips), "crops": crops})
+    )
+
+
+if __name__ == "__main__":
+    main(json.loads(sys.argv[1]))

@@ -1,0 +1,74 @@
+"""The background checkpoint writer: training waits only for a copy of the state, and a process killed in the
+middle of a write leaves the previous checkpoint whole under its name."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from dreem_trainer.training.checkpoint_io import AtomicCheckpointIO
+from tests.conftest import REPO_ROOT
+
+pytestmark = pytest.mark.slow
+
+WRITER = """
+import sys, time
+import torch
+from dreem_trainer.training.checkpoint_io import AtomicCheckpointIO
+
+path = sys.argv[1]
+writer = AtomicCheckpointIO(background=True)
+writer.save_checkpoint({"version": 1, "state_dict": {"w": torch.ones(4)}}, path)
+writer.wait()
+print("first written", flush=True)
+# About 400 MB: long enough to be killed in the middle of writing it.
+writer.save_checkpoint({"version": 2, "state_dict": {"w": torch.zeros(100_000_000)}}, path)
+print("second queued", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_write_holds_the_state_of_when_it_was_asked(tmp_path: Path) -> None:
+    writer = AtomicCheckpointIO(background=True)
+    weights = torch.arange(1000, dtype=torch.float32)
+    writer.save_checkpoint({"state_dict": {"w": weights}}, tmp_path / "a.ckpt")
+    weights.mul_(-1)  # the next optimizer step, while the write may still be under way
+    writer.link(str(tmp_path / "a.ckpt"), str(tmp_path / "last.ckpt"))
+    writer.remove_checkpoint(tmp_path / "gone.ckpt")  # queued after the write: ordered, and absent is fine
+    writer.teardown()
+    saved = torch.load(tmp_path / "last.ckpt", weights_only=True)
+    assert torch.equal(saved["state_dict"]["w"], torch.arange(1000, dtype=torch.float32))
+    assert (tmp_path / "last.ckpt").is_symlink()
+
+
+def test_killed_mid_write_loses_no_state(tmp_path: Path) -> None:
+    path = tmp_path / "last.ckpt"
+    process = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(path)], cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "first written"
+        deadline = time.monotonic() + 60
+        partial: list[Path] = []
+        while time.monotonic() < deadline and not partial:
+            partial = [p for p in tmp_path.glob("*.tmp") if p.stat().st_size > 0]
+            time.sleep(0.01)
+        assert partial, "the second write never started"
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        process.kill()
+    # Killed while the .tmp file was being written (it is left behind) the name still holds the first
+    # checkpoint, whole; in the rare run where the write had just finished, the second, whole.
+    interrupted = any(tmp_path.glob("*.tmp"))
+    saved = torch.load(path, weights_only=True)
+    expected = torch.ones(4) if interrupted else torch.zeros(100_000_000)
+    assert saved["version"] == (1 if interrupted else 2)
+    assert torch.equal(saved["state_dict"]["w"], expected)
