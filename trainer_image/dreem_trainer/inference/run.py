@@ -49,17 +49,17 @@ def track_videos(
 ) -> list[TrackedVideo]:
     """Track every video from its first labelled frame to its last, carrying tracks across clips."""
     dataset = ClipDataset(split, seed=config.seed, pairs=pairs, frame_cache_mb=0)
-    tracker = Tracker(model, config.tracker)
+    tracker = Tracker.for_model(model, config.tracker)
     results: list[TrackedVideo] = []
     by_video: dict[int, list[int]] = {}
     for index, span in enumerate(dataset.spans):
         by_video.setdefault(span.video_index, []).append(index)
     for video_index, clip_indices in sorted(by_video.items()):
         started = time.perf_counter()
-        tracker.reset()
+        tracker.reset(node_names=dataset.videos[video_index].node_names)
         frames, positions, truth, predicted = [], [], [], []
         for clip in _prefetched(dataset, clip_indices):
-            ids = tracker.track_clip(clip)
+            ids = tracker.track_clip(clip, model.visual_encoder(clip.crops)).tracks
             frames.append(clip.frame_indices[clip.frame_ids].numpy())
             positions.append(clip.index_in_frame.numpy())
             truth.append(clip.track_ids.numpy())

@@ -74,10 +74,10 @@ class DreemModule(pl.LightningModule):
     def validation_step(self, batch: list[Clip], batch_idx: int) -> None:
         loss = self._batch_loss(batch)
         self.log(VAL_LOSS, loss, batch_size=len(batch), prog_bar=LOSS.progress_bar, on_epoch=True, sync_dist=True)
-        tracker = Tracker(self.model, self.config.tracker)
+        tracker = Tracker.for_model(self.model, self.config.tracker)
         for clip in batch:
             tracker.reset()
-            predicted = tracker.track_clip(clip)
+            predicted = tracker.track_clip(clip, self.model.visual_encoder(clip.crops)).tracks
             self._val_counts += tracking_counts(clip.frame_ids.cpu(), clip.track_ids.cpu(), predicted.cpu())
 
     def on_validation_epoch_end(self) -> None:
