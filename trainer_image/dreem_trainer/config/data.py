@@ -17,19 +17,25 @@ EXTRA_AUGMENTATIONS = {"NodeDropout": frozenset({"p", "n"}), "InstanceDropout": 
 class DirConfig(Section):
     """Directory-based input: labels and videos are paired by file stem."""
 
-    path: str | list[str] = Field(
-        ..., description="Path or list of paths to directories containing videos and labels (use absolute paths)."
+    path: str | list[str] | None = Field(
+        None,
+        description="Path or list of paths to directories containing videos and labels (use absolute paths); null "
+        "when the command line gives it.",
     )
     labels_suffix: str = Field(".slp", description="File extension for label files (e.g., .slp, .csv, .xml).")
     vid_suffix: str = Field(".mp4", description="File extension for video files (e.g., .mp4, .avi, .tif, .tiff).")
 
     @property
     def paths(self) -> list[str]:
+        if self.path is None:
+            return []
         return [self.path] if isinstance(self.path, str) else list(self.path)
 
     @field_validator("path")
     @classmethod
-    def _not_empty(cls, path: str | list[str]) -> str | list[str]:
+    def _not_empty(cls, path: str | list[str] | None) -> str | list[str] | None:
+        if path is None:
+            return path
         if not path:
             raise ValueError("needs at least one directory")
         for entry in [path] if isinstance(path, str) else path:
@@ -149,7 +155,7 @@ class DatasetSplitConfig(Section):
 
     @property
     def has_source(self) -> bool:
-        return self.dir is not None or bool(self.slp_files)
+        return (self.dir is not None and self.dir.path is not None) or bool(self.slp_files)
 
     @property
     def n_anchor_crops(self) -> int:

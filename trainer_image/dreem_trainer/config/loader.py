@@ -7,6 +7,7 @@ A flag the user left out is never passed here, so it cannot override the file.
 from __future__ import annotations
 
 import copy
+import logging
 import re
 import typing
 from collections.abc import Iterable, Mapping, Sequence
@@ -17,7 +18,10 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from dreem_trainer.config.issues import ISSUE_TYPE, ConfigError, ConfigIssue, did_you_mean
+from dreem_trainer.config.notices import no_effect_notices
 from dreem_trainer.config.root import DreemConfig
+
+log = logging.getLogger(__name__)
 
 KeyPath = tuple[str | int, ...]
 
@@ -196,7 +200,11 @@ def load_config(
     `base` is a configuration the file refines, e.g. the one stored in a checkpoint for `dreem track`.
     """
     raw = resolve_raw(path, overrides, flags, base)
-    return validate(raw, str(path) if path is not None else None)
+    config = validate(raw, str(path) if path is not None else None)
+    # Only the user's own keys draw warnings, not those of a checkpoint's stored configuration.
+    for notice in no_effect_notices(config, resolve_raw(path, overrides, flags) if base is not None else raw):
+        log.warning("warning: %s", notice)
+    return config
 
 
 def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:

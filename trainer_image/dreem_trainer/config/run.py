@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from dreem_trainer.config.base import PassThroughSection, Section
 from dreem_trainer.config.issues import did_you_mean, key_error
 from dreem_trainer.config.library_names import CallSignature, library_names
+from dreem_trainer.config.notices import no_effect
 from dreem_trainer.config.paths import check_path
 
 LoggerType = Literal["CSVLogger", "TensorBoardLogger", "WandbLogger"]
@@ -197,12 +198,6 @@ class TrackerConfig(Section):
     (its `defaults/track.yaml` and `Tracker` signature), so a tuned DREEM tracking config tracks the same here.
     """
 
-    no_effect: ClassVar[dict[str, str]] = {
-        "decay_time": "DREEM 0.5.1 stores it but never reads it (older releases discounted old frames with it)",
-        "use_vis_feats": "DREEM 0.5.1 stores it but never reads it; visual features are always used",
-        "verbose": "it only turned on DREEM's debug log lines",
-    }
-
     window_size: int = Field(
         8,
         ge=1,
@@ -268,9 +263,26 @@ class TrackerConfig(Section):
     angle_diff_penalty_multiplier: float = Field(
         1.0, description="Weight of the max_angle_diff penalty (default: 1.0)."
     )
-    decay_time: float | None = Field(None, description="No effect (as in DREEM 0.5.1); accepted for its configs.")
-    use_vis_feats: bool = Field(True, description="No effect (as in DREEM 0.5.1); accepted for its configs.")
-    verbose: bool = Field(False, description="No effect on tracks; accepted for DREEM configs.")
+    decay_time: float | None = Field(
+        None,
+        description="Accepted for DREEM configs; no effect, as in DREEM 0.5.1.",
+        exclude=True,
+        json_schema_extra=no_effect(
+            "DREEM 0.5.1 stores it but never reads it (releases before 0.3.2 discounted older frames with it)"
+        ),
+    )
+    use_vis_feats: bool = Field(
+        True,
+        description="Accepted for DREEM configs; no effect: visual features are always used.",
+        exclude=True,
+        json_schema_extra=no_effect("DREEM 0.5.1 stores it but never reads it; visual features are always used"),
+    )
+    verbose: bool = Field(
+        False,
+        description="Accepted for DREEM configs; no effect on tracks.",
+        exclude=True,
+        json_schema_extra=no_effect("it only turned on DREEM's debug log lines"),
+    )
 
     @field_validator("iou", mode="before")
     @classmethod
