@@ -95,3 +95,12 @@ def test_tracker_defaults_are_dreems() -> None:
         0.0,
     )
     assert (tracker.temperature, tracker.max_angle_diff, tracker.distance_penalty_multiplier) == (0.1, 0.0, 1.0)
+
+
+def test_params_config_is_merged_over_everything(tmp_path: Path) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text("model:\n  d_model: 64\ntracker:\n  window_size: 3\n")
+    config = load_config(overrides=[f"params_config={params}", "tracker.window_size=5", "tracker.max_gap=9"])
+    assert (config.model.d_model, config.tracker.window_size, config.tracker.max_gap) == (64, 3, 9)
+    with pytest.raises(ConfigError, match="params_config: no such config file"):
+        load_config(overrides=[f"params_config={tmp_path / 'missing.yaml'}"])

@@ -231,7 +231,22 @@ def resolve_raw(
     for key_path, value in flags:
         for target in _expand_splits(raw, key_path):
             set_path(raw, target, value)
-    return raw
+    return _with_params_config(raw)
+
+
+PARAMS_CONFIG = "params_config"
+"""DREEM's top-level key naming a second YAML file merged over the configuration, command-line values included."""
+
+
+def _with_params_config(raw: dict[str, Any]) -> dict[str, Any]:
+    path = raw.pop(PARAMS_CONFIG, None)
+    if path is None:
+        return raw
+    try:
+        params = read_yaml(path)
+    except ConfigError as error:
+        raise ConfigError([ConfigIssue(PARAMS_CONFIG, issue.message, path) for issue in error.issues]) from None
+    return deep_merge(raw, params)
 
 
 EVERY_SPLIT = "*"
