@@ -44,8 +44,9 @@ class Replay:
             ours = torch.stack([kept.features for kept in window])
             assert torch.allclose(ours, next(self.features), atol=1e-4), f"frame {query.frame_idx}: window features"
         size = query.count * len(window)
-        logits, self.logits = self.logits[:size], self.logits[size:]
-        return logits.reshape(query.count, len(window))
+        logits: torch.Tensor = self.logits[:size].reshape(query.count, len(window))
+        self.logits = self.logits[size:]
+        return logits
 
 
 def frames_of(scenario: dict[str, Any]) -> list[dict[str, Any]]:

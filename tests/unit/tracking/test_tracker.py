@@ -318,3 +318,31 @@ def test_single_detection_defect_overwrites_the_oldest_window_features() -> None
     seen.clear()
     run(Tracker(recording, TrackerConfig(), single_detection_defect=True), [frame(0, [1.0]), frame(1, [5.0])])
     assert seen == [[1.0]]
+
+
+def test_a_clip_is_tracked_frame_by_frame_with_its_keypoints() -> None:
+    from dreem_trainer.data.clip import Clip
+
+    # Frame 0: identities 1 and 2; frame 1 (empty); frame 2: both again, identity 2 turned 88 degrees.
+    points = torch.from_numpy(np.stack([fly(100, 100, 0), fly(300, 100, 90), fly(100, 100, 0), fly(300, 100, 2)]))
+    clip = Clip(
+        crops=torch.zeros(4, 3, 8, 8, dtype=torch.uint8),
+        boxes=torch.stack([frame(0, [1.0, 2.0]).boxes, frame(0, [1.0, 2.0]).boxes]).reshape(4, 1, 4),
+        frame_ids=torch.tensor([0, 0, 2, 2]),
+        track_ids=torch.tensor([-1, -1, -1, -1]),
+        index_in_frame=torch.tensor([0, 1, 0, 1]),
+        frame_indices=torch.tensor([10, 11, 12]),
+        image_size=torch.tensor(IMAGE),
+        video_index=0,
+        points=points.float(),
+    )
+    features = torch.tensor([[1.0], [2.0], [1.0], [2.0]])
+    lenient = {"max_angle_diff": 20, "iou": None, "overlap_thresh": 0.4, "angle_diff_penalty_multiplier": 0.1}
+    config = TrackerConfig.model_validate(lenient)
+    tracked = Tracker(scripted(same_identity()), config, FLY).track_clip(clip, features)
+    assert tracked.tracks.tolist() == [0, 1, 0, 1]
+    assert tracked.scores[:2].tolist() == [-1.0, -1.0] and bool((tracked.scores[2:] > -1.0).all())
+    assert tracked.low_confidence.tolist() == [False, False, False]
+    # With the turn penalised at full weight, identity 2 no longer joins its track.
+    strict = TrackerConfig.model_validate({**lenient, "angle_diff_penalty_multiplier": 1.0})
+    assert Tracker(scripted(same_identity()), strict, FLY).track_clip(clip, features).tracks.tolist()[3] == 2

@@ -160,7 +160,7 @@ class ClipDataset(Dataset[Clip]):
         size = self.pairs[span.video_index].crop_size + 2 * self.split.padding
         rng = self.rng if self.train else np.random.default_rng((self.seed or 0) + index)
         names = anchor_names(self.split.anchors, video.node_names, rng)
-        crops, boxes, frame_ids, track_ids, positions = [], [], [], [], []
+        crops, boxes, frame_ids, track_ids, positions, points = [], [], [], [], [], []
         for frame_id, (frame, image) in enumerate(zip(self.frames_of(span), images, strict=True)):
             instances = frame.instances
             if self.augmenter is not None:
@@ -184,6 +184,7 @@ class ClipDataset(Dataset[Clip]):
                 frame_ids.append(frame_id)
                 track_ids.append(instance.track)
                 positions.append(instance.index_in_frame)
+                points.append(instance.points)
         height, width = images.shape[1:3]
         channels = CHANNELS_PER_CROP * len(names)
         return Clip(
@@ -197,6 +198,9 @@ class ClipDataset(Dataset[Clip]):
             frame_indices=torch.tensor([frame.frame_idx for frame in self.frames_of(span)], dtype=torch.long),
             image_size=torch.tensor([height, width], dtype=torch.long),
             video_index=span.video_index,
+            points=torch.from_numpy(np.stack(points).astype(np.float32))
+            if points
+            else torch.zeros((0, len(video.node_names), 2)),
         )
 
 

@@ -86,7 +86,7 @@ def model_associate(model: torch.nn.Module) -> Associate:
     def associate(window: Sequence[WindowInstance], query: Detections) -> torch.Tensor:
         references, device = len(window), query.features.device
         features = torch.cat([torch.stack([kept.features for kept in window]).to(device), query.features])
-        boxes = torch.cat([torch.stack([kept.box for kept in window]).to(device), query.boxes])
+        boxes = torch.cat([torch.stack([kept.box for kept in window]), query.boxes.cpu()]).to(device)
         frames = torch.tensor([kept.frame_idx for kept in window] + [query.frame_idx] * query.count, device=device)
         output = model.associate(  # type: ignore[operator]
             features,
@@ -142,25 +142,26 @@ class Tracker:
     @torch.no_grad()
     def track_clip(self, clip: Clip, features: torch.Tensor) -> ClipTracks:
         """Track ids for the instances of a clip (continuing the tracks of earlier clips), given their
-        visual features (N, d)."""
+        visual features (N, d) on the model's device. The results are on the CPU."""
         tracks = torch.full((clip.num_instances,), -1, dtype=torch.long)
         scores = torch.full((clip.num_instances,), NO_SCORE)
         flagged = torch.zeros(clip.num_frames, dtype=torch.bool)
         image_size = (int(clip.image_size[0]), int(clip.image_size[1]))
-        points = getattr(clip, "points", None)
+        frame_ids, boxes, true_tracks = clip.frame_ids.cpu(), clip.boxes.cpu(), clip.track_ids.cpu()
+        points = None if clip.points is None else clip.points.cpu().numpy()
         for frame_id in range(clip.num_frames):
-            rows = (clip.frame_ids == frame_id).nonzero().flatten()
+            rows = (frame_ids == frame_id).nonzero().flatten()
             detections = Detections(
                 frame_idx=int(clip.frame_indices[frame_id]),
-                features=features[rows],
-                boxes=clip.boxes[rows],
-                true_tracks=clip.track_ids[rows],
+                features=features[rows.to(features.device)],
+                boxes=boxes[rows],
+                true_tracks=true_tracks[rows],
                 image_size=image_size,
-                points=None if points is None else points[rows].cpu().numpy(),
-                crops=clip.crops[rows] if self.uses_angles else None,
+                points=None if points is None else points[rows.numpy()],
+                crops=clip.crops[rows.to(clip.crops.device)].cpu() if self.uses_angles else None,
             )
             result = self.step(detections)
-            tracks[rows], scores[rows] = result.tracks.to(tracks.device), result.scores.to(scores.device)
+            tracks[rows], scores[rows] = result.tracks, result.scores
             flagged[frame_id] = result.low_confidence
         return ClipTracks(tracks, scores, flagged)
 
