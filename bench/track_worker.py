@@ -33,9 +33,9 @@ def train(out: str) -> None:
 
 def track(checkpoint: str, out: str) -> None:
     from dreem_trainer.data.discovery import SourcePair
-    from dreem_trainer.inference.checkpoint import load_model, stored_config
     from dreem_trainer.inference.run import test_split, track_videos
     from dreem_trainer.inference.writers import write_tracks
+    from dreem_trainer.models.checkpoint import load_model, stored_config
 
     config = validate(stored_config(checkpoint) | {"tracker": {"window_size": 8, "iou": "mult"}})
     pairs = [SourcePair(str(DEMO_DATA / "two_flies.slp"), str(DEMO_DATA / "two_flies.mp4"), 128)]

@@ -302,8 +302,8 @@ def _inference_setup(
     s3:// inputs are downloaded into the cache first.
     """
     from dreem_trainer.data.discovery import discover
-    from dreem_trainer.inference.checkpoint import stored_config
     from dreem_trainer.inference.run import test_split
+    from dreem_trainer.models.checkpoint import stored_config
     from dreem_trainer.storage.download import download
 
     def local(path: str) -> str:

@@ -17,8 +17,8 @@ from dreem_trainer.config.data import DatasetSplitConfig
 from dreem_trainer.data.dataset import ClipDataset
 from dreem_trainer.data.discovery import SourcePair
 from dreem_trainer.data.records import LabelledVideo
-from dreem_trainer.inference.checkpoint import load_model
 from dreem_trainer.inference.writers import write_tracks
+from dreem_trainer.models.checkpoint import load_model
 from dreem_trainer.models.gtr import GlobalTrackingTransformer
 from dreem_trainer.tracking.metrics import TRACKING_METRICS, TrackingCounts, tracking_counts
 from dreem_trainer.tracking.tracker import Tracker
