@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from dreem_trainer.config.model import ModelConfig
-from dreem_trainer.models.encoder import WeightsUnavailableError
+from dreem_trainer.models.encoder import INFERENCE_BATCH, WeightsUnavailableError
 from dreem_trainer.models.gtr import AssociationOutput, GlobalTrackingTransformer
 from dreem_trainer.models.transformer import EncoderLayer
 
@@ -159,3 +159,12 @@ def test_pretrained_weights_offline_fail_clearly(monkeypatch: pytest.MonkeyPatch
         WeightsUnavailableError, match=r"model.encoder_cfg.pretrained: weights for timm model 'resnet18'"
     ):
         build(encoder_cfg={"model_name": "resnet18", "pretrained": True})
+
+
+def test_tracking_encodes_crops_in_batches_with_the_same_result() -> None:
+    model = build()
+    crops = torch.randint(0, 255, (INFERENCE_BATCH + 44, 3, 32, 32), dtype=torch.uint8)
+    with torch.no_grad():
+        batched = model.visual_encoder(crops)
+        assert torch.allclose(batched[:INFERENCE_BATCH], model.visual_encoder(crops[:INFERENCE_BATCH]), atol=1e-6)
+        assert torch.allclose(batched[INFERENCE_BATCH:], model.visual_encoder(crops[INFERENCE_BATCH:]), atol=1e-6)

@@ -58,6 +58,11 @@ def _torchvision_backbone(config: EncoderConfig) -> tuple[nn.Module, int]:
     return nn.Sequential(*list(model.children())[:-1]), width
 
 
+INFERENCE_BATCH = 256
+"""Crops per forward pass of the backbone when tracking: a clip of hundreds of cells would otherwise need the
+activations of all its crops at once."""
+
+
 class VisualEncoder(nn.Module):
     """Backbone, global pooling, a projection to `d_model` and L2 normalisation, as in DREEM.
 
@@ -81,9 +86,21 @@ class VisualEncoder(nn.Module):
         self.out_layer = nn.Linear(width, d_model)
 
     def forward(self, crops: torch.Tensor) -> torch.Tensor:
-        """(N, C, H, W) crops, uint8 or float in [0, 1] -> (N, d_model) features."""
+        """(N, C, H, W) crops, uint8 or float in [0, 1], on any device -> (N, d_model) features on the encoder's.
+
+        Without gradients (tracking) the crops go through in batches of INFERENCE_BATCH, so a clip of
+        many instances does not need its whole activation memory at once.
+        """
+        weight = self.out_layer.weight
         if crops.shape[0] == 0:
-            return self.out_layer.weight.new_zeros((0, self.out_layer.out_features))
+            return weight.new_zeros((0, self.out_layer.out_features))
+        if torch.is_grad_enabled() or crops.shape[0] <= INFERENCE_BATCH:
+            return self._encode(crops.to(weight.device, non_blocking=True))
+        return torch.cat(
+            [self._encode(batch.to(weight.device, non_blocking=True)) for batch in torch.split(crops, INFERENCE_BATCH)]
+        )
+
+    def _encode(self, crops: torch.Tensor) -> torch.Tensor:
         if crops.dtype == torch.uint8:
             crops = crops.to(self.out_layer.weight.dtype).div_(255.0)
         if crops.shape[1] == 1:

@@ -56,11 +56,15 @@ class GlobalTrackingTransformer(nn.Module):
 
         `boxes` (N, A, 4) y1, x1, y2, x2 pixels; `offsets` (N,) frame numbers relative to any fixed frame;
         `query_index` picks the query instances (all when None). Every query is also a reference.
+        Boxes, offsets and the image size may stay on the CPU: they follow the features' device.
         """
-        embeddings = self.transformer.embed(boxes, offsets, image_size)
+        device = features.device
+        embeddings = self.transformer.embed(boxes.to(device), offsets.to(device), image_size.to(device))
         combined = features.new_zeros(features.shape)
         for embedding in embeddings.values():
             combined = combined + embedding
         # The mean of the two, an absent one counting as zeros: DREEM's combination.
+        if query_index is not None:
+            query_index = query_index.to(device)
         matrices = self.transformer(features, combined / 2, query_index)
         return AssociationOutput(matrices, embeddings if self.config.return_embedding else None)

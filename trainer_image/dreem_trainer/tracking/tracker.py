@@ -41,19 +41,20 @@ class Tracker:
     @torch.no_grad()
     def track_clip(self, clip: Clip) -> torch.Tensor:
         """Track ids (N,) for the instances of a clip, continuing the tracks of earlier clips."""
-        features = self.model.visual_encoder(clip.crops)
-        assigned = torch.full((clip.num_instances,), -1, dtype=torch.long)
+        features = self.model.visual_encoder(clip.crops)  # on the model's device, where the window keeps them
+        assigned = torch.full((clip.num_instances,), -1, dtype=torch.long, device=clip.frame_ids.device)
         for frame_id in range(clip.num_frames):
             rows = (clip.frame_ids == frame_id).nonzero().flatten()
             frame_idx = int(clip.frame_indices[frame_id])
             ids = self.step(frame_idx, features[rows], clip.boxes[rows], clip.image_size)
-            assigned[rows] = ids
+            assigned[rows] = ids.to(assigned.device)
         return assigned
 
     @torch.no_grad()
     def step(
         self, frame_idx: int, features: torch.Tensor, boxes: torch.Tensor, image_size: torch.Tensor
     ) -> torch.Tensor:
+        boxes = boxes.cpu()  # for the spatial rules, beside the scores; the model moves them to its device
         count = features.shape[0]
         if count == 0:
             ids = torch.zeros(0, dtype=torch.long)
@@ -89,7 +90,8 @@ class Tracker:
             image_size,
             query_index=torch.arange(references, references + count),
         )
-        probabilities = output.matrices[-1][:, :references].softmax(-1)
+        # Scoring and assignment work on a few numbers per frame: on the CPU, in float32.
+        probabilities = output.matrices[-1][:, :references].float().cpu().softmax(-1)
         ages = frame_idx - first - offsets[:references]
         tracks, scores = track_scores(probabilities, window_ids, ages, self.config.decay_time)
         last_boxes = torch.stack([window_boxes[(window_ids == t).nonzero().max()] for t in tracks])
