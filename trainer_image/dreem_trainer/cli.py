@@ -302,15 +302,14 @@ def _inference_setup(
     s3:// inputs are downloaded into the cache first.
     """
     from dreem_trainer.data.discovery import discover
-    from dreem_trainer.inference.checkpoint import stored_config
-    from dreem_trainer.inference.run import test_split
+    from dreem_trainer.inference.run import test_split, tracking_base
     from dreem_trainer.storage.download import download
 
     def local(path: str) -> str:
         return str(download(resolved.storage, path)) if is_s3(path) else path
 
     with _reported(FileNotFoundError, ValueError):
-        resolved = load_config(config, set_ or (), flags.overrides(), base=stored_config(checkpoint))
+        resolved = load_config(config, set_ or (), flags.overrides(), base=tracking_base(checkpoint))
         input_dir = local(input_dir) if input_dir else input_dir
         slp_files = [local(p) for p in slp_files or []] or None
         video_files = [local(p) for p in video_files or []] or None

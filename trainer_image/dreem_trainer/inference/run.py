@@ -8,6 +8,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,8 +18,9 @@ from dreem_trainer.config.data import DatasetSplitConfig
 from dreem_trainer.data.dataset import ClipDataset
 from dreem_trainer.data.discovery import SourcePair
 from dreem_trainer.data.records import LabelledVideo
-from dreem_trainer.inference.checkpoint import load_model
+from dreem_trainer.inference.device import TRAINING_MACHINE_KEYS, InferenceDevice, inference_device
 from dreem_trainer.inference.writers import write_tracks
+from dreem_trainer.models.checkpoint import load_model, stored_config
 from dreem_trainer.models.gtr import GlobalTrackingTransformer
 from dreem_trainer.tracking.metrics import TRACKING_METRICS, TrackingCounts, tracking_counts
 from dreem_trainer.tracking.tracker import Tracker
@@ -63,7 +65,7 @@ def track_videos(
             frames.append(clip.frame_indices[clip.frame_ids].numpy())
             positions.append(clip.index_in_frame.numpy())
             truth.append(clip.track_ids.numpy())
-            predicted.append(ids.numpy())
+            predicted.append(ids.cpu().numpy())
         results.append(
             TrackedVideo(
                 video=dataset.videos[video_index],
@@ -90,11 +92,26 @@ def _prefetched(dataset: ClipDataset, indices: list[int]):  # type: ignore[no-un
             yield clip
 
 
+def tracking_base(checkpoint: str | Path) -> dict[str, Any]:
+    """The checkpoint's configuration as the base of a tracking run, less the trainer keys that described the
+    machine it was trained on: a model trained on GPUs tracks on a laptop."""
+    base = stored_config(checkpoint)
+    trainer = {k: v for k, v in dict(base.get("trainer") or {}).items() if k not in TRAINING_MACHINE_KEYS}
+    return base | {"trainer": trainer}
+
+
+def placed_model(config: DreemConfig, checkpoint: str | Path) -> tuple[GlobalTrackingTransformer, InferenceDevice]:
+    """The checkpoint's network on the device the configuration asks for (CUDA by default when present)."""
+    placement = inference_device(config.trainer)
+    print(f"tracking on {placement}", flush=True)
+    return load_model(checkpoint).to(placement.device), placement
+
+
 def run_tracking(config: DreemConfig, checkpoint: str | Path, pairs: list[SourcePair], output: Path) -> list[Path]:
-    model = load_model(checkpoint)
+    model, placement = placed_model(config, checkpoint)
     output.mkdir(parents=True, exist_ok=True)
     written = []
-    with torch.inference_mode():
+    with torch.inference_mode(), placement.autocast():
         for result in track_videos(model, test_split(config), pairs, config):
             written.append(
                 write_tracks(result.video, result.frame_indices, result.index_in_frame, result.predicted_tracks, output)
@@ -108,11 +125,11 @@ def run_tracking(config: DreemConfig, checkpoint: str | Path, pairs: list[Source
 def run_evaluation(
     config: DreemConfig, checkpoint: str | Path, pairs: list[SourcePair], output: Path
 ) -> dict[str, float]:
-    model = load_model(checkpoint)
+    model, placement = placed_model(config, checkpoint)
     output.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, float | str]] = []
     total = TrackingCounts()
-    with torch.inference_mode():
+    with torch.inference_mode(), placement.autocast():
         for result in track_videos(model, test_split(config), pairs, config):
             write_tracks(result.video, result.frame_indices, result.index_in_frame, result.predicted_tracks, output)
             counts = tracking_counts(result.frame_indices, result.true_tracks, result.predicted_tracks)

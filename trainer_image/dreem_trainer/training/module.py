@@ -9,6 +9,7 @@ import torch
 
 from dreem_trainer.config import DreemConfig
 from dreem_trainer.data.clip import Clip
+from dreem_trainer.models.checkpoint import LAYOUT, LAYOUT_KEY
 from dreem_trainer.models.gtr import AssociationOutput, GlobalTrackingTransformer
 from dreem_trainer.tracking.metrics import LOSS, TRACKING_METRICS, Metric, Split, TrackingCounts, tracking_counts
 from dreem_trainer.tracking.tracker import Tracker
@@ -37,13 +38,16 @@ class DreemModule(pl.LightningModule):
 
     def __init__(self, config: dict[str, Any], scheduler_monitor: str | None = None) -> None:
         super().__init__()
-        self.save_hyperparameters()  # `hyper_parameters.config`: what inference.checkpoint rebuilds from
+        self.save_hyperparameters()  # `hyper_parameters.config`: what models.checkpoint rebuilds from
         self.config = DreemConfig.model_validate(config)
         scheduler = self.config.scheduler
         self.scheduler_monitor = scheduler_monitor or (scheduler.monitor if scheduler else None)
         self.model = GlobalTrackingTransformer(self.config.model)
         self.loss = AssociationLoss(self.config.loss)
         self._val_counts = TrackingCounts()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[LAYOUT_KEY] = LAYOUT
 
     def forward(self, clip: Clip) -> AssociationOutput:
         return self.model(clip.crops, clip.boxes, clip_offsets(clip), clip.image_size)  # type: ignore[no-any-return]

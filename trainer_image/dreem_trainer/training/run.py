@@ -7,6 +7,7 @@ import os
 import shutil
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,6 +21,8 @@ from dreem_trainer.config import ConfigError, ConfigIssue, DreemConfig, dump_yam
 from dreem_trainer.config.data import DataLoaderSplitConfig, DatasetSplitConfig
 from dreem_trainer.data.clip import Clip, collate_clips
 from dreem_trainer.data.dataset import ClipDataset
+from dreem_trainer.models.checkpoint import Checkpoint, load_weights, read_checkpoint
+from dreem_trainer.models.hub import fetch_checkpoint, is_hub
 from dreem_trainer.storage.staging import stage
 from dreem_trainer.tracking.metrics import LOSS, Mode, logged_names, metric_logged_as, split_of
 from dreem_trainer.training.callbacks import (
@@ -179,6 +182,50 @@ def build_trainer(
     return pl.Trainer(**(settings | trainer_config.extra()))
 
 
+@dataclass(frozen=True)
+class Start:
+    """Where training starts: from scratch, resuming one of our checkpoints, or fine-tuning DREEM's weights."""
+
+    config: DreemConfig
+    resume_from: str | None = None
+    """Our checkpoint: weights, optimizer, schedule, epoch and callbacks carry on."""
+    fine_tune: Checkpoint | None = None
+    """DREEM's checkpoint: its weights (and its network's configuration); everything else starts afresh."""
+
+
+def plan_start(config: DreemConfig) -> Start:
+    """Read `model.ckpt_path` (a path or hf://) and decide how training starts from it."""
+    path = config.model.ckpt_path
+    if path is None:
+        return Start(config)
+    try:
+        local = str(fetch_checkpoint(path, "model.ckpt_path")) if is_hub(path) else path
+        checkpoint = read_checkpoint(local)
+        model = checkpoint.model_config()
+    except (FileNotFoundError, ValueError) as error:
+        raise ConfigError([ConfigIssue("model.ckpt_path", str(error), path)]) from None
+    if not checkpoint.written_by_dreem:
+        return Start(config, resume_from=local)
+    print(
+        f"fine-tuning from DREEM checkpoint {path}: its weights and network (embeddings read as DREEM 0.5 read them); "
+        "optimizer, learning-rate schedule and epochs start afresh",
+        flush=True,
+    )
+    for key, value in _ignored_model_keys(config, model).items():
+        print(f"  model.{key}: {value!r} in the configuration is ignored; the checkpoint's network is kept", flush=True)
+    return Start(config.model_copy(update={"model": model}), fine_tune=checkpoint)
+
+
+def _ignored_model_keys(config: DreemConfig, model: Any) -> dict[str, Any]:
+    """The model keys the user wrote whose value the checkpoint's network overrides."""
+    given = config.model.explicit()
+    return {
+        key: given[key]
+        for key in sorted(given)
+        if key != "ckpt_path" and config.model.model_dump()[key] != model.model_dump()[key]
+    }
+
+
 TERMINATION_UPLOAD_S = 24.0
 """How long a SIGTERM'd run may upload before it exits. With the wait for a checkpoint write in progress
 (termination.WAIT_FOR_WRITE_S) it stays inside Kubernetes' default 30 s grace period."""
@@ -193,9 +240,10 @@ def run_training(config: DreemConfig, callbacks: Sequence[Callback] = ()) -> pl.
     `callbacks` are added to the configured ones (benchmarks use it).
     """
     staged = stage(config)
-    local = staged.config
     if staged.resumed_from:
         print(f"resuming from {staged.resumed_from}", flush=True)
+    start = plan_start(staged.config)
+    local = start.config
     gate = CheckpointGate()
     sync = StorageSync(local.storage, staged.outputs, gate) if staged.outputs else None
     if sync is not None:
@@ -214,12 +262,14 @@ def run_training(config: DreemConfig, callbacks: Sequence[Callback] = ()) -> pl.
     trainer = build_trainer(local, has_validation=has_validation, callbacks=callbacks, gate=gate)
     monitor = monitored(local.scheduler.monitor, has_validation) if local.scheduler else None
     module = DreemModule(local.model_dump(mode="json"), scheduler_monitor=monitor)
+    if start.fine_tune is not None:
+        load_weights(module.model, start.fine_tune)
     if trainer.is_global_zero:
         directory = checkpoint_dir(local)
         directory.mkdir(parents=True, exist_ok=True)
         # The configuration as given (s3:// paths, not the local cache they were staged to).
         (directory / "config.yaml").write_text(dump_yaml(config))
-    trainer.fit(module, train_loader, val_loader, ckpt_path=local.model.ckpt_path)
+    trainer.fit(module, train_loader, val_loader, ckpt_path=start.resume_from)
     if staged.outputs and staged.staging is not None:
         # StorageSync waited for every upload at the end of fit (it raises otherwise): the copies are in S3.
         shutil.rmtree(staged.staging, ignore_errors=True)
