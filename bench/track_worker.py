@@ -46,7 +46,7 @@ def track(checkpoint: str, out: str) -> None:
     ready = time.time()
     with torch.inference_mode(), placement.autocast():
         (result,) = track_videos(model, test_split(config), pairs, config)
-    write_tracks(result.video, result.frame_indices, result.index_in_frame, result.predicted_tracks, Path(out))
+    write_tracks(result.video, result.predictions(), Path(out))
     frames = len(set(result.frame_indices.tolist()))
     print(
         json.dumps(

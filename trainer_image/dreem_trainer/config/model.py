@@ -19,6 +19,8 @@ from dreem_trainer.config.paths import check_path
 HUB_SCHEME = "hf://"
 
 EmbeddingSemantics = Literal["corrected", "dreem-0.5"]
+DREEM_SEMANTICS: EmbeddingSemantics = "dreem-0.5"
+"""How DREEM 0.5 reads embeddings, and so the mark of a model DREEM trained (or one fine-tuned from it)."""
 
 
 class MLPConfig(Section):
@@ -356,6 +358,6 @@ def model_section_from_dreem(model_cfg: dict[str, Any]) -> dict[str, Any]:
         meta[kind] = DREEM_EMBEDDING_DEFAULTS | dict(embedding) if embedding else None
         if kind == "temp" and meta[kind] is not None:
             meta[kind] = {k: v for k, v in meta[kind].items() if k in TemporalEmbeddingConfig.model_fields}
-    section["embedding_meta"] = meta | {"semantics": "dreem-0.5"}
+    section["embedding_meta"] = meta | {"semantics": DREEM_SEMANTICS}
     section["encoder_cfg"] = dict(model_cfg.get("encoder_cfg") or {})
     return section

@@ -19,7 +19,7 @@ from dreem_trainer.data.dataset import ClipDataset
 from dreem_trainer.data.discovery import SourcePair
 from dreem_trainer.data.records import LabelledVideo
 from dreem_trainer.inference.device import TRAINING_MACHINE_KEYS, InferenceDevice, inference_device
-from dreem_trainer.inference.writers import write_tracks
+from dreem_trainer.inference.writers import Predictions, write_tracks
 from dreem_trainer.models.checkpoint import load_model, stored_config
 from dreem_trainer.models.gtr import GlobalTrackingTransformer
 from dreem_trainer.tracking.metrics import TRACKING_METRICS, TrackingCounts, tracking_counts
@@ -35,7 +35,19 @@ class TrackedVideo:
     index_in_frame: np.ndarray
     true_tracks: np.ndarray
     predicted_tracks: np.ndarray
+    tracking_scores: np.ndarray
+    review_frames: list[int]
+    """Frames the tracker flagged as uncertain (`tracker.confidence_threshold`)."""
     seconds: float
+
+    def predictions(self) -> Predictions:
+        """What the writers take: each tracked instance's track and tracking score, and the flagged frames."""
+        keys = [(int(f), int(i)) for f, i in zip(self.frame_indices, self.index_in_frame, strict=True)]
+        return Predictions(
+            tracks=dict(zip(keys, self.predicted_tracks.tolist(), strict=True)),
+            scores=dict(zip(keys, self.tracking_scores.tolist(), strict=True)),
+            review_frames=tuple(self.review_frames),
+        )
 
 
 def test_split(config: DreemConfig) -> DatasetSplitConfig:
@@ -59,13 +71,15 @@ def track_videos(
     for video_index, clip_indices in sorted(by_video.items()):
         started = time.perf_counter()
         tracker.reset(node_names=dataset.videos[video_index].node_names)
-        frames, positions, truth, predicted = [], [], [], []
+        frames, positions, truth, predicted, scores, review = [], [], [], [], [], []
         for clip in _prefetched(dataset, clip_indices):
-            ids = tracker.track_clip(clip, model.visual_encoder(clip.crops)).tracks
+            tracked = tracker.track_clip(clip, model.visual_encoder(clip.crops))
             frames.append(clip.frame_indices[clip.frame_ids].numpy())
             positions.append(clip.index_in_frame.numpy())
             truth.append(clip.track_ids.numpy())
-            predicted.append(ids.cpu().numpy())
+            predicted.append(tracked.tracks.numpy())
+            scores.append(tracked.scores.numpy())
+            review += clip.frame_indices[tracked.low_confidence].tolist()
         results.append(
             TrackedVideo(
                 video=dataset.videos[video_index],
@@ -73,6 +87,8 @@ def track_videos(
                 index_in_frame=np.concatenate(positions),
                 true_tracks=np.concatenate(truth),
                 predicted_tracks=np.concatenate(predicted),
+                tracking_scores=np.concatenate(scores),
+                review_frames=review,
                 seconds=time.perf_counter() - started,
             )
         )
@@ -113,9 +129,7 @@ def run_tracking(config: DreemConfig, checkpoint: str | Path, pairs: list[Source
     written = []
     with torch.inference_mode(), placement.autocast():
         for result in track_videos(model, test_split(config), pairs, config):
-            written.append(
-                write_tracks(result.video, result.frame_indices, result.index_in_frame, result.predicted_tracks, output)
-            )
+            written.append(write_tracks(result.video, result.predictions(), output))
             frames = len(np.unique(result.frame_indices))
             tracks = len(np.unique(result.predicted_tracks))
             print(f"{written[-1]}: {frames} frames, {tracks} tracks, {frames / result.seconds:.1f} frames/s")
@@ -131,7 +145,7 @@ def run_evaluation(
     total = TrackingCounts()
     with torch.inference_mode(), placement.autocast():
         for result in track_videos(model, test_split(config), pairs, config):
-            write_tracks(result.video, result.frame_indices, result.index_in_frame, result.predicted_tracks, output)
+            write_tracks(result.video, result.predictions(), output)
             counts = tracking_counts(result.frame_indices, result.true_tracks, result.predicted_tracks)
             total += counts
             rows.append({"video": result.video.name, **counts.summary()})

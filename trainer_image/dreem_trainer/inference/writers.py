@@ -2,26 +2,33 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from dreem_trainer.data.microscopy import ctc_masks, is_ctc, numbered_tiffs
 from dreem_trainer.data.point_tracks import write_tracks_csv
 from dreem_trainer.data.records import LabelledVideo
 
 
-def write_tracks(
-    video: LabelledVideo,
-    frame_indices: npt.NDArray[np.int64],
-    index_in_frame: npt.NDArray[np.int64],
-    predicted: npt.NDArray[np.int64],
-    output: Path,
-) -> Path:
+@dataclass(frozen=True)
+class Predictions:
+    """What tracking decided for one video, by (frame_idx, index_in_frame) of each tracked instance."""
+
+    tracks: dict[tuple[int, int], int]
+    """Track id; -1 for a detection left untracked (`tracker.max_tracks`)."""
+    scores: dict[tuple[int, int], float] = field(default_factory=dict)
+    """tracking_score: the matched track's scaled score, -1 where the instance started a track."""
+    review_frames: tuple[int, ...] = ()
+    """Frames flagged as uncertain (`tracker.confidence_threshold`)."""
+
+
+def write_tracks(video: LabelledVideo, predictions: Predictions, output: Path) -> Path:
     """Predicted tracks in the input's own format: SLEAP labels for SLEAP input, CTC results for a CTC
     sequence, a CSV of tracked points for TrackMate or ICY input. Nothing the user made is overwritten."""
-    assigned = {(int(f), int(i)): int(t) for f, i, t in zip(frame_indices, index_in_frame, predicted, strict=True)}
+    assigned = predictions.tracks
     if is_ctc(video.labels_path):
         return write_ctc_result(video, assigned, output)
     if video.labels_path.endswith((".csv", ".xml")):
@@ -32,7 +39,7 @@ def write_tracks(
             if assigned.get((frame.frame_idx, instance.index_in_frame), -1) >= 0
         ]
         return write_tracks_csv(rows, output / f"{video.name}.dreem_tracks.csv")  # type: ignore[arg-type]
-    return write_sleap(video, assigned, predicted, output)
+    return write_sleap(video, predictions, output)
 
 
 def write_ctc_result(video: LabelledVideo, assigned: dict[tuple[int, int], int], output: Path) -> Path:
@@ -61,12 +68,13 @@ def write_ctc_result(video: LabelledVideo, assigned: dict[tuple[int, int], int],
     return target
 
 
-def write_sleap(
-    video: LabelledVideo, assigned: dict[tuple[int, int], int], predicted: npt.NDArray[np.int64], output: Path
-) -> Path:
+def write_sleap(video: LabelledVideo, predictions: Predictions, output: Path) -> Path:
     """A copy of the video's labels with predicted tracks, as `<output>/<video>.dreem_track.slp`.
 
-    Instances the tracker did not see (dropped for a missing anchor) keep no track.
+    Tracks are named as DREEM names them: by their id, as a number (0, 1, ...), in order of first appearance,
+    and a detection left untracked (`max_tracks`) goes to a track named -1. Predicted instances get their
+    tracking_score; frames flagged for review become suggestions. Instances the tracker did not see (dropped
+    for a missing anchor) keep no track.
     """
     import sleap_io as sio
 
@@ -76,13 +84,20 @@ def write_sleap(
         if len(labels.videos) == 1
         else next(v for v in labels.videos if Path(str(v.filename)).stem == Path(video.video_path).stem)
     )
-    tracks = {int(t): sio.Track(name=f"track_{int(t)}") for t in np.unique(predicted) if t >= 0}
+    tracks: dict[int, Any] = {}
+    for key in sorted(predictions.tracks):
+        track = predictions.tracks[key]
+        if track not in tracks:
+            tracks[track] = sio.Track(name=track)  # a number, as DREEM writes it (sleap-io types it str)
     for labelled_frame in labels.find(source):
         chosen = labelled_frame.user_instances or labelled_frame.predicted_instances
         for index, instance in enumerate(chosen):
-            track = assigned.get((int(labelled_frame.frame_idx), index), -1)
-            instance.track = tracks.get(track)
+            key = (int(labelled_frame.frame_idx), index)
+            instance.track = tracks.get(predictions.tracks[key]) if key in predictions.tracks else None
+            if isinstance(instance, sio.PredictedInstance) and key in predictions.scores:
+                instance.tracking_score = predictions.scores[key]
     labels.tracks = list(tracks.values())
+    labels.suggestions = [*labels.suggestions, *(sio.SuggestionFrame(source, f) for f in predictions.review_frames)]
     target = output / f"{video.name}.dreem_track.slp"
     sio.save_slp(labels, str(target), verbose=False)
     return target

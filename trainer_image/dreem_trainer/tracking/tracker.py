@@ -16,8 +16,10 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from dreem_trainer.config.model import DREEM_SEMANTICS
 from dreem_trainer.config.run import TrackerConfig
 from dreem_trainer.data.clip import Clip
+from dreem_trainer.models.gtr import GlobalTrackingTransformer
 from dreem_trainer.tracking.assignment import NO_SCORE, Assignment, assign, first_frame_tracks
 from dreem_trainer.tracking.association import (
     AssociationMatrix,
@@ -28,7 +30,7 @@ from dreem_trainer.tracking.association import (
     row_scaled_penalty,
     weigh_by_iou,
 )
-from dreem_trainer.tracking.orientation import body_axis
+from dreem_trainer.tracking.orientation import body_axis, centroid_only
 from dreem_trainer.tracking.window import TrackWindow, WindowInstance
 
 
@@ -79,7 +81,7 @@ class ClipTracks:
     """(T,) bool per frame of the clip: flagged for review."""
 
 
-def model_associate(model: torch.nn.Module) -> Associate:
+def model_associate(model: GlobalTrackingTransformer) -> Associate:
     """Logits from a GlobalTrackingTransformer: the window and the query frame are one set of references,
     the query frame's instances the queries. Times are frame numbers relative to the window's first frame."""
 
@@ -88,14 +90,15 @@ def model_associate(model: torch.nn.Module) -> Associate:
         features = torch.cat([torch.stack([kept.features for kept in window]).to(device), query.features])
         boxes = torch.cat([torch.stack([kept.box for kept in window]), query.boxes.cpu()]).to(device)
         frames = torch.tensor([kept.frame_idx for kept in window] + [query.frame_idx] * query.count, device=device)
-        output = model.associate(  # type: ignore[operator]
+        output = model.associate(
             features,
             boxes,
             frames - frames.min(),
             torch.tensor(query.image_size, device=device),
             query_index=torch.arange(references, references + query.count, device=device),
         )
-        return output.matrices[-1][:, :references]  # type: ignore[no-any-return]
+        logits: torch.Tensor = output.matrices[-1][:, :references]
+        return logits
 
     return associate
 
@@ -126,14 +129,23 @@ class Tracker:
         """False while the window holds only a first frame's instances, which DREEM has not yet encoded."""
 
     @classmethod
-    def for_model(cls, model: torch.nn.Module, config: TrackerConfig, node_names: Sequence[str] = ()) -> Tracker:
-        return cls(model_associate(model), config, node_names)
+    def for_model(
+        cls, model: GlobalTrackingTransformer, config: TrackerConfig, node_names: Sequence[str] = ()
+    ) -> Tracker:
+        """A tracker for our network; one that reads its embeddings as DREEM did (a DREEM checkpoint, or one
+        fine-tuned from it) also tracks as DREEM did, its single-detection defect included."""
+        dreems = model.config.embedding_meta.semantics == DREEM_SEMANTICS
+        return cls(model_associate(model), config, node_names, single_detection_defect=dreems)
 
     def reset(self, node_names: Sequence[str] | None = None) -> None:
         self.window.reset()
         self._window_seen_by_model = False
         if node_names is not None:
             self.node_names = tuple(node_names)
+
+    def _reproduces_defect(self) -> bool:
+        # DREEM keeps the crops of centroid-only skeletons (for their body axes), which spares them the defect.
+        return self.single_detection_defect and not centroid_only(self.node_names)
 
     @property
     def uses_angles(self) -> bool:
@@ -178,7 +190,7 @@ class Tracker:
                 axes = self._axes(frame)
         else:
             window = self.window.instances()
-            if self.single_detection_defect and frame.count == 1 and self._window_seen_by_model:
+            if self._reproduces_defect() and frame.count == 1 and self._window_seen_by_model:
                 self.window.replace_features(window[0], frame.features[0])
                 window = self.window.instances()
             self._window_seen_by_model = True
