@@ -397,6 +397,10 @@ def config_validate(
 
 
 def _show(resolved: DreemConfig, config: Path | None) -> None:
+    from dreem_trainer.tracking.metrics import effective_early_stopping
+
+    if resolved.early_stopping is not None:  # what the metric table fills in, shown as training will use it
+        resolved = resolved.model_copy(update={"early_stopping": effective_early_stopping(resolved.early_stopping)})
     typer.echo(dump_yaml(resolved), nl=False)
 
 

@@ -104,3 +104,59 @@ def test_params_config_is_merged_over_everything(tmp_path: Path) -> None:
     assert (config.model.d_model, config.tracker.window_size, config.tracker.max_gap) == (64, 3, 9)
     with pytest.raises(ConfigError, match="params_config: no such config file"):
         load_config(overrides=[f"params_config={tmp_path / 'missing.yaml'}"])
+
+
+def test_training_takes_dreems_defaults_for_what_the_user_leaves_out() -> None:
+    config = DreemConfig()
+    assert config.dataloader.train_dataloader.shuffle is True
+    assert set(config.dataset.train_dataset.augmentations or {}) == {
+        "GaussianBlur",
+        "MotionBlur",
+        "RandomBrightnessContrast",
+        "Rotate",
+    }
+    # As DREEM merges its defaults file: a training loader or transform given keeps the rest of the defaults.
+    given = load_config(
+        overrides=["dataloader.train_dataloader.num_workers=0", "dataset.train_dataset.augmentations.Rotate.limit=90"]
+    )
+    augmentations = given.dataset.train_dataset.augmentations or {}
+    assert given.dataloader.train_dataloader.shuffle is True
+    assert augmentations["Rotate"] == {"limit": 90, "p": 0.3} and "GaussianBlur" in augmentations
+    assert (
+        load_config(overrides=["dataset.train_dataset.augmentations=null"]).dataset.train_dataset.augmentations is None
+    )
+    assert (
+        load_config(overrides=["dataloader.train_dataloader.shuffle=false"]).dataloader.train_dataloader.shuffle
+        is False
+    )
+
+
+@pytest.mark.parametrize(
+    ("monitor", "mode", "threshold"),
+    [("val_loss", "min", 1e-8), ("val_idf1", "max", None), ("val_num_switches", "min", 1e-8)],
+)
+def test_early_stopping_follows_the_metric_it_watches(monitor: str, mode: str, threshold: float | None) -> None:
+    from typer.testing import CliRunner
+
+    from dreem_trainer.cli import app
+
+    shown = CliRunner().invoke(app, ["config", "show", "--set", f"early_stopping.monitor={monitor}"])
+    assert shown.exit_code == 0, shown.output
+    stopping = yaml.safe_load(shown.output)["early_stopping"]
+    assert (stopping["mode"], stopping["stopping_threshold"]) == (mode, threshold)
+    given = CliRunner().invoke(
+        app, ["config", "show", "--set", f"early_stopping.monitor={monitor}", "--set", "early_stopping.mode=max"]
+    )
+    assert yaml.safe_load(given.output)["early_stopping"]["mode"] == "max"
+
+
+def test_a_null_scheduler_is_dreems_fallback_not_a_constant_rate() -> None:
+    scheduler = load_config(overrides=["scheduler=null"]).scheduler
+    assert scheduler.kwargs() == {
+        "mode": "min",
+        "factor": 0.5,
+        "patience": 10,
+        "threshold": 1e-4,
+        "threshold_mode": "rel",
+    }
+    assert scheduler.name == "ReduceLROnPlateau" and scheduler.monitor == "val_loss"

@@ -54,6 +54,17 @@ def test_a_metric_dreem_does_not_log_is_refused_before_training(tmp_path: Path) 
     assert issue.path == "checkpointing.monitor[1]" and issue.value == "val_idf" and "val_idf1" in issue.message
 
 
+def test_early_stopping_without_a_mode_takes_the_metrics(tmp_path: Path) -> None:
+    config = tiny_config(tmp_path, early_stopping={"monitor": "val_idf1"})
+    trainer = build_trainer(config, has_validation=True, interactive=False)
+    (stopper,) = [c for c in trainer.callbacks if isinstance(c, EarlyStopping)]  # type: ignore[attr-defined]
+    # IDF1 is maximised, and DREEM's stopping threshold (1e-8, for its val_loss) would stop it at once.
+    assert (stopper.monitor, stopper.mode, stopper.stopping_threshold) == ("val_idf1", "max", None)
+    loss = build_trainer(tiny_config(tmp_path, early_stopping={}), has_validation=True, interactive=False)
+    (stopper,) = [c for c in loss.callbacks if isinstance(c, EarlyStopping)]  # type: ignore[attr-defined]
+    assert (stopper.monitor, stopper.mode, stopper.stopping_threshold) == ("val_loss", "min", 1e-8)
+
+
 def test_early_stopping_without_validation_minimises_the_training_loss(tmp_path: Path) -> None:
     config = tiny_config(tmp_path, early_stopping={"monitor": "val_idf1", "mode": "max"})
     trainer = build_trainer(config, has_validation=False, interactive=False)
@@ -83,7 +94,7 @@ def test_shuffle_and_loader_kwargs(tmp_path: Path) -> None:
     config = tiny_config(tmp_path)
     split = config.dataset.train_dataset
     shuffled = data_loader(split, config.dataloader.train_dataloader.model_copy(update={"shuffle": True}), 0)
-    ordered = data_loader(split, config.dataloader.train_dataloader, 0)
+    ordered = data_loader(split, config.dataloader.train_dataloader.model_copy(update={"shuffle": False}), 0)
     assert isinstance(shuffled.sampler, RandomSampler) and isinstance(ordered.sampler, SequentialSampler)
     extra = tiny_config(tmp_path, dataloader={"train_dataloader": {"num_workers": 1, "timeout": 30}})
     loader = data_loader(split, extra.dataloader.train_dataloader, 0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -167,12 +168,48 @@ class DatasetSplitConfig(Section):
         return 1
 
 
+DREEM_TRAIN_AUGMENTATIONS: dict[str, dict[str, Any]] = {
+    "GaussianBlur": {"blur_limit": [3, 7], "p": 0.2},
+    "MotionBlur": {"blur_limit": [3, 7], "p": 0.2},
+    "RandomBrightnessContrast": {"brightness_limit": 0.1, "contrast_limit": 0.3, "p": 0.3},
+    "Rotate": {"limit": 45, "p": 0.3},
+}
+"""The training split's augmentations in DREEM's defaults (its `configs/defaults/train.yaml`)."""
+
+
+def _with_dreem_augmentations(split: Any) -> Any:
+    """The training split as DREEM merges it over its defaults: augmentations the user leaves out are DREEM's
+    four, and a mapping of them is merged into those four transform by transform; null turns them off."""
+    if not isinstance(split, dict):
+        return split
+    if "augmentations" not in split:
+        return {**split, "augmentations": copy.deepcopy(DREEM_TRAIN_AUGMENTATIONS)}
+    given = split["augmentations"]
+    if not isinstance(given, dict):
+        return split
+    merged = copy.deepcopy(DREEM_TRAIN_AUGMENTATIONS)
+    for name, params in given.items():
+        merged[name] = {**merged.get(name, {}), **(params or {})}
+    return {**split, "augmentations": merged}
+
+
 class DatasetConfig(Section):
     train_dataset: DatasetSplitConfig = Field(
-        default_factory=lambda: DatasetSplitConfig(mode="train"), description="Training dataset."
+        default_factory=lambda: DatasetSplitConfig(
+            mode="train", augmentations=copy.deepcopy(DREEM_TRAIN_AUGMENTATIONS)
+        ),
+        description="Training dataset. Its augmentations default to DREEM's (GaussianBlur, MotionBlur, "
+        "RandomBrightnessContrast, Rotate); transforms given are merged into those, null turns them off.",
     )
     val_dataset: DatasetSplitConfig | None = Field(None, description="Validation dataset (typically no augmentations).")
     test_dataset: DatasetSplitConfig | None = Field(None, description="Test dataset, used by dreem track and eval.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _dreem_training_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "train_dataset" in data:
+            return {**data, "train_dataset": _with_dreem_augmentations(data["train_dataset"])}
+        return data
 
     @model_validator(mode="after")
     def _modes_follow_splits(self) -> DatasetConfig:
@@ -212,7 +249,8 @@ class DataLoaderSplitConfig(PassThroughSection):
 
 class DataLoaderConfig(Section):
     train_dataloader: DataLoaderSplitConfig = Field(
-        default_factory=DataLoaderSplitConfig, description="Training data loader (shuffle should be true)."
+        default_factory=lambda: DataLoaderSplitConfig(shuffle=True),
+        description="Training data loader; shuffle defaults to true here, as in DREEM's defaults.",
     )
     val_dataloader: DataLoaderSplitConfig = Field(
         default_factory=DataLoaderSplitConfig, description="Validation data loader (shuffle should be false)."
@@ -220,3 +258,11 @@ class DataLoaderConfig(Section):
     test_dataloader: DataLoaderSplitConfig = Field(
         default_factory=DataLoaderSplitConfig, description="Test data loader (shuffle should be false)."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _training_clips_shuffled(cls, data: Any) -> Any:
+        """DREEM's defaults shuffle the training clips: a training loader given without `shuffle` keeps that."""
+        if isinstance(data, dict) and isinstance(data.get("train_dataloader"), dict):
+            return {**data, "train_dataloader": {"shuffle": True, **data["train_dataloader"]}}
+        return data

@@ -49,14 +49,26 @@ class RunnerConfig(Section):
     save_frame_meta: bool | None = Field(None, description="Whether DREEM's test stage saves frame metadata.")
 
 
+DREEM_FALLBACK_SCHEDULER = {
+    "name": "ReduceLROnPlateau",
+    "mode": "min",
+    "factor": 0.5,
+    "patience": 10,
+    "threshold": 1e-4,
+}
+"""What DREEM schedules when the configuration's scheduler is null (torch's defaults for the rest)."""
+
+
 class DreemConfig(Section):
     """A DREEM training configuration, section for section as in the training-configuration document."""
 
     model: ModelConfig = Field(default_factory=ModelConfig, description="Transformer architecture and visual encoder.")
     loss: LossConfig = Field(default_factory=LossConfig, description="Association loss.")
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig, description="Training optimizer.")
-    scheduler: SchedulerConfig | None = Field(
-        default_factory=SchedulerConfig, description="Learning-rate scheduler; null for a constant learning rate."
+    scheduler: SchedulerConfig = Field(
+        default_factory=SchedulerConfig,
+        description="Learning-rate scheduler; null for DREEM's fallback, ReduceLROnPlateau with factor 0.5 and "
+        "patience 10 on val_loss (ConstantLR with factor 1 keeps the learning rate constant).",
     )
     dataset: DatasetConfig = Field(default_factory=DatasetConfig, description="Training, validation and test datasets.")
     dataloader: DataLoaderConfig = Field(default_factory=DataLoaderConfig, description="Data loading.")
@@ -108,6 +120,13 @@ class DreemConfig(Section):
         exclude=True,
         json_schema_extra=no_effect("DREEM 0.5.1 never reads it"),
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_scheduler_is_dreems_fallback(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "scheduler" in data and data["scheduler"] is None:
+            return {**data, "scheduler": dict(DREEM_FALLBACK_SCHEDULER)}
+        return data
 
     @field_validator("save_frame_meta")
     @classmethod

@@ -56,14 +56,18 @@ class EarlyStoppingConfig(PassThroughSection):
     """Extra keys go to lightning.pytorch.callbacks.EarlyStopping."""
 
     monitor: str = Field("val_loss", description='Quantity to monitor (e.g., "val_loss").')
-    mode: Literal["min", "max"] = Field(
-        "min", description='One of "min" or "max". In min mode, stops when quantity stops decreasing.'
+    mode: Literal["min", "max"] | None = Field(
+        None,
+        description='One of "min" or "max". In min mode, stops when quantity stops decreasing (default: the '
+        "monitored metric's own: min for losses and switch counts, max for idf1, mota, precision, recall).",
     )
     patience: int = Field(10, ge=0, description="Number of checks with no improvement before stopping (default: 10).")
     min_delta: float = Field(0.1, ge=0, description="Minimum change to qualify as improvement (default: 0.1).")
     check_finite: bool = Field(True, description="Stop training when monitor becomes NaN or infinite (default: true).")
     stopping_threshold: float | None = Field(
-        None, description="Stop immediately when monitor reaches this threshold (optional)."
+        None,
+        description="Stop immediately when monitor reaches this threshold (default: 1e-8, DREEM's, for a metric "
+        "that is minimised; none for one that is maximised).",
     )
     divergence_threshold: float | None = Field(
         None, description="Stop when monitor becomes worse than this threshold (optional)."

@@ -41,7 +41,7 @@ class DreemModule(pl.LightningModule):
         self.save_hyperparameters()  # `hyper_parameters.config`: what models.checkpoint rebuilds from
         self.config = DreemConfig.model_validate(config)
         scheduler = self.config.scheduler
-        self.scheduler_monitor = scheduler_monitor or (scheduler.monitor if scheduler else None)
+        self.scheduler_monitor = scheduler_monitor or scheduler.monitor
         self.model = GlobalTrackingTransformer(self.config.model)
         self.loss = AssociationLoss(self.config.loss)
         self._val_counts = TrackingCounts()
@@ -100,8 +100,6 @@ class DreemModule(pl.LightningModule):
         optimizer_config = self.config.optimizer
         optimizer = getattr(torch.optim, optimizer_config.name)(self.parameters(), **optimizer_config.kwargs())
         scheduler_config = self.config.scheduler
-        if scheduler_config is None:
-            return optimizer
         scheduler = getattr(torch.optim.lr_scheduler, scheduler_config.name)(optimizer, **scheduler_config.kwargs())
         return {
             "optimizer": optimizer,

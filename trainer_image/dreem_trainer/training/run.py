@@ -24,7 +24,14 @@ from dreem_trainer.data.dataset import ClipDataset
 from dreem_trainer.models.checkpoint import Checkpoint, load_weights, read_checkpoint
 from dreem_trainer.models.hub import fetch_checkpoint, is_hub
 from dreem_trainer.storage.staging import stage
-from dreem_trainer.tracking.metrics import LOSS, Mode, logged_names, metric_logged_as, split_of
+from dreem_trainer.tracking.metrics import (
+    LOSS,
+    Mode,
+    effective_early_stopping,
+    logged_names,
+    metric_logged_as,
+    split_of,
+)
 from dreem_trainer.training.callbacks import (
     EpochLines,
     LatestCheckpoint,
@@ -100,14 +107,14 @@ def build_callbacks(
             # Other ModelCheckpoint arguments in the section pass through and win over dreem's choices.
             callbacks.append(LatestCheckpoint(gate=gate, **(settings | checkpointing.extra())))
     if config.early_stopping is not None:
-        stopping = config.early_stopping
-        watched = monitored(stopping.monitor, has_validation)
-        table_mode = metric_mode(watched, "early_stopping.monitor")
+        watched = monitored(config.early_stopping.monitor, has_validation)
+        table_mode = metric_mode(watched, "early_stopping.monitor")  # an unknown name fails here, before training
+        # A mode left out, or the training loss standing in for a val_ metric, follows the metric table.
+        stopping = effective_early_stopping(config.early_stopping, watched)
         callbacks.append(
             EarlyStopping(
                 monitor=watched,
-                # The configured mode is for the metric named; the training loss standing in for it is minimised.
-                mode=stopping.mode if watched == stopping.monitor else table_mode,
+                mode=stopping.mode or table_mode,
                 patience=stopping.patience,
                 min_delta=stopping.min_delta,
                 check_finite=stopping.check_finite,
@@ -260,7 +267,7 @@ def run_training(config: DreemConfig, callbacks: Sequence[Callback] = ()) -> pl.
     val_loader = data_loader(dataset.val_dataset, loaders.val_dataloader, local.seed) if dataset.val_dataset else None
     has_validation = val_loader is not None and local.trainer.limit_val_batches != 0
     trainer = build_trainer(local, has_validation=has_validation, callbacks=callbacks, gate=gate)
-    monitor = monitored(local.scheduler.monitor, has_validation) if local.scheduler else None
+    monitor = monitored(local.scheduler.monitor, has_validation)
     module = DreemModule(local.model_dump(mode="json"), scheduler_monitor=monitor)
     if start.fine_tune is not None:
         load_weights(module.model, start.fine_tune)
