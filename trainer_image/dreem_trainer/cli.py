@@ -52,6 +52,7 @@ SetOverrides = Annotated[
     list[str] | None,
     typer.Option(
         "--set",
+        "-s",
         help="Override one key, e.g. --set model.d_model=256 (repeatable; value read as YAML).",
         show_default="none",
     ),
@@ -63,13 +64,17 @@ TrainDir = Annotated[
 ValDir = Annotated[
     str | None,
     typer.Option(
-        "--val-dir", help="Validation data directory (sets dataset.val_dataset.dir.path).", show_default="from --config"
+        "--val-dir",
+        "-vd",
+        help="Validation data directory (sets dataset.val_dataset.dir.path).",
+        show_default="from --config",
     ),
 ]
 CropSize = Annotated[
     int | None,
     typer.Option(
         "--crop-size",
+        "-cs",
         help="Crop size in pixels around each instance, every split.",
         show_default=_default(DatasetSplitConfig, "crop_size"),
     ),
@@ -78,6 +83,7 @@ Epochs = Annotated[
     int | None,
     typer.Option(
         "--epochs",
+        "-e",
         help="Maximum epochs (trainer.max_epochs; -1 for no limit).",
         show_default=_default(TrainerConfig, "max_epochs"),
     ),
@@ -116,6 +122,7 @@ Anchor = Annotated[
     str | None,
     typer.Option(
         "--anchor",
+        "-a",
         help="Node to centre crops on (dataset.*.anchors), every split.",
         show_default=_default(DatasetSplitConfig, "anchors"),
     ),
@@ -128,10 +135,50 @@ Resume = Annotated[
         show_default="auto when checkpointing.dirpath is on S3, else never",
     ),
 ]
+VideoType = Annotated[
+    str | None,
+    typer.Option(
+        "--video-type",
+        "-vt",
+        help="Video suffix without the dot, every split (dir.vid_suffix); tif/tiff also reads tif labels "
+        "(dir.labels_suffix), as in DREEM.",
+        show_default="from --config, else mp4",
+    ),
+]
+Gpu = Annotated[
+    bool | None,
+    typer.Option(
+        "--gpu/--no-gpu",
+        "-g",
+        help="Run on a CUDA GPU (trainer.accelerator gpu) or on the CPU (cpu).",
+        show_default="from --config, else a GPU when there is one",
+    ),
+]
+Quiet = Annotated[
+    bool,
+    typer.Option("--quiet", "-q", help="Only warnings and errors from dreem's log; track and eval print no progress."),
+]
+Verbose = Annotated[bool, typer.Option("--verbose", help="Also print dreem's informational log lines.")]
+Logger = Annotated[
+    str | None,
+    typer.Option(
+        "--logger", "-l", help="Experiment logger (logging.logger_type).", show_default="from --config, else CSVLogger"
+    ),
+]
+RunName = Annotated[
+    str | None,
+    typer.Option(
+        "--run-name",
+        "-rn",
+        help="Run name (logging.name; checkpoints go to ./models/<name>).",
+        show_default="from --config, else dreem_train",
+    ),
+]
 ClipLength = Annotated[
     int | None,
     typer.Option(
         "--clip-length",
+        "-cl",
         help="Frames per clip (dataset.*.clip_length), every split.",
         show_default=_default(DatasetSplitConfig, "clip_length"),
     ),
@@ -154,6 +201,10 @@ class TrainFlags:
     anchor: str | None = None
     clip_length: int | None = None
     resume: str | None = None
+    video_type: str | None = None
+    gpu: bool | None = None
+    logger: str | None = None
+    run_name: str | None = None
 
     def overrides(self) -> list[tuple[KeyPath, Any]]:
         """Key paths for the flags given; directories first, so dataset-wide flags reach a new val split."""
@@ -170,7 +221,16 @@ class TrainFlags:
             (("model", "num_encoder_layers"), self.encoder_layers),
             (("model", "num_decoder_layers"), self.decoder_layers),
             (("checkpointing", "resume"), self.resume),
+            (("logging", "logger_type"), self.logger),
+            (("logging", "name"), self.run_name),
         ]
+        if self.video_type is not None:
+            suffix = f".{self.video_type.lstrip('.')}"
+            targets.append((("dataset", EVERY_SPLIT, "dir", "vid_suffix"), suffix))
+            if "tif" in suffix:  # DREEM's rule: TIFF video means Cell Tracking Challenge labels
+                targets.append((("dataset", EVERY_SPLIT, "dir", "labels_suffix"), suffix))
+        if self.gpu is not None:
+            targets.append((("trainer", "accelerator"), "gpu" if self.gpu else "cpu"))
         return [(path, value) for path, value in targets if value is not None]
 
 
@@ -199,6 +259,15 @@ def _reported(*also: type[Exception]) -> Iterator[None]:
         raise typer.Exit(EXIT_STORAGE_ERROR) from None
 
 
+def _log_level(quiet: bool, verbose: bool) -> None:
+    """DREEM's --quiet and --verbose: only warnings and errors, or dreem's informational lines as well."""
+    import logging
+
+    if quiet or verbose:
+        logging.basicConfig(format="%(message)s")
+        logging.getLogger("dreem_trainer").setLevel(logging.WARNING if quiet else logging.INFO)
+
+
 def resolve(config: Path | None, overrides: list[str] | None, flags: TrainFlags) -> DreemConfig:
     try:
         return load_config(config, overrides or (), flags.overrides())
@@ -225,9 +294,16 @@ def _train_command(act: Callable[[DreemConfig, Path | None], None], summary: str
         anchor: Anchor = None,
         clip_length: ClipLength = None,
         resume: Resume = None,
+        video_type: VideoType = None,
+        gpu: Gpu = None,
+        logger: Logger = None,
+        run_name: RunName = None,
         config: ConfigFile = None,
         set_: SetOverrides = None,
+        quiet: Quiet = False,
+        verbose: Verbose = False,
     ) -> None:
+        _log_level(quiet, verbose)
         flags = TrainFlags(
             train_dir,
             val_dir,
@@ -241,6 +317,10 @@ def _train_command(act: Callable[[DreemConfig, Path | None], None], summary: str
             anchor,
             clip_length,
             resume,
+            video_type,
+            gpu,
+            logger,
+            run_name,
         )
         act(resolve(config, set_, flags), config)
 
@@ -268,8 +348,13 @@ app.command("train")(
 
 
 CheckpointOption = Annotated[
-    Path,
-    typer.Option("--checkpoint", help="Trained checkpoint (.ckpt); its configuration is the base.", show_default=False),
+    Path | None,
+    typer.Option(
+        "--checkpoint",
+        "-ckpt",
+        help="Trained checkpoint (.ckpt; dreem's or DREEM's); its configuration is the base.",
+        show_default="ckpt_path from --config",
+    ),
 ]
 InputDir = Annotated[
     str | None,
@@ -277,15 +362,159 @@ InputDir = Annotated[
 ]
 SlpFiles = Annotated[
     list[str] | None,
-    typer.Option("--slp-file", help="A labels file (repeatable, one per --video-file).", show_default="none"),
+    typer.Option("--slp-file", "-slp", help="A labels file (repeatable, one per --video-file).", show_default="none"),
 ]
 VideoFiles = Annotated[
     list[str] | None,
-    typer.Option("--video-file", help="The video of the matching --slp-file (repeatable).", show_default="none"),
+    typer.Option(
+        "--video-file", "-vid", help="The video of the matching --slp-file (repeatable).", show_default="none"
+    ),
 ]
 OutputDir = Annotated[
-    Path, typer.Option("--output", "-o", help="Directory for tracked labels and metrics.", show_default=False)
+    Path | None,
+    typer.Option(
+        "--output",
+        "-o",
+        help="Directory for tracked labels and metrics.",
+        show_default="outdir from --config, else ./results",
+    ),
 ]
+
+
+@dataclass(frozen=True)
+class TrackerFlags:
+    """DREEM's tracking options for `dreem track` and `dreem eval`, each a key of the configuration."""
+
+    max_detection_overlap: float | None = None
+    dilation_radius: int | None = None
+    confidence_threshold: float | None = None
+    iou_mode: str | None = None
+    max_dist: float | None = None
+    max_dist_multiplier: float | None = None
+    max_gap: int | None = None
+    overlap_thresh: float | None = None
+    mult_thresh: bool | None = None
+    max_angle: float | None = None
+    max_tracks: int | None = None
+    front_node: list[str] | None = None
+    back_node: list[str] | None = None
+    save_meta: bool | None = None
+
+    def overrides(self) -> list[tuple[KeyPath, Any]]:
+        targets: list[tuple[KeyPath, Any]] = [
+            (("dataset", EVERY_SPLIT, "max_detection_overlap"), self.max_detection_overlap),
+            (("dataset", EVERY_SPLIT, "dilation_radius_px"), self.dilation_radius),
+            (("tracker", "confidence_threshold"), self.confidence_threshold),
+            (("tracker", "iou"), self.iou_mode),
+            (("tracker", "max_center_dist"), self.max_dist),
+            (("tracker", "distance_penalty_multiplier"), self.max_dist_multiplier),
+            (("tracker", "max_gap"), self.max_gap),
+            (("tracker", "overlap_thresh"), self.overlap_thresh),
+            (("tracker", "mult_thresh"), self.mult_thresh),
+            (("tracker", "max_angle_diff"), self.max_angle),
+            (("tracker", "max_tracks"), self.max_tracks),
+            (("tracker", "front_nodes"), self.front_node or None),
+            (("tracker", "back_nodes"), self.back_node or None),
+            (("save_frame_meta",), self.save_meta or None),
+        ]
+        return [(path, value) for path, value in targets if value is not None]
+
+
+def _tracker_option(flags: tuple[str, ...], help_text: str, key: str) -> Any:
+    return typer.Option(*flags, help=f"{help_text} ({key}).", show_default="from --config")
+
+
+MaxDetectionOverlap = Annotated[
+    float | None,
+    _tracker_option(
+        ("--max-detection-overlap", "-di"),
+        "Drop the worse-posed of two detections overlapping more than this",
+        "dataset.*.max_detection_overlap",
+    ),
+]
+DilationRadius = Annotated[
+    int | None,
+    _tracker_option(
+        ("--dilation-radius", "-dr"),
+        "Mask crops outside this many pixels of a keypoint",
+        "dataset.*.dilation_radius_px",
+    ),
+]
+ConfidenceThreshold = Annotated[
+    float | None,
+    _tracker_option(
+        ("--confidence-threshold", "-conf"), "Flag uncertain frames for review", "tracker.confidence_threshold"
+    ),
+]
+IouMode = Annotated[
+    str | None, _tracker_option(("--iou-mode", "-iou"), "How box overlap enters the score: mult or max", "tracker.iou")
+]
+MaxDist = Annotated[
+    float | None,
+    _tracker_option(
+        ("--max-dist", "-md"), "Pixels a centre may move before it is penalised", "tracker.max_center_dist"
+    ),
+]
+MaxDistMultiplier = Annotated[
+    float | None,
+    _tracker_option(("--max-dist-multiplier", "-mdm"), "Weight of that penalty", "tracker.distance_penalty_multiplier"),
+]
+MaxGap = Annotated[
+    int | None, _tracker_option(("--max-gap", "-mg"), "Frames a track may be missing before it ends", "tracker.max_gap")
+]
+OverlapThresh = Annotated[
+    float | None,
+    _tracker_option(("--overlap-thresh", "-ot"), "Score a match must exceed to join a track", "tracker.overlap_thresh"),
+]
+MultThresh = Annotated[
+    bool | None,
+    typer.Option(
+        "--mult-thresh/--no-mult-thresh",
+        "-mt",
+        help="Multiply overlap_thresh by the track's instances in the window (tracker.mult_thresh).",
+        show_default="from --config",
+    ),
+]
+MaxAngle = Annotated[
+    float | None,
+    _tracker_option(("--max-angle", "-ma"), "Degrees a body may turn before it is penalised", "tracker.max_angle_diff"),
+]
+MaxTracks = Annotated[int | None, _tracker_option(("--max-tracks", "-mx"), "Most tracks at once", "tracker.max_tracks")]
+FrontNodes = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--front-node",
+        "-fn",
+        help="Node at the front of the body (repeatable; tracker.front_nodes).",
+        show_default="none",
+    ),
+]
+BackNodes = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--back-node", "-bn", help="Node at the back of the body (repeatable; tracker.back_nodes).", show_default="none"
+    ),
+]
+SaveMeta = Annotated[
+    bool,
+    typer.Option(
+        "--save-meta", "-sm", help="DREEM's frame-metadata file (save_frame_meta): not written by dreem, refused."
+    ),
+]
+
+
+def _checkpoint_of(checkpoint: Path | None, config: Path | None, set_: list[str] | None) -> Path:
+    """--checkpoint, else the configuration's ckpt_path (DREEM's inference configs name it there)."""
+    if checkpoint is not None:
+        return checkpoint
+    from dreem_trainer.config.loader import resolve_raw
+
+    named = resolve_raw(config, set_ or ()).get("ckpt_path")
+    if not named:
+        raise ConfigError(
+            [ConfigIssue("--checkpoint", "no checkpoint: give --checkpoint or ckpt_path", has_value=False)]
+        )
+    return Path(str(named))
 
 
 def _inference_setup(
@@ -295,7 +524,7 @@ def _inference_setup(
     video_files: list[str] | None,
     config: Path | None,
     set_: list[str] | None,
-    flags: TrainFlags,
+    flags: list[tuple[KeyPath, Any]],
 ) -> tuple[DreemConfig, list[SourcePair]]:
     """The checkpoint's configuration refined by the options, and the (labels, video) pairs to track.
 
@@ -309,7 +538,7 @@ def _inference_setup(
         return str(download(resolved.storage, path)) if is_s3(path) else path
 
     with _reported(FileNotFoundError, ValueError):
-        resolved = load_config(config, set_ or (), flags.overrides(), base=tracking_base(checkpoint))
+        resolved = load_config(config, set_ or (), flags, base=tracking_base(checkpoint))
         input_dir = local(input_dir) if input_dir else input_dir
         slp_files = [local(p) for p in slp_files or []] or None
         video_files = [local(p) for p in video_files or []] or None
@@ -350,22 +579,62 @@ def _inference_command(runner: str, summary: str) -> Callable[..., None]:
     """`dreem track` and `dreem eval` take the same options and differ only in what runs."""
 
     def command(
-        checkpoint: CheckpointOption,
-        output: OutputDir,
         input_dir: InputDir = None,
+        checkpoint: CheckpointOption = None,
+        output: OutputDir = None,
         slp_file: SlpFiles = None,
         video_file: VideoFiles = None,
         crop_size: CropSize = None,
+        video_type: VideoType = None,
         anchor: Anchor = None,
         clip_length: ClipLength = None,
+        max_detection_overlap: MaxDetectionOverlap = None,
+        dilation_radius: DilationRadius = None,
+        confidence_threshold: ConfidenceThreshold = None,
+        iou_mode: IouMode = None,
+        max_dist: MaxDist = None,
+        max_dist_multiplier: MaxDistMultiplier = None,
+        max_gap: MaxGap = None,
+        overlap_thresh: OverlapThresh = None,
+        mult_thresh: MultThresh = None,
+        max_angle: MaxAngle = None,
+        max_tracks: MaxTracks = None,
+        front_node: FrontNodes = None,
+        back_node: BackNodes = None,
+        save_meta: SaveMeta = False,
+        gpu: Gpu = None,
         config: ConfigFile = None,
         set_: SetOverrides = None,
+        quiet: Quiet = False,
+        verbose: Verbose = False,
     ) -> None:
         from dreem_trainer.inference import run
 
-        flags = TrainFlags(crop_size=crop_size, anchor=anchor, clip_length=clip_length)
-        resolved, pairs = _inference_setup(checkpoint, input_dir, slp_file, video_file, config, set_, flags)
-        getattr(run, runner)(resolved, checkpoint, pairs, output)
+        _log_level(quiet, verbose)
+        flags = TrainFlags(crop_size=crop_size, anchor=anchor, clip_length=clip_length, video_type=video_type, gpu=gpu)
+        tracking = TrackerFlags(
+            max_detection_overlap,
+            dilation_radius,
+            confidence_threshold,
+            iou_mode,
+            max_dist,
+            max_dist_multiplier,
+            max_gap,
+            overlap_thresh,
+            mult_thresh,
+            max_angle,
+            max_tracks,
+            front_node,
+            back_node,
+            save_meta,
+        )
+        with _reported(FileNotFoundError, ValueError):
+            checkpoint = _checkpoint_of(checkpoint, config, set_)
+        resolved, pairs = _inference_setup(
+            checkpoint, input_dir, slp_file, video_file, config, set_, [*flags.overrides(), *tracking.overrides()]
+        )
+        target = output or Path(resolved.outdir or "./results")
+        getattr(run, runner)(resolved, checkpoint, pairs, target, quiet=quiet)
 
     command.__doc__ = summary
     return command

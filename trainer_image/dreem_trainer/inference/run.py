@@ -116,15 +116,20 @@ def tracking_base(checkpoint: str | Path) -> dict[str, Any]:
     return base | {"trainer": trainer}
 
 
-def placed_model(config: DreemConfig, checkpoint: str | Path) -> tuple[GlobalTrackingTransformer, InferenceDevice]:
+def placed_model(
+    config: DreemConfig, checkpoint: str | Path, quiet: bool = False
+) -> tuple[GlobalTrackingTransformer, InferenceDevice]:
     """The checkpoint's network on the device the configuration asks for (CUDA by default when present)."""
     placement = inference_device(config.trainer)
-    print(f"tracking on {placement}", flush=True)
+    if not quiet:
+        print(f"tracking on {placement}", flush=True)
     return load_model(checkpoint).to(placement.device), placement
 
 
-def run_tracking(config: DreemConfig, checkpoint: str | Path, pairs: list[SourcePair], output: Path) -> list[Path]:
-    model, placement = placed_model(config, checkpoint)
+def run_tracking(
+    config: DreemConfig, checkpoint: str | Path, pairs: list[SourcePair], output: Path, quiet: bool = False
+) -> list[Path]:
+    model, placement = placed_model(config, checkpoint, quiet)
     output.mkdir(parents=True, exist_ok=True)
     written = []
     with torch.inference_mode(), placement.autocast():
@@ -132,14 +137,15 @@ def run_tracking(config: DreemConfig, checkpoint: str | Path, pairs: list[Source
             written.append(write_tracks(result.video, result.predictions(), output))
             frames = len(np.unique(result.frame_indices))
             tracks = len(np.unique(result.predicted_tracks))
-            print(f"{written[-1]}: {frames} frames, {tracks} tracks, {frames / result.seconds:.1f} frames/s")
+            if not quiet:
+                print(f"{written[-1]}: {frames} frames, {tracks} tracks, {frames / result.seconds:.1f} frames/s")
     return written
 
 
 def run_evaluation(
-    config: DreemConfig, checkpoint: str | Path, pairs: list[SourcePair], output: Path
+    config: DreemConfig, checkpoint: str | Path, pairs: list[SourcePair], output: Path, quiet: bool = False
 ) -> dict[str, float]:
-    model, placement = placed_model(config, checkpoint)
+    model, placement = placed_model(config, checkpoint, quiet)
     output.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, float | str]] = []
     total = TrackingCounts()
@@ -155,7 +161,8 @@ def run_evaluation(
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    _print_table([*rows, {"video": "ALL", **summary}])
+    if not quiet:
+        _print_table([*rows, {"video": "ALL", **summary}])
     return summary
 
 
