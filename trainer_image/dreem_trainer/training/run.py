@@ -194,7 +194,11 @@ class Start:
 
 
 def plan_start(config: DreemConfig) -> Start:
-    """Read `model.ckpt_path` (a path or hf://) and decide how training starts from it."""
+    """Read `model.ckpt_path` (a path or hf://) and decide how training starts from it.
+
+    Either way the checkpoint's network is trained on: its model section replaces the configuration's, and
+    the model keys that this overrides are named.
+    """
     path = config.model.ckpt_path
     if path is None:
         return Start(config)
@@ -204,16 +208,18 @@ def plan_start(config: DreemConfig) -> Start:
         model = checkpoint.model_config()
     except (FileNotFoundError, ValueError) as error:
         raise ConfigError([ConfigIssue("model.ckpt_path", str(error), path)]) from None
-    if not checkpoint.written_by_dreem:
-        return Start(config, resume_from=local)
-    print(
-        f"fine-tuning from DREEM checkpoint {path}: its weights and network (embeddings read as DREEM 0.5 read them); "
-        "optimizer, learning-rate schedule and epochs start afresh",
-        flush=True,
-    )
+    if checkpoint.written_by_dreem:
+        print(
+            f"fine-tuning from DREEM checkpoint {path}: its weights and network (embeddings read as DREEM 0.5 "
+            "read them); optimizer, learning-rate schedule and epochs start afresh",
+            flush=True,
+        )
     for key, value in _ignored_model_keys(config, model).items():
         print(f"  model.{key}: {value!r} in the configuration is ignored; the checkpoint's network is kept", flush=True)
-    return Start(config.model_copy(update={"model": model}), fine_tune=checkpoint)
+    start = config.model_copy(update={"model": model})
+    if checkpoint.written_by_dreem:
+        return Start(start, fine_tune=checkpoint)
+    return Start(start, resume_from=local)
 
 
 def _ignored_model_keys(config: DreemConfig, model: Any) -> dict[str, Any]:
