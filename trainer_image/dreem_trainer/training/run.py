@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 from dreem_trainer.cluster import job_from_environment, progress_interval
 from dreem_trainer.config import ConfigError, ConfigIssue, DreemConfig, dump_yaml
 from dreem_trainer.config.data import DataLoaderSplitConfig, DatasetSplitConfig
+from dreem_trainer.config.model import ModelConfig
 from dreem_trainer.data.clip import Clip, collate_clips
 from dreem_trainer.data.dataset import ClipDataset
 from dreem_trainer.models.checkpoint import Checkpoint, load_weights, read_checkpoint
@@ -222,14 +223,10 @@ def plan_start(config: DreemConfig) -> Start:
     return Start(start, resume_from=local)
 
 
-def _ignored_model_keys(config: DreemConfig, model: Any) -> dict[str, Any]:
+def _ignored_model_keys(config: DreemConfig, model: ModelConfig) -> dict[str, Any]:
     """The model keys the user wrote whose value the checkpoint's network overrides."""
-    given = config.model.explicit()
-    return {
-        key: given[key]
-        for key in sorted(given)
-        if key != "ckpt_path" and config.model.model_dump()[key] != model.model_dump()[key]
-    }
+    given, ours, kept = config.model.explicit(), config.model.model_dump(), model.model_dump()
+    return {key: given[key] for key in sorted(given) if key != "ckpt_path" and ours[key] != kept[key]}
 
 
 TERMINATION_UPLOAD_S = 24.0
