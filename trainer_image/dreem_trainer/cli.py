@@ -7,8 +7,9 @@ Lightning) is imported only by the commands that need it, so `dreem config ...` 
 
 from __future__ import annotations
 
+import inspect
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,12 +19,7 @@ import typer
 
 from dreem_trainer import __version__
 from dreem_trainer.config import EVERY_SPLIT, ConfigError, ConfigIssue, DreemConfig, dump_yaml, load_config
-from dreem_trainer.config.data import DatasetSplitConfig, DirConfig
-from dreem_trainer.config.loader import KeyPath
-from dreem_trainer.config.model import ModelConfig
-from dreem_trainer.config.optimization import OptimizerConfig
-from dreem_trainer.config.paths import is_s3
-from dreem_trainer.config.run import TrainerConfig
+from dreem_trainer.config.loader import KeyPath, section_at
 from dreem_trainer.contract import EXIT_STORAGE_ERROR, EXIT_USER_ERROR, UserError
 from dreem_trainer.data.discovery import SourcePair
 
@@ -36,10 +32,6 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Check and print training configurations without training.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
-
-
-def _default(model: type[Any], key: str) -> str:
-    return f"from --config, else {model.model_fields[key].default}"
 
 
 ConfigFile = Annotated[
@@ -56,122 +48,6 @@ SetOverrides = Annotated[
         show_default="none",
     ),
 ]
-TrainDir = Annotated[
-    str | None,
-    typer.Argument(help="Training data directory (sets dataset.train_dataset.dir.path).", show_default="from --config"),
-]
-ValDir = Annotated[
-    str | None,
-    typer.Option(
-        "--val-dir", help="Validation data directory (sets dataset.val_dataset.dir.path).", show_default="from --config"
-    ),
-]
-CropSize = Annotated[
-    int | None,
-    typer.Option(
-        "--crop-size",
-        help="Crop size in pixels around each instance, every split.",
-        show_default=_default(DatasetSplitConfig, "crop_size"),
-    ),
-]
-Epochs = Annotated[
-    int | None,
-    typer.Option(
-        "--epochs",
-        help="Maximum epochs (trainer.max_epochs; -1 for no limit).",
-        show_default=_default(TrainerConfig, "max_epochs"),
-    ),
-]
-LearningRate = Annotated[
-    float | None,
-    typer.Option("--lr", help="Learning rate (optimizer.lr).", show_default=_default(OptimizerConfig, "lr")),
-]
-DModel = Annotated[
-    int | None,
-    typer.Option(
-        "--d-model", help="Transformer embedding size (model.d_model).", show_default=_default(ModelConfig, "d_model")
-    ),
-]
-NHead = Annotated[
-    int | None,
-    typer.Option("--nhead", help="Attention heads (model.nhead).", show_default=_default(ModelConfig, "nhead")),
-]
-EncoderLayers = Annotated[
-    int | None,
-    typer.Option(
-        "--encoder-layers",
-        help="Transformer encoder layers (model.num_encoder_layers).",
-        show_default=_default(ModelConfig, "num_encoder_layers"),
-    ),
-]
-DecoderLayers = Annotated[
-    int | None,
-    typer.Option(
-        "--decoder-layers",
-        help="Transformer decoder layers (model.num_decoder_layers).",
-        show_default=_default(ModelConfig, "num_decoder_layers"),
-    ),
-]
-Anchor = Annotated[
-    str | None,
-    typer.Option(
-        "--anchor",
-        help="Node to centre crops on (dataset.*.anchors), every split.",
-        show_default=_default(DatasetSplitConfig, "anchors"),
-    ),
-]
-Resume = Annotated[
-    str | None,
-    typer.Option(
-        "--resume",
-        help="auto: continue from the newest checkpoint in checkpointing.dirpath; never: start afresh.",
-        show_default="auto when checkpointing.dirpath is on S3, else never",
-    ),
-]
-ClipLength = Annotated[
-    int | None,
-    typer.Option(
-        "--clip-length",
-        help="Frames per clip (dataset.*.clip_length), every split.",
-        show_default=_default(DatasetSplitConfig, "clip_length"),
-    ),
-]
-
-
-@dataclass(frozen=True)
-class TrainFlags:
-    """The `dreem train` flags a user typed; each maps to one key path of the configuration."""
-
-    train_dir: str | None = None
-    val_dir: str | None = None
-    crop_size: int | None = None
-    epochs: int | None = None
-    lr: float | None = None
-    d_model: int | None = None
-    nhead: int | None = None
-    encoder_layers: int | None = None
-    decoder_layers: int | None = None
-    anchor: str | None = None
-    clip_length: int | None = None
-    resume: str | None = None
-
-    def overrides(self) -> list[tuple[KeyPath, Any]]:
-        """Key paths for the flags given; directories first, so dataset-wide flags reach a new val split."""
-        targets: list[tuple[KeyPath, Any]] = [
-            (("dataset", "train_dataset", "dir", "path"), self.train_dir),
-            (("dataset", "val_dataset", "dir", "path"), self.val_dir),
-            (("dataset", EVERY_SPLIT, "crop_size"), self.crop_size),
-            (("dataset", EVERY_SPLIT, "anchors"), self.anchor),
-            (("dataset", EVERY_SPLIT, "clip_length"), self.clip_length),
-            (("trainer", "max_epochs"), self.epochs),
-            (("optimizer", "lr"), self.lr),
-            (("model", "d_model"), self.d_model),
-            (("model", "nhead"), self.nhead),
-            (("model", "num_encoder_layers"), self.encoder_layers),
-            (("model", "num_decoder_layers"), self.decoder_layers),
-            (("checkpointing", "resume"), self.resume),
-        ]
-        return [(path, value) for path, value in targets if value is not None]
 
 
 def _fail(error: Exception) -> NoReturn:
@@ -199,71 +75,169 @@ def _reported(*also: type[Exception]) -> Iterator[None]:
         raise typer.Exit(EXIT_STORAGE_ERROR) from None
 
 
-def resolve(config: Path | None, overrides: list[str] | None, flags: TrainFlags) -> DreemConfig:
-    try:
-        return load_config(config, overrides or (), flags.overrides())
-    except ConfigError as error:
-        _fail(error)
+@dataclass(frozen=True)
+class ConfigOption:
+    """A command-line option that sets one key of the configuration, when the user types it."""
 
+    flag: str
+    """`--d-model`, or a positional argument's name (`train_dir`)."""
+    key: KeyPath
+    kind: type
+    help: str
+    shown_default: str | None = None
+    """What --help shows; by default the schema's default, which --config may change."""
 
-def _train_command(act: Callable[[DreemConfig, Path | None], None], summary: str) -> Callable[..., None]:
-    """`dreem train` and `dreem config show` take the same options, so what show prints is what train runs.
+    @property
+    def name(self) -> str:
+        """The command's parameter."""
+        return self.flag.removeprefix("--").replace("-", "_")
 
-    `act` gets the resolved configuration and the --config file it came from.
-    """
-
-    def command(
-        train_dir: TrainDir = None,
-        val_dir: ValDir = None,
-        crop_size: CropSize = None,
-        epochs: Epochs = None,
-        lr: LearningRate = None,
-        d_model: DModel = None,
-        nhead: NHead = None,
-        encoder_layers: EncoderLayers = None,
-        decoder_layers: DecoderLayers = None,
-        anchor: Anchor = None,
-        clip_length: ClipLength = None,
-        resume: Resume = None,
-        config: ConfigFile = None,
-        set_: SetOverrides = None,
-    ) -> None:
-        flags = TrainFlags(
-            train_dir,
-            val_dir,
-            crop_size,
-            epochs,
-            lr,
-            d_model,
-            nhead,
-            encoder_layers,
-            decoder_layers,
-            anchor,
-            clip_length,
-            resume,
+    def parameter(self) -> inspect.Parameter:
+        shown = self.shown_default or f"from --config, else {_schema_default(self.key)}"
+        info = (
+            typer.Option(self.flag, help=self.help, show_default=shown)
+            if self.flag.startswith("--")
+            else typer.Argument(help=self.help, show_default=shown)
         )
-        act(resolve(config, set_, flags), config)
+        return inspect.Parameter(
+            self.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[self.kind | None, info]
+        )
 
+
+def _schema_default(key: KeyPath) -> Any:
+    section = section_at(tuple("train_dataset" if part == EVERY_SPLIT else part for part in key[:-1]))
+    assert section is not None, key
+    return section.model_fields[str(key[-1])].default
+
+
+CONFIG_OPTIONS = (
+    ConfigOption(
+        "train_dir",
+        ("dataset", "train_dataset", "dir", "path"),
+        str,
+        "Training data directory (sets dataset.train_dataset.dir.path).",
+        "from --config",
+    ),
+    ConfigOption(
+        "--val-dir",
+        ("dataset", "val_dataset", "dir", "path"),
+        str,
+        "Validation data directory (sets dataset.val_dataset.dir.path).",
+        "from --config",
+    ),
+    ConfigOption(
+        "--crop-size",
+        ("dataset", EVERY_SPLIT, "crop_size"),
+        int,
+        "Crop size in pixels around each instance, every split.",
+    ),
+    ConfigOption("--epochs", ("trainer", "max_epochs"), int, "Maximum epochs (trainer.max_epochs; -1 for no limit)."),
+    ConfigOption("--lr", ("optimizer", "lr"), float, "Learning rate (optimizer.lr)."),
+    ConfigOption("--d-model", ("model", "d_model"), int, "Transformer embedding size (model.d_model)."),
+    ConfigOption("--nhead", ("model", "nhead"), int, "Attention heads (model.nhead)."),
+    ConfigOption(
+        "--encoder-layers",
+        ("model", "num_encoder_layers"),
+        int,
+        "Transformer encoder layers (model.num_encoder_layers).",
+    ),
+    ConfigOption(
+        "--decoder-layers",
+        ("model", "num_decoder_layers"),
+        int,
+        "Transformer decoder layers (model.num_decoder_layers).",
+    ),
+    ConfigOption(
+        "--anchor",
+        ("dataset", EVERY_SPLIT, "anchors"),
+        str,
+        "Node to centre crops on (dataset.*.anchors), every split.",
+    ),
+    ConfigOption(
+        "--clip-length",
+        ("dataset", EVERY_SPLIT, "clip_length"),
+        int,
+        "Frames per clip (dataset.*.clip_length), every split.",
+    ),
+    ConfigOption(
+        "--resume",
+        ("checkpointing", "resume"),
+        str,
+        "auto: continue from the newest checkpoint in checkpointing.dirpath; never: start afresh.",
+        "auto when checkpointing.dirpath is on S3, else never",
+    ),
+)
+"""Every option `dreem train` takes, in the order --help lists them and their values apply: directories
+first, so that the options for every split reach a validation split the command line adds."""
+
+CROP_OPTIONS = tuple(option for option in CONFIG_OPTIONS if option.key[:2] == ("dataset", EVERY_SPLIT))
+"""The options `dreem track` and `dreem eval` take: how crops are cut, in every split."""
+
+
+@dataclass(frozen=True)
+class ConfigSources:
+    """Where a command's configuration comes from, in increasing precedence: [a checkpoint's <] the --config
+    file < --set < the options typed. An option left out is not here, so it cannot override the file."""
+
+    file: Path | None
+    sets: list[str]
+    typed: list[tuple[KeyPath, Any]]
+
+    def load(self, base: dict[str, Any] | None = None) -> DreemConfig:
+        return load_config(self.file, self.sets, self.typed, base=base)
+
+
+def _command(summary: str, options: Sequence[ConfigOption], act: Callable[..., None]) -> Callable[..., None]:
+    """A command taking `act`'s own parameters, then `options`, then --config and --set.
+
+    `act` gets the ConfigSources first, then its own parameters by name.
+    """
+    own = list(inspect.signature(act, eval_str=True).parameters.values())[1:]
+
+    def command(**values: Any) -> None:
+        typed = [(option.key, values.pop(option.name)) for option in options]
+        sources = ConfigSources(
+            values.pop("config_file"),
+            values.pop("set_") or [],
+            [(key, value) for key, value in typed if value is not None],
+        )
+        act(sources, **values)
+
+    parameters = [*own, *(option.parameter() for option in options), *_SOURCE_PARAMETERS]
+    command.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [parameter.replace(kind=inspect.Parameter.KEYWORD_ONLY) for parameter in parameters]
+    )
     command.__doc__ = summary
     return command
 
 
-def _train(resolved: DreemConfig, config: Path | None) -> None:
-    if not resolved.dataset.train_dataset.has_source:
+_SOURCE_PARAMETERS = (
+    inspect.Parameter("config_file", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=ConfigFile),
+    inspect.Parameter("set_", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=SetOverrides),
+)
+"""--config and --set, which every command that loads a configuration takes last."""
+
+
+def _train(sources: ConfigSources) -> None:
+    with _reported():
+        config = sources.load()
+    if not config.dataset.train_dataset.has_source:
         missing = ConfigIssue(
             "dataset.train_dataset.dir.path",
             "no training data: give TRAIN_DIR, dir.path or slp_files/video_files",
             has_value=False,
         )
-        _fail(ConfigError([missing], str(config) if config else None))
+        _fail(ConfigError([missing], str(sources.file) if sources.file else None))
     from dreem_trainer.training.run import run_training
 
     with _reported():
-        run_training(resolved)
+        run_training(config)
 
 
 app.command("train")(
-    _train_command(_train, "Train a tracker. Precedence: schema defaults < --config < --set < flags you type.")
+    _command(
+        "Train a tracker. Precedence: schema defaults < --config < --set < flags you type.", CONFIG_OPTIONS, _train
+    )
 )
 
 
@@ -287,98 +261,72 @@ OutputDir = Annotated[
     Path, typer.Option("--output", "-o", help="Directory for tracked labels and metrics.", show_default=False)
 ]
 
-
-def _inference_setup(
-    checkpoint: Path,
-    input_dir: str | None,
-    slp_files: list[str] | None,
-    video_files: list[str] | None,
-    config: Path | None,
-    set_: list[str] | None,
-    flags: TrainFlags,
-) -> tuple[DreemConfig, list[SourcePair]]:
-    """The checkpoint's configuration refined by the options, and the (labels, video) pairs to track.
-
-    s3:// inputs are downloaded into the cache first.
-    """
-    from dreem_trainer.data.discovery import discover
-    from dreem_trainer.inference.run import test_split, tracking_base
-    from dreem_trainer.storage.download import download
-
-    def local(path: str) -> str:
-        return str(download(resolved.storage, path)) if is_s3(path) else path
-
-    with _reported(FileNotFoundError, ValueError):
-        resolved = load_config(config, set_ or (), flags.overrides(), base=tracking_base(checkpoint))
-        input_dir = local(input_dir) if input_dir else input_dir
-        slp_files = [local(p) for p in slp_files or []] or None
-        video_files = [local(p) for p in video_files or []] or None
-        split = test_split(resolved)
-        if input_dir is not None:
-            split = split.model_copy(
-                update={
-                    "dir": DirConfig(
-                        path=input_dir,
-                        labels_suffix=_suffix(split, "labels_suffix", ".slp"),
-                        vid_suffix=_suffix(split, "vid_suffix", ".mp4"),
-                    ),
-                    "slp_files": None,
-                    "video_files": None,
-                }
-            )
-        elif slp_files or video_files:
-            split = DatasetSplitConfig.model_validate(
-                split.model_dump() | {"dir": None, "slp_files": slp_files, "video_files": video_files}
-            )
-        if not split.has_source:
-            raise ConfigError(
-                [
-                    ConfigIssue(
-                        "INPUT_DIR", "nothing to track: give INPUT_DIR or --slp-file/--video-file", has_value=False
-                    )
-                ]
-            )
-        pairs = discover(split)
-    return resolved, pairs
+InferenceRun = Callable[[DreemConfig, Path, list[SourcePair], Path], None]
+"""`dreem track` or `dreem eval` once its inputs are known: configuration, checkpoint, pairs, output."""
 
 
-def _suffix(split: DatasetSplitConfig, key: str, default: str) -> str:
-    return str(getattr(split.dir, key)) if split.dir is not None else default
-
-
-def _inference_command(runner: str, summary: str) -> Callable[..., None]:
+def _inference_command(run: InferenceRun, summary: str) -> Callable[..., None]:
     """`dreem track` and `dreem eval` take the same options and differ only in what runs."""
 
-    def command(
+    def act(
+        sources: ConfigSources,
         checkpoint: CheckpointOption,
         output: OutputDir,
         input_dir: InputDir = None,
         slp_file: SlpFiles = None,
         video_file: VideoFiles = None,
-        crop_size: CropSize = None,
-        anchor: Anchor = None,
-        clip_length: ClipLength = None,
-        config: ConfigFile = None,
-        set_: SetOverrides = None,
     ) -> None:
-        from dreem_trainer.inference import run
+        config, pairs = _inference_inputs(sources, checkpoint, input_dir, slp_file, video_file)
+        run(config, checkpoint, pairs, output)
 
-        flags = TrainFlags(crop_size=crop_size, anchor=anchor, clip_length=clip_length)
-        resolved, pairs = _inference_setup(checkpoint, input_dir, slp_file, video_file, config, set_, flags)
-        getattr(run, runner)(resolved, checkpoint, pairs, output)
+    return _command(summary, CROP_OPTIONS, act)
 
-    command.__doc__ = summary
-    return command
+
+def _inference_inputs(
+    sources: ConfigSources,
+    checkpoint: Path,
+    input_dir: str | None,
+    slp_files: list[str] | None,
+    video_files: list[str] | None,
+) -> tuple[DreemConfig, list[SourcePair]]:
+    """The checkpoint's configuration refined by the options, its test split reading the inputs given
+    (downloaded first when on S3), and the (labels, video) pairs to track."""
+    from dreem_trainer.data.discovery import discover
+    from dreem_trainer.inference.run import tracking_base
+    from dreem_trainer.storage.staging import stage_split
+
+    with _reported(FileNotFoundError, ValueError):
+        config = sources.load(base=tracking_base(checkpoint))
+        split = config.dataset.test_split()
+        if input_dir is not None or slp_files or video_files:
+            split = split.reading(input_dir, slp_files or None, video_files or None)
+        if not split.has_source:
+            nothing = "nothing to track: give INPUT_DIR or --slp-file/--video-file"
+            raise ConfigError([ConfigIssue("INPUT_DIR", nothing, has_value=False)])
+        split = stage_split(config.storage, split)
+        config = config.model_copy(update={"dataset": config.dataset.model_copy(update={"test_dataset": split})})
+        pairs = discover(split)
+    return config, pairs
+
+
+def _track(config: DreemConfig, checkpoint: Path, pairs: list[SourcePair], output: Path) -> None:
+    from dreem_trainer.inference.run import run_tracking
+
+    run_tracking(config, checkpoint, pairs, output)
+
+
+def _evaluate(config: DreemConfig, checkpoint: Path, pairs: list[SourcePair], output: Path) -> None:
+    from dreem_trainer.inference.run import run_evaluation
+
+    run_evaluation(config, checkpoint, pairs, output)
 
 
 app.command("track")(
-    _inference_command(
-        "run_tracking", "Track videos with a trained model; writes <output>/<video>.dreem_track.slp per video."
-    )
+    _inference_command(_track, "Track videos with a trained model; writes <output>/<video>.dreem_track.slp per video.")
 )
 app.command("eval")(
     _inference_command(
-        "run_evaluation",
+        _evaluate,
         "Track labelled videos and score the tracks against their identities (metrics.json, per-video CSV).",
     )
 )
@@ -396,12 +344,16 @@ def config_validate(
     typer.echo(f"{file}: valid")
 
 
-def _show(resolved: DreemConfig, config: Path | None) -> None:
-    typer.echo(dump_yaml(resolved), nl=False)
+def _show(sources: ConfigSources) -> None:
+    with _reported():
+        config = sources.load()
+    typer.echo(dump_yaml(config), nl=False)
 
 
 config_app.command("show")(
-    _train_command(_show, "Print the fully resolved configuration `dreem train` would use with the same options.")
+    _command(
+        "Print the fully resolved configuration `dreem train` would use with the same options.", CONFIG_OPTIONS, _show
+    )
 )
 
 

@@ -17,9 +17,10 @@ from dreem_trainer.config import DreemConfig
 from dreem_trainer.config.data import DatasetSplitConfig
 from dreem_trainer.data.dataset import ClipDataset
 from dreem_trainer.data.discovery import SourcePair
+from dreem_trainer.data.formats import write_tracks
+from dreem_trainer.data.label_format import TrackAssignment
 from dreem_trainer.data.records import LabelledVideo
 from dreem_trainer.inference.device import TRAINING_MACHINE_KEYS, InferenceDevice, inference_device
-from dreem_trainer.inference.writers import write_tracks
 from dreem_trainer.models.checkpoint import load_model, stored_config
 from dreem_trainer.models.gtr import GlobalTrackingTransformer
 from dreem_trainer.tracking.metrics import TRACKING_METRICS, TrackingCounts, tracking_counts
@@ -37,13 +38,10 @@ class TrackedVideo:
     predicted_tracks: np.ndarray
     seconds: float
 
-
-def test_split(config: DreemConfig) -> DatasetSplitConfig:
-    """The test split: `dataset.test_dataset` if configured, else the training split's crop settings."""
-    if config.dataset.test_dataset is not None:
-        return config.dataset.test_dataset
-    base = config.dataset.train_dataset
-    return base.model_copy(update={"mode": "test", "augmentations": None, "n_chunks": 1.0, "chunk": True})
+    def assignment(self) -> TrackAssignment:
+        """The predicted track of each tracked instance, by (frame, index in frame), as writers take it."""
+        keys = zip(self.frame_indices, self.index_in_frame, self.predicted_tracks, strict=True)
+        return {(int(frame), int(index)): int(track) for frame, index, track in keys}
 
 
 def track_videos(
@@ -112,10 +110,8 @@ def run_tracking(config: DreemConfig, checkpoint: str | Path, pairs: list[Source
     output.mkdir(parents=True, exist_ok=True)
     written = []
     with torch.inference_mode(), placement.autocast():
-        for result in track_videos(model, test_split(config), pairs, config):
-            written.append(
-                write_tracks(result.video, result.frame_indices, result.index_in_frame, result.predicted_tracks, output)
-            )
+        for result in track_videos(model, config.dataset.test_split(), pairs, config):
+            written.append(write_tracks(result.video, result.assignment(), output))
             frames = len(np.unique(result.frame_indices))
             tracks = len(np.unique(result.predicted_tracks))
             print(f"{written[-1]}: {frames} frames, {tracks} tracks, {frames / result.seconds:.1f} frames/s")
@@ -130,8 +126,8 @@ def run_evaluation(
     rows: list[dict[str, float | str]] = []
     total = TrackingCounts()
     with torch.inference_mode(), placement.autocast():
-        for result in track_videos(model, test_split(config), pairs, config):
-            write_tracks(result.video, result.frame_indices, result.index_in_frame, result.predicted_tracks, output)
+        for result in track_videos(model, config.dataset.test_split(), pairs, config):
+            write_tracks(result.video, result.assignment(), output)
             counts = tracking_counts(result.frame_indices, result.true_tracks, result.predicted_tracks)
             total += counts
             rows.append({"video": result.video.name, **counts.summary()})

@@ -42,10 +42,8 @@ log = logging.getLogger(__name__)
 
 def data_loader(split: DatasetSplitConfig, loader: DataLoaderSplitConfig, seed: int | None) -> DataLoader[Clip]:
     dataset = ClipDataset(split, seed=seed)
-    extra: dict[str, Any] = {"batch_size": 1, "persistent_workers": loader.num_workers > 0} | loader.extra()
-    return DataLoader(
-        dataset, shuffle=loader.shuffle, num_workers=loader.num_workers, collate_fn=collate_clips, **extra
-    )
+    settings: dict[str, Any] = {"batch_size": 1, "persistent_workers": loader.num_workers > 0} | loader.kwargs()
+    return DataLoader(dataset, collate_fn=collate_clips, **settings)
 
 
 def checkpoint_dir(config: DreemConfig) -> Path:
@@ -93,28 +91,23 @@ def build_callbacks(
                 "auto_insert_metric_name": False,
                 "monitor": watched,
                 "mode": metric_mode(watched, f"checkpointing.monitor[{index}]"),
-                "save_top_k": checkpointing.save_top_k,
-                "every_n_epochs": checkpointing.every_n_epochs,
                 # One last.ckpt, always the newest state, never a second full copy of a best one.
                 "save_last": checkpointing.save_last and index == 0,
             }
-            # Other ModelCheckpoint arguments in the section pass through and win over dreem's choices.
-            callbacks.append(LatestCheckpoint(gate=gate, **(settings | checkpointing.extra())))
+            # The section's other ModelCheckpoint arguments pass through and win over dreem's choices.
+            callbacks.append(LatestCheckpoint(gate=gate, **(settings | checkpointing.kwargs())))
     if config.early_stopping is not None:
         stopping = config.early_stopping
         watched = monitored(stopping.monitor, has_validation)
         table_mode = metric_mode(watched, "early_stopping.monitor")
         callbacks.append(
             EarlyStopping(
-                monitor=watched,
-                # The configured mode is for the metric named; the training loss standing in for it is minimised.
-                mode=stopping.mode if watched == stopping.monitor else table_mode,
-                patience=stopping.patience,
-                min_delta=stopping.min_delta,
-                check_finite=stopping.check_finite,
-                stopping_threshold=stopping.stopping_threshold,
-                divergence_threshold=stopping.divergence_threshold,
-                **stopping.extra(),
+                **stopping.kwargs()
+                | {
+                    "monitor": watched,
+                    # The configured mode is for the metric named; the training loss standing in for it is minimised.
+                    "mode": stopping.mode if watched == stopping.monitor else table_mode,
+                }
             )
         )
     return callbacks
@@ -124,7 +117,7 @@ def build_logger(config: DreemConfig) -> Logger | bool:
     logging_config = config.logging
     if logging_config is None or logging_config.logger_type is None:
         return False
-    extra = logging_config.extra()
+    extra = logging_config.kwargs()
     if logging_config.logger_type == "CSVLogger":
         return CSVLogger(save_dir=logging_config.save_dir, name=logging_config.name, **extra)
     if logging_config.logger_type == "TensorBoardLogger":
@@ -158,18 +151,6 @@ def build_trainer(
     interactive = sys.stdout.isatty() if interactive is None else interactive
     trainer_config = config.trainer
     settings: dict[str, Any] = {
-        "accelerator": trainer_config.accelerator,
-        "strategy": trainer_config.strategy or "auto",
-        "devices": trainer_config.devices,
-        "num_nodes": trainer_config.num_nodes,
-        "max_epochs": trainer_config.max_epochs,
-        "min_epochs": trainer_config.min_epochs,
-        "check_val_every_n_epoch": trainer_config.check_val_every_n_epoch,
-        "enable_checkpointing": trainer_config.enable_checkpointing,
-        "gradient_clip_val": trainer_config.gradient_clip_val,
-        "limit_train_batches": trainer_config.limit_train_batches,
-        "limit_val_batches": trainer_config.limit_val_batches if has_validation else 0,
-        "log_every_n_steps": trainer_config.log_every_n_steps,
         "callbacks": [*build_callbacks(config, has_validation, interactive, gate), *callbacks],
         "logger": build_logger(config),
         "enable_progress_bar": interactive,
@@ -177,10 +158,14 @@ def build_trainer(
         # The sanity check validates two batches before training (5 s here, more on big clips): every
         # restart of a cluster job would pay it. Validation errors then surface after the first epoch.
         "num_sanity_val_steps": 0,
+        "plugins": [AtomicCheckpointIO()],
     }
-    settings["plugins"] = [AtomicCheckpointIO()]
-    # Any other lightning.Trainer argument in the section passes through, and wins over dreem's choices.
-    return pl.Trainer(**(settings | trainer_config.extra()))
+    # The section's lightning.Trainer arguments, its extra keys included, win over dreem's choices above.
+    section = trainer_config.kwargs() | {
+        "strategy": trainer_config.strategy or "auto",
+        "limit_val_batches": trainer_config.limit_val_batches if has_validation else 0,
+    }
+    return pl.Trainer(**(settings | section))
 
 
 @dataclass(frozen=True)
