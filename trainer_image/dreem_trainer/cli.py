@@ -11,7 +11,7 @@ import inspect
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -242,8 +242,21 @@ app.command("train")(
 
 
 CheckpointOption = Annotated[
-    Path,
-    typer.Option("--checkpoint", help="Trained checkpoint (.ckpt); its configuration is the base.", show_default=False),
+    str,
+    typer.Option(
+        "--checkpoint",
+        help="Trained checkpoint: a .ckpt (ours or DREEM's) or hf://owner/repo, hf://owner/repo/FILE; "
+        "its configuration is the base.",
+        show_default=False,
+    ),
+]
+GpuOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--gpu/--no-gpu",
+        help="Track on a CUDA GPU (trainer.accelerator gpu) or on the CPU (cpu).",
+        show_default="a GPU when the machine has one",
+    ),
 ]
 InputDir = Annotated[
     str | None,
@@ -275,11 +288,24 @@ def _inference_command(run: InferenceRun, summary: str) -> Callable[..., None]:
         input_dir: InputDir = None,
         slp_file: SlpFiles = None,
         video_file: VideoFiles = None,
+        gpu: GpuOption = None,
     ) -> None:
-        config, pairs = _inference_inputs(sources, checkpoint, input_dir, slp_file, video_file)
-        run(config, checkpoint, pairs, output)
+        if gpu is not None:
+            sources = replace(sources, typed=[*sources.typed, (("trainer", "accelerator"), "gpu" if gpu else "cpu")])
+        with _reported():
+            local = _local_checkpoint(checkpoint)
+        config, pairs = _inference_inputs(sources, local, input_dir, slp_file, video_file)
+        with _reported():
+            run(config, local, pairs, output)
 
     return _command(summary, CROP_OPTIONS, act)
+
+
+def _local_checkpoint(checkpoint: str) -> Path:
+    """The checkpoint file; one named hf://... comes from the Hugging Face cache, downloaded if need be."""
+    from dreem_trainer.models.hub import fetch_checkpoint, is_hub
+
+    return fetch_checkpoint(checkpoint, "--checkpoint") if is_hub(checkpoint) else Path(checkpoint)
 
 
 def _inference_inputs(
