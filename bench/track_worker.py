@@ -35,8 +35,8 @@ def track(checkpoint: str, out: str) -> None:
     import torch
 
     from dreem_trainer.data.discovery import SourcePair
-    from dreem_trainer.inference.run import placed_model, test_split, track_videos, tracking_base
-    from dreem_trainer.inference.writers import write_tracks
+    from dreem_trainer.data.formats import write_tracks
+    from dreem_trainer.inference.run import placed_model, track_videos, tracking_base
 
     split = {"anchors": "thorax", "crop_size": 128, "clip_length": 32}
     settings = {"tracker": {"window_size": 8, "iou": "mult"}, "dataset": {"test_dataset": split}}
@@ -45,7 +45,7 @@ def track(checkpoint: str, out: str) -> None:
     model, placement = placed_model(config, checkpoint)  # CUDA when the machine has one
     ready = time.time()
     with torch.inference_mode(), placement.autocast():
-        (result,) = track_videos(model, test_split(config), pairs, config)
+        (result,) = track_videos(model, config.dataset.test_split(), pairs, config)
     write_tracks(result.video, result.predictions(), Path(out))
     frames = len(set(result.frame_indices.tolist()))
     print(

@@ -37,7 +37,7 @@ TRAINER_UID = 65532
 class OperatorSettings:
     """What a cluster admin chooses for every job (Helm values reach these through the environment)."""
 
-    trainer_image: str = "ghcr.io/talmolab/dreem-trainer:0.1.0"
+    trainer_image: str = "localhost/dreem-trainer:0.1.0"
     master_port: int = 29500
     secret_grace_seconds: int = 60
     """How long a job waits for its credentials Secret before it fails."""

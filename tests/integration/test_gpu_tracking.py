@@ -33,7 +33,7 @@ def tracked_on(accelerator: str, tmp_path: Path) -> np.ndarray:
     model, placement = run.placed_model(config, DREEM_CHECKPOINT)
     assert model.transformer.attn_head.q_proj.layers[0].weight.device.type == placement.device.type == accelerator
     with torch.inference_mode(), placement.autocast():
-        (result,) = run.track_videos(model, run.test_split(config), [PAIR], config)
+        (result,) = run.track_videos(model, config.dataset.test_split(), [PAIR], config)
     order = np.lexsort((result.index_in_frame, result.frame_indices))
     return np.asarray(result.predicted_tracks[order])
 

@@ -16,8 +16,10 @@ import torch
 
 from dreem_trainer.config.paths import S3Uri
 from dreem_trainer.config.run import StorageConfig
+from dreem_trainer.data.discovery import discover
 from dreem_trainer.storage.client import StorageError, check_access
 from dreem_trainer.storage.download import DownloadReport, download, local_path
+from dreem_trainer.storage.staging import stage_split
 from dreem_trainer.training.run import run_training
 from tests.conftest import DEMO_DATA, S3_ENV, free_port, wait_for_port
 from tests.s3_helpers import bucket, keys
@@ -78,6 +80,20 @@ def test_data_on_s3_train_then_checkpoints_logs_and_config_on_s3(s3_endpoint: st
         check=True,
     ).stdout
     assert "'train_loss_epoch'" in shown and "'val_idf1'" in shown and shown.strip().endswith(" 2")
+
+
+def test_track_inputs_on_s3_are_staged_like_training_data(s3_endpoint: str, tmp_path: Path) -> None:
+    data = bucket(s3_endpoint, with_flies=True)
+    config = tiny_config(tmp_path, storage=storage(s3_endpoint, tmp_path))
+    cache = tmp_path / "cache" / "s3" / data / "flies"
+    test_split = config.dataset.test_split()
+    files = test_split.reading(
+        slp_files=[f"s3://{data}/flies/two_flies.slp"], video_files=[f"s3://{data}/flies/two_flies.mp4"]
+    )
+    for split in (files, test_split.reading(f"s3://{data}/flies")):
+        (pair,) = discover(stage_split(config.storage, split))
+        assert (pair.labels_path, pair.video_path) == (str(cache / "two_flies.slp"), str(cache / "two_flies.mp4"))
+        assert Path(pair.video_path).read_bytes() == (DEMO_DATA / "two_flies.mp4").read_bytes()
 
 
 def test_a_finished_run_resumes_without_training_again(s3_endpoint: str, tmp_path: Path) -> None:

@@ -94,6 +94,10 @@ def test_track_errors_name_the_problem(demo_checkpoint: Path, tmp_path: Path) ->
         "track", str(DEMO_DATA), "--checkpoint", str(tmp_path / "x.ckpt"), "--output", str(tmp_path), cwd=tmp_path
     )
     assert no_ckpt.returncode == EXIT_USER_ERROR and "x.ckpt: no such checkpoint" in no_ckpt.stderr
+    no_input = ("--set", "dataset.train_dataset.dir=null")
+    nothing = dreem("track", "--checkpoint", str(demo_checkpoint), "--output", str(tmp_path), *no_input, cwd=tmp_path)
+    assert nothing.returncode == EXIT_USER_ERROR
+    assert "  - INPUT_DIR: nothing to track: give INPUT_DIR or --slp-file/--video-file\n" in nothing.stderr
 
 
 def test_train_cli_rejects_bad_config_before_reading_data(tmp_path: Path) -> None:

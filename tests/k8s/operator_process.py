@@ -24,13 +24,16 @@ class OperatorProcess:
         } | {f"DREEM_OPERATOR_{key.upper()}": value for key, value in settings.items()}
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, *args: str) -> OperatorProcess:
+    def command(self, *args: str) -> tuple[list[str], dict[str, str]]:
+        """What to start, and its environment: the operator of the Python running the tests."""
         env = {key: value for key, value in os.environ.items() if not key.startswith("DREEM_OPERATOR_")}
         env |= self.settings | {"KUBECONFIG": str(self.kubeconfig)}
+        return [sys.executable, "-m", "dreem_operator", *args], env
+
+    def start(self, *args: str) -> OperatorProcess:
+        command, env = self.command(*args)
         with self.log.open("ab") as handle:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "dreem_operator", *args], env=env, stdout=handle, stderr=subprocess.STDOUT
-            )
+            self.process = subprocess.Popen(command, env=env, stdout=handle, stderr=subprocess.STDOUT)
         self.wait_healthy()
         return self
 

@@ -22,3 +22,14 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "dreem-operator.serviceAccountName" -}}
 {{- default (include "dreem-operator.fullname" .) .Values.serviceAccount.name -}}
 {{- end -}}
+
+{{- /* The images default to <registry>/dreem-operator and <registry>/dreem-trainer at the chart's appVersion: the
+names `make images REGISTRY=<registry>` builds. */ -}}
+{{- define "dreem-operator.image" -}}
+{{- $repository := .Values.image.repository | default (printf "%s/dreem-operator" .Values.registry) -}}
+{{- printf "%s:%s" $repository (.Values.image.tag | default .Chart.AppVersion) -}}
+{{- end -}}
+
+{{- define "dreem-operator.trainerImage" -}}
+{{- .Values.trainer.image | default (printf "%s/dreem-trainer:%s" .Values.registry .Chart.AppVersion) -}}
+{{- end -}}

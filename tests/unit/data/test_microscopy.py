@@ -11,10 +11,10 @@ import pytest
 import tifffile
 
 from dreem_trainer.data.crops import cut_crops
-from dreem_trainer.data.dataset import open_reader, read_video
+from dreem_trainer.data.dataset import open_reader
 from dreem_trainer.data.discovery import SourcePair, pair_directory
 from dreem_trainer.data.microscopy import TiffReader, to_uint8
-from dreem_trainer.data.point_tracks import read_trackmate_csv, read_xml_tracks, write_tracks_csv
+from dreem_trainer.data.point_tracks import read_trackmate_csv, write_tracks_csv
 from dreem_trainer.data.sources import DataError
 from tests.microscopy_helpers import CELLS, MAN_TRACK, truth_points, write_stack
 
@@ -26,7 +26,7 @@ def lineage_table() -> list[tuple[int, int, int, int]]:
 
 def test_ctc_sequence_is_found_and_its_identities_match_man_track() -> None:
     (pair,) = pair_directory(str(CELLS), ".slp", ".mp4", 32)
-    video = read_video(pair)
+    video = pair.read()
     table = lineage_table()
     assert video.node_names == ("centroid",) and len(video.frames) == 11
     present: dict[str, set[int]] = {}
@@ -70,7 +70,7 @@ def test_a_multi_page_tiff_is_one_video(tmp_path: Path) -> None:
 
 
 def as_tracks(labels_path: Path, video_path: Path) -> set[tuple[str, int, float, float]]:
-    video = read_video(SourcePair(str(labels_path), str(video_path), 32))
+    video = SourcePair(str(labels_path), str(video_path), 32).read()
     return {
         (video.track_names[i.track], f.frame_idx, round(float(i.points[0, 0]), 2), round(float(i.points[0, 1]), 2))
         for f in video.frames
@@ -161,7 +161,7 @@ def test_clear_errors_for_what_cannot_be_read(tmp_path: Path) -> None:
 
     (tmp_path / "other.xml").write_text("<gpx><trk/></gpx>")
     with pytest.raises(DataError, match=r"neither TrackMate XML .* the root element is <gpx>"):
-        read_xml_tracks(str(tmp_path / "other.xml"), str(tmp_path / "bad.tif"))
+        SourcePair(str(tmp_path / "other.xml"), str(tmp_path / "bad.tif"), 32).read()
 
     sequence, truth = tmp_path / "seq" / "s1", tmp_path / "seq" / "s1_GT" / "TRA"
     sequence.mkdir(parents=True)
@@ -171,10 +171,10 @@ def test_clear_errors_for_what_cannot_be_read(tmp_path: Path) -> None:
     (truth / "man_track.txt").write_text("1 0 0 0\n")
     (pair,) = pair_directory(str(tmp_path / "seq"), ".slp", ".mp4", 16)
     with pytest.raises(DataError, match=r"man_track000\.tif: mask is 32x16 but the frames of .*s1 are 32x32"):
-        read_video(pair)
+        pair.read()
     (truth / "man_track.txt").write_text("1 0 zero 0\n")
     with pytest.raises(DataError, match=r"man_track\.txt:1: expected 'label begin end parent'"):
-        read_video(pair)
+        pair.read()
 
 
 def test_crops_of_a_frame_in_one_cut_equal_crops_one_by_one() -> None:

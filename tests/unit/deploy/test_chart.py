@@ -18,6 +18,7 @@ from dreem_operator.crd import CHART_CRD_FILE, CRD_FILE
 from dreem_operator.kube import PERMISSIONS
 from dreem_operator.settings import PREFIX, RuntimeSettings
 from tests.conftest import REPO_ROOT
+from tests.images.containers import built_images
 from tests.k8s.admission import restricted_violations
 
 CHART = REPO_ROOT / "charts" / "dreem-operator"
@@ -157,6 +158,21 @@ def test_the_operator_reads_every_setting_the_chart_sets(tmp_path: Path) -> None
         }
     )
     assert defaults.decisions.default_s3_endpoint is None and defaults.decisions.trainer_node_selector is None
+
+
+@pytest.mark.parametrize("registry", [None, "registry.lab.example:5000/dreem"])
+def test_default_images_are_the_ones_make_images_builds(registry: str | None, tmp_path: Path) -> None:
+    """`make images REGISTRY=r` and `helm install --set registry=r` name the same two images; without either, the
+    operator run outside the chart defaults to the same trainer image too."""
+    operator_image, trainer_image = built_images(registry)
+    docs = render({} if registry is None else {"registry": registry}, tmp_path)
+    container = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert (container["image"], env[PREFIX + "TRAINER_IMAGE"]) == (operator_image, trainer_image)
+    if registry is None:
+        assert RuntimeSettings().decisions.trainer_image == trainer_image
+    else:
+        assert operator_image.startswith(f"{registry}/dreem-operator:")
 
 
 def test_metrics_service_and_service_monitor(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ EXAMPLES = REPO_ROOT / "examples"
 JOBS = sorted((EXAMPLES / "jobs").glob("*.yaml"))
 KUBERNETES_VERSIONS = ("1.30.0", "1.37.0")
 SETTINGS = OperatorSettings(
-    trainer_image="ghcr.io/talmolab/dreem-trainer:0.1.0",
+    trainer_image="registry.lab.example:5000/dreem-trainer:0.1.0",
     default_s3_endpoint="http://minio.minio.svc:9000",
     trainer_node_selector={"pool": "training"},
 )

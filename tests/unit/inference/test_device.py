@@ -4,15 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import huggingface_hub.constants as hub
 import pytest
 import torch
+from typer.testing import CliRunner, Result
 
+from dreem_trainer.cli import app
 from dreem_trainer.config.run import TrainerConfig
+from dreem_trainer.contract import EXIT_USER_ERROR
 from dreem_trainer.inference.device import DeviceUnavailableError, inference_device
 from dreem_trainer.inference.run import tracking_base
 from dreem_trainer.models.checkpoint import LAYOUT, LAYOUT_KEY
+from tests.conftest import DEMO_DATA, TEST_DATA
 
 HAS_CUDA = torch.cuda.is_available()
+DREEM_CHECKPOINT = TEST_DATA / "dreem" / "dreem_two_flies.ckpt"
 
 
 def test_auto_takes_cuda_when_present_else_the_cpu() -> None:
@@ -53,3 +59,24 @@ def test_tracking_forgets_the_machine_a_model_was_trained_on(tmp_path: Path) -> 
         {"hyper_parameters": {"config": {"trainer": trained_on_gpus}}, "state_dict": {}, LAYOUT_KEY: LAYOUT}, checkpoint
     )
     assert tracking_base(checkpoint)["trainer"] == {"max_epochs": 7}
+
+
+def track(*args: str) -> Result:
+    return CliRunner().invoke(app, ["track", str(DEMO_DATA), "--checkpoint", *args, "--anchor", "thorax"])
+
+
+@pytest.mark.skipif(HAS_CUDA, reason="this machine has a GPU")
+def test_track_gpu_flag_without_a_gpu_is_a_user_error(tmp_path: Path) -> None:
+    result = track(str(DREEM_CHECKPOINT), "--output", str(tmp_path), "--gpu")
+    assert result.exit_code == EXIT_USER_ERROR
+    assert "trainer.accelerator: gpu asks for a CUDA GPU and this machine has none" in result.output
+
+
+def test_track_from_an_uncached_hub_checkpoint_offline_names_the_option(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)
+    result = track("hf://talmolab/dreem-animals-pretrained", "--output", str(tmp_path))
+    assert result.exit_code == EXIT_USER_ERROR
+    assert "--checkpoint: hf://talmolab/dreem-animals-pretrained is not in the Hugging Face cache" in result.output

@@ -10,9 +10,19 @@ from __future__ import annotations
 
 import types
 import typing
-from typing import Any
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
+
+from dreem_trainer.config.issues import did_you_mean, key_error
+from dreem_trainer.config.library_names import CallSignature
 
 
 def _accepts_none(annotation: Any) -> bool:
@@ -52,10 +62,62 @@ class Section(BaseModel):
 
 
 class PassThroughSection(Section):
-    """A section whose extra keys go on to a library call (torch.optim, Lightning, a logger).
-
-    Extra keys are kept, but each subclass checks them against the signature of the call they feed,
-    so a typo still fails at load time rather than after the data is downloaded.
-    """
+    """A section whose extra keys go on to a library (timm, torch.optim, Lightning, a logger): kept as written."""
 
     model_config = ConfigDict(extra="allow", protected_namespaces=(), validate_default=True)
+
+
+class LibraryCallSection(PassThroughSection):
+    """A section whose keys are the keyword arguments of one library call (torch.optim.Adam, lightning.Trainer).
+
+    Every key but `own_keys` goes to the call, extra keys included, and each is checked against the call's
+    signature at load time, so a typo fails before any data is downloaded. The documented keys are those of
+    the default class (Adam, ReduceLROnPlateau): another class gets their defaults only where it has a
+    parameter of that name, while a key the user wrote that the class lacks is an error.
+    """
+
+    own_keys: ClassVar[frozenset[str]] = frozenset()
+    """Keys dreem reads itself (which class to call, what to monitor) rather than pass on."""
+
+    @property
+    def signature(self) -> CallSignature | None:
+        """The call and the keyword arguments it takes; None when the section calls nothing (no logger)."""
+        raise NotImplementedError
+
+    def kwargs(self) -> dict[str, Any]:
+        """The keyword arguments for the call; raises a key error for a key the user wrote that it lacks."""
+        signature = self.signature
+        extra = self.extra()
+        explicit = self.model_fields_set | set(extra)
+        kwargs: dict[str, Any] = {}
+        for key in [*type(self).model_fields, *extra]:
+            if key in self.own_keys:
+                continue
+            if signature is not None and key not in signature.params:
+                if key not in explicit:
+                    continue
+                if signature.unknown({key}):
+                    message = f"{signature.callee} takes no argument '{key}'{did_you_mean(key, signature.params)}"
+                    raise key_error(key, message, getattr(self, key))
+            kwargs[key] = getattr(self, key)
+        return kwargs
+
+    @model_validator(mode="after")
+    def _kwargs_fit_the_call(self) -> LibraryCallSection:
+        self.kwargs()
+        return self
+
+    @model_serializer(mode="wrap")
+    def _applicable_only(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> dict[str, Any]:
+        """Leave out the documented keys the chosen class does not take, so that a resolved configuration
+        (`dreem config show`, checkpoints) validates again as it is."""
+        data: dict[str, Any] = handler(self)
+        signature = self.signature
+        if signature is None:
+            return data
+        fields = type(self).model_fields
+        return {
+            key: value
+            for key, value in data.items()
+            if key not in fields or key in self.own_keys or key in signature.params
+        }

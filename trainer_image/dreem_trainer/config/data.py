@@ -7,9 +7,9 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from dreem_trainer.config.base import PassThroughSection, Section
+from dreem_trainer.config.base import LibraryCallSection, Section
 from dreem_trainer.config.issues import did_you_mean, key_error
-from dreem_trainer.config.library_names import library_names
+from dreem_trainer.config.library_names import CallSignature, library_names
 from dreem_trainer.config.notices import no_effect
 from dreem_trainer.config.paths import check_path
 
@@ -209,6 +209,21 @@ class DatasetSplitConfig(Section):
     def has_source(self) -> bool:
         return (self.dir is not None and self.dir.path is not None) or bool(self.slp_files)
 
+    def reading(
+        self, directory: str | None = None, slp_files: list[str] | None = None, video_files: list[str] | None = None
+    ) -> DatasetSplitConfig:
+        """This split reading other data: a directory (paired with this split's suffixes) or listed files.
+        Crops, anchors and the rest stay as they are; the result is validated like any split."""
+        if directory is not None:
+            suffixes = self.dir.model_dump(include={"labels_suffix", "vid_suffix"}) if self.dir is not None else {}
+            source: dict[str, Any] = {"dir": {"path": directory, **suffixes}, "slp_files": None, "video_files": None}
+            if isinstance(self.crop_size, list):
+                # One size per configured directory: the one directory given instead takes the first.
+                source["crop_size"] = self.crop_size[0]
+        else:
+            source = {"dir": None, "slp_files": slp_files, "video_files": video_files}
+        return DatasetSplitConfig.model_validate(self.model_dump() | source)
+
     @property
     def n_anchor_crops(self) -> int:
         """How many crops are stacked on channels per instance."""
@@ -276,6 +291,15 @@ class DatasetConfig(Section):
             data["test_dataset"] = {**test, "padding": DREEM_TEST_PADDING}
         return data
 
+    def test_split(self) -> DatasetSplitConfig:
+        """What `dreem track` and `dreem eval` read: `test_dataset` if configured, else the training split's
+        crop settings, in test mode, unaugmented, every clip kept."""
+        if self.test_dataset is not None:
+            return self.test_dataset
+        return self.train_dataset.model_copy(
+            update={"mode": "test", "augmentations": None, "n_chunks": 1.0, "chunk": True}
+        )
+
     @model_validator(mode="after")
     def _modes_follow_splits(self) -> DatasetConfig:
         for split, mode in (("train_dataset", "train"), ("val_dataset", "val"), ("test_dataset", "test")):
@@ -285,7 +309,7 @@ class DatasetConfig(Section):
         return self
 
 
-class DataLoaderSplitConfig(PassThroughSection):
+class DataLoaderSplitConfig(LibraryCallSection):
     """Extra keys go to torch.utils.data.DataLoader."""
 
     shuffle: bool = Field(
@@ -297,15 +321,12 @@ class DataLoaderSplitConfig(PassThroughSection):
         0, ge=0, description="Number of subprocesses for data loading. Use 0 for single-process loading."
     )
 
+    @property
+    def signature(self) -> CallSignature:
+        return library_names().dataloader
+
     @model_validator(mode="after")
-    def _known_loader_kwargs(self) -> DataLoaderSplitConfig:
-        signature = library_names().dataloader
-        for key in signature.unknown(set(self.extra())):
-            raise key_error(
-                key,
-                f"torch.utils.data.DataLoader takes no argument '{key}'{did_you_mean(key, signature.params)}",
-                self.extra()[key],
-            )
+    def _dreem_sets_the_data(self) -> DataLoaderSplitConfig:
         for key in ("dataset", "collate_fn", "sampler", "batch_sampler"):
             if key in self.extra():
                 raise key_error(key, "is set by dreem and cannot be configured", self.extra()[key])

@@ -18,6 +18,8 @@ from importlib import resources
 class CallSignature:
     """The keyword arguments a library callable accepts; `open` when it also takes **kwargs."""
 
+    callee: str
+    """The callable as error messages name it (`torch.optim.SGD`, `lightning.Trainer`)."""
     params: frozenset[str]
     open: bool
 
@@ -39,28 +41,28 @@ class LibraryNames:
     torchvision_resnets: frozenset[str]
 
 
-def _signature(raw: dict[str, object]) -> CallSignature:
+def _signature(callee: str, raw: dict[str, object]) -> CallSignature:
     params = raw["params"]
     assert isinstance(params, list)
-    return CallSignature(params=frozenset(str(p) for p in params), open=bool(raw["open"]))
+    return CallSignature(callee=callee, params=frozenset(str(p) for p in params), open=bool(raw["open"]))
 
 
-def _signatures(raw: dict[str, dict[str, object]]) -> dict[str, CallSignature]:
-    return {name: _signature(sig) for name, sig in raw.items()}
+def _signatures(raw: dict[str, dict[str, object]], module: str = "") -> dict[str, CallSignature]:
+    return {name: _signature(f"{module}{name}", sig) for name, sig in raw.items()}
 
 
 @cache
 def library_names() -> LibraryNames:
     raw = json.loads(resources.files(__package__).joinpath("library_names.json").read_text())
     return LibraryNames(
-        optimizers=_signatures(raw["optimizers"]),
-        schedulers=_signatures(raw["schedulers"]),
+        optimizers=_signatures(raw["optimizers"], "torch.optim."),
+        schedulers=_signatures(raw["schedulers"], "torch.optim.lr_scheduler."),
         augmentations=_signatures(raw["augmentations"]),
         loggers=_signatures(raw["loggers"]),
-        trainer=_signature(raw["trainer"]),
-        dataloader=_signature(raw["dataloader"]),
-        early_stopping=_signature(raw["early_stopping"]),
-        model_checkpoint=_signature(raw["model_checkpoint"]),
+        trainer=_signature("lightning.Trainer", raw["trainer"]),
+        dataloader=_signature("torch.utils.data.DataLoader", raw["dataloader"]),
+        early_stopping=_signature("EarlyStopping", raw["early_stopping"]),
+        model_checkpoint=_signature("ModelCheckpoint", raw["model_checkpoint"]),
         timm_models=frozenset(raw["timm_models"]),
         torchvision_resnets=frozenset(raw["torchvision_resnets"]),
     )

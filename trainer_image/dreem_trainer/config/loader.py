@@ -101,7 +101,7 @@ def set_path(raw: dict[str, Any], path: KeyPath, value: Any) -> None:
     node[str(path[-1])] = value
 
 
-def _model_at(path: Sequence[str | int]) -> type[BaseModel] | None:
+def section_at(path: Sequence[str | int]) -> type[BaseModel] | None:
     """The section class found at `path`, for did-you-mean suggestions."""
     model: type[BaseModel] | None = DreemConfig
     for part in path:
@@ -134,7 +134,7 @@ def issues_from(error: ValidationError) -> list[ConfigIssue]:
             value = ctx.get("value")
             message = message.removeprefix("Value error, ")
         elif entry["type"] == "extra_forbidden":
-            parent = _model_at(loc[:-1])
+            parent = section_at(loc[:-1])
             known = set(parent.model_fields) if parent is not None else set()
             message = f"unknown key{did_you_mean(str(loc[-1]), known)}"
         else:

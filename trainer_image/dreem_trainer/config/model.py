@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from dreem_trainer.config.base import PassThroughSection, Section
 from dreem_trainer.config.issues import did_you_mean, key_error
@@ -26,11 +26,9 @@ DREEM_SEMANTICS: EmbeddingSemantics = "dreem-0.5"
 class MLPConfig(Section):
     """Linear layers (ReLU and dropout between them) that project the per-point embeddings to `d_model`."""
 
-    hidden_dims: int = Field(
-        256,
-        gt=0,
-        validation_alias=AliasChoices("hidden_dims", "hidden_dim"),
-        description="Dimensionality of MLP hidden layers (DREEM's own key `hidden_dim` is read the same).",
+    hidden_dims: int = Field(256, gt=0, description="Dimensionality of MLP hidden layers.")
+    hidden_dim: int | None = Field(
+        None, gt=0, exclude=True, description="DREEM's spelling of hidden_dims: the same key, read into it."
     )
     num_layers: int = Field(
         1,
@@ -39,6 +37,15 @@ class MLPConfig(Section):
         "projection, 0 none.",
     )
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout probability after each hidden layer.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _dreem_spelling(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("hidden_dim") is None:
+            return data
+        if data.get("hidden_dims") not in (None, data["hidden_dim"]):
+            raise key_error("hidden_dim", "is hidden_dims in DREEM's spelling: give one of the two", data["hidden_dim"])
+        return {k: v for k, v in data.items() if k != "hidden_dim"} | {"hidden_dims": data["hidden_dim"]}
 
 
 class PositionalEmbeddingConfig(Section):

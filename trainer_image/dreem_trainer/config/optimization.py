@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import ClassVar, Literal
 
-from pydantic import (
-    Field,
-    SerializationInfo,
-    SerializerFunctionWrapHandler,
-    field_validator,
-    model_serializer,
-    model_validator,
-)
+from pydantic import Field, field_validator
 
-from dreem_trainer.config.base import PassThroughSection, Section
-from dreem_trainer.config.issues import did_you_mean, key_error
+from dreem_trainer.config.base import LibraryCallSection, Section
+from dreem_trainer.config.issues import did_you_mean
 from dreem_trainer.config.library_names import CallSignature, library_names
 
 
@@ -32,46 +25,10 @@ def _lookup(kind: str, name: str, table: dict[str, CallSignature]) -> CallSignat
     return table[name]
 
 
-def drop_inapplicable(data: dict[str, Any], signature: CallSignature, documented_defaults: set[str]) -> dict[str, Any]:
-    """Leave out the default class's documented keys that the chosen class does not take, so that a
-    resolved configuration (`dreem config show`, checkpoints) validates again as it is."""
-    return {key: value for key, value in data.items() if key not in documented_defaults or key in signature.params}
-
-
-def library_kwargs(
-    section: Section, signature: CallSignature, documented_defaults: set[str], owner: str
-) -> dict[str, Any]:
-    """The keyword arguments a section passes to its library call.
-
-    Documented defaults belong to the default class (Adam, ReduceLROnPlateau); another class gets
-    them only where its signature has a parameter of that name, while a key the user typed that
-    the class lacks is an error.
-    """
-    explicit = set(section.model_fields_set) | set(section.extra())
-    kwargs: dict[str, Any] = {}
-    for key in [*type(section).model_fields, *section.extra()]:
-        if key == "name":
-            continue
-        if key in explicit:
-            unknown = signature.unknown({key})
-            if unknown:
-                raise key_error(
-                    key,
-                    f"{owner} takes no argument '{key}'{did_you_mean(key, signature.params)}",
-                    getattr(section, key),
-                )
-        elif key not in documented_defaults or key not in signature.params:
-            continue
-        kwargs[key] = getattr(section, key)
-    return kwargs
-
-
-ADAM_KEYS = {"lr", "betas", "eps", "weight_decay"}
-PLATEAU_KEYS = {"mode", "factor", "patience", "threshold", "threshold_mode"}
-
-
-class OptimizerConfig(PassThroughSection):
+class OptimizerConfig(LibraryCallSection):
     """Extra keys are passed to the torch.optim class named by `name`."""
+
+    own_keys: ClassVar[frozenset[str]] = frozenset({"name"})
 
     name: str = Field(
         "Adam",
@@ -92,22 +49,16 @@ class OptimizerConfig(PassThroughSection):
         _lookup("torch.optim optimizer", name, library_names().optimizers)
         return name
 
-    @model_validator(mode="after")
-    def _kwargs_fit(self) -> OptimizerConfig:
-        self.kwargs()
-        return self
-
-    @model_serializer(mode="wrap")
-    def _applicable_only(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> dict[str, Any]:
-        return drop_inapplicable(handler(self), library_names().optimizers[self.name], ADAM_KEYS)
-
-    def kwargs(self) -> dict[str, Any]:
-        signature = library_names().optimizers[self.name]
-        return library_kwargs(self, signature, ADAM_KEYS, f"torch.optim.{self.name}")
+    @property
+    def signature(self) -> CallSignature:
+        return library_names().optimizers[self.name]
 
 
-class SchedulerConfig(PassThroughSection):
+class SchedulerConfig(LibraryCallSection):
     """Extra keys are passed to the torch.optim.lr_scheduler class named by `name`."""
+
+    own_keys: ClassVar[frozenset[str]] = frozenset({"name", "monitor"})
+    """`monitor` is Lightning's, not the scheduler's."""
 
     name: str = Field(
         "ReduceLROnPlateau",
@@ -136,23 +87,6 @@ class SchedulerConfig(PassThroughSection):
         _lookup("torch.optim.lr_scheduler scheduler", name, library_names().schedulers)
         return name
 
-    @model_validator(mode="after")
-    def _kwargs_fit(self) -> SchedulerConfig:
-        self.kwargs()
-        return self
-
-    @model_serializer(mode="wrap")
-    def _applicable_only(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> dict[str, Any]:
-        return drop_inapplicable(handler(self), library_names().schedulers[self.name], PLATEAU_KEYS)
-
-    def kwargs(self) -> dict[str, Any]:
-        signature = library_names().schedulers[self.name]
-        # `monitor` is Lightning's, not the scheduler's: keep it out of the call.
-        probe = signature if "monitor" not in self.model_fields_set else _with_param(signature, "monitor")
-        kwargs = library_kwargs(self, probe, PLATEAU_KEYS, f"torch.optim.lr_scheduler.{self.name}")
-        kwargs.pop("monitor", None)
-        return kwargs
-
-
-def _with_param(signature: CallSignature, param: str) -> CallSignature:
-    return CallSignature(params=signature.params | {param}, open=signature.open)
+    @property
+    def signature(self) -> CallSignature:
+        return library_names().schedulers[self.name]

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from dreem_trainer.config.base import PassThroughSection, Section
-from dreem_trainer.config.issues import did_you_mean, key_error
+from dreem_trainer.config.base import LibraryCallSection, Section
+from dreem_trainer.config.issues import key_error
 from dreem_trainer.config.library_names import CallSignature, library_names
 from dreem_trainer.config.notices import no_effect
 from dreem_trainer.config.paths import check_path
@@ -15,16 +15,15 @@ from dreem_trainer.config.paths import check_path
 LoggerType = Literal["CSVLogger", "TensorBoardLogger", "WandbLogger"]
 
 
-def _reject_unknown(section: PassThroughSection, signature: CallSignature, owner: str, ours: set[str]) -> None:
-    extra = section.extra()
-    for key in signature.unknown(set(extra) - ours):
-        raise key_error(
-            key, f"{owner} takes no argument '{key}'{did_you_mean(key, signature.params | ours)}", extra[key]
-        )
+class LoggingConfig(LibraryCallSection):
+    """Extra keys go to the Lightning logger class named by `logger_type`.
 
+    The documented keys follow W&B's; `training.run.build_logger` gives each logger those it takes.
+    """
 
-class LoggingConfig(PassThroughSection):
-    """Extra keys go to the Lightning logger class named by `logger_type`."""
+    own_keys: ClassVar[frozenset[str]] = frozenset(
+        {"logger_type", "name", "project", "entity", "save_dir", "log_model", "group", "notes"}
+    )
 
     logger_type: LoggerType | None = Field(
         "CSVLogger",
@@ -45,14 +44,12 @@ class LoggingConfig(PassThroughSection):
     def _log_path(cls, path: str) -> str:
         return check_path(path)
 
-    @model_validator(mode="after")
-    def _known_logger_kwargs(self) -> LoggingConfig:
-        if self.logger_type is not None:
-            _reject_unknown(self, library_names().loggers[self.logger_type], self.logger_type, set())
-        return self
+    @property
+    def signature(self) -> CallSignature | None:
+        return library_names().loggers[self.logger_type] if self.logger_type is not None else None
 
 
-class EarlyStoppingConfig(PassThroughSection):
+class EarlyStoppingConfig(LibraryCallSection):
     """Extra keys go to lightning.pytorch.callbacks.EarlyStopping."""
 
     monitor: str = Field("val_loss", description='Quantity to monitor (e.g., "val_loss").')
@@ -73,14 +70,16 @@ class EarlyStoppingConfig(PassThroughSection):
         None, description="Stop when monitor becomes worse than this threshold (optional)."
     )
 
-    @model_validator(mode="after")
-    def _known_kwargs(self) -> EarlyStoppingConfig:
-        _reject_unknown(self, library_names().early_stopping, "EarlyStopping", set())
-        return self
+    @property
+    def signature(self) -> CallSignature:
+        return library_names().early_stopping
 
 
-class CheckpointingConfig(PassThroughSection):
+class CheckpointingConfig(LibraryCallSection):
     """Extra keys go to each lightning.pytorch.callbacks.ModelCheckpoint."""
+
+    own_keys: ClassVar[frozenset[str]] = frozenset({"monitor", "dirpath", "save_last", "resume"})
+    """dreem makes one ModelCheckpoint per monitored metric, in the resolved folder, the first keeping last.ckpt."""
 
     monitor: list[str] = Field(
         default_factory=lambda: ["val_loss"],
@@ -116,16 +115,15 @@ class CheckpointingConfig(PassThroughSection):
     def _one_metric_is_a_list(cls, monitor: object) -> object:
         return [monitor] if isinstance(monitor, str) else monitor
 
-    @model_validator(mode="after")
-    def _known_kwargs(self) -> CheckpointingConfig:
-        _reject_unknown(self, library_names().model_checkpoint, "ModelCheckpoint", set())
-        return self
+    @property
+    def signature(self) -> CallSignature:
+        return library_names().model_checkpoint
 
 
 Accelerator = Literal["cpu", "gpu", "cuda", "tpu", "ipu", "hpu", "mps", "auto"]
 
 
-class TrainerConfig(PassThroughSection):
+class TrainerConfig(LibraryCallSection):
     """Extra keys go to lightning.Trainer."""
 
     accelerator: Accelerator = Field(
@@ -163,9 +161,12 @@ class TrainerConfig(PassThroughSection):
             raise ValueError("must be -1 (all devices) or a non-negative number")
         return devices
 
+    @property
+    def signature(self) -> CallSignature:
+        return library_names().trainer
+
     @model_validator(mode="after")
     def _coherent(self) -> TrainerConfig:
-        _reject_unknown(self, library_names().trainer, "lightning.Trainer", set())
         if self.max_epochs != -1 and self.min_epochs > self.max_epochs:
             raise key_error("min_epochs", f"min_epochs exceeds max_epochs ({self.max_epochs})", self.min_epochs)
         for key in ("limit_train_batches", "limit_val_batches"):

@@ -1,6 +1,8 @@
 """Data: labels and videos in, model-ready clips of cropped instances out.
 
-Readers (`sources`) turn a labels file and its video into Frames of Instances; `discovery` pairs
-files by name; `crops` holds the pure geometry; `dataset` assembles Clips with a bounded frame cache
-so each frame is decoded once per clip, never once per instance.
+Each labels format (`sleap`, `microscopy` for CTC, `point_tracks` for TrackMate and ICY) reads a labels
+file and its video into Frames of Instances and writes predicted tracks back; `formats` is their one
+table. `discovery` pairs files by name; `sources` decodes frames; `crops` holds the pure geometry;
+`dataset` assembles Clips with a bounded frame cache so each frame is decoded once per clip, never once
+per instance.
 """

@@ -19,10 +19,9 @@ from dreem_trainer.data.augment import FrameAugmenter
 from dreem_trainer.data.clip import Clip
 from dreem_trainer.data.crops import anchor_centers, anchor_names, boxes_around, cut_crops, keypoint_mask
 from dreem_trainer.data.discovery import SourcePair, discover
-from dreem_trainer.data.microscopy import TIFF_SUFFIXES, TiffReader, is_ctc, read_ctc
-from dreem_trainer.data.point_tracks import read_trackmate_csv, read_xml_tracks
+from dreem_trainer.data.microscopy import TIFF_SUFFIXES, TiffReader
 from dreem_trainer.data.records import Frame, LabelledVideo
-from dreem_trainer.data.sources import DataError, Images, MediaReader, VideoReader, read_sleap
+from dreem_trainer.data.sources import DataError, Images, MediaReader, VideoReader
 
 DEFAULT_FRAME_CACHE_MB = 1024
 
@@ -80,18 +79,6 @@ def plan_clips(
     return [spans[i] for i in chosen]
 
 
-def read_video(pair: SourcePair) -> LabelledVideo:
-    if pair.labels_path.endswith(".slp"):
-        return read_sleap(pair.labels_path, pair.video_path)
-    if is_ctc(pair.labels_path):
-        return read_ctc(pair.labels_path, pair.video_path)
-    if pair.labels_path.endswith(".xml"):
-        return read_xml_tracks(pair.labels_path, pair.video_path)
-    if pair.labels_path.endswith(".csv"):
-        return read_trackmate_csv(pair.labels_path, pair.video_path)
-    raise DataError(f"{pair.labels_path}: no reader for labels ending in {os.path.splitext(pair.labels_path)[1]!r}")
-
-
 def open_reader(video_path: str) -> VideoReader:
     """TIFF frames (a folder of them, or one stack) through tifffile; other media through sleap-io."""
     if os.path.isdir(video_path) or video_path.lower().endswith(TIFF_SUFFIXES):
@@ -111,7 +98,7 @@ class ClipDataset(Dataset[Clip]):
     ) -> None:
         self.split = split
         self.pairs = pairs if pairs is not None else discover(split)
-        self.videos = [read_video(pair) for pair in self.pairs]
+        self.videos = [pair.read() for pair in self.pairs]
         self.readers: list[VideoReader] = [open_reader(pair.video_path) for pair in self.pairs]
         self.train = split.mode == "train"
         self.seed = seed

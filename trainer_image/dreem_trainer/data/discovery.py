@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dreem_trainer.config.data import DatasetSplitConfig
-from dreem_trainer.data.microscopy import CTC_TRACKS, ctc_ground_truth, ctc_segmentation
+from dreem_trainer.data.formats import format_of, laid_out_sources, layouts
+from dreem_trainer.data.records import LabelledVideo
 from dreem_trainer.data.sources import DataError
 
 
@@ -15,6 +16,10 @@ class SourcePair:
     labels_path: str
     video_path: str
     crop_size: int
+
+    def read(self) -> LabelledVideo:
+        """The labelled frames of the video, read in the labels' format."""
+        return format_of(self.labels_path).read(self.labels_path, self.video_path)
 
 
 def _stem(path: Path, suffix: str) -> str:
@@ -30,14 +35,11 @@ def pair_directory(directory: str, labels_suffix: str, vid_suffix: str, crop_siz
         _stem(p, vid_suffix): p for p in root.iterdir() if p.name.endswith(vid_suffix) and p not in labels.values()
     }
     if not labels:
-        sequences = ctc_sequences(root)
-        if sequences:
-            return [SourcePair(str(tracks), str(sequence), crop_size) for tracks, sequence in sequences]
-        raise DataError(
-            f"{directory}: matches no known layout: no labels file ending in {labels_suffix!r}, and no Cell "
-            f"Tracking Challenge sequence (a <seq>/ folder of TIFF frames beside <seq>_GT/TRA/{CTC_TRACKS} "
-            "or <seq>_ERR_SEG/)"
-        )
+        laid_out = laid_out_sources(root)
+        if laid_out:
+            return [SourcePair(str(labels_path), str(video_path), crop_size) for labels_path, video_path in laid_out]
+        missing = [f"labels file ending in {labels_suffix!r}", *layouts()]
+        raise DataError(f"{directory}: matches no known layout: no {', and no '.join(missing)}")
     unmatched = sorted(str(labels[s]) for s in labels.keys() - videos.keys())
     if unmatched:
         raise DataError(
@@ -47,19 +49,6 @@ def pair_directory(directory: str, labels_suffix: str, vid_suffix: str, crop_siz
     if orphans:
         raise DataError(f"{orphans[0]}: no labels file ending in {labels_suffix!r} with the same name")
     return [SourcePair(str(labels[s]), str(videos[s]), crop_size) for s in sorted(labels)]
-
-
-def ctc_sequences(root: Path) -> list[tuple[Path, Path]]:
-    """(labels, sequence folder) of the CTC sequences at `root` (itself, or the folders in it). The labels
-    are `<seq>_GT/TRA/man_track.txt`, or else a segmentation folder to track (`<seq>_ERR_SEG/`)."""
-    candidates = [root, *sorted(p for p in root.iterdir() if p.is_dir() and not p.name.endswith(("_GT", "_SEG")))]
-    found = []
-    for sequence in candidates:
-        tracks = ctc_ground_truth(sequence) / CTC_TRACKS
-        labels = tracks if tracks.is_file() else ctc_segmentation(sequence)
-        if labels is not None:
-            found.append((labels, sequence))
-    return found
 
 
 def discover(split: DatasetSplitConfig) -> list[SourcePair]:

@@ -19,11 +19,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from dreem_trainer.data.label_format import LabelFormat, Predictions
 from dreem_trainer.data.records import UNTRACKED, Frame, Instance, LabelledVideo
 from dreem_trainer.data.sources import DataError, Images
 
 CTC_TRACKS = "man_track.txt"
 CTC_NODE = "centroid"
+"""The one node of a cell: its mask's centre of mass."""
 TIFF_SUFFIXES = (".tif", ".tiff")
 LOW_PERCENTILE, HIGH_PERCENTILE = 1.0, 99.8
 _NUMBER = re.compile(r"(\d+)(?=\.tiff?$)")
@@ -61,7 +63,11 @@ def as_frames(images: npt.NDArray[Any]) -> Images:
 
 
 class TiffReader:
-    """Frames from a folder of numbered TIFFs or from one multi-page TIFF stack (one page per frame)."""
+    """Frames from a folder of numbered TIFFs or from one multi-page TIFF stack (one page per frame).
+
+    A stack is opened once on creation, and closed again, so that one that cannot be read is an error
+    naming it before training starts.
+    """
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -69,6 +75,14 @@ class TiffReader:
         self._pid = -1
         self._files: dict[int, Path] | None = None
         """The numbered frames of a folder, listed once rather than for every clip."""
+        if not os.path.isdir(path):
+            import tifffile
+
+            try:
+                with tifffile.TiffFile(path) as stack:
+                    _ = stack.pages[0].shape
+            except Exception as error:
+                raise DataError(f"{path}: cannot read as a TIFF stack ({error})") from error
 
     def read(self, frame_indices: list[int]) -> Images:
         import tifffile
@@ -123,11 +137,16 @@ def read_lineage(path: Path) -> dict[int, list[tuple[int, int, int]]]:
     return lineage
 
 
+def cell_labels(mask: npt.NDArray[Any]) -> list[int]:
+    """The cells of a mask by label, in the order `index_in_frame` counts them."""
+    return [int(label) for label in np.unique(mask) if label != 0]
+
+
 def cells_of(mask: npt.NDArray[Any], track_of: dict[int, int]) -> tuple[Instance, ...]:
     """One Instance per label of a mask: its centre of mass and bounding box."""
     from scipy import ndimage
 
-    labels = [int(label) for label in np.unique(mask) if label != 0]
+    labels = cell_labels(mask)
     if not labels:
         return ()
     centres = ndimage.center_of_mass(np.ones(mask.shape, dtype=np.uint8), mask, labels)
@@ -175,7 +194,6 @@ def read_ctc(tracks_path: str, sequence_path: str) -> LabelledVideo:
         if unknown:
             raise DataError(f"{masks[number]}: label {unknown[0]} is not in {tracks_path}")
         frames.append(Frame(frame_idx=number, instances=cells_of(mask, track_of)))
-    channels = first.shape[2] if first.ndim == 3 else 1
     divisions = {
         (track_of[label], track_of[parent])
         for label, segments in lineage.items()
@@ -189,6 +207,60 @@ def read_ctc(tracks_path: str, sequence_path: str) -> LabelledVideo:
         node_names=(CTC_NODE,),
         frames=tuple(frames),
         track_names=tuple(str(label) for label in names),
-        image_shape=(int(first.shape[0]), int(first.shape[1]), int(channels)),
         parents=tuple(sorted(divisions)),
     )
+
+
+class CtcLabels(LabelFormat):
+    """Cell Tracking Challenge sequences: `man_track.txt` with its masks, or a folder of masks to track."""
+
+    layout = (
+        "Cell Tracking Challenge sequence (a <seq>/ folder of TIFF frames beside "
+        f"<seq>_GT/TRA/{CTC_TRACKS} or <seq>_ERR_SEG/)"
+    )
+
+    def detects(self, labels_path: str) -> bool:
+        return is_ctc(labels_path)
+
+    def read(self, labels_path: str, video_path: str) -> LabelledVideo:
+        return read_ctc(labels_path, video_path)
+
+    def write(self, video: LabelledVideo, predictions: Predictions, output: Path) -> Path:
+        """`<output>/<sequence>_RES/`: `mask<t>.tif` per frame, each cell's pixels holding its predicted track
+        (from 1), and `res_track.txt` (`label begin end parent`; DREEM links cells, it does not detect
+        divisions, so every parent is 0)."""
+        import tifffile
+
+        tracks = predictions.tracks
+        target = output / f"{video.name}_RES"
+        target.mkdir(parents=True, exist_ok=True)
+        masks = numbered_tiffs(ctc_masks(video.labels_path))
+        digits = max(3, len(str(max(masks, default=0))))
+        spans: dict[int, list[int]] = {}
+        for frame in video.frames:
+            mask = tifffile.imread(masks[frame.frame_idx])
+            lookup = np.zeros(int(mask.max()) + 1, dtype=np.uint16)
+            for position, label in enumerate(cell_labels(mask)):
+                track = tracks.get((frame.frame_idx, position), UNTRACKED)
+                if track >= 0:
+                    lookup[label] = track + 1
+                    spans.setdefault(track + 1, []).append(frame.frame_idx)
+            tifffile.imwrite(target / f"mask{frame.frame_idx:0{digits}d}.tif", lookup[mask], compression="zlib")
+        lines = [f"{label} {min(frames)} {max(frames)} 0" for label, frames in sorted(spans.items())]
+        (target / "res_track.txt").write_text("\n".join(lines) + "\n")
+        return target
+
+    def sources_in(self, folder: Path) -> list[tuple[Path, Path]]:
+        """The sequences at `folder` (itself, or the folders in it). The labels are `<seq>_GT/TRA/man_track.txt`,
+        or else a segmentation folder to track (`<seq>_ERR_SEG/`)."""
+        candidates = [
+            folder,
+            *sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.endswith(("_GT", "_SEG"))),
+        ]
+        found = []
+        for sequence in candidates:
+            tracks = ctc_ground_truth(sequence) / CTC_TRACKS
+            labels = tracks if tracks.is_file() else ctc_segmentation(sequence)
+            if labels is not None:
+                found.append((labels, sequence))
+        return found

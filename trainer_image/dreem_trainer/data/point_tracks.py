@@ -2,7 +2,8 @@
 ICY / ISBI 2012 challenge XML. Each spot becomes an Instance with one node, `centroid`, in pixels.
 
 The files pair with their video by name, as SLEAP files do (`labels_suffix: .xml` or `.csv`,
-`vid_suffix: .tif`); which XML dialect a file is comes from its root element.
+`vid_suffix: .tif`); which XML dialect a file is comes from its root element. Tracks are written back as
+a CSV of tracked points, whatever the input.
 """
 
 from __future__ import annotations
@@ -10,31 +11,22 @@ from __future__ import annotations
 import csv
 from collections import defaultdict
 from pathlib import Path
+from typing import Literal
 from xml.etree.ElementTree import Element, ParseError
 
 import numpy as np
 from defusedxml import ElementTree
 
-from dreem_trainer.data.microscopy import CTC_NODE
+from dreem_trainer.data.label_format import LabelFormat, Predictions
 from dreem_trainer.data.records import UNTRACKED, Frame, Instance, LabelledVideo
 from dreem_trainer.data.sources import DataError
 
+SPOT_NODE = "centroid"
+"""The one node of a spot: its position. Named like a cell's, so `anchors: centroid` serves both."""
 TRACKMATE_CSV_COLUMNS = ("TRACK_ID", "POSITION_X", "POSITION_Y", "FRAME")
 
 Spot = tuple[int, float, float, str | None]
 """(frame, x, y, track name or None) in pixels."""
-
-
-def tiff_shape(video_path: str) -> tuple[int, int, int]:
-    """(height, width, channels) of a TIFF stack's pages."""
-    import tifffile
-
-    try:
-        with tifffile.TiffFile(video_path) as stack:
-            shape = stack.pages[0].shape
-    except Exception as error:
-        raise DataError(f"{video_path}: cannot read as a TIFF stack ({error})") from error
-    return int(shape[0]), int(shape[1]), int(shape[2]) if len(shape) == 3 else 1
 
 
 def labelled_video(labels_path: str, video_path: str, spots: list[Spot]) -> LabelledVideo:
@@ -61,10 +53,9 @@ def labelled_video(labels_path: str, video_path: str, spots: list[Spot]) -> Labe
         name=Path(video_path).stem,
         labels_path=labels_path,
         video_path=video_path,
-        node_names=(CTC_NODE,),
+        node_names=(SPOT_NODE,),
         frames=frames,
         track_names=tuple(names),
-        image_shape=tiff_shape(video_path),
     )
 
 
@@ -111,23 +102,38 @@ def read_icy_xml(root: Element, path: str) -> list[Spot]:
     return spots
 
 
-def read_xml_tracks(labels_path: str, video_path: str) -> LabelledVideo:
+XmlDialect = Literal["TrackMate", "ICY"]
+
+
+def xml_dialect(labels_path: str) -> XmlDialect:
+    """Which track XML a file is: TrackMate's root element `<TrackMate>`, or ICY / ISBI 2012 `<particle>`
+    elements. Reads no further than the first element that tells."""
+    root = None
+    try:
+        with open(labels_path, "rb") as handle:
+            for _, element in ElementTree.iterparse(handle, events=("start",)):
+                if root is None:
+                    root = element.tag
+                    if root == "TrackMate":
+                        return "TrackMate"
+                if element.tag == "particle":
+                    return "ICY"
+    except (ParseError, OSError) as error:
+        raise DataError(f"{labels_path}: cannot read as XML ({error})") from error
+    raise DataError(
+        f"{labels_path}: neither TrackMate XML (<TrackMate>) nor ICY/ISBI track XML (<particle>); "
+        f"the root element is <{root}>"
+    )
+
+
+def _xml_root(labels_path: str) -> Element:
     try:
         root = ElementTree.parse(labels_path).getroot()
     except (ParseError, OSError) as error:
         raise DataError(f"{labels_path}: cannot read as XML ({error})") from error
     if root is None:
         raise DataError(f"{labels_path}: an empty XML document")
-    if root.tag == "TrackMate":
-        spots = read_trackmate_xml(root, labels_path)
-    elif root.find(".//particle") is not None:
-        spots = read_icy_xml(root, labels_path)
-    else:
-        raise DataError(
-            f"{labels_path}: neither TrackMate XML (<TrackMate>) nor ICY/ISBI track XML (<particle>); "
-            f"the root element is <{root.tag}>"
-        )
-    return labelled_video(labels_path, video_path, spots)
+    return root
 
 
 def read_trackmate_csv(labels_path: str, video_path: str) -> LabelledVideo:
@@ -169,3 +175,47 @@ def write_tracks_csv(rows: list[tuple[int, int, float, float]], target: Path) ->
         ordered = sorted(rows, key=lambda row: (row[1], row[0]))  # by frame, then track
         writer.writerows(ordered)
     return target
+
+
+class PointTracks(LabelFormat):
+    """Spots with one node each; predicted tracks go to `<output>/<video>.dreem_tracks.csv`."""
+
+    def write(self, video: LabelledVideo, predictions: Predictions, output: Path) -> Path:
+        tracks = predictions.tracks
+        rows = [
+            (tracks[(frame.frame_idx, instance.index_in_frame)], frame.frame_idx, *map(float, instance.points[0]))
+            for frame in video.frames
+            for instance in frame.instances
+            if tracks.get((frame.frame_idx, instance.index_in_frame), UNTRACKED) >= 0
+        ]
+        return write_tracks_csv(rows, output / f"{video.name}.dreem_tracks.csv")  # type: ignore[arg-type]
+
+
+class TrackMateXml(PointTracks):
+    """A TrackMate session (`.xml`): calibrated spot positions, converted to pixels; its filtered tracks."""
+
+    def detects(self, labels_path: str) -> bool:
+        return labels_path.endswith(".xml") and xml_dialect(labels_path) == "TrackMate"
+
+    def read(self, labels_path: str, video_path: str) -> LabelledVideo:
+        return labelled_video(labels_path, video_path, read_trackmate_xml(_xml_root(labels_path), labels_path))
+
+
+class IcyXml(PointTracks):
+    """ICY / ISBI 2012 particle tracking challenge XML (`.xml`): one `<particle>` per track, in pixels."""
+
+    def detects(self, labels_path: str) -> bool:
+        return labels_path.endswith(".xml") and xml_dialect(labels_path) == "ICY"
+
+    def read(self, labels_path: str, video_path: str) -> LabelledVideo:
+        return labelled_video(labels_path, video_path, read_icy_xml(_xml_root(labels_path), labels_path))
+
+
+class TrackMateCsv(PointTracks):
+    """A TrackMate spots export (`.csv`), and the tracks CSV dreem writes."""
+
+    def detects(self, labels_path: str) -> bool:
+        return labels_path.endswith(".csv")
+
+    def read(self, labels_path: str, video_path: str) -> LabelledVideo:
+        return read_trackmate_csv(labels_path, video_path)

@@ -49,7 +49,5 @@ class LabelledVideo:
     node_names: tuple[str, ...]
     frames: tuple[Frame, ...]
     track_names: tuple[str, ...] = field(default=())
-    image_shape: tuple[int, int, int] = (0, 0, 1)
-    """(height, width, channels) of the video frames."""
     parents: tuple[tuple[int, int], ...] = ()
     """(track, parent track) for tracks that began by division of another (cell lineage)."""

@@ -17,9 +17,10 @@ from dreem_trainer.config import DreemConfig
 from dreem_trainer.config.data import DatasetSplitConfig
 from dreem_trainer.data.dataset import ClipDataset
 from dreem_trainer.data.discovery import SourcePair
+from dreem_trainer.data.formats import write_tracks
+from dreem_trainer.data.label_format import Predictions
 from dreem_trainer.data.records import LabelledVideo
 from dreem_trainer.inference.device import TRAINING_MACHINE_KEYS, InferenceDevice, inference_device
-from dreem_trainer.inference.writers import Predictions, write_tracks
 from dreem_trainer.models.checkpoint import load_model, stored_config
 from dreem_trainer.models.gtr import GlobalTrackingTransformer
 from dreem_trainer.tracking.metrics import TRACKING_METRICS, TrackingCounts, tracking_counts
@@ -48,14 +49,6 @@ class TrackedVideo:
             scores=dict(zip(keys, self.tracking_scores.tolist(), strict=True)),
             review_frames=tuple(self.review_frames),
         )
-
-
-def test_split(config: DreemConfig) -> DatasetSplitConfig:
-    """The test split: `dataset.test_dataset` if configured, else the training split's crop settings."""
-    if config.dataset.test_dataset is not None:
-        return config.dataset.test_dataset
-    base = config.dataset.train_dataset
-    return base.model_copy(update={"mode": "test", "augmentations": None, "n_chunks": 1.0, "chunk": True})
 
 
 def track_videos(
@@ -133,7 +126,7 @@ def run_tracking(
     output.mkdir(parents=True, exist_ok=True)
     written = []
     with torch.inference_mode(), placement.autocast():
-        for result in track_videos(model, test_split(config), pairs, config):
+        for result in track_videos(model, config.dataset.test_split(), pairs, config):
             written.append(write_tracks(result.video, result.predictions(), output))
             frames = len(np.unique(result.frame_indices))
             tracks = len(np.unique(result.predicted_tracks))
@@ -150,7 +143,7 @@ def run_evaluation(
     rows: list[dict[str, float | str]] = []
     total = TrackingCounts()
     with torch.inference_mode(), placement.autocast():
-        for result in track_videos(model, test_split(config), pairs, config):
+        for result in track_videos(model, config.dataset.test_split(), pairs, config):
             write_tracks(result.video, result.predictions(), output)
             counts = tracking_counts(result.frame_indices, result.true_tracks, result.predicted_tracks)
             total += counts

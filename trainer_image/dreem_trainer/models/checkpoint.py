@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from pydantic import ValidationError
 
-from dreem_trainer.config import validate
+from dreem_trainer.config.loader import format_path
 from dreem_trainer.config.model import ModelConfig, model_section_from_dreem
 from dreem_trainer.models.gtr import GlobalTrackingTransformer
 
@@ -48,9 +49,13 @@ class Checkpoint:
     def model_config(self) -> ModelConfig:
         """The model section that rebuilds the network; no pretrained download, the weights are here.
 
-        A configuration that does not validate is a ConfigError naming the checkpoint and the keys.
+        A model section that does not validate is a ValueError naming the checkpoint and the problems.
         """
-        model = validate({"model": self.config.get("model", {})}, source=self.path).model
+        try:
+            model = ModelConfig.model_validate(self.config.get("model", {}))
+        except ValidationError as error:
+            problems = "; ".join(f"model.{format_path(e['loc'])}: {e['msg']}" for e in error.errors())
+            raise ValueError(f"{self.path}: its model configuration does not validate: {problems}") from None
         encoder = model.encoder_cfg.model_copy(update={"pretrained": False})
         return model.model_copy(update={"encoder_cfg": encoder, "ckpt_path": None})
 

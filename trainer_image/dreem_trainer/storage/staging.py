@@ -12,6 +12,7 @@ from pathlib import Path
 from dreem_trainer.config import DreemConfig
 from dreem_trainer.config.data import DatasetSplitConfig
 from dreem_trainer.config.paths import S3Uri, is_s3
+from dreem_trainer.config.run import StorageConfig
 from dreem_trainer.storage.client import check_access
 from dreem_trainer.storage.download import cache_root, download
 from dreem_trainer.storage.sync import newest_checkpoint
@@ -48,12 +49,12 @@ def _s3_paths(config: DreemConfig) -> list[str]:
     return [path for path in paths if is_s3(path)]
 
 
-def _local_split(config: DreemConfig, split: DatasetSplitConfig | None) -> DatasetSplitConfig | None:
-    if split is None:
-        return None
+def stage_split(storage: StorageConfig, split: DatasetSplitConfig) -> DatasetSplitConfig:
+    """The split with its s3:// data downloaded into the cache and read from there; `dreem train` stages
+    every split this way, `dreem track` and `eval` the one they read."""
 
     def local(path: str) -> str:
-        return str(download(config.storage, path)) if is_s3(path) else path
+        return str(download(storage, path)) if is_s3(path) else path
 
     update: dict[str, object] = {}
     if split.dir is not None and any(is_s3(p) for p in split.dir.paths):
@@ -74,12 +75,13 @@ def stage(config: DreemConfig) -> StagedRun:
             check_access(config.storage, uri)
             checked.add((uri.bucket, uri.key))
 
+    splits = {
+        "train_dataset": config.dataset.train_dataset,
+        "val_dataset": config.dataset.val_dataset,
+        "test_dataset": config.dataset.test_dataset,
+    }
     dataset = config.dataset.model_copy(
-        update={
-            "train_dataset": _local_split(config, config.dataset.train_dataset),
-            "val_dataset": _local_split(config, config.dataset.val_dataset),
-            "test_dataset": _local_split(config, config.dataset.test_dataset),
-        }
+        update={name: stage_split(config.storage, split) for name, split in splits.items() if split is not None}
     )
     staging = cache_root(config.storage) / "outputs" / f"{os.getpid()}-{int(time.time())}"
     run = StagedRun(config.model_copy(update={"dataset": dataset}), staging=staging)

@@ -97,9 +97,6 @@ class DirectorySync:
         if lost:
             raise StorageError("; ".join(lost))
 
-    def close(self) -> None:
-        self.executor.shutdown(wait=True)
-
     def _retrying(self, action: Any, *args: str) -> None:
         """Run a transfer, retrying transient failures (an outage) with backoff for up to `retry_for_s`."""
         name = args[-1]

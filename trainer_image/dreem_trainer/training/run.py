@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 from dreem_trainer.cluster import job_from_environment, progress_interval
 from dreem_trainer.config import ConfigError, ConfigIssue, DreemConfig, dump_yaml
 from dreem_trainer.config.data import DataLoaderSplitConfig, DatasetSplitConfig
+from dreem_trainer.config.model import ModelConfig
 from dreem_trainer.data.clip import Clip, collate_clips
 from dreem_trainer.data.dataset import ClipDataset
 from dreem_trainer.models.checkpoint import Checkpoint, load_weights, read_checkpoint
@@ -48,10 +49,8 @@ log = logging.getLogger(__name__)
 
 def data_loader(split: DatasetSplitConfig, loader: DataLoaderSplitConfig, seed: int | None) -> DataLoader[Clip]:
     dataset = ClipDataset(split, seed=seed)
-    extra: dict[str, Any] = {"batch_size": 1, "persistent_workers": loader.num_workers > 0} | loader.extra()
-    return DataLoader(
-        dataset, shuffle=loader.shuffle, num_workers=loader.num_workers, collate_fn=collate_clips, **extra
-    )
+    settings: dict[str, Any] = {"batch_size": 1, "persistent_workers": loader.num_workers > 0} | loader.kwargs()
+    return DataLoader(dataset, collate_fn=collate_clips, **settings)
 
 
 def checkpoint_dir(config: DreemConfig) -> Path:
@@ -99,30 +98,17 @@ def build_callbacks(
                 "auto_insert_metric_name": False,
                 "monitor": watched,
                 "mode": metric_mode(watched, f"checkpointing.monitor[{index}]"),
-                "save_top_k": checkpointing.save_top_k,
-                "every_n_epochs": checkpointing.every_n_epochs,
                 # One last.ckpt, always the newest state, never a second full copy of a best one.
                 "save_last": checkpointing.save_last and index == 0,
             }
-            # Other ModelCheckpoint arguments in the section pass through and win over dreem's choices.
-            callbacks.append(LatestCheckpoint(gate=gate, **(settings | checkpointing.extra())))
+            # The section's other ModelCheckpoint arguments pass through and win over dreem's choices.
+            callbacks.append(LatestCheckpoint(gate=gate, **(settings | checkpointing.kwargs())))
     if config.early_stopping is not None:
         watched = monitored(config.early_stopping.monitor, has_validation)
         table_mode = metric_mode(watched, "early_stopping.monitor")  # an unknown name fails here, before training
         # A mode left out, or the training loss standing in for a val_ metric, follows the metric table.
         stopping = effective_early_stopping(config.early_stopping, watched)
-        callbacks.append(
-            EarlyStopping(
-                monitor=watched,
-                mode=stopping.mode or table_mode,
-                patience=stopping.patience,
-                min_delta=stopping.min_delta,
-                check_finite=stopping.check_finite,
-                stopping_threshold=stopping.stopping_threshold,
-                divergence_threshold=stopping.divergence_threshold,
-                **stopping.extra(),
-            )
-        )
+        callbacks.append(EarlyStopping(**stopping.kwargs() | {"monitor": watched, "mode": stopping.mode or table_mode}))
     return callbacks
 
 
@@ -130,7 +116,7 @@ def build_logger(config: DreemConfig) -> Logger | bool:
     logging_config = config.logging
     if logging_config is None or logging_config.logger_type is None:
         return False
-    extra = logging_config.extra()
+    extra = logging_config.kwargs()
     if logging_config.logger_type == "CSVLogger":
         return CSVLogger(save_dir=logging_config.save_dir, name=logging_config.name, **extra)
     if logging_config.logger_type == "TensorBoardLogger":
@@ -164,18 +150,6 @@ def build_trainer(
     interactive = sys.stdout.isatty() if interactive is None else interactive
     trainer_config = config.trainer
     settings: dict[str, Any] = {
-        "accelerator": trainer_config.accelerator,
-        "strategy": trainer_config.strategy or "auto",
-        "devices": trainer_config.devices,
-        "num_nodes": trainer_config.num_nodes,
-        "max_epochs": trainer_config.max_epochs,
-        "min_epochs": trainer_config.min_epochs,
-        "check_val_every_n_epoch": trainer_config.check_val_every_n_epoch,
-        "enable_checkpointing": trainer_config.enable_checkpointing,
-        "gradient_clip_val": trainer_config.gradient_clip_val,
-        "limit_train_batches": trainer_config.limit_train_batches,
-        "limit_val_batches": trainer_config.limit_val_batches if has_validation else 0,
-        "log_every_n_steps": trainer_config.log_every_n_steps,
         "callbacks": [*build_callbacks(config, has_validation, interactive, gate), *callbacks],
         "logger": build_logger(config),
         "enable_progress_bar": interactive,
@@ -183,10 +157,14 @@ def build_trainer(
         # The sanity check validates two batches before training (5 s here, more on big clips): every
         # restart of a cluster job would pay it. Validation errors then surface after the first epoch.
         "num_sanity_val_steps": 0,
+        "plugins": [AtomicCheckpointIO()],
     }
-    settings["plugins"] = [AtomicCheckpointIO()]
-    # Any other lightning.Trainer argument in the section passes through, and wins over dreem's choices.
-    return pl.Trainer(**(settings | trainer_config.extra()))
+    # The section's lightning.Trainer arguments, its extra keys included, win over dreem's choices above.
+    section = trainer_config.kwargs() | {
+        "strategy": trainer_config.strategy or "auto",
+        "limit_val_batches": trainer_config.limit_val_batches if has_validation else 0,
+    }
+    return pl.Trainer(**(settings | section))
 
 
 @dataclass(frozen=True)
@@ -201,7 +179,11 @@ class Start:
 
 
 def plan_start(config: DreemConfig) -> Start:
-    """Read `model.ckpt_path` (a path or hf://) and decide how training starts from it."""
+    """Read `model.ckpt_path` (a path or hf://) and decide how training starts from it.
+
+    Either way the checkpoint's network is trained on: its model section replaces the configuration's, and
+    the model keys that this overrides are named.
+    """
     path = config.model.ckpt_path
     if path is None:
         return Start(config)
@@ -211,26 +193,24 @@ def plan_start(config: DreemConfig) -> Start:
         model = checkpoint.model_config()
     except (FileNotFoundError, ValueError) as error:
         raise ConfigError([ConfigIssue("model.ckpt_path", str(error), path)]) from None
-    if not checkpoint.written_by_dreem:
-        return Start(config, resume_from=local)
-    print(
-        f"fine-tuning from DREEM checkpoint {path}: its weights and network (embeddings read as DREEM 0.5 read them); "
-        "optimizer, learning-rate schedule and epochs start afresh",
-        flush=True,
-    )
+    if checkpoint.written_by_dreem:
+        print(
+            f"fine-tuning from DREEM checkpoint {path}: its weights and network (embeddings read as DREEM 0.5 "
+            "read them); optimizer, learning-rate schedule and epochs start afresh",
+            flush=True,
+        )
     for key, value in _ignored_model_keys(config, model).items():
         print(f"  model.{key}: {value!r} in the configuration is ignored; the checkpoint's network is kept", flush=True)
-    return Start(config.model_copy(update={"model": model}), fine_tune=checkpoint)
+    start = config.model_copy(update={"model": model})
+    if checkpoint.written_by_dreem:
+        return Start(start, fine_tune=checkpoint)
+    return Start(start, resume_from=local)
 
 
-def _ignored_model_keys(config: DreemConfig, model: Any) -> dict[str, Any]:
+def _ignored_model_keys(config: DreemConfig, model: ModelConfig) -> dict[str, Any]:
     """The model keys the user wrote whose value the checkpoint's network overrides."""
-    given = config.model.explicit()
-    return {
-        key: given[key]
-        for key in sorted(given)
-        if key != "ckpt_path" and config.model.model_dump()[key] != model.model_dump()[key]
-    }
+    given, ours, kept = config.model.explicit(), config.model.model_dump(), model.model_dump()
+    return {key: given[key] for key in sorted(given) if key != "ckpt_path" and ours[key] != kept[key]}
 
 
 TERMINATION_UPLOAD_S = 24.0

@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import sleap_io as sio
 
+from dreem_trainer.data.formats import write_tracks
+from dreem_trainer.data.label_format import Predictions
 from dreem_trainer.data.records import LabelledVideo
-from dreem_trainer.inference.writers import Predictions, write_tracks
 
 
 def predicted_labels(path: Path) -> LabelledVideo:

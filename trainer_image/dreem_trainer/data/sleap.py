@@ -1,0 +1,98 @@
+"""SLEAP labels (`.slp`) through sleap-io: read with the video they label, written back with tracks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dreem_trainer.data.label_format import LabelFormat, Predictions
+from dreem_trainer.data.records import UNTRACKED, Frame, Instance, LabelledVideo
+from dreem_trainer.data.sources import DataError
+
+
+class SleapLabels(LabelFormat):
+    def detects(self, labels_path: str) -> bool:
+        return labels_path.endswith(".slp")
+
+    def read(self, labels_path: str, video_path: str) -> LabelledVideo:
+        """The frames of the video that `video_path` names, in frame order."""
+        import sleap_io as sio
+
+        try:
+            labels = sio.load_slp(labels_path, open_videos=False)
+        except Exception as error:
+            raise DataError(f"{labels_path}: cannot read SLEAP labels ({error})") from error
+        tracks = list(labels.tracks)
+        frames = []
+        for labelled_frame in sorted(labels.find(_matching_video(labels, labels_path, video_path)), key=_frame_idx):
+            instances = tuple(
+                Instance(
+                    points=np.asarray(instance.numpy(), dtype=np.float64)[:, :2],
+                    track=tracks.index(instance.track) if instance.track is not None else UNTRACKED,
+                    index_in_frame=index,
+                )
+                for index, instance in enumerate(_instances(labelled_frame))
+            )
+            frames.append(Frame(frame_idx=_frame_idx(labelled_frame), instances=instances))
+        return LabelledVideo(
+            name=Path(video_path).stem,
+            labels_path=labels_path,
+            video_path=video_path,
+            node_names=tuple(labels.skeletons[0].node_names) if labels.skeletons else (),
+            frames=tuple(frames),
+            track_names=tuple(str(track.name) for track in tracks),  # DREEM writes numbers
+        )
+
+    def write(self, video: LabelledVideo, predictions: Predictions, output: Path) -> Path:
+        """A copy of the video's labels with predicted tracks, as `<output>/<video>.dreem_track.slp`.
+
+        Tracks are named as DREEM names them: by their id, as a number (0, 1, ...), in order of first
+        appearance; a detection left untracked (`max_tracks`) goes to a track named -1. Predicted instances get
+        their tracking_score; frames flagged for review become suggestions. Instances the tracker did not see
+        (dropped for a missing anchor) keep no track.
+        """
+        import sleap_io as sio
+
+        labels = sio.load_slp(video.labels_path, open_videos=False)
+        source = _matching_video(labels, video.labels_path, video.video_path)
+        named: dict[int, Any] = {}
+        for key in sorted(predictions.tracks):
+            track = predictions.tracks[key]
+            if track not in named:
+                named[track] = sio.Track(name=track)  # a number, as DREEM writes it (sleap-io types it str)
+        for labelled_frame in labels.find(source):
+            for index, instance in enumerate(_instances(labelled_frame)):
+                key = (_frame_idx(labelled_frame), index)
+                instance.track = named[predictions.tracks[key]] if key in predictions.tracks else None
+                if isinstance(instance, sio.PredictedInstance) and key in predictions.scores:
+                    instance.tracking_score = predictions.scores[key]
+        labels.tracks = list(named.values())
+        labels.suggestions = [*labels.suggestions, *(sio.SuggestionFrame(source, f) for f in predictions.review_frames)]
+        target = output / f"{video.name}.dreem_track.slp"
+        sio.save_slp(labels, str(target), verbose=False)
+        return target
+
+
+def _frame_idx(labelled_frame: Any) -> int:
+    return int(labelled_frame.frame_idx)
+
+
+def _instances(labelled_frame: Any) -> list[Any]:
+    """The instances dreem tracks in a labelled frame, in the order `index_in_frame` counts: the
+    user-labelled ones, or the predicted ones where the user labelled none."""
+    return list(labelled_frame.user_instances or labelled_frame.predicted_instances)
+
+
+def _matching_video(labels: Any, labels_path: str, video_path: str) -> Any:
+    if len(labels.videos) == 1:
+        return labels.videos[0]
+    stem = Path(video_path).stem
+    named = [video for video in labels.videos if Path(str(video.filename)).stem == stem]
+    if len(named) != 1:
+        listed = ", ".join(Path(str(video.filename)).name for video in labels.videos)
+        raise DataError(
+            f"{labels_path}: holds {len(labels.videos)} videos ({listed}) and none is named like {video_path}"
+        )
+    return named[0]
