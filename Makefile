@@ -101,6 +101,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.storage
 	$(BIN)/python -m bench.operator
 	$(BIN)/python -m bench.microscopy
+	$(BIN)/python -m bench.render
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .mypy_cache .ruff_cache .pytest_cache

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import sleap_io as sio
 import yaml
+from PIL import Image
 
 from dreem_trainer.contract import EXIT_USER_ERROR
 from tests.conftest import DEMO_DATA, REPO_ROOT, dreem_executable
@@ -57,6 +58,9 @@ def test_eval_after_a_few_epochs_reaches_idf1(demo_checkpoint: Path, tmp_path: P
     rows = (tmp_path / "metrics_per_video.csv").read_text().splitlines()
     assert rows[0].startswith("video,mota,idf1") and rows[1].startswith("two_flies,")
     assert "Tracking metrics" in result.stdout and "two_flies" in result.stdout
+    timeline = Image.open(tmp_path / "two_flies.identity_timeline.png")
+    assert timeline.format == "PNG" and timeline.height > 100
+    assert Image.open(tmp_path / "metrics_per_video.png").format == "PNG"
 
 
 def test_track_writes_tracked_labels_per_video(demo_checkpoint: Path, tmp_path: Path) -> None:
@@ -70,10 +74,13 @@ def test_track_writes_tracked_labels_per_video(demo_checkpoint: Path, tmp_path: 
         str(demo_checkpoint),
         "--output",
         str(tmp_path / "out"),
+        "--render",
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     tracked = sio.load_slp(str(tmp_path / "out" / "two_flies.dreem_track.slp"))
+    drawn = sio.load_video(str(tmp_path / "out" / "two_flies.dreem_track.mp4"), grayscale=False)
+    assert drawn.shape == (128, 1024, 1024, 3)
     truth = sio.load_slp(TWO_FLIES_SLP)
     assert len(tracked.labeled_frames) == len(truth.labeled_frames)
     assert len(tracked.tracks) >= 2

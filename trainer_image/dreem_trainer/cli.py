@@ -12,9 +12,9 @@ import logging
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn, get_type_hints
 
 import typer
 
@@ -23,6 +23,7 @@ from dreem_trainer.config import EVERY_SPLIT, ConfigError, ConfigIssue, DreemCon
 from dreem_trainer.config.loader import KeyPath, section_at
 from dreem_trainer.contract import EXIT_STORAGE_ERROR, EXIT_USER_ERROR, UserError
 from dreem_trainer.data.discovery import SourcePair
+from dreem_trainer.inference.render_options import CLI, RenderOptions
 
 app = typer.Typer(
     name="dreem",
@@ -349,6 +350,8 @@ class ConfigSources:
     file: Path | None
     sets: list[str]
     typed: list[tuple[KeyPath, Any]]
+    quiet: bool = False
+    """--quiet: only warnings and errors; the command prints no progress."""
 
     def load(self, base: dict[str, Any] | None = None) -> DreemConfig:
         return load_config(self.file, self.sets, self.typed, base=base)
@@ -359,30 +362,35 @@ def _command(summary: str, options: Sequence[ConfigOption], act: Callable[..., N
 
     `act` gets the ConfigSources first, then its own parameters by name.
     """
-    own = [
-        parameter
-        for parameter in list(inspect.signature(act, eval_str=True).parameters.values())[1:]
-        if parameter.name != "quiet"  # --quiet is one of the source parameters; act may want to know it
-    ]
-    own_names = set(inspect.signature(act).parameters)
 
-    def command(**values: Any) -> None:
+    def sources(values: dict[str, Any]) -> ConfigSources:
         typed = [(option, values.pop(option.name)) for option in options]
         quiet = values.pop("quiet")
         _log_level(quiet, values.pop("verbose"))
-        sources = ConfigSources(
+        return ConfigSources(
             values.pop("config_file"),
             values.pop("set_") or [],
             # An empty repeatable option (--front-node given never) is left out like any other.
             [setting for option, value in typed if value not in (None, []) for setting in option.typed(value)],
+            quiet,
         )
-        if "quiet" in own_names:
-            values["quiet"] = quiet
-        act(sources, **values)
 
-    parameters = [*own, *(option.parameter() for option in options), *_SOURCE_PARAMETERS]
+    return _assembled(summary, act, [*(option.parameter() for option in options), *_SOURCE_PARAMETERS], sources)
+
+
+def _assembled(
+    summary: str, act: Callable[..., None], options: list[inspect.Parameter], gather: Callable[[dict[str, Any]], Any]
+) -> Callable[..., None]:
+    """A command taking `act`'s own parameters after its first, then `options`. `gather` takes the options'
+    values out of what the command was given and makes `act`'s first argument of them."""
+    own = list(inspect.signature(act, eval_str=True).parameters.values())[1:]
+
+    def command(**values: Any) -> None:
+        first = gather(values)
+        act(first, **values)
+
     command.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-        [parameter.replace(kind=inspect.Parameter.KEYWORD_ONLY) for parameter in parameters]
+        [parameter.replace(kind=inspect.Parameter.KEYWORD_ONLY) for parameter in [*own, *options]]
     )
     command.__doc__ = summary
     return command
@@ -469,10 +477,14 @@ OutputDir = Annotated[
         show_default="outdir from --config, else ./results",
     ),
 ]
+RenderFlag = Annotated[
+    bool,
+    typer.Option("--render", help="Also draw each tracked file over its video, as <tracked file>.mp4 beside it."),
+]
 
-InferenceRun = Callable[[DreemConfig, Path, list[SourcePair], Path, bool], None]
+InferenceRun = Callable[[DreemConfig, Path, list[SourcePair], Path, bool, bool], None]
 """`dreem track` or `dreem eval` once its inputs are known: configuration, checkpoint, pairs, output, and
-whether to print progress."""
+whether to render each tracked file over its video, and whether to print no progress (--quiet)."""
 
 
 def _inference_command(run: InferenceRun, summary: str) -> Callable[..., None]:
@@ -485,13 +497,14 @@ def _inference_command(run: InferenceRun, summary: str) -> Callable[..., None]:
         output: OutputDir = None,
         slp_file: SlpFiles = None,
         video_file: VideoFiles = None,
-        quiet: bool = False,
+        render: RenderFlag = False,
     ) -> None:
         with _reported(FileNotFoundError, ValueError):
             local = _local_checkpoint(*_checkpoint_named(checkpoint, sources))
         config, pairs = _inference_inputs(sources, local, input_dir, slp_file, video_file)
+        # Reading the videos and tracking them meets the data: a DataError there is the user's to fix.
         with _reported():
-            run(config, local, pairs, output or Path(config.outdir or "./results"), quiet)
+            run(config, local, pairs, output or Path(config.outdir or "./results"), render, sources.quiet)
 
     return _command(summary, TRACKING_OPTIONS, act)
 
@@ -545,16 +558,20 @@ def _inference_inputs(
     return config, pairs
 
 
-def _track(config: DreemConfig, checkpoint: Path, pairs: list[SourcePair], output: Path, quiet: bool) -> None:
+def _track(
+    config: DreemConfig, checkpoint: Path, pairs: list[SourcePair], output: Path, render: bool, quiet: bool
+) -> None:
     from dreem_trainer.inference.run import run_tracking
 
-    run_tracking(config, checkpoint, pairs, output, quiet=quiet)
+    run_tracking(config, checkpoint, pairs, output, render, quiet)
 
 
-def _evaluate(config: DreemConfig, checkpoint: Path, pairs: list[SourcePair], output: Path, quiet: bool) -> None:
+def _evaluate(
+    config: DreemConfig, checkpoint: Path, pairs: list[SourcePair], output: Path, render: bool, quiet: bool
+) -> None:
     from dreem_trainer.inference.run import run_evaluation
 
-    run_evaluation(config, checkpoint, pairs, output, quiet=quiet)
+    run_evaluation(config, checkpoint, pairs, output, render, quiet)
 
 
 app.command("track")(
@@ -564,6 +581,75 @@ app.command("eval")(
     _inference_command(
         _evaluate,
         "Track labelled videos and score the tracks against their identities (metrics.json, per-video CSV).",
+    )
+)
+
+
+def _render_options() -> list[inspect.Parameter]:
+    """RenderOptions' command-line fields as options. One left out keeps RenderOptions' default."""
+    hints = get_type_hints(RenderOptions)
+    parameters = []
+    for field in fields(RenderOptions):
+        if CLI not in field.metadata:
+            continue
+        flag, settings = field.metadata[CLI]
+        kind = hints[field.name]
+        shown = False if kind is bool else str(field.default)
+        info = typer.Option(flag, **{"show_default": shown, **settings})
+        parameters.append(
+            inspect.Parameter(
+                field.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[kind | None, info]
+            )
+        )
+    return parameters
+
+
+def _typed_render_options(values: dict[str, Any]) -> RenderOptions:
+    typed = {field.name: values.pop(field.name) for field in fields(RenderOptions) if CLI in field.metadata}
+    return RenderOptions(**{name: value for name, value in typed.items() if value is not None})
+
+
+def _render(
+    options: RenderOptions,
+    tracked: Annotated[
+        Path,
+        typer.Argument(
+            help="What dreem track wrote: a .slp, CTC results (<seq>_RES/) or a tracks CSV.", show_default=False
+        ),
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Video to write (.mp4), or one frame as .png.", show_default=False)
+    ],
+    video: Annotated[
+        str | None,
+        typer.Option(
+            "--video",
+            help="The video (or TIFF frames) the tracks belong to.",
+            show_default="the one the .slp names; <seq>/ beside <seq>_RES; the .tif named like the CSV",
+        ),
+    ] = None,
+) -> None:
+    from dreem_trainer.inference.render import render
+
+    with _reported():
+        result = render(tracked, output, video, options)
+    if result.frames < result.requested:
+        typer.echo(
+            f"warning: the video ended after {result.frames} of the {result.requested} frames asked for", err=True
+        )
+    typer.echo(
+        f"{result.output}: {result.frames} frame{'s' if result.frames != 1 else ''}, {result.width}x{result.height}, "
+        f"{result.tracks} tracks, "
+        f"{result.frames / result.seconds:.1f} frames/s"
+    )
+
+
+app.command("render")(
+    _assembled(
+        "Draw tracks over their video: each track in its own colour with its name, skeleton or point.",
+        _render,
+        _render_options(),
+        _typed_render_options,
     )
 )
 

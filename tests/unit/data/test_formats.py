@@ -63,6 +63,7 @@ def test_each_labels_file_goes_to_its_format(tmp_path: Path) -> None:
         TWO_FLIES_SLP: SleapLabels,
         str(MAN_TRACK): CtcLabels,
         str(CELLS / "test_0_GT" / "TRA"): CtcLabels,
+        str(tmp_path / "test_0_RES" / "res_track.txt"): CtcLabels,
         str(tmp_path / "tm.xml"): TrackMateXml,
         str(tmp_path / "icy.xml"): IcyXml,
         str(tmp_path / "spots.csv"): TrackMateCsv,

@@ -24,6 +24,8 @@ from dreem_trainer.data.records import UNTRACKED, Frame, Instance, LabelledVideo
 from dreem_trainer.data.sources import DataError, Images
 
 CTC_TRACKS = "man_track.txt"
+CTC_RESULT_TRACKS = "res_track.txt"
+"""The same table in a tracker's results (`<seq>_RES/`), beside masks holding the tracks."""
 CTC_NODE = "centroid"
 """The one node of a cell: its mask's centre of mass."""
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -113,9 +115,15 @@ def ctc_segmentation(sequence: Path) -> Path | None:
     return None
 
 
+def is_tiff_video(video_path: str) -> bool:
+    """TIFF frames: a folder of numbered TIFFs or one multi-page stack."""
+    return os.path.isdir(video_path) or video_path.lower().endswith(TIFF_SUFFIXES)
+
+
 def is_ctc(labels_path: str) -> bool:
-    """Whether a source's labels are CTC masks: `man_track.txt` with its masks, or a folder of masks."""
-    return labels_path.endswith(CTC_TRACKS) or os.path.isdir(labels_path)
+    """Whether a source's labels are CTC masks: `man_track.txt` (or a result's `res_track.txt`) with its
+    masks, or a folder of masks."""
+    return labels_path.endswith((CTC_TRACKS, CTC_RESULT_TRACKS)) or os.path.isdir(labels_path)
 
 
 def ctc_masks(labels_path: str) -> Path:
@@ -212,7 +220,8 @@ def read_ctc(tracks_path: str, sequence_path: str) -> LabelledVideo:
 
 
 class CtcLabels(LabelFormat):
-    """Cell Tracking Challenge sequences: `man_track.txt` with its masks, or a folder of masks to track."""
+    """Cell Tracking Challenge sequences: `man_track.txt` with its masks, a folder of masks to track, or a
+    tracker's results (`res_track.txt` with its masks, what `write` makes and `dreem render` draws)."""
 
     layout = (
         "Cell Tracking Challenge sequence (a <seq>/ folder of TIFF frames beside "
@@ -247,7 +256,7 @@ class CtcLabels(LabelFormat):
                     spans.setdefault(track + 1, []).append(frame.frame_idx)
             tifffile.imwrite(target / f"mask{frame.frame_idx:0{digits}d}.tif", lookup[mask], compression="zlib")
         lines = [f"{label} {min(frames)} {max(frames)} 0" for label, frames in sorted(spans.items())]
-        (target / "res_track.txt").write_text("\n".join(lines) + "\n")
+        (target / CTC_RESULT_TRACKS).write_text("\n".join(lines) + "\n")
         return target
 
     def sources_in(self, folder: Path) -> list[tuple[Path, Path]]:

@@ -24,6 +24,8 @@ from dreem_trainer.data.sources import DataError
 SPOT_NODE = "centroid"
 """The one node of a spot: its position. Named like a cell's, so `anchors: centroid` serves both."""
 TRACKMATE_CSV_COLUMNS = ("TRACK_ID", "POSITION_X", "POSITION_Y", "FRAME")
+TRACKS_CSV_SUFFIX = ".dreem_tracks.csv"
+"""How the tracks CSV of a video is named: `<video>.dreem_tracks.csv`."""
 
 Spot = tuple[int, float, float, str | None]
 """(frame, x, y, track name or None) in pixels."""
@@ -188,7 +190,7 @@ class PointTracks(LabelFormat):
             for instance in frame.instances
             if tracks.get((frame.frame_idx, instance.index_in_frame), UNTRACKED) >= 0
         ]
-        return write_tracks_csv(rows, output / f"{video.name}.dreem_tracks.csv")  # type: ignore[arg-type]
+        return write_tracks_csv(rows, output / f"{video.name}{TRACKS_CSV_SUFFIX}")  # type: ignore[arg-type]
 
 
 class TrackMateXml(PointTracks):

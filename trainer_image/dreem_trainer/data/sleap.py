@@ -32,6 +32,7 @@ class SleapLabels(LabelFormat):
                     points=np.asarray(instance.numpy(), dtype=np.float64)[:, :2],
                     track=tracks.index(instance.track) if instance.track is not None else UNTRACKED,
                     index_in_frame=index,
+                    score=float(getattr(instance, "score", 1.0)),  # user instances have none: 1, as in DREEM
                 )
                 for index, instance in enumerate(_instances(labelled_frame))
             )
@@ -41,6 +42,7 @@ class SleapLabels(LabelFormat):
             labels_path=labels_path,
             video_path=video_path,
             node_names=tuple(labels.skeletons[0].node_names) if labels.skeletons else (),
+            edges=tuple((int(a), int(b)) for a, b in labels.skeletons[0].edge_inds) if labels.skeletons else (),
             frames=tuple(frames),
             track_names=tuple(str(track.name) for track in tracks),  # DREEM writes numbers
         )

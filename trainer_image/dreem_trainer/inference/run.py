@@ -55,7 +55,7 @@ def track_videos(
     model: GlobalTrackingTransformer, split: DatasetSplitConfig, pairs: list[SourcePair], config: DreemConfig
 ) -> list[TrackedVideo]:
     """Track every video from its first labelled frame to its last, carrying tracks across clips."""
-    dataset = ClipDataset(split, seed=config.seed, pairs=pairs, frame_cache_mb=0)
+    dataset = ClipDataset(split, seed=config.seed, pairs=pairs, frame_cache_mb=0, max_tracks=config.tracker.max_tracks)
     tracker = Tracker.for_model(model, config.tracker)
     results: list[TrackedVideo] = []
     by_video: dict[int, list[int]] = {}
@@ -120,8 +120,14 @@ def placed_model(
 
 
 def run_tracking(
-    config: DreemConfig, checkpoint: str | Path, pairs: list[SourcePair], output: Path, quiet: bool = False
+    config: DreemConfig,
+    checkpoint: str | Path,
+    pairs: list[SourcePair],
+    output: Path,
+    render: bool = False,
+    quiet: bool = False,
 ) -> list[Path]:
+    """Tracked labels per video; with `render`, each also drawn over its video beside it."""
     model, placement = placed_model(config, checkpoint, quiet)
     output.mkdir(parents=True, exist_ok=True)
     written = []
@@ -132,22 +138,51 @@ def run_tracking(
             tracks = len(np.unique(result.predicted_tracks))
             if not quiet:
                 print(f"{written[-1]}: {frames} frames, {tracks} tracks, {frames / result.seconds:.1f} frames/s")
+            if render:
+                _render_beside(written[-1], result.video.video_path, quiet)
     return written
 
 
+def _render_beside(tracked: Path, video_path: str, quiet: bool) -> None:
+    from dreem_trainer.inference.render import render_beside
+
+    drawn = render_beside(tracked, video_path)
+    if not quiet:
+        print(f"{drawn.output}: {drawn.frames} frames drawn, {drawn.frames / drawn.seconds:.1f} frames/s")
+
+
 def run_evaluation(
-    config: DreemConfig, checkpoint: str | Path, pairs: list[SourcePair], output: Path, quiet: bool = False
+    config: DreemConfig,
+    checkpoint: str | Path,
+    pairs: list[SourcePair],
+    output: Path,
+    render: bool = False,
+    quiet: bool = False,
 ) -> dict[str, float]:
+    """Metrics over every video, with per-video identity timelines and a metrics chart as PNGs."""
+    from dreem_trainer.inference.plots import write_identity_timeline, write_metrics_chart
+
     model, placement = placed_model(config, checkpoint, quiet)
     output.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, float | str]] = []
     total = TrackingCounts()
     with torch.inference_mode(), placement.autocast():
         for result in track_videos(model, config.dataset.test_split(), pairs, config):
-            write_tracks(result.video, result.predictions(), output)
+            tracked = write_tracks(result.video, result.predictions(), output)
             counts = tracking_counts(result.frame_indices, result.true_tracks, result.predicted_tracks)
             total += counts
             rows.append({"video": result.video.name, **counts.summary()})
+            write_identity_timeline(
+                output / f"{result.video.name}.identity_timeline.png",
+                result.video.name,
+                result.frame_indices,
+                result.true_tracks,
+                result.predicted_tracks,
+                result.video.track_names,
+            )
+            if render:
+                _render_beside(tracked, result.video.video_path, quiet)
+    write_metrics_chart(output / "metrics_per_video.png", rows)
     summary = total.summary()
     (output / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
     with (output / "metrics_per_video.csv").open("w", newline="") as handle:
