@@ -276,6 +276,13 @@ class DatasetConfig(Section):
         description="Test dataset, used by dreem track and eval; its padding defaults to 5, as in DREEM "
         "(without one, they take the training split's crop settings).",
     )
+    metrics: Any = Field(
+        None,
+        description="Accepted for DREEM configs (its inference guide puts metrics here); no effect, use the "
+        "top-level metrics.",
+        exclude=True,
+        json_schema_extra=no_effect("DREEM documents dataset.metrics but reads the top-level metrics"),
+    )
 
     @model_validator(mode="before")
     @classmethod
