@@ -123,3 +123,13 @@ def test_wandb_keys_go_offline_without_a_key(tmp_path: Path, monkeypatch: pytest
         "run7",
     )
     assert logger._offline
+
+
+@pytest.mark.parametrize("auto_insert", [False, True])
+def test_checkpoint_names_are_the_same_whoever_inserts_the_metric_names(tmp_path: Path, auto_insert: bool) -> None:
+    # DREEM's configs say auto_insert_metric_name: true; Lightning then writes "epoch=" and "val_loss=" itself.
+    config = tiny_config(tmp_path, checkpointing={"monitor": ["val_loss"], "auto_insert_metric_name": auto_insert})
+    trainer = build_trainer(config, has_validation=True, interactive=False)
+    (checkpoint,) = [c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)]  # type: ignore[attr-defined]
+    name = checkpoint.format_checkpoint_name({"epoch": 3, "val_loss": 0.25})
+    assert Path(name).name == "epoch=3-best_val_loss=0.2500.ckpt"

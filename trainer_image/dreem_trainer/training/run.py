@@ -90,11 +90,19 @@ def build_callbacks(
     checkpointing = config.checkpointing
     if config.trainer.enable_checkpointing:
         directory = checkpoint_dir(config)
+        passed = checkpointing.kwargs()
+        # DREEM's configs pass auto_insert_metric_name: true; Lightning then writes the names itself.
+        named_by_lightning = bool(passed.get("auto_insert_metric_name", False))
         for index, metric in enumerate(checkpointing.monitor):
             watched = monitored(metric, has_validation)
+            filename = (
+                f"{{epoch}}-best_{{{watched}:.4f}}"
+                if named_by_lightning
+                else f"epoch={{epoch}}-best_{watched}={{{watched}:.4f}}"
+            )
             settings: dict[str, Any] = {
                 "dirpath": directory,
-                "filename": f"epoch={{epoch}}-best_{watched}={{{watched}:.4f}}",
+                "filename": filename,
                 "auto_insert_metric_name": False,
                 "monitor": watched,
                 "mode": metric_mode(watched, f"checkpointing.monitor[{index}]"),
@@ -102,7 +110,7 @@ def build_callbacks(
                 "save_last": checkpointing.save_last and index == 0,
             }
             # The section's other ModelCheckpoint arguments pass through and win over dreem's choices.
-            callbacks.append(LatestCheckpoint(gate=gate, **(settings | checkpointing.kwargs())))
+            callbacks.append(LatestCheckpoint(gate=gate, **(settings | passed)))
     if config.early_stopping is not None:
         watched = monitored(config.early_stopping.monitor, has_validation)
         table_mode = metric_mode(watched, "early_stopping.monitor")  # an unknown name fails here, before training
