@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
 from torch.utils.data import RandomSampler, SequentialSampler
@@ -131,5 +132,5 @@ def test_checkpoint_names_are_the_same_whoever_inserts_the_metric_names(tmp_path
     config = tiny_config(tmp_path, checkpointing={"monitor": ["val_loss"], "auto_insert_metric_name": auto_insert})
     trainer = build_trainer(config, has_validation=True, interactive=False)
     (checkpoint,) = [c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)]  # type: ignore[attr-defined]
-    name = checkpoint.format_checkpoint_name({"epoch": 3, "val_loss": 0.25})
+    name = checkpoint.format_checkpoint_name({"epoch": torch.tensor(3), "val_loss": torch.tensor(0.25)})
     assert Path(name).name == "epoch=3-best_val_loss=0.2500.ckpt"
