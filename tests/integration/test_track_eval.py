@@ -116,27 +116,15 @@ def test_train_cli_rejects_bad_config_before_reading_data(tmp_path: Path) -> Non
 
 
 def test_dreem_s_track_options_and_inference_config(demo_checkpoint: Path, tmp_path: Path) -> None:
-    """DREEM's spelling: -ckpt, -o, -mx, -conf, -q; and an inference config naming ckpt_path and outdir."""
-    out = tmp_path / "capped"
-    capped = dreem(
-        "track",
-        str(DEMO_DATA),
-        "-ckpt",
-        str(demo_checkpoint),
-        "-o",
-        str(out),
-        "-mx",
-        "1",
-        "-conf",
-        "0.99",
-        "-q",
-        cwd=tmp_path,
+    """DREEM's spelling: -ckpt, -o, -conf, -q; and an inference config naming ckpt_path and outdir."""
+    out = tmp_path / "flagged"
+    flagged = dreem(
+        "track", str(DEMO_DATA), "-ckpt", str(demo_checkpoint), "-o", str(out), "-conf", "0.99", "-q", cwd=tmp_path
     )
-    assert capped.returncode == 0, capped.stderr[-3000:]
-    assert capped.stdout == ""  # --quiet: no progress
+    assert flagged.returncode == 0, flagged.stderr[-3000:]
+    assert flagged.stdout == ""  # --quiet: no progress
     tracked = sio.load_slp(str(out / "two_flies.dreem_track.slp"))
-    # One track at most: the second fly of every frame is left untracked, on DREEM's track -1.
-    assert sorted(int(track.name) for track in tracked.tracks) == [-1, 0]
+    assert sorted(int(track.name) for track in tracked.tracks) == [0, 1]  # DREEM's names: the ids, as numbers
     assert tracked.suggestions, "confidence_threshold 0.99 flags frames for review"
     inference = tmp_path / "track.yaml"
     inference.write_text(
