@@ -24,8 +24,8 @@ from dreem_trainer.config import validate
 from dreem_trainer.config.loader import deep_merge
 from dreem_trainer.data.crops import cut_crops
 from dreem_trainer.data.discovery import discover
-from dreem_trainer.inference.checkpoint import load_model
 from dreem_trainer.inference.run import track_videos
+from dreem_trainer.models.checkpoint import load_model
 from dreem_trainer.training.run import run_training
 
 CELLS = SHARED / "data" / "cell_tracking"

@@ -32,17 +32,21 @@ def train(out: str) -> None:
 
 
 def track(checkpoint: str, out: str) -> None:
+    import torch
+
     from dreem_trainer.data.discovery import SourcePair
     from dreem_trainer.data.formats import write_tracks
-    from dreem_trainer.inference.checkpoint import load_model, stored_config
-    from dreem_trainer.inference.run import track_videos
+    from dreem_trainer.inference.run import placed_model, track_videos, tracking_base
 
-    config = validate(stored_config(checkpoint) | {"tracker": {"window_size": 8, "iou": "mult"}})
+    split = {"anchors": "thorax", "crop_size": 128, "clip_length": 32}
+    settings = {"tracker": {"window_size": 8, "iou": "mult"}, "dataset": {"test_dataset": split}}
+    config = validate(deep_merge(tracking_base(checkpoint), settings))
     pairs = [SourcePair(str(DEMO_DATA / "two_flies.slp"), str(DEMO_DATA / "two_flies.mp4"), 128)]
-    model = load_model(checkpoint)
+    model, placement = placed_model(config, checkpoint)  # CUDA when the machine has one
     ready = time.time()
-    (result,) = track_videos(model, config.dataset.test_split(), pairs, config)
-    write_tracks(result.video, result.assignment(), Path(out))
+    with torch.inference_mode(), placement.autocast():
+        (result,) = track_videos(model, config.dataset.test_split(), pairs, config)
+    write_tracks(result.video, result.predictions(), Path(out))
     frames = len(set(result.frame_indices.tolist()))
     print(
         json.dumps(
@@ -51,6 +55,7 @@ def track(checkpoint: str, out: str) -> None:
                 "tracking_seconds": result.seconds,
                 "startup_s": ready - STARTED,
                 "wall_s": time.time() - STARTED,
+                "device": str(placement),
             }
         )
     )

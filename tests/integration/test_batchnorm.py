@@ -24,8 +24,7 @@ def eval_and_train_losses(trainer: object) -> tuple[float, float]:
     losses = []
     for mode in ("eval", "train"):
         getattr(module, mode)()
-        module.model.transformer.eval()
-        module.model.head.eval()
+        module.model.transformer.eval()  # embeddings, transformer and head: only the encoder's BatchNorm differs
         with torch.no_grad():
             losses.append(float(module.loss(module(clip).matrices, clip.frame_ids, clip.track_ids)))
     return losses[0], losses[1]

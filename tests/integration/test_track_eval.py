@@ -113,3 +113,32 @@ def test_train_cli_rejects_bad_config_before_reading_data(tmp_path: Path) -> Non
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(raw))
     result = dreem("train", "--config", str(tmp_path / "bad.yaml"), cwd=tmp_path)
     assert result.returncode == EXIT_USER_ERROR and "optimizer.name: not a torch.optim optimizer" in result.stderr
+
+
+def test_dreem_s_track_options_and_inference_config(demo_checkpoint: Path, tmp_path: Path) -> None:
+    """DREEM's spelling: -ckpt, -o, -conf, -q; and an inference config naming ckpt_path and outdir.
+    (What -conf flags and -mx leaves untracked is tested on the tracker and the writer.)"""
+    out = tmp_path / "flagged"
+    flagged = dreem(
+        "track", str(DEMO_DATA), "-ckpt", str(demo_checkpoint), "-o", str(out), "-conf", "0.99", "-q", cwd=tmp_path
+    )
+    assert flagged.returncode == 0, flagged.stderr[-3000:]
+    assert flagged.stdout == ""  # --quiet: no progress
+    tracked = sio.load_slp(str(out / "two_flies.dreem_track.slp"))
+    assert sorted(int(track.name) for track in tracked.tracks) == [0, 1]  # DREEM's names: the ids, as numbers
+    inference = tmp_path / "track.yaml"
+    inference.write_text(
+        yaml.safe_dump(
+            {
+                "ckpt_path": str(demo_checkpoint),
+                "outdir": str(tmp_path / "from_config"),
+                "tracker": {"overlap_thresh": 0.01, "use_vis_feats": True},
+                "dataset": {"test_dataset": {"dir": {"path": None}, "anchors": "thorax", "crop_size": 128}},
+            }
+        )
+    )
+    evaluated = dreem("eval", str(DEMO_DATA), "-c", str(inference), cwd=tmp_path)
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert "tracker.use_vis_feats" in evaluated.stderr and "no effect" in evaluated.stderr
+    # DREEM's tracking padding (5) widens the crops the model was trained on a little.
+    assert json.loads((tmp_path / "from_config" / "metrics.json").read_text())["idf1"] >= 0.9

@@ -56,7 +56,9 @@ def test_optimizer_and_scheduler_by_name(tmp_path: Path) -> None:
     assert isinstance(scheduler, torch.optim.lr_scheduler.StepLR) and scheduler.step_size == 3
     plateau = run_training(tiny_config(tmp_path / "p")).lr_scheduler_configs[0]
     assert isinstance(plateau.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau) and plateau.monitor == "val_loss"
-    assert run_training(tiny_config(tmp_path / "none", scheduler=None)).lr_scheduler_configs == []
+    # scheduler: null is DREEM's fallback, a plateau scheduler with patience 10.
+    fallback = run_training(tiny_config(tmp_path / "none", scheduler=None)).lr_scheduler_configs[0].scheduler
+    assert isinstance(fallback, torch.optim.lr_scheduler.ReduceLROnPlateau) and fallback.patience == 10
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ Lightning) is imported only by the commands that need it, so `dreem config ...` 
 from __future__ import annotations
 
 import inspect
+import logging
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -45,6 +46,7 @@ SetOverrides = Annotated[
     list[str] | None,
     typer.Option(
         "--set",
+        "-s",
         help="Override one key, e.g. --set model.d_model=256 (repeatable; value read as YAML).",
         show_default="none",
     ),
@@ -81,28 +83,70 @@ class ConfigOption:
     """A command-line option that sets one key of the configuration, when the user types it."""
 
     flag: str
-    """`--d-model`, or a positional argument's name (`train_dir`)."""
+    """`--d-model`, `--gpu/--no-gpu`, or a positional argument's name (`train_dir`)."""
     key: KeyPath
-    kind: type
+    kind: Any
     help: str
     shown_default: str | None = None
     """What --help shows; by default the schema's default, which --config may change."""
+    short: str | None = None
+    """DREEM's short name for the option (`-cs`); click matches multi-letter short names whole."""
+    settings: Callable[[Any], list[tuple[KeyPath, Any]]] | None = None
+    """The keys a value sets, where it is not just `key` set to the value typed."""
 
     @property
     def name(self) -> str:
         """The command's parameter."""
-        return self.flag.removeprefix("--").replace("-", "_")
+        return self.flag.split("/")[0].removeprefix("--").replace("-", "_")
 
     def parameter(self) -> inspect.Parameter:
         shown = self.shown_default or f"from --config, else {_schema_default(self.key)}"
+        names = [self.flag, *([self.short] if self.short else [])]
         info = (
-            typer.Option(self.flag, help=self.help, show_default=shown)
+            typer.Option(*names, help=self.help, show_default=shown)
             if self.flag.startswith("--")
             else typer.Argument(help=self.help, show_default=shown)
         )
         return inspect.Parameter(
             self.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[self.kind | None, info]
         )
+
+    def typed(self, value: Any) -> list[tuple[KeyPath, Any]]:
+        """The (key, value) pairs for a value the user typed."""
+        return self.settings(value) if self.settings is not None else [(self.key, value)]
+
+
+def _video_type(value: str) -> list[tuple[KeyPath, Any]]:
+    suffix = f".{value.lstrip('.')}"
+    keys: list[tuple[KeyPath, Any]] = [(("dataset", EVERY_SPLIT, "dir", "vid_suffix"), suffix)]
+    if "tif" in suffix:  # DREEM's rule: a TIFF video comes with Cell Tracking Challenge labels
+        keys.append((("dataset", EVERY_SPLIT, "dir", "labels_suffix"), suffix))
+    return keys
+
+
+def _accelerator(gpu: bool) -> list[tuple[KeyPath, Any]]:
+    return [(("trainer", "accelerator"), "gpu" if gpu else "cpu")]
+
+
+VIDEO_TYPE = ConfigOption(
+    "--video-type",
+    ("dataset", EVERY_SPLIT, "dir", "vid_suffix"),
+    str,
+    "Video suffix without the dot, every split (dir.vid_suffix); tif/tiff also reads CTC labels "
+    "(dir.labels_suffix), as in DREEM.",
+    "from --config, else mp4",
+    "-vt",
+    _video_type,
+)
+GPU = ConfigOption(
+    "--gpu/--no-gpu",
+    ("trainer", "accelerator"),
+    bool,
+    "Run on a CUDA GPU (trainer.accelerator gpu) or on the CPU (cpu).",
+    "from --config, else a GPU when the machine has one",
+    "-g",
+    _accelerator,
+)
 
 
 def _schema_default(key: KeyPath) -> Any:
@@ -125,14 +169,18 @@ CONFIG_OPTIONS = (
         str,
         "Validation data directory (sets dataset.val_dataset.dir.path).",
         "from --config",
+        "-vd",
     ),
     ConfigOption(
         "--crop-size",
         ("dataset", EVERY_SPLIT, "crop_size"),
         int,
         "Crop size in pixels around each instance, every split.",
+        short="-cs",
     ),
-    ConfigOption("--epochs", ("trainer", "max_epochs"), int, "Maximum epochs (trainer.max_epochs; -1 for no limit)."),
+    ConfigOption(
+        "--epochs", ("trainer", "max_epochs"), int, "Maximum epochs (trainer.max_epochs; -1 for no limit).", short="-e"
+    ),
     ConfigOption("--lr", ("optimizer", "lr"), float, "Learning rate (optimizer.lr)."),
     ConfigOption("--d-model", ("model", "d_model"), int, "Transformer embedding size (model.d_model)."),
     ConfigOption("--nhead", ("model", "nhead"), int, "Attention heads (model.nhead)."),
@@ -153,13 +201,16 @@ CONFIG_OPTIONS = (
         ("dataset", EVERY_SPLIT, "anchors"),
         str,
         "Node to centre crops on (dataset.*.anchors), every split.",
+        short="-a",
     ),
     ConfigOption(
         "--clip-length",
         ("dataset", EVERY_SPLIT, "clip_length"),
         int,
         "Frames per clip (dataset.*.clip_length), every split.",
+        short="-cl",
     ),
+    VIDEO_TYPE,
     ConfigOption(
         "--resume",
         ("checkpointing", "resume"),
@@ -167,12 +218,128 @@ CONFIG_OPTIONS = (
         "auto: continue from the newest checkpoint in checkpointing.dirpath; never: start afresh.",
         "auto when checkpointing.dirpath is on S3, else never",
     ),
+    GPU,
+    ConfigOption("--logger", ("logging", "logger_type"), str, "Experiment logger (logging.logger_type).", short="-l"),
+    ConfigOption(
+        "--run-name",
+        ("logging", "name"),
+        str,
+        "Run name (logging.name; checkpoints go to ./models/<name>).",
+        short="-rn",
+    ),
 )
 """Every option `dreem train` takes, in the order --help lists them and their values apply: directories
 first, so that the options for every split reach a validation split the command line adds."""
 
 CROP_OPTIONS = tuple(option for option in CONFIG_OPTIONS if option.key[:2] == ("dataset", EVERY_SPLIT))
-"""The options `dreem track` and `dreem eval` take: how crops are cut, in every split."""
+"""The options of `dreem train` that `dreem track` and `dreem eval` take too: how crops are cut, in every split."""
+
+
+def _save_meta(save: bool) -> list[tuple[KeyPath, Any]]:
+    return [(("save_frame_meta",), True)] if save else []
+
+
+TRACKING_OPTIONS = (
+    *CROP_OPTIONS,
+    ConfigOption(
+        "--max-detection-overlap",
+        ("dataset", EVERY_SPLIT, "max_detection_overlap"),
+        float,
+        "Of two detections overlapping more than this, drop the worse-posed (dataset.*.max_detection_overlap).",
+        short="-di",
+    ),
+    ConfigOption(
+        "--dilation-radius",
+        ("dataset", EVERY_SPLIT, "dilation_radius_px"),
+        int,
+        "Mask crops outside this many pixels of a keypoint (dataset.*.dilation_radius_px).",
+        short="-dr",
+    ),
+    ConfigOption(
+        "--confidence-threshold",
+        ("tracker", "confidence_threshold"),
+        float,
+        "Flag frames whose assignment is less certain than this for review (tracker.confidence_threshold).",
+        short="-conf",
+    ),
+    ConfigOption(
+        "--iou-mode",
+        ("tracker", "iou"),
+        str,
+        "How box overlap enters the score: mult or max (tracker.iou).",
+        short="-iou",
+    ),
+    ConfigOption(
+        "--max-dist",
+        ("tracker", "max_center_dist"),
+        float,
+        "Pixels a centre may move before it is penalised (tracker.max_center_dist).",
+        short="-md",
+    ),
+    ConfigOption(
+        "--max-dist-multiplier",
+        ("tracker", "distance_penalty_multiplier"),
+        float,
+        "Weight of that penalty (tracker.distance_penalty_multiplier).",
+        short="-mdm",
+    ),
+    ConfigOption(
+        "--max-gap",
+        ("tracker", "max_gap"),
+        int,
+        "Frames a track may be missing before it ends (tracker.max_gap).",
+        short="-mg",
+    ),
+    ConfigOption(
+        "--overlap-thresh",
+        ("tracker", "overlap_thresh"),
+        float,
+        "Score a match must exceed to join a track (tracker.overlap_thresh).",
+        short="-ot",
+    ),
+    ConfigOption(
+        "--mult-thresh/--no-mult-thresh",
+        ("tracker", "mult_thresh"),
+        bool,
+        "Multiply overlap_thresh by the track's instances in the window (tracker.mult_thresh).",
+        short="-mt",
+    ),
+    ConfigOption(
+        "--max-angle",
+        ("tracker", "max_angle_diff"),
+        float,
+        "Degrees a body may turn before it is penalised (tracker.max_angle_diff).",
+        short="-ma",
+    ),
+    ConfigOption(
+        "--max-tracks", ("tracker", "max_tracks"), int, "Most tracks at once (tracker.max_tracks).", short="-mx"
+    ),
+    ConfigOption(
+        "--front-node",
+        ("tracker", "front_nodes"),
+        list[str],
+        "Node at the front of the body (repeatable; tracker.front_nodes).",
+        short="-fn",
+    ),
+    ConfigOption(
+        "--back-node",
+        ("tracker", "back_nodes"),
+        list[str],
+        "Node at the back of the body (repeatable; tracker.back_nodes).",
+        short="-bn",
+    ),
+    ConfigOption(
+        "--save-meta",
+        ("save_frame_meta",),
+        bool,
+        "DREEM's frame-metadata file (save_frame_meta): dreem does not write it, so this is refused.",
+        "false",
+        "-sm",
+        _save_meta,
+    ),
+    GPU,
+)
+"""The options `dreem track` and `dreem eval` take: DREEM's, each setting keys of the configuration."""
 
 
 @dataclass(frozen=True)
@@ -183,6 +350,8 @@ class ConfigSources:
     file: Path | None
     sets: list[str]
     typed: list[tuple[KeyPath, Any]]
+    quiet: bool = False
+    """--quiet: only warnings and errors; the command prints no progress."""
 
     def load(self, base: dict[str, Any] | None = None) -> DreemConfig:
         return load_config(self.file, self.sets, self.typed, base=base)
@@ -195,11 +364,15 @@ def _command(summary: str, options: Sequence[ConfigOption], act: Callable[..., N
     """
 
     def sources(values: dict[str, Any]) -> ConfigSources:
-        typed = [(option.key, values.pop(option.name)) for option in options]
+        typed = [(option, values.pop(option.name)) for option in options]
+        quiet = values.pop("quiet")
+        _log_level(quiet, values.pop("verbose"))
         return ConfigSources(
             values.pop("config_file"),
             values.pop("set_") or [],
-            [(key, value) for key, value in typed if value is not None],
+            # An empty repeatable option (--front-node given never) is left out like any other.
+            [setting for option, value in typed if value not in (None, []) for setting in option.typed(value)],
+            quiet,
         )
 
     return _assembled(summary, act, [*(option.parameter() for option in options), *_SOURCE_PARAMETERS], sources)
@@ -223,11 +396,29 @@ def _assembled(
     return command
 
 
+Quiet = Annotated[
+    bool,
+    typer.Option("--quiet", "-q", help="Only warnings and errors from dreem's log; track and eval print no progress."),
+]
+Verbose = Annotated[bool, typer.Option("--verbose", help="Also print dreem's informational log lines.")]
+
 _SOURCE_PARAMETERS = (
     inspect.Parameter("config_file", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=ConfigFile),
     inspect.Parameter("set_", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=SetOverrides),
+    inspect.Parameter("quiet", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=Quiet),
+    inspect.Parameter("verbose", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=Verbose),
 )
-"""--config and --set, which every command that loads a configuration takes last."""
+"""--config and --set, which every command that loads a configuration takes last, and DREEM's --quiet and
+--verbose."""
+
+_LOG = logging.getLogger("dreem_trainer")
+
+
+def _log_level(quiet: bool, verbose: bool) -> None:
+    """DREEM's --quiet and --verbose: only warnings and errors, or dreem's informational lines as well."""
+    if quiet or verbose:
+        logging.basicConfig(format="%(message)s")
+        _LOG.setLevel(logging.WARNING if quiet else logging.INFO)
 
 
 def _train(sources: ConfigSources) -> None:
@@ -254,8 +445,14 @@ app.command("train")(
 
 
 CheckpointOption = Annotated[
-    Path,
-    typer.Option("--checkpoint", help="Trained checkpoint (.ckpt); its configuration is the base.", show_default=False),
+    str | None,
+    typer.Option(
+        "--checkpoint",
+        "-ckpt",
+        help="Trained checkpoint: a .ckpt (ours or DREEM's) or hf://owner/repo, hf://owner/repo/FILE; "
+        "its configuration is the base.",
+        show_default="ckpt_path from --config",
+    ),
 ]
 InputDir = Annotated[
     str | None,
@@ -263,23 +460,31 @@ InputDir = Annotated[
 ]
 SlpFiles = Annotated[
     list[str] | None,
-    typer.Option("--slp-file", help="A labels file (repeatable, one per --video-file).", show_default="none"),
+    typer.Option("--slp-file", "-slp", help="A labels file (repeatable, one per --video-file).", show_default="none"),
 ]
 VideoFiles = Annotated[
     list[str] | None,
-    typer.Option("--video-file", help="The video of the matching --slp-file (repeatable).", show_default="none"),
+    typer.Option(
+        "--video-file", "-vid", help="The video of the matching --slp-file (repeatable).", show_default="none"
+    ),
 ]
 OutputDir = Annotated[
-    Path, typer.Option("--output", "-o", help="Directory for tracked labels and metrics.", show_default=False)
+    Path | None,
+    typer.Option(
+        "--output",
+        "-o",
+        help="Directory for tracked labels and metrics.",
+        show_default="outdir from --config, else ./results",
+    ),
 ]
 RenderFlag = Annotated[
     bool,
     typer.Option("--render", help="Also draw each tracked file over its video, as <tracked file>.mp4 beside it."),
 ]
 
-InferenceRun = Callable[[DreemConfig, Path, list[SourcePair], Path, bool], None]
+InferenceRun = Callable[[DreemConfig, Path, list[SourcePair], Path, bool, bool], None]
 """`dreem track` or `dreem eval` once its inputs are known: configuration, checkpoint, pairs, output, and
-whether to render each tracked file over its video."""
+whether to render each tracked file over its video, and whether to print no progress (--quiet)."""
 
 
 def _inference_command(run: InferenceRun, summary: str) -> Callable[..., None]:
@@ -287,19 +492,43 @@ def _inference_command(run: InferenceRun, summary: str) -> Callable[..., None]:
 
     def act(
         sources: ConfigSources,
-        checkpoint: CheckpointOption,
-        output: OutputDir,
         input_dir: InputDir = None,
+        checkpoint: CheckpointOption = None,
+        output: OutputDir = None,
         slp_file: SlpFiles = None,
         video_file: VideoFiles = None,
         render: RenderFlag = False,
     ) -> None:
-        config, pairs = _inference_inputs(sources, checkpoint, input_dir, slp_file, video_file)
+        with _reported(FileNotFoundError, ValueError):
+            local = _local_checkpoint(*_checkpoint_named(checkpoint, sources))
+        config, pairs = _inference_inputs(sources, local, input_dir, slp_file, video_file)
         # Reading the videos and tracking them meets the data: a DataError there is the user's to fix.
         with _reported():
-            run(config, checkpoint, pairs, output, render)
+            run(config, local, pairs, output or Path(config.outdir or "./results"), render, sources.quiet)
 
-    return _command(summary, CROP_OPTIONS, act)
+    return _command(summary, TRACKING_OPTIONS, act)
+
+
+def _checkpoint_named(checkpoint: str | None, sources: ConfigSources) -> tuple[str, str]:
+    """The checkpoint and the option or key naming it: --checkpoint, else ckpt_path of the configuration
+    (where DREEM's inference configs name it)."""
+    if checkpoint is not None:
+        return checkpoint, "--checkpoint"
+    from dreem_trainer.config.loader import resolve_raw
+
+    named = resolve_raw(sources.file, sources.sets).get("ckpt_path")
+    if not named:
+        raise ConfigError(
+            [ConfigIssue("--checkpoint", "no checkpoint: give --checkpoint or ckpt_path", has_value=False)]
+        )
+    return str(named), "ckpt_path"
+
+
+def _local_checkpoint(checkpoint: str, key: str) -> Path:
+    """The checkpoint file; one named hf://... comes from the Hugging Face cache, downloaded if need be."""
+    from dreem_trainer.models.hub import fetch_checkpoint, is_hub
+
+    return fetch_checkpoint(checkpoint, key) if is_hub(checkpoint) else Path(checkpoint)
 
 
 def _inference_inputs(
@@ -312,11 +541,11 @@ def _inference_inputs(
     """The checkpoint's configuration refined by the options, its test split reading the inputs given
     (downloaded first when on S3), and the (labels, video) pairs to track."""
     from dreem_trainer.data.discovery import discover
-    from dreem_trainer.inference.checkpoint import stored_config
+    from dreem_trainer.inference.run import tracking_base
     from dreem_trainer.storage.staging import stage_split
 
     with _reported(FileNotFoundError, ValueError):
-        config = sources.load(base=stored_config(checkpoint))
+        config = sources.load(base=tracking_base(checkpoint))
         split = config.dataset.test_split()
         if input_dir is not None or slp_files or video_files:
             split = split.reading(input_dir, slp_files or None, video_files or None)
@@ -329,16 +558,20 @@ def _inference_inputs(
     return config, pairs
 
 
-def _track(config: DreemConfig, checkpoint: Path, pairs: list[SourcePair], output: Path, render: bool) -> None:
+def _track(
+    config: DreemConfig, checkpoint: Path, pairs: list[SourcePair], output: Path, render: bool, quiet: bool
+) -> None:
     from dreem_trainer.inference.run import run_tracking
 
-    run_tracking(config, checkpoint, pairs, output, render)
+    run_tracking(config, checkpoint, pairs, output, render, quiet)
 
 
-def _evaluate(config: DreemConfig, checkpoint: Path, pairs: list[SourcePair], output: Path, render: bool) -> None:
+def _evaluate(
+    config: DreemConfig, checkpoint: Path, pairs: list[SourcePair], output: Path, render: bool, quiet: bool
+) -> None:
     from dreem_trainer.inference.run import run_evaluation
 
-    run_evaluation(config, checkpoint, pairs, output, render)
+    run_evaluation(config, checkpoint, pairs, output, render, quiet)
 
 
 app.command("track")(
@@ -434,8 +667,12 @@ def config_validate(
 
 
 def _show(sources: ConfigSources) -> None:
+    from dreem_trainer.tracking.metrics import effective_early_stopping
+
     with _reported():
         config = sources.load()
+    if config.early_stopping is not None:  # what the metric table fills in, shown as training will use it
+        config = config.model_copy(update={"early_stopping": effective_early_stopping(config.early_stopping)})
     typer.echo(dump_yaml(config), nl=False)
 
 
@@ -455,7 +692,7 @@ def _version(value: bool) -> None:
 @app.callback()
 def main(
     version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+        bool, typer.Option("--version", "-v", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
 ) -> None:
     """Train, track and evaluate DREEM global tracking transformers."""

@@ -125,12 +125,6 @@ CASES: list[tuple[str, str, str, str]] = [
         "['a.mp4']",
     ),
     (
-        "dir and files together",
-        DIR + "    slp_files: [a.slp]\n    video_files: [a.mp4]\n",
-        "dataset.train_dataset.dir",
-        "/data/train",
-    ),
-    (
         "unknown dir key",
         "dataset:\n  train_dataset:\n    dir:\n      path: /x\n      label_suffix: .slp\n",
         "dataset.train_dataset.dir.label_suffix",

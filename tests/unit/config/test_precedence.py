@@ -56,13 +56,26 @@ def test_schema_default_when_nothing_is_given() -> None:
         ("--clip-length", "8", ("dataset", "train_dataset", "clip_length"), 8),
         ("--val-dir", "/data/val", ("dataset", "val_dataset", "dir", "path"), "/data/val"),
         ("--resume", "never", ("checkpointing", "resume"), "never"),
+        # DREEM's short names and its other train options.
+        ("-e", "4", ("trainer", "max_epochs"), 4),
+        ("-cs", "80", ("dataset", "train_dataset", "crop_size"), 80),
+        ("-a", "head", ("dataset", "train_dataset", "anchors"), "head"),
+        ("-cl", "12", ("dataset", "train_dataset", "clip_length"), 12),
+        ("-vd", "/data/v", ("dataset", "val_dataset", "dir", "path"), "/data/v"),
+        ("-vt", "avi", ("dataset", "train_dataset", "dir", "vid_suffix"), ".avi"),
+        ("-vt", "tif", ("dataset", "train_dataset", "dir", "labels_suffix"), ".tif"),
+        ("--no-gpu", None, ("trainer", "accelerator"), "cpu"),
+        ("-g", None, ("trainer", "accelerator"), "gpu"),
+        ("-l", "TensorBoardLogger", ("logging", "logger_type"), "TensorBoardLogger"),
+        ("-rn", "flies", ("logging", "name"), "flies"),
+        ("-s", "optimizer.lr=0.003", ("optimizer", "lr"), 0.003),
     ],
 )
 def test_each_flag_lands_on_its_key(
-    write_yaml: Any, flag: str, value: str, path: tuple[str, ...], expected: Any
+    write_yaml: Any, flag: str, value: str | None, path: tuple[str, ...], expected: Any
 ) -> None:
     base = write_yaml("model:\n  d_model: 128\n  nhead: 2\n  num_encoder_layers: 1\n  num_decoder_layers: 1\n")
-    node: Any = show("--config", str(base), flag, value)
+    node: Any = show("--config", str(base), flag, *([value] if value is not None else []))
     for key in path:
         node = node[key]
     assert node == expected
@@ -121,3 +134,13 @@ def test_help_lists_every_option_with_meaning_and_default() -> None:
             if param.param_type_name == "option" and not param.is_flag:
                 option_help = re.split(r"\n\W*-", result.output.split(shown + " ", 1)[1], maxsplit=1)[0]
                 assert "default" in option_help or "required" in option_help, f"{name}: {shown} shows no default"
+
+
+def test_tracking_options_name_keys_of_the_schema() -> None:
+    """Every option of dreem track and eval sets a key the schema has, so none fails only when typed."""
+    from dreem_trainer.cli import TRACKING_OPTIONS
+    from dreem_trainer.config.loader import section_at
+
+    for option in TRACKING_OPTIONS:
+        section = section_at(tuple("test_dataset" if part == "*" else part for part in option.key[:-1]))
+        assert section is not None and option.key[-1] in section.model_fields, option.flag

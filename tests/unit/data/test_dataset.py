@@ -122,3 +122,62 @@ def test_grey_frames_become_three_equal_channels() -> None:
     assert torch.equal(clip.crops[:, 0], clip.crops[:, 1]) and torch.equal(clip.crops[:, 1], clip.crops[:, 2])
     assert clip.crops.dtype == torch.uint8 and int(clip.crops.max()) > 0
     assert np.isfinite(clip.boxes.numpy()).all()
+
+
+def predicted_copy(tmp_path: Any) -> DatasetSplitConfig:
+    """two_flies' first 8 frames as predictions: the flies at scores 0.9 and 0.5, and a third detection that
+    repeats the first fly 3 px away with half its keypoints (score 0.95)."""
+    import sleap_io as sio
+
+    labels = sio.load_slp(str(DEMO_DATA / "two_flies.slp"))
+    skeleton = labels.skeletons[0]
+    frames = []
+    for labelled_frame in sorted(labels.labeled_frames, key=lambda lf: lf.frame_idx)[:8]:
+        first, second = (instance.numpy() for instance in labelled_frame.instances[:2])
+        echo = first + 3.0
+        echo[::2] = np.nan
+        instances = [
+            sio.PredictedInstance.from_numpy(points, skeleton=skeleton, score=score)
+            for points, score in ((first, 0.9), (second, 0.5), (echo, 0.95))
+        ]
+        frames.append(sio.LabeledFrame(video=labels.videos[0], frame_idx=labelled_frame.frame_idx, instances=instances))
+    path = tmp_path / "two_flies.slp"
+    sio.save_slp(sio.Labels(frames, videos=labels.videos, skeletons=[skeleton]), str(path))
+    (tmp_path / "two_flies.mp4").symlink_to(DEMO_DATA / "two_flies.mp4")
+    return split(dir={"path": str(tmp_path)}, mode="test")
+
+
+def test_dreem_detection_filters_keep_the_frame_s_best_detections(tmp_path: Any) -> None:
+    test_split = predicted_copy(tmp_path)
+    everything = ClipDataset(test_split)[0]
+    assert everything.num_instances == 8 * 3
+    # max_tracks 2: the least confident detection of each frame goes (the second fly, at 0.5).
+    capped = ClipDataset(test_split, max_tracks=2)[0]
+    assert capped.index_in_frame.tolist() == [0, 2] * 8
+    # The echo overlaps the first fly almost whole and shows fewer keypoints: it goes.
+    deduplicated = ClipDataset(test_split.model_copy(update={"max_detection_overlap": 0.5}))[0]
+    assert deduplicated.index_in_frame.tolist() == [0, 1] * 8
+    both = ClipDataset(test_split.model_copy(update={"max_detection_overlap": 0.5}), max_tracks=2)[0]
+    assert both.index_in_frame.tolist() == [0] * 8
+
+
+def test_a_long_unlabelled_stretch_starts_a_new_clip() -> None:
+    from dreem_trainer.data.dataset import plan_clips
+    from dreem_trainer.data.records import Frame, LabelledVideo
+
+    labelled = [*range(10), *range(30, 40)]  # 21 frames from 9 to 30
+    video = LabelledVideo("v", "v.slp", "v.mp4", (), tuple(Frame(i, ()) for i in labelled))
+    rng = np.random.default_rng(0)
+
+    def cuts(gap: int | None) -> list[tuple[int, int]]:
+        return [(span.start, span.stop) for span in plan_clips([video], 8, True, 1.0, rng, gap)]
+
+    assert cuts(15) == [(0, 8), (8, 10), (10, 18), (18, 20)]  # DREEM's default gap, 15
+    assert cuts(22) == cuts(None) == [(0, 8), (8, 16), (16, 20)]
+    assert [(s.start, s.stop) for s in plan_clips([video], 8, False, 1.0, rng, 15)] == [(0, 20)]
+
+
+def test_a_split_s_own_seed_wins() -> None:
+    seeded = ClipDataset(split(n_chunks=3, seed=5), seed=1)
+    assert seeded.seed == 5
+    assert [s.start for s in seeded.spans] == [s.start for s in ClipDataset(split(n_chunks=3), seed=5).spans]

@@ -67,3 +67,17 @@ def test_explicit_file_lists(tmp_path: Path) -> None:
     )
     with pytest.raises(DataError, match=r"gone\.slp: no such file"):
         discover(missing)
+
+
+def test_file_lists_replace_the_directory_as_in_dreem(tmp_path: Path) -> None:
+    # DREEM keeps dir.path (required there) and reads slp_files/video_files instead of the directory's pairs.
+    directory, files = tmp_path / "dir", tmp_path / "files"
+    directory.mkdir()
+    files.mkdir()
+    touch(directory, "a.slp", "a.mp4")
+    touch(files, "x.slp", "y.mp4")
+    listed = {"slp_files": [str(files / "x.slp")], "video_files": [str(files / "y.mp4")]}
+    split = DatasetSplitConfig.model_validate({"dir": {"path": str(directory)}, **listed})
+    assert [Path(pair.labels_path).name for pair in discover(split)] == ["x.slp"]
+    directory_only = DatasetSplitConfig.model_validate({"dir": {"path": str(directory)}})
+    assert [Path(pair.labels_path).name for pair in discover(directory_only)] == ["a.slp"]

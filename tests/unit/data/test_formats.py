@@ -10,7 +10,7 @@ import pytest
 
 from dreem_trainer.data.discovery import SourcePair, pair_directory
 from dreem_trainer.data.formats import format_of, write_tracks
-from dreem_trainer.data.label_format import TrackAssignment
+from dreem_trainer.data.label_format import Predictions, TrackAssignment
 from dreem_trainer.data.microscopy import CtcLabels, read_ctc
 from dreem_trainer.data.point_tracks import IcyXml, TrackMateCsv, TrackMateXml, write_tracks_csv
 from dreem_trainer.data.records import Instance, LabelledVideo
@@ -76,10 +76,10 @@ def test_each_labels_file_goes_to_its_format(tmp_path: Path) -> None:
 def test_sleap_tracks_are_written_onto_the_instances_read(tmp_path: Path) -> None:
     video = SourcePair(TWO_FLIES_SLP, TWO_FLIES_MP4, 32).read()
     tracks = crossed(video)
-    written = write_tracks(video, tracks, tmp_path)
+    written = write_tracks(video, Predictions(tracks), tmp_path)
     assert written == tmp_path / "two_flies.dreem_track.slp"
     again = SourcePair(str(written), TWO_FLIES_MP4, 32).read()
-    assert track_names(again) == expected_names(video, tracks, "track_{}".format)
+    assert track_names(again) == expected_names(video, tracks, str)  # DREEM names tracks by their id
     assert [frame.frame_idx for frame in again.frames] == [frame.frame_idx for frame in video.frames]
 
 
@@ -87,7 +87,7 @@ def test_ctc_tracks_are_written_onto_the_cells_read(tmp_path: Path) -> None:
     (pair,) = pair_directory(str(CELLS), ".slp", ".mp4", 32)
     video = pair.read()
     tracks = crossed(video)
-    written = write_tracks(video, tracks, tmp_path)
+    written = write_tracks(video, Predictions(tracks), tmp_path)
     assert written == tmp_path / "test_0_RES"
     again = read_ctc(str(written / "res_track.txt"), str(CELLS / "test_0"))
     assert track_names(again) == expected_names(video, tracks, lambda track: str(track + 1))  # labels from 1
@@ -99,7 +99,7 @@ def test_point_tracks_are_written_as_a_csv_of_the_spots_read(tmp_path: Path) -> 
     out = tmp_path / "out"
     out.mkdir()
     tracks = crossed(video)
-    written = write_tracks(video, tracks, out)
+    written = write_tracks(video, Predictions(tracks), out)
     assert written == out / "cells.dreem_tracks.csv"
     again = SourcePair(str(written), str(tmp_path / "cells.tif"), 32).read()
     assert track_names(again) == expected_names(video, tracks, str)

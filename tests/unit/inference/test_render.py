@@ -15,6 +15,7 @@ import sleap_io as sio
 from PIL import Image
 
 from dreem_trainer.data.formats import write_tracks
+from dreem_trainer.data.label_format import Predictions
 from dreem_trainer.data.microscopy import read_ctc
 from dreem_trainer.data.point_tracks import write_tracks_csv
 from dreem_trainer.data.records import LabelledVideo
@@ -124,7 +125,7 @@ def test_scale_resizes_frames_and_positions(tmp_path: Path) -> None:
 def test_ctc_results_render_over_their_tiff_frames(tmp_path: Path) -> None:
     truth = read_ctc(str(MAN_TRACK), str(CELLS / "test_0"))
     assigned = {(f.frame_idx, i.index_in_frame): i.track for f in truth.frames for i in f.instances}
-    results = write_tracks(truth, assigned, tmp_path)
+    results = write_tracks(truth, Predictions(assigned), tmp_path)
     drawn = render(results, tmp_path / "cells.mp4", video=str(CELLS / "test_0"))
     assert (drawn.frames, drawn.width, drawn.height) == (11, 608, 592)
     video = sio.load_video(str(drawn.output), grayscale=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
 from torch.utils.data import RandomSampler, SequentialSampler
@@ -54,6 +55,17 @@ def test_a_metric_dreem_does_not_log_is_refused_before_training(tmp_path: Path) 
     assert issue.path == "checkpointing.monitor[1]" and issue.value == "val_idf" and "val_idf1" in issue.message
 
 
+def test_early_stopping_without_a_mode_takes_the_metrics(tmp_path: Path) -> None:
+    config = tiny_config(tmp_path, early_stopping={"monitor": "val_idf1"})
+    trainer = build_trainer(config, has_validation=True, interactive=False)
+    (stopper,) = [c for c in trainer.callbacks if isinstance(c, EarlyStopping)]  # type: ignore[attr-defined]
+    # IDF1 is maximised, and DREEM's stopping threshold (1e-8, for its val_loss) would stop it at once.
+    assert (stopper.monitor, stopper.mode, stopper.stopping_threshold) == ("val_idf1", "max", None)
+    loss = build_trainer(tiny_config(tmp_path, early_stopping={}), has_validation=True, interactive=False)
+    (stopper,) = [c for c in loss.callbacks if isinstance(c, EarlyStopping)]  # type: ignore[attr-defined]
+    assert (stopper.monitor, stopper.mode, stopper.stopping_threshold) == ("val_loss", "min", 1e-8)
+
+
 def test_early_stopping_without_validation_minimises_the_training_loss(tmp_path: Path) -> None:
     config = tiny_config(tmp_path, early_stopping={"monitor": "val_idf1", "mode": "max"})
     trainer = build_trainer(config, has_validation=False, interactive=False)
@@ -83,7 +95,7 @@ def test_shuffle_and_loader_kwargs(tmp_path: Path) -> None:
     config = tiny_config(tmp_path)
     split = config.dataset.train_dataset
     shuffled = data_loader(split, config.dataloader.train_dataloader.model_copy(update={"shuffle": True}), 0)
-    ordered = data_loader(split, config.dataloader.train_dataloader, 0)
+    ordered = data_loader(split, config.dataloader.train_dataloader.model_copy(update={"shuffle": False}), 0)
     assert isinstance(shuffled.sampler, RandomSampler) and isinstance(ordered.sampler, SequentialSampler)
     extra = tiny_config(tmp_path, dataloader={"train_dataloader": {"num_workers": 1, "timeout": 30}})
     loader = data_loader(split, extra.dataloader.train_dataloader, 0)
@@ -112,3 +124,13 @@ def test_wandb_keys_go_offline_without_a_key(tmp_path: Path, monkeypatch: pytest
         "run7",
     )
     assert logger._offline
+
+
+@pytest.mark.parametrize("auto_insert", [False, True])
+def test_checkpoint_names_are_the_same_whoever_inserts_the_metric_names(tmp_path: Path, auto_insert: bool) -> None:
+    # DREEM's configs say auto_insert_metric_name: true; Lightning then writes "epoch=" and "val_loss=" itself.
+    config = tiny_config(tmp_path, checkpointing={"monitor": ["val_loss"], "auto_insert_metric_name": auto_insert})
+    trainer = build_trainer(config, has_validation=True, interactive=False)
+    (checkpoint,) = [c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)]  # type: ignore[attr-defined]
+    name = checkpoint.format_checkpoint_name({"epoch": torch.tensor(3), "val_loss": torch.tensor(0.25)})
+    assert Path(name).name == "epoch=3-best_val_loss=0.2500.ckpt"

@@ -88,8 +88,8 @@ def test_clip_pins_and_copies_without_blocking(tmp_path: Path) -> None:
 def test_compile_compiles_the_encoder_in_place(tmp_path: Path) -> None:
     plain = DreemModule(tiny_config(tmp_path).model_dump(mode="json"))
     compiled = DreemModule(tiny_config(tmp_path, model={"compile": True}).model_dump(mode="json"))
-    assert compiled.model.visual_encoder.backbone._compiled_call_impl is not None
-    assert plain.model.visual_encoder.backbone._compiled_call_impl is None
+    assert compiled.model.visual_encoder.feature_extractor._compiled_call_impl is not None
+    assert plain.model.visual_encoder.feature_extractor._compiled_call_impl is None
     # Checkpoints keep the plain names, so `dreem track` loads them without compiling.
     assert compiled.state_dict().keys() == plain.state_dict().keys()
 

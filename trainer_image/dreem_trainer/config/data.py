@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -9,6 +10,7 @@ from pydantic import Field, field_validator, model_validator
 from dreem_trainer.config.base import LibraryCallSection, Section
 from dreem_trainer.config.issues import did_you_mean, key_error
 from dreem_trainer.config.library_names import CallSignature, library_names
+from dreem_trainer.config.notices import no_effect
 from dreem_trainer.config.paths import check_path
 
 EXTRA_AUGMENTATIONS = {"NodeDropout": frozenset({"p", "n"}), "InstanceDropout": frozenset({"p", "n"})}
@@ -17,19 +19,25 @@ EXTRA_AUGMENTATIONS = {"NodeDropout": frozenset({"p", "n"}), "InstanceDropout": 
 class DirConfig(Section):
     """Directory-based input: labels and videos are paired by file stem."""
 
-    path: str | list[str] = Field(
-        ..., description="Path or list of paths to directories containing videos and labels (use absolute paths)."
+    path: str | list[str] | None = Field(
+        None,
+        description="Path or list of paths to directories containing videos and labels (use absolute paths); null "
+        "when the command line gives it.",
     )
     labels_suffix: str = Field(".slp", description="File extension for label files (e.g., .slp, .csv, .xml).")
     vid_suffix: str = Field(".mp4", description="File extension for video files (e.g., .mp4, .avi, .tif, .tiff).")
 
     @property
     def paths(self) -> list[str]:
+        if self.path is None:
+            return []
         return [self.path] if isinstance(self.path, str) else list(self.path)
 
     @field_validator("path")
     @classmethod
-    def _not_empty(cls, path: str | list[str]) -> str | list[str]:
+    def _not_empty(cls, path: str | list[str] | None) -> str | list[str] | None:
+        if path is None:
+            return path
         if not path:
             raise ValueError("needs at least one directory")
         for entry in [path] if isinstance(path, str) else path:
@@ -77,6 +85,53 @@ class DatasetSplitConfig(Section):
         description="Albumentations transforms by class name with their parameters, plus NodeDropout and "
         "InstanceDropout. Typically only used for training datasets.",
     )
+    seed: int | None = Field(
+        None, ge=0, description="Seed of this split's sampling and augmentation (default: the top-level seed)."
+    )
+    max_batching_gap: int = Field(
+        15,
+        ge=1,
+        description="Labelled frames this many or more frames apart start a new clip, so a clip never spans a "
+        "long unlabelled stretch (default: 15).",
+    )
+    max_detection_overlap: float = Field(
+        0.0,
+        ge=0,
+        description="Of two detections whose crop boxes overlap by more than this (intersection over the smaller "
+        "box), drop the one with fewer visible keypoints (default: 0, off).",
+    )
+    normalize_image: bool = Field(
+        True, description="Frames are scaled to [0, 1] before the visual encoder; only true is accepted."
+    )
+    use_tight_bbox: bool = Field(
+        False, description="DREEM's variable-size crops around the keypoints; not supported, only false is accepted."
+    )
+    verbose: bool | None = Field(
+        None,
+        description="Accepted for DREEM configs; no effect.",
+        exclude=True,
+        json_schema_extra=no_effect("DREEM's datasets never print anything more with it"),
+    )
+    detection_iou_threshold: Any = Field(
+        None,
+        description="Accepted for DREEM configs (documented for inference); no effect.",
+        exclude=True,
+        json_schema_extra=no_effect("DREEM documents it but never reads it"),
+    )
+
+    @field_validator("normalize_image")
+    @classmethod
+    def _scaled_frames(cls, normalize: bool) -> bool:
+        if not normalize:
+            raise ValueError("dreem always scales frames to [0, 1] for the visual encoder (DREEM's false feeds 0-255)")
+        return normalize
+
+    @field_validator("use_tight_bbox")
+    @classmethod
+    def _square_crops(cls, tight: bool) -> bool:
+        if tight:
+            raise ValueError("dreem crops squares of crop_size around the anchors; tight boxes are not supported")
+        return tight
 
     @field_validator("slp_files", "video_files")
     @classmethod
@@ -129,8 +184,6 @@ class DatasetSplitConfig(Section):
 
     @model_validator(mode="after")
     def _one_source(self) -> DatasetSplitConfig:
-        if self.dir is not None and (self.slp_files or self.video_files):
-            raise key_error("dir", "give either dir or slp_files/video_files, not both", self.dir.path)
         if (self.slp_files is None) != (self.video_files is None) or (
             self.slp_files is not None and self.video_files is not None and len(self.slp_files) != len(self.video_files)
         ):
@@ -140,7 +193,7 @@ class DatasetSplitConfig(Section):
                 self.video_files,
             )
         if isinstance(self.crop_size, list):
-            n_dirs = len(self.dir.paths) if self.dir is not None else len(self.slp_files or [])
+            n_dirs = len(self.slp_files) if self.slp_files else len(self.dir.paths) if self.dir is not None else 0
             if len(self.crop_size) != n_dirs:
                 raise key_error(
                     "crop_size", f"a crop_size list needs one size per dir.path entry ({n_dirs})", self.crop_size
@@ -148,8 +201,13 @@ class DatasetSplitConfig(Section):
         return self
 
     @property
+    def reads_files(self) -> bool:
+        """slp_files/video_files replace the directory's pairs when both are given, as in DREEM."""
+        return bool(self.slp_files)
+
+    @property
     def has_source(self) -> bool:
-        return self.dir is not None or bool(self.slp_files)
+        return (self.dir is not None and self.dir.path is not None) or bool(self.slp_files)
 
     def reading(
         self, directory: str | None = None, slp_files: list[str] | None = None, video_files: list[str] | None = None
@@ -176,12 +234,69 @@ class DatasetSplitConfig(Section):
         return 1
 
 
+DREEM_TEST_PADDING = 5
+"""Crop padding of a DREEM tracking split that sets none (its SleapDataset's default)."""
+
+DREEM_TRAIN_AUGMENTATIONS: dict[str, dict[str, Any]] = {
+    "GaussianBlur": {"blur_limit": [3, 7], "p": 0.2},
+    "MotionBlur": {"blur_limit": [3, 7], "p": 0.2},
+    "RandomBrightnessContrast": {"brightness_limit": 0.1, "contrast_limit": 0.3, "p": 0.3},
+    "Rotate": {"limit": 45, "p": 0.3},
+}
+"""The training split's augmentations in DREEM's defaults (its `configs/defaults/train.yaml`)."""
+
+
+def _with_dreem_augmentations(split: Any) -> Any:
+    """The training split as DREEM merges it over its defaults: augmentations the user leaves out are DREEM's
+    four, and a mapping of them is merged into those four transform by transform; null turns them off."""
+    if not isinstance(split, dict):
+        return split
+    if "augmentations" not in split:
+        return {**split, "augmentations": copy.deepcopy(DREEM_TRAIN_AUGMENTATIONS)}
+    given = split["augmentations"]
+    if not isinstance(given, dict):
+        return split
+    merged = copy.deepcopy(DREEM_TRAIN_AUGMENTATIONS)
+    for name, params in given.items():
+        merged[name] = {**merged.get(name, {}), **(params or {})}
+    return {**split, "augmentations": merged}
+
+
 class DatasetConfig(Section):
     train_dataset: DatasetSplitConfig = Field(
-        default_factory=lambda: DatasetSplitConfig(mode="train"), description="Training dataset."
+        default_factory=lambda: DatasetSplitConfig(
+            mode="train", augmentations=copy.deepcopy(DREEM_TRAIN_AUGMENTATIONS)
+        ),
+        description="Training dataset. Its augmentations default to DREEM's (GaussianBlur, MotionBlur, "
+        "RandomBrightnessContrast, Rotate); transforms given are merged into those, null turns them off.",
     )
     val_dataset: DatasetSplitConfig | None = Field(None, description="Validation dataset (typically no augmentations).")
-    test_dataset: DatasetSplitConfig | None = Field(None, description="Test dataset, used by dreem track and eval.")
+    test_dataset: DatasetSplitConfig | None = Field(
+        None,
+        description="Test dataset, used by dreem track and eval; its padding defaults to 5, as in DREEM "
+        "(without one, they take the training split's crop settings).",
+    )
+    metrics: Any = Field(
+        None,
+        description="Accepted for DREEM configs (its inference guide puts metrics here); no effect, use the "
+        "top-level metrics.",
+        exclude=True,
+        json_schema_extra=no_effect("DREEM documents dataset.metrics but reads the top-level metrics"),
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _dreem_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if "train_dataset" in data:
+            data["train_dataset"] = _with_dreem_augmentations(data["train_dataset"])
+        test = data.get("test_dataset")
+        if isinstance(test, dict) and "padding" not in test:
+            # DREEM's tracking splits leave padding to its dataset class, whose default is 5.
+            data["test_dataset"] = {**test, "padding": DREEM_TEST_PADDING}
+        return data
 
     def test_split(self) -> DatasetSplitConfig:
         """What `dreem track` and `dreem eval` read: `test_dataset` if configured, else the training split's
@@ -227,7 +342,8 @@ class DataLoaderSplitConfig(LibraryCallSection):
 
 class DataLoaderConfig(Section):
     train_dataloader: DataLoaderSplitConfig = Field(
-        default_factory=DataLoaderSplitConfig, description="Training data loader (shuffle should be true)."
+        default_factory=lambda: DataLoaderSplitConfig(shuffle=True),
+        description="Training data loader; shuffle defaults to true here, as in DREEM's defaults.",
     )
     val_dataloader: DataLoaderSplitConfig = Field(
         default_factory=DataLoaderSplitConfig, description="Validation data loader (shuffle should be false)."
@@ -235,3 +351,11 @@ class DataLoaderConfig(Section):
     test_dataloader: DataLoaderSplitConfig = Field(
         default_factory=DataLoaderSplitConfig, description="Test data loader (shuffle should be false)."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _training_clips_shuffled(cls, data: Any) -> Any:
+        """DREEM's defaults shuffle the training clips: a training loader given without `shuffle` keeps that."""
+        if isinstance(data, dict) and isinstance(data.get("train_dataloader"), dict):
+            return {**data, "train_dataloader": {"shuffle": True, **data["train_dataloader"]}}
+        return data

@@ -7,6 +7,7 @@ A flag the user left out is never passed here, so it cannot override the file.
 from __future__ import annotations
 
 import copy
+import logging
 import re
 import typing
 from collections.abc import Iterable, Mapping, Sequence
@@ -17,7 +18,10 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from dreem_trainer.config.issues import ISSUE_TYPE, ConfigError, ConfigIssue, did_you_mean
+from dreem_trainer.config.notices import no_effect_notices
 from dreem_trainer.config.root import DreemConfig
+
+log = logging.getLogger(__name__)
 
 KeyPath = tuple[str | int, ...]
 
@@ -196,7 +200,11 @@ def load_config(
     `base` is a configuration the file refines, e.g. the one stored in a checkpoint for `dreem track`.
     """
     raw = resolve_raw(path, overrides, flags, base)
-    return validate(raw, str(path) if path is not None else None)
+    config = validate(raw, str(path) if path is not None else None)
+    # Only the user's own keys draw warnings, not those of a checkpoint's stored configuration.
+    for notice in no_effect_notices(config, resolve_raw(path, overrides, flags) if base is not None else raw):
+        log.warning("warning: %s", notice)
+    return config
 
 
 def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
@@ -223,7 +231,22 @@ def resolve_raw(
     for key_path, value in flags:
         for target in _expand_splits(raw, key_path):
             set_path(raw, target, value)
-    return raw
+    return _with_params_config(raw)
+
+
+PARAMS_CONFIG = "params_config"
+"""DREEM's top-level key naming a second YAML file merged over the configuration, command-line values included."""
+
+
+def _with_params_config(raw: dict[str, Any]) -> dict[str, Any]:
+    path = raw.pop(PARAMS_CONFIG, None)
+    if path is None:
+        return raw
+    try:
+        params = read_yaml(path)
+    except ConfigError as error:
+        raise ConfigError([ConfigIssue(PARAMS_CONFIG, issue.message, path) for issue in error.issues]) from None
+    return deep_merge(raw, params)
 
 
 EVERY_SPLIT = "*"

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
 
 from dreem_trainer.config.base import Section
 from dreem_trainer.config.data import DataLoaderConfig, DatasetConfig
 from dreem_trainer.config.issues import key_error
 from dreem_trainer.config.model import ModelConfig
+from dreem_trainer.config.notices import no_effect
 from dreem_trainer.config.optimization import LossConfig, OptimizerConfig, SchedulerConfig
+from dreem_trainer.config.paths import check_path
 from dreem_trainer.config.run import (
     CheckpointingConfig,
     EarlyStoppingConfig,
@@ -22,14 +26,49 @@ CHANNELS_PER_CROP = 3
 """Crops are RGB (grey video is repeated on three channels) so that pretrained backbones apply."""
 
 
+class MetricsConfig(Section):
+    """DREEM's `metrics` key: which metrics `dreem eval` computes. DREEM 0.5.1 has one set, the MOT metrics."""
+
+    train: list[str] | str | None = Field(None, description="Accepted for DREEM configs; training logs its own.")
+    val: list[str] | str | None = Field(None, description="Accepted for DREEM configs; validation logs its own.")
+    test: list[Literal["motmetrics"]] | Literal["all"] = Field(
+        "all", description='"all" or [motmetrics]: the MOT metrics, which dreem eval always computes.'
+    )
+
+    @field_validator("test", mode="before")
+    @classmethod
+    def _one_metric_is_a_list(cls, test: object) -> object:
+        return [test] if isinstance(test, str) and test != "all" else test
+
+
+class RunnerConfig(Section):
+    """DREEM's `runner` section (extra arguments of its LightningModule), accepted for its configs."""
+
+    metrics: dict[str, Any] | None = Field(None, description="Metrics per stage.")
+    test_save_path: str | None = Field(None, description="Where DREEM's test stage saves results.")
+    save_frame_meta: bool | None = Field(None, description="Whether DREEM's test stage saves frame metadata.")
+
+
+DREEM_FALLBACK_SCHEDULER = {
+    "name": "ReduceLROnPlateau",
+    "mode": "min",
+    "factor": 0.5,
+    "patience": 10,
+    "threshold": 1e-4,
+}
+"""What DREEM schedules when the configuration's scheduler is null (torch's defaults for the rest)."""
+
+
 class DreemConfig(Section):
     """A DREEM training configuration, section for section as in the training-configuration document."""
 
     model: ModelConfig = Field(default_factory=ModelConfig, description="Transformer architecture and visual encoder.")
     loss: LossConfig = Field(default_factory=LossConfig, description="Association loss.")
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig, description="Training optimizer.")
-    scheduler: SchedulerConfig | None = Field(
-        default_factory=SchedulerConfig, description="Learning-rate scheduler; null for a constant learning rate."
+    scheduler: SchedulerConfig = Field(
+        default_factory=SchedulerConfig,
+        description="Learning-rate scheduler; null for DREEM's fallback, ReduceLROnPlateau with factor 0.5 and "
+        "patience 10 on val_loss (ConstantLR with factor 1 keeps the learning rate constant).",
     )
     dataset: DatasetConfig = Field(default_factory=DatasetConfig, description="Training, validation and test datasets.")
     dataloader: DataLoaderConfig = Field(default_factory=DataLoaderConfig, description="Data loading.")
@@ -50,6 +89,59 @@ class DreemConfig(Section):
     seed: int | None = Field(
         0, ge=0, description="Seed for weights, sampling and augmentation; null for an unseeded run."
     )
+    ckpt_path: str | None = Field(
+        None,
+        description="Checkpoint dreem track and dreem eval track with (DREEM's inference key); --checkpoint wins.",
+    )
+    outdir: str | None = Field(
+        None,
+        description="Directory dreem track and dreem eval write to (DREEM's inference key); --output wins "
+        '(default: "./results").',
+    )
+    save_frame_meta: bool = Field(
+        False,
+        description="DREEM's per-frame metadata file (features, crops, scores) from track and eval; dreem does not "
+        "write it, so only false is accepted.",
+    )
+    metrics: MetricsConfig | None = Field(
+        None, description="The metrics dreem eval computes (DREEM's key): test: all (the MOT metrics)."
+    )
+    runner: RunnerConfig | None = Field(
+        None,
+        description="Accepted for DREEM training configs; no effect (DREEM's test-stage settings).",
+        exclude=True,
+        json_schema_extra=no_effect(
+            "DREEM uses it only in a test stage after training, which neither DREEM's nor dreem's train command runs"
+        ),
+    )
+    view_batch: dict[str, Any] | None = Field(
+        None,
+        description="Accepted for DREEM configs; no effect.",
+        exclude=True,
+        json_schema_extra=no_effect("DREEM 0.5.1 never reads it"),
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_scheduler_is_dreems_fallback(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "scheduler" in data and data["scheduler"] is None:
+            return {**data, "scheduler": dict(DREEM_FALLBACK_SCHEDULER)}
+        return data
+
+    @field_validator("save_frame_meta")
+    @classmethod
+    def _no_frame_meta(cls, save: bool) -> bool:
+        if save:
+            raise ValueError(
+                "dreem does not write DREEM's frame-metadata HDF5; the tracked labels and dreem eval's metrics "
+                "files are written instead"
+            )
+        return save
+
+    @field_validator("ckpt_path", "outdir")
+    @classmethod
+    def _inference_path(cls, path: str | None) -> str | None:
+        return check_path(path) if path else path
 
     @model_validator(mode="after")
     def _encoder_sees_every_anchor(self) -> DreemConfig:

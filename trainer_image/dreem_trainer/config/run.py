@@ -9,6 +9,7 @@ from pydantic import Field, field_validator, model_validator
 from dreem_trainer.config.base import LibraryCallSection, Section
 from dreem_trainer.config.issues import key_error
 from dreem_trainer.config.library_names import CallSignature, library_names
+from dreem_trainer.config.notices import no_effect
 from dreem_trainer.config.paths import check_path
 
 LoggerType = Literal["CSVLogger", "TensorBoardLogger", "WandbLogger"]
@@ -52,14 +53,18 @@ class EarlyStoppingConfig(LibraryCallSection):
     """Extra keys go to lightning.pytorch.callbacks.EarlyStopping."""
 
     monitor: str = Field("val_loss", description='Quantity to monitor (e.g., "val_loss").')
-    mode: Literal["min", "max"] = Field(
-        "min", description='One of "min" or "max". In min mode, stops when quantity stops decreasing.'
+    mode: Literal["min", "max"] | None = Field(
+        None,
+        description='One of "min" or "max". In min mode, stops when quantity stops decreasing (default: the '
+        "monitored metric's own: min for losses and switch counts, max for idf1, mota, precision, recall).",
     )
     patience: int = Field(10, ge=0, description="Number of checks with no improvement before stopping (default: 10).")
     min_delta: float = Field(0.1, ge=0, description="Minimum change to qualify as improvement (default: 0.1).")
     check_finite: bool = Field(True, description="Stop training when monitor becomes NaN or infinite (default: true).")
     stopping_threshold: float | None = Field(
-        None, description="Stop immediately when monitor reaches this threshold (optional)."
+        None,
+        description="Stop immediately when monitor reaches this threshold (default: 1e-8, DREEM's, for a metric "
+        "that is minimised; none for one that is maximised).",
     )
     divergence_threshold: float | None = Field(
         None, description="Stop when monitor becomes worse than this threshold (optional)."
@@ -210,23 +215,113 @@ class StorageConfig(Section):
 
 
 class TrackerConfig(Section):
-    """How `dreem track`, `dreem eval` and validation link association scores into tracks."""
+    """How `dreem track`, `dreem eval` and validation link association scores into tracks.
 
-    window_size: int = Field(8, ge=1, description="Number of past frames the tracker associates against.")
+    Every key means what it means in DREEM 0.5.1's tracker, with DREEM's tracking defaults
+    (its `defaults/track.yaml` and `Tracker` signature), so a tuned DREEM tracking config tracks the same here.
+    """
+
+    window_size: int = Field(
+        8,
+        ge=1,
+        description="Instances each track keeps to be associated against: its last window_size appearances, "
+        "however long ago (default: 8).",
+    )
     overlap_thresh: float = Field(
-        0.01, ge=0, le=1, description="Minimum association score to join an existing track; lower starts a new track."
+        0.01,
+        ge=0,
+        description="A match joins its track only when its score is above this (times the track's instances in the "
+        "window with mult_thresh); otherwise the instance starts a new track (default: 0.01).",
+    )
+    mult_thresh: bool = Field(
+        True,
+        description="Multiply overlap_thresh by the number of the track's instances in the window (default: true).",
     )
     iou: Literal["mult", "max"] | None = Field(
-        None,
-        description='How IoU with the track\'s last box enters the score: "mult" multiplies, "max" keeps the larger, '
-        "null ignores it.",
+        "mult",
+        description="How the overlap (IoU) of an instance's box with the track's last box enters the score: \"mult\" "
+        'adds |IoU - score| * IoU, "max" keeps the larger of score and IoU, null ignores it (default: "mult").',
     )
     max_center_dist: float | None = Field(
         None,
-        gt=0,
-        description="Pixels a centre may move between frames before the association is forbidden (optional).",
+        ge=0,
+        description="Pixels a centre may move from the track's last box before the score is penalised, in proportion "
+        "to the excess (optional; null or 0: no penalty).",
+    )
+    distance_penalty_multiplier: float = Field(1.0, description="Weight of the max_center_dist penalty (default: 1.0).")
+    max_gap: int | None = Field(
+        None,
+        ge=0,
+        description="Processed frames a track may be missing before it ends; at least window_size (default: null, "
+        "tracks never end).",
+    )
+    max_tracks: int | None = Field(
+        None,
+        ge=1,
+        description="Most live tracks: once reached, every match is kept whatever its score and extra detections "
+        "stay untracked (default: null, no limit).",
+    )
+    confidence_threshold: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Flag a frame for review when an instance's normalised assignment entropy exceeds "
+        "1 - confidence_threshold; flagged frames become suggestions in the output (default: 0, off).",
+    )
+    temperature: float = Field(
+        0.1, gt=0, description="Softmax temperature of the track scores written as tracking_score (default: 0.1)."
+    )
+    max_angle_diff: float | None = Field(
+        0.0,
+        ge=0,
+        description="Degrees the body axis may turn from the track's last instance before the score is penalised "
+        "(default: 0, off).",
+    )
+    front_nodes: list[str] | None = Field(
+        None, description="Nodes marking the front of the body axis, first visible one used (optional)."
+    )
+    back_nodes: list[str] | None = Field(
+        None, description="Nodes marking the back of the body axis, first visible one used (optional)."
+    )
+    angle_diff_penalty_multiplier: float = Field(
+        1.0, description="Weight of the max_angle_diff penalty (default: 1.0)."
     )
     decay_time: float | None = Field(
-        None, gt=0, le=1, description="Per-frame decay of older frames' association scores (optional)."
+        None,
+        description="Accepted for DREEM configs; no effect, as in DREEM 0.5.1.",
+        exclude=True,
+        json_schema_extra=no_effect(
+            "DREEM 0.5.1 stores it but never reads it (releases before 0.3.2 discounted older frames with it)"
+        ),
     )
-    max_tracks: int | None = Field(None, ge=1, description="Upper bound on simultaneous tracks (optional).")
+    use_vis_feats: bool = Field(
+        True,
+        description="Accepted for DREEM configs; no effect: visual features are always used.",
+        exclude=True,
+        json_schema_extra=no_effect("DREEM 0.5.1 stores it but never reads it; visual features are always used"),
+    )
+    verbose: bool = Field(
+        False,
+        description="Accepted for DREEM configs; no effect on tracks.",
+        exclude=True,
+        json_schema_extra=no_effect("it only turned on DREEM's debug log lines"),
+    )
+
+    @field_validator("iou", mode="before")
+    @classmethod
+    def _iou_mode(cls, iou: object) -> object:
+        if iou == "":
+            return None  # DREEM reads an empty string as "off"
+        if isinstance(iou, str) and iou.lower() == "add":
+            raise ValueError('"add" is documented by DREEM but not implemented there; use "mult", "max" or null')
+        return iou.lower() if isinstance(iou, str) else iou
+
+    @field_validator("max_gap", "max_tracks", mode="before")
+    @classmethod
+    def _infinity_is_no_limit(cls, value: object) -> object:
+        return None if value == float("inf") else value
+
+    @field_validator("front_nodes", "back_nodes", mode="before")
+    @classmethod
+    def _one_node_is_a_list(cls, nodes: object) -> object:
+        return [nodes] if isinstance(nodes, str) else nodes

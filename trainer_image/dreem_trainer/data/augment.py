@@ -36,15 +36,10 @@ class FrameAugmenter:
             for name, params in augmentations.items()
             if name not in EXTRA_AUGMENTATIONS
         ]
-        self.compose = (
-            A.Compose(
-                transforms,
-                keypoint_params=A.KeypointParams(format="xy", remove_invisible=False),
-                seed=seed,
-            )
-            if transforms
-            else None
-        )
+        # Keypoints ride along only where a transform moves pixels (albumentations warns otherwise).
+        self.moves_points = any(isinstance(transform, A.DualTransform) for transform in transforms)
+        keypoints = A.KeypointParams(format="xy", remove_invisible=False) if self.moves_points else None
+        self.compose = A.Compose(transforms, keypoint_params=keypoints, seed=seed) if transforms else None
         self.rng = np.random.default_rng(seed)
 
     def __call__(
@@ -54,18 +49,22 @@ class FrameAugmenter:
         instances = tuple(self._drop_nodes(instance) for instance in instances)
         if self.compose is None or not instances:
             return image, instances
+        if not self.moves_points:
+            return self._with_channels(self.compose(image=image)["image"]), instances
         points = np.concatenate([instance.points for instance in instances])
         hidden = np.isnan(points).any(axis=1)
         result = self.compose(image=image, keypoints=np.where(hidden[:, None], 0.0, points))
         moved = np.asarray(result["keypoints"], dtype=np.float64)[:, :2]
         moved[hidden] = np.nan
-        out_image = result["image"]
-        if out_image.ndim == 2:
-            out_image = out_image[..., None]
+        out_image = self._with_channels(result["image"])
         split = np.cumsum([len(instance.points) for instance in instances])[:-1]
         return out_image, tuple(
             replace(instance, points=part) for instance, part in zip(instances, np.split(moved, split), strict=True)
         )
+
+    @staticmethod
+    def _with_channels(image: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+        return image[..., None] if image.ndim == 2 else image
 
     def _drop_instances(self, instances: tuple[Instance, ...]) -> tuple[Instance, ...]:
         dropout = self.instance_dropout

@@ -28,6 +28,8 @@ class Clip:
     image_size: torch.Tensor
     """(2,) frame height and width in pixels."""
     video_index: int
+    points: torch.Tensor | None = None
+    """(N, n_nodes, 2) keypoints as x, y in pixels, NaN where hidden: the tracker's body axes use them."""
 
     @property
     def num_frames(self) -> int:

@@ -18,12 +18,16 @@ from dreem_trainer.config.root import CHANNELS_PER_CROP
 from dreem_trainer.data.augment import FrameAugmenter
 from dreem_trainer.data.clip import Clip
 from dreem_trainer.data.crops import anchor_centers, anchor_names, boxes_around, cut_crops, keypoint_mask
+from dreem_trainer.data.detections import excess_detections, overlapping_duplicates
 from dreem_trainer.data.discovery import SourcePair, discover
 from dreem_trainer.data.microscopy import TiffReader, is_tiff_video
-from dreem_trainer.data.records import Frame, LabelledVideo
+from dreem_trainer.data.records import Frame, Instance, LabelledVideo
 from dreem_trainer.data.sources import DataError, Images, MediaReader, VideoReader
 
 DEFAULT_FRAME_CACHE_MB = 1024
+
+Anchored = tuple[Instance, npt.NDArray[np.float64]]
+"""An instance with the centres of its crops, one per anchor."""
 
 
 @dataclass(frozen=True)
@@ -64,19 +68,37 @@ class ByteBudgetCache(Generic[CacheValue]):
 
 
 def plan_clips(
-    videos: list[LabelledVideo], clip_length: int, chunk: bool, n_chunks: int | float, rng: np.random.Generator
+    videos: list[LabelledVideo],
+    clip_length: int,
+    chunk: bool,
+    n_chunks: int | float,
+    rng: np.random.Generator,
+    max_batching_gap: int | None = None,
 ) -> list[ClipSpan]:
-    """Consecutive labelled frames cut into clips; `n_chunks` keeps a number (int) or fraction (float)."""
+    """Consecutive labelled frames cut into clips; `n_chunks` keeps a number (int) or fraction (float).
+
+    With chunking, labelled frames `max_batching_gap` or more frames apart start a new clip, as in DREEM, so
+    a clip never spans a long unlabelled stretch."""
     spans = []
     for index, video in enumerate(videos):
         count = len(video.frames)
-        step = clip_length if chunk else max(count, 1)
-        spans += [ClipSpan(index, start, min(start + step, count)) for start in range(0, count, step)]
+        if not chunk:
+            spans += [ClipSpan(index, 0, count)] if count else []
+            continue
+        for first, end in _stretches(video, max_batching_gap):
+            spans += [ClipSpan(index, start, min(start + clip_length, end)) for start in range(first, end, clip_length)]
     keep = n_chunks if isinstance(n_chunks, int) else math.ceil(n_chunks * len(spans))
     if keep >= len(spans):
         return spans
     chosen = sorted(rng.choice(len(spans), size=keep, replace=False).tolist())
     return [spans[i] for i in chosen]
+
+
+def _stretches(video: LabelledVideo, max_gap: int | None) -> list[tuple[int, int]]:
+    """[first, end) positions of the runs of labelled frames closer than `max_gap` frames to the one before."""
+    indices = [frame.frame_idx for frame in video.frames]
+    starts = [0, *(k for k in range(1, len(indices)) if max_gap is not None and indices[k] - indices[k - 1] >= max_gap)]
+    return list(zip(starts, [*starts[1:], len(indices)], strict=True)) if indices else []
 
 
 def open_reader(video_path: str) -> VideoReader:
@@ -95,15 +117,21 @@ class ClipDataset(Dataset[Clip]):
         seed: int | None = None,
         pairs: list[SourcePair] | None = None,
         frame_cache_mb: int | None = None,
+        max_tracks: int | None = None,
     ) -> None:
+        """`max_tracks` (the tracker's, when tracking) drops each frame's least confident predicted
+        instances beyond that many, as DREEM's dataset does before tracking."""
         self.split = split
+        self.max_tracks = max_tracks
         self.pairs = pairs if pairs is not None else discover(split)
         self.videos = [pair.read() for pair in self.pairs]
         self.readers: list[VideoReader] = [open_reader(pair.video_path) for pair in self.pairs]
         self.train = split.mode == "train"
-        self.seed = seed
-        self.rng = np.random.default_rng(seed)
-        self.spans = plan_clips(self.videos, split.clip_length, split.chunk, split.n_chunks, self.rng)
+        self.seed = split.seed if split.seed is not None else seed  # DREEM seeds each split's dataset
+        self.rng = np.random.default_rng(self.seed)
+        self.spans = plan_clips(
+            self.videos, split.clip_length, split.chunk, split.n_chunks, self.rng, split.max_batching_gap
+        )
         budget = (
             frame_cache_mb
             if frame_cache_mb is not None
@@ -147,7 +175,7 @@ class ClipDataset(Dataset[Clip]):
         size = self.pairs[span.video_index].crop_size + 2 * self.split.padding
         rng = self.rng if self.train else np.random.default_rng((self.seed or 0) + index)
         names = anchor_names(self.split.anchors, video.node_names, rng)
-        crops, boxes, frame_ids, track_ids, positions = [], [], [], [], []
+        crops, boxes, frame_ids, track_ids, positions, points = [], [], [], [], [], []
         for frame_id, (frame, image) in enumerate(zip(self.frames_of(span), images, strict=True)):
             instances = frame.instances
             if self.augmenter is not None:
@@ -157,6 +185,7 @@ class ClipDataset(Dataset[Clip]):
                 for instance in instances
                 if (centers := anchor_centers(instance, names, video.node_names, self.split.handle_missing)) is not None
             ]
+            anchored = self._kept(anchored, size)
             if not anchored:
                 continue
             # Every crop of the frame in one cut, then split per instance.
@@ -171,6 +200,7 @@ class ClipDataset(Dataset[Clip]):
                 frame_ids.append(frame_id)
                 track_ids.append(instance.track)
                 positions.append(instance.index_in_frame)
+                points.append(instance.points)
         height, width = images.shape[1:3]
         channels = CHANNELS_PER_CROP * len(names)
         return Clip(
@@ -184,7 +214,22 @@ class ClipDataset(Dataset[Clip]):
             frame_indices=torch.tensor([frame.frame_idx for frame in self.frames_of(span)], dtype=torch.long),
             image_size=torch.tensor([height, width], dtype=torch.long),
             video_index=span.video_index,
+            points=torch.from_numpy(np.stack(points).astype(np.float32))
+            if points
+            else torch.zeros((0, len(video.node_names), 2)),
         )
+
+    def _kept(self, anchored: list[Anchored], size: int) -> list[Anchored]:
+        """The detections DREEM keeps of a frame: at most `max_tracks` (the least confident predicted ones go
+        first), then, of two whose crop boxes overlap more than `max_detection_overlap`, the better-posed."""
+        excess = excess_detections([instance.score for instance, _ in anchored], self.max_tracks)
+        anchored = [item for position, item in enumerate(anchored) if position not in excess]
+        if self.split.max_detection_overlap <= 0 or len(anchored) < 2:
+            return anchored
+        boxes = np.stack([boxes_around(centers, size) for _, centers in anchored])
+        visible = [int((~np.isnan(instance.points).any(axis=1)).sum()) for instance, _ in anchored]
+        duplicates = overlapping_duplicates(boxes, visible, self.split.max_detection_overlap)
+        return [item for position, item in enumerate(anchored) if position not in duplicates]
 
 
 def _to_channels(crops: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:

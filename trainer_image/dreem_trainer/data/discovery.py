@@ -54,7 +54,7 @@ def pair_directory(directory: str, labels_suffix: str, vid_suffix: str, crop_siz
 def discover(split: DatasetSplitConfig) -> list[SourcePair]:
     """Every (labels, video) pair of a dataset split, with the crop size that applies to it."""
     sizes = split.crop_size if isinstance(split.crop_size, list) else None
-    if split.dir is not None:
+    if split.dir is not None and not split.reads_files:
         pairs: list[SourcePair] = []
         for index, directory in enumerate(split.dir.paths):
             size = sizes[index] if sizes else int(split.crop_size)  # type: ignore[arg-type]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from dreem_trainer.data.label_format import LabelFormat, TrackAssignment
+from dreem_trainer.data.label_format import LabelFormat, Predictions
 from dreem_trainer.data.microscopy import CtcLabels
 from dreem_trainer.data.point_tracks import IcyXml, TrackMateCsv, TrackMateXml
 from dreem_trainer.data.records import LabelledVideo
@@ -24,10 +24,10 @@ def format_of(labels_path: str) -> LabelFormat:
     raise DataError(f"{labels_path}: no reader for labels ending in {os.path.splitext(labels_path)[1]!r}")
 
 
-def write_tracks(video: LabelledVideo, tracks: TrackAssignment, output: Path) -> Path:
+def write_tracks(video: LabelledVideo, predictions: Predictions, output: Path) -> Path:
     """Predicted tracks in the input's own format: SLEAP labels for SLEAP input, CTC results for a CTC
     sequence, a CSV of tracked points for TrackMate or ICY input. Nothing the user made is overwritten."""
-    return format_of(video.labels_path).write(video, tracks, output)
+    return format_of(video.labels_path).write(video, predictions, output)
 
 
 def laid_out_sources(folder: Path) -> list[tuple[Path, Path]]:

@@ -4,13 +4,26 @@ their video into a LabelledVideo, and writes predicted tracks back in the same f
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from dreem_trainer.data.records import LabelledVideo
 
 TrackAssignment = dict[tuple[int, int], int]
 """The predicted track of each tracked instance, by (frame_idx, index_in_frame). An instance the tracker
-did not see (dropped for a missing anchor) has no entry."""
+did not see (dropped for a missing anchor) has no entry; -1 is a detection it left untracked (`max_tracks`)."""
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """What tracking decided for one video, as the writers take it."""
+
+    tracks: TrackAssignment
+    scores: dict[tuple[int, int], float] = field(default_factory=dict)
+    """tracking_score by (frame_idx, index_in_frame): the matched track's scaled score, -1 where the instance
+    started a track."""
+    review_frames: tuple[int, ...] = ()
+    """Frames flagged as uncertain (`tracker.confidence_threshold`)."""
 
 
 class LabelFormat(ABC):
@@ -29,8 +42,9 @@ class LabelFormat(ABC):
         """The labelled frames of the video `video_path` names."""
 
     @abstractmethod
-    def write(self, video: LabelledVideo, tracks: TrackAssignment, output: Path) -> Path:
-        """Predicted tracks written into `output`, beside nothing the user made; returns what was written."""
+    def write(self, video: LabelledVideo, predictions: Predictions, output: Path) -> Path:
+        """Predicted tracks written into `output`, beside nothing the user made; returns what was written.
+        Formats without a place for them leave out the tracking scores and review frames."""
 
     def sources_in(self, folder: Path) -> list[tuple[Path, Path]]:
         """(labels, video) laid out in `folder` in this format's own way rather than paired by suffix."""

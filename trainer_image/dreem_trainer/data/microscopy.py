@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from dreem_trainer.data.label_format import LabelFormat, TrackAssignment
+from dreem_trainer.data.label_format import LabelFormat, Predictions
 from dreem_trainer.data.records import UNTRACKED, Frame, Instance, LabelledVideo
 from dreem_trainer.data.sources import DataError, Images
 
@@ -234,12 +234,13 @@ class CtcLabels(LabelFormat):
     def read(self, labels_path: str, video_path: str) -> LabelledVideo:
         return read_ctc(labels_path, video_path)
 
-    def write(self, video: LabelledVideo, tracks: TrackAssignment, output: Path) -> Path:
+    def write(self, video: LabelledVideo, predictions: Predictions, output: Path) -> Path:
         """`<output>/<sequence>_RES/`: `mask<t>.tif` per frame, each cell's pixels holding its predicted track
         (from 1), and `res_track.txt` (`label begin end parent`; DREEM links cells, it does not detect
         divisions, so every parent is 0)."""
         import tifffile
 
+        tracks = predictions.tracks
         target = output / f"{video.name}_RES"
         target.mkdir(parents=True, exist_ok=True)
         masks = numbered_tiffs(ctc_masks(video.labels_path))

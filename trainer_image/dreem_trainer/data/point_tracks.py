@@ -17,7 +17,7 @@ from xml.etree.ElementTree import Element, ParseError
 import numpy as np
 from defusedxml import ElementTree
 
-from dreem_trainer.data.label_format import LabelFormat, TrackAssignment
+from dreem_trainer.data.label_format import LabelFormat, Predictions
 from dreem_trainer.data.records import UNTRACKED, Frame, Instance, LabelledVideo
 from dreem_trainer.data.sources import DataError
 
@@ -182,7 +182,8 @@ def write_tracks_csv(rows: list[tuple[int, int, float, float]], target: Path) ->
 class PointTracks(LabelFormat):
     """Spots with one node each; predicted tracks go to `<output>/<video>.dreem_tracks.csv`."""
 
-    def write(self, video: LabelledVideo, tracks: TrackAssignment, output: Path) -> Path:
+    def write(self, video: LabelledVideo, predictions: Predictions, output: Path) -> Path:
+        tracks = predictions.tracks
         rows = [
             (tracks[(frame.frame_idx, instance.index_in_frame)], frame.frame_idx, *map(float, instance.points[0]))
             for frame in video.frames

@@ -23,6 +23,8 @@ class Instance:
     index_in_frame: int = 0
     bbox: tuple[float, float, float, float] | None = None
     """(x0, y0, x1, y1) in pixels, for sources that outline instances (cell masks)."""
+    score: float = 1.0
+    """The detector's confidence in a predicted instance; 1 for one a person labelled."""
 
     @property
     def centroid(self) -> npt.NDArray[np.float64] | None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from dreem_trainer.data.label_format import LabelFormat, TrackAssignment
+from dreem_trainer.data.label_format import LabelFormat, Predictions
 from dreem_trainer.data.records import UNTRACKED, Frame, Instance, LabelledVideo
 from dreem_trainer.data.sources import DataError
 
@@ -32,6 +32,7 @@ class SleapLabels(LabelFormat):
                     points=np.asarray(instance.numpy(), dtype=np.float64)[:, :2],
                     track=tracks.index(instance.track) if instance.track is not None else UNTRACKED,
                     index_in_frame=index,
+                    score=float(getattr(instance, "score", 1.0)),  # user instances have none: 1, as in DREEM
                 )
                 for index, instance in enumerate(_instances(labelled_frame))
             )
@@ -43,22 +44,34 @@ class SleapLabels(LabelFormat):
             node_names=tuple(labels.skeletons[0].node_names) if labels.skeletons else (),
             edges=tuple((int(a), int(b)) for a, b in labels.skeletons[0].edge_inds) if labels.skeletons else (),
             frames=tuple(frames),
-            track_names=tuple(track.name for track in tracks),
+            track_names=tuple(str(track.name) for track in tracks),  # DREEM writes numbers
         )
 
-    def write(self, video: LabelledVideo, tracks: TrackAssignment, output: Path) -> Path:
+    def write(self, video: LabelledVideo, predictions: Predictions, output: Path) -> Path:
         """A copy of the video's labels with predicted tracks, as `<output>/<video>.dreem_track.slp`.
 
-        Instances the tracker did not see (dropped for a missing anchor) keep no track.
+        Tracks are named as DREEM names them: by their id, as a number (0, 1, ...), in order of first
+        appearance; a detection left untracked (`max_tracks`) goes to a track named -1. Predicted instances get
+        their tracking_score; frames flagged for review become suggestions. Instances the tracker did not see
+        (dropped for a missing anchor) keep no track.
         """
         import sleap_io as sio
 
         labels = sio.load_slp(video.labels_path, open_videos=False)
-        named = {track: sio.Track(name=f"track_{track}") for track in sorted(set(tracks.values())) if track >= 0}
-        for labelled_frame in labels.find(_matching_video(labels, video.labels_path, video.video_path)):
+        source = _matching_video(labels, video.labels_path, video.video_path)
+        named: dict[int, Any] = {}
+        for key in sorted(predictions.tracks):
+            track = predictions.tracks[key]
+            if track not in named:
+                named[track] = sio.Track(name=track)  # a number, as DREEM writes it (sleap-io types it str)
+        for labelled_frame in labels.find(source):
             for index, instance in enumerate(_instances(labelled_frame)):
-                instance.track = named.get(tracks.get((_frame_idx(labelled_frame), index), UNTRACKED))
+                key = (_frame_idx(labelled_frame), index)
+                instance.track = named[predictions.tracks[key]] if key in predictions.tracks else None
+                if isinstance(instance, sio.PredictedInstance) and key in predictions.scores:
+                    instance.tracking_score = predictions.scores[key]
         labels.tracks = list(named.values())
+        labels.suggestions = [*labels.suggestions, *(sio.SuggestionFrame(source, f) for f in predictions.review_frames)]
         target = output / f"{video.name}.dreem_track.slp"
         sio.save_slp(labels, str(target), verbose=False)
         return target

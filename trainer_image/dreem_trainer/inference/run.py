@@ -8,6 +8,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,9 +18,10 @@ from dreem_trainer.config.data import DatasetSplitConfig
 from dreem_trainer.data.dataset import ClipDataset
 from dreem_trainer.data.discovery import SourcePair
 from dreem_trainer.data.formats import write_tracks
-from dreem_trainer.data.label_format import TrackAssignment
+from dreem_trainer.data.label_format import Predictions
 from dreem_trainer.data.records import LabelledVideo
-from dreem_trainer.inference.checkpoint import load_model
+from dreem_trainer.inference.device import TRAINING_MACHINE_KEYS, InferenceDevice, inference_device
+from dreem_trainer.models.checkpoint import load_model, stored_config
 from dreem_trainer.models.gtr import GlobalTrackingTransformer
 from dreem_trainer.tracking.metrics import TRACKING_METRICS, TrackingCounts, tracking_counts
 from dreem_trainer.tracking.tracker import Tracker
@@ -34,20 +36,27 @@ class TrackedVideo:
     index_in_frame: np.ndarray
     true_tracks: np.ndarray
     predicted_tracks: np.ndarray
+    tracking_scores: np.ndarray
+    review_frames: list[int]
+    """Frames the tracker flagged as uncertain (`tracker.confidence_threshold`)."""
     seconds: float
 
-    def assignment(self) -> TrackAssignment:
-        """The predicted track of each tracked instance, by (frame, index in frame), as writers take it."""
-        keys = zip(self.frame_indices, self.index_in_frame, self.predicted_tracks, strict=True)
-        return {(int(frame), int(index)): int(track) for frame, index, track in keys}
+    def predictions(self) -> Predictions:
+        """What the writers take: each tracked instance's track and tracking score, and the flagged frames."""
+        keys = [(int(f), int(i)) for f, i in zip(self.frame_indices, self.index_in_frame, strict=True)]
+        return Predictions(
+            tracks=dict(zip(keys, self.predicted_tracks.tolist(), strict=True)),
+            scores=dict(zip(keys, self.tracking_scores.tolist(), strict=True)),
+            review_frames=tuple(self.review_frames),
+        )
 
 
 def track_videos(
     model: GlobalTrackingTransformer, split: DatasetSplitConfig, pairs: list[SourcePair], config: DreemConfig
 ) -> list[TrackedVideo]:
     """Track every video from its first labelled frame to its last, carrying tracks across clips."""
-    dataset = ClipDataset(split, seed=config.seed, pairs=pairs, frame_cache_mb=0)
-    tracker = Tracker(model, config.tracker)
+    dataset = ClipDataset(split, seed=config.seed, pairs=pairs, frame_cache_mb=0, max_tracks=config.tracker.max_tracks)
+    tracker = Tracker.for_model(model, config.tracker)
     results: list[TrackedVideo] = []
     by_video: dict[int, list[int]] = {}
     for index, span in enumerate(dataset.spans):
@@ -55,14 +64,16 @@ def track_videos(
     device = next(model.parameters()).device
     for video_index, clip_indices in sorted(by_video.items()):
         started = time.perf_counter()
-        tracker.reset()
-        frames, positions, truth, predicted = [], [], [], []
+        tracker.reset(node_names=dataset.videos[video_index].node_names)
+        frames, positions, truth, predicted, scores, review = [], [], [], [], [], []
         for clip in _prefetched(dataset, clip_indices):
-            ids = tracker.track_clip(clip.to(device, non_blocking=True))
+            tracked = tracker.track_clip(clip, model.visual_encoder(clip.crops.to(device, non_blocking=True)))
             frames.append(clip.frame_indices[clip.frame_ids].numpy())
             positions.append(clip.index_in_frame.numpy())
             truth.append(clip.track_ids.numpy())
-            predicted.append(ids.numpy())
+            predicted.append(tracked.tracks.numpy())
+            scores.append(tracked.scores.numpy())
+            review += clip.frame_indices[tracked.low_confidence].tolist()
         results.append(
             TrackedVideo(
                 video=dataset.videos[video_index],
@@ -70,6 +81,8 @@ def track_videos(
                 index_in_frame=np.concatenate(positions),
                 true_tracks=np.concatenate(truth),
                 predicted_tracks=np.concatenate(predicted),
+                tracking_scores=np.concatenate(scores),
+                review_frames=review,
                 seconds=time.perf_counter() - started,
             )
         )
@@ -89,44 +102,74 @@ def _prefetched(dataset: ClipDataset, indices: list[int]):  # type: ignore[no-un
             yield clip
 
 
+def tracking_base(checkpoint: str | Path) -> dict[str, Any]:
+    """The checkpoint's configuration as the base of a tracking run, less the trainer keys that described the
+    machine it was trained on: a model trained on GPUs tracks on a laptop."""
+    base = stored_config(checkpoint)
+    trainer = {k: v for k, v in dict(base.get("trainer") or {}).items() if k not in TRAINING_MACHINE_KEYS}
+    return base | {"trainer": trainer}
+
+
+def placed_model(
+    config: DreemConfig, checkpoint: str | Path, quiet: bool = False
+) -> tuple[GlobalTrackingTransformer, InferenceDevice]:
+    """The checkpoint's network on the device the configuration asks for (CUDA by default when present)."""
+    placement = inference_device(config.trainer)
+    if not quiet:
+        print(f"tracking on {placement}", flush=True)
+    return load_model(checkpoint).to(placement.device), placement
+
+
 def run_tracking(
-    config: DreemConfig, checkpoint: str | Path, pairs: list[SourcePair], output: Path, render: bool = False
+    config: DreemConfig,
+    checkpoint: str | Path,
+    pairs: list[SourcePair],
+    output: Path,
+    render: bool = False,
+    quiet: bool = False,
 ) -> list[Path]:
     """Tracked labels per video; with `render`, each also drawn over its video beside it."""
-    model = load_model(checkpoint)
+    model, placement = placed_model(config, checkpoint, quiet)
     output.mkdir(parents=True, exist_ok=True)
     written = []
-    with torch.inference_mode():
+    with torch.inference_mode(), placement.autocast():
         for result in track_videos(model, config.dataset.test_split(), pairs, config):
-            written.append(write_tracks(result.video, result.assignment(), output))
+            written.append(write_tracks(result.video, result.predictions(), output))
             frames = len(np.unique(result.frame_indices))
             tracks = len(np.unique(result.predicted_tracks))
-            print(f"{written[-1]}: {frames} frames, {tracks} tracks, {frames / result.seconds:.1f} frames/s")
+            if not quiet:
+                print(f"{written[-1]}: {frames} frames, {tracks} tracks, {frames / result.seconds:.1f} frames/s")
             if render:
-                _render_beside(written[-1], result.video.video_path)
+                _render_beside(written[-1], result.video.video_path, quiet)
     return written
 
 
-def _render_beside(tracked: Path, video_path: str) -> None:
+def _render_beside(tracked: Path, video_path: str, quiet: bool) -> None:
     from dreem_trainer.inference.render import render_beside
 
     drawn = render_beside(tracked, video_path)
-    print(f"{drawn.output}: {drawn.frames} frames drawn, {drawn.frames / drawn.seconds:.1f} frames/s")
+    if not quiet:
+        print(f"{drawn.output}: {drawn.frames} frames drawn, {drawn.frames / drawn.seconds:.1f} frames/s")
 
 
 def run_evaluation(
-    config: DreemConfig, checkpoint: str | Path, pairs: list[SourcePair], output: Path, render: bool = False
+    config: DreemConfig,
+    checkpoint: str | Path,
+    pairs: list[SourcePair],
+    output: Path,
+    render: bool = False,
+    quiet: bool = False,
 ) -> dict[str, float]:
     """Metrics over every video, with per-video identity timelines and a metrics chart as PNGs."""
     from dreem_trainer.inference.plots import write_identity_timeline, write_metrics_chart
 
-    model = load_model(checkpoint)
+    model, placement = placed_model(config, checkpoint, quiet)
     output.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, float | str]] = []
     total = TrackingCounts()
-    with torch.inference_mode():
+    with torch.inference_mode(), placement.autocast():
         for result in track_videos(model, config.dataset.test_split(), pairs, config):
-            tracked = write_tracks(result.video, result.assignment(), output)
+            tracked = write_tracks(result.video, result.predictions(), output)
             counts = tracking_counts(result.frame_indices, result.true_tracks, result.predicted_tracks)
             total += counts
             rows.append({"video": result.video.name, **counts.summary()})
@@ -139,7 +182,7 @@ def run_evaluation(
                 result.video.track_names,
             )
             if render:
-                _render_beside(tracked, result.video.video_path)
+                _render_beside(tracked, result.video.video_path, quiet)
     write_metrics_chart(output / "metrics_per_video.png", rows)
     summary = total.summary()
     (output / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -147,7 +190,8 @@ def run_evaluation(
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    _print_table([*rows, {"video": "ALL", **summary}])
+    if not quiet:
+        _print_table([*rows, {"video": "ALL", **summary}])
     return summary
 
 

@@ -1,8 +1,7 @@
-"""Visual encoder: a timm or torchvision backbone from crops to one feature vector per instance."""
+"""Visual encoder: a timm or torchvision backbone from crops to one unit-length feature vector per instance."""
 
 from __future__ import annotations
 
-import socket
 from typing import Any
 
 import torch
@@ -10,22 +9,12 @@ from torch import nn
 
 from dreem_trainer.config.model import EncoderConfig
 from dreem_trainer.contract import UserError
+from dreem_trainer.models.hub import hub_reachable
 
 
 class WeightsUnavailableError(UserError, RuntimeError):
     """Pretrained weights could not be had (offline cluster, no cache): the user must change
     `model.encoder_cfg.pretrained` or fill the cache, so a restart would fail the same way."""
-
-
-HUB_HOST = ("huggingface.co", 443)
-
-
-def _reachable(address: tuple[str, int], timeout: float = 5.0) -> bool:
-    try:
-        socket.create_connection(address, timeout=timeout).close()
-    except OSError:
-        return False
-    return True
 
 
 def _timm_backbone(config: EncoderConfig) -> tuple[nn.Module, int]:
@@ -48,7 +37,7 @@ def _timm_backbone(config: EncoderConfig) -> tuple[nn.Module, int]:
         model = create()
         return model, int(model.num_features)
     except Exception:
-        if offline or not _reachable(HUB_HOST):
+        if offline or not hub_reachable():
             raise
     finally:
         hub.HF_HUB_OFFLINE = offline
@@ -57,6 +46,7 @@ def _timm_backbone(config: EncoderConfig) -> tuple[nn.Module, int]:
 
 
 def _torchvision_backbone(config: EncoderConfig) -> tuple[nn.Module, int]:
+    """The ResNet's children up to its pooling, in a Sequential: the layout of DREEM's torchvision encoder."""
     import torchvision
 
     weights = "DEFAULT" if config.pretrained else None
@@ -65,12 +55,19 @@ def _torchvision_backbone(config: EncoderConfig) -> tuple[nn.Module, int]:
         old = model.conv1
         model.conv1 = nn.Conv2d(config.in_chans, old.out_channels, old.kernel_size, old.stride, old.padding, bias=False)
     width = int(model.fc.in_features)
-    model.fc = nn.Identity()
-    return model, width
+    return nn.Sequential(*list(model.children())[:-1]), width
+
+
+INFERENCE_BATCH = 256
+"""Crops per forward pass of the backbone when tracking: a clip of hundreds of cells would otherwise need the
+activations of all its crops at once."""
 
 
 class VisualEncoder(nn.Module):
-    """Backbone, global pooling and a projection to `d_model`."""
+    """Backbone, global pooling, a projection to `d_model` and L2 normalisation, as in DREEM.
+
+    Unit-length features keep the transformer's input on one scale whatever the crops look like.
+    """
 
     def __init__(self, config: EncoderConfig, d_model: int) -> None:
         super().__init__()
@@ -85,14 +82,28 @@ class VisualEncoder(nn.Module):
                 "local cache (HF_HOME / TORCH_HOME) before training offline."
             ) from error
         # channels_last runs convolutions about 1.4x faster on CPU (measured in bench/), and no slower on GPU.
-        self.backbone = backbone.to(memory_format=torch.channels_last)
-        self.projection = nn.Linear(width, d_model)
+        self.feature_extractor = backbone.to(memory_format=torch.channels_last)
+        self.out_layer = nn.Linear(width, d_model)
 
     def forward(self, crops: torch.Tensor) -> torch.Tensor:
-        """(N, C, H, W) crops, uint8 or float in [0, 1] -> (N, d_model) features."""
+        """(N, C, H, W) crops, uint8 or float in [0, 1], on any device -> (N, d_model) features on the encoder's.
+
+        Without gradients (tracking) the crops go through in batches of INFERENCE_BATCH, so a clip of
+        many instances does not need its whole activation memory at once.
+        """
+        weight = self.out_layer.weight
         if crops.shape[0] == 0:
-            return self.projection.weight.new_zeros((0, self.projection.out_features))
+            return weight.new_zeros((0, self.out_layer.out_features))
+        if torch.is_grad_enabled() or crops.shape[0] <= INFERENCE_BATCH:
+            return self._encode(crops.to(weight.device, non_blocking=True))
+        return torch.cat(
+            [self._encode(batch.to(weight.device, non_blocking=True)) for batch in torch.split(crops, INFERENCE_BATCH)]
+        )
+
+    def _encode(self, crops: torch.Tensor) -> torch.Tensor:
         if crops.dtype == torch.uint8:
-            crops = crops.to(self.projection.weight.dtype).div_(255.0)
-        features = self.backbone(crops.contiguous(memory_format=torch.channels_last))
-        return self.projection(features.flatten(1))  # type: ignore[no-any-return]
+            crops = crops.to(self.out_layer.weight.dtype).div_(255.0)
+        if crops.shape[1] == 1:
+            crops = crops.expand(-1, 3, -1, -1)
+        features = self.feature_extractor(crops.contiguous(memory_format=torch.channels_last))
+        return nn.functional.normalize(self.out_layer(features.flatten(1)))

@@ -8,9 +8,8 @@ import torch
 from torch import nn
 
 from dreem_trainer.config.model import ModelConfig
-from dreem_trainer.models.embeddings import PositionalEmbedding, TemporalEmbedding
 from dreem_trainer.models.encoder import VisualEncoder
-from dreem_trainer.models.transformer import AttentionHead, Transformer
+from dreem_trainer.models.transformer import Transformer
 
 
 @dataclass(frozen=True)
@@ -23,28 +22,17 @@ class AssociationOutput:
 
 class GlobalTrackingTransformer(nn.Module):
     """Visual features plus spatio-temporal embeddings, a transformer over all instances of a clip, and an
-    attention head that scores each query instance against every reference instance."""
+    attention head that scores each query instance against every reference instance.
+
+    Its parameters are named as in DREEM 0.5's GlobalTrackingTransformer, so a DREEM checkpoint's weights
+    load into it as they are.
+    """
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        d_model = config.d_model
-        self.visual_encoder = VisualEncoder(config.encoder_cfg, d_model)
-        pos, temp = config.embedding_meta.pos, config.embedding_meta.temp
-        self.positional = PositionalEmbedding(pos, d_model) if pos is not None and pos.mode is not None else None
-        self.temporal = TemporalEmbedding(temp, d_model) if temp is not None and temp.mode is not None else None
-        self.transformer = Transformer(
-            d_model,
-            config.nhead,
-            config.num_encoder_layers,
-            config.num_decoder_layers,
-            config.dropout,
-            config.activation,
-            config.norm,
-            config.decoder_self_attn,
-            config.return_intermediate_dec,
-        )
-        self.head = AttentionHead(d_model, config.num_layers_attn_head, config.dropout_attn_head)
+        self.visual_encoder = VisualEncoder(config.encoder_cfg, config.d_model)
+        self.transformer = Transformer(config)
 
     def forward(
         self,
@@ -66,18 +54,17 @@ class GlobalTrackingTransformer(nn.Module):
     ) -> AssociationOutput:
         """Associate instances whose visual features are already computed (the tracker reuses them).
 
-        `offsets` are frame offsets (N,); `query_index` picks the query instances (all when None).
+        `boxes` (N, A, 4) y1, x1, y2, x2 pixels; `offsets` (N,) frame numbers relative to any fixed frame;
+        `query_index` picks the query instances (all when None). Every query is also a reference.
+        Boxes, offsets and the image size may stay on the CPU: they follow the features' device.
         """
-        embeddings: dict[str, torch.Tensor] = {}
-        tokens = features
-        if self.positional is not None:
-            embeddings["pos"] = self.positional(boxes, image_size)
-            tokens = tokens + embeddings["pos"]
-        if self.temporal is not None:
-            embeddings["temp"] = self.temporal(offsets)
-            tokens = tokens + embeddings["temp"]
-        memory = self.transformer.encode(tokens.unsqueeze(0))
-        queries = tokens if query_index is None else tokens[query_index]
-        decoded = self.transformer.decode(queries.unsqueeze(0), memory)
-        matrices = [self.head(output, memory)[0] for output in decoded]
+        device = features.device
+        embeddings = self.transformer.embed(boxes.to(device), offsets.to(device), image_size.to(device))
+        combined = features.new_zeros(features.shape)
+        for embedding in embeddings.values():
+            combined = combined + embedding
+        # The mean of the two, an absent one counting as zeros: DREEM's combination.
+        if query_index is not None:
+            query_index = query_index.to(device)
+        matrices = self.transformer(features, combined / 2, query_index)
         return AssociationOutput(matrices, embeddings if self.config.return_embedding else None)

@@ -105,11 +105,12 @@ def stage(config: DreemConfig) -> StagedRun:
 
     model = run.config.model
     ckpt_path = model.ckpt_path
-    if ckpt_path is None and _resumes(config):
-        ckpt_path = _newest(config)
-        if ckpt_path is not None:
-            run.resumed_from = ckpt_path
-            log.info("resuming from %s", ckpt_path)
+    # A run that already wrote checkpoints carries on from its newest, even when it started from
+    # model.ckpt_path (a restarted fine-tuning job must not start over from the weights it began with).
+    newest = _newest(config) if _resumes(config) else None
+    if newest is not None:
+        ckpt_path = run.resumed_from = newest
+        log.info("resuming from %s", ckpt_path)
     if ckpt_path is not None and is_s3(ckpt_path):
         ckpt_path = str(download(config.storage, ckpt_path))
     run.config = run.config.model_copy(update={"model": model.model_copy(update={"ckpt_path": ckpt_path})})

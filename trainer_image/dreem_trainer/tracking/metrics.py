@@ -16,6 +16,8 @@ from typing import Literal, get_args
 import numpy as np
 import numpy.typing as npt
 
+from dreem_trainer.config.run import EarlyStoppingConfig
+
 Split = Literal["train", "val"]
 Mode = Literal["min", "max"]
 
@@ -63,6 +65,24 @@ def metric_logged_as(name: str) -> Metric | None:
     for suffix in _LIGHTNING_SUFFIXES:
         name = name.removesuffix(suffix)
     return next((m for m in METRICS for split in m.splits if m.logged(split) == name), None)
+
+
+DREEM_STOPPING_THRESHOLD = 1e-8
+"""DREEM's default early_stopping.stopping_threshold, meant for its minimised val_loss."""
+
+
+def effective_early_stopping(stopping: EarlyStoppingConfig, watched: str | None = None) -> EarlyStoppingConfig:
+    """Early stopping with what the section leaves out filled in from the metric it watches (`watched`, else its
+    monitor): the metric's own mode, and DREEM's stopping threshold when the metric is minimised (on a
+    maximised one, 1e-8 would stop training at once)."""
+    metric = metric_logged_as(watched or stopping.monitor)
+    mode = metric.mode if metric is not None else "min"
+    if stopping.mode is not None and (watched is None or watched == stopping.monitor):
+        mode = stopping.mode
+    threshold = stopping.stopping_threshold
+    if threshold is None and mode == "min":
+        threshold = DREEM_STOPPING_THRESHOLD
+    return stopping.model_copy(update={"mode": mode, "stopping_threshold": threshold})
 
 
 def split_of(name: str) -> Split | None:

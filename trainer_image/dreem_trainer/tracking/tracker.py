@@ -1,119 +1,268 @@
-"""The sliding-window tracker: each new frame's instances are associated with the tracks of the last
-`window_size` frames, and assigned by the Hungarian method on the association scores."""
+"""The tracker: DREEM's sliding-window inference. Each new frame's instances are associated by the model
+with the instances every live track keeps (`TrackWindow`), scored per track (`association`) and assigned
+(`assignment`).
+
+The model is reached through one function, `Associate`, so the tracker is plain logic over association
+matrices and can be driven by recorded logits as well as by a network.
+"""
 
 from __future__ import annotations
 
-from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 import torch
-from scipy.optimize import linear_sum_assignment
 
+from dreem_trainer.config.model import DREEM_SEMANTICS
 from dreem_trainer.config.run import TrackerConfig
 from dreem_trainer.data.clip import Clip
 from dreem_trainer.models.gtr import GlobalTrackingTransformer
-from dreem_trainer.tracking.association import spatial_terms, track_scores
+from dreem_trainer.tracking.assignment import NO_SCORE, Assignment, assign, first_frame_tracks
+from dreem_trainer.tracking.association import (
+    AssociationMatrix,
+    TrackScores,
+    angle_excess,
+    box_iou,
+    center_distance_excess,
+    row_scaled_penalty,
+    weigh_by_iou,
+)
+from dreem_trainer.tracking.orientation import body_axis, centroid_only
+from dreem_trainer.tracking.window import TrackWindow, WindowInstance
 
 
 @dataclass(frozen=True)
-class TrackedFrame:
-    """A frame's instances in the window, with the visual features computed once."""
+class Detections:
+    """The instances of one frame, as the tracker takes them."""
 
     frame_idx: int
     features: torch.Tensor
+    """(n, d) visual features."""
     boxes: torch.Tensor
-    track_ids: torch.Tensor
+    """(n, A, 4) y1, x1, y2, x2 in pixels."""
+    true_tracks: torch.Tensor
+    """(n,) the labels' track index, -1 when untracked: the ids a video's first frame keeps."""
+    image_size: tuple[int, int]
+    """(height, width) of the frame in pixels."""
+    points: npt.NDArray[np.floating] | None = None
+    """(n, n_nodes, 2) keypoints x, y (NaN hidden), for body axes."""
+    crops: torch.Tensor | None = None
+    """(n, C, H, W) uint8 crops, for the body axes of centroid-only skeletons."""
+
+    @property
+    def count(self) -> int:
+        return int(self.features.shape[0])
+
+
+Associate = Callable[[Sequence[WindowInstance], Detections], torch.Tensor]
+"""The model's part: (Q, R) last-layer logits of the query frame's instances against the window's instances
+(columns in window order, the query's own columns left out)."""
+
+
+@dataclass(frozen=True)
+class FrameTracks:
+    tracks: torch.Tensor
+    """(n,) track ids, -1 untracked."""
+    scores: torch.Tensor
+    """(n,) tracking_score; -1 where the instance did not join an existing track."""
+    low_confidence: bool = False
+
+
+@dataclass(frozen=True)
+class ClipTracks:
+    tracks: torch.Tensor
+    """(N,) per instance of the clip."""
+    scores: torch.Tensor
+    """(N,) tracking_score per instance."""
+    low_confidence: torch.Tensor
+    """(T,) bool per frame of the clip: flagged for review."""
+
+
+def model_associate(model: GlobalTrackingTransformer) -> Associate:
+    """Logits from a GlobalTrackingTransformer: the window and the query frame are one set of references,
+    the query frame's instances the queries. Times are frame numbers relative to the window's first frame."""
+
+    def associate(window: Sequence[WindowInstance], query: Detections) -> torch.Tensor:
+        references, device = len(window), query.features.device
+        features = torch.cat([torch.stack([kept.features for kept in window]).to(device), query.features])
+        boxes = torch.cat([torch.stack([kept.box for kept in window]), query.boxes.cpu()]).to(device)
+        frames = torch.tensor([kept.frame_idx for kept in window] + [query.frame_idx] * query.count, device=device)
+        output = model.associate(
+            features,
+            boxes,
+            frames - frames.min(),
+            torch.tensor(query.image_size, device=device),
+            query_index=torch.arange(references, references + query.count, device=device),
+        )
+        logits: torch.Tensor = output.matrices[-1][:, :references]
+        return logits
+
+    return associate
 
 
 class Tracker:
-    """Streams the frames of one video; call `reset` before the next video."""
+    """Tracks the frames of one video in order; call `reset` before the next video.
 
-    def __init__(self, model: GlobalTrackingTransformer, config: TrackerConfig) -> None:
-        self.model = model
+    `single_detection_defect` reproduces a DREEM 0.5.1 defect, for DREEM's own models: when a frame holds
+    exactly one detection and every instance of the window has been through the model before, DREEM's
+    feature extraction writes that detection's features over those of the oldest instance in the window,
+    which keeps them from then on. (DREEM keeps crops, and so escapes the defect, for centroid-only
+    skeletons: the caller decides.)
+    """
+
+    def __init__(
+        self,
+        associate: Associate,
+        config: TrackerConfig,
+        node_names: Sequence[str] = (),
+        single_detection_defect: bool = False,
+    ) -> None:
+        self.associate = associate
         self.config = config
-        self.reset()
+        self.node_names = tuple(node_names)
+        self.single_detection_defect = single_detection_defect
+        self.window = TrackWindow(config.window_size, config.max_gap)
+        self._window_seen_by_model = False
+        """False while the window holds only a first frame's instances, which DREEM has not yet encoded."""
 
-    def reset(self) -> None:
-        self.window: deque[TrackedFrame] = deque(maxlen=self.config.window_size)
-        self.next_track = 0
+    @classmethod
+    def for_model(
+        cls, model: GlobalTrackingTransformer, config: TrackerConfig, node_names: Sequence[str] = ()
+    ) -> Tracker:
+        """A tracker for our network; one that reads its embeddings as DREEM did (a DREEM checkpoint, or one
+        fine-tuned from it) also tracks as DREEM did, its single-detection defect included."""
+        dreems = model.config.embedding_meta.semantics == DREEM_SEMANTICS
+        return cls(model_associate(model), config, node_names, single_detection_defect=dreems)
+
+    def reset(self, node_names: Sequence[str] | None = None) -> None:
+        self.window.reset()
+        self._window_seen_by_model = False
+        if node_names is not None:
+            self.node_names = tuple(node_names)
+
+    def _reproduces_defect(self) -> bool:
+        # DREEM keeps the crops of centroid-only skeletons (for their body axes), which spares them the defect.
+        return self.single_detection_defect and not centroid_only(self.node_names)
+
+    @property
+    def uses_angles(self) -> bool:
+        return bool(self.config.max_angle_diff)
 
     @torch.no_grad()
-    def track_clip(self, clip: Clip) -> torch.Tensor:
-        """Track ids (N,) for the instances of a clip, continuing the tracks of earlier clips."""
-        features = self.model.visual_encoder(clip.crops)
-        assigned = torch.full((clip.num_instances,), -1, dtype=torch.long)
-        # Track ids are bookkeeping and stay on the CPU; features and boxes stay where the model is.
-        frame_ids = clip.frame_ids.cpu()
+    def track_clip(self, clip: Clip, features: torch.Tensor) -> ClipTracks:
+        """Track ids for the instances of a clip (continuing the tracks of earlier clips), given their
+        visual features (N, d) on the model's device. The results are on the CPU."""
+        tracks = torch.full((clip.num_instances,), -1, dtype=torch.long)
+        scores = torch.full((clip.num_instances,), NO_SCORE)
+        flagged = torch.zeros(clip.num_frames, dtype=torch.bool)
+        image_size = (int(clip.image_size[0]), int(clip.image_size[1]))
+        frame_ids, boxes, true_tracks = clip.frame_ids.cpu(), clip.boxes.cpu(), clip.track_ids.cpu()
+        points = None if clip.points is None else clip.points.cpu().numpy()
         for frame_id in range(clip.num_frames):
             rows = (frame_ids == frame_id).nonzero().flatten()
-            frame_idx = int(clip.frame_indices[frame_id])
-            ids = self.step(frame_idx, features[rows], clip.boxes[rows], clip.image_size)
-            assigned[rows] = ids
-        return assigned
+            detections = Detections(
+                frame_idx=int(clip.frame_indices[frame_id]),
+                features=features[rows.to(features.device)],
+                boxes=boxes[rows],
+                true_tracks=true_tracks[rows],
+                image_size=image_size,
+                points=None if points is None else points[rows.numpy()],
+                crops=clip.crops[rows.to(clip.crops.device)].cpu() if self.uses_angles else None,
+            )
+            result = self.step(detections)
+            tracks[rows], scores[rows] = result.tracks, result.scores
+            flagged[frame_id] = result.low_confidence
+        return ClipTracks(tracks, scores, flagged)
 
     @torch.no_grad()
-    def step(
-        self, frame_idx: int, features: torch.Tensor, boxes: torch.Tensor, image_size: torch.Tensor
-    ) -> torch.Tensor:
-        count = features.shape[0]
-        if count == 0:
-            ids = torch.zeros(0, dtype=torch.long)
-        elif not self.window:
-            ids = self._new_tracks(count)
+    def step(self, frame: Detections) -> FrameTracks:
+        """Track one frame's instances."""
+        if frame.count == 0:
+            self.window.skip_frame()
+            return FrameTracks(torch.zeros(0, dtype=torch.long), torch.zeros(0))
+        if len(self.window) == 0:
+            self._window_seen_by_model = False
+            result = FrameTracks(first_frame_tracks(frame.true_tracks.cpu()), torch.full((frame.count,), NO_SCORE))
+            with _one_thread():
+                axes = self._axes(frame)
         else:
-            ids = self._associate(frame_idx, features, boxes, image_size)
-        self.window.append(TrackedFrame(frame_idx, features, boxes, ids))
-        return ids
-
-    def _new_tracks(self, count: int) -> torch.Tensor:
-        ids = torch.arange(self.next_track, self.next_track + count)
-        self.next_track += count
-        return ids
-
-    def _associate(
-        self, frame_idx: int, features: torch.Tensor, boxes: torch.Tensor, image_size: torch.Tensor
-    ) -> torch.Tensor:
-        past = list(self.window)
-        window_features = torch.cat([frame.features for frame in past])
-        window_ids = torch.cat([frame.track_ids for frame in past])
-        window_boxes = torch.cat([frame.boxes for frame in past])
-        first = past[0].frame_idx
-        offsets = torch.cat(
-            [torch.full((len(frame.track_ids),), frame.frame_idx - first) for frame in past]
-            + [torch.full((features.shape[0],), frame_idx - first)]
+            window = self.window.instances()
+            if self._reproduces_defect() and frame.count == 1 and self._window_seen_by_model:
+                self.window.replace_features(window[0], frame.features[0])
+                window = self.window.instances()
+            self._window_seen_by_model = True
+            logits = self.associate(window, frame).float().cpu()
+            with _one_thread():
+                axes = self._axes(frame)
+                assignment = self._assign(logits, frame, window, axes)
+            result = FrameTracks(assignment.tracks, assignment.scores, assignment.low_confidence)
+        self.window.add_frame(
+            [
+                WindowInstance(frame.frame_idx, int(track), frame.features[i], frame.boxes[i], axes[i])
+                for i, track in enumerate(result.tracks.tolist())
+            ]
         )
-        count, references = features.shape[0], window_features.shape[0]
-        device = features.device
-        offsets, window_ids = offsets.to(device), window_ids.to(device)
-        output = self.model.associate(
-            torch.cat([window_features, features]),
-            torch.cat([window_boxes, boxes]),
-            offsets,
-            image_size,
-            query_index=torch.arange(references, references + count, device=device),
-        )
-        probabilities = output.matrices[-1][:, :references].softmax(-1)
-        ages = frame_idx - first - offsets[:references]
-        tracks, scores = track_scores(probabilities, window_ids, ages, self.config.decay_time)
-        last_boxes = torch.stack([window_boxes[(window_ids == t).nonzero().max()] for t in tracks])
-        scores = spatial_terms(scores, boxes, last_boxes, self.config)
-        # Under bf16 autocast the scores come out in bf16, which numpy cannot hold.
-        return self._assign(scores.float().cpu().numpy(), tracks.cpu().numpy())
+        return result
 
-    def _assign(self, scores: np.ndarray, tracks: np.ndarray) -> torch.Tensor:
-        """Hungarian assignment; a score under `overlap_thresh` starts a new track (while `max_tracks` allows)."""
-        finite = np.where(np.isfinite(scores), scores, -1e6)
-        rows, cols = linear_sum_assignment(-finite)
-        ids = np.full(scores.shape[0], -1)
-        for row, col in zip(rows, cols, strict=True):
-            if finite[row, col] >= self.config.overlap_thresh:
-                ids[row] = tracks[col]
-        for row in np.flatnonzero(ids < 0):
-            if self.config.max_tracks is None or self.next_track < self.config.max_tracks:
-                ids[row] = self.next_track
-                self.next_track += 1
-            else:
-                free = [c for c in np.argsort(-finite[row]) if tracks[c] not in ids]
-                ids[row] = tracks[free[0]] if free else tracks[int(np.argmax(finite[row]))]
-        return torch.as_tensor(ids, dtype=torch.long)
+    def _assign(
+        self, logits: torch.Tensor, frame: Detections, window: list[WindowInstance], axes: list[torch.Tensor | None]
+    ) -> Assignment:
+        matrix = AssociationMatrix(
+            logits,
+            frames=torch.tensor([kept.frame_idx for kept in window]),
+            tracks=torch.tensor([kept.track for kept in window]),
+        )
+        scores = self._score(matrix.track_scores(), frame, window, axes)
+        return assign(scores, self.config, self.window.live_tracks, self.window.next_new_id())
+
+    def _score(
+        self, scores: TrackScores, frame: Detections, window: list[WindowInstance], axes: list[torch.Tensor | None]
+    ) -> TrackScores:
+        """The spatial rules, in DREEM's order: box overlap, centre distance, body angle."""
+        config = self.config
+        last = [window[int(column)] for column in scores.last]
+        boxes = frame.boxes.float().cpu()
+        last_boxes = torch.stack([kept.box for kept in last]).float().cpu()
+        values = weigh_by_iou(scores.scores, box_iou(boxes, last_boxes), config.iou)
+        if config.max_center_dist:
+            excess = center_distance_excess(boxes, last_boxes, config.max_center_dist, frame.image_size)
+            values = row_scaled_penalty(values, excess, config.distance_penalty_multiplier)
+        last_axes = [kept.axis for kept in last]
+        if self.uses_angles and all(axis is not None for axis in [*axes, *last_axes]):
+            excess = angle_excess(
+                torch.stack(axes),  # type: ignore[arg-type]
+                torch.stack(last_axes),  # type: ignore[arg-type]
+                config.max_angle_diff if config.max_angle_diff is not None else float("inf"),
+            )
+            values = row_scaled_penalty(values, excess, config.angle_diff_penalty_multiplier)
+        return scores.with_scores(values)
+
+    def _axes(self, frame: Detections) -> list[torch.Tensor | None]:
+        if not self.uses_angles:
+            return [None] * frame.count
+        return [
+            body_axis(
+                frame.points[i] if frame.points is not None else np.full((len(self.node_names), 2), np.nan),
+                self.node_names,
+                self.config.front_nodes,
+                self.config.back_nodes,
+                frame.crops[i].cpu() if frame.crops is not None else None,
+            )
+            for i in range(frame.count)
+        ]
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """Score and assign on one thread: these tensors hold a few dozen numbers, and torch's thread pool
+    only adds a hand-off to each operation, which on a busy machine waits for a time slice (a 2x3 softmax:
+    36 ms with two threads on the loaded 2-core CI machine, 4 us with one)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

@@ -9,6 +9,7 @@ import torch
 
 from dreem_trainer.config import DreemConfig
 from dreem_trainer.data.clip import Clip
+from dreem_trainer.models.checkpoint import LAYOUT, LAYOUT_KEY
 from dreem_trainer.models.gtr import AssociationOutput, GlobalTrackingTransformer
 from dreem_trainer.tracking.metrics import LOSS, TRACKING_METRICS, Metric, Split, TrackingCounts, tracking_counts
 from dreem_trainer.tracking.tracker import Tracker
@@ -37,16 +38,19 @@ class DreemModule(pl.LightningModule):
 
     def __init__(self, config: dict[str, Any], scheduler_monitor: str | None = None) -> None:
         super().__init__()
-        self.save_hyperparameters()  # `hyper_parameters.config`: what inference.checkpoint rebuilds from
+        self.save_hyperparameters()  # `hyper_parameters.config`: what models.checkpoint rebuilds from
         self.config = DreemConfig.model_validate(config)
         scheduler = self.config.scheduler
-        self.scheduler_monitor = scheduler_monitor or (scheduler.monitor if scheduler else None)
+        self.scheduler_monitor = scheduler_monitor or scheduler.monitor
         self.model = GlobalTrackingTransformer(self.config.model)
         if self.config.model.compile:
             # In place, so the state_dict keeps its names and checkpoints load without torch.compile.
-            self.model.visual_encoder.backbone.compile()
+            self.model.visual_encoder.feature_extractor.compile()
         self.loss = AssociationLoss(self.config.loss)
         self._val_counts = TrackingCounts()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[LAYOUT_KEY] = LAYOUT
 
     def forward(self, clip: Clip) -> AssociationOutput:
         return self.model(clip.crops, clip.boxes, clip_offsets(clip), clip.image_size)  # type: ignore[no-any-return]
@@ -102,10 +106,10 @@ class DreemModule(pl.LightningModule):
     def validation_step(self, batch: list[Clip], batch_idx: int) -> None:
         loss = self._batch_loss(batch)
         self.log(VAL_LOSS, loss, batch_size=len(batch), prog_bar=LOSS.progress_bar, on_epoch=True, sync_dist=True)
-        tracker = Tracker(self.model, self.config.tracker)
+        tracker = Tracker.for_model(self.model, self.config.tracker)
         for clip in batch:
             tracker.reset()
-            predicted = tracker.track_clip(clip)
+            predicted = tracker.track_clip(clip, self.model.visual_encoder(clip.crops)).tracks
             self._val_counts += tracking_counts(clip.frame_ids.cpu(), clip.track_ids.cpu(), predicted.cpu())
 
     def on_validation_epoch_end(self) -> None:
@@ -124,8 +128,6 @@ class DreemModule(pl.LightningModule):
         optimizer_config = self.config.optimizer
         optimizer = getattr(torch.optim, optimizer_config.name)(self.parameters(), **optimizer_config.kwargs())
         scheduler_config = self.config.scheduler
-        if scheduler_config is None:
-            return optimizer
         scheduler = getattr(torch.optim.lr_scheduler, scheduler_config.name)(optimizer, **scheduler_config.kwargs())
         return {
             "optimizer": optimizer,

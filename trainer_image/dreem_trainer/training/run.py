@@ -7,6 +7,7 @@ import os
 import shutil
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,11 +21,21 @@ from torch.utils.data import DataLoader
 from dreem_trainer.cluster import job_from_environment, progress_interval
 from dreem_trainer.config import ConfigError, ConfigIssue, DreemConfig, dump_yaml
 from dreem_trainer.config.data import DataLoaderSplitConfig, DatasetSplitConfig
+from dreem_trainer.config.model import ModelConfig
 from dreem_trainer.config.run import Accelerator
 from dreem_trainer.data.clip import Clip, collate_clips
 from dreem_trainer.data.dataset import ClipDataset
+from dreem_trainer.models.checkpoint import Checkpoint, load_weights, read_checkpoint
+from dreem_trainer.models.hub import fetch_checkpoint, is_hub
 from dreem_trainer.storage.staging import stage
-from dreem_trainer.tracking.metrics import LOSS, Mode, logged_names, metric_logged_as, split_of
+from dreem_trainer.tracking.metrics import (
+    LOSS,
+    Mode,
+    effective_early_stopping,
+    logged_names,
+    metric_logged_as,
+    split_of,
+)
 from dreem_trainer.training.callbacks import (
     EpochLines,
     LatestCheckpoint,
@@ -92,11 +103,19 @@ def build_callbacks(
     checkpointing = config.checkpointing
     if config.trainer.enable_checkpointing:
         directory = checkpoint_dir(config)
+        passed = checkpointing.kwargs()
+        # DREEM's configs pass auto_insert_metric_name: true; Lightning then writes the names itself.
+        named_by_lightning = bool(passed.get("auto_insert_metric_name", False))
         for index, metric in enumerate(checkpointing.monitor):
             watched = monitored(metric, has_validation)
+            filename = (
+                f"{{epoch}}-best_{{{watched}:.4f}}"
+                if named_by_lightning
+                else f"epoch={{epoch}}-best_{watched}={{{watched}:.4f}}"
+            )
             settings: dict[str, Any] = {
                 "dirpath": directory,
-                "filename": f"epoch={{epoch}}-best_{watched}={{{watched}:.4f}}",
+                "filename": filename,
                 "auto_insert_metric_name": False,
                 "monitor": watched,
                 "mode": metric_mode(watched, f"checkpointing.monitor[{index}]"),
@@ -104,21 +123,13 @@ def build_callbacks(
                 "save_last": checkpointing.save_last and index == 0,
             }
             # The section's other ModelCheckpoint arguments pass through and win over dreem's choices.
-            callbacks.append(LatestCheckpoint(gate=gate, **(settings | checkpointing.kwargs())))
+            callbacks.append(LatestCheckpoint(gate=gate, **(settings | passed)))
     if config.early_stopping is not None:
-        stopping = config.early_stopping
-        watched = monitored(stopping.monitor, has_validation)
-        table_mode = metric_mode(watched, "early_stopping.monitor")
-        callbacks.append(
-            EarlyStopping(
-                **stopping.kwargs()
-                | {
-                    "monitor": watched,
-                    # The configured mode is for the metric named; the training loss standing in for it is minimised.
-                    "mode": stopping.mode if watched == stopping.monitor else table_mode,
-                }
-            )
-        )
+        watched = monitored(config.early_stopping.monitor, has_validation)
+        table_mode = metric_mode(watched, "early_stopping.monitor")  # an unknown name fails here, before training
+        # A mode left out, or the training loss standing in for a val_ metric, follows the metric table.
+        stopping = effective_early_stopping(config.early_stopping, watched)
+        callbacks.append(EarlyStopping(**stopping.kwargs() | {"monitor": watched, "mode": stopping.mode or table_mode}))
     return callbacks
 
 
@@ -192,6 +203,52 @@ def build_strategy(strategy: str | None, accelerator: Accelerator, hardware: Har
     return strategy or "auto"
 
 
+@dataclass(frozen=True)
+class Start:
+    """Where training starts: from scratch, resuming one of our checkpoints, or fine-tuning DREEM's weights."""
+
+    config: DreemConfig
+    resume_from: str | None = None
+    """Our checkpoint: weights, optimizer, schedule, epoch and callbacks carry on."""
+    fine_tune: Checkpoint | None = None
+    """DREEM's checkpoint: its weights (and its network's configuration); everything else starts afresh."""
+
+
+def plan_start(config: DreemConfig) -> Start:
+    """Read `model.ckpt_path` (a path or hf://) and decide how training starts from it.
+
+    Either way the checkpoint's network is trained on: its model section replaces the configuration's, and
+    the model keys that this overrides are named.
+    """
+    path = config.model.ckpt_path
+    if path is None:
+        return Start(config)
+    try:
+        local = str(fetch_checkpoint(path, "model.ckpt_path")) if is_hub(path) else path
+        checkpoint = read_checkpoint(local)
+        model = checkpoint.model_config()
+    except (FileNotFoundError, ValueError) as error:
+        raise ConfigError([ConfigIssue("model.ckpt_path", str(error), path)]) from None
+    if checkpoint.written_by_dreem:
+        print(
+            f"fine-tuning from DREEM checkpoint {path}: its weights and network (embeddings read as DREEM 0.5 "
+            "read them); optimizer, learning-rate schedule and epochs start afresh",
+            flush=True,
+        )
+    for key, value in _ignored_model_keys(config, model).items():
+        print(f"  model.{key}: {value!r} in the configuration is ignored; the checkpoint's network is kept", flush=True)
+    start = config.model_copy(update={"model": model})
+    if checkpoint.written_by_dreem:
+        return Start(start, fine_tune=checkpoint)
+    return Start(start, resume_from=local)
+
+
+def _ignored_model_keys(config: DreemConfig, model: ModelConfig) -> dict[str, Any]:
+    """The model keys the user wrote whose value the checkpoint's network overrides."""
+    given, ours, kept = config.model.explicit(), config.model.model_dump(), model.model_dump()
+    return {key: given[key] for key in sorted(given) if key != "ckpt_path" and ours[key] != kept[key]}
+
+
 TERMINATION_UPLOAD_S = 24.0
 """How long a SIGTERM'd run may upload before it exits. With the wait for a checkpoint write in progress
 (termination.WAIT_FOR_WRITE_S) it stays inside Kubernetes' default 30 s grace period."""
@@ -206,9 +263,10 @@ def run_training(config: DreemConfig, callbacks: Sequence[Callback] = ()) -> pl.
     `callbacks` are added to the configured ones (benchmarks use it).
     """
     staged = stage(config)
-    local = staged.config
     if staged.resumed_from:
         print(f"resuming from {staged.resumed_from}", flush=True)
+    start = plan_start(staged.config)
+    local = start.config
     gate = CheckpointGate()
     writer = AtomicCheckpointIO(gate, background=True)
     sync = (
@@ -231,14 +289,16 @@ def run_training(config: DreemConfig, callbacks: Sequence[Callback] = ()) -> pl.
     )
     has_validation = val_loader is not None and local.trainer.limit_val_batches != 0
     trainer = build_trainer(local, has_validation=has_validation, callbacks=callbacks, gate=gate, writer=writer)
-    monitor = monitored(local.scheduler.monitor, has_validation) if local.scheduler else None
+    monitor = monitored(local.scheduler.monitor, has_validation)
     module = DreemModule(local.model_dump(mode="json"), scheduler_monitor=monitor)
+    if start.fine_tune is not None:
+        load_weights(module.model, start.fine_tune)
     if trainer.is_global_zero:
         directory = checkpoint_dir(local)
         directory.mkdir(parents=True, exist_ok=True)
         # The configuration as given (s3:// paths, not the local cache they were staged to).
         (directory / "config.yaml").write_text(dump_yaml(config))
-    trainer.fit(module, train_loader, val_loader, ckpt_path=local.model.ckpt_path)
+    trainer.fit(module, train_loader, val_loader, ckpt_path=start.resume_from)
     if staged.outputs and staged.staging is not None:
         # StorageSync waited for every upload at the end of fit (it raises otherwise): the copies are in S3.
         shutil.rmtree(staged.staging, ignore_errors=True)

@@ -1,0 +1,56 @@
+"""On a CUDA machine, tracking runs on the GPU (bf16 where supported) and tracks as it does on the CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dreem_trainer.config import validate
+from dreem_trainer.data.discovery import SourcePair
+from dreem_trainer.inference import run
+from tests.conftest import DEMO_DATA, TEST_DATA
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+]
+
+DREEM_CHECKPOINT = TEST_DATA / "dreem" / "dreem_two_flies.ckpt"
+PARITY = TEST_DATA / "dreem" / "two_flies_parity.pt"
+PAIR = SourcePair(str(DEMO_DATA / "two_flies.slp"), str(DEMO_DATA / "two_flies.mp4"), 128)
+
+
+def tracked_on(accelerator: str, tmp_path: Path) -> np.ndarray:
+    raw = run.tracking_base(DREEM_CHECKPOINT) | {
+        "trainer": {"accelerator": accelerator},
+        "tracker": {"window_size": 8, "iou": "mult"},
+        "dataset": {"test_dataset": {"anchors": "thorax", "crop_size": 128, "clip_length": 32}},
+    }
+    config = validate(raw)
+    model, placement = run.placed_model(config, DREEM_CHECKPOINT)
+    assert model.transformer.attn_head.q_proj.layers[0].weight.device.type == placement.device.type == accelerator
+    with torch.inference_mode(), placement.autocast():
+        (result,) = run.track_videos(model, config.dataset.test_split(), [PAIR], config)
+    order = np.lexsort((result.index_in_frame, result.frame_indices))
+    return np.asarray(result.predicted_tracks[order])
+
+
+def test_the_gpu_computes_dreems_logits_in_bf16() -> None:
+    window = torch.load(PARITY, weights_only=True)["window"]
+    config = validate(run.tracking_base(DREEM_CHECKPOINT) | {"trainer": {"accelerator": "gpu"}})
+    model, placement = run.placed_model(config, DREEM_CHECKPOINT)
+    with torch.inference_mode(), placement.autocast():
+        output = model(window["crops_u8"], window["bboxes"], window["frame_ids"], window["img_shape"][1:])
+    logits = output.matrices[-1].float().cpu()
+    # bf16 keeps 8 bits of mantissa: logits near 3 round to about 0.01, and each layer adds its own rounding.
+    tolerance = 0.1 if placement.autocast_dtype is not None else 1e-4
+    assert float((logits - window["logits"]).abs().max()) < tolerance
+
+
+def test_gpu_tracks_equal_cpu_tracks(tmp_path: Path) -> None:
+    on_gpu, on_cpu = tracked_on("cuda", tmp_path), tracked_on("cpu", tmp_path)
+    assert len(on_gpu) == len(on_cpu) == 256
+    assert float(np.mean(on_gpu == on_cpu)) >= 0.99
