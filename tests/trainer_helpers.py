@@ -14,7 +14,8 @@ TWO_FLIES_MP4 = str(DEMO_DATA / "two_flies.mp4")
 
 
 def tiny_raw(tmp_path: Path, **sections: Any) -> dict[str, Any]:
-    """A config that trains in seconds: a 0.4M-parameter backbone, 32-pixel crops, two 8-frame clips."""
+    """A config that trains in seconds: a 0.4M-parameter backbone, 32-pixel crops, two 8-frame clips, and none of
+    DREEM's default augmentations (random blur and rotation would make the tests' losses and statistics noisy)."""
     split = {
         "dir": {"path": str(DEMO_DATA), "labels_suffix": ".slp", "vid_suffix": ".mp4"},
         "anchors": "thorax",
@@ -25,7 +26,7 @@ def tiny_raw(tmp_path: Path, **sections: Any) -> dict[str, Any]:
     base: dict[str, Any] = {
         "model": {"d_model": 32, "nhead": 2, "encoder_cfg": {"model_name": "test_resnet"}},
         "optimizer": {"lr": 0.001},
-        "dataset": {"train_dataset": split, "val_dataset": dict(split)},
+        "dataset": {"train_dataset": split | {"augmentations": None}, "val_dataset": dict(split)},
         "logging": {"logger_type": "CSVLogger", "save_dir": str(tmp_path / "logs"), "name": "tiny"},
         "checkpointing": {"dirpath": str(tmp_path / "models")},
         "early_stopping": None,

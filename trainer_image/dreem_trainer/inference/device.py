@@ -58,7 +58,7 @@ def inference_device(trainer: TrainerConfig) -> InferenceDevice:
         return InferenceDevice(torch.device("cpu"), None)
     index = trainer.devices[0] if isinstance(trainer.devices, list) and trainer.devices else 0
     device = torch.device("cuda", index)
-    return InferenceDevice(device, _autocast_dtype(device, trainer.extra().get("precision")))
+    return InferenceDevice(device, _autocast_dtype(device, trainer.precision))
 
 
 def _autocast_dtype(device: torch.device, precision: object) -> torch.dtype | None:
