@@ -399,8 +399,10 @@ class Drawing:
     """One instance, in output pixels: what it draws in its track's colour."""
 
     track: int
-    strokes: list[npt.NDArray[np.float64]]
-    """Polylines (points, 2): skeleton edges, and the box when asked for."""
+    edges: npt.NDArray[np.float64]
+    """(n, 2, 2) skeleton edges between visible nodes, each a two-point polyline."""
+    box: npt.NDArray[np.float64] | None
+    """(5, 2) closed outline, when boxes are asked for."""
     dots: npt.NDArray[np.float64]
     """(n, 2, 2) zero-length segments, one per visible node: drawn thick, each is a disc."""
     label_origin: tuple[float, float]
@@ -429,6 +431,7 @@ class Painter:
         edges = np.array(video.edges, dtype=np.int64).reshape(-1, 2)
         self.tracks: dict[int, Track] = {}
         self.by_frame: dict[int, list[Drawing]] = {}
+        self._shapes: dict[tuple[int, float], tuple[list[npt.NDArray[np.int32]], list[npt.NDArray[np.int32]]]] = {}
         for frame in video.frames:
             for instance in frame.instances:
                 drawing = self._drawing(instance, edges) if instance.track >= 0 else None
@@ -451,7 +454,7 @@ class Painter:
             return None
         shown = points[visible]
         joined = edges[visible[edges].all(axis=1)] if len(edges) else edges
-        strokes = list(points[joined])
+        box = None
         if instance.bbox is not None:
             left, top = np.array(instance.bbox[:2]) * self.layout.factor
             right, bottom = np.array(instance.bbox[2:]) * self.layout.factor
@@ -459,21 +462,24 @@ class Painter:
             pad = 2 * self.node_radius
             (left, top), (right, bottom) = shown.min(axis=0) - pad, shown.max(axis=0) + pad
         if self.options.boxes:
-            strokes.append(np.array([[left, top], [right, top], [right, bottom], [left, bottom], [left, top]]))
+            box = np.array([[left, top], [right, top], [right, bottom], [left, bottom], [left, top]])
         origin = (float(left), float(top) - 2 * self.thickness)
-        return Drawing(instance.track, strokes, np.repeat(shown[:, None], 2, axis=1), origin)
+        return Drawing(instance.track, points[joined], box, np.repeat(shown[:, None], 2, axis=1), origin)
 
     def draw(self, frame_idx: int, buffer: Plane) -> None:
         planes = self.layout.planes(buffer)
         for drawing in self.by_frame.get(frame_idx, ()):
             track = self.tracks[drawing.track]
-            strokes = [*drawing.strokes, *self._trail(track, frame_idx)]
+            trail = self._trail(track, frame_idx)
             for plane, value, scale in zip(planes, track.yuv, PLANE_SCALES, strict=True):
+                strokes, dots = self._fixed_shapes(drawing, scale)
+                if trail is not None:
+                    strokes = [*strokes, _fixed(trail, scale)]
                 width = max(1, round(self.thickness * scale))
                 if strokes:
-                    cv2.polylines(plane, [_fixed(s, scale) for s in strokes], False, value, width, cv2.LINE_AA, SHIFT)
+                    cv2.polylines(plane, strokes, False, value, width, cv2.LINE_AA, SHIFT)
                 diameter = max(2, round(2 * self.node_radius * scale))
-                cv2.polylines(plane, list(_fixed(drawing.dots, scale)), False, value, diameter, cv2.LINE_AA, SHIFT)
+                cv2.polylines(plane, dots, False, value, diameter, cv2.LINE_AA, SHIFT)
                 x, y = drawing.label_origin
                 at = (round(x * scale), round(max(y, 12 * self.font_scale) * scale))
                 text_width = max(1, round(self.font_thickness * scale))
@@ -488,12 +494,25 @@ class Painter:
                     cv2.LINE_AA,
                 )
 
-    def _trail(self, track: Track, frame_idx: int) -> list[npt.NDArray[np.float64]]:
+    def _fixed_shapes(
+        self, drawing: Drawing, scale: float
+    ) -> tuple[list[npt.NDArray[np.int32]], list[npt.NDArray[np.int32]]]:
+        """An instance's lines and discs in a plane's fixed-point pixels, computed once per scale: U and V
+        share them, and a frame drawn again (a second render of the same labels) reuses them."""
+        key = (id(drawing), scale)
+        shapes = self._shapes.get(key)
+        if shapes is None:
+            lines = list(_fixed(drawing.edges, scale)) + ([] if drawing.box is None else [_fixed(drawing.box, scale)])
+            shapes = (lines, list(_fixed(drawing.dots, scale)))
+            self._shapes[key] = shapes
+        return shapes
+
+    def _trail(self, track: Track, frame_idx: int) -> npt.NDArray[np.float64] | None:
         if self.options.trail <= 0:
-            return []
+            return None
         first = bisect.bisect_left(track.frames, frame_idx - self.options.trail)
         last = bisect.bisect_right(track.frames, frame_idx)
-        return [np.array(track.positions[first:last])] if last - first >= 2 else []
+        return np.array(track.positions[first:last]) if last - first >= 2 else None
 
 
 def _fixed(points: npt.NDArray[np.float64], scale: float) -> npt.NDArray[np.int32]:
