@@ -38,12 +38,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO / "trainer_image") not in sys.path:  # on the device the package is used from the tree, not installed
     sys.path.insert(0, str(REPO / "trainer_image"))
 
+from bench import zfish  # noqa: E402
 from bench.common import DEMO_DATA, WORKLOAD  # noqa: E402
 
 FRAMES_PER_CLIP = 32
@@ -87,63 +87,6 @@ class Report:
 
 
 # ---------------------------------------------------------------------------------------------- synthetic data
-
-
-def make_ten_zfish(directory: Path, size: int = 3712, frames: int = 32, fish: int = 10, seed: int = 0) -> Path:
-    """`ten_zfish.mp4` and `.slp` in `directory`: `fish` striped ellipses on a textured background, each
-    swimming a smooth random path, with head/center/tail points and a track each (sleap-io writes the labels).
-    bench/zfish.py on the `perf` branch makes the same clip for the CPU figures; either can stand in."""
-    import cv2
-    import sleap_io as sio
-
-    directory.mkdir(parents=True, exist_ok=True)
-    video_path, labels_path = directory / "ten_zfish.mp4", directory / "ten_zfish.slp"
-    rng = np.random.default_rng(seed)
-    body = 90.0 * size / 3712
-    margin = 3 * body
-    position = rng.uniform(margin, size - margin, size=(fish, 2))
-    heading = rng.uniform(0, 2 * np.pi, size=fish)
-    speed = rng.uniform(0.1, 0.2, size=fish) * body
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
-    background = np.clip(90 + 30 * np.sin(3 * xx + 1) * np.cos(2 * yy), 0, 255).astype(np.uint8)
-    del yy, xx
-    writer = cv2.VideoWriter(str(video_path), cv2.VideoWriter.fourcc(*"mp4v"), 30.0, (size, size), isColor=False)
-    skeleton = sio.Skeleton(["head", "center", "tail"])
-    tracks = [sio.Track(name=f"fish_{k}") for k in range(fish)]
-    points_per_frame: list[npt.NDArray[np.float64]] = []
-    try:
-        for _ in range(frames):
-            heading = heading + rng.normal(0, 0.15, size=fish)
-            step = speed[:, None] * np.stack([np.cos(heading), np.sin(heading)], 1)
-            position = np.clip(position + step, margin, size - margin)
-            frame = background.copy()
-            half = int(body)
-            for k in range(fish):
-                cx, cy = (round(v) for v in position[k])
-                ys, xs = np.mgrid[cy - half : cy + half, cx - half : cx + half].astype(np.float32)
-                along = (xs - position[k, 0]) * np.cos(heading[k]) + (ys - position[k, 1]) * np.sin(heading[k])
-                across = -(xs - position[k, 0]) * np.sin(heading[k]) + (ys - position[k, 1]) * np.cos(heading[k])
-                inside = (along / (body / 2)) ** 2 + (across / (body / 7)) ** 2 <= 1
-                stripes = np.cos(along * (0.08 + 0.04 * k) * 3712 / size + k) > 0
-                shade = np.where(stripes, 40 + 8 * k, 200 - 6 * k).astype(np.uint8)
-                frame[cy - half : cy + half, cx - half : cx + half][inside] = shade[inside]
-            writer.write(frame)
-            direction = np.stack([np.cos(heading), np.sin(heading)], 1) * body / 2
-            points_per_frame.append(np.stack([position + direction, position, position - direction], 1))
-    finally:
-        writer.release()
-    video = sio.Video.from_filename(str(video_path))
-    labelled = [
-        sio.LabeledFrame(
-            video=video,
-            frame_idx=t,
-            instances=[sio.Instance.from_numpy(points[k], skeleton, track=tracks[k]) for k in range(fish)],
-        )
-        for t, points in enumerate(points_per_frame)
-    ]
-    labels = sio.Labels(labeled_frames=labelled, videos=[video], skeletons=[skeleton], tracks=tracks)
-    sio.save_slp(labels, str(labels_path), verbose=False)
-    return directory
 
 
 def copies(source: Path, stem: str, count: int, directory: Path) -> Path:
@@ -426,7 +369,7 @@ class Settings:
     split: dict[str, Any]
     zfish_split: dict[str, Any]
     zfish: dict[str, int]
-    """make_ten_zfish's size, frames and fish."""
+    """bench.zfish.make's size, frames and fish."""
     epochs: int
     fill_batch: int
     """Clips per step when filling the GPU."""
@@ -549,7 +492,7 @@ def run(smoke: bool, budget_s: float, out: Path | None, peer: bool) -> dict[str,
 
         # ten_zfish: one clip of 320 crops from 13.8-megapixel frames.
         zfish_dir = scratch / "ten_zfish"
-        report.figure("ten_zfish_made", budget_s, 30, lambda: {"dir": str(make_ten_zfish(zfish_dir, **settings.zfish))})
+        report.figure("ten_zfish_made", budget_s, 30, lambda: {"dir": str(zfish.make(zfish_dir, **settings.zfish))})
         zfish_settings = replace(settings, split=settings.zfish_split)
         if (zfish_dir / "ten_zfish.slp").exists():
             for precision in precisions:

@@ -132,7 +132,8 @@ def tracked_source(tracked: Path, video: str | None) -> SourcePair:
         guess = folder.parent / folder.name.removesuffix("_RES")
         return _pair(labels, video, guess if guess != folder else None, "the sequence folder beside it")
     if tracked.suffix == ".slp":
-        return _pair(tracked, video, _recorded_video(tracked), "the video recorded in it")
+        recorded = _recorded_video(tracked) if video is None else None
+        return _pair(tracked, video, recorded, "the video recorded in it")
     if tracked.suffix in (".csv", ".xml"):
         stem = tracked.name.removesuffix(TRACKS_CSV_SUFFIX).removesuffix(tracked.suffix)
         beside = [tracked.with_name(stem + suffix) for suffix in (".tif", ".tiff")]
@@ -153,16 +154,17 @@ def _pair(labels: Path, video: str | None, guess: Path | None, what: str) -> Sou
 
 
 def _recorded_video(labels_path: Path) -> Path | None:
-    """The video a `.slp` names, relative paths taken from the labels' folder; None for several videos."""
-    import sleap_io as sio
+    """The video a `.slp` names, relative paths taken from the labels' folder; None for several videos.
+    Only the file's video table is read: the labels themselves are read once, by their label format."""
+    from sleap_io.io.slp import read_videos
 
     try:
-        labels = sio.load_slp(str(labels_path), open_videos=False)
+        videos = read_videos(str(labels_path), open_backend=False)
     except Exception as error:
         raise RenderError(f"{labels_path}: cannot read SLEAP labels ({error})") from error
-    if len(labels.videos) != 1:
+    if len(videos) != 1:
         return None
-    recorded = Path(str(labels.videos[0].filename))
+    recorded = Path(str(videos[0].filename))
     return recorded if recorded.is_absolute() else labels_path.parent / recorded
 
 
