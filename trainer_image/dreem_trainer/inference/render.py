@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import bisect
 import os
+import queue
 import subprocess
+import threading
 import time
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
@@ -76,22 +78,23 @@ def render(
     if not 0 <= options.crf <= 51:
         raise RenderError(f"--crf: libx264 takes 0 (lossless) to 51, got {options.crf}")
     pair = tracked_source(Path(tracked), video)
-    labelled = pair.read()
     facts = video_facts(pair.video_path)
-    check_tracks(labelled)
-    check_matches(labelled, facts)
     frames = options.frames.resolve(facts.frame_count, pair.video_path)
     still = output.suffix.lower() in STILL_SUFFIXES
     if still and len(frames) != 1:
         raise RenderError(f"{output}: a still image holds one frame; choose it with --frames N")
     layout = FrameLayout.of(facts, options.scale)
-    painter = Painter(labelled, layout, options)
-    output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(f".{output.stem}.partial{output.suffix}")
     started = time.perf_counter()
     written = 0
+    # The decoder starts before the labels are read, so its start-up and first frames overlap the reading.
     source = decoded_frames(pair.video_path, frames, layout)
     try:
+        labelled = pair.read()
+        check_tracks(labelled)
+        check_matches(labelled, facts)
+        painter = Painter(labelled, layout, options)
+        output.parent.mkdir(parents=True, exist_ok=True)
         if still:
             written = _write_still(source, painter, frames, partial)
         else:
@@ -101,7 +104,7 @@ def render(
             raise RenderError(f"{pair.video_path}: ffmpeg decoded no frame of {frames.start}-{frames.stop - 1}")
         os.replace(partial, output)
     finally:
-        source.close()  # stops the decoder if the encoder failed first
+        source.close()  # stops the decoder if the labels or the encoder failed first
         partial.unlink(missing_ok=True)
     tracks = len({i.track for f in labelled.frames for i in f.instances if i.track >= 0})
     return RenderResult(
@@ -280,13 +283,20 @@ class FrameLayout:
 
 
 def decoded_frames(video_path: str, frames: range, layout: FrameLayout) -> Generator[Plane, None, None]:
-    """Frames `frames` of a video as one flat I420 buffer, refilled in place for each frame."""
+    """Frames `frames` of a video as flat I420 buffers, each valid until the next is asked for. A video's
+    decoder starts now, not at the first frame, so that its start-up overlaps whatever the caller does next."""
     if is_tiff_video(video_path):
         return _tiff_frames(video_path, frames, layout)
-    return _media_frames(video_path, frames, layout)
+    return _media_frames(_start_decoder(video_path, frames, layout), video_path, layout)
 
 
-def _media_frames(video_path: str, frames: range, layout: FrameLayout) -> Generator[Plane, None, None]:
+DECODED_AHEAD = 4
+"""Frames the decoder may run ahead of the drawing. With none, a decoder blocked on a full pipe sits idle
+while the encoder is busy, and the drawing then waits for it: a few buffers let the two overlap, as the
+queues between ffmpeg's own decoding and encoding threads do in a bare transcode."""
+
+
+def _start_decoder(video_path: str, frames: range, layout: FrameLayout) -> subprocess.Popen[bytes]:
     import imageio_ffmpeg
 
     filters = [f"trim=start_frame={frames.start}:end_frame={frames.stop}"]
@@ -318,18 +328,49 @@ def _media_frames(video_path: str, frames: range, layout: FrameLayout) -> Genera
         "yuv420p",
         "-",
     ]
-    buffer = np.empty(layout.nbytes, dtype=np.uint8)
-    view = memoryview(buffer)  # type: ignore[arg-type]
     decoder = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
     assert decoder.stdout is not None
     _widen_pipe(decoder.stdout.fileno(), layout.nbytes)
+    return decoder
+
+
+def _media_frames(
+    decoder: subprocess.Popen[bytes], video_path: str, layout: FrameLayout
+) -> Generator[Plane, None, None]:
+    """The decoder's frames, read by a thread into a ring of DECODED_AHEAD reused buffers (reading from
+    the pipe releases the GIL, so it overlaps the drawing and the encoder's writes)."""
+    assert decoder.stdout is not None
+    stream = decoder.stdout
+    ring = [np.empty(layout.nbytes, dtype=np.uint8) for _ in range(DECODED_AHEAD)]
+    free: queue.SimpleQueue[int | None] = queue.SimpleQueue()
+    filled: queue.SimpleQueue[int | None] = queue.SimpleQueue()
+    failure: list[BaseException] = []
+    for index in range(DECODED_AHEAD):
+        free.put(index)
+
+    def read() -> None:
+        try:
+            while (slot := free.get()) is not None and _fill(stream, memoryview(ring[slot])):  # type: ignore[arg-type]
+                filled.put(slot)
+        except BaseException as error:  # handed to the consuming thread, which raises it
+            failure.append(error)
+        finally:
+            filled.put(None)
+
+    reader = threading.Thread(target=read, name="render-decoder", daemon=True)
+    reader.start()
     try:
-        while _fill(decoder.stdout, view):
-            yield buffer
+        while (slot := filled.get()) is not None:
+            yield ring[slot]
+            free.put(slot)
     finally:
-        decoder.stdout.close()
-        decoder.kill()
+        decoder.kill()  # the reader then meets the end of the pipe, if it is still reading
+        free.put(None)  # or stops waiting for a free buffer
+        reader.join()
+        stream.close()
         _, errors = decoder.communicate()
+    if failure:
+        raise RenderError(f"{video_path}: reading ffmpeg's frames failed ({failure[0]})") from failure[0]
     if decoder.returncode not in (0, -9) and errors:
         raise RenderError(f"{video_path}: ffmpeg could not decode it ({errors.decode(errors='replace').strip()})")
 
