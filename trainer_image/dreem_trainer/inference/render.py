@@ -1,13 +1,16 @@
 """`dreem render`: a tracked file drawn over its video, each track in its own colour with its name.
 
-Frames travel as planar YUV 4:2:0, the format videos are stored in. ffmpeg decodes into a pipe, each
-frame lands in one reused buffer, the drawing happens in place on its Y, U and V planes, and the same
-bytes go down a pipe to the encoder. Drawing in RGB instead would cost two colour conversions per
-frame (YUV to RGB after decoding, RGB to YUV before encoding): measured, 1.75x the CPU time of a bare
-decode and re-encode, against 1.2x this way. The encoder is imageio-ffmpeg's `write_frames`, the pipe
-under sleap-io's `VideoWriter`, with that writer's codec settings (codec, pixel format, CRF, preset);
-the writer itself only accepts RGB or grey frames and pads sizes to multiples of 16, which would
-change the frame size.
+Frames travel as planar YUV 4:2:0, the format videos are stored in. An ffmpeg decoder writes them into a
+pipe, a thread reads each into one of a few reused buffers, the drawing happens in place on its Y, U and V
+planes, and the same bytes go down a pipe to an ffmpeg encoder. Drawing in RGB instead would cost two
+colour conversions per frame (YUV to RGB after decoding, RGB to YUV before encoding): measured, 1.75x the
+CPU time of a bare decode and re-encode, against 1.2x this way.
+
+The encoder is the ffmpeg binary imageio-ffmpeg ships, run with sleap-io's `VideoWriter` settings (codec,
+pixel format, CRF, preset). sleap-io's writer itself only takes RGB or grey frames and pads sizes to
+multiples of 16, which would change the frame size; imageio-ffmpeg's `write_frames` pipe under it cannot be
+started before the frames are known good and stopped without writing a broken file, and polls for the
+encoder's exit. Both ffmpeg processes start before the labels are read, so their start-up overlaps it.
 
 Importing this module loads neither torch nor the model: rendering is drawing and video I/O only.
 """
@@ -18,12 +21,14 @@ import bisect
 import os
 import queue
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import cv2
 import numpy as np
@@ -87,25 +92,34 @@ def render(
     partial = output.with_name(f".{output.stem}.partial{output.suffix}")
     started = time.perf_counter()
     written = 0
-    # The decoder starts before the labels are read, so its start-up and first frames overlap the reading.
-    source = decoded_frames(pair.video_path, frames, layout)
-    try:
-        labelled = pair.read()
-        check_tracks(labelled)
-        check_matches(labelled, facts)
-        painter = Painter(labelled, layout, options)
-        output.parent.mkdir(parents=True, exist_ok=True)
-        if still:
-            written = _write_still(source, painter, frames, partial)
-        else:
-            fps = options.fps or facts.fps or TIFF_FPS
-            written = _write_video(source, painter, frames, partial, fps, options, output.name)
-        if written == 0:
-            raise RenderError(f"{pair.video_path}: ffmpeg decoded no frame of {frames.start}-{frames.stop - 1}")
-        os.replace(partial, output)
-    finally:
-        source.close()  # stops the decoder if the labels or the encoder failed first
-        partial.unlink(missing_ok=True)
+    # The decoder and the encoder start before the labels are read, so that their start-up overlaps the
+    # reading. Their messages go to files, not pipes: a damaged video can log more than a pipe holds, and a
+    # full pipe nobody reads would stall ffmpeg.
+    with tempfile.TemporaryFile() as decoder_messages, tempfile.TemporaryFile() as encoder_messages:
+        source = decoded_frames(pair.video_path, frames, layout, decoder_messages)
+        encoder: Encoder | None = None
+        try:
+            if not still:
+                output.parent.mkdir(parents=True, exist_ok=True)
+                fps = options.fps or facts.fps or TIFF_FPS
+                encoder = Encoder(partial, layout, fps, options, encoder_messages)
+            labelled = pair.read()
+            check_tracks(labelled)
+            check_matches(labelled, facts)
+            painter = Painter(labelled, layout, options)
+            if encoder is None:
+                output.parent.mkdir(parents=True, exist_ok=True)
+                written = _write_still(source, painter, frames, partial)
+            else:
+                written = _write_video(source, painter, frames, encoder, options, output.name)
+            if written == 0:
+                raise RenderError(f"{pair.video_path}: ffmpeg decoded no frame of {frames.start}-{frames.stop - 1}")
+            os.replace(partial, output)
+        finally:
+            source.close()  # stops the decoder if the labels or the encoder failed first
+            if encoder is not None:
+                encoder.stop()  # a no-op after a finished encoding
+            partial.unlink(missing_ok=True)
     tracks = len({i.track for f in labelled.frames for i in f.instances if i.track >= 0})
     return RenderResult(
         output, written, len(frames), layout.width, layout.height, tracks, time.perf_counter() - started
@@ -282,12 +296,14 @@ class FrameLayout:
         )
 
 
-def decoded_frames(video_path: str, frames: range, layout: FrameLayout) -> Generator[Plane, None, None]:
+def decoded_frames(
+    video_path: str, frames: range, layout: FrameLayout, messages: IO[bytes]
+) -> Generator[Plane, None, None]:
     """Frames `frames` of a video as flat I420 buffers, each valid until the next is asked for. A video's
     decoder starts now, not at the first frame, so that its start-up overlaps whatever the caller does next."""
     if is_tiff_video(video_path):
         return _tiff_frames(video_path, frames, layout)
-    return _media_frames(_start_decoder(video_path, frames, layout), video_path, layout)
+    return _media_frames(_start_decoder(video_path, frames, layout, messages), messages, video_path, layout)
 
 
 DECODED_AHEAD = 4
@@ -296,7 +312,7 @@ while the encoder is busy, and the drawing then waits for it: a few buffers let 
 queues between ffmpeg's own decoding and encoding threads do in a bare transcode."""
 
 
-def _start_decoder(video_path: str, frames: range, layout: FrameLayout) -> subprocess.Popen[bytes]:
+def _start_decoder(video_path: str, frames: range, layout: FrameLayout, messages: IO[bytes]) -> subprocess.Popen[bytes]:
     import imageio_ffmpeg
 
     filters = [f"trim=start_frame={frames.start}:end_frame={frames.stop}"]
@@ -328,14 +344,14 @@ def _start_decoder(video_path: str, frames: range, layout: FrameLayout) -> subpr
         "yuv420p",
         "-",
     ]
-    decoder = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
+    decoder = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=messages, bufsize=0)
     assert decoder.stdout is not None
     _widen_pipe(decoder.stdout.fileno(), layout.nbytes)
     return decoder
 
 
 def _media_frames(
-    decoder: subprocess.Popen[bytes], video_path: str, layout: FrameLayout
+    decoder: subprocess.Popen[bytes], messages: IO[bytes], video_path: str, layout: FrameLayout
 ) -> Generator[Plane, None, None]:
     """The decoder's frames, read by a thread into a ring of DECODED_AHEAD reused buffers (reading from
     the pipe releases the GIL, so it overlaps the drawing and the encoder's writes)."""
@@ -368,11 +384,13 @@ def _media_frames(
         free.put(None)  # or stops waiting for a free buffer
         reader.join()
         stream.close()
-        _, errors = decoder.communicate()
+        decoder.wait()
+        messages.seek(0)
+        errors = messages.read().decode(errors="replace").strip()
     if failure:
         raise RenderError(f"{video_path}: reading ffmpeg's frames failed ({failure[0]})") from failure[0]
     if decoder.returncode not in (0, -9) and errors:
-        raise RenderError(f"{video_path}: ffmpeg could not decode it ({errors.decode(errors='replace').strip()})")
+        raise RenderError(f"{video_path}: ffmpeg could not decode it ({errors})")
 
 
 def _widen_pipe(descriptor: int, frame_bytes: int) -> None:
@@ -563,44 +581,85 @@ def _fixed(points: npt.NDArray[np.float64], scale: float) -> npt.NDArray[np.int3
 
 
 def _write_video(
-    source: Iterator[Plane],
-    painter: Painter,
-    frames: range,
-    target: Path,
-    fps: float,
-    options: RenderOptions,
-    label: str,
+    source: Iterator[Plane], painter: Painter, frames: range, encoder: Encoder, options: RenderOptions, label: str
 ) -> int:
-    """Encode through imageio-ffmpeg's pipe with sleap-io's writer settings; returns the frames written."""
-    import imageio_ffmpeg
-    import sleap_io as sio
-
-    settings = sio.VideoWriter(target, fps=fps, crf=options.crf, preset=options.preset)
-    layout = painter.layout
-    encoder = imageio_ffmpeg.write_frames(
-        str(target),
-        (layout.width, layout.height),
-        pix_fmt_in="yuv420p",
-        pix_fmt_out=settings.pixelformat,
-        fps=fps,
-        quality=None,
-        codec=settings.codec,
-        macro_block_size=1,
-        ffmpeg_log_level="error",
-        output_params=settings.build_output_params(),
-    )
-    encoder.send(None)
+    """Draw each decoded frame and hand it to the encoder; returns the frames written."""
     written = 0
     with _progress(options.progress, len(frames), label) as advance:
-        try:
-            for frame_idx, buffer in zip(frames, source, strict=False):
-                painter.draw(frame_idx, buffer)
-                encoder.send(buffer)
-                written += 1
-                advance()
-        finally:
-            encoder.close()
+        for frame_idx, buffer in zip(frames, source, strict=False):
+            painter.draw(frame_idx, buffer)
+            encoder.write(buffer)
+            written += 1
+            advance()
+    encoder.finish()
     return written
+
+
+class Encoder:
+    """An ffmpeg process encoding raw I420 frames from its stdin into `target`, with sleap-io's
+    `VideoWriter` settings. `finish` waits for a complete file; `stop` kills an unfinished one."""
+
+    def __init__(
+        self, target: Path, layout: FrameLayout, fps: float, options: RenderOptions, messages: IO[bytes]
+    ) -> None:
+        import imageio_ffmpeg
+        import sleap_io as sio
+
+        settings = sio.VideoWriter(target, fps=fps, crf=options.crf, preset=options.preset)
+        command = [
+            imageio_ffmpeg.get_ffmpeg_exe(),
+            "-nostdin",
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "yuv420p",
+            "-s",
+            f"{layout.width}x{layout.height}",
+            "-r",
+            str(Fraction(fps).limit_denominator()),
+            "-i",
+            "-",
+            "-an",
+            "-vcodec",
+            settings.codec,
+            "-pix_fmt",
+            settings.pixelformat,
+            *settings.build_output_params(),
+            str(target),
+        ]
+        self.target = target
+        self._messages = messages
+        self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=self._messages, bufsize=0)
+        assert self._process.stdin is not None
+        self._stdin = self._process.stdin
+        _widen_pipe(self._stdin.fileno(), layout.nbytes)
+
+    def write(self, frame: Plane) -> None:
+        view = memoryview(frame)  # type: ignore[arg-type]
+        try:
+            while view:
+                view = view[self._stdin.write(view) :]
+        except BrokenPipeError:
+            self._process.wait()
+            raise RenderError(f"{self.target}: ffmpeg stopped encoding ({self._message()})") from None
+
+    def finish(self) -> None:
+        self._stdin.close()
+        if self._process.wait() != 0:
+            raise RenderError(f"{self.target}: ffmpeg could not encode the video ({self._message()})")
+
+    def stop(self) -> None:
+        if self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+        self._stdin.close()
+
+    def _message(self) -> str:
+        self._messages.seek(0)
+        return self._messages.read().decode(errors="replace").strip() or f"exit status {self._process.returncode}"
 
 
 def _write_still(source: Iterator[Plane], painter: Painter, frames: range, target: Path) -> int:
