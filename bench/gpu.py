@@ -170,8 +170,10 @@ class StepClock:
         from torch._C._autograd import DeviceType
 
         events = self._profiler.key_averages()
-        # The kernels (and copies) themselves: the ATen ops that launched them report the same time again.
-        kernels = [event for event in events if event.device_type == DeviceType.CUDA]
+        # The kernels (and copies) themselves: the ATen ops that launched them report the same time again, and
+        # user annotations (Lightning's and the optimizer's record_function ranges, which the profiler also puts
+        # on the GPU's timeline) span whole groups of kernels, so counting them would count those twice.
+        kernels = [event for event in events if event.device_type == DeviceType.CUDA and not event.is_user_annotation]
         kernel_us = sum(event.self_device_time_total for event in kernels)
         data_us = sum(event.cpu_time_total for event in events if event.key.startswith("enumerate(DataLoader)"))
         top = sorted(kernels, key=lambda event: event.self_device_time_total, reverse=True)[:8]
