@@ -11,7 +11,7 @@ from lightning.pytorch.strategies import DDPStrategy
 from dreem_trainer.config import ConfigError
 from dreem_trainer.data.clip import Clip
 from dreem_trainer.data.dataset import ClipDataset
-from dreem_trainer.training.hardware import Hardware, ddp_backend, resolve_precision, uses_gpu
+from dreem_trainer.hardware import Hardware, autocast_dtype, ddp_backend, resolve_precision, uses_gpu
 from dreem_trainer.training.module import DreemModule, clip_offsets
 from dreem_trainer.training.run import build_trainer, data_loader
 from tests.trainer_helpers import tiny_config
@@ -39,6 +39,27 @@ def test_precision_is_bf16_on_gpus_that_have_it_unless_configured(
     configured: str | None, accelerator: str, hardware: Hardware, expected: str
 ) -> None:
     assert resolve_precision(configured, accelerator, hardware) == expected  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("configured", "hardware", "expected"),
+    [
+        (None, HOPPER, torch.bfloat16),
+        (None, VOLTA, None),
+        ("32-true", HOPPER, None),
+        ("64-true", HOPPER, None),
+        ("bf16-mixed", VOLTA, None),
+        ("bf16-true", HOPPER, torch.bfloat16),
+        ("16-mixed", VOLTA, torch.float16),
+    ],
+)
+def test_tracking_autocasts_to_what_training_would_resolve(
+    configured: str | None, hardware: Hardware, expected: torch.dtype | None
+) -> None:
+    """Tracking on a GPU takes its autocast from the precision training resolves; bf16 on a GPU without it
+    tracks in float32 instead of failing."""
+    precision = resolve_precision(configured, "cuda", hardware)  # type: ignore[arg-type]
+    assert autocast_dtype(precision, hardware) == expected
 
 
 def test_ddp_backend_is_nccl_on_gpus_and_gloo_on_cpu() -> None:

@@ -11,6 +11,7 @@ import torch
 
 from dreem_trainer.config.run import TrainerConfig
 from dreem_trainer.contract import UserError
+from dreem_trainer.hardware import Hardware, autocast_dtype, resolve_precision
 
 
 class DeviceUnavailableError(UserError, RuntimeError):
@@ -19,8 +20,6 @@ class DeviceUnavailableError(UserError, RuntimeError):
 
 TRAINING_MACHINE_KEYS = ("accelerator", "devices", "strategy", "num_nodes")
 """trainer keys that describe the machine a model was trained on, not the one tracking with it."""
-
-FULL_PRECISION = {"32", "32-true", "64", "64-true", "transformer-engine"}
 
 
 @dataclass(frozen=True)
@@ -58,14 +57,5 @@ def inference_device(trainer: TrainerConfig) -> InferenceDevice:
         return InferenceDevice(torch.device("cpu"), None)
     index = trainer.devices[0] if isinstance(trainer.devices, list) and trainer.devices else 0
     device = torch.device("cuda", index)
-    return InferenceDevice(device, _autocast_dtype(device, trainer.precision))
-
-
-def _autocast_dtype(device: torch.device, precision: object) -> torch.dtype | None:
-    wanted = str(precision) if precision is not None else None
-    if wanted in FULL_PRECISION:
-        return None
-    if wanted in ("16", "16-mixed", "16-true"):
-        return torch.float16
-    with torch.cuda.device(device):
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    hardware = Hardware.detect(device)
+    return InferenceDevice(device, autocast_dtype(resolve_precision(trainer.precision, "cuda", hardware), hardware))

@@ -25,6 +25,7 @@ from dreem_trainer.config.model import ModelConfig
 from dreem_trainer.config.run import Accelerator
 from dreem_trainer.data.clip import Clip, collate_clips
 from dreem_trainer.data.dataset import ClipDataset
+from dreem_trainer.hardware import Hardware, ddp_backend, resolve_precision, uses_gpu
 from dreem_trainer.models.checkpoint import Checkpoint, load_weights, read_checkpoint
 from dreem_trainer.models.hub import fetch_checkpoint, is_hub
 from dreem_trainer.storage.staging import stage
@@ -44,7 +45,6 @@ from dreem_trainer.training.callbacks import (
     StorageSync,
 )
 from dreem_trainer.training.checkpoint_io import AtomicCheckpointIO
-from dreem_trainer.training.hardware import Hardware, ddp_backend, resolve_precision, uses_gpu
 from dreem_trainer.training.module import DreemModule, epoch_value_name
 from dreem_trainer.training.termination import CheckpointGate, GracefulTermination
 

@@ -1,7 +1,8 @@
 """What the configured accelerator means for precision, the DDP backend and host-to-device copies.
 
-Decided once, when the Trainer is built, from the accelerator the run will really use: the same
-configuration then trains in bf16 on a GPU that has it and in fp32 on a laptop's CPU.
+Decided from the accelerator a run will really use, once, when the Trainer is built or a model is placed
+for tracking: the same configuration then trains and tracks in bf16 on a GPU that has it and in fp32 on a
+laptop's CPU. Training and tracking both decide here, so they never disagree about `trainer.precision`.
 """
 
 from __future__ import annotations
@@ -26,9 +27,13 @@ class Hardware:
     bf16_supported: bool
 
     @staticmethod
-    def detect() -> Hardware:
+    def detect(device: torch.device | None = None) -> Hardware:
+        """This machine; bf16 support as `device` (by default the current CUDA device) has it."""
         cuda = torch.cuda.is_available()
-        return Hardware(cuda_available=cuda, bf16_supported=cuda and torch.cuda.is_bf16_supported())
+        if not cuda:
+            return Hardware(cuda_available=False, bf16_supported=False)
+        with torch.cuda.device(device):
+            return Hardware(cuda_available=True, bf16_supported=torch.cuda.is_bf16_supported())
 
 
 def uses_gpu(accelerator: Accelerator, hardware: Hardware) -> bool:
@@ -45,6 +50,17 @@ def resolve_precision(configured: Precision | None, accelerator: Accelerator, ha
     if uses_gpu(accelerator, hardware) and hardware.bf16_supported:
         return "bf16-mixed"
     return "32-true"
+
+
+def autocast_dtype(precision: Precision, hardware: Hardware) -> torch.dtype | None:
+    """The dtype a resolved precision autocasts a forward pass to on CUDA; None runs in float32 (or
+    float64). A bf16 precision on a GPU without bf16 falls back to float32 rather than failing: a model
+    trained in bf16 elsewhere still tracks on an older GPU."""
+    if precision.startswith("bf16"):
+        return torch.bfloat16 if hardware.bf16_supported else None
+    if precision.startswith("16"):
+        return torch.float16
+    return None
 
 
 def ddp_backend(accelerator: Accelerator, hardware: Hardware) -> DdpBackend:
