@@ -240,10 +240,13 @@ def gang_pod(
                 "ports": [{"name": "ddp", "containerPort": settings.master_port}],
                 "resources": resources,
                 "terminationMessagePolicy": "FallbackToLogsOnError",
+                # The trainer writes only to its volumes (scratch, cache, shared memory), as the image smoke
+                # test checks with `--read-only`; a read-only root keeps a compromised step from altering it.
                 "securityContext": {
                     "allowPrivilegeEscalation": False,
                     "capabilities": {"drop": ["ALL"]},
                     "runAsNonRoot": True,
+                    "readOnlyRootFilesystem": True,
                 },
                 "volumeMounts": [
                     {"name": "config", "mountPath": CONFIG_MOUNT, "readOnly": True},

@@ -78,6 +78,17 @@ def test_training_pods_meet_the_restricted_pod_security_standard(path: Path) -> 
         assert restricted_violations(pod["spec"]) == [], pod["metadata"]["name"]
 
 
+@pytest.mark.parametrize("path", JOBS, ids=[path.stem for path in JOBS])
+def test_the_trainer_root_is_read_only_and_every_place_it_writes_is_a_volume(path: Path) -> None:
+    for pod in (obj for obj in children(path) if obj["kind"] == "Pod"):
+        container = pod["spec"]["containers"][0]
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        writable = [m["mountPath"] for m in container["volumeMounts"] if not m.get("readOnly")]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        for name in ("HOME", "TMPDIR", "DREEM_CACHE_DIR"):
+            assert any(env[name] == mount or env[name].startswith(mount + "/") for mount in writable), (name, env[name])
+
+
 def test_the_restricted_check_catches_what_it_must() -> None:
     pod = next(obj for obj in children(JOBS[0]) if obj["kind"] == "Pod")
     spec = pod["spec"]
