@@ -29,6 +29,8 @@ class MirroredOutput:
 
     local: Path
     remote: S3Uri
+    cached: bool = False
+    """Its uploads become the download cache's copies (checkpoints: a resume on this node reads them there)."""
 
 
 @dataclass
@@ -93,7 +95,7 @@ def stage(config: DreemConfig) -> StagedRun:
     checkpointing, logging_config = run.config.checkpointing, run.config.logging
     if is_s3(checkpointing.dirpath):
         assert checkpointing.dirpath is not None
-        output = MirroredOutput(staging / "checkpoints", S3Uri.parse(checkpointing.dirpath))
+        output = MirroredOutput(staging / "checkpoints", S3Uri.parse(checkpointing.dirpath), cached=True)
         run.outputs.append(output)
         checkpointing = checkpointing.model_copy(update={"dirpath": str(output.local)})
     if logging_config is not None and is_s3(logging_config.save_dir):
