@@ -96,3 +96,17 @@ def test_the_stage_id_is_made_by_rank_zero_and_taken_only_from_the_parent() -> N
     assert not leads and given is not None and given.stage_id == "job-7_a"
     with pytest.raises(StorageError, match=re.escape("DREEM_STAGE_ID='../up'")):
         NodeStaging.from_environment(root, {ENV_STAGE_ID: "../up"})
+
+
+def test_a_stage_id_given_again_never_hands_waiters_the_earlier_result(tmp_path: Path) -> None:
+    with NodeStaging(tmp_path, "given").lead() as earlier:
+        earlier.resumed_from = "s3://b/models/epoch=1.ckpt"
+    got: list[StagedFiles] = []
+    with NodeStaging(tmp_path, "given").lead() as now:
+        waiter = threading.Thread(target=lambda: got.append(NodeStaging(tmp_path, "given", poll_s=0.02).wait()))
+        waiter.start()
+        time.sleep(0.2)  # not a timing assertion: only so the waiter looks while rank 0 is still staging
+        assert not got
+        now.resumed_from = "s3://b/models/epoch=2.ckpt"
+    waiter.join(timeout=60)
+    assert [staged.resumed_from for staged in got] == ["s3://b/models/epoch=2.ckpt"]

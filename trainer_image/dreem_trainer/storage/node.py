@@ -101,6 +101,8 @@ class NodeStaging:
         error it raises is published as the reason the others fail with."""
         self.folder.mkdir(parents=True, exist_ok=True)
         self._prune()
+        for earlier in (".json", ".failed"):  # a launcher's id given again: never an earlier start's result
+            self._path(earlier).unlink(missing_ok=True)
         # Locked under a temporary name and then renamed, so no waiter ever sees the lock file unlocked
         # before rank 0 has finished.
         claim = self._path(f".{os.getpid()}.claim")
