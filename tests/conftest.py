@@ -10,8 +10,12 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.s3_helpers import RecordingS3
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"
@@ -49,6 +53,16 @@ def s3_endpoint() -> Iterator[str]:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+@pytest.fixture
+def recording_s3(s3_endpoint: str) -> Iterator[RecordingS3]:
+    """A moto S3 server of this test's own that logs the requests it serves (the credentials are s3_endpoint's)."""
+    from tests.s3_helpers import RecordingS3
+
+    server = RecordingS3()
+    yield server
+    server.stop()
 
 
 S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing-secret", "AWS_DEFAULT_REGION": "us-east-1"}

@@ -1,12 +1,16 @@
 """Before training: check every s3:// location, download inputs into the cache, give outputs a local
 staging folder that is mirrored back, claim the output for this gang (in a cluster job), and find the
-checkpoint to resume from."""
+checkpoint to resume from.
+
+On a node with several DDP processes only local rank 0 does this; the others take what it staged (the same
+local files, the same checkpoint) without asking the store anything (see storage.node)."""
 
 from __future__ import annotations
 
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,9 +19,10 @@ from dreem_trainer.config.data import DatasetSplitConfig
 from dreem_trainer.config.paths import S3Uri, is_s3
 from dreem_trainer.config.run import StorageConfig
 from dreem_trainer.contract import ENV_ATTEMPT
-from dreem_trainer.storage.client import check_access
+from dreem_trainer.storage.client import StorageError, check_access
 from dreem_trainer.storage.download import cache_root, download
 from dreem_trainer.storage.fence import AttemptFence
+from dreem_trainer.storage.node import NodeStaging, StagedFiles
 from dreem_trainer.storage.sync import newest_checkpoint
 
 log = logging.getLogger(__name__)
@@ -29,6 +34,8 @@ class MirroredOutput:
 
     local: Path
     remote: S3Uri
+    cached: bool = False
+    """Its uploads become the download cache's copies (checkpoints: a resume on this node reads them there)."""
 
 
 @dataclass
@@ -57,9 +64,16 @@ def _s3_paths(config: DreemConfig) -> list[str]:
 def stage_split(storage: StorageConfig, split: DatasetSplitConfig) -> DatasetSplitConfig:
     """The split with its s3:// data downloaded into the cache and read from there; `dreem train` stages
     every split this way, `dreem track` and `eval` the one they read."""
+    return _localise(split, lambda path: str(download(storage, path)))
 
+
+Localise = Callable[[str], str]
+"""An s3:// path to the local path it was staged to."""
+
+
+def _localise(split: DatasetSplitConfig, localise: Localise) -> DatasetSplitConfig:
     def local(path: str) -> str:
-        return str(download(storage, path)) if is_s3(path) else path
+        return localise(path) if is_s3(path) else path
 
     update: dict[str, object] = {}
     if split.dir is not None and any(is_s3(p) for p in split.dir.paths):
@@ -72,7 +86,33 @@ def stage_split(storage: StorageConfig, split: DatasetSplitConfig) -> DatasetSpl
 
 
 def stage(config: DreemConfig) -> StagedRun:
-    """Everything storage needs before the Trainer starts; storage problems fail here, before training."""
+    """Everything storage needs before the Trainer starts; storage problems fail here, before training.
+
+    Local rank 0 stages and records what it staged; the node's other processes wait for that record and
+    build the same local configuration from it."""
+    if not _s3_paths(config):
+        return _stage(config, StagedFiles())  # the store is not asked anything: nothing to share
+    node, leads = NodeStaging.from_environment(cache_root(config.storage))
+    if node is not None and not leads:
+        staged = node.wait()
+        return _assemble(config, lambda path: _staged(staged, path), staged.resumed_from, None)
+    if node is None:
+        log.info("no stage id shared with local rank 0: staging on this process's own")
+        return _stage(config, StagedFiles())
+    with node.lead() as staged:
+        return _stage(config, staged)
+
+
+def _staged(staged: StagedFiles, path: str) -> str:
+    if path not in staged.local:
+        raise StorageError(
+            f"{path}: local rank 0 staged no such path; were this node's processes given different configurations?"
+        )
+    return staged.local[path]
+
+
+def _stage(config: DreemConfig, staged: StagedFiles) -> StagedRun:
+    """Check access, claim the output, choose the checkpoint and download; record it all in `staged`."""
     checked: set[tuple[str, str]] = set()
     for path in _s3_paths(config):
         uri = S3Uri.parse(path)
@@ -80,20 +120,39 @@ def stage(config: DreemConfig) -> StagedRun:
             check_access(config.storage, uri)
             checked.add((uri.bucket, uri.key))
 
+    def fetch(path: str) -> str:
+        if path not in staged.local:  # a path two splits share is listed and checked once
+            staged.local[path] = str(download(config.storage, path))
+        return staged.local[path]
+
+    fence = _claim(config)
+    # A run that already wrote checkpoints carries on from its newest, even when it started from
+    # model.ckpt_path (a restarted fine-tuning job must not start over from the weights it began with).
+    staged.resumed_from = _newest(config) if _resumes(config) else None
+    if staged.resumed_from is not None:
+        log.info("resuming from %s", staged.resumed_from)
+    return _assemble(config, fetch, staged.resumed_from, fence)
+
+
+def _assemble(
+    config: DreemConfig, localise: Localise, resumed_from: str | None, fence: AttemptFence | None
+) -> StagedRun:
+    """The StagedRun: every s3:// input read through `localise` (the data, then the checkpoint), and the
+    outputs given a staging folder of this process."""
     splits = {
         "train_dataset": config.dataset.train_dataset,
         "val_dataset": config.dataset.val_dataset,
         "test_dataset": config.dataset.test_dataset,
     }
     dataset = config.dataset.model_copy(
-        update={name: stage_split(config.storage, split) for name, split in splits.items() if split is not None}
+        update={name: _localise(split, localise) for name, split in splits.items() if split is not None}
     )
     staging = cache_root(config.storage) / "outputs" / f"{os.getpid()}-{int(time.time())}"
-    run = StagedRun(config.model_copy(update={"dataset": dataset}), staging=staging)
+    run = StagedRun(config.model_copy(update={"dataset": dataset}), staging=staging, fence=fence)
     checkpointing, logging_config = run.config.checkpointing, run.config.logging
     if is_s3(checkpointing.dirpath):
         assert checkpointing.dirpath is not None
-        output = MirroredOutput(staging / "checkpoints", S3Uri.parse(checkpointing.dirpath))
+        output = MirroredOutput(staging / "checkpoints", S3Uri.parse(checkpointing.dirpath), cached=True)
         run.outputs.append(output)
         checkpointing = checkpointing.model_copy(update={"dirpath": str(output.local)})
     if logging_config is not None and is_s3(logging_config.save_dir):
@@ -101,18 +160,13 @@ def stage(config: DreemConfig) -> StagedRun:
         run.outputs.append(output)
         logging_config = logging_config.model_copy(update={"save_dir": str(output.local)})
     run.config = run.config.model_copy(update={"checkpointing": checkpointing, "logging": logging_config})
-    run.fence = _claim(config)
 
     model = run.config.model
     ckpt_path = model.ckpt_path
-    # A run that already wrote checkpoints carries on from its newest, even when it started from
-    # model.ckpt_path (a restarted fine-tuning job must not start over from the weights it began with).
-    newest = _newest(config) if _resumes(config) else None
-    if newest is not None:
-        ckpt_path = run.resumed_from = newest
-        log.info("resuming from %s", ckpt_path)
+    if resumed_from is not None:
+        ckpt_path = run.resumed_from = resumed_from
     if ckpt_path is not None and is_s3(ckpt_path):
-        ckpt_path = str(download(config.storage, ckpt_path))
+        ckpt_path = localise(ckpt_path)
     run.config = run.config.model_copy(update={"model": model.model_copy(update={"ckpt_path": ckpt_path})})
     return run
 

@@ -5,7 +5,8 @@ written by rename, see training.checkpoint_io) still goes up whole; an S3 object
 upload completes, so an object under the prefix is always a complete file. A link (last.ckpt pointing
 at a best checkpoint) becomes a server-side copy, not a second upload. Failed uploads are retried with
 backoff while training goes on. With an AttemptFence, every transfer is checked against it first, and a
-fenced-out sync transfers nothing more (see storage.fence).
+fenced-out sync transfers nothing more (see storage.fence). With `cache`, each file uploaded becomes the
+download cache's copy of its object (storage.download.register), so a resume on this node reads it there.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any, BinaryIO
 from dreem_trainer.config.paths import S3Uri
 from dreem_trainer.config.run import StorageConfig
 from dreem_trainer.storage.client import StorageError, explain, s3_client
+from dreem_trainer.storage.download import forget, register, register_copy
 from dreem_trainer.storage.fence import AttemptFence, StaleAttempt
 
 log = logging.getLogger(__name__)
@@ -48,12 +50,16 @@ class DirectorySync:
         remote: S3Uri,
         retry_for_s: float = 900.0,
         fence: AttemptFence | None = None,
+        cache: bool = False,
     ) -> None:
         self.storage = storage
         self.local = local
         self.remote = remote
         self.retry_for_s = retry_for_s
         self.fence = fence
+        self.cache = cache
+        """Register every upload in the download cache: for files only ever replaced whole (checkpoints),
+        never for files appended in place (logs)."""
         self.fenced: StaleAttempt | None = None
         """Set once a newer attempt has claimed the output: nothing more is transferred."""
         self.mirrored: dict[str, Signature] = {}
@@ -61,6 +67,8 @@ class DirectorySync:
         self.failures: dict[str, str] = {}
         self.on_remote: set[str] = set()
         """Names whose latest upload finished: the only valid sources of a server-side copy."""
+        self.etags: dict[str, str] = {}
+        """The ETag of each file's latest upload: what a copy of it is registered against."""
         self.lock = threading.Lock()
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dreem-sync")
 
@@ -146,7 +154,10 @@ class DirectorySync:
         self.on_remote.discard(name)
         target = self.remote.join(name)
         with (self.local / name).open("rb") as handle:
-            upload_parts(s3_client(self.storage), handle, target, before_commit=self._check_fence)
+            etag = upload_parts(s3_client(self.storage), handle, target, before_commit=self._check_fence)
+            if self.cache:
+                register(self.storage, target, self.local / name, handle.fileno(), etag)
+        self.etags[name] = etag
         self.on_remote.add(name)
 
     def _copy(self, source: str, name: str) -> None:
@@ -158,16 +169,23 @@ class DirectorySync:
         origin = self.remote.join(source)
         target = self.remote.join(name)
         client.copy({"Bucket": origin.bucket, "Key": origin.key}, target.bucket, target.key, Config=_transfer_config())
+        if self.cache and source in self.etags:
+            # A copy's ETag is not always its source's (a multipart copy gets its own): ask the store.
+            etag = str(client.head_object(Bucket=target.bucket, Key=target.key)["ETag"])
+            register_copy(self.storage, origin, self.etags[source], target, etag)
         self.on_remote.add(name)
 
     def _delete(self, name: str) -> None:
         self.on_remote.discard(name)
+        self.etags.pop(name, None)
         target = self.remote.join(name)
         s3_client(self.storage).delete_object(Bucket=target.bucket, Key=target.key)
+        if self.cache:
+            forget(self.storage, target)
 
 
-def upload_parts(client: Any, handle: BinaryIO, target: S3Uri, before_commit: Callable[[], None] | None = None) -> None:
-    """Upload from one open handle, in 16 MiB parts given to the HTTP layer as bytes.
+def upload_parts(client: Any, handle: BinaryIO, target: S3Uri, before_commit: Callable[[], None] | None = None) -> str:
+    """Upload from one open handle, in 16 MiB parts given to the HTTP layer as bytes; returns the object's ETag.
 
     s3transfer passes parts as file objects, which http.client sends 16 KiB at a time in a Python loop
     holding the GIL that training needs; a bytes body goes out in one C-level sendall. The object
@@ -176,8 +194,7 @@ def upload_parts(client: Any, handle: BinaryIO, target: S3Uri, before_commit: Ca
     """
     first = handle.read(PART_BYTES)
     if len(first) < PART_BYTES:
-        client.put_object(Bucket=target.bucket, Key=target.key, Body=first)
-        return
+        return str(client.put_object(Bucket=target.bucket, Key=target.key, Body=first)["ETag"])
     upload_id = client.create_multipart_upload(Bucket=target.bucket, Key=target.key)["UploadId"]
     try:
         parts = []
@@ -190,9 +207,10 @@ def upload_parts(client: Any, handle: BinaryIO, target: S3Uri, before_commit: Ca
             chunk, number = handle.read(PART_BYTES), number + 1
         if before_commit is not None:
             before_commit()
-        client.complete_multipart_upload(
+        completed = client.complete_multipart_upload(
             Bucket=target.bucket, Key=target.key, UploadId=upload_id, MultipartUpload={"Parts": parts}
         )
+        return str(completed["ETag"])
     except BaseException:
         with contextlib.suppress(Exception):  # during an outage the abort fails too; the error that matters is above
             client.abort_multipart_upload(Bucket=target.bucket, Key=target.key, UploadId=upload_id)

@@ -225,7 +225,8 @@ class StorageSync(Checkpoint):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if trainer.is_global_zero and not self.syncs:
             self.syncs = [
-                DirectorySync(self.storage, output.local, output.remote, fence=self.fence) for output in self.outputs
+                DirectorySync(self.storage, output.local, output.remote, fence=self.fence, cache=output.cached)
+                for output in self.outputs
             ]
         self._sync()
 
