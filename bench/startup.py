@@ -7,7 +7,8 @@ way: time.time() in this process just before the child is spawned, to time.time(
 of its first training step (and, also reported, at its start: the first batch has been loaded then).
 bench/startup_probe.py wraps each console script to take that time and end the process there.
 Rounds alternate which goes first; the figures are medians.
-Prints JSON. Usage: python -m bench.startup [--rounds N] [--no-peer]
+--baseline DIR times another checkout of ours too (e.g. main before a change), in the same rounds.
+Prints JSON. Usage: python -m bench.startup [--rounds N] [--no-peer] [--baseline DIR]
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +35,11 @@ PEER_CONFIG = SHARED / "peer" / "configs" / "train.yaml"
 QUIET = {"WANDB_MODE": "disabled", "CUDA_VISIBLE_DEVICES": "", "PYTHONWARNINGS": "ignore"}
 
 
-def ours(out: Path) -> tuple[list[str], dict[str, str]]:
+Launch = tuple[list[str], dict[str, str]]
+
+
+def ours(out: Path, tree: Path = REPO) -> Launch:
+    """`make demo`'s training, with the code of checkout `tree` (this one, or a --baseline)."""
     data = str(DEMO_DATA)
     command = [
         sys.executable,
@@ -54,12 +61,12 @@ def ours(out: Path) -> tuple[list[str], dict[str, str]]:
         "--set",
         "trainer.max_epochs=1",
     ]
-    # This checkout's code, whichever checkout the virtual environment was installed from.
-    path = os.pathsep.join([str(REPO / "trainer_image"), str(REPO / "operator"), str(REPO)])
+    # That checkout's code, whichever checkout the virtual environment was installed from.
+    path = os.pathsep.join([str(tree / "trainer_image"), str(tree / "operator"), str(tree)])
     return command, os.environ | QUIET | {"PYTHONPATH": path}
 
 
-def reference(out: Path) -> tuple[list[str], dict[str, str]]:
+def reference(out: Path) -> Launch:
     data = str(DEMO_DATA)
     command = [
         str(PEER_PYTHON),
@@ -109,18 +116,18 @@ def reference(out: Path) -> tuple[list[str], dict[str, str]]:
     return command, env | QUIET
 
 
-def timed(which: Any) -> dict[str, float]:
-    """Seconds from spawning the child to its first step's start and end."""
+def timed(name: str, launch: Callable[[Path], Launch]) -> dict[str, float]:
+    """Seconds from spawning the child to its first step's start and end, and its CPU seconds."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
-        command, env = which(out)
+        command, env = launch(out)
         cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         spawned = time.time()
         result = subprocess.run(command, cwd=tmp, env=env, capture_output=True, text=True, check=False)
         cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
         probe = out / "probe.json"
         if result.returncode != 0 or not probe.exists():
-            raise RuntimeError(f"{which.__name__} did not reach a training step:\n{result.stderr[-3000:]}")
+            raise RuntimeError(f"{name} did not reach a training step:\n{result.stderr[-3000:]}")
         times = json.loads(probe.read_text())
     cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
     return {
@@ -142,23 +149,28 @@ def summary(runs: list[dict[str, float]]) -> dict[str, Any]:
 
 def main() -> None:
     rounds = int(sys.argv[sys.argv.index("--rounds") + 1]) if "--rounds" in sys.argv else 3
-    with_peer = "--no-peer" not in sys.argv and PEER_DREEM.exists() and PEER_CONFIG.exists()
+    baseline = Path(sys.argv[sys.argv.index("--baseline") + 1]).resolve() if "--baseline" in sys.argv else None
+    contenders: dict[str, Callable[[Path], Launch]] = {"ours": ours}
+    if "--no-peer" not in sys.argv and PEER_DREEM.exists() and PEER_CONFIG.exists():
+        contenders["reference"] = reference
+    if baseline is not None:
+        contenders["baseline"] = partial(ours, tree=baseline)
     load_before = os.getloadavg()
-    runs: dict[str, list[dict[str, float]]] = {"ours": [], "reference": []}
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in contenders}
+    names = list(contenders)
     for index in range(rounds):
-        # Alternate which goes first, so neither always finds the page cache the other warmed.
-        order = [ours, reference] if index % 2 == 0 else [reference, ours]
-        for which in order:
-            if which is reference and not with_peer:
-                continue
-            runs[which.__name__].append(timed(which))
+        # Rotate which goes first, so none always finds the page cache another warmed.
+        for name in names[index % len(names) :] + names[: index % len(names)]:
+            runs[name].append(timed(name, contenders[name]))
     result: dict[str, Any] = {
         "workload": "dreem train on examples/demo/data (two_flies, 128 frames), 1 epoch, crop 128, clip 32, "
         "resnet18, d_model 128, 1+1 layers, CPU; seconds from spawn to the first training step's end (and start)",
         "rounds": rounds,
         "ours": summary(runs["ours"]),
     }
-    if runs["reference"]:
+    if baseline is not None:
+        result["baseline"] = {"tree": str(baseline), **summary(runs["baseline"])}
+    if "reference" in runs:
         result["reference"] = summary(runs["reference"])
         result["ratio_to_first_step_end"] = (
             result["ours"]["to_first_step_end_s_median"] / result["reference"]["to_first_step_end_s_median"]
