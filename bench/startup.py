@@ -6,7 +6,7 @@ overrides; the reference runs as ../shared/peer/run.sh runs it. Each is timed by
 way: time.time() in this process just before the child is spawned, to time.time() in the child at the end
 of its first training step (and, also reported, at its start: the first batch has been loaded then).
 bench/startup_probe.py wraps each console script to take that time and end the process there.
-Rounds alternate which goes first; the figures are medians.
+Rounds rotate which goes first; the figures are medians.
 --baseline DIR times another checkout of ours too (e.g. main before a change), in the same rounds.
 Prints JSON. Usage: python -m bench.startup [--rounds N] [--no-peer] [--baseline DIR]
 """
@@ -178,6 +178,7 @@ def main() -> None:
         result["ratio_to_first_step_start"] = (
             result["ours"]["to_first_step_start_s_median"] / result["reference"]["to_first_step_start_s_median"]
         )
+        result["ratio_cpu_s"] = result["ours"]["cpu_s_median"] / result["reference"]["cpu_s_median"]
     result["load_average_before"] = list(load_before)
     result["load_average_after"] = list(os.getloadavg())
     print(json.dumps(result, indent=2))
