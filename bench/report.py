@@ -25,6 +25,7 @@ SCRIPTS = (
     "operator",
     "microscopy",
     "render",
+    "startup",
 )
 
 

@@ -108,6 +108,27 @@ def open_reader(video_path: str) -> VideoReader:
     return MediaReader(video_path)
 
 
+class SourceReads:
+    """Each source's labels, read once, and each video's reader, opened (and so probed) once, for the
+    datasets of one run: the training and validation splits often name the same files, and reading them
+    again would only delay the first step."""
+
+    def __init__(self) -> None:
+        self._videos: dict[tuple[str, str], LabelledVideo] = {}
+        self._readers: dict[str, VideoReader] = {}
+
+    def video(self, pair: SourcePair) -> LabelledVideo:
+        key = (pair.labels_path, pair.video_path)
+        if key not in self._videos:
+            self._videos[key] = pair.read()
+        return self._videos[key]
+
+    def reader(self, video_path: str) -> VideoReader:
+        if video_path not in self._readers:
+            self._readers[video_path] = open_reader(video_path)
+        return self._readers[video_path]
+
+
 class ClipDataset(Dataset[Clip]):
     """Clips of one dataset split. Augmentation and random anchors apply in train mode only."""
 
@@ -118,14 +139,17 @@ class ClipDataset(Dataset[Clip]):
         pairs: list[SourcePair] | None = None,
         frame_cache_mb: int | None = None,
         max_tracks: int | None = None,
+        sources: SourceReads | None = None,
     ) -> None:
         """`max_tracks` (the tracker's, when tracking) drops each frame's least confident predicted
-        instances beyond that many, as DREEM's dataset does before tracking."""
+        instances beyond that many, as DREEM's dataset does before tracking. `sources` shares the labels
+        and readers of files another split of the run also reads."""
         self.split = split
         self.max_tracks = max_tracks
         self.pairs = pairs if pairs is not None else discover(split)
-        self.videos = [pair.read() for pair in self.pairs]
-        self.readers: list[VideoReader] = [open_reader(pair.video_path) for pair in self.pairs]
+        sources = sources or SourceReads()
+        self.videos = [sources.video(pair) for pair in self.pairs]
+        self.readers: list[VideoReader] = [sources.reader(pair.video_path) for pair in self.pairs]
         self.train = split.mode == "train"
         self.seed = split.seed if split.seed is not None else seed  # DREEM seeds each split's dataset
         self.rng = np.random.default_rng(self.seed)

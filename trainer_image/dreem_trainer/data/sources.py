@@ -22,6 +22,9 @@ class VideoReader(Protocol):
     def read(self, frame_indices: list[int]) -> Images: ...
 
 
+_INHERITED: list[Any] = []
+
+
 class MediaReader:
     """Decodes frames through sleap-io, opened lazily in each process (decoders do not survive fork).
 
@@ -47,6 +50,11 @@ class MediaReader:
     def _open(self) -> Any:
         if self._video is None or self._pid != os.getpid():
             import sleap_io as sio
+
+            if self._video is not None:
+                # The parent's decoder, copied by fork without its threads: freeing it here could wait on
+                # them forever, so this process keeps it, unused.
+                _INHERITED.append(self._video)
 
             self._video = sio.load_video(self.path)
             self._pid = os.getpid()

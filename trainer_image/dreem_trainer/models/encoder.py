@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -17,9 +19,27 @@ class WeightsUnavailableError(UserError, RuntimeError):
     `model.encoder_cfg.pretrained` or fill the cache, so a restart would fail the same way."""
 
 
+def _import_timm() -> ModuleType:
+    """timm, without the wandb that it imports, when installed, for its own training scripts' summaries
+    (timm.utils.summary, which dreem never calls): that import alone is about half a second of every
+    start-up. wandb stays importable; the W&B logger imports it when it is the one configured."""
+    if "timm" in sys.modules or "wandb" in sys.modules:
+        import timm
+
+        return timm
+    sys.modules["wandb"] = None  # type: ignore[assignment]  # `import wandb` raises ImportError; timm catches it
+    try:
+        import timm
+    finally:
+        if sys.modules.get("wandb") is None:  # the placeholder, not a wandb something else imported meanwhile
+            sys.modules.pop("wandb", None)
+    return timm
+
+
 def _timm_backbone(config: EncoderConfig) -> tuple[nn.Module, int]:
     import huggingface_hub.constants as hub
-    import timm
+
+    timm = _import_timm()
 
     def create() -> Any:
         return timm.create_model(

@@ -24,7 +24,7 @@ from dreem_trainer.config.data import DataLoaderSplitConfig, DatasetSplitConfig
 from dreem_trainer.config.model import ModelConfig
 from dreem_trainer.config.run import Accelerator
 from dreem_trainer.data.clip import Clip, collate_clips
-from dreem_trainer.data.dataset import ClipDataset
+from dreem_trainer.data.dataset import ClipDataset, SourceReads
 from dreem_trainer.hardware import Hardware, ddp_backend, resolve_precision, uses_gpu
 from dreem_trainer.models.checkpoint import Checkpoint, load_weights, read_checkpoint
 from dreem_trainer.models.hub import fetch_checkpoint, is_hub
@@ -52,12 +52,17 @@ log = logging.getLogger(__name__)
 
 
 def data_loader(
-    split: DatasetSplitConfig, loader: DataLoaderSplitConfig, seed: int | None, pin_memory: bool = False
+    split: DatasetSplitConfig,
+    loader: DataLoaderSplitConfig,
+    seed: int | None,
+    pin_memory: bool = False,
+    sources: SourceReads | None = None,
 ) -> DataLoader[Clip]:
     """Decoding, augmentation and cropping happen in `ClipDataset.__getitem__`, so with `num_workers` > 0 the
     loader's worker processes prepare the next clips while the model trains on this one. `pin_memory` (for a
-    GPU) puts each clip in page-locked memory so its copy to the device runs without blocking."""
-    dataset = ClipDataset(split, seed=seed)
+    GPU) puts each clip in page-locked memory so its copy to the device runs without blocking. `sources`
+    reads files that several splits name once."""
+    dataset = ClipDataset(split, seed=seed, sources=sources)
     settings: dict[str, Any] = {
         "batch_size": 1,
         "persistent_workers": loader.num_workers > 0,
@@ -283,9 +288,12 @@ def run_training(config: DreemConfig, callbacks: Sequence[Callback] = ()) -> pl.
         pl.seed_everything(local.seed, workers=True, verbose=False)
     dataset, loaders = local.dataset, local.dataloader
     pin = uses_gpu(local.trainer.accelerator, Hardware.detect())
-    train_loader = data_loader(dataset.train_dataset, loaders.train_dataloader, local.seed, pin)
+    sources = SourceReads()
+    train_loader = data_loader(dataset.train_dataset, loaders.train_dataloader, local.seed, pin, sources)
     val_loader = (
-        data_loader(dataset.val_dataset, loaders.val_dataloader, local.seed, pin) if dataset.val_dataset else None
+        data_loader(dataset.val_dataset, loaders.val_dataloader, local.seed, pin, sources)
+        if dataset.val_dataset
+        else None
     )
     has_validation = val_loader is not None and local.trainer.limit_val_batches != 0
     trainer = build_trainer(local, has_validation=has_validation, callbacks=callbacks, gate=gate, writer=writer)
