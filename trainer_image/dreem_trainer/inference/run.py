@@ -85,6 +85,7 @@ def clip_loader(dataset: ClipDataset, order: list[int], workers: int, pin_memory
 class _VideoTracks:
     """What tracking one video gathers, clip by clip."""
 
+    video_index: int
     video: LabelledVideo
     frames: list[np.ndarray] = field(default_factory=list)
     positions: list[np.ndarray] = field(default_factory=list)
@@ -135,11 +136,11 @@ def track_videos(
     current: _VideoTracks | None = None
     started = time.perf_counter()
     for (clip,) in clip_loader(dataset, order, workers, pin_memory=device.type == "cuda"):
-        if current is None or dataset.videos[clip.video_index] is not current.video:
+        if current is None or clip.video_index != current.video_index:
             if current is not None:
                 results.append(current.result(time.perf_counter() - started))
                 started = time.perf_counter()
-            current = _VideoTracks(dataset.videos[clip.video_index])
+            current = _VideoTracks(clip.video_index, dataset.videos[clip.video_index])
             tracker.reset(node_names=current.video.node_names)
         current.add(clip, tracker.track_clip(clip, model.visual_encoder(clip.crops.to(device, non_blocking=True))))
     if current is not None:

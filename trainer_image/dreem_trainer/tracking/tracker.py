@@ -101,12 +101,10 @@ def model_associate(model: GlobalTrackingTransformer) -> Associate:
         references, device = len(window), query.features.device
         features = torch.cat([torch.stack([kept.features for kept in window]).to(device), query.features])
         boxes = torch.cat([torch.stack([kept.box for kept in window]), query.boxes.cpu()])
-        kept_positions = [kept.position for kept in window]
-        positions = (
-            torch.cat([torch.stack(kept_positions).to(device), query.positions.to(device)])  # type: ignore[arg-type]
-            if query.positions is not None and all(position is not None for position in kept_positions)
-            else None
-        )
+        kept_positions = [kept.position for kept in window if kept.position is not None]
+        positions = None  # the model computes them from the boxes when the window does not hold them all
+        if query.positions is not None and len(kept_positions) == references:
+            positions = torch.cat([torch.stack(kept_positions).to(device), query.positions.to(device)])
         frames = torch.tensor([kept.frame_idx for kept in window] + [query.frame_idx] * query.count, device=device)
         output = model.associate(
             features,
