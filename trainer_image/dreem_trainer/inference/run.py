@@ -6,15 +6,17 @@ import csv
 import json
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 
 from dreem_trainer.config import DreemConfig
 from dreem_trainer.config.data import DatasetSplitConfig
+from dreem_trainer.data.clip import Clip, collate_clips
 from dreem_trainer.data.dataset import ClipDataset
 from dreem_trainer.data.discovery import SourcePair
 from dreem_trainer.data.formats import write_tracks
@@ -24,7 +26,7 @@ from dreem_trainer.inference.device import TRAINING_MACHINE_KEYS, InferenceDevic
 from dreem_trainer.models.checkpoint import load_model, stored_config
 from dreem_trainer.models.gtr import GlobalTrackingTransformer
 from dreem_trainer.tracking.metrics import TRACKING_METRICS, TrackingCounts, tracking_counts
-from dreem_trainer.tracking.tracker import Tracker
+from dreem_trainer.tracking.tracker import ClipTracks, Tracker
 
 
 @dataclass(frozen=True)
@@ -51,63 +53,108 @@ class TrackedVideo:
         )
 
 
+DEFAULT_TRACKING_WORKERS = 1
+"""Loader processes when `dataloader.test_dataloader.num_workers` is not given: one decodes and crops the
+next clips while the main process runs the model, which is what keeps the model busy."""
+
+
+def tracking_workers(config: DreemConfig) -> int:
+    """`dataloader.test_dataloader.num_workers` when given (0 decodes in the tracking process itself),
+    else DEFAULT_TRACKING_WORKERS."""
+    loader = config.dataloader.test_dataloader
+    return loader.num_workers if "num_workers" in loader.explicit() else DEFAULT_TRACKING_WORKERS
+
+
+def clip_loader(dataset: ClipDataset, order: list[int], workers: int, pin_memory: bool) -> DataLoader[Clip]:
+    """The clips `order` names, in that order. With `workers` > 0, decoding and cropping run in that many
+    worker processes, each keeping two clips ready, while the caller runs the model; `pin_memory` (for a
+    GPU) puts each clip in page-locked memory so its copy to the device does not block."""
+    return DataLoader(
+        dataset,
+        batch_size=1,
+        sampler=order,
+        collate_fn=collate_clips,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        prefetch_factor=2 if workers > 0 else None,
+        pin_memory=pin_memory,
+    )
+
+
+@dataclass
+class _VideoTracks:
+    """What tracking one video gathers, clip by clip."""
+
+    video_index: int
+    video: LabelledVideo
+    frames: list[np.ndarray] = field(default_factory=list)
+    positions: list[np.ndarray] = field(default_factory=list)
+    truth: list[np.ndarray] = field(default_factory=list)
+    predicted: list[np.ndarray] = field(default_factory=list)
+    scores: list[np.ndarray] = field(default_factory=list)
+    review: list[int] = field(default_factory=list)
+
+    def add(self, clip: Clip, tracked: ClipTracks) -> None:
+        self.frames.append(clip.frame_indices[clip.frame_ids].numpy())
+        self.positions.append(clip.index_in_frame.numpy())
+        self.truth.append(clip.track_ids.numpy())
+        self.predicted.append(tracked.tracks.numpy())
+        self.scores.append(tracked.scores.numpy())
+        self.review += clip.frame_indices[tracked.low_confidence].tolist()
+
+    def result(self, seconds: float) -> TrackedVideo:
+        return TrackedVideo(
+            video=self.video,
+            frame_indices=np.concatenate(self.frames),
+            index_in_frame=np.concatenate(self.positions),
+            true_tracks=np.concatenate(self.truth),
+            predicted_tracks=np.concatenate(self.predicted),
+            tracking_scores=np.concatenate(self.scores),
+            review_frames=self.review,
+            seconds=seconds,
+        )
+
+
 def track_videos(
-    model: GlobalTrackingTransformer, split: DatasetSplitConfig, pairs: list[SourcePair], config: DreemConfig
+    model: GlobalTrackingTransformer,
+    split: DatasetSplitConfig,
+    pairs: list[SourcePair],
+    config: DreemConfig,
+    num_workers: int | None = None,
 ) -> list[TrackedVideo]:
-    """Track every video from its first labelled frame to its last, carrying tracks across clips."""
+    """Track every video from its first labelled frame to its last, carrying tracks across clips.
+
+    Clips come from `clip_loader`, with `num_workers` processes (default: `tracking_workers`) decoding and
+    cropping ahead of the model. A video's `seconds` run from the end of the one before (the first's from
+    the start, the loader's start-up included)."""
     dataset = ClipDataset(split, seed=config.seed, pairs=pairs, frame_cache_mb=0, max_tracks=config.tracker.max_tracks)
     tracker = Tracker.for_model(model, config.tracker)
-    results: list[TrackedVideo] = []
-    by_video: dict[int, list[int]] = {}
-    for index, span in enumerate(dataset.spans):
-        by_video.setdefault(span.video_index, []).append(index)
+    order = sorted(range(len(dataset)), key=lambda index: dataset.spans[index].video_index)  # stable: clip order
     device = next(model.parameters()).device
-    for video_index, clip_indices in sorted(by_video.items()):
-        started = time.perf_counter()
-        tracker.reset(node_names=dataset.videos[video_index].node_names)
-        frames, positions, truth, predicted, scores, review = [], [], [], [], [], []
-        for clip in _prefetched(dataset, clip_indices):
-            tracked = tracker.track_clip(clip, model.visual_encoder(clip.crops.to(device, non_blocking=True)))
-            frames.append(clip.frame_indices[clip.frame_ids].numpy())
-            positions.append(clip.index_in_frame.numpy())
-            truth.append(clip.track_ids.numpy())
-            predicted.append(tracked.tracks.numpy())
-            scores.append(tracked.scores.numpy())
-            review += clip.frame_indices[tracked.low_confidence].tolist()
-        results.append(
-            TrackedVideo(
-                video=dataset.videos[video_index],
-                frame_indices=np.concatenate(frames),
-                index_in_frame=np.concatenate(positions),
-                true_tracks=np.concatenate(truth),
-                predicted_tracks=np.concatenate(predicted),
-                tracking_scores=np.concatenate(scores),
-                review_frames=review,
-                seconds=time.perf_counter() - started,
-            )
-        )
+    workers = tracking_workers(config) if num_workers is None else num_workers
+    results: list[TrackedVideo] = []
+    current: _VideoTracks | None = None
+    started = time.perf_counter()
+    for (clip,) in clip_loader(dataset, order, workers, pin_memory=device.type == "cuda"):
+        if current is None or clip.video_index != current.video_index:
+            if current is not None:
+                results.append(current.result(time.perf_counter() - started))
+                started = time.perf_counter()
+            current = _VideoTracks(clip.video_index, dataset.videos[clip.video_index])
+            tracker.reset(node_names=current.video.node_names)
+        current.add(clip, tracker.track_clip(clip, model.visual_encoder(clip.crops.to(device, non_blocking=True))))
+    if current is not None:
+        results.append(current.result(time.perf_counter() - started))
     return results
 
 
-def _prefetched(dataset: ClipDataset, indices: list[int]):  # type: ignore[no-untyped-def]
-    """Decode the next clip in a background thread while the model works on this one."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(dataset.__getitem__, indices[0]) if indices else None
-        for position in range(len(indices)):
-            assert pending is not None
-            clip = pending.result()
-            pending = pool.submit(dataset.__getitem__, indices[position + 1]) if position + 1 < len(indices) else None
-            yield clip
-
-
 def tracking_base(checkpoint: str | Path) -> dict[str, Any]:
-    """The checkpoint's configuration as the base of a tracking run, less the trainer keys that described the
-    machine it was trained on: a model trained on GPUs tracks on a laptop."""
+    """The checkpoint's configuration as the base of a tracking run, less the trainer keys and the data
+    loaders that described the machine it was trained on: a model trained on GPUs tracks on a laptop."""
     base = stored_config(checkpoint)
     trainer = {k: v for k, v in dict(base.get("trainer") or {}).items() if k not in TRAINING_MACHINE_KEYS}
-    return base | {"trainer": trainer}
+    # The training machine's loaders say nothing of this one's: tracking picks its own workers.
+    return {k: v for k, v in base.items() if k != "dataloader"} | {"trainer": trainer}
 
 
 def placed_model(

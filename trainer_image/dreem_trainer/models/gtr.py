@@ -51,15 +51,22 @@ class GlobalTrackingTransformer(nn.Module):
         offsets: torch.Tensor,
         image_size: torch.Tensor,
         query_index: torch.Tensor | None = None,
+        positions: torch.Tensor | None = None,
     ) -> AssociationOutput:
         """Associate instances whose visual features are already computed (the tracker reuses them).
 
         `boxes` (N, A, 4) y1, x1, y2, x2 pixels; `offsets` (N,) frame numbers relative to any fixed frame;
         `query_index` picks the query instances (all when None). Every query is also a reference.
+        `positions` (N, d_model): the instances' positional embeddings when already computed
+        (`transformer.embed_positions`, which the tracker keeps per instance); `boxes` are then not read.
         Boxes, offsets and the image size may stay on the CPU: they follow the features' device.
         """
         device = features.device
-        embeddings = self.transformer.embed(boxes.to(device), offsets.to(device), image_size.to(device))
+        if positions is not None:
+            positions = positions.to(device)
+        else:
+            boxes = boxes.to(device)
+        embeddings = self.transformer.embed(boxes, offsets.to(device), image_size.to(device), positions=positions)
         combined = features.new_zeros(features.shape)
         for embedding in embeddings.values():
             combined = combined + embedding

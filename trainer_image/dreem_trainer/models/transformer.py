@@ -153,14 +153,29 @@ class Transformer(nn.Module):
             if parameter.dim() > 1:
                 nn.init.xavier_uniform_(parameter)
 
-    def embed(self, boxes: torch.Tensor, offsets: torch.Tensor, image_size: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Each instance's positional and temporal embedding (those switched on)."""
+    def embed(
+        self,
+        boxes: torch.Tensor,
+        offsets: torch.Tensor,
+        image_size: torch.Tensor,
+        positions: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Each instance's positional and temporal embedding (those switched on). `positions`, when given, are
+        the positional embeddings already computed (`embed_positions`), and `boxes` are not read."""
         embeddings: dict[str, torch.Tensor] = {}
         if self.pos_emb is not None:
-            embeddings["pos"] = self.pos_emb(boxes, image_size)
+            embeddings["pos"] = positions if positions is not None else self.pos_emb(boxes, image_size)
         if self.temp_emb is not None:
             embeddings["temp"] = self.temp_emb(offsets)
         return embeddings
+
+    def embed_positions(self, boxes: torch.Tensor, image_size: torch.Tensor) -> torch.Tensor | None:
+        """(N, d_model) positional embeddings, None when the model has none.
+
+        Each row depends on that instance's boxes and the frame size alone, so the tracker computes it once
+        per instance and keeps it; the temporal embedding depends on the frames of the whole window (ranks,
+        offsets from its first frame) and is computed anew with every window."""
+        return None if self.pos_emb is None else self.pos_emb(boxes, image_size)
 
     def forward(
         self, features: torch.Tensor, embedding: torch.Tensor, query_index: torch.Tensor | None

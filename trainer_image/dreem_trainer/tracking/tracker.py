@@ -3,14 +3,16 @@ with the instances every live track keeps (`TrackWindow`), scored per track (`as
 (`assignment`).
 
 The model is reached through one function, `Associate`, so the tracker is plain logic over association
-matrices and can be driven by recorded logits as well as by a network.
+matrices and can be driven by recorded logits as well as by a network; an optional second one, `Embed`, gives
+what the model computes of an instance on its own (its positional embedding), once per instance: the window
+keeps it, so associating a frame recomputes only what depends on the whole window.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -51,6 +53,8 @@ class Detections:
     """(n, n_nodes, 2) keypoints x, y (NaN hidden), for body axes."""
     crops: torch.Tensor | None = None
     """(n, C, H, W) uint8 crops, for the body axes of centroid-only skeletons."""
+    positions: torch.Tensor | None = None
+    """(n, d_model) the model's positional embeddings (`Embed`), which the window keeps with each instance."""
 
     @property
     def count(self) -> int:
@@ -60,6 +64,9 @@ class Detections:
 Associate = Callable[[Sequence[WindowInstance], Detections], torch.Tensor]
 """The model's part: (Q, R) last-layer logits of the query frame's instances against the window's instances
 (columns in window order, the query's own columns left out)."""
+
+Embed = Callable[[Detections], torch.Tensor | None]
+"""The model's per-instance part: (n, d_model) positional embeddings of a frame's instances, None for none."""
 
 
 @dataclass(frozen=True)
@@ -83,12 +90,21 @@ class ClipTracks:
 
 def model_associate(model: GlobalTrackingTransformer) -> Associate:
     """Logits from a GlobalTrackingTransformer: the window and the query frame are one set of references,
-    the query frame's instances the queries. Times are frame numbers relative to the window's first frame."""
+    the query frame's instances the queries. Times are frame numbers relative to the window's first frame.
+
+    Visual features and positional embeddings are the ones kept with each instance (`model_embed`); what
+    the transformer computes from them (encoder self-attention over every instance, decoder and head) is
+    recomputed for each frame: every output depends on the whole window, and so does the temporal
+    embedding (frames relative to the window's first, which moves as the window slides)."""
 
     def associate(window: Sequence[WindowInstance], query: Detections) -> torch.Tensor:
         references, device = len(window), query.features.device
         features = torch.cat([torch.stack([kept.features for kept in window]).to(device), query.features])
-        boxes = torch.cat([torch.stack([kept.box for kept in window]), query.boxes.cpu()]).to(device)
+        boxes = torch.cat([torch.stack([kept.box for kept in window]), query.boxes.cpu()])
+        kept_positions = [kept.position for kept in window if kept.position is not None]
+        positions = None  # the model computes them from the boxes when the window does not hold them all
+        if query.positions is not None and len(kept_positions) == references:
+            positions = torch.cat([torch.stack(kept_positions).to(device), query.positions.to(device)])
         frames = torch.tensor([kept.frame_idx for kept in window] + [query.frame_idx] * query.count, device=device)
         output = model.associate(
             features,
@@ -96,11 +112,22 @@ def model_associate(model: GlobalTrackingTransformer) -> Associate:
             frames - frames.min(),
             torch.tensor(query.image_size, device=device),
             query_index=torch.arange(references, references + query.count, device=device),
+            positions=positions,
         )
         logits: torch.Tensor = output.matrices[-1][:, :references]
         return logits
 
     return associate
+
+
+def model_embed(model: GlobalTrackingTransformer) -> Embed:
+    """The positional embeddings of a frame's instances, on the features' device."""
+
+    def embed(frame: Detections) -> torch.Tensor | None:
+        device = frame.features.device
+        return model.transformer.embed_positions(frame.boxes.to(device), torch.tensor(frame.image_size, device=device))
+
+    return embed
 
 
 class Tracker:
@@ -119,8 +146,10 @@ class Tracker:
         config: TrackerConfig,
         node_names: Sequence[str] = (),
         single_detection_defect: bool = False,
+        embed: Embed | None = None,
     ) -> None:
         self.associate = associate
+        self.embed = embed
         self.config = config
         self.node_names = tuple(node_names)
         self.single_detection_defect = single_detection_defect
@@ -135,7 +164,7 @@ class Tracker:
         """A tracker for our network; one that reads its embeddings as DREEM did (a DREEM checkpoint, or one
         fine-tuned from it) also tracks as DREEM did, its single-detection defect included."""
         dreems = model.config.embedding_meta.semantics == DREEM_SEMANTICS
-        return cls(model_associate(model), config, node_names, single_detection_defect=dreems)
+        return cls(model_associate(model), config, node_names, single_detection_defect=dreems, embed=model_embed(model))
 
     def reset(self, node_names: Sequence[str] | None = None) -> None:
         self.window.reset()
@@ -183,11 +212,16 @@ class Tracker:
         if frame.count == 0:
             self.window.skip_frame()
             return FrameTracks(torch.zeros(0, dtype=torch.long), torch.zeros(0))
+        with _one_thread():
+            return self._step(frame)
+
+    def _step(self, frame: Detections) -> FrameTracks:
+        if self.embed is not None and frame.positions is None:
+            frame = replace(frame, positions=self.embed(frame))
+        axes = self._axes(frame)
         if len(self.window) == 0:
             self._window_seen_by_model = False
             result = FrameTracks(first_frame_tracks(frame.true_tracks.cpu()), torch.full((frame.count,), NO_SCORE))
-            with _one_thread():
-                axes = self._axes(frame)
         else:
             window = self.window.instances()
             if self._reproduces_defect() and frame.count == 1 and self._window_seen_by_model:
@@ -195,13 +229,19 @@ class Tracker:
                 window = self.window.instances()
             self._window_seen_by_model = True
             logits = self.associate(window, frame).float().cpu()
-            with _one_thread():
-                axes = self._axes(frame)
-                assignment = self._assign(logits, frame, window, axes)
+            assignment = self._assign(logits, frame, window, axes)
             result = FrameTracks(assignment.tracks, assignment.scores, assignment.low_confidence)
+        positions = frame.positions
         self.window.add_frame(
             [
-                WindowInstance(frame.frame_idx, int(track), frame.features[i], frame.boxes[i], axes[i])
+                WindowInstance(
+                    frame.frame_idx,
+                    int(track),
+                    frame.features[i],
+                    frame.boxes[i],
+                    axes[i],
+                    None if positions is None else positions[i],
+                )
                 for i, track in enumerate(result.tracks.tolist())
             ]
         )
@@ -257,9 +297,10 @@ class Tracker:
 
 @contextmanager
 def _one_thread() -> Iterator[None]:
-    """Score and assign on one thread: these tensors hold a few dozen numbers, and torch's thread pool
-    only adds a hand-off to each operation, which on a busy machine waits for a time slice (a 2x3 softmax:
-    36 ms with two threads on the loaded 2-core CI machine, 4 us with one)."""
+    """Associate, score and assign on one thread: a window's transformer pass and its scores hold a few
+    thousand numbers, and torch's thread pool only adds a hand-off to each operation, which on a busy
+    machine waits for a time slice (a 2x3 softmax: 36 ms with two threads on the loaded 2-core CI machine,
+    4 us with one; a whole frame's association went from ~24 ms to ~1 ms). On a GPU the pool is idle anyway."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -22,6 +22,9 @@ class WindowInstance:
     """(A, 4) y1, x1, y2, x2 in pixels."""
     axis: torch.Tensor | None = None
     """(2,) body axis, when the tracker compares angles and one could be found."""
+    position: torch.Tensor | None = None
+    """(d_model,) the model's positional embedding of the instance, computed once, when its frame was the
+    query, and reused by every later association (it depends on the instance's box alone)."""
 
 
 class TrackWindow:
