@@ -98,6 +98,13 @@ class TiffReader:
             self._pid = os.getpid()
         return as_frames(np.stack([self._stack.pages[index].asarray() for index in frame_indices]))
 
+    def close(self) -> None:
+        """Closes the stack, and forgets a folder's listing: a closed reader holds nothing per frame."""
+        if self._stack is not None and self._pid == os.getpid():
+            self._stack.close()
+        self._stack = None
+        self._files = None
+
     def __getstate__(self) -> dict[str, Any]:
         return {"path": self.path, "_stack": None, "_pid": -1, "_files": self._files}
 

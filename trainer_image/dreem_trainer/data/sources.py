@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -19,7 +21,42 @@ class DataError(UserError, ValueError):
 
 
 class VideoReader(Protocol):
+    """Opens its video on the first read in each process and keeps it open until `close`."""
+
     def read(self, frame_indices: list[int]) -> Images: ...
+
+    def close(self) -> None: ...
+
+
+MAX_OPEN_READERS = 4
+"""Videos a process keeps open at once. An open decoder holds tens of megabytes (about 20 for a 1024x1024 mp4),
+and reopening one costs about as much as the seek every clip pays anyway."""
+
+
+class ReaderPool:
+    """One reader per video, at most `max_open` of them open in this process: the least recently read is closed
+    when another opens, so a dataset of thousands of videos holds as many decoders as one of `max_open`."""
+
+    def __init__(self, readers: Sequence[VideoReader], max_open: int = MAX_OPEN_READERS) -> None:
+        self.readers = list(readers)
+        self.max_open = max_open
+        self._open: OrderedDict[int, None] = OrderedDict()
+        self._pid = os.getpid()
+
+    def read(self, video_index: int, frame_indices: list[int]) -> Images:
+        if self._pid != os.getpid():
+            self._open.clear()  # a forked worker: its readers reopen on their own; count only what it opens
+            self._pid = os.getpid()
+        self._open[video_index] = None
+        self._open.move_to_end(video_index)
+        while len(self._open) > self.max_open:
+            evicted, _ = self._open.popitem(last=False)
+            self.readers[evicted].close()
+        return self.readers[video_index].read(frame_indices)
+
+    @property
+    def open_count(self) -> int:
+        return len(self._open)
 
 
 class MediaReader:
@@ -60,6 +97,11 @@ class MediaReader:
             images = np.stack([video[i] for i in frame_indices])
         images = np.asarray(images)
         return images if images.ndim == 4 else images[None]
+
+    def close(self) -> None:
+        if self._video is not None and self._pid == os.getpid():
+            self._video.close()
+        self._video = None  # one a parent process opened is its own to close
 
     def __getstate__(self) -> dict[str, Any]:
         return {"path": self.path, "_video": None, "_pid": -1}

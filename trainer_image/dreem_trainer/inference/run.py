@@ -64,7 +64,7 @@ def track_videos(
     device = next(model.parameters()).device
     for video_index, clip_indices in sorted(by_video.items()):
         started = time.perf_counter()
-        tracker.reset(node_names=dataset.videos[video_index].node_names)
+        tracker.reset(node_names=dataset.labels[video_index].node_names)
         frames, positions, truth, predicted, scores, review = [], [], [], [], [], []
         for clip in _prefetched(dataset, clip_indices):
             tracked = tracker.track_clip(clip, model.visual_encoder(clip.crops.to(device, non_blocking=True)))
@@ -76,7 +76,7 @@ def track_videos(
             review += clip.frame_indices[tracked.low_confidence].tolist()
         results.append(
             TrackedVideo(
-                video=dataset.videos[video_index],
+                video=dataset.video(video_index),
                 frame_indices=np.concatenate(frames),
                 index_in_frame=np.concatenate(positions),
                 true_tracks=np.concatenate(truth),

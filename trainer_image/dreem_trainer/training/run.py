@@ -24,7 +24,7 @@ from dreem_trainer.config.data import DataLoaderSplitConfig, DatasetSplitConfig
 from dreem_trainer.config.model import ModelConfig
 from dreem_trainer.config.run import Accelerator
 from dreem_trainer.data.clip import Clip, collate_clips
-from dreem_trainer.data.dataset import ClipDataset
+from dreem_trainer.data.dataset import ByteBudgetCache, ClipDataset, frame_cache_bytes
 from dreem_trainer.models.checkpoint import Checkpoint, load_weights, read_checkpoint
 from dreem_trainer.models.hub import fetch_checkpoint, is_hub
 from dreem_trainer.storage.staging import stage
@@ -52,12 +52,20 @@ log = logging.getLogger(__name__)
 
 
 def data_loader(
-    split: DatasetSplitConfig, loader: DataLoaderSplitConfig, seed: int | None, pin_memory: bool = False
+    split: DatasetSplitConfig,
+    loader: DataLoaderSplitConfig,
+    seed: int | None,
+    pin_memory: bool = False,
+    cache: ByteBudgetCache | None = None,
 ) -> DataLoader[Clip]:
     """Decoding, augmentation and cropping happen in `ClipDataset.__getitem__`, so with `num_workers` > 0 the
     loader's worker processes prepare the next clips while the model trains on this one. `pin_memory` (for a
-    GPU) puts each clip in page-locked memory so its copy to the device runs without blocking."""
-    dataset = ClipDataset(split, seed=seed)
+    GPU) puts each clip in page-locked memory so its copy to the device runs without blocking.
+
+    The loaders of one run share `cache`, so the process that loads with `num_workers` 0 holds one frame-cache
+    budget for training and validation together; each worker holds its own copy of it, so the cache's share of
+    memory is at most max(1, num_workers) budgets per loader."""
+    dataset = ClipDataset(split, seed=seed, cache=cache)
     settings: dict[str, Any] = {
         "batch_size": 1,
         "persistent_workers": loader.num_workers > 0,
@@ -283,9 +291,12 @@ def run_training(config: DreemConfig, callbacks: Sequence[Callback] = ()) -> pl.
         pl.seed_everything(local.seed, workers=True, verbose=False)
     dataset, loaders = local.dataset, local.dataloader
     pin = uses_gpu(local.trainer.accelerator, Hardware.detect())
-    train_loader = data_loader(dataset.train_dataset, loaders.train_dataloader, local.seed, pin)
+    cache = ByteBudgetCache(frame_cache_bytes())
+    train_loader = data_loader(dataset.train_dataset, loaders.train_dataloader, local.seed, pin, cache)
     val_loader = (
-        data_loader(dataset.val_dataset, loaders.val_dataloader, local.seed, pin) if dataset.val_dataset else None
+        data_loader(dataset.val_dataset, loaders.val_dataloader, local.seed, pin, cache)
+        if dataset.val_dataset
+        else None
     )
     has_validation = val_loader is not None and local.trainer.limit_val_batches != 0
     trainer = build_trainer(local, has_validation=has_validation, callbacks=callbacks, gate=gate, writer=writer)
