@@ -133,7 +133,7 @@ class ClipDataset(Dataset[Clip]):
     """Clips of one dataset split. Augmentation and random anchors apply in train mode only.
 
     What it holds does not grow with the number of videos beyond their labels, kept as flat arrays
-    (`LabelTable`): at most `MAX_OPEN_READERS` videos are open at once, and decoded frames or built clips
+    (`LabelTable`): at most `MAX_OPEN_READERS` of its videos are open at once, and decoded frames or built clips
     stay within one byte budget per process (`cache`, shared with the process's other datasets)."""
 
     def __init__(

@@ -28,9 +28,11 @@ class VideoReader(Protocol):
     def close(self) -> None: ...
 
 
-MAX_OPEN_READERS = 4
-"""Videos a process keeps open at once. An open decoder holds tens of megabytes (about 20 for a 1024x1024 mp4),
-and reopening one costs about as much as the seek every clip pays anyway."""
+MAX_OPEN_READERS = 2
+"""Videos a dataset keeps open at once in a process. An open decoder holds tens of megabytes (about 20 for a
+1024x1024 mp4), more for larger frames. Clips read in order need one; clips shuffled over many videos rarely
+find theirs open however many are kept, and reopening costs a tenth of decoding a clip of 8 frames (about 20
+ms against 160, mostly the seek every clip pays anyway)."""
 
 
 class ReaderPool:
