@@ -9,13 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from dreem_trainer.config.data import DatasetSplitConfig
 from dreem_trainer.data.dataset import ByteBudgetCache, ClipDataset
 from dreem_trainer.data.discovery import SourcePair
 from dreem_trainer.data.label_table import LabelTable
 from dreem_trainer.data.records import Frame, Instance, LabelledVideo
-from dreem_trainer.data.sources import MAX_OPEN_READERS
+from dreem_trainer.data.sources import MAX_OPEN_READERS, DataError
 from tests.conftest import DEMO_DATA
 
 VIDEO = DEMO_DATA / "two_flies.mp4"
@@ -137,3 +138,12 @@ def test_a_label_table_gives_back_the_labels_it_was_made_from() -> None:
                 assert np.array_equal(a.points, b.points, equal_nan=True)
                 assert (a.track, a.index_in_frame, a.score, a.bbox) == (b.track, b.index_in_frame, b.score, b.bbox)
         assert [f.frame_idx for f in table.frames(1, 3)] == [f.frame_idx for f in video.frames[1:3]]
+
+
+def test_a_video_that_cannot_be_decoded_is_named_before_training(tmp_path: Path) -> None:
+    data = copies(tmp_path, 3)
+    broken = data / "fly_01.mp4"
+    broken.unlink()
+    broken.write_bytes(b"not a video")
+    with pytest.raises(DataError, match=r"fly_01\.mp4: cannot "):
+        ClipDataset(split(data, mode="val"))
