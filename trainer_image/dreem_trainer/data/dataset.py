@@ -7,7 +7,6 @@ import math
 import os
 from collections import OrderedDict
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,7 +27,6 @@ from dreem_trainer.data.records import Frame, Instance, LabelledVideo
 from dreem_trainer.data.sources import DataError, Images, MediaReader, ReaderPool, VideoReader
 
 DEFAULT_FRAME_CACHE_MB = 1024
-LOADING_THREADS = 8
 _dataset_ids = itertools.count()
 
 Anchored = tuple[Instance, npt.NDArray[np.float64]]
@@ -131,11 +129,6 @@ def open_reader(video_path: str) -> VideoReader:
     return MediaReader(video_path)
 
 
-def _load(pair: SourcePair) -> tuple[LabelTable, VideoReader]:
-    """A video's labels, and its reader once it is known to decode."""
-    return LabelTable.of(pair.read()), open_reader(pair.video_path)
-
-
 class ClipDataset(Dataset[Clip]):
     """Clips of one dataset split. Augmentation and random anchors apply in train mode only.
 
@@ -158,12 +151,8 @@ class ClipDataset(Dataset[Clip]):
         self.split = split
         self.max_tracks = max_tracks
         self.pairs = pairs if pairs is not None else discover(split)
-        # Reading labels and checking that each video decodes wait mostly on files and on decoders that release
-        # the GIL: in threads, a split of many videos is ready several times sooner (the first error still wins).
-        with ThreadPoolExecutor(max_workers=min(LOADING_THREADS, max(1, len(self.pairs)))) as pool:
-            loaded = list(pool.map(_load, self.pairs))
-        self.labels = [table for table, _ in loaded]
-        self.readers = ReaderPool([reader for _, reader in loaded])
+        self.labels = [LabelTable.of(pair.read()) for pair in self.pairs]
+        self.readers = ReaderPool([open_reader(pair.video_path) for pair in self.pairs])
         self.train = split.mode == "train"
         self.seed = split.seed if split.seed is not None else seed  # DREEM seeds each split's dataset
         self.rng = np.random.default_rng(self.seed)
