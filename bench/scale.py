@@ -3,8 +3,9 @@
 Each copy is a symlinked pair (`two_flies_NNN.slp`, `two_flies_NNN.mp4`) in a temporary directory, so the only
 thing that grows is the number of videos, never their content. Small crops (32 px), clips of 8 frames, test_resnet
 and d_model 32 keep the model cheap, so the figure is about data loading. DREEM's default augmentations stay on,
-so training rebuilds clips from the frame cache, whose budget is set small (`DREEM_FRAME_CACHE_MB`, 32 MiB) so
-that it binds in every run: an epoch decodes 16 clips of 8 one-megabyte frames.
+so training rebuilds clips from decoded frames. The cache's budget is the default, or DREEM_FRAME_CACHE_MB if
+set: decoded frames and the videos kept open share it (each open video charged about 24 bytes a pixel), so with
+room to spare every video stays open and none is reopened, and with less they are reopened as it demands.
 
 The epoch is capped at the same number of steps for every copy count (`trainer.limit_train_batches`, 16: all the
 clips of one copy), so frames/s compare like for like: 1 copy reads each of its 16 clips once; 32 copies read 16
@@ -17,7 +18,7 @@ is the same for every count, so only this part can differ).
 Peak RSS is sampled over the whole process tree (the training process and its loader workers; psutil sums each
 one's RSS, so pages they share count once per process). The frame cache's budget holds per process that loads
 data: the training process with `num_workers` 0, each worker otherwise, so the cache's share of RSS is at most
-max(1, num_workers) x budget, whatever the number of videos.
+max(1, num_workers) x budget (plus the video being read), whatever the number of videos.
 
 Prints one JSON document: per copy count and `num_workers`, frames/s and its ratio to 1 copy, peak RSS and its
 growth over 1 copy beside the budget that bounds it, and the load average.
@@ -39,6 +40,7 @@ import numpy as np
 from bench.common import DEMO_DATA, WORKLOAD, median, run_child
 from dreem_trainer.config import validate
 from dreem_trainer.config.loader import deep_merge
+from dreem_trainer.data.cache import frame_cache_bytes
 from dreem_trainer.data.dataset import ClipDataset
 
 COPIES = (1, 8, 32)
@@ -46,8 +48,6 @@ WORKERS = (0, 2)
 CLIP_LENGTH = 8
 STEPS = 16
 """Training steps of every run: the 128 labelled frames of one copy make 16 clips of 8."""
-FRAME_CACHE_MB = 32
-DATA_PATH_ROUNDS = 24
 
 
 def copies_of_the_clip(directory: Path, copies: int) -> Path:
@@ -74,10 +74,7 @@ def measure(tmp: Path, count: int, workers: int) -> dict[str, Any]:
     if not data.exists():
         copies_of_the_clip(data, count)
     out = tmp / f"out-{count}-{workers}"
-    env = os.environ | {"DREEM_FRAME_CACHE_MB": str(FRAME_CACHE_MB)}
-    child, _ = run_child(
-        ["-m", "bench.train_worker", str(out), json.dumps(workload(data, workers)), "--sample-rss"], env=env
-    )
+    child, _ = run_child(["-m", "bench.train_worker", str(out), json.dumps(workload(data, workers)), "--sample-rss"])
     steady = child["step_seconds"][1:]
     return {
         "copies": count,
@@ -92,19 +89,20 @@ def measure(tmp: Path, count: int, workers: int) -> dict[str, Any]:
 
 
 def data_path(tmp: Path, copies: tuple[int, ...]) -> dict[str, dict[str, float]]:
-    """Seconds per clip of the data path alone (decode, augment, crop, nothing cached), one random clip of each
-    copy count in turn, in one process: a busy machine slows every count alike, so the ratio holds still."""
+    """Seconds per clip of the data path alone (decode, augment, crop), one clip of each copy count in turn, in
+    one process: a busy machine slows every count alike, so the ratio holds still. Each dataset has the run's
+    budget, and no clip is drawn twice, so none comes from the cache."""
     datasets = {}
     for count in copies:
         config = validate(deep_merge(WORKLOAD, workload(tmp / f"data-{count}", 0)))
-        datasets[count] = ClipDataset(config.dataset.train_dataset, seed=0, frame_cache_mb=0)
+        datasets[count] = ClipDataset(config.dataset.train_dataset, seed=0)
     draw = np.random.default_rng(0)
+    order = {count: draw.permutation(len(dataset))[:STEPS].tolist() for count, dataset in datasets.items()}
     seconds: dict[int, list[float]] = {count: [] for count in copies}
-    for _ in range(DATA_PATH_ROUNDS):
+    for step in range(STEPS):
         for count, dataset in datasets.items():
-            index = int(draw.integers(len(dataset)))
             started = time.perf_counter()
-            dataset[index]
+            dataset[order[count][step]]
             seconds[count].append(time.perf_counter() - started)
     base = median(seconds[min(copies)])
     return {
@@ -117,7 +115,7 @@ def main(copies: tuple[int, ...]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         runs = [measure(Path(tmp), count, workers) for count in copies for workers in WORKERS]
         clips = data_path(Path(tmp), copies)
-    budget_gib = FRAME_CACHE_MB / 1024
+    budget_gib = frame_cache_bytes() / 2**30
     for run in runs:
         base = next(r for r in runs if r["num_workers"] == run["num_workers"] and r["copies"] == min(copies))
         growth = run["peak_rss_gib_with_workers"] - base["peak_rss_gib_with_workers"]

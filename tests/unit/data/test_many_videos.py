@@ -12,11 +12,13 @@ import numpy as np
 import pytest
 
 from dreem_trainer.config.data import DatasetSplitConfig
-from dreem_trainer.data.dataset import ByteBudgetCache, ClipDataset
+from dreem_trainer.data.cache import ByteBudgetCache
+from dreem_trainer.data.clip import Clip
+from dreem_trainer.data.dataset import ClipDataset
 from dreem_trainer.data.discovery import SourcePair
 from dreem_trainer.data.label_table import LabelTable
 from dreem_trainer.data.records import Frame, Instance, LabelledVideo
-from dreem_trainer.data.sources import MAX_OPEN_READERS, DataError
+from dreem_trainer.data.sources import DataError, MediaReader
 from tests.conftest import DEMO_DATA
 
 VIDEO = DEMO_DATA / "two_flies.mp4"
@@ -53,21 +55,22 @@ def open_descriptors_of(path: Path) -> int:
     return count
 
 
-def test_open_videos_stay_bounded_as_videos_grow(tmp_path: Path) -> None:
-    dataset = ClipDataset(split(copies(tmp_path, 2 * MAX_OPEN_READERS), mode="val"))
-    assert open_descriptors_of(VIDEO) == 0  # checked on creation, then closed
-    first = first_clip_of_each_video(dataset)
-    assert len(first) == 2 * MAX_OPEN_READERS
-    clips = []
-    for index in first:
-        clips.append(dataset[index])
-        assert 1 <= open_descriptors_of(VIDEO) <= MAX_OPEN_READERS
-    assert open_descriptors_of(VIDEO) == MAX_OPEN_READERS
-    # A video closed to make room opens again when read: same frames, same crops.
-    dataset.cache = ByteBudgetCache(0)
-    again = dataset[first[0]]
-    assert np.array_equal(again.crops.numpy(), clips[0].crops.numpy())
-    assert open_descriptors_of(VIDEO) == MAX_OPEN_READERS
+def test_open_videos_stay_within_the_budget_as_videos_grow(tmp_path: Path) -> None:
+    data = copies(tmp_path, 6)
+    decoder = MediaReader(str(VIDEO)).open_bytes
+    for room in (3, 0):  # open videos the budget has room for, beside the clips (1 MiB)
+        dataset = ClipDataset(split(data, mode="val"), cache=ByteBudgetCache(room * decoder + 2**20))
+        assert open_descriptors_of(VIDEO) == 0  # checked on creation, then closed
+        first = first_clip_of_each_video(dataset)
+        assert len(first) == 6
+        for index in first:
+            dataset[index]
+            assert 1 <= open_descriptors_of(VIDEO) <= max(1, room)  # the one being read stays open
+        assert open_descriptors_of(VIDEO) == max(1, room)
+        # A video closed to make room opens again when read: the same frames.
+        assert np.array_equal(dataset.readers.read(0, [0, 1]), MediaReader(str(VIDEO)).read([0, 1]))
+        for reader in dataset.readers.readers:
+            reader.close()
 
 
 def test_one_cache_budget_holds_for_every_dataset_and_video_of_a_process(tmp_path: Path) -> None:
@@ -81,9 +84,10 @@ def test_one_cache_budget_holds_for_every_dataset_and_video_of_a_process(tmp_pat
     for index in first_clip_of_each_video(train):
         train[index]
         val[index]
-        held = sum(value.nbytes for value, _ in shared.entries.values())
-        assert held == shared.used <= shared.budget
-    frames = [value for value, _ in shared.entries.values() if isinstance(value, np.ndarray)]
+        kept = [value for value, _, _ in shared.entries.values()]
+        held = sum(value.nbytes for value in kept if isinstance(value, np.ndarray | Clip))
+        assert held == shared.used <= shared.budget  # videos (24 MiB each) never fit: the one read stays open outside
+    frames = [value for value, _, _ in shared.entries.values() if isinstance(value, np.ndarray)]
     assert 2 <= len(frames) < 6  # the budget binds: frames of the first videos went to make room
     assert len(shared.entries) > len(frames)  # the validation clips share the same budget
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -17,6 +15,7 @@ from torch.utils.data import Dataset
 from dreem_trainer.config.data import DatasetSplitConfig
 from dreem_trainer.config.root import CHANNELS_PER_CROP
 from dreem_trainer.data.augment import FrameAugmenter
+from dreem_trainer.data.cache import CLIP, FRAMES, ByteBudgetCache, ReaderPool, frame_cache_bytes
 from dreem_trainer.data.clip import Clip
 from dreem_trainer.data.crops import anchor_centers, anchor_names, boxes_around, cut_crops, keypoint_mask
 from dreem_trainer.data.detections import excess_detections, overlapping_duplicates
@@ -24,9 +23,8 @@ from dreem_trainer.data.discovery import SourcePair, discover
 from dreem_trainer.data.label_table import LabelTable
 from dreem_trainer.data.microscopy import TiffReader, is_tiff_video
 from dreem_trainer.data.records import Frame, Instance, LabelledVideo
-from dreem_trainer.data.sources import DataError, Images, MediaReader, ReaderPool, VideoReader
+from dreem_trainer.data.sources import DataError, Images, MediaReader, VideoReader
 
-DEFAULT_FRAME_CACHE_MB = 1024
 _dataset_ids = itertools.count()
 
 Anchored = tuple[Instance, npt.NDArray[np.float64]]
@@ -40,52 +38,6 @@ class ClipSpan:
     video_index: int
     start: int
     stop: int
-
-
-CacheKey = tuple[int, int]
-"""(dataset, clip index): datasets of one process share its cache."""
-Cached = Clip | Images
-
-
-class ByteBudgetCache:
-    """Least-recently-used clips or decoded frames, bounded in bytes, so epochs after the first skip decoding.
-
-    Datasets can share one (a run's training and validation do), so that a process holds one budget whatever
-    the number of datasets and videos; a DataLoader worker gets its own copy, and holds at most one budget."""
-
-    def __init__(self, budget_bytes: int) -> None:
-        self.budget = budget_bytes
-        self.used = 0
-        self.entries: OrderedDict[CacheKey, tuple[Cached, int]] = OrderedDict()
-
-    def get(self, key: CacheKey) -> Cached | None:
-        entry = self.entries.get(key)
-        if entry is None:
-            return None
-        self.entries.move_to_end(key)
-        return entry[0]
-
-    def put(self, key: CacheKey, value: Cached, nbytes: int) -> None:
-        if nbytes > self.budget:
-            return
-        replaced = self.entries.pop(key, None)
-        if replaced is not None:
-            self.used -= replaced[1]
-        self.entries[key] = (value, nbytes)
-        self.used += nbytes
-        while self.used > self.budget:
-            _, (_, evicted) = self.entries.popitem(last=False)
-            self.used -= evicted
-
-
-def frame_cache_bytes(frame_cache_mb: int | None = None) -> int:
-    """The cache's budget: `frame_cache_mb`, else DREEM_FRAME_CACHE_MB, else 1024 MiB, per process."""
-    megabytes = (
-        frame_cache_mb
-        if frame_cache_mb is not None
-        else int(os.environ.get("DREEM_FRAME_CACHE_MB", DEFAULT_FRAME_CACHE_MB))
-    )
-    return megabytes * 2**20
 
 
 def plan_clips(
@@ -133,8 +85,8 @@ class ClipDataset(Dataset[Clip]):
     """Clips of one dataset split. Augmentation and random anchors apply in train mode only.
 
     What it holds does not grow with the number of videos beyond their labels, kept as flat arrays
-    (`LabelTable`): at most `MAX_OPEN_READERS` of its videos are open at once, and decoded frames or built clips
-    stay within one byte budget per process (`cache`, shared with the process's other datasets)."""
+    (`LabelTable`): decoded frames or built clips, and the videos kept open, stay within one byte budget per
+    process (`cache`, shared with the process's other datasets), plus the video being read."""
 
     def __init__(
         self,
@@ -152,7 +104,6 @@ class ClipDataset(Dataset[Clip]):
         self.max_tracks = max_tracks
         self.pairs = pairs if pairs is not None else discover(split)
         self.labels = [LabelTable.of(pair.read()) for pair in self.pairs]
-        self.readers = ReaderPool([open_reader(pair.video_path) for pair in self.pairs])
         self.train = split.mode == "train"
         self.seed = split.seed if split.seed is not None else seed  # DREEM seeds each split's dataset
         self.rng = np.random.default_rng(self.seed)
@@ -166,6 +117,7 @@ class ClipDataset(Dataset[Clip]):
         )
         self.cache = cache if cache is not None else ByteBudgetCache(frame_cache_bytes(frame_cache_mb))
         self.cache_id = next(_dataset_ids)
+        self.readers = ReaderPool([open_reader(pair.video_path) for pair in self.pairs], self.cache, self.cache_id)
         self.augmenter = FrameAugmenter(split.augmentations, seed) if self.train and split.augmentations else None
         # A clip that comes out the same every time is cached whole (crops are ~30x smaller than frames);
         # one that is augmented or drawn at random is rebuilt from cached frames.
@@ -185,20 +137,20 @@ class ClipDataset(Dataset[Clip]):
         return self.labels[span.video_index].frames(span.start, span.stop)
 
     def images_of(self, span: ClipSpan, index: int) -> Images:
-        images = None if self.deterministic else self.cache.get((self.cache_id, index))
+        images = None if self.deterministic else self.cache.get((self.cache_id, FRAMES, index))
         if not isinstance(images, np.ndarray):
             frame_indices = self.labels[span.video_index].frame_indices[span.start : span.stop].tolist()
             images = self.readers.read(span.video_index, frame_indices)
             if not self.deterministic:
-                self.cache.put((self.cache_id, index), images, images.nbytes)
+                self.cache.put((self.cache_id, FRAMES, index), images, images.nbytes)
         return images
 
     def __getitem__(self, index: int) -> Clip:
-        clip = self.cache.get((self.cache_id, index)) if self.deterministic else None
+        clip = self.cache.get((self.cache_id, CLIP, index)) if self.deterministic else None
         if not isinstance(clip, Clip):
             clip = self._build(index)
             if self.deterministic:
-                self.cache.put((self.cache_id, index), clip, clip.nbytes)
+                self.cache.put((self.cache_id, CLIP, index), clip, clip.nbytes)
         return clip
 
     def _build(self, index: int) -> Clip:

@@ -77,6 +77,8 @@ class TiffReader:
         self._pid = -1
         self._files: dict[int, Path] | None = None
         """The numbered frames of a folder, listed once rather than for every clip."""
+        self.open_bytes = 2**20
+        """An open stack is a file handle and its pages' index; a folder, its listing: a nominal megabyte."""
         if not os.path.isdir(path):
             import tifffile
 

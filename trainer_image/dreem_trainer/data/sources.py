@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections import OrderedDict
-from collections.abc import Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -23,42 +21,17 @@ class DataError(UserError, ValueError):
 class VideoReader(Protocol):
     """Opens its video on the first read in each process and keeps it open until `close`."""
 
+    open_bytes: int
+    """About what holding the video open costs in memory."""
+
     def read(self, frame_indices: list[int]) -> Images: ...
 
     def close(self) -> None: ...
 
 
-MAX_OPEN_READERS = 2
-"""Videos a dataset keeps open at once in a process. An open decoder holds tens of megabytes (about 20 for a
-1024x1024 mp4), more for larger frames. Clips read in order need one; clips shuffled over many videos rarely
-find theirs open however many are kept, and reopening costs a tenth of decoding a clip of 8 frames (about 20
-ms against 160, mostly the seek every clip pays anyway)."""
-
-
-class ReaderPool:
-    """One reader per video, at most `max_open` of them open in this process: the least recently read is closed
-    when another opens, so a dataset of thousands of videos holds as many decoders as one of `max_open`."""
-
-    def __init__(self, readers: Sequence[VideoReader], max_open: int = MAX_OPEN_READERS) -> None:
-        self.readers = list(readers)
-        self.max_open = max_open
-        self._open: OrderedDict[int, None] = OrderedDict()
-        self._pid = os.getpid()
-
-    def read(self, video_index: int, frame_indices: list[int]) -> Images:
-        if self._pid != os.getpid():
-            self._open.clear()  # a forked worker: its readers reopen on their own; count only what it opens
-            self._pid = os.getpid()
-        self._open[video_index] = None
-        self._open.move_to_end(video_index)
-        while len(self._open) > self.max_open:
-            evicted, _ = self._open.popitem(last=False)
-            self.readers[evicted].close()
-        return self.readers[video_index].read(frame_indices)
-
-    @property
-    def open_count(self) -> int:
-        return len(self._open)
+DECODER_BYTES_PER_PIXEL = 24
+"""What an open video costs per pixel of its frames: the decoder's reference and threading frames. Opening
+two_flies (1024x1024, h264) through sleap-io's opencv raised RSS by 19 MiB on 2 cores; more cores, more threads."""
 
 
 class MediaReader:
@@ -82,6 +55,7 @@ class MediaReader:
             raise DataError(f"{path}: cannot open video ({error})") from error
         if shape is None:
             raise DataError(f"{path}: cannot read the video's frame size")
+        self.open_bytes = int(shape[1]) * int(shape[2]) * DECODER_BYTES_PER_PIXEL
 
     def _open(self) -> Any:
         if self._video is None or self._pid != os.getpid():

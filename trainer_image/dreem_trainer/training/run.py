@@ -23,8 +23,9 @@ from dreem_trainer.config import ConfigError, ConfigIssue, DreemConfig, dump_yam
 from dreem_trainer.config.data import DataLoaderSplitConfig, DatasetSplitConfig
 from dreem_trainer.config.model import ModelConfig
 from dreem_trainer.config.run import Accelerator
+from dreem_trainer.data.cache import ByteBudgetCache, frame_cache_bytes
 from dreem_trainer.data.clip import Clip, collate_clips
-from dreem_trainer.data.dataset import ByteBudgetCache, ClipDataset, frame_cache_bytes
+from dreem_trainer.data.dataset import ClipDataset
 from dreem_trainer.models.checkpoint import Checkpoint, load_weights, read_checkpoint
 from dreem_trainer.models.hub import fetch_checkpoint, is_hub
 from dreem_trainer.storage.staging import stage
