@@ -1,9 +1,28 @@
-"""Many videos: one epoch on 1, 8 and 32 copies of the bundled clip under different names, small crops and model.
+"""Many videos: one epoch on 1, 8 and 32 copies of the bundled clip under different names, with `num_workers` 0 and 2.
 
-Prints JSON: for each number of copies and each `num_workers` (0 and 2), frames/s over the epoch's steps and the
-peak RSS of the training process and its loader workers together (sampled), with the ratios to the 1-copy
-figure. The copies are symlinks, so the only thing that grows is the number of videos, never their content.
-Usage: python -m bench.scale [COPIES...]
+Each copy is a symlinked pair (`two_flies_NNN.slp`, `two_flies_NNN.mp4`) in a temporary directory, so the only
+thing that grows is the number of videos, never their content. Small crops (32 px), clips of 8 frames, test_resnet
+and d_model 32 keep the model cheap, so the figure is about data loading. DREEM's default augmentations stay on,
+so training rebuilds clips from decoded frames. The cache's budget is the default, or DREEM_FRAME_CACHE_MB if
+set: decoded frames and the videos kept open share it (each open video charged about 24 bytes a pixel), so with
+room to spare every video stays open and none is reopened, and with less they are reopened as it demands.
+
+The epoch is capped at the same number of steps for every copy count (`trainer.limit_train_batches`, 16: all the
+clips of one copy), so frames/s compare like for like: 1 copy reads each of its 16 clips once; 32 copies read 16
+clips drawn at random from 512, nearly each from a different video. frames/s counts the steps after the first
+(the first waits for the loader workers to start); the start-up is reported on its own. On a busy machine the
+figure from the median step is the steadier one, and steadier still the data path's time per clip measured
+with the copy counts interleaved in one process (`data_path_per_clip_interleaved`: the model's share of a step
+is the same for every count, so only this part can differ).
+
+Peak RSS is sampled over the whole process tree (the training process and its loader workers; psutil sums each
+one's RSS, so pages they share count once per process). The frame cache's budget holds per process that loads
+data: the training process with `num_workers` 0, each worker otherwise, so the cache's share of RSS is at most
+max(1, num_workers) x budget (plus the video being read), whatever the number of videos.
+
+Prints one JSON document: per copy count and `num_workers`, frames/s and its ratio to 1 copy, peak RSS and its
+growth over 1 copy beside the budget that bounds it, and the load average.
+Usage: python -m bench.scale [COPIES...]   (about 4 minutes on 2 idle cores)
 """
 
 from __future__ import annotations
@@ -12,14 +31,23 @@ import json
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import DEMO_DATA, run_child
+import numpy as np
+
+from bench.common import DEMO_DATA, WORKLOAD, median, run_child
+from dreem_trainer.config import validate
+from dreem_trainer.config.loader import deep_merge
+from dreem_trainer.data.cache import frame_cache_bytes
+from dreem_trainer.data.dataset import ClipDataset
 
 COPIES = (1, 8, 32)
 WORKERS = (0, 2)
-CLIP_LENGTH = 32
+CLIP_LENGTH = 8
+STEPS = 16
+"""Training steps of every run: the 128 labelled frames of one copy make 16 clips of 8."""
 
 
 def copies_of_the_clip(directory: Path, copies: int) -> Path:
@@ -36,40 +64,76 @@ def workload(data: Path, workers: int) -> dict[str, Any]:
         "model": {"d_model": 32, "nhead": 2, "encoder_cfg": {"model_name": "test_resnet"}},
         "dataset": {"train_dataset": split, "val_dataset": None},
         "dataloader": {"train_dataloader": {"shuffle": True, "num_workers": workers}},
-        "trainer": {"max_epochs": 1, "limit_val_batches": 0},
+        "trainer": {"max_epochs": 1, "limit_train_batches": STEPS, "limit_val_batches": 0},
+        "checkpointing": {"save_top_k": 0, "save_last": False},
+    }
+
+
+def measure(tmp: Path, count: int, workers: int) -> dict[str, Any]:
+    data = tmp / f"data-{count}"
+    if not data.exists():
+        copies_of_the_clip(data, count)
+    out = tmp / f"out-{count}-{workers}"
+    child, _ = run_child(["-m", "bench.train_worker", str(out), json.dumps(workload(data, workers)), "--sample-rss"])
+    steady = child["step_seconds"][1:]
+    return {
+        "copies": count,
+        "num_workers": workers,
+        "steps": len(child["step_seconds"]),
+        "frames_per_s": CLIP_LENGTH * len(steady) / sum(steady),
+        "frames_per_s_median_step": CLIP_LENGTH / median(steady),
+        "peak_rss_gib_with_workers": child["peak_tree_rss_gib"],
+        "startup_to_first_step_s": child["startup_to_first_step_s"],
+        "load_average_1min": os.getloadavg()[0],
+    }
+
+
+def data_path(tmp: Path, copies: tuple[int, ...]) -> dict[str, dict[str, float]]:
+    """Seconds per clip of the data path alone (decode, augment, crop), one clip of each copy count in turn, in
+    one process: a busy machine slows every count alike, so the ratio holds still. Each dataset has the run's
+    budget, and no clip is drawn twice, so none comes from the cache."""
+    datasets = {}
+    for count in copies:
+        config = validate(deep_merge(WORKLOAD, workload(tmp / f"data-{count}", 0)))
+        datasets[count] = ClipDataset(config.dataset.train_dataset, seed=0)
+    draw = np.random.default_rng(0)
+    order = {count: draw.permutation(len(dataset))[:STEPS].tolist() for count, dataset in datasets.items()}
+    seconds: dict[int, list[float]] = {count: [] for count in copies}
+    for step in range(STEPS):
+        for count, dataset in datasets.items():
+            started = time.perf_counter()
+            dataset[order[count][step]]
+            seconds[count].append(time.perf_counter() - started)
+    base = median(seconds[min(copies)])
+    return {
+        str(count): {"median_s_per_clip": median(times), "vs_fewest_copies": median(times) / base}
+        for count, times in seconds.items()
     }
 
 
 def main(copies: tuple[int, ...]) -> None:
-    runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        for count in copies:
-            data = copies_of_the_clip(Path(tmp) / f"data-{count}", count)
-            for workers in WORKERS:
-                out = Path(tmp) / f"out-{count}-{workers}"
-                child, _ = run_child(
-                    ["-m", "bench.train_worker", str(out), json.dumps(workload(data, workers)), "--sample-rss"]
-                )
-                steps = child["step_seconds"]
-                runs.append(
-                    {
-                        "copies": count,
-                        "num_workers": workers,
-                        "clips": len(steps),
-                        "frames_per_s": CLIP_LENGTH * len(steps) / sum(steps),
-                        "peak_rss_gib_with_workers": child["peak_tree_rss_gib"],
-                        "startup_to_first_step_s": child["startup_to_first_step_s"],
-                        "load_average_1min": os.getloadavg()[0],
-                    }
-                )
+        runs = [measure(Path(tmp), count, workers) for count in copies for workers in WORKERS]
+        clips = data_path(Path(tmp), copies)
+    budget_gib = frame_cache_bytes() / 2**30
     for run in runs:
         base = next(r for r in runs if r["num_workers"] == run["num_workers"] and r["copies"] == min(copies))
+        growth = run["peak_rss_gib_with_workers"] - base["peak_rss_gib_with_workers"]
         run["frames_per_s_vs_fewest_copies"] = run["frames_per_s"] / base["frames_per_s"]
-        run["rss_growth_gib_vs_fewest_copies"] = run["peak_rss_gib_with_workers"] - base["peak_rss_gib_with_workers"]
+        run["median_step_frames_per_s_vs_fewest_copies"] = (
+            run["frames_per_s_median_step"] / base["frames_per_s_median_step"]
+        )
+        run["rss_growth_gib_vs_fewest_copies"] = growth
+        run["frame_cache_bound_gib"] = max(1, run["num_workers"]) * budget_gib
     result = {
-        "workload": f"N symlinked copies of two_flies, clip {CLIP_LENGTH}, crop 32, test_resnet, d_model 32, 1 epoch",
-        "targets": "frames/s within 10% of the fewest copies; RSS growth within the frame-cache budget",
+        "workload": f"N symlinked copies of two_flies, clip {CLIP_LENGTH}, crop 32, DREEM's augmentations, "
+        f"test_resnet, d_model 32, 1 epoch of {STEPS} steps",
+        "frame_cache_budget_gib_per_process": budget_gib,
+        "targets": "frames/s within 10% of the fewest copies; RSS growth within the frame-cache budget "
+        "(frame_cache_bound_gib: the budget times the processes that load data)",
+        "load_average": os.getloadavg(),
         "runs": runs,
+        "data_path_per_clip_interleaved": clips,
     }
     print(json.dumps(result, indent=2))
 

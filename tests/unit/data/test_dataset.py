@@ -163,10 +163,8 @@ def test_dreem_detection_filters_keep_the_frame_s_best_detections(tmp_path: Any)
 
 def test_a_long_unlabelled_stretch_starts_a_new_clip() -> None:
     from dreem_trainer.data.dataset import plan_clips
-    from dreem_trainer.data.records import Frame, LabelledVideo
 
-    labelled = [*range(10), *range(30, 40)]  # 21 frames from 9 to 30
-    video = LabelledVideo("v", "v.slp", "v.mp4", (), tuple(Frame(i, ()) for i in labelled))
+    video = [*range(10), *range(30, 40)]  # the labelled frames: 21 frames from 9 to 30
     rng = np.random.default_rng(0)
 
     def cuts(gap: int | None) -> list[tuple[int, int]]:

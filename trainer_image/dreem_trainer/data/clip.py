@@ -39,6 +39,12 @@ class Clip:
     def num_instances(self) -> int:
         return int(self.frame_ids.numel())
 
+    @property
+    def nbytes(self) -> int:
+        """The bytes of all its tensors, as the clip cache counts them."""
+        tensors = [value for f in fields(self) if isinstance(value := getattr(self, f.name), torch.Tensor)]
+        return sum(tensor.nbytes for tensor in tensors)
+
     def _map_tensors(self, change: Callable[[torch.Tensor], torch.Tensor]) -> Clip:
         changed: dict[str, Any] = {
             f.name: change(getattr(self, f.name))

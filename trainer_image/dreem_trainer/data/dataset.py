@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import math
-import os
-from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -16,15 +15,17 @@ from torch.utils.data import Dataset
 from dreem_trainer.config.data import DatasetSplitConfig
 from dreem_trainer.config.root import CHANNELS_PER_CROP
 from dreem_trainer.data.augment import FrameAugmenter
+from dreem_trainer.data.cache import CLIP, FRAMES, ByteBudgetCache, ReaderPool, frame_cache_bytes
 from dreem_trainer.data.clip import Clip
 from dreem_trainer.data.crops import anchor_centers, anchor_names, boxes_around, cut_crops, keypoint_mask
 from dreem_trainer.data.detections import excess_detections, overlapping_duplicates
 from dreem_trainer.data.discovery import SourcePair, discover
+from dreem_trainer.data.label_table import LabelTable
 from dreem_trainer.data.microscopy import TiffReader, is_tiff_video
 from dreem_trainer.data.records import Frame, Instance, LabelledVideo
 from dreem_trainer.data.sources import DataError, Images, MediaReader, VideoReader
 
-DEFAULT_FRAME_CACHE_MB = 1024
+_dataset_ids = itertools.count()
 
 Anchored = tuple[Instance, npt.NDArray[np.float64]]
 """An instance with the centres of its crops, one per anchor."""
@@ -39,49 +40,22 @@ class ClipSpan:
     stop: int
 
 
-CacheValue = TypeVar("CacheValue")
-
-
-class ByteBudgetCache(Generic[CacheValue]):
-    """Least-recently-used entries, bounded in bytes, so epochs after the first skip decoding."""
-
-    def __init__(self, budget_bytes: int) -> None:
-        self.budget = budget_bytes
-        self.used = 0
-        self.entries: OrderedDict[int, tuple[CacheValue, int]] = OrderedDict()
-
-    def get(self, key: int) -> CacheValue | None:
-        entry = self.entries.get(key)
-        if entry is None:
-            return None
-        self.entries.move_to_end(key)
-        return entry[0]
-
-    def put(self, key: int, value: CacheValue, nbytes: int) -> None:
-        if nbytes > self.budget:
-            return
-        self.entries[key] = (value, nbytes)
-        self.used += nbytes
-        while self.used > self.budget:
-            _, (_, evicted) = self.entries.popitem(last=False)
-            self.used -= evicted
-
-
 def plan_clips(
-    videos: list[LabelledVideo],
+    videos: Sequence[npt.NDArray[np.int64] | Sequence[int]],
     clip_length: int,
     chunk: bool,
     n_chunks: int | float,
     rng: np.random.Generator,
     max_batching_gap: int | None = None,
 ) -> list[ClipSpan]:
-    """Consecutive labelled frames cut into clips; `n_chunks` keeps a number (int) or fraction (float).
+    """Each video's labelled frame numbers, in order, cut into clips of consecutive labelled frames;
+    `n_chunks` keeps a number (int) or fraction (float) of them.
 
     With chunking, labelled frames `max_batching_gap` or more frames apart start a new clip, as in DREEM, so
     a clip never spans a long unlabelled stretch."""
     spans = []
     for index, video in enumerate(videos):
-        count = len(video.frames)
+        count = len(video)
         if not chunk:
             spans += [ClipSpan(index, 0, count)] if count else []
             continue
@@ -94,11 +68,10 @@ def plan_clips(
     return [spans[i] for i in chosen]
 
 
-def _stretches(video: LabelledVideo, max_gap: int | None) -> list[tuple[int, int]]:
+def _stretches(indices: npt.NDArray[np.int64] | Sequence[int], max_gap: int | None) -> list[tuple[int, int]]:
     """[first, end) positions of the runs of labelled frames closer than `max_gap` frames to the one before."""
-    indices = [frame.frame_idx for frame in video.frames]
     starts = [0, *(k for k in range(1, len(indices)) if max_gap is not None and indices[k] - indices[k - 1] >= max_gap)]
-    return list(zip(starts, [*starts[1:], len(indices)], strict=True)) if indices else []
+    return list(zip(starts, [*starts[1:], len(indices)], strict=True)) if len(indices) else []
 
 
 def open_reader(video_path: str) -> VideoReader:
@@ -109,19 +82,20 @@ def open_reader(video_path: str) -> VideoReader:
 
 
 class SourceReads:
-    """Each source's labels, read once, and each video's reader, opened (and so probed) once, for the
+    """Each source's labels, read once, and each video's reader, made (and so probed) once, for the
     datasets of one run: the training and validation splits often name the same files, and reading them
-    again would only delay the first step."""
+    again would only delay the first step. A shared reader may be closed by one dataset's `ReaderPool` and
+    reopened by another's when it next reads; each pool charges it to the budget while it holds it open."""
 
     def __init__(self) -> None:
-        self._videos: dict[tuple[str, str], LabelledVideo] = {}
+        self._labels: dict[tuple[str, str], LabelTable] = {}
         self._readers: dict[str, VideoReader] = {}
 
-    def video(self, pair: SourcePair) -> LabelledVideo:
+    def labels(self, pair: SourcePair) -> LabelTable:
         key = (pair.labels_path, pair.video_path)
-        if key not in self._videos:
-            self._videos[key] = pair.read()
-        return self._videos[key]
+        if key not in self._labels:
+            self._labels[key] = LabelTable.of(pair.read())
+        return self._labels[key]
 
     def reader(self, video_path: str) -> VideoReader:
         if video_path not in self._readers:
@@ -130,7 +104,11 @@ class SourceReads:
 
 
 class ClipDataset(Dataset[Clip]):
-    """Clips of one dataset split. Augmentation and random anchors apply in train mode only."""
+    """Clips of one dataset split. Augmentation and random anchors apply in train mode only.
+
+    What it holds does not grow with the number of videos beyond their labels, kept as flat arrays
+    (`LabelTable`): decoded frames or built clips, and the videos kept open, stay within one byte budget per
+    process (`cache`, shared with the process's other datasets), plus the video being read."""
 
     def __init__(
         self,
@@ -139,75 +117,84 @@ class ClipDataset(Dataset[Clip]):
         pairs: list[SourcePair] | None = None,
         frame_cache_mb: int | None = None,
         max_tracks: int | None = None,
+        cache: ByteBudgetCache | None = None,
         sources: SourceReads | None = None,
     ) -> None:
         """`max_tracks` (the tracker's, when tracking) drops each frame's least confident predicted
-        instances beyond that many, as DREEM's dataset does before tracking. `sources` shares the labels
-        and readers of files another split of the run also reads."""
+        instances beyond that many, as DREEM's dataset does before tracking. Without a `cache`, the dataset
+        makes its own of `frame_cache_mb` (see `frame_cache_bytes`). `sources` shares the labels and readers
+        of files another split of the run also reads."""
         self.split = split
         self.max_tracks = max_tracks
         self.pairs = pairs if pairs is not None else discover(split)
         sources = sources or SourceReads()
-        self.videos = [sources.video(pair) for pair in self.pairs]
-        self.readers: list[VideoReader] = [sources.reader(pair.video_path) for pair in self.pairs]
+        self.labels = [sources.labels(pair) for pair in self.pairs]
         self.train = split.mode == "train"
         self.seed = split.seed if split.seed is not None else seed  # DREEM seeds each split's dataset
         self.rng = np.random.default_rng(self.seed)
         self.spans = plan_clips(
-            self.videos, split.clip_length, split.chunk, split.n_chunks, self.rng, split.max_batching_gap
+            [table.frame_indices for table in self.labels],
+            split.clip_length,
+            split.chunk,
+            split.n_chunks,
+            self.rng,
+            split.max_batching_gap,
         )
-        budget = (
-            frame_cache_mb
-            if frame_cache_mb is not None
-            else int(os.environ.get("DREEM_FRAME_CACHE_MB", DEFAULT_FRAME_CACHE_MB))
-        )
+        self.cache = cache if cache is not None else ByteBudgetCache(frame_cache_bytes(frame_cache_mb))
+        self.cache_id = next(_dataset_ids)
+        self.readers = ReaderPool([sources.reader(pair.video_path) for pair in self.pairs], self.cache, self.cache_id)
         self.augmenter = FrameAugmenter(split.augmentations, seed) if self.train and split.augmentations else None
         # A clip that comes out the same every time is cached whole (crops are ~30x smaller than frames);
         # one that is augmented or drawn at random is rebuilt from cached frames.
         self.deterministic = not (self.train and (self.augmenter is not None or isinstance(split.anchors, int)))
-        self.clip_cache: ByteBudgetCache[Clip] = ByteBudgetCache(budget * 2**20 if self.deterministic else 0)
-        self.frame_cache: ByteBudgetCache[Images] = ByteBudgetCache(0 if self.deterministic else budget * 2**20)
         if not isinstance(split.anchors, int):
-            for video in self.videos:
-                anchor_names(split.anchors, video.node_names, self.rng)
+            for table in self.labels:
+                anchor_names(split.anchors, table.node_names, self.rng)
 
     def __len__(self) -> int:
         return len(self.spans)
 
-    def frames_of(self, span: ClipSpan) -> tuple[Frame, ...]:
-        return self.videos[span.video_index].frames[span.start : span.stop]
+    def video(self, video_index: int) -> LabelledVideo:
+        """One video's labels as its reader made them, rebuilt from the table (for writing tracks back)."""
+        return self.labels[video_index].video()
 
-    def images_of(self, index: int) -> Images:
-        images = self.frame_cache.get(index)
-        if images is None:
-            span = self.spans[index]
-            images = self.readers[span.video_index].read([frame.frame_idx for frame in self.frames_of(span)])
-            self.frame_cache.put(index, images, images.nbytes)
+    def frames_of(self, span: ClipSpan) -> tuple[Frame, ...]:
+        return self.labels[span.video_index].frames(span.start, span.stop)
+
+    def images_of(self, span: ClipSpan, index: int) -> Images:
+        images = None if self.deterministic else self.cache.get((self.cache_id, FRAMES, index))
+        if not isinstance(images, np.ndarray):
+            frame_indices = self.labels[span.video_index].frame_indices[span.start : span.stop].tolist()
+            images = self.readers.read(span.video_index, frame_indices)
+            if not self.deterministic:
+                self.cache.put((self.cache_id, FRAMES, index), images, images.nbytes)
         return images
 
     def __getitem__(self, index: int) -> Clip:
-        clip = self.clip_cache.get(index)
-        if clip is None:
+        clip = self.cache.get((self.cache_id, CLIP, index)) if self.deterministic else None
+        if not isinstance(clip, Clip):
             clip = self._build(index)
-            self.clip_cache.put(index, clip, clip.crops.numel())
+            if self.deterministic:
+                self.cache.put((self.cache_id, CLIP, index), clip, clip.nbytes)
         return clip
 
     def _build(self, index: int) -> Clip:
         span = self.spans[index]
-        video = self.videos[span.video_index]
-        images = self.images_of(index)
+        table = self.labels[span.video_index]
+        frames = self.frames_of(span)
+        images = self.images_of(span, index)
         size = self.pairs[span.video_index].crop_size + 2 * self.split.padding
         rng = self.rng if self.train else np.random.default_rng((self.seed or 0) + index)
-        names = anchor_names(self.split.anchors, video.node_names, rng)
+        names = anchor_names(self.split.anchors, table.node_names, rng)
         crops, boxes, frame_ids, track_ids, positions, points = [], [], [], [], [], []
-        for frame_id, (frame, image) in enumerate(zip(self.frames_of(span), images, strict=True)):
+        for frame_id, (frame, image) in enumerate(zip(frames, images, strict=True)):
             instances = frame.instances
             if self.augmenter is not None:
                 image, instances = self.augmenter(image, instances)
             anchored = [
                 (instance, centers)
                 for instance in instances
-                if (centers := anchor_centers(instance, names, video.node_names, self.split.handle_missing)) is not None
+                if (centers := anchor_centers(instance, names, table.node_names, self.split.handle_missing)) is not None
             ]
             anchored = self._kept(anchored, size)
             if not anchored:
@@ -235,12 +222,12 @@ class ClipDataset(Dataset[Clip]):
             frame_ids=torch.tensor(frame_ids, dtype=torch.long),
             track_ids=torch.tensor(track_ids, dtype=torch.long),
             index_in_frame=torch.tensor(positions, dtype=torch.long),
-            frame_indices=torch.tensor([frame.frame_idx for frame in self.frames_of(span)], dtype=torch.long),
+            frame_indices=torch.tensor([frame.frame_idx for frame in frames], dtype=torch.long),
             image_size=torch.tensor([height, width], dtype=torch.long),
             video_index=span.video_index,
             points=torch.from_numpy(np.stack(points).astype(np.float32))
             if points
-            else torch.zeros((0, len(video.node_names), 2)),
+            else torch.zeros((0, len(table.node_names), 2)),
         )
 
     def _kept(self, anchored: list[Anchored], size: int) -> list[Anchored]:

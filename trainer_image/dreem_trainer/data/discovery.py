@@ -30,10 +30,10 @@ def pair_directory(directory: str, labels_suffix: str, vid_suffix: str, crop_siz
     root = Path(directory)
     if not root.is_dir():
         raise DataError(f"{directory}: no such data directory")
-    labels = {_stem(p, labels_suffix): p for p in root.iterdir() if p.name.endswith(labels_suffix) and p.is_file()}
-    videos = {
-        _stem(p, vid_suffix): p for p in root.iterdir() if p.name.endswith(vid_suffix) and p not in labels.values()
-    }
+    entries = list(root.iterdir())  # listed once: a directory of thousands of videos is read once, not twice
+    labels = {_stem(p, labels_suffix): p for p in entries if p.name.endswith(labels_suffix) and p.is_file()}
+    labels_files = set(labels.values())  # a set: the check below runs once per entry
+    videos = {_stem(p, vid_suffix): p for p in entries if p.name.endswith(vid_suffix) and p not in labels_files}
     if not labels:
         laid_out = laid_out_sources(root)
         if laid_out:

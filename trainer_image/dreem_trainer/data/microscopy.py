@@ -77,6 +77,8 @@ class TiffReader:
         self._pid = -1
         self._files: dict[int, Path] | None = None
         """The numbered frames of a folder, listed once rather than for every clip."""
+        self.open_bytes = 2**20
+        """An open stack is a file handle and its pages' index; a folder, its listing: a nominal megabyte."""
         if not os.path.isdir(path):
             import tifffile
 
@@ -97,6 +99,13 @@ class TiffReader:
             self._stack = tifffile.TiffFile(self.path)
             self._pid = os.getpid()
         return as_frames(np.stack([self._stack.pages[index].asarray() for index in frame_indices]))
+
+    def close(self) -> None:
+        """Closes the stack, and forgets a folder's listing: a closed reader holds nothing per frame."""
+        if self._stack is not None and self._pid == os.getpid():
+            self._stack.close()
+        self._stack = None
+        self._files = None
 
     def __getstate__(self) -> dict[str, Any]:
         return {"path": self.path, "_stack": None, "_pid": -1, "_files": self._files}

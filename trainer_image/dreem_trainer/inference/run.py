@@ -140,7 +140,7 @@ def track_videos(
             if current is not None:
                 results.append(current.result(time.perf_counter() - started))
                 started = time.perf_counter()
-            current = _VideoTracks(clip.video_index, dataset.videos[clip.video_index])
+            current = _VideoTracks(clip.video_index, dataset.video(clip.video_index))
             tracker.reset(node_names=current.video.node_names)
         current.add(clip, tracker.track_clip(clip, model.visual_encoder(clip.crops.to(device, non_blocking=True))))
     if current is not None:

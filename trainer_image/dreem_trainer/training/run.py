@@ -23,6 +23,7 @@ from dreem_trainer.config import ConfigError, ConfigIssue, DreemConfig, dump_yam
 from dreem_trainer.config.data import DataLoaderSplitConfig, DatasetSplitConfig
 from dreem_trainer.config.model import ModelConfig
 from dreem_trainer.config.run import Accelerator
+from dreem_trainer.data.cache import ByteBudgetCache, frame_cache_bytes
 from dreem_trainer.data.clip import Clip, collate_clips
 from dreem_trainer.data.dataset import ClipDataset, SourceReads
 from dreem_trainer.hardware import Hardware, ddp_backend, resolve_precision, uses_gpu
@@ -56,13 +57,18 @@ def data_loader(
     loader: DataLoaderSplitConfig,
     seed: int | None,
     pin_memory: bool = False,
+    cache: ByteBudgetCache | None = None,
     sources: SourceReads | None = None,
 ) -> DataLoader[Clip]:
     """Decoding, augmentation and cropping happen in `ClipDataset.__getitem__`, so with `num_workers` > 0 the
     loader's worker processes prepare the next clips while the model trains on this one. `pin_memory` (for a
-    GPU) puts each clip in page-locked memory so its copy to the device runs without blocking. `sources`
-    reads files that several splits name once."""
-    dataset = ClipDataset(split, seed=seed, sources=sources)
+    GPU) puts each clip in page-locked memory so its copy to the device runs without blocking.
+
+    The loaders of one run share `cache`, so the process that loads with `num_workers` 0 holds one frame-cache
+    budget for training and validation together; each worker holds its own copy of it, so the cache's share of
+    memory is at most max(1, num_workers) budgets per loader. They share `sources` too, so files that several
+    splits name are read once."""
+    dataset = ClipDataset(split, seed=seed, cache=cache, sources=sources)
     settings: dict[str, Any] = {
         "batch_size": 1,
         "persistent_workers": loader.num_workers > 0,
@@ -288,10 +294,10 @@ def run_training(config: DreemConfig, callbacks: Sequence[Callback] = ()) -> pl.
         pl.seed_everything(local.seed, workers=True, verbose=False)
     dataset, loaders = local.dataset, local.dataloader
     pin = uses_gpu(local.trainer.accelerator, Hardware.detect())
-    sources = SourceReads()
-    train_loader = data_loader(dataset.train_dataset, loaders.train_dataloader, local.seed, pin, sources)
+    cache, sources = ByteBudgetCache(frame_cache_bytes()), SourceReads()
+    train_loader = data_loader(dataset.train_dataset, loaders.train_dataloader, local.seed, pin, cache, sources)
     val_loader = (
-        data_loader(dataset.val_dataset, loaders.val_dataloader, local.seed, pin, sources)
+        data_loader(dataset.val_dataset, loaders.val_dataloader, local.seed, pin, cache, sources)
         if dataset.val_dataset
         else None
     )

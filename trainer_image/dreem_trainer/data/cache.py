@@ -1,0 +1,88 @@
+"""One byte budget per process for what data loading keeps: decoded frames, built clips and open videos.
+
+Whatever the number of videos, a process holds at most the budget (`DREEM_FRAME_CACHE_MB`), plus the one video
+it is reading. Keeping videos open is worth bytes too: reopening one costs about a fifth of decoding a clip of 8
+frames, so with room to spare a run over many videos keeps them all open, and with none it reopens them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+
+from dreem_trainer.data.clip import Clip
+from dreem_trainer.data.sources import Images, VideoReader
+
+DEFAULT_FRAME_CACHE_MB = 1024
+
+CLIP, FRAMES, READER = 0, 1, 2
+CacheKey = tuple[int, int, int]
+"""(owner, CLIP | FRAMES | READER, clip or video index): the datasets of a process share its cache."""
+Cached = Clip | Images | VideoReader
+
+
+class ByteBudgetCache:
+    """Least-recently-used entries, bounded in bytes, so epochs after the first skip decoding.
+
+    Datasets can share one (a run's training and validation do), so that a process holds one budget whatever
+    the number of datasets and videos; a DataLoader worker gets its own copy, and holds at most one budget."""
+
+    def __init__(self, budget_bytes: int) -> None:
+        self.budget = budget_bytes
+        self.used = 0
+        self.entries: OrderedDict[CacheKey, tuple[Cached, int, Callable[[], None] | None]] = OrderedDict()
+
+    def get(self, key: CacheKey) -> Cached | None:
+        entry = self.entries.get(key)
+        if entry is None:
+            return None
+        self.entries.move_to_end(key)
+        return entry[0]
+
+    def put(self, key: CacheKey, value: Cached, nbytes: int, on_evict: Callable[[], None] | None = None) -> bool:
+        """Whether the value is kept; `on_evict` runs when the budget pushes it out (an open video closes)."""
+        if nbytes > self.budget:
+            return False
+        replaced = self.entries.pop(key, None)
+        if replaced is not None:
+            self.used -= replaced[1]
+        self.entries[key] = (value, nbytes, on_evict)
+        self.used += nbytes
+        while self.used > self.budget:
+            _, (_, evicted, release) = self.entries.popitem(last=False)
+            self.used -= evicted
+            if release is not None:
+                release()
+        return True
+
+
+def frame_cache_bytes(frame_cache_mb: int | None = None) -> int:
+    """The cache's budget: `frame_cache_mb`, else DREEM_FRAME_CACHE_MB, else 1024 MiB, per process."""
+    megabytes = (
+        frame_cache_mb
+        if frame_cache_mb is not None
+        else int(os.environ.get("DREEM_FRAME_CACHE_MB", DEFAULT_FRAME_CACHE_MB))
+    )
+    return megabytes * 2**20
+
+
+class ReaderPool:
+    """One reader per video. A video stays open while the cache's budget allows, each open one charged its
+    reader's `open_bytes` and closed when the budget pushes it out, least recently read first. The one being read
+    stays open even when it alone exceeds the budget, so a budget of 0 keeps one video open at a time."""
+
+    def __init__(self, readers: Sequence[VideoReader], cache: ByteBudgetCache, owner: int) -> None:
+        self.readers = list(readers)
+        self.cache = cache
+        self.owner = owner
+        self._outside_budget: int | None = None
+
+    def read(self, video_index: int, frame_indices: list[int]) -> Images:
+        reader = self.readers[video_index]
+        key = (self.owner, READER, video_index)
+        if self.cache.get(key) is None and not self.cache.put(key, reader, reader.open_bytes, reader.close):
+            if self._outside_budget not in (None, video_index):
+                self.readers[self._outside_budget].close()
+            self._outside_budget = video_index
+        return reader.read(frame_indices)
