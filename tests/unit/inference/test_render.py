@@ -21,7 +21,7 @@ from dreem_trainer.data.point_tracks import write_tracks_csv
 from dreem_trainer.data.records import LabelledVideo
 from dreem_trainer.data.sleap import SleapLabels
 from dreem_trainer.inference.colours import track_colour
-from dreem_trainer.inference.render import render
+from dreem_trainer.inference.render import FrameLayout, Painter, render, video_facts
 from dreem_trainer.inference.render_options import FrameRange, RenderError, RenderOptions
 from tests.conftest import dreem_executable
 from tests.microscopy_helpers import CELLS, MAN_TRACK, truth_points, write_stack
@@ -244,3 +244,30 @@ def test_each_render_option_of_the_command_reaches_the_video(tmp_path: Path) -> 
     assert np.abs(drawn.astype(np.int64) - undrawn.astype(np.int64)).mean() > 1
     bad = CliRunner().invoke(app, ["render", TWO_FLIES_SLP, "-o", str(tmp_path / "x.mp4"), "--preset", "quick"])
     assert bad.exit_code == 2 and "--preset: not a libx264 preset" in bad.output
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.37])
+def test_every_drawn_pixel_lies_in_a_band_the_relay_reads(scale: float) -> None:
+    """Rows outside the painter's bands pass from decoder to encoder untouched (spliced): a pixel drawn
+    outside them would be lost. Draw every frame of the clip whole, with every option, on a blank frame and
+    check each changed row of each plane is inside one of that plane's bands, and each band holds what it
+    draws."""
+    labelled = SleapLabels().read(str(TWO_FLIES_SLP), str(TWO_FLIES_MP4))
+    facts = video_facts(str(TWO_FLIES_MP4))
+    layout = FrameLayout.of(facts, scale)
+    painter = Painter(labelled, layout, RenderOptions(trail=20, boxes=True, progress=False))
+    checked = 0
+    for frame_idx in sorted(painter.by_frame):
+        blank = np.zeros(layout.nbytes, dtype=np.uint8)
+        painter.draw(frame_idx, blank)
+        for plane_index, (plane, bands) in enumerate(zip(layout.planes(blank), painter.bands(frame_idx), strict=True)):
+            inside = np.zeros(plane.shape[0], dtype=bool)
+            for band in bands:
+                inside[band.start : band.stop] = True
+                alone = np.zeros_like(plane)
+                painter.draw_plane(frame_idx, plane_index, alone, band.drawings)
+                assert np.array_equal(alone[band.start : band.stop], plane[band.start : band.stop])
+            drawn_rows = np.flatnonzero(plane.any(axis=1))
+            assert drawn_rows.size and inside[drawn_rows].all(), (frame_idx, plane_index)
+            checked += 1
+    assert checked == 3 * len(painter.by_frame) >= 3 * 100

@@ -1,10 +1,12 @@
 """`dreem render`: a tracked file drawn over its video, each track in its own colour with its name.
 
-Frames travel as planar YUV 4:2:0, the format videos are stored in. An ffmpeg decoder writes them into a
-pipe, a thread reads each into one of a few reused buffers, the drawing happens in place on its Y, U and V
-planes, and the same bytes go down a pipe to an ffmpeg encoder. Drawing in RGB instead would cost two
-colour conversions per frame (YUV to RGB after decoding, RGB to YUV before encoding): measured, 1.75x the
-CPU time of a bare decode and re-encode, against 1.2x this way.
+Frames travel as planar YUV 4:2:0, the format videos are stored in, from an ffmpeg decoder's pipe to an
+ffmpeg encoder's. On Linux (`FrameRelay`) the rows nothing is drawn on move between the two pipes inside the
+kernel (`os.splice`); only the bands of rows the tracks are drawn on are read, drawn on in place on their
+Y, U and V planes, and written on. Elsewhere, and for still images, a thread reads whole frames into a few
+reused buffers, drawn in place and written whole. Drawing in RGB instead would cost two colour conversions
+per frame (YUV to RGB after decoding, RGB to YUV before encoding): measured, 1.75x the CPU time of a bare
+decode and re-encode.
 
 The encoder is the ffmpeg binary imageio-ffmpeg ships, run with sleap-io's `VideoWriter` settings (codec,
 pixel format, CRF, preset). sleap-io's writer itself only takes RGB or grey frames and pads sizes to
@@ -18,13 +20,14 @@ Importing this module loads neither torch nor the model: rendering is drawing an
 from __future__ import annotations
 
 import bisect
+import math
 import os
 import queue
 import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -96,7 +99,12 @@ def render(
     # reading. Their messages go to files, not pipes: a damaged video can log more than a pipe holds, and a
     # full pipe nobody reads would stall ffmpeg.
     with tempfile.TemporaryFile() as decoder_messages, tempfile.TemporaryFile() as encoder_messages:
-        source = decoded_frames(pair.video_path, frames, layout, decoder_messages)
+        relayed = not still and hasattr(os, "splice") and not is_tiff_video(pair.video_path)
+        source: Generator[Plane, None, None] | FrameRelay = (
+            FrameRelay(pair.video_path, frames, layout, decoder_messages)
+            if relayed
+            else decoded_frames(pair.video_path, frames, layout, decoder_messages)
+        )
         encoder: Encoder | None = None
         try:
             if not still:
@@ -108,6 +116,7 @@ def render(
             check_matches(labelled, facts)
             painter = Painter(labelled, layout, options)
             if encoder is None:
+                assert not isinstance(source, FrameRelay)
                 output.parent.mkdir(parents=True, exist_ok=True)
                 written = _write_still(source, painter, frames, partial)
             else:
@@ -285,6 +294,20 @@ class FrameLayout:
     def nbytes(self) -> int:
         return self.width * self.height * 3 // 2
 
+    @property
+    def plane_heights(self) -> tuple[int, int, int]:
+        return self.height, self.height // 2, self.height // 2
+
+    @property
+    def plane_offsets(self) -> tuple[int, int, int]:
+        """Where each plane starts in a frame's bytes, and (as the widths) how many bytes each of its rows holds."""
+        luma = self.width * self.height
+        return 0, luma, luma + luma // 4
+
+    @property
+    def plane_widths(self) -> tuple[int, int, int]:
+        return self.width, self.width // 2, self.width // 2
+
     def planes(self, buffer: Plane) -> tuple[Plane, Plane, Plane]:
         """Views of a flat I420 buffer as its Y, U and V planes (no copy)."""
         luma = self.width * self.height
@@ -388,13 +411,70 @@ def _media_frames(
         free.put(None)  # or stops waiting for a free buffer
         reader.join()
         stream.close()
-        decoder.wait()
-        messages.seek(0)
-        errors = messages.read().decode(errors="replace").strip()
+        errors = _decoder_errors(decoder, messages)
     if failure:
         raise RenderError(f"{video_path}: reading ffmpeg's frames failed ({failure[0]})") from failure[0]
-    if decoder.returncode not in (0, -9) and errors:
+    if errors:
         raise RenderError(f"{video_path}: ffmpeg could not decode it ({errors})")
+
+
+def _decoder_errors(decoder: subprocess.Popen[bytes], messages: IO[bytes]) -> str:
+    """What a stopped decoder said, if it failed (not when it was stopped early)."""
+    decoder.wait()
+    if decoder.returncode in (0, -9):
+        return ""
+    messages.seek(0)
+    return messages.read().decode(errors="replace").strip()
+
+
+class FrameRelay:
+    """Frames passed from the decoder's pipe to the encoder's, drawn on the way (Linux, where `os.splice`
+    exists). The rows no drawing touches move from pipe to pipe inside the kernel without being copied
+    into this process; only the bands of rows an instance is drawn on are read, drawn and written. For a few
+    animals on a large frame most rows are untouched, and copying them through the process twice was most
+    of its CPU time."""
+
+    def __init__(self, video_path: str, frames: range, layout: FrameLayout, messages: IO[bytes]) -> None:
+        self.video_path = video_path
+        self.layout = layout
+        self.messages = messages
+        self.decoder = _start_decoder(video_path, frames, layout, messages)
+        assert self.decoder.stdout is not None
+        self.stream = self.decoder.stdout
+        self.buffer = np.empty(layout.nbytes, dtype=np.uint8)
+        self.view = memoryview(self.buffer)  # type: ignore[arg-type]
+
+    def relay(self, frame_idx: int, painter: Painter, encoder: Encoder) -> bool:
+        """Move frame `frame_idx` to the encoder with its drawings; False when the decoder has no more."""
+        planes = self.layout.planes(self.buffer)
+        done = 0  # bytes of this frame handed on
+        for plane_index, bands in enumerate(painter.bands(frame_idx)):
+            offset, row_bytes = self.layout.plane_offsets[plane_index], self.layout.plane_widths[plane_index]
+            for band in bands:
+                start, stop = offset + band.start * row_bytes, offset + band.stop * row_bytes
+                if not self._pass(start - done, encoder) or not _fill(self.stream, self.view[start:stop]):
+                    return False
+                painter.draw_plane(frame_idx, plane_index, planes[plane_index], band.drawings)
+                encoder.write(self.view[start:stop])
+                done = stop
+        return self._pass(self.layout.nbytes - done, encoder)
+
+    def _pass(self, count: int, encoder: Encoder) -> bool:
+        """Splice `count` bytes from the decoder's pipe to the encoder's."""
+        while count > 0:
+            moved = os.splice(self.stream.fileno(), encoder.fileno(), count)
+            if moved == 0:
+                return False
+            count -= moved
+        return True
+
+    def close(self) -> None:
+        """Stop the decoder (a no-op once it has finished); raise if it failed."""
+        self.decoder.kill()
+        self.stream.close()
+        errors = _decoder_errors(self.decoder, self.messages)
+        if errors:
+            raise RenderError(f"{self.video_path}: ffmpeg could not decode it ({errors})")
 
 
 def _widen_pipe(descriptor: int, frame_bytes: int) -> None:
@@ -473,6 +553,19 @@ class Drawing:
     label_origin: tuple[float, float]
 
 
+@dataclass(frozen=True)
+class Band:
+    """Rows [start, stop) of one plane and the drawings that lie within them."""
+
+    start: int
+    stop: int
+    drawings: list[Drawing]
+
+
+BAND_MARGIN = 3
+"""Rows added above and below each drawing's band: anti-aliasing, rounding to fixed point and to the chroma
+planes' half resolution each reach a row or so past the shapes' own coordinates."""
+
 # Drawing on the three planes: Y at full resolution, U and V at half. Coordinates go to OpenCV in
 # fixed point (SHIFT fractional bits) so lines and discs sit where the labels put them. Each plane
 # gets one call for all of an instance's lines and one for all its discs: per-shape calls from Python
@@ -532,35 +625,96 @@ class Painter:
         return Drawing(instance.track, points[joined], box, np.repeat(shown[:, None], 2, axis=1), origin)
 
     def draw(self, frame_idx: int, buffer: Plane) -> None:
-        planes = self.layout.planes(buffer)
-        for drawing in self.by_frame.get(frame_idx, ()):
+        """Draw a frame's instances on all three planes of a whole I420 frame."""
+        drawings = self.by_frame.get(frame_idx, [])
+        for plane_index, plane in enumerate(self.layout.planes(buffer)):
+            self.draw_plane(frame_idx, plane_index, plane, drawings)
+
+    def draw_plane(self, frame_idx: int, plane_index: int, plane: Plane, drawings: Sequence[Drawing]) -> None:
+        """Draw `drawings` on one plane (0: Y, 1: U, 2: V) of frame `frame_idx`."""
+        scale = PLANE_SCALES[plane_index]
+        # Anti-aliasing where the eye sees edges, in luma; the half-resolution chroma planes take plain
+        # lines at under half the cost (a chroma edge blurs anyway when the frame is shown).
+        line_type = cv2.LINE_AA if scale == 1.0 else cv2.LINE_8
+        width = max(1, round(self.thickness * scale))
+        diameter = max(2, round(2 * self.node_radius * scale))
+        text_width = max(1, round(self.font_thickness * scale))
+        for drawing in drawings:
             track = self.tracks[drawing.track]
+            value = track.yuv[plane_index]
+            strokes, dots = self._fixed_shapes(drawing, scale)
             trail = self._trail(track, frame_idx)
-            for plane, value, scale in zip(planes, track.yuv, PLANE_SCALES, strict=True):
-                strokes, dots = self._fixed_shapes(drawing, scale)
-                if trail is not None:
-                    strokes = [*strokes, _fixed(trail, scale)]
-                # Anti-aliasing where the eye sees edges, in luma; the half-resolution chroma planes take plain
-                # lines at under half the cost (a chroma edge blurs anyway when the frame is shown).
-                line_type = cv2.LINE_AA if scale == 1.0 else cv2.LINE_8
-                width = max(1, round(self.thickness * scale))
-                if strokes:
-                    cv2.polylines(plane, strokes, False, value, width, line_type, SHIFT)
-                diameter = max(2, round(2 * self.node_radius * scale))
-                cv2.polylines(plane, dots, False, value, diameter, line_type, SHIFT)
-                x, y = drawing.label_origin
-                at = (round(x * scale), round(max(y, 12 * self.font_scale) * scale))
-                text_width = max(1, round(self.font_thickness * scale))
-                cv2.putText(
-                    plane,
-                    track.name,
-                    at,
-                    cv2.FONT_HERSHEY_SIMPLEX,
-                    self.font_scale * scale,
-                    value,
-                    text_width,
-                    line_type,
+            if trail is not None:
+                strokes = [*strokes, _fixed(trail, scale)]
+            if strokes:
+                cv2.polylines(plane, strokes, False, value, width, line_type, SHIFT)
+            cv2.polylines(plane, dots, False, value, diameter, line_type, SHIFT)
+            x, y = self._label_at(drawing)
+            cv2.putText(
+                plane,
+                track.name,
+                (round(x * scale), round(y * scale)),
+                cv2.FONT_HERSHEY_SIMPLEX,
+                self.font_scale * scale,
+                value,
+                text_width,
+                line_type,
+            )
+
+    def bands(self, frame_idx: int) -> list[list[Band]]:
+        """For each plane, the bands of rows frame `frame_idx`'s drawings touch, top to bottom, each with
+        the drawings inside it. Generous by a few rows: a row outside every band is left as decoded."""
+        drawings = self.by_frame.get(frame_idx, [])
+        rows = [self._rows(drawing, frame_idx) for drawing in drawings]
+        planes: list[list[Band]] = []
+        for scale, height in zip(PLANE_SCALES, self.layout.plane_heights, strict=True):
+            scaled = sorted(
+                (
+                    (
+                        max(0, math.floor(top * scale) - BAND_MARGIN),
+                        min(height, math.ceil(bottom * scale) + BAND_MARGIN),
+                    ),
+                    order,
                 )
+                for order, (top, bottom) in enumerate(rows)
+            )
+            merged: list[tuple[int, int, list[int]]] = []
+            for (top, bottom), order in scaled:
+                if top >= bottom:
+                    continue
+                if merged and top <= merged[-1][1]:
+                    merged[-1] = (merged[-1][0], max(merged[-1][1], bottom), [*merged[-1][2], order])
+                else:
+                    merged.append((top, bottom, [order]))
+            # Within a band, drawings keep the frame's order, so overlaps come out as a whole frame draws them.
+            planes.append([Band(top, bottom, [drawings[k] for k in sorted(orders)]) for top, bottom, orders in merged])
+        return planes
+
+    def _rows(self, drawing: Drawing, frame_idx: int) -> tuple[float, float]:
+        """The luma rows [top, bottom) a drawing covers on this frame: its shapes, its trail and its name."""
+        reach = max(self.node_radius, self.thickness)
+        ys = [drawing.dots[:, 0, 1]]
+        if len(drawing.edges):
+            ys.append(drawing.edges[:, :, 1].ravel())
+        if drawing.box is not None:
+            ys.append(drawing.box[:, 1])
+        trail = self._trail(self.tracks[drawing.track], frame_idx)
+        if trail is not None:
+            ys.append(trail[:, 1])
+        every = np.concatenate(ys)
+        every = every[~np.isnan(every)]
+        top, bottom = float(every.min()) - reach, float(every.max()) + reach
+        (_, text_height), baseline = cv2.getTextSize(
+            self.tracks[drawing.track].name, cv2.FONT_HERSHEY_SIMPLEX, self.font_scale, self.font_thickness
+        )
+        _, label_y = self._label_at(drawing)
+        top = min(top, label_y - text_height - self.font_thickness)
+        bottom = max(bottom, label_y + baseline + self.font_thickness)
+        return top, bottom + 1
+
+    def _label_at(self, drawing: Drawing) -> tuple[float, float]:
+        x, y = drawing.label_origin
+        return x, max(y, 12 * self.font_scale)
 
     def _fixed_shapes(
         self, drawing: Drawing, scale: float
@@ -588,16 +742,28 @@ def _fixed(points: npt.NDArray[np.float64], scale: float) -> npt.NDArray[np.int3
 
 
 def _write_video(
-    source: Iterator[Plane], painter: Painter, frames: range, encoder: Encoder, options: RenderOptions, label: str
+    source: Iterator[Plane] | FrameRelay,
+    painter: Painter,
+    frames: range,
+    encoder: Encoder,
+    options: RenderOptions,
+    label: str,
 ) -> int:
     """Draw each decoded frame and hand it to the encoder; returns the frames written."""
     written = 0
     with _progress(options.progress, len(frames), label) as advance:
-        for frame_idx, buffer in zip(frames, source, strict=False):
-            painter.draw(frame_idx, buffer)
-            encoder.write(buffer)
-            written += 1
-            advance()
+        if isinstance(source, FrameRelay):
+            for frame_idx in frames:
+                if not source.relay(frame_idx, painter, encoder):
+                    break
+                written += 1
+                advance()
+        else:
+            for frame_idx, buffer in zip(frames, source, strict=False):
+                painter.draw(frame_idx, buffer)
+                encoder.write(buffer)
+                written += 1
+                advance()
     encoder.finish()
     return written
 
@@ -646,8 +812,11 @@ class Encoder:
         self._stdin = self._process.stdin
         _widen_pipe(self._stdin.fileno(), layout.nbytes)
 
-    def write(self, frame: Plane) -> None:
-        view = memoryview(frame)  # type: ignore[arg-type]
+    def fileno(self) -> int:
+        return self._stdin.fileno()
+
+    def write(self, frame: Plane | memoryview) -> None:
+        view = frame if isinstance(frame, memoryview) else memoryview(frame)  # type: ignore[arg-type]
         try:
             while view:
                 view = view[self._stdin.write(view) :]
