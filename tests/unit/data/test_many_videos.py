@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from dreem_trainer.config.data import DatasetSplitConfig
-from dreem_trainer.data.cache import ByteBudgetCache
+from dreem_trainer.data.cache import READER, SHARED, ByteBudgetCache
 from dreem_trainer.data.clip import Clip
-from dreem_trainer.data.dataset import ClipDataset
+from dreem_trainer.data.dataset import ClipDataset, SourceReads
 from dreem_trainer.data.discovery import SourcePair
 from dreem_trainer.data.label_table import LabelTable
 from dreem_trainer.data.records import Frame, Instance, LabelledVideo
@@ -154,3 +154,19 @@ def test_a_video_that_cannot_be_decoded_is_named_before_training(tmp_path: Path)
     broken.write_bytes(b"not a video")
     with pytest.raises(DataError, match=r"fly_01\.mp4: cannot "):
         ClipDataset(split(data, mode="val"))
+
+
+def test_splits_that_share_a_video_hold_it_open_once_in_the_budget(tmp_path: Path) -> None:
+    """A run's training and validation datasets share their readers (SourceReads) and their cache: a video
+    both read is one open decoder, charged to the budget once."""
+    data = copies(tmp_path, 1)
+    decoder = MediaReader(str(VIDEO)).open_bytes
+    cache, sources = ByteBudgetCache(10 * decoder), SourceReads()
+    training = ClipDataset(split(data, mode="val"), cache=cache, sources=sources)
+    validation = ClipDataset(split(data, mode="val"), cache=cache, sources=sources)
+    training.readers.read(0, [0])
+    validation.readers.read(0, [1])
+    assert training.readers.readers[0] is validation.readers.readers[0]
+    assert [key for key in cache.entries if key[1] == READER] == [(SHARED, READER, id(training.readers.readers[0]))]
+    assert cache.used == decoder
+    training.readers.readers[0].close()

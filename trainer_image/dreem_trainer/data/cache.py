@@ -17,8 +17,10 @@ from dreem_trainer.data.sources import Images, VideoReader
 DEFAULT_FRAME_CACHE_MB = 1024
 
 CLIP, FRAMES, READER = 0, 1, 2
+SHARED = -1
+"""The owner of entries no one dataset owns: open videos, which datasets may share."""
 CacheKey = tuple[int, int, int]
-"""(owner, CLIP | FRAMES | READER, clip or video index): the datasets of a process share its cache."""
+"""(owner, CLIP | FRAMES | READER, clip index, or the reader's id): the datasets of a process share its cache."""
 Cached = Clip | Images | VideoReader
 
 
@@ -72,15 +74,17 @@ class ReaderPool:
     reader's `open_bytes` and closed when the budget pushes it out, least recently read first. The one being read
     stays open even when it alone exceeds the budget, so a budget of 0 keeps one video open at a time."""
 
-    def __init__(self, readers: Sequence[VideoReader], cache: ByteBudgetCache, owner: int) -> None:
+    def __init__(self, readers: Sequence[VideoReader], cache: ByteBudgetCache) -> None:
         self.readers = list(readers)
         self.cache = cache
-        self.owner = owner
         self._outside_budget: int | None = None
 
     def read(self, video_index: int, frame_indices: list[int]) -> Images:
         reader = self.readers[video_index]
-        key = (self.owner, READER, video_index)
+        # Keyed by the reader, not by this pool: datasets that share a reader (a run's splits naming the same
+        # video) share its one entry, so it is charged once and closed once. The entry holds the reader, so
+        # its id is not reused while the entry lives.
+        key = (SHARED, READER, id(reader))
         if self.cache.get(key) is None and not self.cache.put(key, reader, reader.open_bytes, reader.close):
             if self._outside_budget not in (None, video_index):
                 self.readers[self._outside_budget].close()

@@ -84,8 +84,8 @@ def open_reader(video_path: str) -> VideoReader:
 class SourceReads:
     """Each source's labels, read once, and each video's reader, made (and so probed) once, for the
     datasets of one run: the training and validation splits often name the same files, and reading them
-    again would only delay the first step. A shared reader may be closed by one dataset's `ReaderPool` and
-    reopened by another's when it next reads; each pool charges it to the budget while it holds it open."""
+    again would only delay the first step. A shared reader has one entry in the cache the datasets share, so
+    it is charged to the budget once, whichever dataset opened it."""
 
     def __init__(self) -> None:
         self._labels: dict[tuple[str, str], LabelTable] = {}
@@ -142,7 +142,7 @@ class ClipDataset(Dataset[Clip]):
         )
         self.cache = cache if cache is not None else ByteBudgetCache(frame_cache_bytes(frame_cache_mb))
         self.cache_id = next(_dataset_ids)
-        self.readers = ReaderPool([sources.reader(pair.video_path) for pair in self.pairs], self.cache, self.cache_id)
+        self.readers = ReaderPool([sources.reader(pair.video_path) for pair in self.pairs], self.cache)
         self.augmenter = FrameAugmenter(split.augmentations, seed) if self.train and split.augmentations else None
         # A clip that comes out the same every time is cached whole (crops are ~30x smaller than frames);
         # one that is augmented or drawn at random is rebuilt from cached frames.

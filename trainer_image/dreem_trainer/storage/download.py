@@ -14,7 +14,7 @@ import fcntl
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,31 +115,38 @@ def register(storage: StorageConfig, uri: S3Uri, uploaded: Path, handle: int, et
     """
     target = local_path(cache_root(storage), uri)
     target.parent.mkdir(parents=True, exist_ok=True)
-    linked = _linked_name(target)
-    try:
+
+    def link(linked: Path) -> bool:
         os.link(uploaded, linked)
-        if not os.path.samestat(os.stat(linked), os.fstat(handle)):
-            return False
-        _install(target, linked, etag)
-        return True
-    except OSError as error:
-        log.info("%s not registered in the download cache: %s", uri, error)
-        return False
-    finally:
-        linked.unlink(missing_ok=True)
+        return os.path.samestat(os.stat(linked), os.fstat(handle))
+
+    return _register_link(uri, target, etag, link)
 
 
 def register_copy(storage: StorageConfig, source: S3Uri, source_etag: str, uri: S3Uri, etag: str) -> bool:
     """After a server-side copy of `source` (whose ETag was `source_etag`) to `uri`: the cached copy of the
     source, if it holds those very bytes, becomes the cached copy of `uri` too."""
     cached, target = local_path(cache_root(storage), source), local_path(cache_root(storage), uri)
-    linked = _linked_name(target)
-    try:
+
+    def link(linked: Path) -> bool:
         with _locked(cached):
             if not _fresh(cached, None, source_etag):
                 return False
             target.parent.mkdir(parents=True, exist_ok=True)
             os.link(cached, linked)
+        return True
+
+    return _register_link(uri, target, etag, link)
+
+
+def _register_link(uri: S3Uri, target: Path, etag: str, link: Callable[[Path], bool]) -> bool:
+    """Install as `target`'s cached copy, under `etag`, the hard link `link` makes at the name it is given
+    (false when it declines); the link's temporary name never outlives the call. A filesystem that refuses
+    the link leaves the object unregistered, and a resume downloads it, as before."""
+    linked = _linked_name(target)
+    try:
+        if not link(linked):
+            return False
         _install(target, linked, etag)
         return True
     except OSError as error:
