@@ -21,7 +21,7 @@ from dreem_trainer.data.point_tracks import write_tracks_csv
 from dreem_trainer.data.records import LabelledVideo
 from dreem_trainer.data.sleap import SleapLabels
 from dreem_trainer.inference.colours import track_colour
-from dreem_trainer.inference.render import FrameLayout, Painter, render, video_facts
+from dreem_trainer.inference.render import FrameLayout, planes_of, render, video_facts, video_frames
 from dreem_trainer.inference.render_options import FrameRange, RenderError, RenderOptions
 from tests.conftest import dreem_executable
 from tests.microscopy_helpers import CELLS, MAN_TRACK, truth_points, write_stack
@@ -246,28 +246,48 @@ def test_each_render_option_of_the_command_reaches_the_video(tmp_path: Path) -> 
     assert bad.exit_code == 2 and "--preset: not a libx264 preset" in bad.output
 
 
-@pytest.mark.parametrize("scale", [1.0, 0.37])
-def test_every_drawn_pixel_lies_in_a_band_the_relay_reads(scale: float) -> None:
-    """Rows outside the painter's bands pass from decoder to encoder untouched (spliced): a pixel drawn
-    outside them would be lost. Draw every frame of the clip whole, with every option, on a blank frame and
-    check each changed row of each plane is inside one of that plane's bands, and each band holds what it
-    draws."""
-    labelled = SleapLabels().read(str(TWO_FLIES_SLP), str(TWO_FLIES_MP4))
-    facts = video_facts(str(TWO_FLIES_MP4))
-    layout = FrameLayout.of(facts, scale)
-    painter = Painter(labelled, layout, RenderOptions(trail=20, boxes=True, progress=False))
-    checked = 0
-    for frame_idx in sorted(painter.by_frame):
-        blank = np.zeros(layout.nbytes, dtype=np.uint8)
-        painter.draw(frame_idx, blank)
-        for plane_index, (plane, bands) in enumerate(zip(layout.planes(blank), painter.bands(frame_idx), strict=True)):
-            inside = np.zeros(plane.shape[0], dtype=bool)
-            for band in bands:
-                inside[band.start : band.stop] = True
-                alone = np.zeros_like(plane)
-                painter.draw_plane(frame_idx, plane_index, alone, band.drawings)
-                assert np.array_equal(alone[band.start : band.stop], plane[band.start : band.stop])
-            drawn_rows = np.flatnonzero(plane.any(axis=1))
-            assert drawn_rows.size and inside[drawn_rows].all(), (frame_idx, plane_index)
-            checked += 1
-    assert checked == 3 * len(painter.by_frame) >= 3 * 100
+def test_drawing_in_place_never_reaches_the_frames_decoded_after() -> None:
+    """Frames are drawn on in the decoder's own buffers. A decoder keeps decoded frames as references for
+    the next ones, so a drawing on a shared buffer would show up, moved, in later frames. Decode the clip
+    twice, once drawing a white square over most of each frame: each frame must come out of the decoder
+    exactly as it does when nothing is drawn."""
+    layout = FrameLayout.of(video_facts(str(TWO_FLIES_MP4)), 1.0)
+    frames = range(40)
+    clean = video_frames(str(TWO_FLIES_MP4), frames, layout)
+    drawn_on = video_frames(str(TWO_FLIES_MP4), frames, layout)
+    compared = 0
+    try:
+        for untouched, frame in zip(clean, drawn_on, strict=True):
+            planes, expected = planes_of(frame), planes_of(untouched)
+            assert all(np.array_equal(got, want) for got, want in zip(planes, expected, strict=True)), compared
+            for plane in planes:
+                plane[: plane.shape[0] * 3 // 4, : plane.shape[1] * 3 // 4] = 255
+            compared += 1
+    finally:
+        clean.close()
+        drawn_on.close()
+    assert compared == len(frames)
+
+
+def test_an_odd_sized_grey_video_keeps_its_size_but_one_padding_pixel(tmp_path: Path) -> None:
+    """A video that is not I420 (grey, and negated so its edges are bright) at an odd size: converted once,
+    padded to even for x264. The range starts mid-video, where both flies are apart (two frames: sleap-io
+    cannot read a one-frame mp4 back)."""
+    odd = tmp_path / "odd.mp4"
+    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+    grey_odd = ["-vf", "format=gray,crop=1023:1021:0:0,negate", "-pix_fmt", "gray"]
+    encode = ["-c:v", "libx264", "-preset", "ultrafast"]
+    subprocess.run([ffmpeg, "-v", "error", "-i", TWO_FLIES_MP4, *grey_odd, *encode, str(odd)], check=True)
+    drawn = render(
+        TWO_FLIES_SLP, tmp_path / "odd_drawn.mp4", video=str(odd), options=RenderOptions(frames=FrameRange(64, 66))
+    )
+    assert (drawn.frames, drawn.width, drawn.height) == (2, 1024, 1022)
+    video = sio.load_video(str(drawn.output), grayscale=False)
+    assert video.shape[:3] == (2, 1022, 1024)
+    truth = SleapLabels().read(TWO_FLIES_SLP, TWO_FLIES_MP4)
+    thorax = truth.node_names.index("thorax")
+    image = video[0]
+    assert_track_colours(image, isolated_points(truth, 64, thorax, clearance=40))
+    # The padding column and row are black, next to the video's own (negated, so bright) edge.
+    assert image[:, -1].max() < 40 and image[-1, :].max() < 40
+    assert np.median(image[:-1, -2]) > 150 and np.median(image[-2, :-1]) > 150

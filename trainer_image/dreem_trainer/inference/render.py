@@ -1,18 +1,14 @@
 """`dreem render`: a tracked file drawn over its video, each track in its own colour with its name.
 
-Frames travel as planar YUV 4:2:0, the format videos are stored in, from an ffmpeg decoder's pipe to an
-ffmpeg encoder's. On Linux (`FrameRelay`) the rows nothing is drawn on move between the two pipes inside the
-kernel (`os.splice`); only the bands of rows the tracks are drawn on are read, drawn on in place on their
-Y, U and V planes, and written on. Elsewhere, and for still images, a thread reads whole frames into a few
-reused buffers, drawn in place and written whole. Drawing in RGB instead would cost two colour conversions
-per frame (YUV to RGB after decoding, RGB to YUV before encoding): measured, 1.75x the CPU time of a bare
-decode and re-encode.
+The video is decoded, drawn on and encoded in this process by FFmpeg's libraries (PyAV), in planar YUV
+4:2:0, the format videos are stored in: each decoded frame is drawn on in place on its Y, U and V planes
+and handed to the encoder as it is. Drawing in RGB instead would cost two colour conversions per frame
+(YUV to RGB after decoding, RGB to YUV before encoding): measured, 1.75x the CPU time of a bare decode and
+re-encode. Two ffmpeg processes with the frames piped through this one cost each
+frame a copy into and out of two pipes, and kept the render at 1.15-1.31x a bare transcode.
 
-The encoder is the ffmpeg binary imageio-ffmpeg ships, run with sleap-io's `VideoWriter` settings (codec,
-pixel format, CRF, preset). sleap-io's writer itself only takes RGB or grey frames and pads sizes to
-multiples of 16, which would change the frame size; imageio-ffmpeg's `write_frames` pipe under it cannot be
-started before the frames are known good and stopped without writing a broken file, and polls for the
-encoder's exit. Both ffmpeg processes start before the labels are read, so their start-up overlaps it.
+The encoder takes sleap-io's `VideoWriter` settings (codec, pixel format, CRF, preset). sleap-io's writer
+itself only takes RGB or grey frames and pads sizes to multiples of 16, which would change the frame size.
 
 Importing this module loads neither torch nor the model: rendering is drawing and video I/O only.
 """
@@ -20,18 +16,14 @@ Importing this module loads neither torch nor the model: rendering is drawing an
 from __future__ import annotations
 
 import bisect
-import math
+import contextlib
 import os
-import queue
-import subprocess
-import tempfile
-import threading
 import time
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import IO, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import cv2
 import numpy as np
@@ -43,6 +35,9 @@ from dreem_trainer.data.point_tracks import TRACKS_CSV_SUFFIX
 from dreem_trainer.data.records import Instance, LabelledVideo
 from dreem_trainer.inference.colours import RGB, track_colour
 from dreem_trainer.inference.render_options import TIFF_FPS, X264_PRESETS, RenderError, RenderOptions
+
+if TYPE_CHECKING:
+    from av import VideoFrame
 
 STILL_SUFFIXES = (".png", ".jpg", ".jpeg")
 POINT_MARGIN = 0.02
@@ -94,41 +89,27 @@ def render(
     layout = FrameLayout.of(facts, options.scale)
     partial = output.with_name(f".{output.stem}.partial{output.suffix}")
     started = time.perf_counter()
-    written = 0
-    # The decoder and the encoder start before the labels are read, so that their start-up overlaps the
-    # reading. Their messages go to files, not pipes: a damaged video can log more than a pipe holds, and a
-    # full pipe nobody reads would stall ffmpeg.
-    with tempfile.TemporaryFile() as decoder_messages, tempfile.TemporaryFile() as encoder_messages:
-        relayed = not still and hasattr(os, "splice") and not is_tiff_video(pair.video_path)
-        source: Generator[Plane, None, None] | FrameRelay = (
-            FrameRelay(pair.video_path, frames, layout, decoder_messages)
-            if relayed
-            else decoded_frames(pair.video_path, frames, layout, decoder_messages)
-        )
-        encoder: Encoder | None = None
-        try:
-            if not still:
-                output.parent.mkdir(parents=True, exist_ok=True)
-                fps = options.fps or facts.fps or TIFF_FPS
-                encoder = Encoder(partial, layout, fps, options, encoder_messages)
-            labelled = pair.read()
-            check_tracks(labelled)
-            check_matches(labelled, facts)
-            painter = Painter(labelled, layout, options)
-            if encoder is None:
-                assert not isinstance(source, FrameRelay)
-                output.parent.mkdir(parents=True, exist_ok=True)
-                written = _write_still(source, painter, frames, partial)
-            else:
-                written = _write_video(source, painter, frames, encoder, options, output.name)
-            if written == 0:
-                raise RenderError(f"{pair.video_path}: ffmpeg decoded no frame of {frames.start}-{frames.stop - 1}")
-            os.replace(partial, output)
-        finally:
-            source.close()  # stops the decoder if the labels or the encoder failed first
-            if encoder is not None:
-                encoder.stop()  # a no-op after a finished encoding
-            partial.unlink(missing_ok=True)
+    source = video_frames(pair.video_path, frames, layout)
+    encoder: Encoder | None = None
+    try:
+        labelled = pair.read()
+        check_tracks(labelled)
+        check_matches(labelled, facts)
+        painter = Painter(labelled, layout, options)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        if still:
+            written = _write_still(source, painter, frames, partial)
+        else:
+            encoder = Encoder(partial, layout, options.fps or facts.fps or TIFF_FPS, options)
+            written = _write_video(source, painter, frames, encoder, options, output.name)
+        if written == 0:
+            raise RenderError(f"{pair.video_path}: no frame of {frames.start}-{frames.stop - 1} could be decoded")
+        os.replace(partial, output)
+    finally:
+        source.close()
+        if encoder is not None:
+            encoder.stop()
+        partial.unlink(missing_ok=True)
     tracks = len({i.track for f in labelled.frames for i in f.instances if i.track >= 0})
     return RenderResult(
         output, written, len(frames), layout.width, layout.height, tracks, time.perf_counter() - started
@@ -290,236 +271,137 @@ class FrameLayout:
     def factor(self) -> tuple[float, float]:
         return self.scaled_width / self.source_width, self.scaled_height / self.source_height
 
-    @property
-    def nbytes(self) -> int:
-        return self.width * self.height * 3 // 2
 
-    @property
-    def plane_heights(self) -> tuple[int, int, int]:
-        return self.height, self.height // 2, self.height // 2
+class FrameSource(Protocol):
+    """Frames of a video as writable I420 `av.VideoFrame`s of the output size, in order."""
 
-    @property
-    def plane_offsets(self) -> tuple[int, int, int]:
-        """Where each plane starts in a frame's bytes, and (as the widths) how many bytes each of its rows holds."""
-        luma = self.width * self.height
-        return 0, luma, luma + luma // 4
+    def __iter__(self) -> Iterator[VideoFrame]: ...
 
-    @property
-    def plane_widths(self) -> tuple[int, int, int]:
-        return self.width, self.width // 2, self.width // 2
-
-    def planes(self, buffer: Plane) -> tuple[Plane, Plane, Plane]:
-        """Views of a flat I420 buffer as its Y, U and V planes (no copy)."""
-        luma = self.width * self.height
-        chroma = luma // 4
-        return (
-            buffer[:luma].reshape(self.height, self.width),
-            buffer[luma : luma + chroma].reshape(self.height // 2, self.width // 2),
-            buffer[luma + chroma :].reshape(self.height // 2, self.width // 2),
-        )
+    def close(self) -> None: ...
 
 
-def decoded_frames(
-    video_path: str, frames: range, layout: FrameLayout, messages: IO[bytes]
-) -> Generator[Plane, None, None]:
-    """Frames `frames` of a video as flat I420 buffers, each valid until the next is asked for. A video's
-    decoder starts now, not at the first frame, so that its start-up overlaps whatever the caller does next."""
+def video_frames(video_path: str, frames: range, layout: FrameLayout) -> FrameSource:
+    """Frames `frames` of a video or a TIFF stack."""
     if is_tiff_video(video_path):
-        return _tiff_frames(video_path, frames, layout)
-    return _media_frames(_start_decoder(video_path, frames, layout, messages), messages, video_path, layout)
+        return TiffFrames(video_path, frames, layout)
+    return DecodedVideo(video_path, frames, layout)
 
 
-DECODED_AHEAD = 4
-"""Frames the decoder may run ahead of the drawing. With none, a decoder blocked on a full pipe sits idle
-while the encoder is busy, and the drawing then waits for it: a few buffers let the two overlap, as the
-queues between ffmpeg's own decoding and encoding threads do in a bare transcode."""
+class DecodedVideo:
+    """A video decoded in this process by FFmpeg's libraries (PyAV), frame by frame, in the order shown.
 
+    Frames come out as the decoder made them when they are already I420 at the output size (the usual
+    case), converted once (swscale) otherwise. A damaged packet is skipped, as the ffmpeg command skips it
+    (the render then reports fewer frames than requested); frames are numbered in the order they are
+    decoded in, as sleap-io numbers them.
+    """
 
-def _start_decoder(video_path: str, frames: range, layout: FrameLayout, messages: IO[bytes]) -> subprocess.Popen[bytes]:
-    import imageio_ffmpeg
+    def __init__(self, video_path: str, frames: range, layout: FrameLayout) -> None:
+        import av
 
-    filters = [f"trim=start_frame={frames.start}:end_frame={frames.stop}"]
-    if (layout.scaled_width, layout.scaled_height) != (layout.source_width, layout.source_height):
-        filters.append(f"scale={layout.scaled_width}:{layout.scaled_height}")
-    if (layout.width, layout.height) != (layout.scaled_width, layout.scaled_height):
-        filters.append(f"pad={layout.width}:{layout.height}:0:0")
-    command = [
-        imageio_ffmpeg.get_ffmpeg_exe(),
-        "-nostdin",
-        "-v",
-        "error",
-        # One decoding thread keeps ahead of any x264 preset and spends less CPU than frame threads,
-        # which the encoder needs more.
-        "-threads",
-        "1",
-        "-i",
-        video_path,
-        "-an",
-        "-sn",
-        "-dn",
-        "-vf",
-        ",".join(filters),
-        "-fps_mode",
-        "passthrough",
-        "-f",
-        "rawvideo",
-        "-pix_fmt",
-        "yuv420p",
-        # Unbuffered output: each frame goes to the pipe in one write, not copied through ffmpeg's 32 KiB
-        # I/O buffer in dozens (measured: about a tenth less CPU for the whole render).
-        "-avioflags",
-        "direct",
-        "-",
-    ]
-    decoder = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=messages, bufsize=0)
-    assert decoder.stdout is not None
-    _widen_pipe(decoder.stdout.fileno(), layout.nbytes)
-    return decoder
-
-
-def _media_frames(
-    decoder: subprocess.Popen[bytes], messages: IO[bytes], video_path: str, layout: FrameLayout
-) -> Generator[Plane, None, None]:
-    """The decoder's frames, read by a thread into a ring of DECODED_AHEAD reused buffers (reading from
-    the pipe releases the GIL, so it overlaps the drawing and the encoder's writes)."""
-    assert decoder.stdout is not None
-    stream = decoder.stdout
-    ring = [np.empty(layout.nbytes, dtype=np.uint8) for _ in range(DECODED_AHEAD)]
-    free: queue.SimpleQueue[int | None] = queue.SimpleQueue()
-    filled: queue.SimpleQueue[int | None] = queue.SimpleQueue()
-    failure: list[BaseException] = []
-    for index in range(DECODED_AHEAD):
-        free.put(index)
-
-    def read() -> None:
-        try:
-            while (slot := free.get()) is not None and _fill(stream, memoryview(ring[slot])):  # type: ignore[arg-type]
-                filled.put(slot)
-        except BaseException as error:  # handed to the consuming thread, which raises it
-            failure.append(error)
-        finally:
-            filled.put(None)
-
-    reader = threading.Thread(target=read, name="render-decoder", daemon=True)
-    reader.start()
-    try:
-        while (slot := filled.get()) is not None:
-            yield ring[slot]
-            free.put(slot)
-    finally:
-        decoder.kill()  # the reader then meets the end of the pipe, if it is still reading
-        free.put(None)  # or stops waiting for a free buffer
-        reader.join()
-        stream.close()
-        errors = _decoder_errors(decoder, messages)
-    if failure:
-        raise RenderError(f"{video_path}: reading ffmpeg's frames failed ({failure[0]})") from failure[0]
-    if errors:
-        raise RenderError(f"{video_path}: ffmpeg could not decode it ({errors})")
-
-
-def _decoder_errors(decoder: subprocess.Popen[bytes], messages: IO[bytes]) -> str:
-    """What a stopped decoder said, if it failed (not when it was stopped early)."""
-    decoder.wait()
-    if decoder.returncode in (0, -9):
-        return ""
-    messages.seek(0)
-    return messages.read().decode(errors="replace").strip()
-
-
-class FrameRelay:
-    """Frames passed from the decoder's pipe to the encoder's, drawn on the way (Linux, where `os.splice`
-    exists). The rows no drawing touches move from pipe to pipe inside the kernel without being copied
-    into this process; only the bands of rows an instance is drawn on are read, drawn and written. For a few
-    animals on a large frame most rows are untouched, and copying them through the process twice was most
-    of its CPU time."""
-
-    def __init__(self, video_path: str, frames: range, layout: FrameLayout, messages: IO[bytes]) -> None:
         self.video_path = video_path
+        self.frames = frames
         self.layout = layout
-        self.messages = messages
-        self.decoder = _start_decoder(video_path, frames, layout, messages)
-        assert self.decoder.stdout is not None
-        self.stream = self.decoder.stdout
-        self.buffer = np.empty(layout.nbytes, dtype=np.uint8)
-        self.view = memoryview(self.buffer)  # type: ignore[arg-type]
+        try:
+            self._container = av.open(video_path)
+        except av.error.FFmpegError as error:
+            raise RenderError(f"{video_path}: cannot open video ({error})") from error
+        if not self._container.streams.video:
+            self._container.close()
+            raise RenderError(f"{video_path}: holds no video stream")
+        self._stream = self._container.streams.video[0]
+        self._stream.thread_type = "AUTO"  # frame and slice threads, as the ffmpeg command decodes
 
-    def relay(self, frame_idx: int, painter: Painter, encoder: Encoder) -> bool:
-        """Move frame `frame_idx` to the encoder with its drawings; False when the decoder has no more."""
-        planes = self.layout.planes(self.buffer)
-        done = 0  # bytes of this frame handed on
-        for plane_index, bands in enumerate(painter.bands(frame_idx)):
-            offset, row_bytes = self.layout.plane_offsets[plane_index], self.layout.plane_widths[plane_index]
-            for band in bands:
-                start, stop = offset + band.start * row_bytes, offset + band.stop * row_bytes
-                if not self._pass(start - done, encoder) or not _fill(self.stream, self.view[start:stop]):
-                    return False
-                painter.draw_plane(frame_idx, plane_index, planes[plane_index], band.drawings)
-                encoder.write(self.view[start:stop])
-                done = stop
-        return self._pass(self.layout.nbytes - done, encoder)
+    def __iter__(self) -> Iterator[VideoFrame]:
+        import av
 
-    def _pass(self, count: int, encoder: Encoder) -> bool:
-        """Splice `count` bytes from the decoder's pipe to the encoder's."""
-        while count > 0:
-            moved = os.splice(self.stream.fileno(), encoder.fileno(), count)
-            if moved == 0:
-                return False
-            count -= moved
-        return True
+        index = -1
+        try:
+            for packet in self._container.demux(self._stream):
+                try:
+                    decoded = packet.decode()
+                except av.error.InvalidDataError:
+                    continue
+                for frame in decoded:
+                    index += 1
+                    if index < self.frames.start:
+                        continue
+                    if index >= self.frames.stop:
+                        return
+                    yield self._output(frame)
+        except av.error.FFmpegError as error:
+            raise RenderError(f"{self.video_path}: cannot decode frame {index + 1} ({error})") from error
 
     def close(self) -> None:
-        """Stop the decoder (a no-op once it has finished); raise if it failed."""
-        self.decoder.kill()
-        self.stream.close()
-        errors = _decoder_errors(self.decoder, self.messages)
-        if errors:
-            raise RenderError(f"{self.video_path}: ffmpeg could not decode it ({errors})")
+        self._container.close()
 
-
-def _widen_pipe(descriptor: int, frame_bytes: int) -> None:
-    """Room for a whole frame in the pipe (Linux; up to its pipe-max-size), rather than 64 KiB: a frame
-    then crosses in a few system calls instead of dozens."""
-    import fcntl
-
-    resize = getattr(fcntl, "F_SETPIPE_SZ", None)
-    if resize is None:
-        return
-    for size in (frame_bytes, 1 << 20):
-        try:
-            fcntl.fcntl(descriptor, resize, size)
-            return
-        except OSError:
-            continue
-
-
-def _fill(stream: Any, view: memoryview) -> bool:
-    """Read exactly one frame into `view`; False at the end of the stream."""
-    got = 0
-    while got < len(view):
-        count = stream.readinto(view[got:])
-        if not count:
-            return False
-        got += count
-    return True
-
-
-def _tiff_frames(video_path: str, frames: range, layout: FrameLayout) -> Generator[Plane, None, None]:
-    """TIFF frames (scaled to 8 bits by the tracking reader) converted once to I420."""
-    reader = TiffReader(video_path)
-    buffer = np.empty(layout.nbytes, dtype=np.uint8)
-    target = buffer.reshape(layout.height * 3 // 2, layout.width)
-    for index in frames:
-        image = reader.read([index])[0]
-        rgb = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB) if image.shape[2] == 1 else image[..., :3]
-        if (layout.scaled_width, layout.scaled_height) != (layout.source_width, layout.source_height):
-            rgb = cv2.resize(rgb, (layout.scaled_width, layout.scaled_height), interpolation=cv2.INTER_AREA)
+    def _output(self, frame: VideoFrame) -> VideoFrame:
+        layout = self.layout
+        if frame.format.name != "yuv420p" or (frame.width, frame.height) != (layout.scaled_width, layout.scaled_height):
+            frame = frame.reformat(width=layout.scaled_width, height=layout.scaled_height, format="yuv420p")
         if (layout.width, layout.height) != (layout.scaled_width, layout.scaled_height):
-            rgb = cv2.copyMakeBorder(
-                rgb, 0, layout.height - layout.scaled_height, 0, layout.width - layout.scaled_width, cv2.BORDER_CONSTANT
-            )
-        cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2YUV_I420, dst=target)
-        yield buffer
+            return _padded(frame, layout)
+        # The decoder may still hold this frame as a reference for the next ones: drawing on a shared
+        # buffer would smear the drawings into them. Copied only when shared.
+        frame.make_writable()
+        return frame
+
+
+def _padded(frame: VideoFrame, layout: FrameLayout) -> VideoFrame:
+    """An odd-sized I420 frame on an even-sized black one (x264 needs even sizes), at the top left."""
+    import av
+
+    padded = av.VideoFrame(layout.width, layout.height, "yuv420p")
+    for source, target, black in zip(planes_of(frame), planes_of(padded), (16, 128, 128), strict=True):
+        target[...] = black
+        target[: source.shape[0], : source.shape[1]] = source
+    return padded
+
+
+def planes_of(frame: VideoFrame) -> tuple[Plane, Plane, Plane]:
+    """Writable views of an I420 frame's Y, U and V planes, in place (no copy): rows may be padded past the
+    width in memory, which the views leave out."""
+    chroma_width, chroma_height = (frame.width + 1) // 2, (frame.height + 1) // 2
+    shapes = ((frame.height, frame.width), (chroma_height, chroma_width), (chroma_height, chroma_width))
+    views = []
+    for plane, (height, width) in zip(frame.planes, shapes, strict=True):
+        memory = np.frombuffer(memoryview(plane), dtype=np.uint8)
+        views.append(memory[: height * plane.line_size].reshape(height, plane.line_size)[:, :width])
+    return views[0], views[1], views[2]
+
+
+class TiffFrames:
+    """TIFF frames (scaled to 8 bits by the tracking reader) converted once to I420 frames."""
+
+    def __init__(self, video_path: str, frames: range, layout: FrameLayout) -> None:
+        self.reader = TiffReader(video_path)
+        self.frames = frames
+        self.layout = layout
+
+    def __iter__(self) -> Iterator[VideoFrame]:
+        import av
+
+        layout = self.layout
+        buffer = np.empty((layout.height * 3 // 2, layout.width), dtype=np.uint8)
+        for index in self.frames:
+            image = self.reader.read([index])[0]
+            rgb = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB) if image.shape[2] == 1 else image[..., :3]
+            if (layout.scaled_width, layout.scaled_height) != (layout.source_width, layout.source_height):
+                rgb = cv2.resize(rgb, (layout.scaled_width, layout.scaled_height), interpolation=cv2.INTER_AREA)
+            if (layout.width, layout.height) != (layout.scaled_width, layout.scaled_height):
+                rgb = cv2.copyMakeBorder(
+                    rgb,
+                    0,
+                    layout.height - layout.scaled_height,
+                    0,
+                    layout.width - layout.scaled_width,
+                    cv2.BORDER_CONSTANT,
+                )
+            cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2YUV_I420, dst=buffer)
+            yield av.VideoFrame.from_ndarray(buffer, format="yuv420p")
+
+    def close(self) -> None:
+        return None
 
 
 def yuv_of(colour: RGB) -> tuple[int, int, int]:
@@ -552,19 +434,6 @@ class Drawing:
     """(n, 2, 2) zero-length segments, one per visible node: drawn thick, each is a disc."""
     label_origin: tuple[float, float]
 
-
-@dataclass(frozen=True)
-class Band:
-    """Rows [start, stop) of one plane and the drawings that lie within them."""
-
-    start: int
-    stop: int
-    drawings: list[Drawing]
-
-
-BAND_MARGIN = 3
-"""Rows added above and below each drawing's band: anti-aliasing, rounding to fixed point and to the chroma
-planes' half resolution each reach a row or so past the shapes' own coordinates."""
 
 # Drawing on the three planes: Y at full resolution, U and V at half. Coordinates go to OpenCV in
 # fixed point (SHIFT fractional bits) so lines and discs sit where the labels put them. Each plane
@@ -624,10 +493,10 @@ class Painter:
         origin = (float(left), float(top) - 2 * self.thickness)
         return Drawing(instance.track, points[joined], box, np.repeat(shown[:, None], 2, axis=1), origin)
 
-    def draw(self, frame_idx: int, buffer: Plane) -> None:
-        """Draw a frame's instances on all three planes of a whole I420 frame."""
+    def draw(self, frame_idx: int, planes: Sequence[Plane]) -> None:
+        """Draw a frame's instances on its Y, U and V planes."""
         drawings = self.by_frame.get(frame_idx, [])
-        for plane_index, plane in enumerate(self.layout.planes(buffer)):
+        for plane_index, plane in enumerate(planes):
             self.draw_plane(frame_idx, plane_index, plane, drawings)
 
     def draw_plane(self, frame_idx: int, plane_index: int, plane: Plane, drawings: Sequence[Drawing]) -> None:
@@ -661,57 +530,6 @@ class Painter:
                 line_type,
             )
 
-    def bands(self, frame_idx: int) -> list[list[Band]]:
-        """For each plane, the bands of rows frame `frame_idx`'s drawings touch, top to bottom, each with
-        the drawings inside it. Generous by a few rows: a row outside every band is left as decoded."""
-        drawings = self.by_frame.get(frame_idx, [])
-        rows = [self._rows(drawing, frame_idx) for drawing in drawings]
-        planes: list[list[Band]] = []
-        for scale, height in zip(PLANE_SCALES, self.layout.plane_heights, strict=True):
-            scaled = sorted(
-                (
-                    (
-                        max(0, math.floor(top * scale) - BAND_MARGIN),
-                        min(height, math.ceil(bottom * scale) + BAND_MARGIN),
-                    ),
-                    order,
-                )
-                for order, (top, bottom) in enumerate(rows)
-            )
-            merged: list[tuple[int, int, list[int]]] = []
-            for (top, bottom), order in scaled:
-                if top >= bottom:
-                    continue
-                if merged and top <= merged[-1][1]:
-                    merged[-1] = (merged[-1][0], max(merged[-1][1], bottom), [*merged[-1][2], order])
-                else:
-                    merged.append((top, bottom, [order]))
-            # Within a band, drawings keep the frame's order, so overlaps come out as a whole frame draws them.
-            planes.append([Band(top, bottom, [drawings[k] for k in sorted(orders)]) for top, bottom, orders in merged])
-        return planes
-
-    def _rows(self, drawing: Drawing, frame_idx: int) -> tuple[float, float]:
-        """The luma rows [top, bottom) a drawing covers on this frame: its shapes, its trail and its name."""
-        reach = max(self.node_radius, self.thickness)
-        ys = [drawing.dots[:, 0, 1]]
-        if len(drawing.edges):
-            ys.append(drawing.edges[:, :, 1].ravel())
-        if drawing.box is not None:
-            ys.append(drawing.box[:, 1])
-        trail = self._trail(self.tracks[drawing.track], frame_idx)
-        if trail is not None:
-            ys.append(trail[:, 1])
-        every = np.concatenate(ys)
-        every = every[~np.isnan(every)]
-        top, bottom = float(every.min()) - reach, float(every.max()) + reach
-        (_, text_height), baseline = cv2.getTextSize(
-            self.tracks[drawing.track].name, cv2.FONT_HERSHEY_SIMPLEX, self.font_scale, self.font_thickness
-        )
-        _, label_y = self._label_at(drawing)
-        top = min(top, label_y - text_height - self.font_thickness)
-        bottom = max(bottom, label_y + baseline + self.font_thickness)
-        return top, bottom + 1
-
     def _label_at(self, drawing: Drawing) -> tuple[float, float]:
         x, y = drawing.label_origin
         return x, max(y, 12 * self.font_scale)
@@ -742,110 +560,97 @@ def _fixed(points: npt.NDArray[np.float64], scale: float) -> npt.NDArray[np.int3
 
 
 def _write_video(
-    source: Iterator[Plane] | FrameRelay,
-    painter: Painter,
-    frames: range,
-    encoder: Encoder,
-    options: RenderOptions,
-    label: str,
+    source: FrameSource, painter: Painter, frames: range, encoder: Encoder, options: RenderOptions, label: str
 ) -> int:
     """Draw each decoded frame and hand it to the encoder; returns the frames written."""
     written = 0
     with _progress(options.progress, len(frames), label) as advance:
-        if isinstance(source, FrameRelay):
-            for frame_idx in frames:
-                if not source.relay(frame_idx, painter, encoder):
-                    break
-                written += 1
-                advance()
-        else:
-            for frame_idx, buffer in zip(frames, source, strict=False):
-                painter.draw(frame_idx, buffer)
-                encoder.write(buffer)
-                written += 1
-                advance()
+        for frame_idx, frame in zip(frames, source, strict=False):
+            painter.draw(frame_idx, planes_of(frame))
+            encoder.write(frame)
+            written += 1
+            advance()
     encoder.finish()
     return written
 
 
 class Encoder:
-    """An ffmpeg process encoding raw I420 frames from its stdin into `target`, with sleap-io's
-    `VideoWriter` settings. `finish` waits for a complete file; `stop` kills an unfinished one."""
+    """`target` encoded in this process by FFmpeg's libraries (PyAV) with sleap-io's `VideoWriter` settings
+    (codec, pixel format, CRF, preset) from I420 frames. `finish` completes the file; `stop` abandons it."""
 
-    def __init__(
-        self, target: Path, layout: FrameLayout, fps: float, options: RenderOptions, messages: IO[bytes]
-    ) -> None:
-        import imageio_ffmpeg
+    def __init__(self, target: Path, layout: FrameLayout, fps: float, options: RenderOptions) -> None:
+        import av
         import sleap_io as sio
 
         settings = sio.VideoWriter(target, fps=fps, crf=options.crf, preset=options.preset)
-        command = [
-            imageio_ffmpeg.get_ffmpeg_exe(),
-            "-nostdin",
-            "-v",
-            "error",
-            "-y",
-            "-f",
-            "rawvideo",
-            "-pix_fmt",
-            "yuv420p",
-            "-s",
-            f"{layout.width}x{layout.height}",
-            "-r",
-            str(Fraction(fps).limit_denominator()),
-            "-avioflags",
-            "direct",  # each frame read from the pipe in one piece, as the decoder writes it
-            "-i",
-            "-",
-            "-an",
-            "-vcodec",
-            settings.codec,
-            "-pix_fmt",
-            settings.pixelformat,
-            *settings.build_output_params(),
-            str(target),
-        ]
+        rate = Fraction(fps).limit_denominator(100_000)
         self.target = target
-        self._messages = messages
-        self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=self._messages, bufsize=0)
-        assert self._process.stdin is not None
-        self._stdin = self._process.stdin
-        _widen_pipe(self._stdin.fileno(), layout.nbytes)
-
-    def fileno(self) -> int:
-        return self._stdin.fileno()
-
-    def write(self, frame: Plane | memoryview) -> None:
-        view = frame if isinstance(frame, memoryview) else memoryview(frame)  # type: ignore[arg-type]
         try:
-            while view:
-                view = view[self._stdin.write(view) :]
-        except BrokenPipeError:
-            self._process.wait()
-            raise RenderError(f"{self.target}: ffmpeg stopped encoding ({self._message()})") from None
+            self._container = av.open(str(target), "w")
+        except (av.error.FFmpegError, ValueError) as error:
+            raise RenderError(f"{target}: cannot write a video there ({error})") from error
+        try:
+            self._stream = self._container.add_stream(settings.codec, rate=rate)
+            self._stream.width, self._stream.height = layout.width, layout.height
+            self._stream.pix_fmt = settings.pixelformat
+            self._stream.time_base = 1 / rate
+            self._stream.options = _codec_options(settings.build_output_params())
+            # As the ffmpeg command does: the encoder picks its threads for the machine.
+            self._stream.codec_context.thread_count = 0
+        except (av.error.FFmpegError, ValueError) as error:
+            self._container.close()
+            raise RenderError(f"{target}: cannot set up the {settings.codec} encoder ({error})") from error
+        self._time_base = 1 / rate  # the stream's own changes to the container's once it opens
+        self._written = 0
+        self._open = True
+
+    def write(self, frame: VideoFrame) -> None:
+        import av
+        from av.video.frame import PictureType
+
+        # Numbered anew, and the encoder chooses each frame's type: a decoded frame keeps the type it had
+        # in the source, which the encoder would otherwise take as an order.
+        frame.pts, frame.time_base, frame.pict_type = self._written, self._time_base, PictureType.NONE
+        try:
+            self._container.mux(self._stream.encode(frame))
+        except av.error.FFmpegError as error:
+            raise RenderError(f"{self.target}: encoding frame {self._written} failed ({error})") from error
+        self._written += 1
 
     def finish(self) -> None:
-        self._stdin.close()
-        if self._process.wait() != 0:
-            raise RenderError(f"{self.target}: ffmpeg could not encode the video ({self._message()})")
+        import av
+
+        try:
+            self._container.mux(self._stream.encode(None))
+            self._container.close()
+        except av.error.FFmpegError as error:
+            raise RenderError(f"{self.target}: could not complete the video ({error})") from error
+        finally:
+            self._open = False
 
     def stop(self) -> None:
-        if self._process.poll() is None:
-            self._process.kill()
-            self._process.wait()
-        self._stdin.close()
+        """Close an unfinished file (the caller removes it); a no-op after `finish`."""
+        import av
 
-    def _message(self) -> str:
-        self._messages.seek(0)
-        return self._messages.read().decode(errors="replace").strip() or f"exit status {self._process.returncode}"
+        if self._open:
+            self._open = False
+            # An abandoned file: an error closing it is not the error to report.
+            with contextlib.suppress(av.error.FFmpegError):
+                self._container.close()
 
 
-def _write_still(source: Iterator[Plane], painter: Painter, frames: range, target: Path) -> int:
-    for frame_idx, buffer in zip(frames, source, strict=False):
-        painter.draw(frame_idx, buffer)
-        layout = painter.layout
-        image = cv2.cvtColor(buffer.reshape(layout.height * 3 // 2, layout.width), cv2.COLOR_YUV2BGR_I420)
-        if not cv2.imwrite(str(target), image):
+def _codec_options(params: Sequence[str]) -> dict[str, str]:
+    """ffmpeg output arguments (`-crf 25 -preset superfast`) as codec options."""
+    options: dict[str, str] = {}
+    for flag, value in zip(params[::2], params[1::2], strict=True):
+        options[flag.removeprefix("-")] = value
+    return options
+
+
+def _write_still(source: FrameSource, painter: Painter, frames: range, target: Path) -> int:
+    for frame_idx, frame in zip(frames, source, strict=False):
+        painter.draw(frame_idx, planes_of(frame))
+        if not cv2.imwrite(str(target), frame.to_ndarray(format="bgr24")):
             raise RenderError(f"{target}: could not write the image")
         return 1
     return 0
