@@ -160,11 +160,14 @@ def tracking_base(checkpoint: str | Path) -> dict[str, Any]:
 def placed_model(
     config: DreemConfig, checkpoint: str | Path, quiet: bool = False
 ) -> tuple[GlobalTrackingTransformer, InferenceDevice]:
-    """The checkpoint's network on the device the configuration asks for (CUDA by default when present)."""
+    """The checkpoint's network on the device the configuration asks for (CUDA by default when present),
+    its encoder's BatchNorms folded into its convolutions (tracking never trains it)."""
     placement = inference_device(config.trainer)
     if not quiet:
         print(f"tracking on {placement}", flush=True)
-    return load_model(checkpoint).to(placement.device), placement
+    model = load_model(checkpoint).to(placement.device)
+    model.visual_encoder.fold_batchnorm()
+    return model, placement
 
 
 def run_tracking(
