@@ -103,6 +103,24 @@ def test_a_frame_range_renders_exactly_those_frames(rendered: Path, tmp_path: Pa
         assert nearest == 40 + offset
 
 
+def test_a_range_deep_in_a_long_video_starts_at_the_frame_asked_for(tmp_path: Path) -> None:
+    """Far from the start, decoding begins at the keyframe before the range, found by timestamp: the frames
+    rendered must still be exactly the ones asked for, as sleap-io numbers them."""
+    long_video = tmp_path / "long.mp4"
+    loop = ["-stream_loop", "2", "-i", TWO_FLIES_MP4, "-g", "25", "-c:v", "libx264", "-preset", "ultrafast"]
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", *loop, str(long_video)], check=True)
+    source = sio.load_video(str(long_video), grayscale=False)
+    assert source.shape[0] == 384
+    part = render(TWO_FLIES_SLP, tmp_path / "deep.mp4", str(long_video), RenderOptions(frames=FrameRange(300, 306)))
+    drawn = sio.load_video(str(part.output), grayscale=False)
+    assert part.frames == drawn.shape[0] == 6
+    candidates = {index: source[index].astype(np.float64) for index in range(290, 316)}
+    for offset in range(6):
+        frame = drawn[offset].astype(np.float64)
+        nearest = min(candidates, key=lambda index: float(np.mean((candidates[index] - frame) ** 2)))
+        assert nearest == 300 + offset
+
+
 def test_one_frame_as_a_png_still(tmp_path: Path) -> None:
     still = render(TWO_FLIES_SLP, tmp_path / "frame.png", options=RenderOptions(frames=FrameRange.parse("64")))
     image = np.asarray(Image.open(still.output).convert("RGB"))

@@ -291,6 +291,14 @@ def video_frames(video_path: str, frames: range, layout: FrameLayout) -> FrameSo
 
 DECODED_AHEAD = 4
 """Frames the decoding thread may hold ready for the drawing and the encoder."""
+SEEK_FROM = 250
+"""A range starting this far in starts at the keyframe before it, found by timestamp, rather than by decoding
+every frame from the first (minutes, deep into an hour of video). Nearer the start, frames are counted from
+the first, exactly as sleap-io numbers them, at the cost of under a second."""
+
+
+class _Unnumbered(Exception):
+    """A frame after a seek had no timestamp to number it by."""
 
 
 class DecodedVideo:
@@ -360,9 +368,23 @@ class DecodedVideo:
         return False
 
     def _decoded(self) -> Iterator[VideoFrame]:
+        if self.frames.start >= SEEK_FROM and self._frame_duration() is not None:
+            try:
+                yield from self._decoded_from(seek=True)
+                return
+            except _Unnumbered:  # raised before any frame was handed on
+                self._container.seek(self._stream.start_time or 0, stream=self._stream, backward=True)
+        yield from self._decoded_from(seek=False)
+
+    def _decoded_from(self, seek: bool) -> Iterator[VideoFrame]:
         import av
 
-        index = -1
+        # The number of the frame before the next one decoded; None after a seek, until a frame's
+        # timestamp tells where the decoder landed.
+        index: int | None = -1
+        if seek:
+            self._seek_before(self.frames.start)
+            index = None
         try:
             for packet in self._container.demux(self._stream):
                 try:
@@ -370,14 +392,35 @@ class DecodedVideo:
                 except av.error.InvalidDataError:
                     continue
                 for frame in decoded:
-                    index += 1
+                    index = index + 1 if index is not None else self._number_of(frame)
                     if index < self.frames.start:
                         continue
                     if index >= self.frames.stop:
                         return
                     yield self._output(frame)
         except av.error.FFmpegError as error:
-            raise RenderError(f"{self.video_path}: cannot decode frame {index + 1} ({error})") from error
+            where = f"frame {index + 1}" if index is not None else f"near frame {self.frames.start}"
+            raise RenderError(f"{self.video_path}: cannot decode {where} ({error})") from error
+
+    def _frame_duration(self) -> Fraction | None:
+        """Seconds per frame of a constant-rate video; None where the container does not say."""
+        rate = self._stream.average_rate
+        return 1 / Fraction(rate) if rate else None
+
+    def _seek_before(self, frame_idx: int) -> None:
+        """Move the decoder to the keyframe at or before frame `frame_idx` (by its timestamp)."""
+        duration, time_base = self._frame_duration(), self._stream.time_base
+        assert duration is not None and time_base is not None
+        start = self._stream.start_time or 0
+        self._container.seek(start + int(frame_idx * duration / time_base), stream=self._stream, backward=True)
+
+    def _number_of(self, frame: VideoFrame) -> int:
+        """A frame's number from its timestamp, for the first frame after a seek; a frame without one sends
+        the decoder back to the start, to number frames by counting."""
+        duration, time_base = self._frame_duration(), self._stream.time_base
+        if frame.pts is None or duration is None or time_base is None:
+            raise _Unnumbered
+        return round((frame.pts - (self._stream.start_time or 0)) * time_base / duration)
 
     def _output(self, frame: VideoFrame) -> VideoFrame:
         layout = self.layout
