@@ -635,7 +635,10 @@ def _render(
         result = render(tracked, output, video, options)
     if result.frames < result.requested:
         typer.echo(
-            f"warning: the video ended after {result.frames} of the {result.requested} frames asked for", err=True
+            f"warning: {result.frames} of the {result.requested} frames asked for could be decoded: the video ends "
+            "early, or has damaged frames, which are skipped (each frame after one is then drawn with the tracks "
+            "of the frame before it)",
+            err=True,
         )
     typer.echo(
         f"{result.output}: {result.frames} frame{'s' if result.frames != 1 else ''}, {result.width}x{result.height}, "

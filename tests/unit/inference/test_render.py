@@ -103,22 +103,77 @@ def test_a_frame_range_renders_exactly_those_frames(rendered: Path, tmp_path: Pa
         assert nearest == 40 + offset
 
 
-def test_a_range_deep_in_a_long_video_starts_at_the_frame_asked_for(tmp_path: Path) -> None:
-    """Far from the start, decoding begins at the keyframe before the range, found by timestamp: the frames
-    rendered must still be exactly the ones asked for, as sleap-io numbers them."""
-    long_video = tmp_path / "long.mp4"
-    loop = ["-stream_loop", "2", "-i", TWO_FLIES_MP4, "-g", "25", "-c:v", "libx264", "-preset", "ultrafast"]
+def frames_in_order(path: Path, first: int, stop: int) -> dict[int, npt.NDArray[np.float64]]:
+    """Grey frames `first` to `stop` of a video, numbered by counting from its first frame (OpenCV)."""
+    import cv2
+
+    capture = cv2.VideoCapture(str(path))
+    found = {}
+    for index in range(stop):
+        ok, image = capture.read()
+        assert ok, (path, index)
+        if index >= first:
+            found[index] = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY).astype(np.float64)
+    capture.release()
+    return found
+
+
+@pytest.mark.parametrize(
+    ("name", "encoding", "first"),
+    [
+        # mp4 with B-frames (superfast), a range starting mid-GOP: the seek lands on the keyframe before it.
+        ("gop.mp4", ["-g", "25", "-preset", "superfast"], 310),
+        # MPEG-TS: its seek stops on a packet, not a keyframe, and the decoder resumes past the range's start.
+        ("gop.ts", ["-g", "25", "-preset", "superfast"], 280),
+        # Frames from 200 on twice as far apart: timestamps do not number them, counting does.
+        ("vfr.mp4", ["-vf", "setpts='if(lt(N,200),N,200+2*(N-200))/(25*TB)'", "-fps_mode", "vfr"], 262),
+    ],
+)
+def test_a_range_deep_in_a_long_video_starts_at_the_frame_asked_for(
+    tmp_path: Path, name: str, encoding: list[str], first: int
+) -> None:
+    """Far from the start, decoding may begin at the keyframe before the range, found by timestamp: the
+    frames rendered must still be exactly the ones asked for, numbered as sleap-io numbers them (counting),
+    whatever the container's seeking or the spacing of the frames."""
+    long_video = tmp_path / name
+    loop = ["-stream_loop", "2", "-i", TWO_FLIES_MP4, "-c:v", "libx264", *encoding]
     subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", *loop, str(long_video)], check=True)
-    source = sio.load_video(str(long_video), grayscale=False)
-    assert source.shape[0] == 384
-    part = render(TWO_FLIES_SLP, tmp_path / "deep.mp4", str(long_video), RenderOptions(frames=FrameRange(300, 306)))
-    drawn = sio.load_video(str(part.output), grayscale=False)
-    assert part.frames == drawn.shape[0] == 6
-    candidates = {index: source[index].astype(np.float64) for index in range(290, 316)}
-    for offset in range(6):
-        frame = drawn[offset].astype(np.float64)
+    part = render(
+        TWO_FLIES_SLP, tmp_path / "deep.mp4", str(long_video), RenderOptions(frames=FrameRange(first, first + 6))
+    )
+    assert part.frames == 6
+    candidates = frames_in_order(long_video, first - 12, first + 18)
+    drawn = frames_in_order(part.output, 0, 6)
+    for offset, frame in drawn.items():
         nearest = min(candidates, key=lambda index: float(np.mean((candidates[index] - frame) ** 2)))
-        assert nearest == 300 + offset
+        assert nearest == first + offset, (name, offset, nearest)
+
+
+def test_full_range_video_keeps_its_brightness(tmp_path: Path) -> None:
+    """A full-range (yuvj420p) video is brought to the limited range the output is tagged with: its frames
+    read back as bright as the source's."""
+    full = tmp_path / "full.mp4"
+    encode = ["-frames:v", "70", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuvj420p"]
+    subprocess.run(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", TWO_FLIES_MP4, *encode, str(full)], check=True
+    )
+    truth = SleapLabels().read(TWO_FLIES_SLP, TWO_FLIES_MP4)
+    labels = tmp_path / "short.slp"
+    short = sio.load_slp(TWO_FLIES_SLP)
+    short.labeled_frames = [frame for frame in short.labeled_frames if frame.frame_idx < 70]
+    sio.save_slp(short, str(labels))
+    drawn = render(labels, tmp_path / "drawn.mp4", str(full), RenderOptions(frames=FrameRange(60, 62)))
+    source = frames_in_order(full, 60, 62)[60]
+    rendered = frames_in_order(drawn.output, 0, 1)[0]
+    # Away from the flies (their drawings change pixels), the picture is the source's.
+    away = np.ones(source.shape, dtype=bool)
+    (frame,) = [f for f in truth.frames if f.frame_idx == 60]
+    for instance in frame.instances:
+        (left, top), (right, bottom) = np.nanmin(instance.points, axis=0), np.nanmax(instance.points, axis=0)
+        away[max(0, int(top) - 80) : int(bottom) + 80, max(0, int(left) - 80) : int(right) + 80] = False
+    assert away.mean() > 0.8
+    assert float(np.abs(rendered - source)[away].mean()) < 1.5
+    assert abs(float(rendered[away].mean()) - float(source[away].mean())) < 0.5
 
 
 def test_one_frame_as_a_png_still(tmp_path: Path) -> None:

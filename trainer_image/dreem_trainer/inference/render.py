@@ -25,11 +25,15 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
+import av
 import cv2
 import numpy as np
 import numpy.typing as npt
+from av import VideoFrame
+from av.video.frame import PictureType
+from av.video.reformatter import ColorRange, VideoReformatter
 
 from dreem_trainer.data.discovery import SourcePair
 from dreem_trainer.data.microscopy import CTC_RESULT_TRACKS, CTC_TRACKS, TiffReader, is_tiff_video, numbered_tiffs
@@ -37,9 +41,6 @@ from dreem_trainer.data.point_tracks import TRACKS_CSV_SUFFIX
 from dreem_trainer.data.records import Instance, LabelledVideo
 from dreem_trainer.inference.colours import RGB, track_colour
 from dreem_trainer.inference.render_options import TIFF_FPS, X264_PRESETS, RenderError, RenderOptions
-
-if TYPE_CHECKING:
-    from av import VideoFrame
 
 STILL_SUFFIXES = (".png", ".jpg", ".jpeg")
 POINT_MARGIN = 0.02
@@ -98,11 +99,14 @@ def render(
         check_tracks(labelled)
         check_matches(labelled, facts)
         painter = Painter(labelled, layout, options)
-        output.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise RenderError(f"{output.parent}: cannot create the output folder ({error.strerror})") from error
         if still:
-            written = _write_still(source, painter, frames, partial)
+            written = _write_still(source, painter, frames, partial, output)
         else:
-            encoder = Encoder(partial, layout, options.fps or facts.fps or TIFF_FPS, options)
+            encoder = Encoder(partial, output, layout, options.fps or facts.fps or TIFF_FPS, options)
             written = _write_video(source, painter, frames, encoder, options, output.name)
         if written == 0:
             raise RenderError(f"{pair.video_path}: no frame of {frames.start}-{frames.stop - 1} could be decoded")
@@ -297,8 +301,8 @@ every frame from the first (minutes, deep into an hour of video). Nearer the sta
 the first, exactly as sleap-io numbers them, at the cost of under a second."""
 
 
-class _Unnumbered(Exception):
-    """A frame after a seek had no timestamp to number it by."""
+class _SeekMissed(Exception):
+    """A seek did not land where frames can be numbered by their timestamps, before the range's start."""
 
 
 class DecodedVideo:
@@ -317,20 +321,11 @@ class DecodedVideo:
     """
 
     def __init__(self, video_path: str, frames: range, layout: FrameLayout) -> None:
-        import av
-
         self.video_path = video_path
         self.frames = frames
         self.layout = layout
-        try:
-            self._container = av.open(video_path)
-        except av.error.FFmpegError as error:
-            raise RenderError(f"{video_path}: cannot open video ({error})") from error
-        if not self._container.streams.video:
-            self._container.close()
-            raise RenderError(f"{video_path}: holds no video stream")
-        self._stream = self._container.streams.video[0]
-        self._stream.thread_type = "SLICE"
+        self._open()
+        self._reformatter = VideoReformatter()
         self._ahead: queue.Queue[VideoFrame | BaseException | None] = queue.Queue(maxsize=DECODED_AHEAD)
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._decode_ahead, name="render-decoder", daemon=True)
@@ -347,6 +342,17 @@ class DecodedVideo:
         self._stopping.set()
         self._thread.join()
         self._container.close()
+
+    def _open(self) -> None:
+        try:
+            self._container = av.open(self.video_path)
+        except av.error.FFmpegError as error:
+            raise RenderError(f"{self.video_path}: cannot open video ({error})") from error
+        if not self._container.streams.video:
+            self._container.close()
+            raise RenderError(f"{self.video_path}: holds no video stream")
+        self._stream = self._container.streams.video[0]
+        self._stream.thread_type = "SLICE"
 
     def _decode_ahead(self) -> None:
         try:
@@ -372,40 +378,50 @@ class DecodedVideo:
             try:
                 yield from self._decoded_from(seek=True)
                 return
-            except _Unnumbered:  # raised before any frame was handed on
-                self._container.seek(self._stream.start_time or 0, stream=self._stream, backward=True)
+            except _SeekMissed:  # raised before any frame was handed on: count from the start instead
+                self._container.close()
+                self._open()
         yield from self._decoded_from(seek=False)
 
     def _decoded_from(self, seek: bool) -> Iterator[VideoFrame]:
-        import av
-
-        # The number of the frame before the next one decoded; None after a seek, until a frame's
-        # timestamp tells where the decoder landed.
-        index: int | None = -1
-        if seek:
-            self._seek_before(self.frames.start)
-            index = None
+        """Frames in the range, numbered by counting from the first; after a seek, from the first frame's
+        timestamp, checked against every frame's until the range starts (`_SeekMissed` when they disagree,
+        or the decoder landed past the range's start: a container whose seek stops short of a keyframe,
+        or a video whose frames are not evenly spaced)."""
+        index = -1  # the number of the frame decoded last
         try:
+            if seek:
+                self._seek_before(self.frames.start)
+                index = -2  # unknown until a frame's timestamp tells where the decoder landed
             for packet in self._container.demux(self._stream):
+                if self._stopping.is_set():
+                    return
                 try:
                     decoded = packet.decode()
                 except av.error.InvalidDataError:
                     continue
                 for frame in decoded:
-                    index = index + 1 if index is not None else self._number_of(frame)
+                    if seek and index < self.frames.start:
+                        stamped = self._number_of(frame)
+                        if stamped > self.frames.start or (index != -2 and stamped != index + 1):
+                            raise _SeekMissed
+                        index = stamped
+                    else:
+                        index += 1
                     if index < self.frames.start:
                         continue
                     if index >= self.frames.stop:
                         return
                     yield self._output(frame)
         except av.error.FFmpegError as error:
-            where = f"frame {index + 1}" if index is not None else f"near frame {self.frames.start}"
-            raise RenderError(f"{self.video_path}: cannot decode {where} ({error})") from error
+            if seek and index < self.frames.start:
+                raise _SeekMissed from error
+            raise RenderError(f"{self.video_path}: cannot decode frame {index + 1} ({error})") from error
 
     def _frame_duration(self) -> Fraction | None:
-        """Seconds per frame of a constant-rate video; None where the container does not say."""
-        rate = self._stream.average_rate
-        return 1 / Fraction(rate) if rate else None
+        """Seconds per frame of a video whose container says it has a constant rate; None otherwise."""
+        average, base = self._stream.average_rate, self._stream.base_rate
+        return 1 / Fraction(average) if average and average == base else None
 
     def _seek_before(self, frame_idx: int) -> None:
         """Move the decoder to the keyframe at or before frame `frame_idx` (by its timestamp)."""
@@ -415,17 +431,30 @@ class DecodedVideo:
         self._container.seek(start + int(frame_idx * duration / time_base), stream=self._stream, backward=True)
 
     def _number_of(self, frame: VideoFrame) -> int:
-        """A frame's number from its timestamp, for the first frame after a seek; a frame without one sends
-        the decoder back to the start, to number frames by counting."""
+        """A frame's number from its timestamp (`_SeekMissed` for a frame without one)."""
         duration, time_base = self._frame_duration(), self._stream.time_base
         if frame.pts is None or duration is None or time_base is None:
-            raise _Unnumbered
+            raise _SeekMissed
         return round((frame.pts - (self._stream.start_time or 0)) * time_base / duration)
 
     def _output(self, frame: VideoFrame) -> VideoFrame:
         layout = self.layout
-        if frame.format.name != "yuv420p" or (frame.width, frame.height) != (layout.scaled_width, layout.scaled_height):
-            frame = frame.reformat(width=layout.scaled_width, height=layout.scaled_height, format="yuv420p")
+        # Full-range YUV (yuvj formats, or tagged so) is brought to the limited range x264 tags its output
+        # with, as the ffmpeg command's -pix_fmt yuv420p does; left alone it would show too dark and flat.
+        full_range = frame.format.name.startswith("yuvj") or frame.color_range == ColorRange.JPEG
+        if (
+            frame.format.name != "yuv420p"
+            or full_range
+            or (frame.width, frame.height) != (layout.scaled_width, layout.scaled_height)
+        ):
+            frame = self._reformatter.reformat(
+                frame,
+                width=layout.scaled_width,
+                height=layout.scaled_height,
+                format="yuv420p",
+                src_color_range=ColorRange.JPEG if full_range else None,
+                dst_color_range=ColorRange.MPEG,
+            )
         if (layout.width, layout.height) != (layout.scaled_width, layout.scaled_height):
             return _padded(frame, layout)
         # The decoder may still hold this frame as a reference for the next ones: drawing on a shared
@@ -436,8 +465,6 @@ class DecodedVideo:
 
 def _padded(frame: VideoFrame, layout: FrameLayout) -> VideoFrame:
     """An odd-sized I420 frame on an even-sized black one (x264 needs even sizes), at the top left."""
-    import av
-
     padded = av.VideoFrame(layout.width, layout.height, "yuv420p")
     for source, target, black in zip(planes_of(frame), planes_of(padded), (16, 128, 128), strict=True):
         target[...] = black
@@ -466,8 +493,6 @@ class TiffFrames:
         self.layout = layout
 
     def __iter__(self) -> Iterator[VideoFrame]:
-        import av
-
         layout = self.layout
         buffer = np.empty((layout.height * 3 // 2, layout.width), dtype=np.uint8)
         for index in self.frames:
@@ -665,17 +690,19 @@ class Encoder:
     """`target` encoded in this process by FFmpeg's libraries (PyAV) with sleap-io's `VideoWriter` settings
     (codec, pixel format, CRF, preset) from I420 frames. `finish` completes the file; `stop` abandons it."""
 
-    def __init__(self, target: Path, layout: FrameLayout, fps: float, options: RenderOptions) -> None:
-        import av
+    def __init__(self, target: Path, output: Path, layout: FrameLayout, fps: float, options: RenderOptions) -> None:
+        """`output`: the name `target` will have when complete, the one messages give."""
         import sleap_io as sio
 
         settings = sio.VideoWriter(target, fps=fps, crf=options.crf, preset=options.preset)
         rate = Fraction(fps).limit_denominator(100_000)
-        self.target = target
+        self.output = output
         try:
             self._container = av.open(str(target), "w")
         except (av.error.FFmpegError, ValueError) as error:
-            raise RenderError(f"{target}: cannot write a video there ({error})") from error
+            raise RenderError(
+                f"{output}: cannot write a video of this kind ({error}); name it .mp4, .mkv, .mov or .avi"
+            ) from error
         try:
             self._stream = self._container.add_stream(settings.codec, rate=rate)
             self._stream.width, self._stream.height = layout.width, layout.height
@@ -686,39 +713,36 @@ class Encoder:
             self._stream.codec_context.thread_count = 0
         except (av.error.FFmpegError, ValueError) as error:
             self._container.close()
-            raise RenderError(f"{target}: cannot set up the {settings.codec} encoder ({error})") from error
+            raise RenderError(f"{output}: cannot set up the {settings.codec} encoder ({error})") from error
         self._time_base = 1 / rate  # the stream's own changes to the container's once it opens
         self._written = 0
         self._open = True
 
     def write(self, frame: VideoFrame) -> None:
-        import av
-        from av.video.frame import PictureType
-
         # Numbered anew, and the encoder chooses each frame's type: a decoded frame keeps the type it had
         # in the source, which the encoder would otherwise take as an order.
         frame.pts, frame.time_base, frame.pict_type = self._written, self._time_base, PictureType.NONE
         try:
             self._container.mux(self._stream.encode(frame))
         except av.error.FFmpegError as error:
-            raise RenderError(f"{self.target}: encoding frame {self._written} failed ({error})") from error
+            raise RenderError(f"{self.output}: encoding frame {self._written} failed ({error})") from error
         self._written += 1
 
     def finish(self) -> None:
-        import av
-
+        self._open = False
         try:
             self._container.mux(self._stream.encode(None))
+        except av.error.FFmpegError as error:
+            with contextlib.suppress(av.error.FFmpegError):
+                self._container.close()
+            raise RenderError(f"{self.output}: could not complete the video ({error})") from error
+        try:
             self._container.close()
         except av.error.FFmpegError as error:
-            raise RenderError(f"{self.target}: could not complete the video ({error})") from error
-        finally:
-            self._open = False
+            raise RenderError(f"{self.output}: could not complete the video ({error})") from error
 
     def stop(self) -> None:
         """Close an unfinished file (the caller removes it); a no-op after `finish`."""
-        import av
-
         if self._open:
             self._open = False
             # An abandoned file: an error closing it is not the error to report.
@@ -734,11 +758,11 @@ def _codec_options(params: Sequence[str]) -> dict[str, str]:
     return options
 
 
-def _write_still(source: FrameSource, painter: Painter, frames: range, target: Path) -> int:
+def _write_still(source: FrameSource, painter: Painter, frames: range, target: Path, output: Path) -> int:
     for frame_idx, frame in zip(frames, source, strict=False):
         painter.draw(frame_idx, planes_of(frame))
         if not cv2.imwrite(str(target), frame.to_ndarray(format="bgr24")):
-            raise RenderError(f"{target}: could not write the image")
+            raise RenderError(f"{output}: could not write the image")
         return 1
     return 0
 
