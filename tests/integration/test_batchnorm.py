@@ -71,3 +71,33 @@ def test_batchnorm_statistics_after_an_epoch_match_a_full_reestimation(tmp_path:
         mean_error = float((mean - ref_mean).norm() / ref_var.sum().sqrt())
         var_error = float((var - ref_var).norm() / ref_var.norm())
         assert mean_error < 0.25 and var_error < 0.35, (layer, mean_error, var_error)
+
+
+def test_statistics_from_a_sample_of_the_crops_match_those_from_all(tmp_path: Path) -> None:
+    """The re-estimation forwards at most `crops` crops of the last batch: from half of a clip's crops,
+    spread over its frames, each layer's statistics are those of the whole clip, within a small part of the
+    layer's spread. Crops of 128 px, the size DREEM's configs use: every pixel of a crop is a sample, and the
+    deepest layers' 4x4 maps still give each channel 16 per crop."""
+    split = {"crop_size": 128}
+    config = tiny_config(
+        tmp_path,
+        seed=0,
+        trainer={"max_epochs": 1},
+        optimizer={"lr": 0.003},
+        dataset={"train_dataset": split, "val_dataset": split},
+    )
+    trainer = run_training(config)
+    module = trainer.lightning_module
+    assert isinstance(module, DreemModule) and trainer.train_dataloader is not None
+    clip = trainer.train_dataloader.dataset[0]
+    assert clip.num_instances >= 16
+    reference = full_reestimation(module, [clip])
+    sampled = deepcopy(module)
+    callback = PreciseBatchNorm(crops=clip.num_instances // 2)
+    callback._last_batch = [clip]
+    callback.recalibrate(trainer, sampled)
+    for layer, (norm, (ref_mean, ref_var)) in enumerate(zip(PreciseBatchNorm.norms(sampled), reference, strict=True)):
+        assert norm.running_mean is not None and norm.running_var is not None
+        mean_error = float((norm.running_mean - ref_mean).norm() / ref_var.sum().sqrt())
+        var_error = float((norm.running_var - ref_var).norm() / ref_var.norm())
+        assert mean_error < 0.1 and var_error < 0.15, (layer, mean_error, var_error)

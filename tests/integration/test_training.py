@@ -10,6 +10,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
+from dreem_trainer.training.module import DreemModule
 from dreem_trainer.training.run import run_training
 from tests.trainer_helpers import tiny_config
 
@@ -39,6 +40,41 @@ def test_short_run_lowers_the_loss_and_logs_tracking_metrics(
     # Not a terminal: one plain line per epoch instead of a progress bar.
     printed = capsys.readouterr().out
     assert "epoch 1/4: train_loss" in printed and "epoch 4/4:" in printed
+
+
+def test_validation_metrics_are_those_of_tracking_the_validation_clips(tmp_path: Path) -> None:
+    """Validation encodes each clip once for its loss and its tracking: the metrics it logs must be those of
+    tracking the same clips with the trained network, each encoded on its own as `dreem track` does."""
+    import torch
+
+    from dreem_trainer.tracking.metrics import TRACKING_METRICS, TrackingCounts, tracking_counts
+    from dreem_trainer.tracking.tracker import Tracker
+
+    config = tiny_config(tmp_path, trainer={"max_epochs": 1}, optimizer={"lr": 0.003})
+    trainer = run_training(config)
+    module = trainer.lightning_module
+    loader = trainer.val_dataloaders
+    assert isinstance(module, DreemModule) and loader is not None
+    counts = TrackingCounts()
+    module.eval()
+    with torch.no_grad():
+        for batch in loader:
+            for clip in batch:
+                tracker = Tracker.for_model(module.model, config.tracker)
+                predicted = tracker.track_clip(clip, module.model.visual_encoder(clip.crops)).tracks
+                counts += tracking_counts(clip.frame_ids, clip.track_ids, predicted)
+    scores = counts.scores()
+    (logged,) = [row for row in metrics_rows(tmp_path / "logs") if row.get("val_mota")]
+    for metric in TRACKING_METRICS:
+        assert float(logged[metric.logged("val")]) == pytest.approx(scores[metric.name], abs=1e-6), metric.name
+    # And one encoder pass per validation batch (its clips share a crop shape), where there were two.
+    passes = []
+    hook = module.model.visual_encoder.register_forward_hook(lambda *_: passes.append(1))
+    try:
+        trainer.validate(module, loader, verbose=False)
+    finally:
+        hook.remove()
+    assert len(passes) == len(loader)
 
 
 def test_optimizer_and_scheduler_by_name(tmp_path: Path) -> None:

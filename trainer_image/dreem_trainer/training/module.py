@@ -60,8 +60,9 @@ class DreemModule(pl.LightningModule):
         non_blocking = device.type == "cuda"
         return [clip.to(device, non_blocking=non_blocking) for clip in batch]
 
-    def _batch_loss(self, batch: list[Clip]) -> torch.Tensor:
-        features = self._encode(batch)
+    def _batch_loss(self, batch: list[Clip], features: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """The batch's mean association loss; `features`: the clips' visual features, when already encoded."""
+        features = self._encode(batch) if features is None else features
         losses = [
             self.loss(
                 self.model.associate(clip_features, clip.boxes, clip_offsets(clip), clip.image_size).matrices,
@@ -87,6 +88,20 @@ class DreemModule(pl.LightningModule):
                 features[position] = part
         return [part for part in features if part is not None]
 
+    def statistics_forward(self, batch: list[Clip], crops: int) -> None:
+        """The visual encoder over at most `crops` of the batch's crops, spread evenly over its clips and
+        frames: what PreciseBatchNorm measures BatchNorm statistics with (the transformer has none)."""
+        by_shape: dict[tuple[int, ...], list[torch.Tensor]] = {}
+        for clip in batch:
+            by_shape.setdefault(tuple(clip.crops.shape[1:]), []).append(clip.crops)
+        total = sum(part.shape[0] for parts in by_shape.values() for part in parts)
+        for parts in by_shape.values():
+            every = torch.cat(parts)
+            share = max(1, round(crops * every.shape[0] / total))
+            if every.shape[0] > share:
+                every = every[torch.linspace(0, every.shape[0] - 1, share, device=every.device).round().long()]
+            self.model.visual_encoder(every)
+
     def training_step(self, batch: list[Clip], batch_idx: int) -> torch.Tensor:
         loss = self._batch_loss(batch)
         self.log(
@@ -104,12 +119,15 @@ class DreemModule(pl.LightningModule):
         self._val_counts = TrackingCounts()
 
     def validation_step(self, batch: list[Clip], batch_idx: int) -> None:
-        loss = self._batch_loss(batch)
+        # One encoder pass serves the loss and the tracking metrics (in eval mode the features are the same):
+        # the encoder is most of a validation's cost.
+        features = self._encode(batch)
+        loss = self._batch_loss(batch, features)
         self.log(VAL_LOSS, loss, batch_size=len(batch), prog_bar=LOSS.progress_bar, on_epoch=True, sync_dist=True)
         tracker = Tracker.for_model(self.model, self.config.tracker)
-        for clip in batch:
+        for clip, clip_features in zip(batch, features, strict=True):
             tracker.reset()
-            predicted = tracker.track_clip(clip, self.model.visual_encoder(clip.crops)).tracks
+            predicted = tracker.track_clip(clip, clip_features).tracks
             self._val_counts += tracking_counts(clip.frame_ids.cpu(), clip.track_ids.cpu(), predicted.cpu())
 
     def on_validation_epoch_end(self) -> None:
