@@ -94,6 +94,31 @@ def test_frames_are_decoded_once_per_clip(monkeypatch: pytest.MonkeyPatch) -> No
     assert first.num_instances == second.num_instances
 
 
+def test_splits_reading_the_same_video_decode_its_frames_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Training (augmented: it caches frames) and validation (caches whole clips) over the same file, as
+    DREEM's configs often have them, share one cache: validation reads the frames training decoded."""
+    from dreem_trainer.data.cache import ByteBudgetCache
+    from dreem_trainer.data.dataset import SourceReads
+
+    calls: list[list[int]] = []
+    original = MediaReader.read
+
+    def counting(self: MediaReader, frame_indices: list[int]) -> Any:
+        calls.append(frame_indices)
+        return original(self, frame_indices)
+
+    monkeypatch.setattr(MediaReader, "read", counting)
+    cache, sources = ByteBudgetCache(2**30), SourceReads()
+    train = ClipDataset(split(mode="train", augmentations={"Blur": {"p": 1.0}}), cache=cache, sources=sources)
+    val = ClipDataset(split(mode="val"), cache=cache, sources=sources)
+    train[0]
+    val_clip = val[0]
+    assert calls == [list(range(8))]
+    alone = ClipDataset(split(mode="val"))[0]  # its own cache: decodes
+    assert len(calls) == 2
+    assert torch.equal(val_clip.crops, alone.crops) and torch.equal(val_clip.boxes, alone.boxes)
+
+
 def test_augmentations_apply_in_train_mode_only() -> None:
     augmentations = {"Rotate": {"limit": [90, 90], "p": 1.0}}
     train = ClipDataset(split(mode="train", augmentations=augmentations), seed=0)[0]

@@ -19,8 +19,9 @@ DEFAULT_FRAME_CACHE_MB = 1024
 CLIP, FRAMES, READER = 0, 1, 2
 SHARED = -1
 """The owner of entries no one dataset owns: open videos, which datasets may share."""
-CacheKey = tuple[int, int, int]
-"""(owner, CLIP | FRAMES | READER, clip index, or the reader's id): the datasets of a process share its cache."""
+CacheKey = tuple[int, int, int] | tuple[int, str, tuple[int, ...]]
+"""(owner, CLIP, clip index) or (SHARED, READER, the reader's id) or (FRAMES, video path, frame numbers): the
+datasets of a process share its cache, and read each other's decoded frames."""
 Cached = Clip | Images | VideoReader
 
 

@@ -162,12 +162,16 @@ class ClipDataset(Dataset[Clip]):
         return self.labels[span.video_index].frames(span.start, span.stop)
 
     def images_of(self, span: ClipSpan, index: int) -> Images:
-        images = None if self.deterministic else self.cache.get((self.cache_id, FRAMES, index))
+        """A clip's decoded frames. Cached by video and frame numbers, not by dataset, so that splits of a run
+        reading the same files (DREEM's configs often validate on the training videos) decode them once: a
+        split that caches its clips whole (`deterministic`) reads frames another split cached, adding none."""
+        frame_indices = self.labels[span.video_index].frame_indices[span.start : span.stop].tolist()
+        key = (FRAMES, self.pairs[span.video_index].video_path, tuple(frame_indices))
+        images = self.cache.get(key)
         if not isinstance(images, np.ndarray):
-            frame_indices = self.labels[span.video_index].frame_indices[span.start : span.stop].tolist()
             images = self.readers.read(span.video_index, frame_indices)
             if not self.deterministic:
-                self.cache.put((self.cache_id, FRAMES, index), images, images.nbytes)
+                self.cache.put(key, images, images.nbytes)
         return images
 
     def __getitem__(self, index: int) -> Clip:
