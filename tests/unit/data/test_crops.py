@@ -59,6 +59,34 @@ def test_crops_are_centred_and_zero_outside_the_frame() -> None:
     assert not blank.any()
 
 
+def test_crops_in_one_gather_equal_windows_of_the_zero_padded_frame() -> None:
+    """Crops inside the frame, across its edges and far outside it (held just outside, all zeros but an
+    edge row or column), against windows of the frame padded with zeros, cut one at a time."""
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        height, width, channels = int(rng.integers(20, 120)), int(rng.integers(20, 120)), int(rng.integers(1, 4))
+        size = int(rng.integers(2, 40))
+        image = rng.integers(1, 255, (height, width, channels), dtype=np.uint8)
+        centers = np.stack(
+            [
+                rng.uniform(-2 * size - 30, width + 2 * size + 30, 12),
+                rng.uniform(-2 * size - 30, height + 2 * size + 30, 12),
+            ],
+            axis=1,
+        )
+        centers[rng.random(12) < 0.1] = np.nan
+        margin = size + 2 * (size // 2 + 1)
+        padded = np.pad(image, ((margin, margin), (margin, margin), (0, 0)))
+        crops = cut_crops(image, centers, size)
+        for crop, (x, y) in zip(crops, centers, strict=True):
+            if np.isnan(x) or np.isnan(y):
+                assert not crop.any()
+                continue
+            top = int(np.clip(np.round(y - size / 2), -(size // 2 + 1), height)) + margin
+            left = int(np.clip(np.round(x - size / 2), -(size // 2 + 1), width)) + margin
+            assert np.array_equal(crop, padded[top : top + size, left : left + size])
+
+
 def test_boxes_and_mask() -> None:
     assert boxes_around(np.array([[40.0, 50.0]]), 10).tolist() == [[45, 35, 55, 45]]
     mask = keypoint_mask(np.array([[40.0, 50.0], [np.nan, np.nan]]), np.array([40.0, 50.0]), 21, 3)

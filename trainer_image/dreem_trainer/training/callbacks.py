@@ -129,7 +129,7 @@ class LatestCheckpoint(CheckpointSeam):
             self.remove_replaced(trainer, previous, filepath)
 
 
-STATISTICS_CROPS = 64
+STATISTICS_CROPS = 32
 """Crops the BatchNorm re-estimation forwards, at most, spread over the last batch's clips."""
 
 
