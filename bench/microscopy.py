@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import SHARED, WORKLOAD
+from bench.common import REPO, WORKLOAD
 from bench.train_worker import StepTimes
 from dreem_trainer.config import validate
 from dreem_trainer.config.loader import deep_merge
@@ -28,7 +28,7 @@ from dreem_trainer.inference.run import track_videos
 from dreem_trainer.models.checkpoint import load_model
 from dreem_trainer.training.run import run_training
 
-CELLS = SHARED / "data" / "cell_tracking"
+CELLS = REPO / "tests" / "data" / "cell_tracking"
 CLIP = 11  # the whole sequence in one clip: one optimizer step per epoch
 EPOCHS = 6
 

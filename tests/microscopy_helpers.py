@@ -1,4 +1,4 @@
-"""The shared CTC sequence, and the same cells written as other microscopy formats, for tests."""
+"""The CTC sequence (tests/data/cell_tracking), and the same cells written as other microscopy formats, for tests."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import numpy as np
 import tifffile
 
 from dreem_trainer.data.microscopy import read_ctc
-from tests.conftest import SHARED
+from tests.conftest import TEST_DATA
 
-CELLS = SHARED / "data" / "cell_tracking"
+CELLS = TEST_DATA / "cell_tracking"
 MAN_TRACK = CELLS / "test_0_GT" / "TRA" / "man_track.txt"
 
 
