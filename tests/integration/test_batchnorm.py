@@ -95,7 +95,13 @@ def test_statistics_from_a_sample_of_the_crops_match_those_from_all(tmp_path: Pa
     sampled = deepcopy(module)
     callback = PreciseBatchNorm(crops=clip.num_instances // 2)
     callback._last_batch = [clip]
-    callback.recalibrate(trainer, sampled)
+    encoded: list[int] = []
+    hook = sampled.model.visual_encoder.register_forward_hook(lambda _, inputs, __: encoded.append(len(inputs[0])))
+    try:
+        callback.recalibrate(trainer, sampled)
+    finally:
+        hook.remove()
+    assert encoded == [clip.num_instances // 2]  # the sample, not the whole clip
     for layer, (norm, (ref_mean, ref_var)) in enumerate(zip(PreciseBatchNorm.norms(sampled), reference, strict=True)):
         assert norm.running_mean is not None and norm.running_var is not None
         mean_error = float((norm.running_mean - ref_mean).norm() / ref_var.sum().sqrt())

@@ -89,17 +89,28 @@ class DreemModule(pl.LightningModule):
         return [part for part in features if part is not None]
 
     def statistics_forward(self, batch: list[Clip], crops: int) -> None:
-        """The visual encoder over at most `crops` of the batch's crops, spread evenly over its clips and
-        frames: what PreciseBatchNorm measures BatchNorm statistics with (the transformer has none)."""
+        """The visual encoder, in train mode, over at most `crops` of the batch's crops (spread evenly over its
+        clips and frames; each crop size at least 2, which a BatchNorm needs, and all of a size with fewer):
+        what PreciseBatchNorm measures BatchNorm statistics with (the transformer has none). Crop sizes go
+        through one call each, weighted by their crops in the running averages."""
         by_shape: dict[tuple[int, ...], list[torch.Tensor]] = {}
         for clip in batch:
             by_shape.setdefault(tuple(clip.crops.shape[1:]), []).append(clip.crops)
         total = sum(part.shape[0] for parts in by_shape.values() for part in parts)
+        if total == 0:
+            return
+        norms = [m for m in self.model.visual_encoder.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        seen = 0
         for parts in by_shape.values():
             every = torch.cat(parts)
-            share = max(1, round(crops * every.shape[0] / total))
+            share = max(min(every.shape[0], 2), round(crops * every.shape[0] / total))
             if every.shape[0] > share:
                 every = every[torch.linspace(0, every.shape[0] - 1, share, device=every.device).round().long()]
+            if every.shape[0] == 0:
+                continue
+            seen += every.shape[0]
+            for norm in norms:
+                norm.momentum = every.shape[0] / seen  # a running average over crops, not over calls
             self.model.visual_encoder(every)
 
     def training_step(self, batch: list[Clip], batch_idx: int) -> torch.Tensor:
