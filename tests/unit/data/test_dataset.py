@@ -75,7 +75,9 @@ def test_handle_missing_drop_ignore_centroid() -> None:
     assert int(blank.sum()) == missing
 
 
-def test_frames_are_decoded_once_per_clip(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def decodes(monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
+    """The frame numbers of every read that reaches a video's decoder, in order."""
     calls: list[list[int]] = []
     original = MediaReader.read
 
@@ -84,38 +86,34 @@ def test_frames_are_decoded_once_per_clip(monkeypatch: pytest.MonkeyPatch) -> No
         return original(self, frame_indices)
 
     monkeypatch.setattr(MediaReader, "read", counting)
+    return calls
+
+
+def test_frames_are_decoded_once_per_clip(decodes: list[list[int]]) -> None:
     dataset = ClipDataset(split(mode="val"))
     dataset[0]
     dataset[0]
-    assert calls == [list(range(8))]  # one decode for 16 instances, and none the second time
+    assert decodes == [list(range(8))]  # one decode for 16 instances, and none the second time
     augmented = ClipDataset(split(mode="train", augmentations={"Blur": {"p": 1.0}}))
     first, second = augmented[1], augmented[1]
-    assert calls[1:] == [list(range(8, 16))]  # augmented clips are rebuilt from the cached frames
+    assert decodes[1:] == [list(range(8, 16))]  # augmented clips are rebuilt from the cached frames
     assert first.num_instances == second.num_instances
 
 
-def test_splits_reading_the_same_video_decode_its_frames_once(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_splits_reading_the_same_video_decode_its_frames_once(decodes: list[list[int]]) -> None:
     """Training (augmented: it caches frames) and validation (caches whole clips) over the same file, as
     DREEM's configs often have them, share one cache: validation reads the frames training decoded."""
     from dreem_trainer.data.cache import ByteBudgetCache
     from dreem_trainer.data.dataset import SourceReads
 
-    calls: list[list[int]] = []
-    original = MediaReader.read
-
-    def counting(self: MediaReader, frame_indices: list[int]) -> Any:
-        calls.append(frame_indices)
-        return original(self, frame_indices)
-
-    monkeypatch.setattr(MediaReader, "read", counting)
     cache, sources = ByteBudgetCache(2**30), SourceReads()
     train = ClipDataset(split(mode="train", augmentations={"Blur": {"p": 1.0}}), cache=cache, sources=sources)
     val = ClipDataset(split(mode="val"), cache=cache, sources=sources)
     train[0]
     val_clip = val[0]
-    assert calls == [list(range(8))]
+    assert decodes == [list(range(8))]
     alone = ClipDataset(split(mode="val"))[0]  # its own cache: decodes
-    assert len(calls) == 2
+    assert len(decodes) == 2
     assert torch.equal(val_clip.crops, alone.crops) and torch.equal(val_clip.boxes, alone.boxes)
 
 

@@ -32,7 +32,7 @@ from dreem_trainer.storage.sync import DirectorySync
 from dreem_trainer.tracking.metrics import METRICS
 from dreem_trainer.training.checkpoint_io import AtomicCheckpointIO
 from dreem_trainer.training.checkpoint_seam import CheckpointSeam
-from dreem_trainer.training.module import epoch_value_name
+from dreem_trainer.training.module import DreemModule, epoch_value_name
 from dreem_trainer.training.termination import CheckpointGate
 
 
@@ -189,12 +189,8 @@ class PreciseBatchNorm(pl.Callback):
         was_training = pl_module.training
         pl_module.train()
         try:
-            statistics_forward = getattr(pl_module, "statistics_forward", None)
-            if statistics_forward is not None:
-                statistics_forward(self._last_batch, self.crops)
-            else:
-                for clip in self._last_batch:
-                    pl_module(clip)
+            assert isinstance(pl_module, DreemModule)
+            pl_module.statistics_forward(self._last_batch, self.crops)
         finally:
             for norm, momentum in zip(norms, momenta, strict=True):
                 norm.momentum = momentum
