@@ -3,6 +3,7 @@ middle of a write leaves the previous checkpoint whole under its name."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -34,6 +35,9 @@ time.sleep(60)
 """
 
 
+SECOND_STATE_BYTES = 100_000_000 * 4
+
+
 def test_a_write_holds_the_state_of_when_it_was_asked(tmp_path: Path) -> None:
     writer = AtomicCheckpointIO(background=True)
     weights = torch.arange(1000, dtype=torch.float32)
@@ -49,22 +53,36 @@ def test_a_write_holds_the_state_of_when_it_was_asked(tmp_path: Path) -> None:
 
 def test_killed_mid_write_loses_no_state(tmp_path: Path) -> None:
     path = tmp_path / "last.ckpt"
+    system_temp = tmp_path / "system-temp"
+    system_temp.mkdir()
     process = subprocess.Popen(
-        [sys.executable, "-c", WRITER, str(path)], cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", WRITER, str(path)],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TMPDIR": str(system_temp)},
     )
     try:
         assert process.stdout is not None
         assert process.stdout.readline().strip() == "first written"
+        first_size = path.stat().st_size  # the poll stops if the second write is published unseen
         deadline = time.monotonic() + 60
-        partial: list[Path] = []
-        while time.monotonic() < deadline and not partial:
-            partial = [p for p in tmp_path.glob("*.tmp") if p.stat().st_size > 0]
-            time.sleep(0.01)
-        assert partial, "the second write never started"
+        partial_sizes: list[int] = []
+        while time.monotonic() < deadline and not partial_sizes and path.stat().st_size == first_size:
+            partial_sizes = [p.stat().st_size for p in tmp_path.glob("*.tmp")]
+            partial_sizes = [size for size in partial_sizes if size > 0]
+            time.sleep(0.005)
+        # The write streams into the .tmp file and syncs it before the rename, which takes long enough for
+        # the poll to see it part-written; a file that appears there whole was staged somewhere else first.
+        assert partial_sizes, "the second write was never seen in its .tmp file beside the target"
+        assert partial_sizes[0] < SECOND_STATE_BYTES, "the .tmp file appeared whole, not written in place"
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
     finally:
         process.kill()
+    # The write streams into the .tmp file beside the target: nothing is staged in the system's temporary folder
+    # (a pod's /tmp may be small), where a kill would leave it behind.
+    assert list(system_temp.iterdir()) == []
     # Killed while the .tmp file was being written (it is left behind) the name still holds the first
     # checkpoint, whole; in the rare run where the write had just finished, the second, whole.
     interrupted = any(tmp_path.glob("*.tmp"))

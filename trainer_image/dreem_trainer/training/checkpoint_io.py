@@ -45,8 +45,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         self._submit(lambda: self._write(snapshot, final, storage_options))  # takes the gate at its rename
 
     def _write(self, checkpoint: dict[str, Any], final: str, storage_options: Any | None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options; it writes local files only")
         partial = f"{final}.{os.getpid()}.tmp"
-        super().save_checkpoint(checkpoint, partial, storage_options)
+        self._serialize(checkpoint, partial)
         # In the foreground the caller holds the gate already; in the background only the rename takes it,
         # so a SIGTERM never waits for a whole write.
         if self.background:
@@ -57,6 +59,21 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             os.unlink(partial)
         else:
             self._replace(partial, final)
+
+    @staticmethod
+    def _serialize(checkpoint: dict[str, Any], partial: str) -> None:
+        """Stream the checkpoint into `partial` and make it durable before any rename can publish it.
+
+        Lightning's own save serialises the whole checkpoint into memory first and stages it in the system
+        temporary folder, which doubles the host memory of a write and can fill a pod's small /tmp; the
+        `.tmp` file beside the target already gives the atomicity that staging was for. The fsync keeps a node
+        that loses power after the rename from leaving an empty file under the checkpoint's name.
+        """
+        os.makedirs(os.path.dirname(partial) or ".", exist_ok=True)
+        with open(partial, "wb") as file:
+            torch.save(checkpoint, file)
+            file.flush()
+            os.fsync(file.fileno())
 
     @staticmethod
     def _replace(partial: str, final: str) -> None:
