@@ -170,3 +170,38 @@ def test_splits_that_share_a_video_hold_it_open_once_in_the_budget(tmp_path: Pat
     assert [key for key in cache.entries if key[1] == READER] == [(SHARED, READER, id(training.readers.readers[0]))]
     assert cache.used == decoder
     training.readers.readers[0].close()
+
+
+def test_a_reopened_video_is_not_probed_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Under the budget a video is reopened for a clip, and in every loader worker: the plugin and colour the
+    # probe found at the start spare sleap-io opening the file with PyAV to choose a plugin, and comparing a
+    # frame's channels, at each reopening.
+    import copy
+
+    import av
+    import sleap_io as sio
+    from sleap_io.io.video_reading import VideoBackend
+
+    reader = MediaReader(str(VIDEO))
+    in_worker = copy.deepcopy(reader)  # through __getstate__, as a spawned loader worker receives it
+    expected = np.stack([np.asarray(sio.load_video(str(VIDEO))[index]) for index in (60, 61)])
+    colour_checks: list[str] = []
+    pyav_opens: list[str] = []
+    detect_grayscale, av_open = VideoBackend.detect_grayscale, av.open
+
+    def counted_detect_grayscale(backend: VideoBackend, *args: Any) -> bool:
+        colour_checks.append(str(backend.filename))
+        return bool(detect_grayscale(backend, *args))
+
+    def counted_av_open(*args: Any, **kwargs: Any) -> Any:
+        pyav_opens.append(str(args[0]))
+        return av_open(*args, **kwargs)
+
+    monkeypatch.setattr(VideoBackend, "detect_grayscale", counted_detect_grayscale)
+    monkeypatch.setattr(av, "open", counted_av_open)
+    for opened in (reader, in_worker):
+        assert np.array_equal(opened.read([60, 61]), expected)
+        opened.close()
+    assert colour_checks == []
+    assert pyav_opens == []
+    assert in_worker.open_bytes == reader.open_bytes

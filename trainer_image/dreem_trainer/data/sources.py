@@ -53,6 +53,7 @@ class MediaReader:
         try:
             probe = sio.load_video(path)
             shape = probe.shape
+            self._known = self._known_to(probe)
             probe.close()
         except Exception as error:
             raise DataError(f"{path}: cannot open video ({error})") from error
@@ -69,9 +70,18 @@ class MediaReader:
                 # them forever, so this process keeps it, unused.
                 _INHERITED.append(self._video)
 
-            self._video = sio.load_video(self.path)
+            self._video = sio.load_video(self.path, **self._known)
             self._pid = os.getpid()
         return self._video
+
+    @staticmethod
+    def _known_to(probe: Any) -> dict[str, Any]:
+        """What the probe learnt that sleap-io would otherwise work out again at every open: the plugin (it
+        opens the file with PyAV to choose one, 10 ms on two_flies) and the colour (it compares the channels
+        of the first frame read). A video reopened for each clip, or in each loader worker, skips both."""
+        backend = probe.backend
+        known = {"grayscale": backend.grayscale, "plugin": getattr(backend, "plugin", None)}
+        return {key: value for key, value in known.items() if value is not None}
 
     def read(self, frame_indices: list[int]) -> Images:
         """Frame by frame: sleap-io seeks a frame only when the decoder is not already at it, so the clips of
@@ -87,4 +97,4 @@ class MediaReader:
         self._video = None  # one a parent process opened is its own to close
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path, "_video": None, "_pid": -1}
+        return self.__dict__ | {"_video": None, "_pid": -1}
