@@ -2,7 +2,8 @@
 
 Decided from the accelerator a run will really use, once, when the Trainer is built or a model is placed
 for tracking: the same configuration then trains and tracks in bf16 on a GPU that has it and in fp32 on a
-laptop's CPU. Training and tracking both decide here, so they never disagree about `trainer.precision`.
+laptop's CPU (in bf16 there only when `trainer.precision` asks for it). Training and tracking both decide
+here, so they never disagree about `trainer.precision`.
 """
 
 from __future__ import annotations
@@ -28,12 +29,24 @@ class Hardware:
 
     @staticmethod
     def detect(device: torch.device | None = None) -> Hardware:
-        """This machine; bf16 support as `device` (by default the current CUDA device) has it."""
+        """This machine; bf16 support as `device` (by default the current CUDA device) has it. For the CPU
+        that means native bf16 instructions (AVX512-BF16 or AMX): elsewhere CPU bf16 is emulated, and slower
+        than float32, so a CPU without them counts as having none."""
         cuda = torch.cuda.is_available()
+        if device is not None and device.type == "cpu":
+            return Hardware(cuda_available=cuda, bf16_supported=cpu_has_native_bf16())
         if not cuda:
             return Hardware(cuda_available=False, bf16_supported=False)
         with torch.cuda.device(device):
             return Hardware(cuda_available=True, bf16_supported=torch.cuda.is_bf16_supported())
+
+
+def cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 or AMX tiles (Intel Xeon since Cooper Lake and Sapphire Rapids, AMD Zen 4): there the
+    encoder's convolutions run 2.6x faster in bf16 than in float32 (two_flies' 256 crops, 2 cores with AMX).
+    torch asks the CPU through its private `torch.cpu` probes; a torch without them counts as no."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, probe, lambda: False)()) for probe in probes)
 
 
 def uses_gpu(accelerator: Accelerator, hardware: Hardware) -> bool:

@@ -40,7 +40,9 @@ class InferenceDevice:
 
 def inference_device(trainer: TrainerConfig) -> InferenceDevice:
     """`trainer.accelerator` (auto: CUDA when present, else CPU) and `trainer.devices` (a list picks the GPU);
-    `trainer.precision` 32 turns autocast off, 16-mixed picks fp16; by default CUDA runs bf16 where it can."""
+    `trainer.precision` 32 turns autocast off, 16-mixed picks fp16; by default CUDA runs bf16 where it can.
+    The CPU runs float32 unless `trainer.precision` asks for bf16 and the CPU has it natively, as training
+    on that CPU then would."""
     accelerator = trainer.accelerator
     cuda = torch.cuda.is_available()
     if accelerator in ("gpu", "cuda") and not cuda:
@@ -54,7 +56,11 @@ def inference_device(trainer: TrainerConfig) -> InferenceDevice:
     if accelerator == "mps":
         return InferenceDevice(torch.device("mps"), None)
     if accelerator == "cpu" or not cuda:
-        return InferenceDevice(torch.device("cpu"), None)
+        cpu = torch.device("cpu")
+        hardware = Hardware.detect(cpu)
+        dtype = autocast_dtype(resolve_precision(trainer.precision, "cpu", hardware), hardware)
+        # fp16 autocast on a CPU is emulated: slower than the float32 it would replace.
+        return InferenceDevice(cpu, dtype if dtype == torch.bfloat16 else None)
     index = trainer.devices[0] if isinstance(trainer.devices, list) and trainer.devices else 0
     device = torch.device("cuda", index)
     hardware = Hardware.detect(device)
