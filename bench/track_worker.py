@@ -60,7 +60,7 @@ def track(checkpoint: str, out: str, workers: int | None) -> None:
             {
                 "frames": frames,
                 "tracking_seconds": result.seconds,
-                "workers": tracking_workers(config) if workers is None else workers,
+                "workers": tracking_workers(config, placement.device) if workers is None else workers,
                 "startup_s": ready - STARTED,
                 "wall_s": time.time() - STARTED,
                 "device": str(placement),

@@ -33,11 +33,16 @@ def test_loader_workers_track_as_the_tracking_process_does(tmp_path: Path) -> No
     assert (alone.tracking_scores > -1).any()  # frames after the first were associated, not only numbered
 
 
-def test_tracking_workers_default_and_configured(tmp_path: Path) -> None:
-    assert tracking_workers(tiny_config(tmp_path)) == DEFAULT_TRACKING_WORKERS == 1
+CPU, CUDA = torch.device("cpu"), torch.device("cuda", 0)
+
+
+def test_tracking_workers_default_by_device_and_configured(tmp_path: Path) -> None:
+    # A worker overlaps decoding with the GPU's work; on a CPU it would take cores from the model.
+    assert tracking_workers(tiny_config(tmp_path), CUDA) == DEFAULT_TRACKING_WORKERS["cuda"] == 1
+    assert tracking_workers(tiny_config(tmp_path), CPU) == 0
     for workers in (0, 3):
         configured = tiny_config(tmp_path, dataloader={"test_dataloader": {"num_workers": workers}})
-        assert tracking_workers(configured) == workers
+        assert tracking_workers(configured, CPU) == tracking_workers(configured, CUDA) == workers
 
 
 def test_a_checkpoint_s_loaders_do_not_pick_tracking_s_workers(tmp_path: Path) -> None:
@@ -50,4 +55,4 @@ def test_a_checkpoint_s_loaders_do_not_pick_tracking_s_workers(tmp_path: Path) -
     stored = {"hyper_parameters": {"config": trained.model_dump(mode="json")}, "state_dict": {}, LAYOUT_KEY: LAYOUT}
     torch.save(stored, checkpoint)  # as DreemModule stores its configuration
     assert read_checkpoint(checkpoint).config["dataloader"]["test_dataloader"]["num_workers"] == 0
-    assert tracking_workers(validate(tracking_base(checkpoint))) == DEFAULT_TRACKING_WORKERS
+    assert tracking_workers(validate(tracking_base(checkpoint)), CUDA) == DEFAULT_TRACKING_WORKERS["cuda"]
