@@ -3,10 +3,11 @@ reference, measured in the same run.
 
 Prints JSON: our frames/s including decoding, start-up, wall time and peak RSS of the tracking process, on the
 device tracking chose (CUDA with bf16 autocast when the machine has a GPU, else the CPU), with tracking's
-default loader worker and with none (decoding in the tracking process); the bound, taken in each tracking
-process after it tracked: the bare encoder forward over every crop of the clip (one forward per clip, as
-tracking batches them), and separately the bare decoding and cropping; our frames/s over the bound's; and the
-reference's figures from ../shared/peer when it has been built (PEER_HOME), with our/their ratios.
+default loader workers for that device (1 on a GPU, 0 on a CPU) and with the other choice; on a CPU with
+native bf16, also in bf16 (`trainer.precision: bf16-mixed`) beside its own bound in bf16; the bound, taken
+in each tracking process after it tracked: the bare encoder forward over every crop of the clip (one forward
+per clip, as tracking batches them), and separately the bare decoding and cropping; our frames/s over the
+bound's; and the reference's figures from ../shared/peer when it has been built (PEER_HOME), with our/their ratios.
 Usage: python bench/track_throughput.py [--no-peer] [--repeats N] [--checkpoint CKPT]
 (--checkpoint: track with that model, e.g. tests/data/dreem/dreem_two_flies.ckpt, instead of training one)
 """
@@ -21,14 +22,28 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import REPO, median, peer_summary, run_child
+from dreem_trainer.hardware import cpu_has_native_bf16
 
 
-def tracking_runs(checkpoint: str, out: str, workers: str | None, repeats: int) -> list[dict[str, Any]]:
-    runs = []
-    for _ in range(repeats):
-        timing, rss = run_child(["-m", "bench.track_worker", "track", checkpoint, out, *([workers] if workers else [])])
-        runs.append(timing | {"peak_rss_gib": rss, "frames_per_s": timing["frames"] / timing["tracking_seconds"]})
-    return runs
+def tracking_run(checkpoint: str, out: str, workers: str, precision: str | None = None) -> dict[str, Any]:
+    command = ["-m", "bench.track_worker", "track", checkpoint, out, workers, *([precision] if precision else [])]
+    timing, rss = run_child(command)
+    return timing | {"peak_rss_gib": rss, "frames_per_s": timing["frames"] / timing["tracking_seconds"]}
+
+
+def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    frames = runs[0]["frames"]
+    encoder_s = median([r["bound_encoder_s"] for r in runs])
+    ours = median([r["frames_per_s"] for r in runs])
+    return {
+        "device": runs[0]["device"],
+        "loader_workers": runs[0]["workers"],
+        "track_frames_per_s_incl_data_median": ours,
+        "runs_frames_per_s": [round(r["frames_per_s"], 2) for r in runs],
+        "bound_encoder_s_median": encoder_s,
+        "bound_frames_per_s": frames / encoder_s,
+        "ours_over_bound": ours * encoder_s / frames,
+    }
 
 
 def main() -> None:
@@ -37,9 +52,15 @@ def main() -> None:
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = given or run_child(["-m", "bench.track_worker", "train", tmp])[0]["checkpoint"]
-        runs = tracking_runs(checkpoint, tmp, None, repeats)
-        serial = tracking_runs(checkpoint, tmp, "0", repeats)
-        everything = runs + serial
+        # The sides alternate within each round, so the machine's drift falls on all of them alike.
+        runs, other, bf16 = [], [], []
+        for _ in range(repeats):
+            runs.append(tracking_run(checkpoint, tmp, "default"))
+            other_workers = "1" if runs[0]["workers"] == 0 else "0"
+            other.append(tracking_run(checkpoint, tmp, other_workers))
+            if runs[0]["device"].startswith("cpu") and cpu_has_native_bf16():
+                bf16.append(tracking_run(checkpoint, tmp, "default", "bf16-mixed"))
+        everything = runs + other
         frames = runs[0]["frames"]
         ours = median([r["frames_per_s"] for r in runs])
         encoder_s = median([r["bound_encoder_s"] for r in everything])
@@ -53,12 +74,11 @@ def main() -> None:
                 "track_frames_per_s_incl_data_median": ours,
                 "loader_workers": runs[0]["workers"],
                 "runs_frames_per_s": [round(r["frames_per_s"], 2) for r in runs],
-                "no_worker_frames_per_s_median": median([r["frames_per_s"] for r in serial]),
-                "no_worker_runs_frames_per_s": [round(r["frames_per_s"], 2) for r in serial],
                 "startup_s_median": median([r["startup_s"] for r in runs]),
                 "wall_s_median": median([r["wall_s"] for r in runs]),
                 "peak_rss_gib": max(r["peak_rss_gib"] for r in runs),
             },
+            "ours_other_loader_workers": summary(other),
             "bound": {
                 "crops": runs[0]["crops"],
                 "encoder_s_median": encoder_s,
@@ -70,6 +90,8 @@ def main() -> None:
             },
             "ratios": {"ours_over_bound": ours * encoder_s / frames},
         }
+        if bf16:
+            result["ours_cpu_bf16"] = summary(bf16) | {"over_float32": median([r["frames_per_s"] for r in bf16]) / ours}
         peer = None if "--no-peer" in sys.argv else peer_summary(Path(tmp) / "peer")
         if peer is not None:
             result["reference"] = {k: v for k, v in peer.items() if k.startswith("track")}
@@ -78,6 +100,9 @@ def main() -> None:
                 "track_frames_per_s": ours / peer["track_frames_per_s_incl_data"],
                 "track_wall": result["ours"]["wall_s_median"] / peer["track_wall_s"],
             }
+            if bf16:
+                bf16_fps = result["ours_cpu_bf16"]["track_frames_per_s_incl_data_median"]
+                result["ratios"]["cpu_bf16_track_frames_per_s"] = bf16_fps / peer["track_frames_per_s_incl_data"]
     result["load_average_before"] = [round(x, 2) for x in load_before]
     result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     result["cpus"] = os.cpu_count()

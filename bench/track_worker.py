@@ -1,7 +1,7 @@
 """Child process of bench/track_throughput.py: `train` makes a checkpoint, `track` times tracking and,
 in the same process, its bound (decoding alone, the encoder alone).
 
-Usage: python -m bench.track_worker train OUT | track CHECKPOINT OUT [WORKERS]"""
+Usage: python -m bench.track_worker train OUT | track CHECKPOINT OUT [WORKERS|default] [PRECISION]"""
 
 from __future__ import annotations
 
@@ -35,9 +35,10 @@ def train(out: str) -> None:
     print(json.dumps({"checkpoint": str(next(Path(out, "models").glob("epoch=*.ckpt")))}))
 
 
-def track(checkpoint: str, out: str, workers: int | None) -> None:
-    """Track the clip (`workers` loader processes; None: tracking's default), then, in the same process,
-    time what bounds it: decoding and cropping every clip, and the bare encoder forward over their crops."""
+def track(checkpoint: str, out: str, workers: int | None, precision: str | None) -> None:
+    """Track the clip (`workers` loader processes; None: tracking's default) in `precision` (None: the
+    device's default), then, in the same process and precision, time what bounds it: decoding and cropping
+    every clip, and the bare encoder forward over their crops."""
     import torch
 
     from dreem_trainer.data.discovery import SourcePair
@@ -45,7 +46,9 @@ def track(checkpoint: str, out: str, workers: int | None) -> None:
     from dreem_trainer.inference.run import placed_model, track_videos, tracking_base, tracking_workers
 
     split = {"anchors": "thorax", "crop_size": 128, "clip_length": 32}
-    settings = {"tracker": {"window_size": 8, "iou": "mult"}, "dataset": {"test_dataset": split}}
+    settings: dict[str, Any] = {"tracker": {"window_size": 8, "iou": "mult"}, "dataset": {"test_dataset": split}}
+    if precision is not None:
+        settings["trainer"] = {"precision": precision}
     config = validate(deep_merge(tracking_base(checkpoint), settings))
     pairs = [SourcePair(str(DEMO_DATA / "two_flies.slp"), str(DEMO_DATA / "two_flies.mp4"), 128)]
     model, placement = placed_model(config, checkpoint)  # CUDA when the machine has one
@@ -106,4 +109,6 @@ if __name__ == "__main__":
     if sys.argv[1] == "train":
         train(sys.argv[2])
     else:
-        track(sys.argv[2], sys.argv[3], int(sys.argv[4]) if len(sys.argv) > 4 else None)
+        workers = sys.argv[4] if len(sys.argv) > 4 else "default"
+        precision = sys.argv[5] if len(sys.argv) > 5 else None
+        track(sys.argv[2], sys.argv[3], None if workers == "default" else int(workers), precision)
