@@ -154,7 +154,8 @@ def test_a_killed_rank_restarts_the_gang_from_the_last_checkpoint(lab: Lab) -> N
     lab.kubelet.kill("flies-0-1")
     restarting = lab.kubectl.wait_for("flies", phase_is(Phase.RESTARTING), timeout=60, what="Restarting")
     assert restarting["status"]["restarts"] == 1
-    assert "flies-0-1 failed (exit code 137)" in restarting["status"]["message"]
+    # The killed rank, as a rule; its partner, when gloo's lost connection ended it before the operator looked.
+    assert re.search(r"flies-0-1 failed \(exit code 137\)|flies-0-0 failed", restarting["status"]["message"])
     job = lab.kubectl.wait_for("flies", phase_is(Phase.SUCCEEDED, Phase.FAILED), timeout=300, what="a finished phase")
     assert job["status"]["phase"] == Phase.SUCCEEDED, job["status"]
     assert job["status"]["restarts"] == 1 and job["status"]["attempt"] == 1
@@ -181,8 +182,10 @@ def test_a_killed_rank_restarts_the_gang_from_the_last_checkpoint(lab: Lab) -> N
 def test_an_operator_killed_mid_reconcile_leaves_no_duplicates_or_orphans(lab: Lab) -> None:
     manifest, out = training_job(lab, "flies", epochs=3)
     lab.kubectl.apply_job(manifest)
-    while not lab.kubectl.pods():
-        pass  # kill the operator as soon as its first pod lands, while that reconcile is still creating
+    deadline = time.monotonic() + 60
+    while not lab.kubectl.pods():  # kill the operator as soon as its first pod lands, mid-reconcile
+        assert time.monotonic() < deadline, "no pod was created"
+        time.sleep(0.001)  # the emulator answering the polls shares this process: leave it the GIL
     lab.operator.kill()
     lab.operator.start()
     job = lab.kubectl.wait_for("flies", phase_is(Phase.SUCCEEDED, Phase.FAILED), timeout=300, what="a finished phase")

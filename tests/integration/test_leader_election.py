@@ -103,10 +103,11 @@ def test_a_leader_cut_off_from_the_api_stops_acting_before_the_standby_takes_ove
         stopped = wait_until(lambda: not leader.tenure.leading(), timeout=10)
         took_over = wait_until(standby.tenure.leading, timeout=10)
         assert stopped < took_over
-        # The leader stopped within its renew deadline of the cut; the standby waited a whole lease duration
-        # from the last renewal it saw, so about (lease duration - renew deadline) lay between them (less
-        # this test's polling, on a busy machine).
-        assert stopped - cut <= TIMING.renew_deadline + 0.5
+        # The leader stopped within its renew deadline of the cut (plus a retry's request, slower on a busy
+        # machine: the emulator, both replicas and this poll share one process); the standby waited a whole
+        # lease duration from the last renewal it saw, so about (lease duration - renew deadline) lay between
+        # them (less this test's polling).
+        assert stopped - cut <= TIMING.renew_deadline + 1.0
         assert took_over - stopped >= TIMING.lease_duration - TIMING.renew_deadline - 0.5
         spec = holder(cluster)
         assert spec["holderIdentity"] == "operator-b" and spec["leaseTransitions"] == 1

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -129,6 +130,7 @@ def test_operator_fails_every_malformed_job_and_keeps_serving(served: tuple[Kube
         "good-0-0",
         "good-0-1",
     ]
+    expected_warnings = [f"bad-{i}" for i in range(len(CASES))]
     for index, (case, _, named) in enumerate(CASES):
         job = kubectl.wait_for(f"bad-{index}", phase_is(Phase.FAILED), timeout=60, what=f"Failed ({case})")
         message = job["status"]["message"]
@@ -136,8 +138,14 @@ def test_operator_fails_every_malformed_job_and_keeps_serving(served: tuple[Kube
         assert condition(job, "Failed")["status"] == "True" and condition(job, "Running")["status"] == "False"
         assert not kubectl.pods(selector=f"dreem.sleap.ai/job=bad-{index}"), case
     assert operator.process is not None and operator.process.poll() is None
-    metrics = operator.metrics()
-    failed = re.search(r'^dreem_jobs\{phase="Failed"\} (\d+)', metrics, re.MULTILINE)
+    # The operator writes a status first, then its Event, then the gauge: the last job's may lag its status.
+    deadline = time.monotonic() + 10
+    while True:
+        failed = re.search(r'^dreem_jobs\{phase="Failed"\} (\d+)', operator.metrics(), re.MULTILINE)
+        warned = {event["involvedObject"]["name"] for event in kubectl.events() if event["type"] == "Warning"}
+        settled = failed is not None and int(failed.group(1)) == len(CASES) and warned >= set(expected_warnings)
+        if settled or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     assert failed is not None and int(failed.group(1)) == len(CASES)
-    warnings = [event for event in kubectl.events() if event["type"] == "Warning"]
-    assert {event["involvedObject"]["name"] for event in warnings} >= {f"bad-{i}" for i in range(len(CASES))}
+    assert warned >= set(expected_warnings)
