@@ -4,6 +4,7 @@ middle of a write leaves the previous checkpoint whole under its name."""
 from __future__ import annotations
 
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -90,3 +91,21 @@ def test_killed_mid_write_loses_no_state(tmp_path: Path) -> None:
     expected = torch.ones(4) if interrupted else torch.zeros(100_000_000)
     assert saved["version"] == (1 if interrupted else 2)
     assert torch.equal(saved["state_dict"]["w"], expected)
+
+
+@pytest.mark.parametrize("background", [False, True])
+def test_a_failed_write_leaves_the_previous_checkpoint_and_no_partial_file(tmp_path: Path, background: bool) -> None:
+    writer = AtomicCheckpointIO(background=background)
+    path = tmp_path / "last.ckpt"
+    writer.save_checkpoint({"version": 1}, path)
+    writer.wait()
+
+    def save_what_cannot_be_pickled() -> None:
+        writer.save_checkpoint({"version": 2, "callback": lambda: None}, path)
+        writer.wait()  # in the background the failure surfaces here
+
+    with pytest.raises((AttributeError, TypeError, pickle.PicklingError)):
+        save_what_cannot_be_pickled()
+    writer.teardown()
+    assert list(tmp_path.iterdir()) == [path]
+    assert torch.load(path, weights_only=True) == {"version": 1}

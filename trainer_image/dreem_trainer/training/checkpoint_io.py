@@ -3,6 +3,7 @@ in the background, so training waits only for the state to be copied off the mod
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -37,16 +38,16 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         self._pending: list[Future[None]] = []
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options: it writes local files only")
         final = os.fspath(path)
         if not self.background:
-            self._write(checkpoint, final, storage_options)
+            self._write(checkpoint, final)
             return
         snapshot = apply_to_collection(checkpoint, torch.Tensor, _snapshot)
-        self._submit(lambda: self._write(snapshot, final, storage_options))  # takes the gate at its rename
+        self._submit(lambda: self._write(snapshot, final))  # takes the gate at its rename
 
-    def _write(self, checkpoint: dict[str, Any], final: str, storage_options: Any | None) -> None:
-        if storage_options is not None:
-            raise TypeError(f"{type(self).__name__} takes no storage_options; it writes local files only")
+    def _write(self, checkpoint: dict[str, Any], final: str) -> None:
         partial = f"{final}.{os.getpid()}.tmp"
         self._serialize(checkpoint, partial)
         # In the foreground the caller holds the gate already; in the background only the rename takes it,
@@ -70,10 +71,16 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         that loses power after the rename from leaving an empty file under the checkpoint's name.
         """
         os.makedirs(os.path.dirname(partial) or ".", exist_ok=True)
-        with open(partial, "wb") as file:
-            torch.save(checkpoint, file)
-            file.flush()
-            os.fsync(file.fileno())
+        try:
+            with open(partial, "wb") as file:
+                torch.save(checkpoint, file)
+                file.flush()
+                os.fsync(file.fileno())
+        except BaseException:
+            # A full disk or a bad object: leave no half file behind (a kill, which runs no handler, still may).
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(partial)
+            raise
 
     @staticmethod
     def _replace(partial: str, final: str) -> None:
