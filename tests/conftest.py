@@ -91,6 +91,20 @@ def dreem_executable() -> str:
     return found
 
 
+def outputs_of(processes: list[subprocess.Popen[str]], timeout: float) -> list[tuple[str, str]]:
+    """Each process's (stdout, stderr) once it has ended ("" for a stream not piped). If one does not end
+    within `timeout` seconds, all are killed: a DDP rank left waiting on a dead peer would otherwise hold a
+    core for the rest of the suite."""
+    try:
+        ended = [process.communicate(timeout=timeout) for process in processes]
+        return [(stdout or "", stderr or "") for stdout, stderr in ended]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
 def start_training(config: Path, cwd: Path, env: dict[str, str]) -> subprocess.Popen[str]:
     """`dreem train --config CONFIG` as its own process, stdout and stderr together in `.stdout`."""
     return subprocess.Popen(

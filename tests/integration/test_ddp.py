@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import free_port, start_training
+from tests.conftest import free_port, outputs_of, start_training
 from tests.trainer_helpers import tiny_raw
 
 pytestmark = pytest.mark.slow
@@ -36,7 +36,7 @@ def test_two_nodes_split_the_clips_and_only_rank_zero_writes(tmp_path: Path) -> 
         }
         env.pop("LOCAL_RANK", None)
         processes.append(start_training(config, workdir, env))
-    outputs = [process.communicate(timeout=300)[0] for process in processes]
+    outputs = [stdout for stdout, _ in outputs_of(processes, timeout=300)]
     for process, output in zip(processes, outputs, strict=True):
         assert process.returncode == 0, output[-3000:]
 

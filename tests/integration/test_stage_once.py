@@ -23,7 +23,7 @@ from dreem_trainer.storage.download import cache_root
 from dreem_trainer.storage.node import ENV_STAGE_ID, ENV_STAGED_BY
 from dreem_trainer.storage.staging import stage
 from dreem_trainer.storage.sync import PART_BYTES, DirectorySync
-from tests.conftest import free_port, start_training
+from tests.conftest import free_port, outputs_of, start_training
 from tests.s3_helpers import RecordingS3, bucket, keys
 from tests.trainer_helpers import tiny_config, tiny_raw
 
@@ -73,7 +73,7 @@ def test_two_processes_on_one_node_stage_once_and_train_on_the_same_files(
     config.write_text(yaml.safe_dump(raw))
     env = clean_env(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), PL_TORCH_DISTRIBUTED_BACKEND="gloo")
     process = start_training(config, tmp_path, env)
-    output = process.communicate(timeout=300)[0]
+    ((output, _),) = outputs_of([process], timeout=300)
     assert process.returncode == 0, output[-3000:]
 
     # Both ranks trained: four clips over two ranks, two steps each.
@@ -107,7 +107,7 @@ def test_the_other_processes_wait_for_local_rank_zero_and_fail_with_it(
         return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     ranks = [start(1, "start-1"), start(0, "start-1")]
-    results = [process.communicate(timeout=120) for process in ranks]
+    results = outputs_of(ranks, timeout=120)
     for process, (_, errors) in zip(ranks, results, strict=True):
         assert process.returncode == 0, errors[-3000:]
     staged = [json.loads(stdout) for stdout, _ in results]
@@ -124,7 +124,7 @@ def test_the_other_processes_wait_for_local_rank_zero_and_fail_with_it(
     boto3.resource("s3", endpoint_url=s3.endpoint).Bucket(data).objects.all().delete()
     boto3.client("s3", endpoint_url=s3.endpoint).delete_bucket(Bucket=data)
     ranks = [start(1, "start-2"), start(0, "start-2")]
-    results = [process.communicate(timeout=120) for process in ranks]
+    results = outputs_of(ranks, timeout=120)
     assert ranks[0].returncode != 0 and ranks[1].returncode != 0
     assert f"s3://{data}/flies: the bucket does not exist" in results[1][1]
     assert f"local rank 0 could not stage this node's data: StorageError: s3://{data}/flies" in results[0][1]
