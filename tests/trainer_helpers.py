@@ -37,3 +37,28 @@ def tiny_raw(tmp_path: Path, **sections: Any) -> dict[str, Any]:
 
 def tiny_config(tmp_path: Path, **sections: Any) -> DreemConfig:
     return validate(tiny_raw(tmp_path, **sections))
+
+
+def track_two_flies_with_dreems_model(trainer: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """DREEM's own two_flies checkpoint tracking the bundled clip with `trainer` keys (accelerator, precision)
+    and tracking's default loader workers: (its track per instance in frame order, the model, its placement)."""
+    import numpy as np
+    import torch
+
+    from dreem_trainer.data.discovery import SourcePair
+    from dreem_trainer.inference import run
+    from tests.conftest import TEST_DATA
+
+    checkpoint = TEST_DATA / "dreem" / "dreem_two_flies.ckpt"
+    raw = run.tracking_base(checkpoint) | {
+        "trainer": trainer,
+        "tracker": {"window_size": 8, "iou": "mult"},
+        "dataset": {"test_dataset": {"anchors": "thorax", "crop_size": 128, "clip_length": 32}},
+    }
+    config = validate(raw)
+    model, placement = run.placed_model(config, checkpoint)
+    pair = SourcePair(TWO_FLIES_SLP, str(DEMO_DATA / "two_flies.mp4"), 128)
+    with torch.inference_mode(), placement.autocast():
+        (result,) = run.track_videos(model, config.dataset.test_split(), [pair], config)
+    order = np.lexsort((result.index_in_frame, result.frame_indices))
+    return np.asarray(result.predicted_tracks[order]), model, placement

@@ -10,6 +10,7 @@ import torch
 
 from dreem_trainer.data.clip import Clip
 from dreem_trainer.data.dataset import ClipDataset
+from dreem_trainer.models.encoder import batchnorms
 from dreem_trainer.training.callbacks import PreciseBatchNorm
 from dreem_trainer.training.module import DreemModule
 from dreem_trainer.training.run import run_training
@@ -43,7 +44,7 @@ def full_reestimation(module: DreemModule, clips: list[Clip]) -> list[tuple[torc
     """Every BatchNorm's exact average statistics over `clips`, with the weights frozen (the extra pass a
     precise-BN callback would otherwise run every epoch)."""
     frozen = deepcopy(module)
-    norms = PreciseBatchNorm.norms(frozen)
+    norms = batchnorms(frozen)
     for norm in norms:
         norm.reset_running_stats()
         norm.momentum = None
@@ -62,7 +63,7 @@ def test_batchnorm_statistics_after_an_epoch_match_a_full_reestimation(tmp_path:
     assert isinstance(module, DreemModule) and trainer.train_dataloader is not None
     dataset = trainer.train_dataloader.dataset  # the clips trained on
     reference = full_reestimation(module, [dataset[index] for index in range(len(dataset))])
-    kept = [(n.running_mean, n.running_var) for n in PreciseBatchNorm.norms(module)]
+    kept = [(n.running_mean, n.running_var) for n in batchnorms(module)]
     assert len(kept) == len(reference) > 0
     for layer, ((mean, var), (ref_mean, ref_var)) in enumerate(zip(kept, reference, strict=True)):
         assert mean is not None and var is not None
@@ -102,7 +103,7 @@ def test_statistics_from_a_sample_of_the_crops_match_those_from_all(tmp_path: Pa
     finally:
         hook.remove()
     assert encoded == [clip.num_instances // 2]  # the sample, not the whole clip
-    for layer, (norm, (ref_mean, ref_var)) in enumerate(zip(PreciseBatchNorm.norms(sampled), reference, strict=True)):
+    for layer, (norm, (ref_mean, ref_var)) in enumerate(zip(batchnorms(sampled), reference, strict=True)):
         assert norm.running_mean is not None and norm.running_var is not None
         mean_error = float((norm.running_mean - ref_mean).norm() / ref_var.sum().sqrt())
         var_error = float((norm.running_var - ref_var).norm() / ref_var.norm())

@@ -7,16 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from dreem_trainer.config import validate
 from dreem_trainer.config.run import TrainerConfig
-from dreem_trainer.data.discovery import SourcePair
 from dreem_trainer.hardware import cpu_has_native_bf16
-from dreem_trainer.inference import run
 from dreem_trainer.inference.device import inference_device
-from tests.conftest import DEMO_DATA, TEST_DATA
+from tests.trainer_helpers import track_two_flies_with_dreems_model
 
-DREEM_CHECKPOINT = TEST_DATA / "dreem" / "dreem_two_flies.ckpt"
-PAIR = SourcePair(str(DEMO_DATA / "two_flies.slp"), str(DEMO_DATA / "two_flies.mp4"), 128)
 NATIVE_BF16 = cpu_has_native_bf16()
 
 
@@ -39,18 +34,10 @@ def test_the_cpu_autocasts_to_bf16_only_when_asked_and_native(precision: str | N
 
 
 def tracked_in(precision: str) -> tuple[np.ndarray, torch.dtype]:
-    raw = run.tracking_base(DREEM_CHECKPOINT) | {
-        "trainer": {"accelerator": "cpu", "precision": precision},
-        "tracker": {"window_size": 8, "iou": "mult"},
-        "dataset": {"test_dataset": {"anchors": "thorax", "crop_size": 128, "clip_length": 32}},
-    }
-    config = validate(raw)
-    model, placement = run.placed_model(config, DREEM_CHECKPOINT)
+    tracks, model, placement = track_two_flies_with_dreems_model({"accelerator": "cpu", "precision": precision})
     with torch.inference_mode(), placement.autocast():
-        (result,) = run.track_videos(model, config.dataset.test_split(), [PAIR], config, num_workers=0)
         features = model.visual_encoder(torch.zeros(2, 1, 128, 128))
-    order = np.lexsort((result.index_in_frame, result.frame_indices))
-    return np.asarray(result.predicted_tracks[order]), features.dtype
+    return tracks, features.dtype
 
 
 @pytest.mark.slow

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
 from dreem_trainer.config import validate
-from dreem_trainer.data.discovery import SourcePair
 from dreem_trainer.inference import run
-from tests.conftest import DEMO_DATA, TEST_DATA
+from tests.conftest import TEST_DATA
+from tests.trainer_helpers import track_two_flies_with_dreems_model
 
 pytestmark = [
     pytest.mark.slow,
@@ -20,22 +18,12 @@ pytestmark = [
 
 DREEM_CHECKPOINT = TEST_DATA / "dreem" / "dreem_two_flies.ckpt"
 PARITY = TEST_DATA / "dreem" / "two_flies_parity.pt"
-PAIR = SourcePair(str(DEMO_DATA / "two_flies.slp"), str(DEMO_DATA / "two_flies.mp4"), 128)
 
 
-def tracked_on(accelerator: str, tmp_path: Path) -> np.ndarray:
-    raw = run.tracking_base(DREEM_CHECKPOINT) | {
-        "trainer": {"accelerator": accelerator},
-        "tracker": {"window_size": 8, "iou": "mult"},
-        "dataset": {"test_dataset": {"anchors": "thorax", "crop_size": 128, "clip_length": 32}},
-    }
-    config = validate(raw)
-    model, placement = run.placed_model(config, DREEM_CHECKPOINT)
+def tracked_on(accelerator: str) -> np.ndarray:
+    tracks, model, placement = track_two_flies_with_dreems_model({"accelerator": accelerator})
     assert model.transformer.attn_head.q_proj.layers[0].weight.device.type == placement.device.type == accelerator
-    with torch.inference_mode(), placement.autocast():
-        (result,) = run.track_videos(model, config.dataset.test_split(), [PAIR], config)
-    order = np.lexsort((result.index_in_frame, result.frame_indices))
-    return np.asarray(result.predicted_tracks[order])
+    return np.asarray(tracks)
 
 
 def test_the_gpu_computes_dreems_logits_in_bf16() -> None:
@@ -50,7 +38,7 @@ def test_the_gpu_computes_dreems_logits_in_bf16() -> None:
     assert float((logits - window["logits"]).abs().max()) < tolerance
 
 
-def test_gpu_tracks_equal_cpu_tracks(tmp_path: Path) -> None:
-    on_gpu, on_cpu = tracked_on("cuda", tmp_path), tracked_on("cpu", tmp_path)
+def test_gpu_tracks_equal_cpu_tracks() -> None:
+    on_gpu, on_cpu = tracked_on("cuda"), tracked_on("cpu")
     assert len(on_gpu) == len(on_cpu) == 256
     assert float(np.mean(on_gpu == on_cpu)) >= 0.99

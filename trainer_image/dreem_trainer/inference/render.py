@@ -5,7 +5,7 @@ The video is decoded, drawn on and encoded in this process by FFmpeg's libraries
 and handed to the encoder as it is. Drawing in RGB instead would cost two colour conversions per frame
 (YUV to RGB after decoding, RGB to YUV before encoding): measured, 1.75x the CPU time of a bare decode and
 re-encode. Two ffmpeg processes with the frames piped through this one cost each frame a copy into and out
-of two pipes, and kept the render at 1.15-1.31x a bare transcode; in one process it is 1.11-1.15x.
+of two pipes, and kept the render at 1.15-1.31x a bare transcode; in one process it is 1.11-1.18x.
 
 The encoder takes sleap-io's `VideoWriter` settings (codec, pixel format, CRF, preset). sleap-io's writer
 itself only takes RGB or grey frames and pads sizes to multiples of 16, which would change the frame size.

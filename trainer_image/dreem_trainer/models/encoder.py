@@ -83,6 +83,11 @@ INFERENCE_BATCH = 256
 activations of all its crops at once."""
 
 
+def batchnorms(module: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """The BatchNorms of `module` that keep running statistics: those a re-estimation resets and refills."""
+    return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+
+
 def batchnorms_in(graph_module: torch.fx.GraphModule) -> int:
     """BatchNorms a traced network still computes: as modules, or traced through into batch_norm calls."""
 

@@ -22,10 +22,11 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
-from torch import Tensor, nn
+from torch import Tensor
 
 from dreem_trainer.cluster import JobStatus
 from dreem_trainer.config.run import StorageConfig
+from dreem_trainer.models.encoder import batchnorms
 from dreem_trainer.storage.fence import AttemptFence
 from dreem_trainer.storage.staging import MirroredOutput
 from dreem_trainer.storage.sync import DirectorySync
@@ -155,12 +156,6 @@ class PreciseBatchNorm(pl.Callback):
         self.crops = crops
         self._last_batch: Any = None
 
-    @staticmethod
-    def norms(pl_module: pl.LightningModule) -> list[nn.modules.batchnorm._BatchNorm]:
-        return [
-            m for m in pl_module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
-        ]
-
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
@@ -179,13 +174,12 @@ class PreciseBatchNorm(pl.Callback):
 
     @torch.no_grad()
     def recalibrate(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        norms = self.norms(pl_module)
+        norms = batchnorms(pl_module)
         if not norms or self._last_batch is None:
             return
         momenta = [norm.momentum for norm in norms]
         for norm in norms:
-            norm.reset_running_stats()
-            norm.momentum = None  # a cumulative average of the clips below
+            norm.reset_running_stats()  # statistics_forward weighs each of its calls by its crops
         was_training = pl_module.training
         pl_module.train()
         try:

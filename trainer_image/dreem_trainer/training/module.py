@@ -10,6 +10,7 @@ import torch
 from dreem_trainer.config import DreemConfig
 from dreem_trainer.data.clip import Clip
 from dreem_trainer.models.checkpoint import LAYOUT, LAYOUT_KEY
+from dreem_trainer.models.encoder import batchnorms
 from dreem_trainer.models.gtr import AssociationOutput, GlobalTrackingTransformer
 from dreem_trainer.tracking.metrics import LOSS, TRACKING_METRICS, Metric, Split, TrackingCounts, tracking_counts
 from dreem_trainer.tracking.tracker import Tracker
@@ -99,7 +100,7 @@ class DreemModule(pl.LightningModule):
         total = sum(part.shape[0] for parts in by_shape.values() for part in parts)
         if total == 0:
             return
-        norms = [m for m in self.model.visual_encoder.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        norms = batchnorms(self.model.visual_encoder)
         seen = 0
         for parts in by_shape.values():
             every = torch.cat(parts)
