@@ -7,6 +7,8 @@ frames, so with room to spare a run over many videos keeps them all open, and wi
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -31,10 +33,14 @@ class ByteBudgetCache:
     Datasets can share one (a run's training and validation do), so that a process holds one budget whatever
     the number of datasets and videos; a DataLoader worker gets its own copy, and holds at most one budget."""
 
+    TRIM_EVERY = 16
+    """The budget's fraction (1/16) evicted between two returns of freed memory to the system."""
+
     def __init__(self, budget_bytes: int) -> None:
         self.budget = budget_bytes
         self.used = 0
         self.entries: OrderedDict[CacheKey, tuple[Cached, int, Callable[[], None] | None]] = OrderedDict()
+        self.evicted_since_trim = 0
 
     def get(self, key: CacheKey) -> Cached | None:
         entry = self.entries.get(key)
@@ -55,9 +61,31 @@ class ByteBudgetCache:
         while self.used > self.budget:
             _, (_, evicted, release) = self.entries.popitem(last=False)
             self.used -= evicted
+            self.evicted_since_trim += evicted
             if release is not None:
                 release()
+        if self.evicted_since_trim * self.TRIM_EVERY > self.budget:
+            return_freed_memory()
+            self.evicted_since_trim = 0
         return True
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc: its allocator returns memory its own way
+        return None
+
+
+def return_freed_memory() -> None:
+    """Give the system back the pages of freed frames. Frames are freed in the cache's order, not the order
+    they were allocated in, so glibc's heap keeps holes it would reuse only for arrays that fit them: over an
+    epoch of 32 videos that kept 25% more than the budget resident. Trimming after each 1/16 of the budget
+    is evicted bounds that to about 1/16, at under 1% of the decoding time (measured on two_flies)."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def frame_cache_bytes(frame_cache_mb: int | None = None) -> int:
