@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
+from dreem_trainer.hardware import available_cpus, model_threads
 from dreem_trainer.training.module import DreemModule
 from dreem_trainer.training.run import run_training
 from tests.trainer_helpers import tiny_config
@@ -179,9 +181,25 @@ def test_trainer_keys_pass_through(tmp_path: Path) -> None:
     assert trainer.gradient_clip_val == 0.1
 
 
-def test_batch_size_and_workers(tmp_path: Path) -> None:
-    trainer = run_training(tiny_config(tmp_path, dataloader={"train_dataloader": {"batch_size": 2, "num_workers": 1}}))
+class ThreadsWhileTraining(Callback):
+    def __init__(self) -> None:
+        self.seen: list[int] = []
+
+    def on_train_batch_start(self, *args: Any) -> None:
+        self.seen.append(torch.get_num_threads())
+
+
+def test_batch_size_and_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The loader worker gets a core of its own: the model's thread pool shrinks for the run, then comes back.
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    before = torch.get_num_threads()
+    threads = ThreadsWhileTraining()
+    config = tiny_config(tmp_path, dataloader={"train_dataloader": {"batch_size": 2, "num_workers": 1}})
+    trainer = run_training(config, callbacks=[threads])
     assert trainer.global_step == 1  # two clips in one batch
+    assert threads.seen == [min(before, model_threads(available_cpus(), 1, 1))]
+    assert torch.get_num_threads() == before
+    assert "OMP_NUM_THREADS" not in os.environ
 
 
 def final_weights(trainer: Any) -> torch.Tensor:

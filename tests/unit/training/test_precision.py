@@ -11,7 +11,7 @@ from lightning.pytorch.strategies import DDPStrategy
 from dreem_trainer.config import ConfigError
 from dreem_trainer.data.clip import Clip
 from dreem_trainer.data.dataset import ClipDataset
-from dreem_trainer.hardware import Hardware, autocast_dtype, ddp_backend, resolve_precision, uses_gpu
+from dreem_trainer.hardware import Hardware, autocast_dtype, ddp_backend, model_threads, resolve_precision, uses_gpu
 from dreem_trainer.training.module import DreemModule, clip_offsets
 from dreem_trainer.training.run import build_trainer, data_loader
 from tests.trainer_helpers import tiny_config
@@ -153,3 +153,11 @@ def test_bf16_mixed_and_fp32_give_the_same_association_on_a_fixed_batch(tmp_path
     assert clip_offsets(clip).max() > 0 and clip.num_instances > 2
     assert torch.equal(fp32_chosen, bf16_chosen)
     assert (fp32_probabilities - bf16_probabilities).abs().max() < 0.05
+
+
+def test_loader_workers_take_cores_from_the_model_never_its_last() -> None:
+    assert model_threads(cpus=16, training_processes=1, loader_workers=0) == 16
+    assert model_threads(cpus=16, training_processes=1, loader_workers=4) == 12
+    assert model_threads(cpus=16, training_processes=4, loader_workers=2) == 2  # each process's share, less its own
+    assert model_threads(cpus=2, training_processes=1, loader_workers=2) == 1
+    assert model_threads(cpus=16, training_processes=8, loader_workers=4) == 1

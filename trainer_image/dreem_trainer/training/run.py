@@ -6,7 +6,8 @@ import logging
 import os
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -26,7 +27,14 @@ from dreem_trainer.config.run import Accelerator
 from dreem_trainer.data.cache import ByteBudgetCache, frame_cache_bytes
 from dreem_trainer.data.clip import Clip, collate_clips
 from dreem_trainer.data.dataset import ClipDataset, SourceReads
-from dreem_trainer.hardware import Hardware, ddp_backend, resolve_precision, uses_gpu
+from dreem_trainer.hardware import (
+    Hardware,
+    available_cpus,
+    ddp_backend,
+    model_threads,
+    resolve_precision,
+    uses_gpu,
+)
 from dreem_trainer.models.checkpoint import Checkpoint, load_weights, read_checkpoint
 from dreem_trainer.models.hub import fetch_checkpoint, is_hub
 from dreem_trainer.storage.staging import stage
@@ -265,6 +273,26 @@ TERMINATION_UPLOAD_S = 24.0
 (termination.WAIT_FOR_WRITE_S) it stays inside Kubernetes' default 30 s grace period."""
 
 
+@contextmanager
+def cpus_shared_with_loader_workers(training_processes: int, loader_workers: int) -> Iterator[None]:
+    """torch's thread pool sized by `model_threads` (never larger than torch made it) while the run trains, then
+    as it was. OMP_NUM_THREADS, when set, wins: the user chose, or Lightning's launcher did for a DDP process
+    that this run's parent sized. Setting it too makes Lightning's launcher keep the size, and its DDP processes
+    inherit it."""
+    if "OMP_NUM_THREADS" in os.environ:
+        yield
+        return
+    threads = torch.get_num_threads()
+    chosen = min(threads, model_threads(available_cpus(), training_processes, loader_workers))
+    torch.set_num_threads(chosen)
+    os.environ["OMP_NUM_THREADS"] = str(chosen)
+    try:
+        yield
+    finally:
+        del os.environ["OMP_NUM_THREADS"]
+        torch.set_num_threads(threads)
+
+
 def run_training(config: DreemConfig, callbacks: Sequence[Callback] = ()) -> pl.Trainer:
     """Train as configured; returns the finished Trainer (its callbacks hold the checkpoint paths).
 
@@ -312,7 +340,9 @@ def run_training(config: DreemConfig, callbacks: Sequence[Callback] = ()) -> pl.
         directory.mkdir(parents=True, exist_ok=True)
         # The configuration as given (s3:// paths, not the local cache they were staged to).
         (directory / "config.yaml").write_text(dump_yaml(config))
-    trainer.fit(module, train_loader, val_loader, ckpt_path=start.resume_from)
+    workers = max(loader.num_workers for loader in (loaders.train_dataloader, loaders.val_dataloader))
+    with cpus_shared_with_loader_workers(trainer.num_devices, workers):
+        trainer.fit(module, train_loader, val_loader, ckpt_path=start.resume_from)
     if staged.outputs and staged.staging is not None:
         # StorageSync waited for every upload at the end of fit (it raises otherwise): the copies are in S3.
         shutil.rmtree(staged.staging, ignore_errors=True)
