@@ -7,13 +7,17 @@ so training rebuilds clips from decoded frames. The cache's budget is the defaul
 set: decoded frames and the videos kept open share it (each open video charged about 24 bytes a pixel), so with
 room to spare every video stays open and none is reopened, and with less they are reopened as it demands.
 
-The epoch is capped at the same number of steps for every copy count (`trainer.limit_train_batches`, 16: all the
-clips of one copy), so frames/s compare like for like: 1 copy reads each of its 16 clips once; 32 copies read 16
-clips drawn at random from 512, nearly each from a different video. frames/s counts the steps after the first
-(the first waits for the loader workers to start); the start-up is reported on its own. On a busy machine the
-figure from the median step is the steadier one, and steadier still the data path's time per clip measured
-with the copy counts interleaved in one process (`data_path_per_clip_interleaved`: the model's share of a step
-is the same for every count, so only this part can differ).
+Every run is one whole epoch, as users train: 16 clips for 1 copy, 512 for 32, each read once, in shuffled order.
+(Capping the epoch at 16 steps, as this bench once did, drew 16 clips from 512 nearly each from a video not yet
+opened in the process, so it charged every clip the ~30 ms opening that a real epoch pays once per video.)
+frames/s counts the steps after the first (the first waits for the loader workers to start); the start-up is
+reported on its own. With `num_workers` 2, 1 copy's 16 steps are shorter than the loader's own transients: its
+workers make up to 4 clips ahead during the first step, which is not counted, and the main process trains the
+last prefetched clips alone after they finish; so its figure is a best case that a long epoch does not reach,
+and 8 against 32 copies is the like-for-like pair there. On a busy machine the figure from the median step is the steadier one, and steadier still
+the data path's time per clip measured with the copy counts interleaved in one process, each through its whole
+epoch at the same pace (`data_path_per_clip_interleaved`: the model's share of a step is the same for every
+count, so only this part can differ).
 
 Peak RSS is sampled over the whole process tree (the training process and its loader workers; psutil sums each
 one's RSS, so pages they share count once per process). The frame cache's budget holds per process that loads
@@ -22,7 +26,7 @@ max(1, num_workers) x budget (plus the video being read), whatever the number of
 
 Prints one JSON document: per copy count and `num_workers`, frames/s and its ratio to 1 copy, peak RSS and its
 growth over 1 copy beside the budget that bounds it, and the load average.
-Usage: python -m bench.scale [COPIES...]   (about 4 minutes on 2 idle cores)
+Usage: python -m bench.scale [COPIES...]   (about 6 minutes on 2 idle cores)
 """
 
 from __future__ import annotations
@@ -46,8 +50,8 @@ from dreem_trainer.data.dataset import ClipDataset
 COPIES = (1, 8, 32)
 WORKERS = (0, 2)
 CLIP_LENGTH = 8
-STEPS = 16
-"""Training steps of every run: the 128 labelled frames of one copy make 16 clips of 8."""
+CLIPS_PER_COPY = 16
+"""The 128 labelled frames of one copy make 16 clips of 8."""
 
 
 def copies_of_the_clip(directory: Path, copies: int) -> Path:
@@ -64,7 +68,7 @@ def workload(data: Path, workers: int) -> dict[str, Any]:
         "model": {"d_model": 32, "nhead": 2, "encoder_cfg": {"model_name": "test_resnet"}},
         "dataset": {"train_dataset": split, "val_dataset": None},
         "dataloader": {"train_dataloader": {"shuffle": True, "num_workers": workers}},
-        "trainer": {"max_epochs": 1, "limit_train_batches": STEPS, "limit_val_batches": 0},
+        "trainer": {"max_epochs": 1, "limit_val_batches": 0},
         "checkpointing": {"save_top_k": 0, "save_last": False},
     }
 
@@ -89,24 +93,26 @@ def measure(tmp: Path, count: int, workers: int) -> dict[str, Any]:
 
 
 def data_path(tmp: Path, copies: tuple[int, ...]) -> dict[str, dict[str, float]]:
-    """Seconds per clip of the data path alone (decode, augment, crop), one clip of each copy count in turn, in
-    one process: a busy machine slows every count alike, so the ratio holds still. Each dataset has the run's
-    budget, and no clip is drawn twice, so none comes from the cache."""
+    """Seconds per clip of the data path alone (decode, augment, crop) in one process, every copy count through
+    its whole epoch in shuffled order at the same pace (a clip of 1 copy for each 32 of 32 copies): a busy
+    machine slows every count alike, so the ratio holds still. Each dataset has the run's budget."""
     datasets = {}
     for count in copies:
         config = validate(deep_merge(WORKLOAD, workload(tmp / f"data-{count}", 0)))
         datasets[count] = ClipDataset(config.dataset.train_dataset, seed=0)
     draw = np.random.default_rng(0)
-    order = {count: draw.permutation(len(dataset))[:STEPS].tolist() for count, dataset in datasets.items()}
+    order = {count: draw.permutation(len(dataset)).tolist() for count, dataset in datasets.items()}
     seconds: dict[int, list[float]] = {count: [] for count in copies}
-    for step in range(STEPS):
+    most = max(len(dataset) for dataset in datasets.values())
+    for step in range(1, most + 1):
         for count, dataset in datasets.items():
-            started = time.perf_counter()
-            dataset[order[count][step]]
-            seconds[count].append(time.perf_counter() - started)
+            while len(seconds[count]) < step * len(dataset) // most:
+                started = time.perf_counter()
+                dataset[order[count][len(seconds[count])]]
+                seconds[count].append(time.perf_counter() - started)
     base = median(seconds[min(copies)])
     return {
-        str(count): {"median_s_per_clip": median(times), "vs_fewest_copies": median(times) / base}
+        str(count): {"clips": len(times), "median_s_per_clip": median(times), "vs_fewest_copies": median(times) / base}
         for count, times in seconds.items()
     }
 
@@ -127,7 +133,7 @@ def main(copies: tuple[int, ...]) -> None:
         run["frame_cache_bound_gib"] = max(1, run["num_workers"]) * budget_gib
     result = {
         "workload": f"N symlinked copies of two_flies, clip {CLIP_LENGTH}, crop 32, DREEM's augmentations, "
-        f"test_resnet, d_model 32, 1 epoch of {STEPS} steps",
+        f"test_resnet, d_model 32, 1 whole epoch ({CLIPS_PER_COPY} clips a copy)",
         "frame_cache_budget_gib_per_process": budget_gib,
         "targets": "frames/s within 10% of the fewest copies; RSS growth within the frame-cache budget "
         "(frame_cache_bound_gib: the budget times the processes that load data)",
