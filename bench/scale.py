@@ -14,10 +14,10 @@ frames/s counts the steps after the first (the first waits for the loader worker
 reported on its own. With `num_workers` 2, 1 copy's 16 steps are shorter than the loader's own transients: its
 workers make up to 4 clips ahead during the first step, which is not counted, and the main process trains the
 last prefetched clips alone after they finish; so its figure is a best case that a long epoch does not reach,
-and 8 against 32 copies is the like-for-like pair there. On a busy machine the figure from the median step is the steadier one, and steadier still
-the data path's time per clip measured with the copy counts interleaved in one process, each through its whole
-epoch at the same pace (`data_path_per_clip_interleaved`: the model's share of a step is the same for every
-count, so only this part can differ).
+and 8 against 32 copies is the like-for-like pair there. On a busy machine the figure from the median step is
+the steadier one, and steadier still the data path's time per clip measured with the copy counts interleaved in
+one process, each through its whole epoch at the same pace (`data_path_per_clip_interleaved`: the model's share
+of a step is the same for every count, so only this part can differ).
 
 Peak RSS is sampled over the whole process tree (the training process and its loader workers; psutil sums each
 one's RSS, so pages they share count once per process). The frame cache's budget holds per process that loads
