@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import DEMO_DATA, S3_ENV, free_port, start_training
+from tests.conftest import DEMO_DATA, S3_ENV, free_port, outputs_of, start_training
 from tests.trainer_helpers import tiny_raw
 
 pytestmark = pytest.mark.slow
@@ -57,6 +57,8 @@ def wait_for_key(endpoint: str, bucket: str, key: str, process: subprocess.Popen
         if listed:
             return
         time.sleep(0.2)
+    process.kill()  # it would train on for the rest of the suite
+    process.wait()
     raise AssertionError(f"{key} never appeared")
 
 
@@ -77,7 +79,7 @@ def test_killed_mid_epoch_resumes_from_the_last_uploaded_checkpoint(s3_endpoint:
     assert load(s3_endpoint, out, "models/last.ckpt")["epoch"] < 2
 
     second = train_with_s3_env(config, tmp_path)
-    output = second.communicate(timeout=300)[0]
+    ((output, _),) = outputs_of([second], timeout=300)
     assert second.returncode == 0, output[-3000:]
     assert f"resuming from s3://{out}/models/" in output
     final = load(s3_endpoint, out, "models/last.ckpt")
@@ -86,7 +88,7 @@ def test_killed_mid_epoch_resumes_from_the_last_uploaded_checkpoint(s3_endpoint:
     assert "epoch 1/3:" not in output
 
 
-def test_storage_outage_during_training_loses_no_checkpoint(tmp_path: Path) -> None:
+def test_storage_outage_during_training_loses_no_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from moto.server import ThreadedMotoServer
 
     port = free_port()
@@ -94,7 +96,8 @@ def test_storage_outage_during_training_loses_no_checkpoint(tmp_path: Path) -> N
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     try:
-        os.environ.update(S3_ENV)
+        for name, value in S3_ENV.items():
+            monkeypatch.setenv(name, value)
         data, out = new_buckets(endpoint)
         config = write_config(tmp_path, endpoint, data, out, epochs=4)
         training = train_with_s3_env(config, tmp_path)
@@ -105,7 +108,7 @@ def test_storage_outage_during_training_loses_no_checkpoint(tmp_path: Path) -> N
         assert training.poll() is None
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         server.start()
-        output = training.communicate(timeout=400)[0]
+        ((output, _),) = outputs_of([training], timeout=400)
         assert training.returncode == 0, output[-3000:]
         assert "epoch 4/4:" in output
         stored = [
@@ -129,7 +132,7 @@ def test_sigterm_stops_training_after_uploading_what_it_wrote(s3_endpoint: str, 
     wait_for_key(s3_endpoint, out, "models/last.ckpt", process)
     time.sleep(1.0)
     process.terminate()
-    output = process.communicate(timeout=120)[0]
+    ((output, _),) = outputs_of([process], timeout=120)
     assert process.returncode == 143, output[-3000:]
     assert "stopped: received SIGTERM; uploading the checkpoints written so far" in output
     finished = [int(n) for n in re.findall(r"^epoch (\d+)/50:", output, re.MULTILINE)]
