@@ -2,9 +2,8 @@
 
 Decodes and crops every clip first (untimed), then times what training cannot avoid, epoch after epoch as
 training does: a forward, backward and optimizer step of the encoder and transformer per training clip, and a
-loss forward per validation clip. All N epochs are timed, not one scaled by N: the first steps pay oneDNN's
-warm-up and later ones run faster (on ten_zfish the first step took 8.2 s and training's later epochs,
-validation included, 9.6-10.4 s), so one timed epoch would overstate the bound.
+loss forward per validation clip. All N epochs are timed, not one scaled by N: on ten_zfish an epoch is one
+step, and one step is one sample (8.2 s in one run, 6.8-7.4 s in each epoch of the next, on the same machine).
 Prints one JSON line: the seconds of the train steps and validation forwards, in all and per epoch.
 Usage: python -m bench.bound_worker OVERRIDES_JSON [EPOCHS]
 """
