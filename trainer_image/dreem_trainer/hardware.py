@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -86,11 +87,38 @@ def model_threads(cpus: int, training_processes: int, loader_workers: int) -> in
     return max(1, cpus // max(1, training_processes) - loader_workers)
 
 
+CGROUP_V2_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+CGROUP_V1_CPU = Path("/sys/fs/cgroup/cpu")
+
+
 def available_cpus() -> int:
-    """The CPUs this process may run on: its affinity (a container's cpuset) where the system tells it."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1  # macOS has no affinity call
+    """The CPUs this process may use: its affinity (a container's cpuset) where the system tells it, and no more
+    than its cgroup's CPU quota, which is how a Kubernetes CPU limit reaches a pod: the node's CPUs all stay in
+    the affinity, and threads beyond the quota only get throttled."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    quota = cgroup_cpu_quota()
+    return min(cpus, quota) if quota is not None else cpus
+
+
+def cgroup_cpu_quota() -> int | None:
+    """Whole CPUs in this process's cgroup quota (cgroup v2, else v1); None where there is none or no cgroup."""
+    try:
+        if CGROUP_V2_CPU_MAX.is_file():
+            return cpus_in_quota(*CGROUP_V2_CPU_MAX.read_text().split()[:2])
+        quota, period = (CGROUP_V1_CPU / "cpu.cfs_quota_us"), (CGROUP_V1_CPU / "cpu.cfs_period_us")
+        if quota.is_file() and period.is_file():
+            return cpus_in_quota(quota.read_text().strip(), period.read_text().strip())
+    except (OSError, ValueError, TypeError):
+        return None
+    return None
+
+
+def cpus_in_quota(quota: str, period: str) -> int | None:
+    """`quota` microseconds of CPU time every `period` as whole CPUs, rounded down (a thread on a fraction of
+    a CPU is throttled) but at least 1; None for no quota ("max" in cgroup v2, -1 in v1)."""
+    if quota == "max" or int(quota) < 0:
+        return None
+    return max(1, int(quota) // int(period))
 
 
 def ddp_backend(accelerator: Accelerator, hardware: Hardware) -> DdpBackend:

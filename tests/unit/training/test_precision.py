@@ -11,7 +11,15 @@ from lightning.pytorch.strategies import DDPStrategy
 from dreem_trainer.config import ConfigError
 from dreem_trainer.data.clip import Clip
 from dreem_trainer.data.dataset import ClipDataset
-from dreem_trainer.hardware import Hardware, autocast_dtype, ddp_backend, model_threads, resolve_precision, uses_gpu
+from dreem_trainer.hardware import (
+    Hardware,
+    autocast_dtype,
+    cpus_in_quota,
+    ddp_backend,
+    model_threads,
+    resolve_precision,
+    uses_gpu,
+)
 from dreem_trainer.training.module import DreemModule, clip_offsets
 from dreem_trainer.training.run import build_trainer, data_loader
 from tests.trainer_helpers import tiny_config
@@ -161,3 +169,12 @@ def test_loader_workers_take_cores_from_the_model_never_its_last() -> None:
     assert model_threads(cpus=16, training_processes=4, loader_workers=2) == 2  # each process's share, less its own
     assert model_threads(cpus=2, training_processes=1, loader_workers=2) == 1
     assert model_threads(cpus=16, training_processes=8, loader_workers=4) == 1
+
+
+def test_a_cgroup_cpu_quota_counts_whole_cpus() -> None:
+    # cgroup v2's cpu.max ("400000 100000": a Kubernetes limit of 4 CPUs) and v1's quota and period files.
+    assert cpus_in_quota("400000", "100000") == 4
+    assert cpus_in_quota("150000", "100000") == 1  # 1.5 CPUs: a second thread would be throttled
+    assert cpus_in_quota("50000", "100000") == 1
+    assert cpus_in_quota("max", "100000") is None
+    assert cpus_in_quota("-1", "100000") is None
