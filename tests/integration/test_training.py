@@ -190,14 +190,14 @@ class ThreadsWhileTraining(Callback):
 
 
 def test_batch_size_and_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # The loader worker gets a core of its own: the model's thread pool shrinks for the run, then comes back.
+    # The model's thread pool is the process's share of the CPUs it may use while the run trains, then as it was.
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     before = torch.get_num_threads()
     threads = ThreadsWhileTraining()
     config = tiny_config(tmp_path, dataloader={"train_dataloader": {"batch_size": 2, "num_workers": 1}})
     trainer = run_training(config, callbacks=[threads])
     assert trainer.global_step == 1  # two clips in one batch
-    assert threads.seen == [min(before, model_threads(available_cpus(), 1, 1))]
+    assert threads.seen == [min(before, model_threads(available_cpus(), 1))]
     assert torch.get_num_threads() == before
     assert "OMP_NUM_THREADS" not in os.environ
 

@@ -163,12 +163,10 @@ def test_bf16_mixed_and_fp32_give_the_same_association_on_a_fixed_batch(tmp_path
     assert (fp32_probabilities - bf16_probabilities).abs().max() < 0.05
 
 
-def test_loader_workers_take_cores_from_the_model_never_its_last() -> None:
-    assert model_threads(cpus=16, training_processes=1, loader_workers=0) == 16
-    assert model_threads(cpus=16, training_processes=1, loader_workers=4) == 12
-    assert model_threads(cpus=16, training_processes=4, loader_workers=2) == 2  # each process's share, less its own
-    assert model_threads(cpus=2, training_processes=1, loader_workers=2) == 1
-    assert model_threads(cpus=16, training_processes=8, loader_workers=4) == 1
+def test_each_training_process_gets_its_share_of_the_cpus_never_none() -> None:
+    assert model_threads(cpus=16, training_processes=1) == 16
+    assert model_threads(cpus=16, training_processes=4) == 4
+    assert model_threads(cpus=4, training_processes=8) == 1
 
 
 def test_a_cgroup_cpu_quota_counts_whole_cpus() -> None:

@@ -274,16 +274,17 @@ TERMINATION_UPLOAD_S = 24.0
 
 
 @contextmanager
-def cpus_shared_with_loader_workers(training_processes: int, loader_workers: int) -> Iterator[None]:
-    """torch's thread pool sized by `model_threads` (never larger than torch made it) while the run trains, then
-    as it was. OMP_NUM_THREADS, when set, wins: the user chose, or Lightning's launcher did for a DDP process
-    that this run's parent sized. Setting it too makes Lightning's launcher keep the size, and its DDP processes
-    inherit it."""
+def threads_within_cpu_share(training_processes: int) -> Iterator[None]:
+    """torch's thread pool sized by `model_threads` (never larger than torch made it) while the run trains,
+    then as it was: in a pod with a CPU limit, torch would otherwise start a thread per core of the node and
+    have them throttled. OMP_NUM_THREADS, when set, wins: the user chose, or Lightning's launcher did for a DDP
+    process that this run's parent sized. Setting it too makes Lightning's launcher keep the size, and its DDP
+    processes inherit it."""
     if "OMP_NUM_THREADS" in os.environ:
         yield
         return
     threads = torch.get_num_threads()
-    chosen = min(threads, model_threads(available_cpus(), training_processes, loader_workers))
+    chosen = min(threads, model_threads(available_cpus(), training_processes))
     torch.set_num_threads(chosen)
     os.environ["OMP_NUM_THREADS"] = str(chosen)
     try:
@@ -340,8 +341,7 @@ def run_training(config: DreemConfig, callbacks: Sequence[Callback] = ()) -> pl.
         directory.mkdir(parents=True, exist_ok=True)
         # The configuration as given (s3:// paths, not the local cache they were staged to).
         (directory / "config.yaml").write_text(dump_yaml(config))
-    workers = max(loader.num_workers for loader in (loaders.train_dataloader, loaders.val_dataloader))
-    with cpus_shared_with_loader_workers(trainer.num_devices, workers):
+    with threads_within_cpu_share(trainer.num_devices):
         trainer.fit(module, train_loader, val_loader, ckpt_path=start.resume_from)
     if staged.outputs and staged.staging is not None:
         # StorageSync waited for every upload at the end of fit (it raises otherwise): the copies are in S3.
