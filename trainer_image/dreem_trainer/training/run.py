@@ -290,7 +290,7 @@ def threads_within_cpu_share(training_processes: int) -> Iterator[None]:
     try:
         yield
     finally:
-        del os.environ["OMP_NUM_THREADS"]
+        os.environ.pop("OMP_NUM_THREADS", None)
         torch.set_num_threads(threads)
 
 
