@@ -69,9 +69,19 @@ S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing-secr
 
 
 def free_port() -> int:
+    """A port free now, for a server the test is about to start (another process could take it first)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def refused_port() -> Iterator[int]:
+    """A port where nothing listens, for the whole session: bound and never listening, so every connection is
+    refused and no other process can start listening there, as it could on a port `free_port` let go."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield int(held.getsockname()[1])
 
 
 def wait_for_port(port: int, timeout: float = 30.0) -> None:

@@ -17,7 +17,7 @@ from dreem_trainer.config.loader import deep_merge
 from dreem_trainer.contract import EXIT_USER_ERROR
 from dreem_trainer.models.checkpoint import LAYOUT, LAYOUT_KEY, load_model, read_checkpoint
 from dreem_trainer.training.run import run_training
-from tests.conftest import TEST_DATA, dreem_executable, free_port
+from tests.conftest import TEST_DATA, dreem_executable
 from tests.trainer_helpers import tiny_raw
 
 pytestmark = pytest.mark.slow
@@ -67,7 +67,9 @@ def test_a_restarted_fine_tuning_carries_on_from_its_own_checkpoint(
 
 
 @pytest.mark.parametrize("offline", ["HF_HUB_OFFLINE", "unreachable endpoint"])
-def test_a_hub_checkpoint_offline_fails_within_seconds_naming_the_key(tmp_path: Path, offline: str) -> None:
+def test_a_hub_checkpoint_offline_fails_within_seconds_naming_the_key(
+    tmp_path: Path, offline: str, refused_port: int
+) -> None:
     raw = tiny_raw(tmp_path, model={"ckpt_path": "hf://talmolab/dreem-animals-pretrained"})
     config = tmp_path / "train.yaml"
     config.write_text(yaml.safe_dump(raw))
@@ -76,7 +78,7 @@ def test_a_hub_checkpoint_offline_fails_within_seconds_naming_the_key(tmp_path: 
     if offline == "HF_HUB_OFFLINE":
         env["HF_HUB_OFFLINE"] = "1"
     else:
-        env["HF_ENDPOINT"] = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+        env["HF_ENDPOINT"] = f"http://127.0.0.1:{refused_port}"
     started = time.monotonic()
     result = subprocess.run(
         [dreem_executable(), "train", "--config", str(config)], env=env, capture_output=True, text=True, timeout=120

@@ -17,7 +17,6 @@ from dreem_operator.election import LeaderElector
 from dreem_operator.kube import LeaseApi
 from dreem_operator.lease import LeaseTiming
 from dreem_operator.metrics import OperatorMetrics
-from tests.conftest import free_port
 from tests.k8s.emulator import EmulatedCluster
 from tests.k8s.harness import cluster_with_crd
 
@@ -57,10 +56,10 @@ def sample(replica: LeaderElector, metric: str) -> float | None:
     return value
 
 
-def cut_off(replica: LeaderElector) -> None:
+def cut_off(replica: LeaderElector, refused_port: int) -> None:
     """A network partition: the replica's API calls go to a port nobody listens on."""
     configuration = kubernetes.client.Configuration()
-    configuration.host = f"http://127.0.0.1:{free_port()}"
+    configuration.host = f"http://127.0.0.1:{refused_port}"
     configuration.retries = 0
     replica.leases = LeaseApi(kubernetes.client.ApiClient(configuration))
 
@@ -96,10 +95,12 @@ def leader_and_standby(cluster: EmulatedCluster) -> Iterator[tuple[LeaderElector
         standby.stop()
 
 
-def test_a_leader_cut_off_from_the_api_stops_acting_before_the_standby_takes_over(cluster: EmulatedCluster) -> None:
+def test_a_leader_cut_off_from_the_api_stops_acting_before_the_standby_takes_over(
+    cluster: EmulatedCluster, refused_port: int
+) -> None:
     with leader_and_standby(cluster) as (leader, standby):
         cut = time.monotonic()
-        cut_off(leader)
+        cut_off(leader, refused_port)
         stopped = wait_until(lambda: not leader.tenure.leading(), timeout=10)
         took_over = wait_until(standby.tenure.leading, timeout=10)
         assert stopped < took_over
@@ -124,11 +125,13 @@ def test_a_leader_shutting_down_hands_over_within_a_retry_period(cluster: Emulat
         assert holder(cluster)["holderIdentity"] == "operator-b"
 
 
-def test_a_restarted_replica_with_the_same_identity_takes_its_lease_back_at_once(cluster: EmulatedCluster) -> None:
+def test_a_restarted_replica_with_the_same_identity_takes_its_lease_back_at_once(
+    cluster: EmulatedCluster, refused_port: int
+) -> None:
     # A container restarted in the same pod keeps the pod's name, and its old process is gone.
     first = elector(cluster, "operator-a").start()
     wait_until(first.tenure.leading, timeout=10)
-    cut_off(first)  # dies without releasing
+    cut_off(first, refused_port)  # dies without releasing
     first.stop()
     again = elector(cluster, "operator-a").start()
     try:

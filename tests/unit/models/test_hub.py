@@ -10,7 +10,7 @@ import huggingface_hub.constants as hub
 import pytest
 
 from dreem_trainer.models.hub import CheckpointUnavailableError, fetch_checkpoint
-from tests.conftest import TEST_DATA, free_port
+from tests.conftest import TEST_DATA
 
 CHECKPOINT = TEST_DATA / "dreem" / "dreem_two_flies.ckpt"
 REVISION = "0123456789abcdef0123456789abcdef01234567"
@@ -55,9 +55,11 @@ def test_offline_without_the_file_fails_naming_the_key(hub_cache: Path) -> None:
         fetch_checkpoint("hf://lab/absent", "model.ckpt_path")
 
 
-def test_an_unreachable_hub_fails_within_seconds(hub_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_unreachable_hub_fails_within_seconds(
+    hub_cache: Path, monkeypatch: pytest.MonkeyPatch, refused_port: int
+) -> None:
     monkeypatch.setattr(hub, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(hub, "ENDPOINT", f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    monkeypatch.setattr(hub, "ENDPOINT", f"http://127.0.0.1:{refused_port}")
     started = time.monotonic()
     with pytest.raises(
         CheckpointUnavailableError, match=r"model.ckpt_path: hf://lab/absent/x.ckpt .*cannot be reached"
