@@ -26,7 +26,7 @@ max(1, num_workers) x budget (plus the video being read), whatever the number of
 
 Prints one JSON document: per copy count and `num_workers`, frames/s and its ratio to 1 copy, peak RSS and its
 growth over 1 copy beside the budget that bounds it, and the load average.
-Usage: python -m bench.scale [COPIES...]   (about 6 minutes on 2 idle cores)
+Usage: python -m bench.scale [COPIES...]   (about 5 minutes on 2 idle cores)
 """
 
 from __future__ import annotations

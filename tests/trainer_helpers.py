@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dreem_trainer.config import DreemConfig, validate
 from dreem_trainer.config.loader import deep_merge
 from tests.conftest import DEMO_DATA
+
+if TYPE_CHECKING:  # tracking's modules import torch, which the operator's tests of these configs do not need
+    import numpy.typing as npt
+
+    from dreem_trainer.inference.device import InferenceDevice
+    from dreem_trainer.models.gtr import GlobalTrackingTransformer
 
 TWO_FLIES_SLP = str(DEMO_DATA / "two_flies.slp")
 TWO_FLIES_MP4 = str(DEMO_DATA / "two_flies.mp4")
@@ -39,7 +45,9 @@ def tiny_config(tmp_path: Path, **sections: Any) -> DreemConfig:
     return validate(tiny_raw(tmp_path, **sections))
 
 
-def track_two_flies_with_dreems_model(trainer: dict[str, Any]) -> tuple[Any, Any, Any]:
+def track_two_flies_with_dreems_model(
+    trainer: dict[str, Any],
+) -> tuple[npt.NDArray[Any], GlobalTrackingTransformer, InferenceDevice]:
     """DREEM's own two_flies checkpoint tracking the bundled clip with `trainer` keys (accelerator, precision)
     and tracking's default loader workers: (its track per instance in frame order, the model, its placement)."""
     import numpy as np
@@ -57,7 +65,7 @@ def track_two_flies_with_dreems_model(trainer: dict[str, Any]) -> tuple[Any, Any
     }
     config = validate(raw)
     model, placement = run.placed_model(config, checkpoint)
-    pair = SourcePair(TWO_FLIES_SLP, str(DEMO_DATA / "two_flies.mp4"), 128)
+    pair = SourcePair(TWO_FLIES_SLP, TWO_FLIES_MP4, 128)
     with torch.inference_mode(), placement.autocast():
         (result,) = run.track_videos(model, config.dataset.test_split(), [pair], config)
     order = np.lexsort((result.index_in_frame, result.frame_indices))

@@ -23,7 +23,7 @@ PARITY = TEST_DATA / "dreem" / "two_flies_parity.pt"
 def tracked_on(accelerator: str) -> np.ndarray:
     tracks, model, placement = track_two_flies_with_dreems_model({"accelerator": accelerator})
     assert model.transformer.attn_head.q_proj.layers[0].weight.device.type == placement.device.type == accelerator
-    return np.asarray(tracks)
+    return tracks
 
 
 def test_the_gpu_computes_dreems_logits_in_bf16() -> None:

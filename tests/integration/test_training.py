@@ -11,7 +11,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
-from dreem_trainer.hardware import available_cpus, model_threads
+from dreem_trainer import hardware
 from dreem_trainer.training.module import DreemModule
 from dreem_trainer.training.run import run_training
 from tests.trainer_helpers import tiny_config
@@ -181,6 +181,11 @@ def test_trainer_keys_pass_through(tmp_path: Path) -> None:
     assert trainer.gradient_clip_val == 0.1
 
 
+def test_batch_size_and_workers(tmp_path: Path) -> None:
+    trainer = run_training(tiny_config(tmp_path, dataloader={"train_dataloader": {"batch_size": 2, "num_workers": 1}}))
+    assert trainer.global_step == 1  # two clips in one batch
+
+
 class ThreadsWhileTraining(Callback):
     def __init__(self) -> None:
         self.seen: list[int] = []
@@ -189,17 +194,23 @@ class ThreadsWhileTraining(Callback):
         self.seen.append(torch.get_num_threads())
 
 
-def test_batch_size_and_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # The model's thread pool is the process's share of the CPUs it may use while the run trains, then as it was.
+def test_a_cpu_limit_sizes_the_thread_pool_while_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A pod limited to one CPU sees it only in its cgroup's cpu.max (the kernel's file, written here): training
+    # runs on one thread, and the pool is as it was afterwards.
+    cpu_max = tmp_path / "cpu.max"
+    cpu_max.write_text("100000 100000\n")
+    monkeypatch.setattr(hardware, "CGROUP_V2_CPU_MAX", cpu_max)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     before = torch.get_num_threads()
-    threads = ThreadsWhileTraining()
-    config = tiny_config(tmp_path, dataloader={"train_dataloader": {"batch_size": 2, "num_workers": 1}})
-    trainer = run_training(config, callbacks=[threads])
-    assert trainer.global_step == 1  # two clips in one batch
-    assert threads.seen == [min(before, model_threads(available_cpus(), 1))]
-    assert torch.get_num_threads() == before
-    assert "OMP_NUM_THREADS" not in os.environ
+    torch.set_num_threads(2)  # more than the limit, whatever this machine has
+    try:
+        threads = ThreadsWhileTraining()
+        run_training(tiny_config(tmp_path, trainer={"limit_val_batches": 0}), callbacks=[threads])
+        assert threads.seen and set(threads.seen) == {1}
+        assert torch.get_num_threads() == 2
+        assert "OMP_NUM_THREADS" not in os.environ
+    finally:
+        torch.set_num_threads(before)
 
 
 def final_weights(trainer: Any) -> torch.Tensor:
