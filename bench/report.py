@@ -17,6 +17,7 @@ from typing import Any
 from bench.common import REPO
 
 SCRIPTS = (
+    "machine",  # first: the yardstick (sgemm GFLOP/s) the bounds below are read against
     "train_throughput",
     "zfish_train",
     "scale",
