@@ -148,6 +148,11 @@ def test_early_stopping_follows_the_metric_it_watches(monitor: str, mode: str, t
         app, ["config", "show", "--set", f"early_stopping.monitor={monitor}", "--set", "early_stopping.mode=max"]
     )
     assert yaml.safe_load(given.output)["early_stopping"]["mode"] == "max"
+    off = CliRunner().invoke(
+        app,
+        ["config", "show", "--set", f"early_stopping.monitor={monitor}", "--set", "early_stopping.stopping_threshold=null"],
+    )
+    assert yaml.safe_load(off.output)["early_stopping"]["stopping_threshold"] is None  # null turns it off
 
 
 def test_a_null_scheduler_is_dreems_fallback_not_a_constant_rate() -> None:

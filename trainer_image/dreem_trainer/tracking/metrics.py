@@ -74,13 +74,13 @@ DREEM_STOPPING_THRESHOLD = 1e-8
 def effective_early_stopping(stopping: EarlyStoppingConfig, watched: str | None = None) -> EarlyStoppingConfig:
     """Early stopping with what the section leaves out filled in from the metric it watches (`watched`, else its
     monitor): the metric's own mode, and DREEM's stopping threshold when the metric is minimised (on a
-    maximised one, 1e-8 would stop training at once)."""
+    maximised one, 1e-8 would stop training at once). A threshold written as null stays off, as in DREEM."""
     metric = metric_logged_as(watched or stopping.monitor)
     mode = metric.mode if metric is not None else "min"
     if stopping.mode is not None and (watched is None or watched == stopping.monitor):
         mode = stopping.mode
     threshold = stopping.stopping_threshold
-    if threshold is None and mode == "min":
+    if threshold is None and mode == "min" and "stopping_threshold" not in stopping.model_fields_set:
         threshold = DREEM_STOPPING_THRESHOLD
     return stopping.model_copy(update={"mode": mode, "stopping_threshold": threshold})
 
