@@ -99,6 +99,16 @@ def test_optimizer_and_scheduler_by_name(tmp_path: Path) -> None:
     assert isinstance(fallback, torch.optim.lr_scheduler.ReduceLROnPlateau) and fallback.patience == 10
 
 
+def test_a_plateau_scheduler_steps_when_validation_runs(tmp_path: Path) -> None:
+    # Validating every other epoch: the scheduler watching val_loss steps after each validation, and is never
+    # asked for a val_loss the epochs between have not logged.
+    trainer = run_training(tiny_config(tmp_path, trainer={"max_epochs": 4, "check_val_every_n_epoch": 2}))
+    (config,) = trainer.lr_scheduler_configs
+    assert isinstance(config.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+    assert trainer.current_epoch == 4 and config.frequency == 2
+    assert config.scheduler.last_epoch == 2  # one step per validation
+
+
 @pytest.mark.parametrize(
     ("logger_type", "pattern"),
     [

@@ -12,7 +12,15 @@ from dreem_trainer.data.clip import Clip
 from dreem_trainer.models.checkpoint import LAYOUT, LAYOUT_KEY
 from dreem_trainer.models.encoder import batchnorms
 from dreem_trainer.models.gtr import AssociationOutput, GlobalTrackingTransformer
-from dreem_trainer.tracking.metrics import LOSS, TRACKING_METRICS, Metric, Split, TrackingCounts, tracking_counts
+from dreem_trainer.tracking.metrics import (
+    LOSS,
+    TRACKING_METRICS,
+    Metric,
+    Split,
+    TrackingCounts,
+    split_of,
+    tracking_counts,
+)
 from dreem_trainer.tracking.tracker import Tracker
 from dreem_trainer.training.loss import AssociationLoss
 
@@ -159,7 +167,16 @@ class DreemModule(pl.LightningModule):
         optimizer = getattr(torch.optim, optimizer_config.name)(self.parameters(), **optimizer_config.kwargs())
         scheduler_config = self.config.scheduler
         scheduler = getattr(torch.optim.lr_scheduler, scheduler_config.name)(optimizer, **scheduler_config.kwargs())
+        # A scheduler that watches a validation metric steps when validation runs, every
+        # check_val_every_n_epoch epochs: in the epochs between, the metric does not exist yet.
+        every = self.config.trainer.check_val_every_n_epoch
+        frequency = every if every and split_of(self.scheduler_monitor) == "val" else 1
         return {
             "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "monitor": self.scheduler_monitor, "interval": "epoch"},
+            "lr_scheduler": {
+                "scheduler": scheduler,
+                "monitor": self.scheduler_monitor,
+                "interval": "epoch",
+                "frequency": frequency,
+            },
         }
