@@ -424,13 +424,27 @@ def _log_level(quiet: bool, verbose: bool) -> None:
 def _train(sources: ConfigSources) -> None:
     with _reported():
         config = sources.load()
+    missing = []
     if not config.dataset.train_dataset.has_source:
-        missing = ConfigIssue(
-            "dataset.train_dataset.dir.path",
-            "no training data: give TRAIN_DIR, dir.path or slp_files/video_files",
-            has_value=False,
+        missing.append(
+            ConfigIssue(
+                "dataset.train_dataset.dir.path",
+                "no training data: give TRAIN_DIR, dir.path or slp_files/video_files",
+                has_value=False,
+            )
         )
-        _fail(ConfigError([missing], str(sources.file) if sources.file else None))
+    if config.dataset.val_dataset is not None and not config.dataset.val_dataset.has_source:
+        # An empty validation split would train on, then fail at the first metric it was to compute.
+        missing.append(
+            ConfigIssue(
+                "dataset.val_dataset.dir.path",
+                "no validation data: give --val-dir, dir.path or slp_files/video_files, "
+                "or val_dataset: null to train without validation",
+                has_value=False,
+            )
+        )
+    if missing:
+        _fail(ConfigError(missing, str(sources.file) if sources.file else None))
     from dreem_trainer.training.run import run_training
 
     with _reported():

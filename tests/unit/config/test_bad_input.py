@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from dreem_trainer.cli import app
 from dreem_trainer.contract import EXIT_USER_ERROR
+from tests.conftest import DEMO_DATA
 
 DIR = "dataset:\n  train_dataset:\n    dir:\n      path: /data/train\n"
 
@@ -240,6 +241,14 @@ def test_train_without_data_says_what_is_missing() -> None:
     result = CliRunner().invoke(app, ["train"])
     assert result.exit_code == EXIT_USER_ERROR
     assert "dataset.train_dataset.dir.path: no training data" in result.output
+
+
+def test_a_validation_split_without_data_is_refused_before_training() -> None:
+    config = DEMO_DATA.parent / "train.yaml"  # its val_dataset names no data: make demo gives it with --set
+    result = CliRunner().invoke(app, ["train", str(DEMO_DATA), "--config", str(config)])
+    assert result.exit_code == EXIT_USER_ERROR
+    assert "dataset.val_dataset.dir.path: no validation data" in result.output
+    assert "dataset.train_dataset" not in result.output  # TRAIN_DIR gave the training data
 
 
 def test_valid_file_exits_zero(write_yaml: Any) -> None:
