@@ -38,6 +38,12 @@ CASES: list[tuple[str, str, str, str]] = [
         "model.embedding_meta.pos.n_points",
         "got 4",
     ),
+    (
+        "fixed points without a projecting layer",
+        "model:\n  embedding_meta:\n    pos:\n      mode: fixed\n      n_points: 2\n      mlp_cfg: {num_layers: 0}\n",
+        "model.embedding_meta.pos.mlp_cfg.num_layers",
+        "got 0",
+    ),
     ("bad activation", "model:\n  activation: tanh\n", "model.activation", "'tanh'"),
     (
         "bad embedding mode",

@@ -87,6 +87,14 @@ class PositionalEmbeddingConfig(Section):
     def _points_need_mlp(self) -> PositionalEmbeddingConfig:
         if self.mode is not None and self.n_points > 1 and self.mlp_cfg is None:
             raise key_error("n_points", "n_points > 1 needs mlp_cfg (hidden_dims, num_layers, dropout)", self.n_points)
+        if self.mode == "fixed" and self.n_points > 1 and not self.projects():
+            assert self.mlp_cfg is not None
+            raise key_error(
+                "mlp_cfg.num_layers",
+                f"fixed embeddings of {self.n_points} points are {self.n_points} x d_model wide: at least one layer "
+                "must project them to d_model",
+                self.mlp_cfg.num_layers,
+            )
         if self.mode == "fixed" and self.scale is not None and not self.normalize:
             raise key_error("scale", "scale applies to normalized positions only: set normalize: true", self.scale)
         return self
