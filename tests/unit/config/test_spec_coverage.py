@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from dreem_trainer.cli import app
 from dreem_trainer.config import DreemConfig, load_config
 from dreem_trainer.config.data import DataLoaderSplitConfig, DatasetSplitConfig, DirConfig
+from dreem_trainer.config.issues import ConfigError
 from dreem_trainer.config.model import (
     EncoderConfig,
     MLPConfig,
@@ -159,12 +160,36 @@ def test_optimizer_defaults_only_reach_optimizers_that_take_them(write_yaml: Any
     assert step is not None and step.kwargs() == {"step_size": 3}
 
 
+def test_plateau_keys_reach_other_schedulers_only_when_written(write_yaml: Any) -> None:
+    # The documented mode and factor are ReduceLROnPlateau's: CyclicLR's mode and ConstantLR's factor mean
+    # something else, so those classes get torch's defaults unless the user writes the key.
+    import torch
+
+    def scheduler_of(text: str) -> Any:
+        section = load_config(write_yaml(text)).scheduler
+        assert section is not None
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+        return getattr(torch.optim.lr_scheduler, section.name)(optimizer, **section.kwargs())
+
+    cyclic = "scheduler:\n  name: CyclicLR\n  base_lr: 0.001\n  max_lr: 0.1\n"
+    assert scheduler_of(cyclic).mode == "triangular"  # torch's default, not the plateau's "min"
+    assert scheduler_of(cyclic + "  mode: triangular2\n").mode == "triangular2"
+    assert scheduler_of("scheduler:\n  name: ConstantLR\n").factor == pytest.approx(1 / 3)
+    assert scheduler_of("scheduler:\n  name: ConstantLR\n  factor: 1.0\n").factor == 1.0
+    with pytest.raises(ConfigError, match=r"scheduler\.mode"):
+        load_config(write_yaml("scheduler:\n  mode: triangular2\n"))  # ReduceLROnPlateau's is min or max
+    with pytest.raises(ConfigError, match=r"scheduler\.factor"):
+        load_config(write_yaml("scheduler:\n  factor: 1.0\n"))
+
+
 @pytest.mark.parametrize(
     "text",
     [
         "optimizer:\n  name: SGD\n  momentum: 0.9\n",
         "scheduler:\n  name: StepLR\n  step_size: 2\n",
         "optimizer:\n  name: AdamW\n  amsgrad: true\nscheduler:\n  name: CosineAnnealingLR\n  T_max: 10\n",
+        "scheduler:\n  name: ConstantLR\n",
+        "scheduler:\n  name: CyclicLR\n  base_lr: 0.001\n  max_lr: 0.1\n  mode: exp_range\n",
     ],
 )
 def test_resolved_config_of_other_classes_validates_again(write_yaml: Any, text: str) -> None:

@@ -78,6 +78,16 @@ class LibraryCallSection(PassThroughSection):
 
     own_keys: ClassVar[frozenset[str]] = frozenset()
     """Keys dreem reads itself (which class to call, what to monitor) rather than pass on."""
+    default_class: ClassVar[str | None] = None
+    """The class the documented keys describe."""
+    default_class_only: ClassVar[frozenset[str]] = frozenset()
+    """Documented keys whose defaults mean something for the default class only: another class that takes a
+    parameter of that name means something else by it (CyclicLR's `mode`, ConstantLR's `factor`), so it
+    gets the key only when the user writes it, and torch's default otherwise."""
+
+    def _passes_default(self, key: str) -> bool:
+        """Whether the documented default of `key`, left out by the user, goes to the call."""
+        return key not in self.default_class_only or getattr(self, "name", None) == self.default_class
 
     @property
     def signature(self) -> CallSignature | None:
@@ -92,6 +102,8 @@ class LibraryCallSection(PassThroughSection):
         kwargs: dict[str, Any] = {}
         for key in [*type(self).model_fields, *extra]:
             if key in self.own_keys:
+                continue
+            if key not in explicit and not self._passes_default(key):
                 continue
             if signature is not None and key not in signature.params:
                 if key not in explicit:
@@ -119,5 +131,7 @@ class LibraryCallSection(PassThroughSection):
         return {
             key: value
             for key, value in data.items()
-            if key not in fields or key in self.own_keys or key in signature.params
+            if key not in fields
+            or key in self.own_keys
+            or (key in signature.params and (key in self.model_fields_set or self._passes_default(key)))
         }

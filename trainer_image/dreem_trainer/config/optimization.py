@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from dreem_trainer.config.base import LibraryCallSection, Section
-from dreem_trainer.config.issues import did_you_mean
+from dreem_trainer.config.issues import did_you_mean, key_error
 from dreem_trainer.config.library_names import CallSignature, library_names
 
 
@@ -59,18 +59,23 @@ class SchedulerConfig(LibraryCallSection):
 
     own_keys: ClassVar[frozenset[str]] = frozenset({"name", "monitor"})
     """`monitor` is Lightning's, not the scheduler's."""
+    default_class: ClassVar[str | None] = "ReduceLROnPlateau"
+    default_class_only: ClassVar[frozenset[str]] = frozenset(
+        {"mode", "factor", "patience", "threshold", "threshold_mode"}
+    )
 
     name: str = Field(
         "ReduceLROnPlateau",
         description="Scheduler name (must match PyTorch scheduler class name exactly, case-sensitive). "
         "See torch.optim.lr_scheduler for available options.",
     )
-    mode: Literal["min", "max"] = Field(
+    mode: str = Field(
         "min",
-        description='One of "min" or "max". In min mode, LR reduces when monitored quantity stops decreasing.',
+        description='One of "min" or "max". In min mode, LR reduces when monitored quantity stops decreasing. '
+        "(Another scheduler with a mode, such as CyclicLR, takes its own values.)",
     )
     factor: float = Field(
-        0.5, gt=0, lt=1, description="Factor by which LR is reduced: new_lr = lr * factor (default: 0.5)."
+        0.5, gt=0, le=1, description="Factor by which LR is reduced: new_lr = lr * factor (default: 0.5)."
     )
     patience: int = Field(5, ge=0, description="Number of epochs with no improvement before reducing LR (default: 5).")
     threshold: float = Field(
@@ -86,6 +91,17 @@ class SchedulerConfig(LibraryCallSection):
     def _known_scheduler(cls, name: str) -> str:
         _lookup("torch.optim.lr_scheduler scheduler", name, library_names().schedulers)
         return name
+
+    @model_validator(mode="after")
+    def _plateau_values(self) -> SchedulerConfig:
+        """ReduceLROnPlateau's own rules for its keys; another class checks the values it is given itself."""
+        if self.name != self.default_class:
+            return self
+        if self.mode not in ("min", "max"):
+            raise key_error("mode", 'ReduceLROnPlateau\'s mode is "min" or "max"', self.mode)
+        if self.factor >= 1:
+            raise key_error("factor", "ReduceLROnPlateau's factor must be below 1", self.factor)
+        return self
 
     @property
     def signature(self) -> CallSignature:
