@@ -10,8 +10,10 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
 from torch.utils.data import RandomSampler, SequentialSampler
 
+from dreem_trainer.cluster.job_status import JobStatus
 from dreem_trainer.config import ConfigError
-from dreem_trainer.training.run import build_trainer, data_loader
+from dreem_trainer.training.callbacks import ProgressReporter
+from dreem_trainer.training.run import build_trainer, data_loader, run_training
 from tests.trainer_helpers import tiny_config
 
 
@@ -134,3 +136,22 @@ def test_checkpoint_names_are_the_same_whoever_inserts_the_metric_names(tmp_path
     (checkpoint,) = [c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)]  # type: ignore[attr-defined]
     name = checkpoint.format_checkpoint_name({"epoch": torch.tensor(3), "val_loss": torch.tensor(0.25)})
     assert Path(name).name == "epoch=3-best_val_loss=0.2500.ckpt"
+
+
+def test_checkpointing_off_in_a_cluster_job_writes_no_checkpoint(tmp_path: Path) -> None:
+    # A job's progress report (and the S3 mirror) are Lightning Checkpoint callbacks, which Lightning refuses
+    # when checkpointing is off; they stay, and no ModelCheckpoint is added.
+    config = tiny_config(tmp_path, trainer={"enable_checkpointing": False})
+    reporter = ProgressReporter(JobStatus("lab", "flies"), [])
+    trainer = build_trainer(config, has_validation=True, interactive=False, callbacks=[reporter])
+    assert trainer.checkpoint_callbacks == [reporter]
+    assert not [c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)]  # type: ignore[attr-defined]
+
+
+def test_an_unknown_monitor_fails_before_any_data_is_read(tmp_path: Path) -> None:
+    nowhere = {"dir": {"path": str(tmp_path / "nowhere")}}  # reading it would fail with a data error instead
+    config = tiny_config(tmp_path, scheduler={"monitor": "val_los"}, dataset={"train_dataset": nowhere})
+    with pytest.raises(ConfigError) as raised:
+        run_training(config)
+    (issue,) = raised.value.issues
+    assert issue.path == "scheduler.monitor" and issue.value == "val_los" and "val_loss" in issue.message

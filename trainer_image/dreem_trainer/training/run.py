@@ -15,6 +15,7 @@ from typing import Any, Literal
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, RichProgressBar
+from lightning.pytorch.callbacks import Checkpoint as CheckpointCallback
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.strategies import DDPStrategy, Strategy
 from torch.utils.data import DataLoader
@@ -114,6 +115,17 @@ def metric_mode(watched: str, key: str) -> Mode:
     return metric.mode
 
 
+def check_monitors(config: DreemConfig) -> None:
+    """Every metric the run watches is one dreem logs: a typo fails before any data is downloaded or read,
+    rather than once the loaders are built."""
+    for index, metric in enumerate(config.checkpointing.monitor if config.trainer.enable_checkpointing else []):
+        metric_mode(metric, f"checkpointing.monitor[{index}]")
+    if config.early_stopping is not None:
+        metric_mode(config.early_stopping.monitor, "early_stopping.monitor")
+    if config.scheduler.name == "ReduceLROnPlateau":
+        metric_mode(config.scheduler.monitor, "scheduler.monitor")
+
+
 def build_callbacks(
     config: DreemConfig, has_validation: bool, interactive: bool, gate: CheckpointGate | None = None
 ) -> list[Callback]:
@@ -211,6 +223,12 @@ def build_trainer(
         "precision": resolve_precision(trainer_config.precision, trainer_config.accelerator, hardware),
         "limit_val_batches": trainer_config.limit_val_batches if has_validation else 0,
     }
+    mirrors = any(isinstance(callback, CheckpointCallback) for callback in settings["callbacks"])
+    if not trainer_config.enable_checkpointing and mirrors:
+        # Lightning refuses every Checkpoint callback when checkpointing is off, and the S3 mirror and the
+        # progress report are Checkpoints only to run after the checkpoints of their hook. They write none
+        # themselves, and with them present Lightning adds no ModelCheckpoint of its own: none is written.
+        section["enable_checkpointing"] = True
     return pl.Trainer(**(settings | section))
 
 
@@ -302,6 +320,7 @@ def run_training(config: DreemConfig, callbacks: Sequence[Callback] = ()) -> pl.
     replaced by a local one.
     `callbacks` are added to the configured ones (benchmarks use it).
     """
+    check_monitors(config)
     staged = stage(config)
     if staged.resumed_from:
         print(f"resuming from {staged.resumed_from}", flush=True)
