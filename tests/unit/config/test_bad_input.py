@@ -44,6 +44,18 @@ CASES: list[tuple[str, str, str, str]] = [
         "model.embedding_meta.pos.mlp_cfg.num_layers",
         "got 0",
     ),
+    (
+        "negative node dropout count",
+        "dataset:\n  train_dataset:\n    augmentations:\n      NodeDropout: {p: 0.5, n: -3}\n",
+        "dataset.train_dataset.augmentations.NodeDropout.n",
+        "got -3",
+    ),
+    (
+        "instance dropout probability above one",
+        "dataset:\n  train_dataset:\n    augmentations:\n      InstanceDropout: {p: 1.5}\n",
+        "dataset.train_dataset.augmentations.InstanceDropout.p",
+        "got 1.5",
+    ),
     ("bad activation", "model:\n  activation: tanh\n", "model.activation", "'tanh'"),
     (
         "bad embedding mode",
@@ -234,6 +246,17 @@ def test_missing_file_and_broken_yaml_name_the_file(tmp_path: Path, write_yaml: 
     broken = write_yaml("model: [unclosed\n")
     result = CliRunner().invoke(app, ["config", "validate", str(broken)])
     assert result.exit_code == EXIT_USER_ERROR and f"{broken}: not valid YAML" in result.output
+
+
+def test_a_file_that_is_not_utf8_text_is_named(tmp_path: Path) -> None:
+    latin1 = tmp_path / "train.yaml"
+    latin1.write_bytes("# Müller lab\nmodel:\n  d_model: 64\n".encode("latin-1"))
+    result = CliRunner().invoke(app, ["config", "validate", str(latin1)])
+    assert result.exit_code == EXIT_USER_ERROR and f"{latin1}: not a UTF-8 text YAML file" in result.output
+    checkpoint = tmp_path / "model.ckpt"
+    checkpoint.write_bytes(b"PK\x03\x04\x80\x02binary")
+    result = CliRunner().invoke(app, ["config", "show", "-c", str(checkpoint)])
+    assert result.exit_code == EXIT_USER_ERROR and "give it with --checkpoint" in result.output
 
 
 def test_bad_set_override_is_named(write_yaml: Any) -> None:

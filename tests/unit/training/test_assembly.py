@@ -155,3 +155,21 @@ def test_an_unknown_monitor_fails_before_any_data_is_read(tmp_path: Path) -> Non
         run_training(config)
     (issue,) = raised.value.issues
     assert issue.path == "scheduler.monitor" and issue.value == "val_los" and "val_loss" in issue.message
+
+
+def test_an_augmentation_value_albumentations_refuses_fails_before_any_data_is_read(tmp_path: Path) -> None:
+    nowhere = {"dir": {"path": str(tmp_path / "nowhere")}, "augmentations": {"Rotate": {"limit": 10, "p": 5}}}
+    with pytest.raises(ConfigError) as raised:
+        run_training(tiny_config(tmp_path, dataset={"train_dataset": nowhere}))
+    (issue,) = raised.value.issues
+    assert issue.path == "dataset.train_dataset.augmentations.Rotate.p" and issue.value == 5
+
+
+def test_an_output_folder_that_is_a_file_is_named_before_training(tmp_path: Path) -> None:
+    taken = tmp_path / "models"
+    taken.write_text("a file the user keeps")
+    with pytest.raises(ConfigError) as raised:
+        run_training(tiny_config(tmp_path, checkpointing={"dirpath": str(taken)}))
+    (issue,) = raised.value.issues
+    assert issue.path == "checkpointing.dirpath" and issue.value == str(taken)
+    assert taken.read_text() == "a file the user keeps"

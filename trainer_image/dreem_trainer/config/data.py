@@ -168,6 +168,7 @@ class DatasetSplitConfig(Section):
         for name, params in augmentations.items():
             if name in EXTRA_AUGMENTATIONS:
                 unknown = sorted(set(params or {}) - EXTRA_AUGMENTATIONS[name])
+                _check_dropout(name, params or {})
             elif name in known:
                 unknown = known[name].unknown(set(params or {}))
             else:
@@ -232,6 +233,15 @@ class DatasetSplitConfig(Section):
         if isinstance(self.anchors, int):
             return self.anchors
         return 1
+
+
+def _check_dropout(name: str, params: dict[str, Any]) -> None:
+    """NodeDropout and InstanceDropout are dreem's own: a probability `p` and a count `n` of at least 1."""
+    p, n = params.get("p", 0.5), params.get("n", 1)
+    if isinstance(p, bool) or not isinstance(p, int | float) or not 0 <= p <= 1:
+        raise key_error(f"{name}.p", "a probability, from 0 to 1", p)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise key_error(f"{name}.n", "how many to drop: a whole number, at least 1", n)
 
 
 DREEM_TEST_PADDING = 5

@@ -63,7 +63,13 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not file.is_file():
         raise ConfigError([ConfigIssue(source, "no such config file", has_value=False)])
     try:
-        data = yaml.load(file.read_text(), Loader=_StrictLoader)  # noqa: S506 - _StrictLoader is a SafeLoader
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        hint = " (a checkpoint? give it with --checkpoint)" if file.suffix in (".ckpt", ".pt", ".pth") else ""
+        problem = f"not a UTF-8 text YAML file{hint}; save it as UTF-8"
+        raise ConfigError([ConfigIssue(source, problem, has_value=False)]) from None
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - _StrictLoader is a SafeLoader
     except yaml.YAMLError as error:
         raise ConfigError([ConfigIssue(source, f"not valid YAML: {error}", has_value=False)]) from None
     if data is None:

@@ -10,6 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from dreem_trainer.config.data import EXTRA_AUGMENTATIONS
+from dreem_trainer.config.issues import ConfigError, ConfigIssue
 from dreem_trainer.data.records import Instance
 
 
@@ -19,6 +20,41 @@ class Dropout:
 
     p: float = 0.5
     n: int = 1
+
+
+TRAIN_AUGMENTATIONS_KEY = "dataset.train_dataset.augmentations"
+
+
+def albumentations_transforms(
+    augmentations: dict[str, dict[str, Any]], key: str = TRAIN_AUGMENTATIONS_KEY
+) -> list[Any]:
+    """The configured albumentations transforms, built. The schema checks their names and parameter names
+    (it cannot import albumentations); the values are albumentations' to judge, and one it refuses (`p: 5`)
+    is a configuration error naming the key, e.g. dataset.train_dataset.augmentations.Rotate.p."""
+    import albumentations as A
+    from pydantic import ValidationError
+
+    transforms = []
+    for name, params in augmentations.items():
+        if name in EXTRA_AUGMENTATIONS:
+            continue
+        try:
+            transforms.append(getattr(A, name)(**(params or {})))
+        except (ValueError, TypeError) as error:
+            cause = error if isinstance(error, ValidationError) else error.__cause__
+            if isinstance(cause, ValidationError) and cause.errors():
+                issues = [
+                    ConfigIssue(
+                        ".".join([key, name, *(str(part) for part in problem["loc"][:1])]),
+                        problem["msg"],
+                        problem.get("input"),
+                    )
+                    for problem in cause.errors()
+                ]
+            else:
+                issues = [ConfigIssue(f"{key}.{name}", str(error).splitlines()[0], params)]
+            raise ConfigError(issues) from error
+    return transforms
 
 
 class FrameAugmenter:
@@ -31,11 +67,7 @@ class FrameAugmenter:
         self.instance_dropout = (
             Dropout(**augmentations["InstanceDropout"]) if "InstanceDropout" in augmentations else None
         )
-        transforms = [
-            getattr(A, name)(**(params or {}))
-            for name, params in augmentations.items()
-            if name not in EXTRA_AUGMENTATIONS
-        ]
+        transforms = albumentations_transforms(augmentations)
         # Keypoints ride along only where a transform moves pixels (albumentations warns otherwise).
         self.moves_points = any(isinstance(transform, A.DualTransform) for transform in transforms)
         keypoints = A.KeypointParams(format="xy", remove_invisible=False) if self.moves_points else None

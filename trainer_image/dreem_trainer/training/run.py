@@ -24,7 +24,9 @@ from dreem_trainer.cluster import job_from_environment, progress_interval
 from dreem_trainer.config import ConfigError, ConfigIssue, DreemConfig, dump_yaml
 from dreem_trainer.config.data import DataLoaderSplitConfig, DatasetSplitConfig
 from dreem_trainer.config.model import ModelConfig
+from dreem_trainer.config.paths import is_s3
 from dreem_trainer.config.run import Accelerator
+from dreem_trainer.data.augment import albumentations_transforms
 from dreem_trainer.data.cache import ByteBudgetCache, frame_cache_bytes
 from dreem_trainer.data.clip import Clip, collate_clips
 from dreem_trainer.data.dataset import ClipDataset, SourceReads
@@ -115,9 +117,19 @@ def metric_mode(watched: str, key: str) -> Mode:
     return metric.mode
 
 
-def check_monitors(config: DreemConfig) -> None:
-    """Every metric the run watches is one dreem logs: a typo fails before any data is downloaded or read,
-    rather than once the loaders are built."""
+def check_before_data(config: DreemConfig) -> None:
+    """What the schema cannot check without the training stack, checked before any data is downloaded or
+    read rather than once the loaders are built: every metric the run watches is one dreem logs,
+    albumentations accepts the augmentations' values, and the output folders are not files."""
+    augmentations = config.dataset.train_dataset.augmentations
+    if augmentations:
+        albumentations_transforms(augmentations)
+    outputs = {"checkpointing.dirpath": config.checkpointing.dirpath}
+    if config.logging is not None and config.logging.logger_type is not None:
+        outputs["logging.save_dir"] = config.logging.save_dir
+    for key, folder in outputs.items():
+        if folder is not None and not is_s3(folder) and Path(folder).exists() and not Path(folder).is_dir():
+            raise ConfigError([ConfigIssue(key, "is a file; this is the folder the run writes into", folder)])
     for index, metric in enumerate(config.checkpointing.monitor if config.trainer.enable_checkpointing else []):
         metric_mode(metric, f"checkpointing.monitor[{index}]")
     if config.early_stopping is not None:
@@ -320,7 +332,7 @@ def run_training(config: DreemConfig, callbacks: Sequence[Callback] = ()) -> pl.
     replaced by a local one.
     `callbacks` are added to the configured ones (benchmarks use it).
     """
-    check_monitors(config)
+    check_before_data(config)
     staged = stage(config)
     if staged.resumed_from:
         print(f"resuming from {staged.resumed_from}", flush=True)
