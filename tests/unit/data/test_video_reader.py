@@ -7,9 +7,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 import sleap_io as sio
 
-from dreem_trainer.data.sources import MediaReader
+from dreem_trainer.data.sources import DataError, MediaReader
 from tests.conftest import DEMO_DATA
 
 VIDEO = DEMO_DATA / "two_flies.mp4"
@@ -45,3 +46,9 @@ def test_a_colour_video_keeps_its_three_channels(tmp_path: Path) -> None:
     assert frames.shape == (2, 48, 64, 3)
     np.testing.assert_array_equal(frames, expected)
     assert abs(float(frames[..., 1].mean()) - 200) < 8  # RGB order: green stays the middle channel
+
+
+def test_a_frame_past_the_videos_end_names_the_video() -> None:
+    reader = MediaReader(str(VIDEO))
+    with pytest.raises(DataError, match=r"two_flies\.mp4: its labels have frame 500, but the video has no such"):
+        reader.read([0, 500])

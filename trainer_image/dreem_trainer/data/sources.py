@@ -97,7 +97,13 @@ class MediaReader:
         height, width, channels = self.frame_shape
         images = np.empty((len(frame_indices), height, width, channels), dtype=np.uint8)
         for position, index in enumerate(frame_indices):
-            frame = np.asarray(video[index])
+            try:
+                frame = np.asarray(video[index])
+            except IndexError as error:  # sleap-io's "Frame index N out of range."
+                raise DataError(
+                    f"{self.path}: its labels have frame {index}, but the video has no such frame ({error}); "
+                    "are these the labels of another video?"
+                ) from error
             if frame.shape[:2] != (height, width):
                 raise DataError(
                     f"{self.path}: frame {index} is {frame.shape[1]}x{frame.shape[0]}, "
