@@ -148,10 +148,8 @@ def test_early_stopping_follows_the_metric_it_watches(monitor: str, mode: str, t
         app, ["config", "show", "--set", f"early_stopping.monitor={monitor}", "--set", "early_stopping.mode=max"]
     )
     assert yaml.safe_load(given.output)["early_stopping"]["mode"] == "max"
-    off = CliRunner().invoke(
-        app,
-        ["config", "show", "--set", f"early_stopping.monitor={monitor}", "--set", "early_stopping.stopping_threshold=null"],
-    )
+    off_setting = ["--set", "early_stopping.stopping_threshold=null"]
+    off = CliRunner().invoke(app, ["config", "show", "--set", f"early_stopping.monitor={monitor}", *off_setting])
     assert yaml.safe_load(off.output)["early_stopping"]["stopping_threshold"] is None  # null turns it off
 
 
