@@ -30,7 +30,7 @@ demo: $(STAMP)
 		--set checkpointing.dirpath=$(CURDIR)/$(DEMO_OUT)/models \
 		--set logging.save_dir=$(CURDIR)/$(DEMO_OUT)/logs
 	$(BIN)/dreem eval $(CURDIR)/examples/demo/data --checkpoint $(CURDIR)/$(DEMO_OUT)/models/last.ckpt \
-		--config examples/demo/train.yaml --output $(CURDIR)/$(DEMO_OUT)/eval
+		--config examples/demo/train.yaml --output $(CURDIR)/$(DEMO_OUT)/eval --overwrite
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -495,10 +495,14 @@ RenderFlag = Annotated[
     bool,
     typer.Option("--render", help="Also draw each tracked file over its video, as <tracked file>.mp4 beside it."),
 ]
+OverwriteFlag = Annotated[
+    bool,
+    typer.Option("--overwrite", help="Replace tracked files (and drawings) an earlier run wrote to --output."),
+]
 
-InferenceRun = Callable[[DreemConfig, Path, list[SourcePair], Path, bool, bool], None]
-"""`dreem track` or `dreem eval` once its inputs are known: configuration, checkpoint, pairs, output, and
-whether to render each tracked file over its video, and whether to print no progress (--quiet)."""
+InferenceRun = Callable[[DreemConfig, Path, list[SourcePair], Path, bool, bool, bool], None]
+"""`dreem track` or `dreem eval` once its inputs are known: configuration, checkpoint, pairs, output, whether
+to render each tracked file over its video, to print no progress (--quiet), and to replace earlier outputs."""
 
 
 def _inference_command(run: InferenceRun, summary: str) -> Callable[..., None]:
@@ -512,13 +516,15 @@ def _inference_command(run: InferenceRun, summary: str) -> Callable[..., None]:
         slp_file: SlpFiles = None,
         video_file: VideoFiles = None,
         render: RenderFlag = False,
+        overwrite: OverwriteFlag = False,
     ) -> None:
         with _reported(FileNotFoundError, ValueError):
             local = _local_checkpoint(*_checkpoint_named(checkpoint, sources))
         config, pairs = _inference_inputs(sources, local, input_dir, slp_file, video_file)
+        target = output or Path(config.outdir or "./results")
         # Reading the videos and tracking them meets the data: a DataError there is the user's to fix.
         with _reported():
-            run(config, local, pairs, output or Path(config.outdir or "./results"), render, sources.quiet)
+            run(config, local, pairs, target, render, sources.quiet, overwrite)
 
     return _command(summary, TRACKING_OPTIONS, act)
 
@@ -573,19 +579,31 @@ def _inference_inputs(
 
 
 def _track(
-    config: DreemConfig, checkpoint: Path, pairs: list[SourcePair], output: Path, render: bool, quiet: bool
+    config: DreemConfig,
+    checkpoint: Path,
+    pairs: list[SourcePair],
+    output: Path,
+    render: bool,
+    quiet: bool,
+    overwrite: bool,
 ) -> None:
     from dreem_trainer.inference.run import run_tracking
 
-    run_tracking(config, checkpoint, pairs, output, render, quiet)
+    run_tracking(config, checkpoint, pairs, output, render, quiet, overwrite)
 
 
 def _evaluate(
-    config: DreemConfig, checkpoint: Path, pairs: list[SourcePair], output: Path, render: bool, quiet: bool
+    config: DreemConfig,
+    checkpoint: Path,
+    pairs: list[SourcePair],
+    output: Path,
+    render: bool,
+    quiet: bool,
+    overwrite: bool,
 ) -> None:
     from dreem_trainer.inference.run import run_evaluation
 
-    run_evaluation(config, checkpoint, pairs, output, render, quiet)
+    run_evaluation(config, checkpoint, pairs, output, render, quiet, overwrite)
 
 
 app.command("track")(

@@ -43,8 +43,12 @@ class LabelFormat(ABC):
 
     @abstractmethod
     def write(self, video: LabelledVideo, predictions: Predictions, output: Path) -> Path:
-        """Predicted tracks written into `output`, beside nothing the user made; returns what was written.
-        Formats without a place for them leave out the tracking scores and review frames."""
+        """Predicted tracks written into `output` at `written_to`; returns what was written. Formats without
+        a place for them leave out the tracking scores and review frames."""
+
+    @abstractmethod
+    def written_to(self, video_path: str, output: Path) -> Path:
+        """Where `write` puts the tracks of the video `video_path` names, known before tracking it."""
 
     def sources_in(self, folder: Path) -> list[tuple[Path, Path]]:
         """(labels, video) laid out in `folder` in this format's own way rather than paired by suffix."""

@@ -243,6 +243,9 @@ class CtcLabels(LabelFormat):
     def read(self, labels_path: str, video_path: str) -> LabelledVideo:
         return read_ctc(labels_path, video_path)
 
+    def written_to(self, video_path: str, output: Path) -> Path:
+        return output / f"{Path(video_path).name}_RES"
+
     def write(self, video: LabelledVideo, predictions: Predictions, output: Path) -> Path:
         """`<output>/<sequence>_RES/`: `mask<t>.tif` per frame, each cell's pixels holding its predicted track
         (from 1), and `res_track.txt` (`label begin end parent`; DREEM links cells, it does not detect
@@ -250,7 +253,7 @@ class CtcLabels(LabelFormat):
         import tifffile
 
         tracks = predictions.tracks
-        target = output / f"{video.name}_RES"
+        target = self.written_to(video.video_path, output)
         target.mkdir(parents=True, exist_ok=True)
         masks = numbered_tiffs(ctc_masks(video.labels_path))
         digits = max(3, len(str(max(masks, default=0))))

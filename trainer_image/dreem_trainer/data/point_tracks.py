@@ -190,7 +190,10 @@ class PointTracks(LabelFormat):
             for instance in frame.instances
             if tracks.get((frame.frame_idx, instance.index_in_frame), UNTRACKED) >= 0
         ]
-        return write_tracks_csv(rows, output / f"{video.name}{TRACKS_CSV_SUFFIX}")  # type: ignore[arg-type]
+        return write_tracks_csv(rows, self.written_to(video.video_path, output))  # type: ignore[arg-type]
+
+    def written_to(self, video_path: str, output: Path) -> Path:
+        return output / f"{Path(video_path).stem}{TRACKS_CSV_SUFFIX}"
 
 
 class TrackMateXml(PointTracks):

@@ -72,9 +72,12 @@ class SleapLabels(LabelFormat):
                     instance.tracking_score = predictions.scores[key]
         labels.tracks = list(named.values())
         labels.suggestions = [*labels.suggestions, *(sio.SuggestionFrame(source, f) for f in predictions.review_frames)]
-        target = output / f"{video.name}.dreem_track.slp"
+        target = self.written_to(video.video_path, output)
         sio.save_slp(labels, str(target), verbose=False)
         return target
+
+    def written_to(self, video_path: str, output: Path) -> Path:
+        return output / f"{Path(video_path).stem}.dreem_track.slp"
 
 
 def _frame_idx(labelled_frame: Any) -> int:

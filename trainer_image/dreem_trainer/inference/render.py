@@ -84,6 +84,9 @@ def render(
     if not 0 <= options.crf <= 51:
         raise RenderError(f"--crf: libx264 takes 0 (lossless) to 51, got {options.crf}")
     pair = tracked_source(Path(tracked), video)
+    for read in (pair.video_path, pair.labels_path, str(tracked)):
+        if _same_file(output, Path(read)):  # --overwrite replaces drawings, never what they are drawn from
+            raise RenderError(f"{output}: this render reads it ({read}); choose another --output")
     facts = video_facts(pair.video_path)
     frames = options.frames.resolve(facts.frame_count, pair.video_path)
     still = output.suffix.lower() in STILL_SUFFIXES
@@ -122,11 +125,19 @@ def render(
     )
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    return a.resolve() == b.resolve()
+
+
+def beside(tracked: Path) -> Path:
+    """Where `dreem track --render` draws a tracked file: `<tracked file>.mp4` beside it."""
+    return tracked.with_name(tracked.name.removesuffix(tracked.suffix) + ".mp4")
+
+
 def render_beside(tracked: Path, video_path: str) -> RenderResult:
-    """`dreem track --render`: a tracked file drawn over its video as `<tracked file>.mp4` beside it.
-    Like the tracked file, it is dreem track's own output, which the next run replaces."""
-    target = tracked.with_name(tracked.name.removesuffix(tracked.suffix) + ".mp4")
-    return render(tracked, target, video_path, RenderOptions(overwrite=True))
+    """`dreem track --render`: a tracked file drawn over its video as `<tracked file>.mp4` beside it. The
+    run checked beforehand that it may write there (`inference.run.check_outputs`)."""
+    return render(tracked, beside(tracked), video_path, RenderOptions(overwrite=True))
 
 
 def tracked_source(tracked: Path, video: str | None) -> SourcePair:

@@ -19,9 +19,10 @@ from dreem_trainer.config.data import DatasetSplitConfig
 from dreem_trainer.data.clip import Clip, collate_clips
 from dreem_trainer.data.dataset import ClipDataset
 from dreem_trainer.data.discovery import SourcePair
-from dreem_trainer.data.formats import write_tracks
+from dreem_trainer.data.formats import format_of, write_tracks
 from dreem_trainer.data.label_format import Predictions
-from dreem_trainer.data.records import LabelledVideo
+from dreem_trainer.data.records import UNTRACKED, LabelledVideo
+from dreem_trainer.data.sources import DataError
 from dreem_trainer.inference.device import TRAINING_MACHINE_KEYS, InferenceDevice, inference_device
 from dreem_trainer.models.checkpoint import load_model, stored_config
 from dreem_trainer.models.gtr import GlobalTrackingTransformer
@@ -174,6 +175,32 @@ def placed_model(
     return model, placement
 
 
+def check_outputs(pairs: list[SourcePair], output: Path, render: bool, overwrite: bool) -> None:
+    """Before any video is tracked, the files the run will write: no two videos' tracks to one file (videos
+    of one name in different folders), none over a file the run reads, and none over an existing file unless
+    `overwrite` (a tracked file may have been proofread since the last run)."""
+    from dreem_trainer.inference.render import beside
+
+    if output.exists() and not output.is_dir():
+        raise DataError(f"{output}: is a file; --output names the folder tracked files go into")
+    inputs = {Path(path).resolve(): path for pair in pairs for path in (pair.labels_path, pair.video_path)}
+    planned: dict[Path, SourcePair] = {}
+    for pair in pairs:
+        tracked = format_of(pair.labels_path).written_to(pair.video_path, output)
+        for target in [tracked, *([beside(tracked)] if render else [])]:
+            resolved = target.resolve()
+            if resolved in planned:
+                raise DataError(
+                    f"{target}: the tracks of {planned[resolved].labels_path} and of {pair.labels_path} would both "
+                    "be written here (their videos share a name); track them into different --output folders"
+                )
+            if resolved in inputs:
+                raise DataError(f"{target}: this run reads it ({inputs[resolved]}); choose another --output")
+            if target.exists() and not overwrite:
+                raise DataError(f"{target}: already exists; pass --overwrite to replace it")
+            planned[resolved] = pair
+
+
 def run_tracking(
     config: DreemConfig,
     checkpoint: str | Path,
@@ -181,8 +208,10 @@ def run_tracking(
     output: Path,
     render: bool = False,
     quiet: bool = False,
+    overwrite: bool = False,
 ) -> list[Path]:
     """Tracked labels per video; with `render`, each also drawn over its video beside it."""
+    check_outputs(pairs, output, render, overwrite)
     model, placement = placed_model(config, checkpoint, quiet)
     output.mkdir(parents=True, exist_ok=True)
     written = []
@@ -206,6 +235,19 @@ def _render_beside(tracked: Path, video_path: str, quiet: bool) -> None:
         print(f"{drawn.output}: {drawn.frames} frames drawn, {drawn.frames / drawn.seconds:.1f} frames/s")
 
 
+def check_ground_truth(pairs: list[SourcePair]) -> None:
+    """Every video to score has instances with identities, before any is tracked: untracked predictions are
+    for `dreem track`."""
+    for pair in pairs:
+        video = pair.read()
+        if not any(instance.track != UNTRACKED for frame in video.frames for instance in frame.instances):
+            what = "no labelled instances" if not any(frame.instances for frame in video.frames) else "no tracks"
+            raise DataError(
+                f"{pair.labels_path}: {what}, so no ground truth to score against (dreem eval scores labels whose "
+                "instances carry their identities; dreem track tracks untracked ones)"
+            )
+
+
 def run_evaluation(
     config: DreemConfig,
     checkpoint: str | Path,
@@ -213,10 +255,13 @@ def run_evaluation(
     output: Path,
     render: bool = False,
     quiet: bool = False,
+    overwrite: bool = False,
 ) -> dict[str, float]:
     """Metrics over every video, with per-video identity timelines and a metrics chart as PNGs."""
     from dreem_trainer.inference.plots import write_identity_timeline, write_metrics_chart
 
+    check_outputs(pairs, output, render, overwrite)
+    check_ground_truth(pairs)
     model, placement = placed_model(config, checkpoint, quiet)
     output.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, float | str]] = []
