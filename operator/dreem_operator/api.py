@@ -12,8 +12,9 @@ import re
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from dreem_operator.names import OPERATOR_VOLUMES, REPLACEABLE_MOUNTS
 from dreem_trainer.config import DreemConfig
 from dreem_trainer.config.paths import S3Uri
 
@@ -208,7 +209,34 @@ class PodTemplate(ApiModel):
         None, description="Extra environment variables of the trainer container."
     )
     volumes: list[KubernetesObject] | None = Field(None, description="Extra volumes, e.g. a PVC used as data cache.")
-    volumeMounts: list[KubernetesObject] | None = Field(None, description="Mounts of the extra volumes in the trainer.")
+    volumeMounts: list[KubernetesObject] | None = Field(
+        None,
+        description="Mounts of the extra volumes in the trainer; one at /var/cache/dreem or /scratch replaces the "
+        "operator's empty volume there.",
+    )
+
+    def replaced_mounts(self) -> set[str]:
+        """The operator's mount paths this template mounts a volume of its own at."""
+        return {str(mount.get("mountPath")) for mount in self.volumeMounts or []} & REPLACEABLE_MOUNTS
+
+    @model_validator(mode="after")
+    def _clear_of_the_operators_volumes(self) -> PodTemplate:
+        """Two mounts at one path, or two volumes of one name, make every pod invalid: the API server refuses
+        them. The config and shared memory stay the operator's; the cache and scratch may be replaced."""
+        for index, mount in enumerate(self.volumeMounts or []):
+            path = mount.get("mountPath")
+            if path in OPERATOR_VOLUMES.values() and path not in REPLACEABLE_MOUNTS:
+                raise ValueError(
+                    f"volumeMounts[{index}].mountPath: {path} is where the operator mounts the trainer's own volume"
+                )
+        kept = {name for name, path in OPERATOR_VOLUMES.items() if path not in self.replaced_mounts()}
+        for index, volume in enumerate(self.volumes or []):
+            if volume.get("name") in kept:
+                raise ValueError(
+                    f"volumes[{index}].name: {volume['name']!r} is the name of the operator's volume at "
+                    f"{OPERATOR_VOLUMES[volume['name']]}; choose another"
+                )
+        return self
 
 
 class DreemTrainingJobSpec(ApiModel):

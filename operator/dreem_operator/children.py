@@ -17,6 +17,7 @@ from dreem_operator.names import (
     KUEUE_GROUP_LABEL,
     KUEUE_QUEUE_LABEL,
     KUEUE_RETRIABLE_ANNOTATION,
+    OPERATOR_VOLUMES,
     SCRATCH_MOUNT,
     SHARED_MEMORY_MOUNT,
     TRAINER_CONTAINER,
@@ -217,6 +218,21 @@ def gang_pod(
     names = job.names
     resources = trainer_resources(spec, settings)
     template = spec.podTemplate
+    own_mounts: list[KubernetesObject] = [
+        {"name": "config", "mountPath": CONFIG_MOUNT, "readOnly": True},
+        {"name": "cache", "mountPath": CACHE_MOUNT},
+        {"name": "scratch", "mountPath": SCRATCH_MOUNT},
+        {"name": "shm", "mountPath": SHARED_MEMORY_MOUNT},
+    ]
+    own_volumes: list[KubernetesObject] = [
+        {"name": "config", "configMap": {"name": names.config_map}},
+        # Downloads and staged checkpoints; a PVC podTemplate mounts here instead outlives the pod.
+        {"name": "cache", "emptyDir": {}},
+        {"name": "scratch", "emptyDir": {}},
+        # DataLoader workers pass batches through shared memory; a container's default 64 MiB is too small.
+        {"name": "shm", "emptyDir": {"medium": "Memory"}},
+    ]
+    replaced = template.replaced_mounts()  # a user's volume there takes the place of the operator's
     pod_spec: KubernetesObject = {
         "restartPolicy": "Never",  # failures are handled per gang by the operator, not per container
         "hostname": names.hostname(rank),
@@ -249,21 +265,13 @@ def gang_pod(
                     "readOnlyRootFilesystem": True,
                 },
                 "volumeMounts": [
-                    {"name": "config", "mountPath": CONFIG_MOUNT, "readOnly": True},
-                    {"name": "cache", "mountPath": CACHE_MOUNT},
-                    {"name": "scratch", "mountPath": SCRATCH_MOUNT},
-                    {"name": "shm", "mountPath": SHARED_MEMORY_MOUNT},
+                    *(mount for mount in own_mounts if mount["mountPath"] not in replaced),
                     *list(template.volumeMounts or []),
                 ],
             }
         ],
         "volumes": [
-            {"name": "config", "configMap": {"name": names.config_map}},
-            # Downloads and staged checkpoints; a PVC mounted here by podTemplate outlives the pod.
-            {"name": "cache", "emptyDir": {}},
-            {"name": "scratch", "emptyDir": {}},
-            # DataLoader workers pass batches through shared memory; a container's default 64 MiB is too small.
-            {"name": "shm", "emptyDir": {"medium": "Memory"}},
+            *(volume for volume in own_volumes if OPERATOR_VOLUMES[volume["name"]] not in replaced),
             *list(template.volumes or []),
         ],
     }

@@ -15,6 +15,10 @@ TRAINER_CONTAINER = "trainer"
 CACHE_MOUNT = "/var/cache/dreem"
 SCRATCH_MOUNT = "/scratch"
 SHARED_MEMORY_MOUNT = "/dev/shm"  # noqa: S108  (a path inside the training container, not a host temp file)
+OPERATOR_VOLUMES = {"config": CONFIG_MOUNT, "cache": CACHE_MOUNT, "scratch": SCRATCH_MOUNT, "shm": SHARED_MEMORY_MOUNT}
+"""The trainer's own volumes, by name, and where they are mounted."""
+REPLACEABLE_MOUNTS = frozenset({CACHE_MOUNT, SCRATCH_MOUNT})
+"""Where a volume of the user's (a PVC, say) may take the place of the operator's empty one."""
 FIELD_MANAGER = "dreem-operator"
 
 # Other projects' keys, as their APIs spell them (volcano-sh/apis, scheduler-plugins, Kueue's plain-pod integration).

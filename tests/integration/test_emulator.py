@@ -81,6 +81,24 @@ def test_deleting_an_owner_collects_its_dependents_and_selectors_filter(kubectl:
     assert kubectl.names("configmaps") == ["free"]
 
 
+def test_a_pod_with_two_mounts_at_one_path_is_refused_as_the_api_server_refuses_it(kubectl: Kubectl) -> None:
+    volumes = [{"name": "cache", "emptyDir": {}}, {"name": "data", "persistentVolumeClaim": {"claimName": "d"}}]
+    mounts = [{"name": "cache", "mountPath": "/var/cache/dreem"}, {"name": "data", "mountPath": "/var/cache/dreem"}]
+    pod = {
+        "metadata": {"name": "p"},
+        "spec": {"containers": [{"name": "c", "image": "i", "volumeMounts": mounts}], "volumes": volumes},
+    }
+    with pytest.raises(kubernetes.client.ApiException) as refused:
+        kubectl.core.create_namespaced_pod("default", pod)
+    assert refused.value.status == 422
+    message = json.loads(refused.value.body)["message"]
+    assert 'spec.containers[0].volumeMounts[1].mountPath: Invalid value: "/var/cache/dreem": must be unique' in message
+    assert kubectl.names("pods") == []
+    pod["spec"]["containers"][0]["volumeMounts"] = mounts[:1]  # type: ignore[index]
+    kubectl.core.create_namespaced_pod("default", pod)
+    assert kubectl.names("pods") == ["p"]
+
+
 def test_the_crd_validation_rules_refuse_changes_to_what_a_job_is_made_of(kubectl: Kubectl) -> None:
     manifest = job()
     manifest["spec"] = {"storage": {"output": "s3://b/runs"}}

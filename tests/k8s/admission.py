@@ -139,3 +139,27 @@ def label_problems(labels: dict[str, str]) -> list[str]:
         for key, value in labels.items()
         if len(value) > 63 or not LABEL_VALUE.match(value)
     ]
+
+
+def pod_spec_problems(pod_spec: KubernetesObject) -> list[str]:
+    """What the API server's pod validation (ValidatePodSpec) refuses of volumes and mounts, in its words:
+    two volumes of one name, a mount of a volume the pod lacks, two mounts of one container at one path.
+    https://kubernetes.io/docs/reference/kubernetes-api/workload-resources/pod-v1/#volumes"""
+    problems: list[str] = []
+    names: set[str] = set()
+    for index, volume in enumerate(pod_spec.get("volumes") or []):
+        name = volume.get("name")
+        if name in names:
+            problems.append(f'spec.volumes[{index}].name: Duplicate value: "{name}"')
+        names.add(name)
+    for kind in ("initContainers", "containers"):
+        for position, container in enumerate(pod_spec.get(kind) or []):
+            paths: set[str] = set()
+            for index, mount in enumerate(container.get("volumeMounts") or []):
+                where = f"spec.{kind}[{position}].volumeMounts[{index}]"
+                if mount.get("name") not in names:
+                    problems.append(f'{where}.name: Not found: "{mount.get("name")}"')
+                if mount.get("mountPath") in paths:
+                    problems.append(f'{where}.mountPath: Invalid value: "{mount["mountPath"]}": must be unique')
+                paths.add(mount.get("mountPath"))
+    return problems

@@ -12,6 +12,8 @@ garbage-collects dependents. Each of those changes what the operator does, so th
   of leader election and of the operator's status writes;
 - a JSON patch whose `test` fails answers 422, as kopf's optimistic concurrency expects;
 - writes to the `status` subresource change only `status`, and writes to the object leave `status` alone;
+- a pod with two volumes of one name, a mount of a volume it lacks, or two mounts at one path is refused
+  with 422, as the API server's pod validation refuses it (tests.k8s.admission.pod_spec_problems);
 - a custom resource's CEL validation rules (`x-kubernetes-validations`, see tests.k8s.cel) refuse
   writes with 422, transition rules included, and rules on the root see only `metadata.name` and
   `metadata.generateName` of the metadata; its OpenAPI schema is not enforced (tests check it apart);
@@ -65,6 +67,7 @@ from kmock import (
 from kmock._internal import dicts, enums, references, rendering
 from kmock._internal.k8s import KubernetesObjectConflictError
 
+from tests.k8s.admission import pod_spec_problems
 from tests.k8s.cel import violations
 from tests.k8s.tables import table
 
@@ -359,6 +362,11 @@ class ClusterEmulator(KubernetesEmulator):
                 details={"name": meta["name"], "group": request.resource.group, "kind": request.resource.plural},
             )
         self._validate(request.resource, obj)
+        if request.resource.group == "" and request.resource.plural == "pods":
+            problems = pod_spec_problems(obj.get("spec") or {})
+            if problems:
+                message = f'Pod "{meta["name"]}" is invalid: [{", ".join(problems)}]'
+                raise KubernetesError(status=422, reason="Invalid", message=message)
         meta.update(uid=str(uuid.uuid4()), creationTimestamp=_now(), generation=1)
         self.created_at.append((time.monotonic(), str(request.resource.plural), namespace, meta["name"]))
         await self._store(key, obj)
