@@ -69,6 +69,7 @@ class Reason(StrEnum):
     WAITING_FOR_CREDENTIALS = "WaitingForSecret"
     CREDENTIALS_MISSING = "MissingSecret"
     WAITING_FOR_PREVIOUS_JOB = "WaitingForPreviousJob"
+    CREATE_REFUSED = "FailedCreate"
     # A pod that cannot start, with the reason Kubernetes gives it (the scheduler's or the kubelet's), so
     # `kubectl get dtj` says what `kubectl describe pod` would.
     SCHEDULING_GATED = "SchedulingGated"
@@ -277,7 +278,11 @@ class DreemTrainingJobStatus(ApiModel):
         None, description="One per type (Created, Running, Restarting, Suspended, Succeeded, Failed), True or False."
     )
     observedGeneration: int | None = Field(None, description="The spec generation this status describes.")
-    startTime: str | None = Field(None, description="When the first pods were created.")
+    startTime: str | None = Field(
+        None,
+        description="When the job's pods were first released to the scheduler (after any queueing); "
+        "activeDeadlineSeconds counts from here. Suspension resets it.",
+    )
     completionTime: str | None = Field(None, description="When the job succeeded or failed.")
     attempt: int | None = Field(
         None, description="The current gang; its pods are <job>-<attempt>-<rank>. Every new gang gets the next."

@@ -21,12 +21,13 @@ from pydantic import ValidationError
 
 from dreem_operator.api import DreemTrainingJobStatus, KubernetesObject
 from dreem_operator.children import POD_GROUP_API, JobRef, OperatorSettings
-from dreem_operator.kube import ClusterApi, NotLeading, StatusConflict
+from dreem_operator.kube import ClusterApi, NotLeading, StatusConflict, api_message
 from dreem_operator.metrics import OperatorMetrics
 from dreem_operator.reconcile import (
     Observation,
     ObservedPodGroup,
     Plan,
+    Refusal,
     controlled_by,
     event_object,
     observe_pod_group,
@@ -197,9 +198,9 @@ class Reconciler:
             problem = self.api.secret_problem(namespace, secret)
             if problem is not None:
                 plan = reconcile(job, spec, status, generation, replace(seen, secret_problem=problem), self.settings)
-        version, namesakes = self._apply(job, status, plan, seen.now, meta["resourceVersion"], slot)
-        if namesakes:  # found while creating: decide again, knowing them
-            seen = replace(seen, foreign=[*seen.foreign, *namesakes])
+        version, namesakes, refused = self._apply(job, status, plan, seen.now, meta["resourceVersion"], slot)
+        if namesakes or refused:  # found while creating: decide again, knowing them
+            seen = replace(seen, foreign=[*seen.foreign, *namesakes], refused=refused)
             written, plan = plan.status, reconcile(job, spec, status, generation, seen, self.settings)
             self._apply(job, written, plan, seen.now, version, slot)
         self.metrics.job_phase(namespace, name, None if plan.delete_job else plan.status.phase)
@@ -219,10 +220,11 @@ class Reconciler:
         now: datetime,
         resource_version: str,
         slot: JobSlot,
-    ) -> tuple[str, list[str]]:
+    ) -> tuple[str, list[str], Refusal | None]:
         """Apply the plan and return the job's resourceVersion after it; stop before creating anything more
         when a child's name is held by an object another owner controls, and return that too (e.g.
-        'configmap "flies-config"'): it is never adopted."""
+        'configmap "flies-config"'): it is never adopted. Stop as well when the API server refuses a child
+        with a client error, and return its answer: the next decision says why the gang cannot start."""
         # Status first: once `restarts` is stored, a crash before the new pods exist recreates the same
         # attempt on the next reconcile instead of reviving the old one. A status write refused as stale
         # (StatusConflict) ends the pass before it deletes or creates anything on a stale decision.
@@ -244,13 +246,20 @@ class Reconciler:
         for group in plan.delete_pod_groups:
             self.api.delete_pod_group(job.namespace, group, POD_GROUP_API[self.settings.gang_scheduler])
         for obj in plan.create:
-            created = self.api.create(obj)
+            try:
+                created = self.api.create(obj)
+            except ApiException as error:
+                if error.status is None or not 400 <= error.status < 500:
+                    raise  # the server's trouble, not the object's: the resync tries again
+                meta = obj["metadata"]
+                log.warning("the API server refused %s %s/%s: %s", obj["kind"], job.namespace, meta["name"], error)
+                return resource_version, [], Refusal(obj["kind"], meta["name"], error.status, api_message(error))
             if created is not None:
                 if obj["kind"] == "Pod":
                     self._expect_echo(slot, created)
                     log.info("created pod %s/%s", job.namespace, obj["metadata"]["name"])
             elif (found := self.api.existing(obj)) is not None and not controlled_by(found, job.uid):
-                return resource_version, [f'{obj["kind"].lower()} "{obj["metadata"]["name"]}"']
+                return resource_version, [f'{obj["kind"].lower()} "{obj["metadata"]["name"]}"'], None
         if plan.delete_job:
             self.api.delete_job(job.namespace, job.name)
-        return resource_version, []
+        return resource_version, [], None

@@ -77,6 +77,15 @@ def answer_unless(refusal: int, call: Callable[[], Any]) -> KubernetesObject | N
     return body
 
 
+def api_message(error: ApiException) -> str:
+    """What the API server said, from its Status body (`message`), else the HTTP reason."""
+    try:
+        message = json.loads(error.body or "{}").get("message")
+    except (ValueError, AttributeError):
+        message = None
+    return str(message or error.reason or f"HTTP {error.status}")
+
+
 class ClusterApi:
     """Typed-client calls, named after what the operator does with them."""
 

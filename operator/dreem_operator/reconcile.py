@@ -201,6 +201,19 @@ class Observation:
     """The job's PodGroups (with a gang scheduler)."""
     foreign: list[str] = field(default_factory=list)
     """Children with this job's names that another owner controls, e.g. 'configmap "flies-config"'."""
+    refused: Refusal | None = None
+    """A child the API server refused to create in this pass."""
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """The API server's answer to creating one of the job's children: a client error other than a conflict
+    (422 Invalid, 403 Forbidden by RBAC, a quota or an admission webhook, 400 Bad Request)."""
+
+    kind: str
+    name: str
+    status: int
+    message: str
 
 
 @dataclass(frozen=True)
@@ -319,6 +332,12 @@ class Decision:
 
     def delete(self, pods: Iterable[ObservedPod]) -> None:
         self.plan.delete_pods += [pod.name for pod in pods if pod.name not in self.plan.delete_pods]
+
+    def stop(self, pods: Iterable[ObservedPod]) -> None:
+        """Delete the pods that still hold their node (pending, running, or on a lost node) and keep those that
+        ended: a failed rank's log is how its user learns why, and the job's cleanPodPolicy decides once it
+        has finished (see `job_finished`)."""
+        self.delete(pod for pod in pods if pod.phase not in ("Succeeded", "Failed"))
 
     def create(self, children: Iterable[KubernetesObject]) -> None:
         self.plan.create += children
@@ -463,27 +482,41 @@ class Situation:
 Rule = Callable[[Situation, Decision], Plan | None]
 
 
-def spec_invalid(error: ValidationError, seen: Observation, decide: Decision) -> Plan:
-    """A spec the schema refuses fails the job, whatever its phase: no rule can act on it."""
-    decide.delete(pod for pod in seen.pods if not pod.terminating)
+def spec_invalid(error: ValidationError, raw_spec: dict[str, Any], seen: Observation, decide: Decision) -> Plan:
+    """A spec the schema refuses fails the job: no rule can act on it. A finished job keeps its phase (an edit
+    after the fact, or a stricter schema after an upgrade, does not undo what happened), and its cleanup and
+    TTL go on as its runPolicy says, if that part can still be read."""
+    live = [pod for pod in seen.pods if not pod.terminating]
+    if decide.plan.status.phase is not None and decide.plan.status.phase.finished:
+        try:
+            policy = RunPolicy.model_validate(raw_spec.get("runPolicy") or {})
+        except ValidationError:
+            return decide.keep()
+        return finished_cleanup(policy, live, seen.now, decide)
+    decide.stop(live)
     return decide.phase(Phase.FAILED, Reason.INVALID_SPEC, spec_problems(error), warning=True)
 
 
-def job_finished(s: Situation, decide: Decision) -> Plan | None:
-    """A finished job keeps its phase. Its pods go as spec.runPolicy.cleanPodPolicy says, and the job itself
-    once ttlSecondsAfterFinished has passed."""
-    if s.status.phase is None or not s.status.phase.finished:
-        return None
+def finished_cleanup(policy: RunPolicy, live: list[ObservedPod], now: datetime, decide: Decision) -> Plan:
+    """The pods of a finished job go as cleanPodPolicy says, and the job itself once ttlSecondsAfterFinished
+    has passed."""
     doomed = {
-        "All": s.live,
-        "Running": [pod for pod in s.live if pod.phase in ("Pending", "Running")],
+        "All": live,
+        "Running": [pod for pod in live if pod.phase in ("Pending", "Running")],
         "None": [],
     }
-    decide.delete(doomed[s.policy.cleanPodPolicy])
-    finished = parse_stamp(s.status.completionTime)
-    if s.policy.ttlSecondsAfterFinished is not None and finished is not None:
-        decide.plan.delete_job = s.now >= finished + timedelta(seconds=s.policy.ttlSecondsAfterFinished)
+    decide.delete(doomed[policy.cleanPodPolicy])
+    finished = parse_stamp(decide.plan.status.completionTime)
+    if policy.ttlSecondsAfterFinished is not None and finished is not None:
+        decide.plan.delete_job = now >= finished + timedelta(seconds=policy.ttlSecondsAfterFinished)
     return decide.keep()
+
+
+def job_finished(s: Situation, decide: Decision) -> Plan | None:
+    """A finished job keeps its phase; see `finished_cleanup`."""
+    if s.status.phase is None or not s.status.phase.finished:
+        return None
+    return finished_cleanup(s.policy, s.live, s.now, decide)
 
 
 def job_suspended(s: Situation, decide: Decision) -> Plan | None:
@@ -494,6 +527,8 @@ def job_suspended(s: Situation, decide: Decision) -> Plan | None:
     decide.delete(s.live)
     if s.status.phase != Phase.SUSPENDED:
         decide.next_gang(s.attempt)
+    # activeDeadlineSeconds counts running time: it starts again when the resumed gang is released.
+    decide.plan.status.startTime = None
     return decide.phase(Phase.SUSPENDED, Reason.SUSPENDED, "suspended by spec.runPolicy.suspend; progress is kept")
 
 
@@ -502,7 +537,7 @@ def deadline_passed(s: Situation, decide: Decision) -> Plan | None:
     deadline = s.policy.activeDeadlineSeconds
     if deadline is None or started is None or s.now < started + timedelta(seconds=deadline):
         return None
-    decide.delete(s.live)
+    decide.stop(s.live)
     message = f"ran longer than spec.runPolicy.activeDeadlineSeconds ({deadline} s)"
     return decide.phase(Phase.FAILED, Reason.DEADLINE_EXCEEDED, message, warning=True)
 
@@ -527,7 +562,7 @@ def user_error(s: Situation, decide: Decision) -> Plan | None:
     broken = next((pod for pod in gang if pod.phase == "Failed" and pod.exit_code == EXIT_USER_ERROR), None)
     if broken is None:
         return None
-    decide.delete(gang)
+    decide.stop(gang)
     message = broken.message.strip() or f"{broken.name} exited with a configuration error"
     return decide.phase(Phase.FAILED, Reason.CONFIGURATION_ERROR, message, warning=True)
 
@@ -556,7 +591,6 @@ def gang_broken(s: Situation, decide: Decision) -> Plan | None:
     lost = s.missing if s.status.phase == Phase.RUNNING else []
     if not failed and not lost:
         return None
-    decide.delete(gang)
     if failed:
         cause = f"{failed[0].name} failed (exit code {failed[0].exit_code})"
         last_words = last_line(failed[0].message)
@@ -566,7 +600,9 @@ def gang_broken(s: Situation, decide: Decision) -> Plan | None:
         cause = f"pod {s.job.names.pod(s.attempt, lost[0])} disappeared while the gang was running"
     restarts = s.status.restarts or 0
     if restarts >= s.policy.backoffLimit:
+        decide.stop(gang)
         return decide.phase(Phase.FAILED, Reason.BACKOFF_LIMIT_EXCEEDED, f"{cause}; no restarts left", warning=True)
+    decide.delete(gang)
     decide.plan.status.restarts = restarts + 1
     delay = restart_delay(s.settings, restarts + 1)
     decide.next_gang(s.attempt, s.now + delay)
@@ -588,7 +624,7 @@ def secret_unusable(s: Situation, decide: Decision) -> Plan | None:
     created = s.seen.created or s.now
     if s.now < created + timedelta(seconds=s.settings.secret_grace_seconds):
         return decide.phase(Phase.PENDING, Reason.WAITING_FOR_CREDENTIALS, s.seen.secret_problem, warning=True)
-    decide.delete(s.gang.values())
+    decide.stop(s.gang.values())
     return decide.phase(Phase.FAILED, Reason.CREDENTIALS_MISSING, s.seen.secret_problem, warning=True)
 
 
@@ -601,7 +637,7 @@ def schedule_timed_out(s: Situation, decide: Decision) -> Plan | None:
     timeout = policy.scheduleTimeoutSeconds
     if timeout is None or released is None or s.running or s.now < released + timedelta(seconds=timeout):
         return None
-    decide.delete(s.gang.values())
+    decide.stop(s.gang.values())  # none has ended: a gang that never ran holds only its places
     trouble = s.trouble
     why = f": {trouble[0].name}: {trouble[1].reason.value}: {trouble[1].message}" if trouble else ""
     cause = f"the gang was not running {timeout} s after its pods were released to the scheduler{why}"
@@ -613,6 +649,21 @@ def schedule_timed_out(s: Situation, decide: Decision) -> Plan | None:
     decide.next_gang(s.attempt, s.now + delay)
     message = f"{cause}; queueing a new attempt in {delay.total_seconds():g} s"
     return decide.phase(Phase.RESTARTING, Reason.SCHEDULE_TIMEOUT, message, warning=True, record=True)
+
+
+def creation_refused(s: Situation, decide: Decision) -> Plan | None:
+    """A child the API server will not create stops the gang from ever starting, and says why. An invalid
+    object (422: the spec's podTemplate or resources made it so) fails the job, with the server's words, which
+    name the field; anything else (a quota, RBAC, an admission webhook) may pass, so the job waits and the
+    next pass tries again."""
+    refused = s.seen.refused
+    if refused is None:
+        return None
+    what = f"the API server refused {refused.kind.lower()} {refused.name}: {refused.message}"
+    if refused.status == 422:
+        decide.stop(s.gang.values())
+        return decide.phase(Phase.FAILED, Reason.CREATE_REFUSED, f"{what}; fix the spec", warning=True)
+    return decide.phase(Phase.PENDING, Reason.CREATE_REFUSED, f"{what}; trying again", warning=True)
 
 
 def previous_gang_stopping(s: Situation, decide: Decision) -> Plan | None:
@@ -657,8 +708,6 @@ def run_the_gang(s: Situation, decide: Decision) -> Plan:
             decide.create([group])
         status.nextAttemptTime = None
     decide.create(gang_pod(s.job, s.spec, s.attempt, rank, s.settings) for rank in missing)
-    if status.startTime is None and missing:
-        status.startTime = _stamp(s.now)
     status.restarts = status.restarts or 0
     status.disruptions = status.disruptions or 0
     status.requeues = status.requeues or 0
@@ -667,6 +716,9 @@ def run_the_gang(s: Situation, decide: Decision) -> Plan:
         status.scheduleStartTime = None  # still queued: the schedule timer has not started
     elif s.complete and status.scheduleStartTime is None:
         status.scheduleStartTime = _stamp(s.now)
+    if s.complete and status.startTime is None and not any(pod.gated for pod in s.gang.values()):
+        # The deadline's clock: from the first release to the scheduler, not while Kueue holds the gang.
+        status.startTime = _stamp(s.now)
     if s.running:
         return decide.phase(Phase.RUNNING, Reason.GANG_RUNNING, f"{s.spec.nodes} pod(s) running")
     phase = Phase.RESTARTING if s.status.phase == Phase.RESTARTING else Phase.PENDING
@@ -685,6 +737,7 @@ JOB_RULES: tuple[Rule, ...] = (job_finished, job_suspended, deadline_passed)
 """Rules about the job as a whole: they act on every pod it has."""
 GANG_RULES: tuple[Rule, ...] = (
     namesakes_present,
+    creation_refused,
     user_error,
     gang_disrupted,
     gang_broken,
@@ -724,7 +777,7 @@ def reconcile(
     try:
         spec = DreemTrainingJobSpec.model_validate(raw_spec)
     except ValidationError as error:
-        plan = spec_invalid(error, seen, decide)
+        plan = spec_invalid(error, raw_spec, seen, decide)
     else:
         situation = Situation.of(job, spec, status, seen, settings)
         plan = _decide(situation, decide)

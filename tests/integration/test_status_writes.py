@@ -118,3 +118,18 @@ def test_a_replica_that_does_not_lead_writes_nothing(cluster: EmulatedCluster) -
     leading[0] = True
     reconciler.reconcile("default", "flies")
     assert kubectl.job("flies")["status"]["phase"] == Phase.PENDING
+
+
+def test_a_pod_the_api_server_refuses_fails_the_job_with_its_words(cluster: EmulatedCluster) -> None:
+    # The podTemplate mounts a volume it never declares: every pod is invalid, which only the API server sees.
+    kubectl = Kubectl(cluster.kubeconfig)
+    spec = minimal_spec("flies") | {"podTemplate": {"volumeMounts": [{"name": "data", "mountPath": "/data"}]}}
+    kubectl.apply_job(job_manifest("flies", spec))
+    client = kubernetes.config.new_client_from_config(config_file=str(cluster.kubeconfig))
+    Reconciler(ClusterApi(client), SETTINGS, OperatorMetrics()).reconcile("default", "flies")
+    status = kubectl.job("flies")["status"]
+    assert status["phase"] == Phase.FAILED and kubectl.names("pods") == []
+    assert 'pod flies-0-0: Pod "flies-0-0" is invalid' in status["message"]
+    assert 'spec.containers[0].volumeMounts[4].name: Not found: "data"' in status["message"]
+    events = [event for event in kubectl.events() if event["reason"] == "FailedCreate"]
+    assert events and events[0]["type"] == "Warning"

@@ -7,7 +7,7 @@ from typing import Any
 
 from dreem_operator.api import DreemTrainingJobStatus
 from dreem_operator.children import JobRef, OperatorSettings
-from dreem_operator.reconcile import Observation, ObservedPod, ObservedPodGroup, Plan, reconcile
+from dreem_operator.reconcile import Observation, ObservedPod, ObservedPodGroup, Plan, Refusal, reconcile
 
 JOB = JobRef("flies", "lab", "uid-1")
 NOW = datetime(2026, 11, 25, 12, 0, 0)
@@ -45,6 +45,7 @@ def run(
     settings: OperatorSettings = SETTINGS,
     pod_groups: list[ObservedPodGroup] | None = None,
     foreign: list[str] | None = None,
+    refused: Refusal | None = None,
     **changes: Any,
 ) -> Plan:
     seen = Observation(
@@ -54,6 +55,7 @@ def run(
         secret_problem=secret_problem,
         pod_groups=pod_groups or [],
         foreign=foreign or [],
+        refused=refused,
     )
     return reconcile(JOB, spec(**changes), current or status(), 7, seen, settings)
 

@@ -12,7 +12,16 @@ import yaml
 
 from dreem_operator.api import ConditionType, DreemTrainingJobStatus, Phase, Progress, Reason
 from dreem_operator.children import OperatorSettings
-from dreem_operator.reconcile import Event, Observation, ObservedPod, Plan, event_object, observe_pod, reconcile
+from dreem_operator.reconcile import (
+    Event,
+    Observation,
+    ObservedPod,
+    Plan,
+    Refusal,
+    event_object,
+    observe_pod,
+    reconcile,
+)
 from dreem_trainer.config import validate
 from dreem_trainer.contract import EXIT_USER_ERROR
 from tests.unit.operator.cases import JOB, NOW, SETTINGS, kinds, pod, pods_created, run, spec, status
@@ -30,8 +39,13 @@ def test_new_job_creates_config_service_progress_rights_and_the_gang() -> None:
         "Pod/flies-0-1",
     ]
     assert plan.status.phase == Phase.PENDING and plan.status.restarts == 0 and plan.status.observedGeneration == 7
-    assert plan.status.startTime == "2026-11-25T12:00:00Z"
     assert [e.reason for e in plan.events] == [Reason.GANG_PENDING]
+    # The deadline's clock starts when the whole gang is out to the scheduler (not queued), not at creation.
+    assert plan.status.startTime is None
+    queued = [pod(0, "Pending", gated=True), pod(1, "Pending", gated=True)]
+    assert run(queued, plan.status, now=NOW + timedelta(minutes=5)).status.startTime is None
+    released = run([pod(0, "Pending"), pod(1, "Pending")], plan.status, now=NOW + timedelta(minutes=9))
+    assert released.status.startTime == "2026-11-25T12:09:00Z"
 
 
 @pytest.mark.parametrize(
@@ -58,11 +72,13 @@ def test_new_job_creates_config_service_progress_rights_and_the_gang() -> None:
             1,
         ),
         (
+            # The failed rank stays for its log (cleanPodPolicy decides once the job has failed); the rank still
+            # running is stopped.
             [pod(0, "Failed", 2, exit_code=137), pod(1, "Running", 2)],
             {"phase": Phase.RUNNING, "restarts": 2},
             Phase.FAILED,
             [],
-            ["flies-2-0", "flies-2-1"],
+            ["flies-2-1"],
             2,
         ),
         (
@@ -128,8 +144,13 @@ def test_configuration_error_fails_at_once_with_the_reason() -> None:
         status(phase=Phase.RUNNING, restarts=0),
     )
     assert plan.status.phase == Phase.FAILED and plan.status.message == reason
-    assert plan.status.restarts == 0 and sorted(plan.delete_pods) == ["flies-0-0", "flies-0-1"]
+    assert plan.status.restarts == 0 and plan.delete_pods == ["flies-0-1"]  # the failed rank keeps its log
     assert plan.events[-1].type == "Warning" and plan.events[-1].reason == Reason.CONFIGURATION_ERROR
+    # Once failed, cleanPodPolicy decides: Running (the default) keeps it, All removes it.
+    failed = plan.status
+    assert run([pod(0, "Failed", exit_code=EXIT_USER_ERROR)], failed).delete_pods == []
+    everything = run([pod(0, "Failed", exit_code=EXIT_USER_ERROR)], failed, runPolicy={"cleanPodPolicy": "All"})
+    assert everything.delete_pods == ["flies-0-0"]
 
 
 def test_invalid_spec_is_failed_with_the_key_path() -> None:
@@ -477,3 +498,42 @@ def test_real_failures_wait_an_exponential_capped_delay() -> None:
 def parse(stamp: str | None) -> datetime:
     assert stamp is not None
     return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_a_refused_pod_waits_when_the_refusal_may_pass_and_fails_when_the_pod_is_invalid() -> None:
+    quota = Refusal("Pod", "flies-0-0", 403, 'pods "flies-0-0" is forbidden: exceeded quota: gpus')
+    waiting = run([], refused=quota)
+    assert (
+        waiting.status.phase == Phase.PENDING
+        and waiting.create == []
+        and "exceeded quota" in str(waiting.status.message)
+    )
+    assert [(e.type, e.reason) for e in waiting.events] == [("Warning", Reason.CREATE_REFUSED)]
+    again = run([], waiting.status, refused=quota)
+    assert again.events == []  # the same refusal on the next pass is not news
+    assert run([], waiting.status).create  # once it passes, the gang is created
+    invalid = Refusal("Pod", "flies-0-0", 422, 'Pod "flies-0-0" is invalid: spec.volumes[4].name: Duplicate value')
+    failed = run([pod(1, "Pending")], refused=invalid)
+    assert failed.status.phase == Phase.FAILED and "Duplicate value" in str(failed.status.message)
+    assert failed.delete_pods == ["flies-0-1"]
+
+
+def test_time_suspended_does_not_count_against_the_deadline() -> None:
+    running = status(phase=Phase.RUNNING, restarts=0, attempt=0, startTime="2026-11-25T11:30:00Z")
+    suspended = run([pod(0, "Running"), pod(1, "Running")], running, runPolicy={"suspend": True}).status
+    assert suspended.phase == Phase.SUSPENDED and suspended.startTime is None
+    later = NOW + timedelta(hours=4)  # resumed the next morning, with a two-hour deadline
+    resumed = run([], suspended, now=later, runPolicy={"activeDeadlineSeconds": 7200})
+    assert resumed.status.phase == Phase.PENDING and [k for k in kinds(resumed) if k.startswith("Pod/")]
+
+
+def test_a_finished_job_keeps_its_phase_whatever_becomes_of_its_spec() -> None:
+    done = status(phase=Phase.SUCCEEDED, restarts=0, attempt=0, completionTime="2026-11-25T11:00:00Z")
+    invalid = spec() | {"nodes": 0, "runPolicy": {"ttlSecondsAfterFinished": 60, "cleanPodPolicy": "All"}}
+    seen = Observation([pod(0, "Succeeded"), pod(1, "Succeeded")], NOW)
+    plan = reconcile(JOB, invalid, done, 8, seen, SETTINGS)
+    assert plan.status.phase == Phase.SUCCEEDED and plan.events == []
+    assert sorted(plan.delete_pods) == ["flies-0-0", "flies-0-1"] and plan.delete_job  # its runPolicy still applies
+    unreadable = spec() | {"nodes": 0, "runPolicy": {"cleanPodPolicy": "Some"}}
+    kept = reconcile(JOB, unreadable, done, 8, seen, SETTINGS)
+    assert kept.status.phase == Phase.SUCCEEDED and kept.delete_pods == [] and not kept.delete_job
