@@ -564,6 +564,14 @@ def _inference_inputs(
     from dreem_trainer.inference.run import tracking_base
     from dreem_trainer.storage.staging import stage_split
 
+    given = {"--slp-file": len(slp_files or []), "--video-file": len(video_files or [])}
+    if input_dir is not None and any(given.values()):
+        both = "give INPUT_DIR or --slp-file/--video-file, not both (the files would not be tracked)"
+        _fail(ConfigError([ConfigIssue("INPUT_DIR", both, input_dir)]))
+    if given["--slp-file"] != given["--video-file"]:
+        counts = f"got {given['--slp-file']} --slp-file and {given['--video-file']} --video-file"
+        unpaired = ConfigIssue("--slp-file", f"one --video-file per --slp-file, in order; {counts}", has_value=False)
+        _fail(ConfigError([unpaired]))
     with _reported(FileNotFoundError, ValueError):
         config = sources.load(base=tracking_base(checkpoint))
         split = config.dataset.test_split()

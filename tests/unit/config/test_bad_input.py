@@ -283,3 +283,14 @@ def test_a_validation_split_without_data_is_refused_before_training() -> None:
 def test_valid_file_exits_zero(write_yaml: Any) -> None:
     result = CliRunner().invoke(app, ["config", "validate", str(write_yaml(DIR))])
     assert result.exit_code == 0 and "valid" in result.output
+
+
+def test_tracking_inputs_given_two_ways_or_unpaired_are_named() -> None:
+    slp, mp4 = str(DEMO_DATA / "two_flies.slp"), str(DEMO_DATA / "two_flies.mp4")
+    unpaired = CliRunner().invoke(app, ["track", "-slp", slp, "--checkpoint", "model.ckpt"])
+    assert unpaired.exit_code == EXIT_USER_ERROR
+    assert (
+        "--slp-file: one --video-file per --slp-file, in order; got 1 --slp-file and 0 --video-file" in unpaired.output
+    )
+    both = CliRunner().invoke(app, ["track", str(DEMO_DATA), "-slp", slp, "-vid", mp4, "--checkpoint", "model.ckpt"])
+    assert both.exit_code == EXIT_USER_ERROR and "INPUT_DIR: give INPUT_DIR or --slp-file/--video-file" in both.output
