@@ -52,3 +52,15 @@ def test_sleap_output_names_tracks_as_dreem_does(tmp_path: Path) -> None:
     assert [s.frame_idx for s in written.suggestions] == [1]
     assert (tmp_path / "clip.slp").stat().st_size > 0  # the input stays as it was
     assert sio.load_slp(str(tmp_path / "clip.slp"), open_videos=False).tracks == []
+
+
+def test_sleap_output_records_the_tracked_video_by_its_absolute_path(tmp_path: Path) -> None:
+    # The input records "clip.mp4", relative to its own folder; the output lives elsewhere.
+    video = predicted_labels(tmp_path / "clip.slp")
+    tracked = LabelledVideo(
+        name="clip", labels_path=video.labels_path, video_path=str(tmp_path / "clip.mp4"), node_names=(), frames=()
+    )
+    (tmp_path / "out").mkdir()
+    written = write_tracks(tracked, Predictions(tracks={}), tmp_path / "out")
+    (recorded,) = sio.load_slp(str(written), open_videos=False).videos
+    assert recorded.filename == str(tmp_path / "clip.mp4")

@@ -71,6 +71,9 @@ class SleapLabels(LabelFormat):
                 if isinstance(instance, sio.PredictedInstance) and key in predictions.scores:
                     instance.tracking_score = predictions.scores[key]
         labels.tracks = list(named.values())
+        # The video that was tracked, by its absolute path: the input's own record may be relative to the input's
+        # folder (or name another machine's file), and SLEAP and `dreem render` open what the output records.
+        source.replace_filename(str(Path(video.video_path).resolve()), open=False)
         labels.suggestions = [*labels.suggestions, *(sio.SuggestionFrame(source, f) for f in predictions.review_frames)]
         target = self.written_to(video.video_path, output)
         sio.save_slp(labels, str(target), verbose=False)
