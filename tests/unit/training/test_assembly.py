@@ -173,3 +173,16 @@ def test_an_output_folder_that_is_a_file_is_named_before_training(tmp_path: Path
     (issue,) = raised.value.issues
     assert issue.path == "checkpointing.dirpath" and issue.value == str(taken)
     assert taken.read_text() == "a file the user keeps"
+
+
+def test_an_earlier_runs_configuration_in_the_same_folder_is_kept(tmp_path: Path) -> None:
+    from dreem_trainer.training.run import write_run_config
+
+    target = tmp_path / "config.yaml"
+    write_run_config(target, "model:\n  d_model: 64\n")
+    write_run_config(target, "model:\n  d_model: 64\n")  # a resumed run: the same text, nothing kept aside
+    assert [p.name for p in tmp_path.iterdir()] == ["config.yaml"]
+    write_run_config(target, "model:\n  d_model: 128\n")
+    (kept,) = [p for p in tmp_path.iterdir() if p.name != "config.yaml"]
+    assert kept.name.startswith("config.") and kept.read_text() == "model:\n  d_model: 64\n"
+    assert target.read_text() == "model:\n  d_model: 128\n"

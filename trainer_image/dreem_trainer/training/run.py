@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import shutil
@@ -9,6 +10,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -324,6 +326,21 @@ def threads_within_cpu_share(training_processes: int) -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
+def write_run_config(target: Path, text: str) -> None:
+    """The run's configuration beside its checkpoints. An earlier run's that differs (another run trained into
+    the same folder; a resumed run writes the same text again) is kept under the time it was written."""
+    if target.exists() and target.read_text() != text:
+        written = datetime.fromtimestamp(target.stat().st_mtime).strftime("%Y%m%d-%H%M%S")
+        kept = target.with_name(f"{target.stem}.{written}{target.suffix}")
+        for number in itertools.count(1):
+            if not kept.exists():
+                break
+            kept = target.with_name(f"{target.stem}.{written}-{number}{target.suffix}")
+        target.replace(kept)
+        print(f"{target}: the earlier run's configuration is kept as {kept.name}", flush=True)
+    target.write_text(text)
+
+
 def run_training(config: DreemConfig, callbacks: Sequence[Callback] = ()) -> pl.Trainer:
     """Train as configured; returns the finished Trainer (its callbacks hold the checkpoint paths).
 
@@ -371,7 +388,7 @@ def run_training(config: DreemConfig, callbacks: Sequence[Callback] = ()) -> pl.
         directory = checkpoint_dir(local)
         directory.mkdir(parents=True, exist_ok=True)
         # The configuration as given (s3:// paths, not the local cache they were staged to).
-        (directory / "config.yaml").write_text(dump_yaml(config))
+        write_run_config(directory / "config.yaml", dump_yaml(config))
     with threads_within_cpu_share(trainer.num_devices):
         trainer.fit(module, train_loader, val_loader, ckpt_path=start.resume_from)
     if staged.outputs and staged.staging is not None:
