@@ -106,6 +106,7 @@ def test_shuffle_and_loader_kwargs(tmp_path: Path) -> None:
 
 def test_wandb_keys_go_offline_without_a_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
     keys = {
         "logger_type": "WandbLogger",
         "project": "flies",
@@ -186,3 +187,21 @@ def test_an_earlier_runs_configuration_in_the_same_folder_is_kept(tmp_path: Path
     (kept,) = [p for p in tmp_path.iterdir() if p.name != "config.yaml"]
     assert kept.name.startswith("config.") and kept.read_text() == "model:\n  d_model: 64\n"
     assert target.read_text() == "model:\n  d_model: 128\n"
+
+
+def test_wandb_login_credentials_keep_runs_online(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `wandb login` writes ~/.netrc, not WANDB_API_KEY; such a user's runs are sent, not kept offline.
+    from dreem_trainer.training.run import wandb_logged_in
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_BASE_URL", raising=False)
+    netrc_file = tmp_path / "netrc"
+    netrc_file.write_text("machine api.wandb.ai\n  login user\n  password 0123456789abcdef\n")
+    netrc_file.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc_file))
+    assert wandb_logged_in()
+    logging = {"logger_type": "WandbLogger", "project": "flies"}
+    logger = build_trainer(tiny_config(tmp_path, logging=logging), has_validation=True, interactive=False).logger
+    assert isinstance(logger, WandbLogger) and not logger._offline
+    monkeypatch.setenv("WANDB_BASE_URL", "https://wandb.lab.org")  # a W&B server of the lab's own
+    assert not wandb_logged_in()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import netrc
 import os
 import shutil
 import sys
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlparse
 
 import lightning.pytorch as pl
 import torch
@@ -178,6 +180,19 @@ def build_callbacks(
     return callbacks
 
 
+def wandb_logged_in() -> bool:
+    """Whether W&B has credentials: WANDB_API_KEY, or the ~/.netrc entry `wandb login` writes for its host
+    (WANDB_BASE_URL's, api.wandb.ai by default). Without them W&B runs offline rather than prompt for a key
+    (a cluster pod has no one to answer)."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
+    try:
+        return netrc.netrc(os.environ.get("NETRC")).authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
 def build_logger(config: DreemConfig) -> Logger | bool:
     logging_config = config.logging
     if logging_config is None or logging_config.logger_type is None:
@@ -187,11 +202,11 @@ def build_logger(config: DreemConfig) -> Logger | bool:
         return CSVLogger(save_dir=logging_config.save_dir, name=logging_config.name, **extra)
     if logging_config.logger_type == "TensorBoardLogger":
         return TensorBoardLogger(save_dir=logging_config.save_dir, name=logging_config.name, **extra)
-    offline = not os.environ.get("WANDB_API_KEY") and os.environ.get("WANDB_MODE") != "online"
+    offline = not wandb_logged_in() and os.environ.get("WANDB_MODE") != "online"
     # Lightning's True logs the checkpoints kept (the best ones) when training ends: the spec's "best".
     log_model: bool | Literal["all"] = "all" if logging_config.log_model == "all" else bool(logging_config.log_model)
     if offline and log_model:
-        log.warning("logging.log_model: no WANDB_API_KEY, so W&B runs offline and cannot upload checkpoints")
+        log.warning("logging.log_model: not logged in to W&B, so it runs offline and cannot upload checkpoints")
         log_model = False
     return WandbLogger(
         name=logging_config.name,
