@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -205,3 +206,20 @@ def test_wandb_login_credentials_keep_runs_online(tmp_path: Path, monkeypatch: p
     assert isinstance(logger, WandbLogger) and not logger._offline
     monkeypatch.setenv("WANDB_BASE_URL", "https://wandb.lab.org")  # a W&B server of the lab's own
     assert not wandb_logged_in()
+
+
+@pytest.mark.parametrize(
+    ("sections", "key", "words"),
+    [
+        ({"optimizer": {"betas": [1.5, 0.999]}}, "optimizer", "Invalid beta parameter at index 0"),
+        ({"scheduler": {"name": "StepLR"}}, "scheduler", "step_size"),
+    ],
+)
+def test_optimizer_and_scheduler_values_torch_refuses_fail_before_any_data_is_read(
+    tmp_path: Path, sections: dict[str, Any], key: str, words: str
+) -> None:
+    nowhere = {"dir": {"path": str(tmp_path / "nowhere")}}
+    with pytest.raises(ConfigError) as raised:
+        run_training(tiny_config(tmp_path, dataset={"train_dataset": nowhere}, **sections))
+    (issue,) = raised.value.issues
+    assert issue.path == key and words in issue.message

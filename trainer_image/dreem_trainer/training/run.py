@@ -8,7 +8,7 @@ import netrc
 import os
 import shutil
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -121,13 +121,39 @@ def metric_mode(watched: str, key: str) -> Mode:
     return metric.mode
 
 
+def check_optimization(config: DreemConfig) -> None:
+    """The optimizer and scheduler, built once on a stand-in parameter: torch checks their values (betas
+    below 1, a StepLR's step_size given) only when they are made, which is otherwise after the data is read."""
+    optimizer_config, scheduler_config = config.optimizer, config.scheduler
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = _made(
+        "optimizer",
+        optimizer_config.name,
+        lambda: getattr(torch.optim, optimizer_config.name)([parameter], **optimizer_config.kwargs()),
+    )
+    _made(
+        "scheduler",
+        scheduler_config.name,
+        lambda: getattr(torch.optim.lr_scheduler, scheduler_config.name)(optimizer, **scheduler_config.kwargs()),
+    )
+
+
+def _made(key: str, name: str, make: Callable[[], Any]) -> Any:
+    try:
+        return make()
+    except (TypeError, ValueError) as error:
+        raise ConfigError([ConfigIssue(key, f"torch's {name} refuses it: {error}", has_value=False)]) from error
+
+
 def check_before_data(config: DreemConfig) -> None:
     """What the schema cannot check without the training stack, checked before any data is downloaded or
     read rather than once the loaders are built: every metric the run watches is one dreem logs,
-    albumentations accepts the augmentations' values, and the output folders are not files."""
+    albumentations accepts the augmentations' values, torch the optimizer's and scheduler's, and the output
+    folders are not files."""
     augmentations = config.dataset.train_dataset.augmentations
     if augmentations:
         albumentations_transforms(augmentations)
+    check_optimization(config)
     outputs = {"checkpointing.dirpath": config.checkpointing.dirpath}
     if config.logging is not None and config.logging.logger_type is not None:
         outputs["logging.save_dir"] = config.logging.save_dir
