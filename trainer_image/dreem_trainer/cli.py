@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, get_type_hints
+from typing import Annotated, Any, Literal, NoReturn, get_type_hints
 
 import typer
 
@@ -586,40 +586,35 @@ def _inference_inputs(
     return config, pairs
 
 
-def _track(
-    config: DreemConfig,
-    checkpoint: Path,
-    pairs: list[SourcePair],
-    output: Path,
-    render: bool,
-    quiet: bool,
-    overwrite: bool,
-) -> None:
-    from dreem_trainer.inference.run import run_tracking
+def _inference_run(name: Literal["run_tracking", "run_evaluation"]) -> InferenceRun:
+    """`dreem track` (run_tracking) or `dreem eval` (run_evaluation), imported only when it runs: torch
+    comes with it, and `--help` must not wait for torch."""
 
-    run_tracking(config, checkpoint, pairs, output, render, quiet, overwrite)
+    def run(
+        config: DreemConfig,
+        checkpoint: Path,
+        pairs: list[SourcePair],
+        output: Path,
+        render: bool,
+        quiet: bool,
+        overwrite: bool,
+    ) -> None:
+        from dreem_trainer.inference import run as inference
 
+        getattr(inference, name)(config, checkpoint, pairs, output, render, quiet, overwrite)
 
-def _evaluate(
-    config: DreemConfig,
-    checkpoint: Path,
-    pairs: list[SourcePair],
-    output: Path,
-    render: bool,
-    quiet: bool,
-    overwrite: bool,
-) -> None:
-    from dreem_trainer.inference.run import run_evaluation
-
-    run_evaluation(config, checkpoint, pairs, output, render, quiet, overwrite)
+    return run
 
 
 app.command("track")(
-    _inference_command(_track, "Track videos with a trained model; writes <output>/<video>.dreem_track.slp per video.")
+    _inference_command(
+        _inference_run("run_tracking"),
+        "Track videos with a trained model; writes <output>/<video>.dreem_track.slp per video.",
+    )
 )
 app.command("eval")(
     _inference_command(
-        _evaluate,
+        _inference_run("run_evaluation"),
         "Track labelled videos and score the tracks against their identities (metrics.json, per-video CSV).",
     )
 )
