@@ -298,6 +298,11 @@ class DreemTrainingJobStatus(ApiModel):
     nextAttemptTime: str | None = Field(
         None, description="The next gang starts no earlier than this (the delay after a failure)."
     )
+    credentialsAwaitedSince: str | None = Field(
+        None,
+        description="When the gang about to start found its credentials Secret missing or incomplete; the job "
+        "fails if it is still so the operator's secret grace period later.",
+    )
     message: str | None = Field(None, description="Why the job is in its phase, e.g. the configuration error.")
     progress: Progress | None = Field(None, description="Training progress reported by rank 0.")
 

@@ -618,11 +618,14 @@ def training_finished(s: Situation, decide: Decision) -> Plan | None:
 
 def secret_unusable(s: Situation, decide: Decision) -> Plan | None:
     """No new pod starts without its credentials Secret. GitOps tools apply a job and its Secret in no fixed
-    order, so the Secret has settings.secret_grace_seconds to arrive before the job fails."""
+    order, and a Secret may be rotated by deleting and re-creating it, so the Secret has
+    settings.secret_grace_seconds to arrive, counted from when a gang about to start first found it missing
+    (a restart a week into a run gets the same grace as a new job)."""
     if not s.missing or s.seen.secret_problem is None:
         return None
-    created = s.seen.created or s.now
-    if s.now < created + timedelta(seconds=s.settings.secret_grace_seconds):
+    awaited = parse_stamp(s.status.credentialsAwaitedSince) or s.now
+    decide.plan.status.credentialsAwaitedSince = _stamp(awaited)
+    if s.now < awaited + timedelta(seconds=s.settings.secret_grace_seconds):
         return decide.phase(Phase.PENDING, Reason.WAITING_FOR_CREDENTIALS, s.seen.secret_problem, warning=True)
     decide.stop(s.gang.values())
     return decide.phase(Phase.FAILED, Reason.CREDENTIALS_MISSING, s.seen.secret_problem, warning=True)
@@ -707,6 +710,7 @@ def run_the_gang(s: Situation, decide: Decision) -> Plan:
         if group is not None:
             decide.create([group])
         status.nextAttemptTime = None
+        status.credentialsAwaitedSince = None  # pods are made: the Secret, if the job names one, is there
     decide.create(gang_pod(s.job, s.spec, s.attempt, rank, s.settings) for rank in missing)
     status.restarts = status.restarts or 0
     status.disruptions = status.disruptions or 0

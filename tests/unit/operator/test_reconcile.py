@@ -246,9 +246,24 @@ def test_a_missing_secret_is_awaited_then_fails_the_job() -> None:
     waiting = run([], secret_problem=problem)
     assert waiting.status.phase == Phase.PENDING and waiting.status.message == problem and waiting.create == []
     assert waiting.events[-1].type == "Warning" and waiting.events[-1].reason == Reason.WAITING_FOR_CREDENTIALS
-    late = run([], waiting.status, now=NOW + timedelta(seconds=31), secret_problem=problem)
+    assert waiting.status.credentialsAwaitedSince == "2026-11-25T12:00:00Z"
+    still = run([], waiting.status, now=NOW + timedelta(seconds=59), secret_problem=problem)
+    assert still.status.phase == Phase.PENDING
+    late = run([], still.status, now=NOW + timedelta(seconds=61), secret_problem=problem)
     assert late.status.phase == Phase.FAILED and late.status.message == problem and late.create == []
     assert late.events[-1].reason == Reason.CREDENTIALS_MISSING
+
+
+def test_a_restart_during_a_secret_rotation_gets_the_whole_grace() -> None:
+    # A day into the run a rank fails, and the next gang finds the Secret deleted for its re-creation.
+    problem = 'spec.storage.credentialsSecret: Secret "minio" not found in namespace "lab"'
+    restarting = status(phase=Phase.RESTARTING, restarts=1, attempt=1, startTime="2026-11-24T12:00:00Z")
+    seen = Observation([], NOW, created=NOW - timedelta(days=1), secret_problem=problem)
+    waiting = reconcile(JOB, spec(), restarting, 7, seen, SETTINGS)
+    assert waiting.status.phase == Phase.PENDING and waiting.status.credentialsAwaitedSince == "2026-11-25T12:00:00Z"
+    rotated = run([], waiting.status, now=NOW + timedelta(seconds=20))  # the Secret is back
+    assert [k for k in kinds(rotated) if k.startswith("Pod/")] == ["Pod/flies-1-0", "Pod/flies-1-1"]
+    assert rotated.status.credentialsAwaitedSince is None
 
 
 def test_progress_rights_cover_only_this_jobs_status() -> None:
