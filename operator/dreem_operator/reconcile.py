@@ -483,18 +483,24 @@ Rule = Callable[[Situation, Decision], Plan | None]
 
 
 def spec_invalid(error: ValidationError, raw_spec: dict[str, Any], seen: Observation, decide: Decision) -> Plan:
-    """A spec the schema refuses fails the job: no rule can act on it. A finished job keeps its phase (an edit
-    after the fact, or a stricter schema after an upgrade, does not undo what happened), and its cleanup and
-    TTL go on as its runPolicy says, if that part can still be read."""
+    """A spec the schema refuses fails the job: no rule can act on it. What already happened is not undone by
+    an edit after the fact (or a stricter schema after an upgrade): a finished job keeps its phase, and its
+    cleanup and TTL go on as its runPolicy says, if that part can still be read; a gang that is running goes
+    on, and no pod starts until the spec is fixed."""
     live = [pod for pod in seen.pods if not pod.terminating]
-    if decide.plan.status.phase is not None and decide.plan.status.phase.finished:
+    phase = decide.plan.status.phase
+    if phase is not None and phase.finished:
         try:
             policy = RunPolicy.model_validate(raw_spec.get("runPolicy") or {})
         except ValidationError:
             return decide.keep()
         return finished_cleanup(policy, live, seen.now, decide)
+    problems = spec_problems(error)
+    if phase is not None and any(pod.phase in ("Pending", "Running") for pod in live):
+        message = f"{problems}; the pods already running go on, and no pod starts until the spec is fixed"
+        return decide.phase(phase, Reason.INVALID_SPEC, message, warning=True)
     decide.stop(live)
-    return decide.phase(Phase.FAILED, Reason.INVALID_SPEC, spec_problems(error), warning=True)
+    return decide.phase(Phase.FAILED, Reason.INVALID_SPEC, problems, warning=True)
 
 
 def finished_cleanup(policy: RunPolicy, live: list[ObservedPod], now: datetime, decide: Decision) -> Plan:

@@ -552,3 +552,20 @@ def test_a_finished_job_keeps_its_phase_whatever_becomes_of_its_spec() -> None:
     unreadable = spec() | {"nodes": 0, "runPolicy": {"cleanPodPolicy": "Some"}}
     kept = reconcile(JOB, unreadable, done, 8, seen, SETTINGS)
     assert kept.status.phase == Phase.SUCCEEDED and kept.delete_pods == [] and not kept.delete_job
+
+
+def test_a_running_gang_outlives_an_edit_the_schema_refuses() -> None:
+    running = status(phase=Phase.RUNNING, restarts=0, attempt=0, startTime="2026-11-25T11:00:00Z")
+    gang = [pod(0, "Running"), pod(1, "Running")]
+    edited = spec() | {"podTemplate": {"volumes": [{"name": "shm", "emptyDir": {}}]}}  # the operator's name
+    seen = Observation(gang, NOW)
+    plan = reconcile(JOB, edited, running, 8, seen, SETTINGS)
+    assert plan.status.phase == Phase.RUNNING and plan.delete_pods == [] and plan.create == []
+    assert "spec.podTemplate" in str(plan.status.message) and "no pod starts until the spec is fixed" in str(
+        plan.status.message
+    )
+    assert [(e.type, e.reason) for e in plan.events] == [("Warning", Reason.INVALID_SPEC)]
+    fixed = reconcile(JOB, spec(), plan.status, 9, seen, SETTINGS)
+    assert fixed.status.phase == Phase.RUNNING and fixed.status.message == "2 pod(s) running"
+    nothing_running = reconcile(JOB, edited, status(), 8, Observation([], NOW), SETTINGS)
+    assert nothing_running.status.phase == Phase.FAILED  # a new job with a bad spec fails, as before
