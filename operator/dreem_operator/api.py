@@ -128,7 +128,7 @@ class SchedulingPolicy(ApiModel):
     )
     queue: str | None = Field(
         None,
-        max_length=253,
+        max_length=63,  # it becomes a label value (Kueue's queue-name), which holds at most 63 characters
         pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
         description="With gangScheduler volcano: the Volcano queue of the PodGroup. Otherwise: the Kueue "
         "LocalQueue in the job's namespace (label kueue.x-k8s.io/queue-name); the pods then wait, gated, until "
