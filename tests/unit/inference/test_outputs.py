@@ -83,3 +83,15 @@ def test_an_output_that_is_a_file_is_named(tmp_path: Path) -> None:
     (tmp_path / "results").write_text("notes")
     with pytest.raises(DataError, match=r"results: is a file"):
         check_outputs([pair(tmp_path / "day1")], tmp_path / "results", render=False, overwrite=False)
+
+
+def test_the_output_folder_is_made_only_when_written_and_named_when_it_cannot_be(tmp_path: Path) -> None:
+    from dreem_trainer.inference.run import output_folder
+
+    target = tmp_path / "results" / "day1"
+    check_outputs([pair(tmp_path)], target, render=False, overwrite=False)
+    assert not target.exists()  # the plan makes nothing: a run that fails leaves no empty folder
+    assert output_folder(target).is_dir()
+    (tmp_path / "notes").write_text("a file")
+    with pytest.raises(DataError, match=r"notes/day1: cannot make the output folder"):
+        output_folder(tmp_path / "notes" / "day1")

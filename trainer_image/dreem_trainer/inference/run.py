@@ -175,6 +175,15 @@ def placed_model(
     return model, placement
 
 
+def output_folder(output: Path) -> Path:
+    """The output folder, made when the first file goes into it: a run that fails before leaves none behind."""
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DataError(f"{output}: cannot make the output folder ({error.strerror})") from error
+    return output
+
+
 def check_outputs(pairs: list[SourcePair], output: Path, render: bool, overwrite: bool) -> None:
     """Before any video is tracked, the files the run will write: no two videos' tracks to one file (videos
     of one name in different folders), none over a file the run reads, and none over an existing file unless
@@ -213,11 +222,10 @@ def run_tracking(
     """Tracked labels per video; with `render`, each also drawn over its video beside it."""
     check_outputs(pairs, output, render, overwrite)
     model, placement = placed_model(config, checkpoint, quiet)
-    output.mkdir(parents=True, exist_ok=True)
     written = []
     with torch.inference_mode(), placement.autocast():
         for result in track_videos(model, config.dataset.test_split(), pairs, config):
-            written.append(write_tracks(result.video, result.predictions(), output))
+            written.append(write_tracks(result.video, result.predictions(), output_folder(output)))
             frames = len(np.unique(result.frame_indices))
             tracks = len(np.unique(result.predicted_tracks))
             if not quiet:
@@ -263,12 +271,11 @@ def run_evaluation(
     check_outputs(pairs, output, render, overwrite)
     check_ground_truth(pairs)
     model, placement = placed_model(config, checkpoint, quiet)
-    output.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, float | str]] = []
     total = TrackingCounts()
     with torch.inference_mode(), placement.autocast():
         for result in track_videos(model, config.dataset.test_split(), pairs, config):
-            tracked = write_tracks(result.video, result.predictions(), output)
+            tracked = write_tracks(result.video, result.predictions(), output_folder(output))
             counts = tracking_counts(result.frame_indices, result.true_tracks, result.predicted_tracks)
             total += counts
             rows.append({"video": result.video.name, **counts.summary()})
@@ -282,7 +289,7 @@ def run_evaluation(
             )
             if render:
                 _render_beside(tracked, result.video.video_path, quiet)
-    write_metrics_chart(output / "metrics_per_video.png", rows)
+    write_metrics_chart(output_folder(output) / "metrics_per_video.png", rows)
     summary = total.summary()
     (output / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
     with (output / "metrics_per_video.csv").open("w", newline="") as handle:
