@@ -56,6 +56,12 @@ CASES: list[tuple[str, str, str, str]] = [
         "dataset.train_dataset.augmentations.InstanceDropout.p",
         "got 1.5",
     ),
+    (
+        "boolean for a number",
+        "dataset:\n  train_dataset:\n    crop_size: true\n",
+        "dataset.train_dataset.crop_size",
+        "got True",
+    ),
     ("bad activation", "model:\n  activation: tanh\n", "model.activation", "'tanh'"),
     (
         "bad embedding mode",

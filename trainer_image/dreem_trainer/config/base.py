@@ -36,6 +36,22 @@ def _accepts_none(annotation: Any) -> bool:
     return False
 
 
+def _leaves(annotation: Any) -> set[Any]:
+    """The types an annotation allows at its top level (unions opened, Annotated unwrapped)."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _leaves(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return {leaf for arg in typing.get_args(annotation) for leaf in _leaves(arg)}
+    return {annotation}
+
+
+def _a_number_only(annotation: Any) -> bool:
+    """Whether the key takes a number and not a boolean: YAML's `true` would otherwise pass as 1."""
+    leaves = _leaves(annotation)
+    return bool(leaves & {int, float}) and bool not in leaves and Any not in leaves
+
+
 class Section(BaseModel):
     """A closed section: an unknown key is an error, reported with a did-you-mean."""
 
@@ -46,6 +62,9 @@ class Section(BaseModel):
     def _blank_means_default(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
+        for key, value in data.items():
+            if isinstance(value, bool) and key in cls.model_fields and _a_number_only(cls.model_fields[key].annotation):
+                raise key_error(key, "a number, not true or false", value)
         return {
             key: value
             for key, value in data.items()
