@@ -62,6 +62,12 @@ CASES: list[tuple[str, str, str, str]] = [
         "dataset.train_dataset.crop_size",
         "got True",
     ),
+    (
+        "n_chunks fraction above one",
+        "dataset:\n  train_dataset:\n    n_chunks: 2.0\n",
+        "dataset.train_dataset.n_chunks",
+        "write 2",
+    ),
     ("bad activation", "model:\n  activation: tanh\n", "model.activation", "'tanh'"),
     (
         "bad embedding mode",

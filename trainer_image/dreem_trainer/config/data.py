@@ -159,6 +159,14 @@ class DatasetSplitConfig(Section):
             raise ValueError("the anchor name is empty")
         return anchors
 
+    @field_validator("n_chunks")
+    @classmethod
+    def _fraction_or_count(cls, n_chunks: int | float) -> int | float:
+        if isinstance(n_chunks, float) and n_chunks > 1:
+            whole = f"; write {int(n_chunks)} for that many chunks" if n_chunks.is_integer() else ""
+            raise ValueError(f"a float is a fraction of the chunks, at most 1{whole}")
+        return n_chunks
+
     @field_validator("augmentations")
     @classmethod
     def _known_augmentations(cls, augmentations: dict[str, dict[str, Any]] | None) -> dict[str, dict[str, Any]] | None:
