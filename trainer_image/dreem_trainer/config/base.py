@@ -59,12 +59,19 @@ class Section(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
+    def _numbers_are_not_booleans(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key, value in data.items():
+                field = cls.model_fields.get(key)
+                if isinstance(value, bool) and field is not None and _a_number_only(field.annotation):
+                    raise key_error(key, "a number, not true or false", value)
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
     def _blank_means_default(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
-        for key, value in data.items():
-            if isinstance(value, bool) and key in cls.model_fields and _a_number_only(cls.model_fields[key].annotation):
-                raise key_error(key, "a number, not true or false", value)
         return {
             key: value
             for key, value in data.items()
