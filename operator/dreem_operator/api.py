@@ -128,11 +128,11 @@ class SchedulingPolicy(ApiModel):
     )
     queue: str | None = Field(
         None,
-        max_length=63,  # it becomes a label value (Kueue's queue-name), which holds at most 63 characters
+        max_length=253,
         pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
         description="With gangScheduler volcano: the Volcano queue of the PodGroup. Otherwise: the Kueue "
-        "LocalQueue in the job's namespace (label kueue.x-k8s.io/queue-name); the pods then wait, gated, until "
-        "Kueue admits the whole gang.",
+        "LocalQueue in the job's namespace (label kueue.x-k8s.io/queue-name, so at most 63 characters); the pods "
+        "then wait, gated, until Kueue admits the whole gang.",
     )
     priorityClass: str | None = Field(
         None, description="PriorityClass of the Volcano PodGroup (the pods' own is spec.podTemplate.priorityClassName)."

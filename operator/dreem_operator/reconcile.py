@@ -496,6 +496,9 @@ def spec_invalid(error: ValidationError, raw_spec: dict[str, Any], seen: Observa
             return decide.keep()
         return finished_cleanup(policy, live, seen.now, decide)
     problems = spec_problems(error)
+    ended = [pod for pod in live if pod.attempt == decide.plan.status.attempt]
+    if phase is not None and ended and all(pod.phase == "Succeeded" for pod in ended):
+        return decide.phase(Phase.SUCCEEDED, Reason.TRAINING_FINISHED, "all ranks finished")  # before the edit
     if phase is not None and any(pod.phase in ("Pending", "Running") for pod in live):
         message = f"{problems}; the pods already running go on, and no pod starts until the spec is fixed"
         return decide.phase(phase, Reason.INVALID_SPEC, message, warning=True)
@@ -533,8 +536,10 @@ def job_suspended(s: Situation, decide: Decision) -> Plan | None:
     decide.delete(s.live)
     if s.status.phase != Phase.SUSPENDED:
         decide.next_gang(s.attempt)
-    # activeDeadlineSeconds counts running time: it starts again when the resumed gang is released.
+    # activeDeadlineSeconds counts running time: it starts again when the resumed gang is released. A wait for
+    # the credentials Secret starts again too: the resumed gang gets the whole grace.
     decide.plan.status.startTime = None
+    decide.plan.status.credentialsAwaitedSince = None
     return decide.phase(Phase.SUSPENDED, Reason.SUSPENDED, "suspended by spec.runPolicy.suspend; progress is kept")
 
 
@@ -738,8 +743,8 @@ def run_the_gang(s: Situation, decide: Decision) -> Plan:
         return decide.phase(
             phase, why.reason, f"pod {pod.name}: {why.message}", warning=why.reason != Reason.SCHEDULING_GATED
         )
-    if phase == Phase.RESTARTING:
-        return decide.keep()
+    if phase == Phase.RESTARTING or (missing and decide.reason == Reason.CREATE_REFUSED):
+        return decide.keep()  # why the gang restarts, or why the API server refused it, until that changes
     return decide.phase(Phase.PENDING, Reason.GANG_PENDING, "waiting for all pods to be scheduled")
 
 

@@ -95,3 +95,10 @@ def test_the_output_folder_is_made_only_when_written_and_named_when_it_cannot_be
     (tmp_path / "notes").write_text("a file")
     with pytest.raises(DataError, match=r"notes/day1: cannot make the output folder"):
         output_folder(tmp_path / "notes" / "day1")
+
+
+def test_results_holding_what_the_run_reads_are_never_replaced(tmp_path: Path) -> None:
+    # Tracking CTC results (01_RES/res_track.txt) into their own parent would rewrite 01_RES in place.
+    results = SourcePair(str(tmp_path / "01_RES" / "res_track.txt"), str(tmp_path / "01"), 32)
+    with pytest.raises(DataError, match=r"01_RES: this run reads it"):
+        check_outputs([results], tmp_path, render=False, overwrite=True)

@@ -526,7 +526,8 @@ def test_a_refused_pod_waits_when_the_refusal_may_pass_and_fails_when_the_pod_is
     assert [(e.type, e.reason) for e in waiting.events] == [("Warning", Reason.CREATE_REFUSED)]
     again = run([], waiting.status, refused=quota)
     assert again.events == []  # the same refusal on the next pass is not news
-    assert run([], waiting.status).create  # once it passes, the gang is created
+    retrying = run([], waiting.status)  # the next pass tries again: the refusal stays the news until it passes
+    assert retrying.create and retrying.events == [] and retrying.status.message == waiting.status.message
     invalid = Refusal("Pod", "flies-0-0", 422, 'Pod "flies-0-0" is invalid: spec.volumes[4].name: Duplicate value')
     failed = run([pod(1, "Pending")], refused=invalid)
     assert failed.status.phase == Phase.FAILED and "Duplicate value" in str(failed.status.message)
@@ -569,3 +570,20 @@ def test_a_running_gang_outlives_an_edit_the_schema_refuses() -> None:
     assert fixed.status.phase == Phase.RUNNING and fixed.status.message == "2 pod(s) running"
     nothing_running = reconcile(JOB, edited, status(), 8, Observation([], NOW), SETTINGS)
     assert nothing_running.status.phase == Phase.FAILED  # a new job with a bad spec fails, as before
+
+
+def test_a_gang_that_finishes_under_a_refused_edit_succeeds() -> None:
+    running = status(phase=Phase.RUNNING, restarts=0, attempt=0, startTime="2026-11-25T11:00:00Z")
+    edited = spec() | {"podTemplate": {"volumes": [{"name": "shm", "emptyDir": {}}]}}
+    done = Observation([pod(0, "Succeeded"), pod(1, "Succeeded")], NOW)
+    plan = reconcile(JOB, edited, running, 8, done, SETTINGS)
+    assert plan.status.phase == Phase.SUCCEEDED and plan.delete_pods == []
+
+
+def test_a_resumed_gang_waits_the_whole_grace_for_its_secret() -> None:
+    problem = 'spec.storage.credentialsSecret: Secret "minio" not found in namespace "lab"'
+    waiting = run([], secret_problem=problem)
+    suspended = run([], waiting.status, runPolicy={"suspend": True}).status
+    assert suspended.credentialsAwaitedSince is None
+    resumed = run([], suspended, now=NOW + timedelta(hours=2), secret_problem=problem)
+    assert resumed.status.phase == Phase.PENDING and resumed.status.credentialsAwaitedSince == "2026-11-25T14:00:00Z"

@@ -146,15 +146,3 @@ def test_a_min_resources_value_that_is_no_quantity_fails_the_job_naming_it() -> 
     plan = run([], runPolicy={"schedulingPolicy": {"minResources": {"nvidia.com/gpu": "eight"}}})
     assert plan.status.phase == Phase.FAILED
     assert plan.status.message is not None and "minResources" in plan.status.message and "eight" in plan.status.message
-
-
-def test_a_queue_name_longer_than_a_label_value_is_refused_when_applied() -> None:
-    from tests.k8s.admission import admission_errors
-    from tests.k8s.harness import job_manifest, minimal_spec
-
-    def manifest(queue: str) -> dict[str, Any]:
-        return job_manifest("flies", minimal_spec("flies") | {"runPolicy": {"schedulingPolicy": {"queue": queue}}})
-
-    assert admission_errors(manifest("q" * 63)) == []
-    (error,) = admission_errors(manifest("q" * 64))  # Kueue's queue-name label holds 63 characters
-    assert error.startswith("spec.runPolicy.schedulingPolicy.queue")

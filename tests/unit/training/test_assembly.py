@@ -223,3 +223,26 @@ def test_optimizer_and_scheduler_values_torch_refuses_fail_before_any_data_is_re
         run_training(tiny_config(tmp_path, dataset={"train_dataset": nowhere}, **sections))
     (issue,) = raised.value.issues
     assert issue.path == key and words in issue.message
+
+
+def test_only_a_plateau_scheduler_waits_for_validation(tmp_path: Path) -> None:
+    from dreem_trainer.training.module import DreemModule
+
+    def frequency(**sections: Any) -> int:
+        config = tiny_config(tmp_path, trainer={"check_val_every_n_epoch": 3}, **sections)
+        return int(DreemModule(config.model_dump(mode="json")).configure_optimizers()["lr_scheduler"]["frequency"])
+
+    assert frequency() == 3  # ReduceLROnPlateau on val_loss steps after each validation
+    assert frequency(scheduler={"name": "StepLR", "step_size": 10}) == 1  # a StepLR decays on its own count
+
+
+def test_wandb_login_with_a_port_and_a_readable_netrc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dreem_trainer.training.run import wandb_logged_in
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_BASE_URL", "http://localhost:8080")  # `wandb login --host` writes the port too
+    netrc_file = tmp_path / "netrc"
+    netrc_file.write_text("machine localhost:8080\n  login user\n  password 0123456789abcdef\n")
+    netrc_file.chmod(0o644)
+    monkeypatch.setenv("NETRC", str(netrc_file))
+    assert wandb_logged_in()

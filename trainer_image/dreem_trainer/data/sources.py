@@ -95,7 +95,7 @@ class MediaReader:
         frames those took 1.5 s and 1.2 s of 3.8 s for 32 frames, the decoding itself 1.1 s."""
         video = self._open()
         height, width, channels = self.frame_shape
-        images = np.empty((len(frame_indices), height, width, channels), dtype=np.uint8)
+        images: Images | None = None
         for position, index in enumerate(frame_indices):
             try:
                 frame = np.asarray(video[index])
@@ -109,8 +109,10 @@ class MediaReader:
                     f"{self.path}: frame {index} is {frame.shape[1]}x{frame.shape[0]}, "
                     f"the video's first frame {width}x{height}"
                 )
+            if images is None:  # the clip takes its frames' type (uint8 from a media file)
+                images = np.empty((len(frame_indices), height, width, channels), dtype=frame.dtype)
             images[position] = frame[..., :channels] if frame.ndim == 3 else frame[..., None]
-        return images
+        return images if images is not None else np.empty((0, height, width, channels), dtype=np.uint8)
 
     def close(self) -> None:
         if self._video is not None and self._pid == os.getpid():

@@ -203,8 +203,11 @@ def check_outputs(pairs: list[SourcePair], output: Path, render: bool, overwrite
                     f"{target}: the tracks of {planned[resolved].labels_path} and of {pair.labels_path} would both "
                     "be written here (their videos share a name); track them into different --output folders"
                 )
-            if resolved in inputs:
-                raise DataError(f"{target}: this run reads it ({inputs[resolved]}); choose another --output")
+            read = inputs.get(resolved) or next(
+                (source for path, source in inputs.items() if resolved in path.parents), None
+            )  # a results folder (CTC's <seq>_RES) holding what the run reads counts as read
+            if read is not None:
+                raise DataError(f"{target}: this run reads it ({read}); choose another --output")
             if target.exists() and not overwrite:
                 raise DataError(f"{target}: already exists; pass --overwrite to replace it")
             planned[resolved] = pair

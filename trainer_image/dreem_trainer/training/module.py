@@ -167,10 +167,14 @@ class DreemModule(pl.LightningModule):
         optimizer = getattr(torch.optim, optimizer_config.name)(self.parameters(), **optimizer_config.kwargs())
         scheduler_config = self.config.scheduler
         scheduler = getattr(torch.optim.lr_scheduler, scheduler_config.name)(optimizer, **scheduler_config.kwargs())
-        # A scheduler that watches a validation metric steps when validation runs, every
-        # check_val_every_n_epoch epochs: in the epochs between, the metric does not exist yet.
+        # A plateau scheduler watching a validation metric steps when validation runs, every
+        # check_val_every_n_epoch epochs: in the epochs between, the metric does not exist yet. Other schedulers
+        # watch nothing and step every epoch.
         every = self.config.trainer.check_val_every_n_epoch
-        frequency = every if every and split_of(self.scheduler_monitor) == "val" else 1
+        watches_validation = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau) and (
+            split_of(self.scheduler_monitor) == "val"
+        )
+        frequency = every if every and watches_validation else 1
         return {
             "optimizer": optimizer,
             "lr_scheduler": {

@@ -212,9 +212,12 @@ def wandb_logged_in() -> bool:
     (a cluster pod has no one to answer)."""
     if os.environ.get("WANDB_API_KEY"):
         return True
-    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
+    # `wandb login` writes the base URL's host with its port, and W&B reads the file by its path (which skips
+    # Python's permission check of ~/.netrc): so do we.
+    machine = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).netloc or "api.wandb.ai"
+    path = os.environ.get("NETRC") or os.path.expanduser("~/.netrc")
     try:
-        return netrc.netrc(os.environ.get("NETRC")).authenticators(host) is not None
+        return netrc.netrc(path).authenticators(machine) is not None
     except (OSError, netrc.NetrcParseError):
         return False
 
