@@ -216,9 +216,11 @@ class PodTemplate(ApiModel):
         "operator's empty volume there.",
     )
 
-    def replaced_mounts(self) -> set[str]:
-        """The operator's mount paths this template mounts a volume of its own at."""
-        return {str(mount.get("mountPath")) for mount in self.volumeMounts or []} & REPLACEABLE_MOUNTS
+    def kept_operator_volumes(self) -> dict[str, str]:
+        """The operator's volumes the pods keep, by name, with their mount paths: all but those this template
+        mounts a volume of its own in place of (at the cache or the scratch folder)."""
+        replaced = {str(mount.get("mountPath")) for mount in self.volumeMounts or []} & REPLACEABLE_MOUNTS
+        return {name: path for name, path in OPERATOR_VOLUMES.items() if path not in replaced}
 
     @model_validator(mode="after")
     def _clear_of_the_operators_volumes(self) -> PodTemplate:
@@ -230,7 +232,7 @@ class PodTemplate(ApiModel):
                 raise ValueError(
                     f"volumeMounts[{index}].mountPath: {path} is where the operator mounts the trainer's own volume"
                 )
-        kept = {name for name, path in OPERATOR_VOLUMES.items() if path not in self.replaced_mounts()}
+        kept = self.kept_operator_volumes()
         for index, volume in enumerate(self.volumes or []):
             if volume.get("name") in kept:
                 raise ValueError(

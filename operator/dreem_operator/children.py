@@ -17,9 +17,7 @@ from dreem_operator.names import (
     KUEUE_GROUP_LABEL,
     KUEUE_QUEUE_LABEL,
     KUEUE_RETRIABLE_ANNOTATION,
-    OPERATOR_VOLUMES,
     SCRATCH_MOUNT,
-    SHARED_MEMORY_MOUNT,
     TRAINER_CONTAINER,
     VOLCANO_GROUP_ANNOTATION,
     JobNames,
@@ -218,21 +216,15 @@ def gang_pod(
     names = job.names
     resources = trainer_resources(spec, settings)
     template = spec.podTemplate
-    own_mounts: list[KubernetesObject] = [
-        {"name": "config", "mountPath": CONFIG_MOUNT, "readOnly": True},
-        {"name": "cache", "mountPath": CACHE_MOUNT},
-        {"name": "scratch", "mountPath": SCRATCH_MOUNT},
-        {"name": "shm", "mountPath": SHARED_MEMORY_MOUNT},
-    ]
-    own_volumes: list[KubernetesObject] = [
-        {"name": "config", "configMap": {"name": names.config_map}},
+    own_sources: dict[str, KubernetesObject] = {
+        "config": {"configMap": {"name": names.config_map}},
         # Downloads and staged checkpoints; a PVC podTemplate mounts here instead outlives the pod.
-        {"name": "cache", "emptyDir": {}},
-        {"name": "scratch", "emptyDir": {}},
+        "cache": {"emptyDir": {}},
+        "scratch": {"emptyDir": {}},
         # DataLoader workers pass batches through shared memory; a container's default 64 MiB is too small.
-        {"name": "shm", "emptyDir": {"medium": "Memory"}},
-    ]
-    replaced = template.replaced_mounts()  # a user's volume there takes the place of the operator's
+        "shm": {"emptyDir": {"medium": "Memory"}},
+    }
+    kept = template.kept_operator_volumes()  # a user's volume at the cache or scratch takes the operator's place
     pod_spec: KubernetesObject = {
         "restartPolicy": "Never",  # failures are handled per gang by the operator, not per container
         "hostname": names.hostname(rank),
@@ -265,13 +257,16 @@ def gang_pod(
                     "readOnlyRootFilesystem": True,
                 },
                 "volumeMounts": [
-                    *(mount for mount in own_mounts if mount["mountPath"] not in replaced),
+                    *(
+                        {"name": name, "mountPath": path} | ({"readOnly": True} if path == CONFIG_MOUNT else {})
+                        for name, path in kept.items()
+                    ),
                     *list(template.volumeMounts or []),
                 ],
             }
         ],
         "volumes": [
-            *(volume for volume in own_volumes if OPERATOR_VOLUMES[volume["name"]] not in replaced),
+            *({"name": name} | own_sources[name] for name in kept),
             *list(template.volumes or []),
         ],
     }

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 from dreem_trainer.config import DreemConfig
 from dreem_trainer.config.data import DatasetSplitConfig
 from dreem_trainer.data.clip import Clip, collate_clips
-from dreem_trainer.data.dataset import ClipDataset
+from dreem_trainer.data.dataset import ClipDataset, SourceReads
 from dreem_trainer.data.discovery import SourcePair
 from dreem_trainer.data.formats import format_of, write_tracks
 from dreem_trainer.data.label_format import Predictions
@@ -126,13 +126,16 @@ def track_videos(
     pairs: list[SourcePair],
     config: DreemConfig,
     num_workers: int | None = None,
+    sources: SourceReads | None = None,
 ) -> list[TrackedVideo]:
     """Track every video from its first labelled frame to its last, carrying tracks across clips.
 
     Clips come from `clip_loader`, with `num_workers` processes (default: `tracking_workers`) decoding and
     cropping ahead of the model. A video's `seconds` run from the end of the one before (the first's from
-    the start, the loader's start-up included)."""
-    dataset = ClipDataset(split, seed=config.seed, pairs=pairs, frame_cache_mb=0, max_tracks=config.tracker.max_tracks)
+    the start, the loader's start-up included). `sources` holds labels already read (by `check_ground_truth`)."""
+    dataset = ClipDataset(
+        split, seed=config.seed, pairs=pairs, frame_cache_mb=0, max_tracks=config.tracker.max_tracks, sources=sources
+    )
     tracker = Tracker.for_model(model, config.tracker)
     order = sorted(range(len(dataset)), key=lambda index: dataset.spans[index].video_index)  # stable: clip order
     device = next(model.parameters()).device
@@ -246,13 +249,14 @@ def _render_beside(tracked: Path, video_path: str, quiet: bool) -> None:
         print(f"{drawn.output}: {drawn.frames} frames drawn, {drawn.frames / drawn.seconds:.1f} frames/s")
 
 
-def check_ground_truth(pairs: list[SourcePair]) -> None:
+def check_ground_truth(pairs: list[SourcePair], sources: SourceReads | None = None) -> None:
     """Every video to score has instances with identities, before any is tracked: untracked predictions are
-    for `dreem track`."""
+    for `dreem track`. The labels are read into `sources`, which tracking then reads them from."""
+    sources = sources or SourceReads()
     for pair in pairs:
-        video = pair.read()
-        if not any(instance.track != UNTRACKED for frame in video.frames for instance in frame.instances):
-            what = "no labelled instances" if not any(frame.instances for frame in video.frames) else "no tracks"
+        tracks = sources.labels(pair).tracks
+        if not (tracks != UNTRACKED).any():
+            what = "no labelled instances" if not len(tracks) else "no tracks"
             raise DataError(
                 f"{pair.labels_path}: {what}, so no ground truth to score against (dreem eval scores labels whose "
                 "instances carry their identities; dreem track tracks untracked ones)"
@@ -272,12 +276,13 @@ def run_evaluation(
     from dreem_trainer.inference.plots import write_identity_timeline, write_metrics_chart
 
     check_outputs(pairs, output, render, overwrite)
-    check_ground_truth(pairs)
+    sources = SourceReads()
+    check_ground_truth(pairs, sources)
     model, placement = placed_model(config, checkpoint, quiet)
     rows: list[dict[str, float | str]] = []
     total = TrackingCounts()
     with torch.inference_mode(), placement.autocast():
-        for result in track_videos(model, config.dataset.test_split(), pairs, config):
+        for result in track_videos(model, config.dataset.test_split(), pairs, config, sources=sources):
             tracked = write_tracks(result.video, result.predictions(), output_folder(output))
             counts = tracking_counts(result.frame_indices, result.true_tracks, result.predicted_tracks)
             total += counts
