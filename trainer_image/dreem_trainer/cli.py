@@ -31,8 +31,11 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,
 )
-config_app = typer.Typer(help="Check and print training configurations without training.", no_args_is_help=True)
+config_app = typer.Typer(
+    help="Check and print training configurations without training.", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(config_app, name="config")
 
 
