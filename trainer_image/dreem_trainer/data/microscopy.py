@@ -13,24 +13,30 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from dreem_trainer.data.label_format import LabelFormat, Predictions
+from dreem_trainer.data.label_format import LabelFormat, Predictions, TrackAssignment
 from dreem_trainer.data.records import UNTRACKED, Frame, Instance, LabelledVideo
 from dreem_trainer.data.sources import DataError, Images
 
 CTC_TRACKS = "man_track.txt"
 CTC_RESULT_TRACKS = "res_track.txt"
 """The same table in a tracker's results (`<seq>_RES/`), beside masks holding the tracks."""
+MAX_CTC_LABEL = 2**16 - 1
+"""CTC masks are 16-bit."""
 CTC_NODE = "centroid"
 """The one node of a cell: its mask's centre of mass."""
 TIFF_SUFFIXES = (".tif", ".tiff")
 LOW_PERCENTILE, HIGH_PERCENTILE = 1.0, 99.8
-_NUMBER = re.compile(r"(\d+)(?=\.tiff?$)")
+_NUMBER = re.compile(r"(\d+)(?=\.tiff?$)", re.IGNORECASE)
+FRAME_PLANES = ("YX", "YXS", "SYX")
+"""What one page of a TIFF video may hold: a grey plane, or its colour samples, interleaved or planar."""
 
 
 def frame_number(path: Path) -> int:
@@ -42,20 +48,37 @@ def frame_number(path: Path) -> int:
 
 
 def numbered_tiffs(folder: Path) -> dict[int, Path]:
-    files = [p for p in folder.iterdir() if p.suffix.lower() in TIFF_SUFFIXES]
-    return {frame_number(p): p for p in sorted(files)}
+    """The TIFFs of a folder by frame number. Two files of one number (`c1_t000.tif` beside `c2_t000.tif`,
+    or a number after the frame's, as in `t005_c1.tif`) are an error: the frames could not be told apart."""
+    numbered: dict[int, Path] = {}
+    for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in TIFF_SUFFIXES):
+        number = frame_number(path)
+        if number in numbered:
+            raise DataError(
+                f"{folder}: {numbered[number].name} and {path.name} both read as frame {number} (the number "
+                "before .tif); keep one channel or sequence per folder"
+            )
+        numbered[number] = path
+    return numbered
 
 
 def to_uint8(image: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
-    """8-bit frames as they are; others scaled robustly by their percentiles."""
+    """8-bit frames as they are; others scaled robustly by their percentiles, or by their range where the
+    percentiles meet (a few bright spots on a flat background). NaN is black."""
     if image.dtype == np.uint8:
         return image.astype(np.uint8, copy=False)
     values = image.astype(np.float32)
-    low, high = (float(bound) for bound in np.percentile(values, (LOW_PERCENTILE, HIGH_PERCENTILE)))
+    finite = values[np.isfinite(values)]
+    if not finite.size:
+        return np.zeros(image.shape, dtype=np.uint8)
+    low, high = (float(bound) for bound in np.percentile(finite, (LOW_PERCENTILE, HIGH_PERCENTILE)))
+    if high <= low:
+        low, high = float(finite.min()), float(finite.max())
     if high <= low:
         return np.zeros(image.shape, dtype=np.uint8)
-    scaled: npt.NDArray[np.uint8] = np.clip((values - low) * (255.0 / (high - low)), 0, 255).astype(np.uint8)
-    return scaled
+    scaled = np.nan_to_num(np.clip((values - low) * (255.0 / (high - low)), 0, 255), nan=0.0)
+    as_bytes: npt.NDArray[np.uint8] = scaled.astype(np.uint8)
+    return as_bytes
 
 
 def as_frames(images: npt.NDArray[Any]) -> Images:
@@ -64,11 +87,38 @@ def as_frames(images: npt.NDArray[Any]) -> Images:
     return frames if frames.ndim == 4 else frames[..., None]
 
 
+def frame_plane(path: Path | str, page: Any) -> npt.NDArray[Any]:
+    """One TIFF page as a frame, (H, W) or (H, W, S): planar colour samples go last."""
+    if page.axes not in FRAME_PLANES:
+        raise DataError(f"{path}: a page of shape {page.shape} (axes {page.axes}); frames are grey or colour planes")
+    plane: npt.NDArray[Any] = page.asarray()
+    return np.moveaxis(plane, 0, -1) if page.axes == "SYX" else plane
+
+
+def stack_frames(path: str, stack: Any) -> int:
+    """How many frames a TIFF stack holds, one page each. A stack of several channels or planes per time
+    point (TCYX, TZYX) would otherwise read each channel as a frame of its own."""
+    series = stack.series[0]
+    extra = [(axis, size) for axis, size in zip(series.axes, series.shape, strict=True) if axis not in "YXS"]
+    if len([size for _, size in extra if size > 1]) > 1:
+        raise DataError(
+            f"{path}: a stack of shape {series.shape} (axes {series.axes}): more than one axis besides the "
+            "frames' (channels or planes); save one channel as a (T, Y, X) stack"
+        )
+    frames = int(np.prod([size for _, size in extra], dtype=np.int64))
+    if frames != len(stack.pages):
+        raise DataError(
+            f"{path}: {len(stack.pages)} pages for {frames} frames (axes {series.axes}); save one page per frame"
+        )
+    frame_plane(path, stack.pages[0])
+    return frames
+
+
 class TiffReader:
     """Frames from a folder of numbered TIFFs or from one multi-page TIFF stack (one page per frame).
 
-    A stack is opened once on creation, and closed again, so that one that cannot be read is an error
-    naming it before training starts.
+    A stack is opened once on creation, and closed again, so that one that cannot be read, or that holds
+    more than frames (several channels per time point), is an error naming it before training starts.
     """
 
     def __init__(self, path: str) -> None:
@@ -77,6 +127,7 @@ class TiffReader:
         self._pid = -1
         self._files: dict[int, Path] | None = None
         """The numbered frames of a folder, listed once rather than for every clip."""
+        self.stack_frames = 0
         self.open_bytes = 2**20
         """An open stack is a file handle and its pages' index; a folder, its listing: a nominal megabyte."""
         if not os.path.isdir(path):
@@ -84,21 +135,50 @@ class TiffReader:
 
             try:
                 with tifffile.TiffFile(path) as stack:
-                    _ = stack.pages[0].shape
+                    self.stack_frames = stack_frames(path, stack)
+            except DataError:
+                raise
             except Exception as error:
                 raise DataError(f"{path}: cannot read as a TIFF stack ({error})") from error
+
+    def frame_numbers(self) -> list[int]:
+        """The frames there are, by number: a folder's file numbers (which may start above 0, or skip)."""
+        if os.path.isdir(self.path):
+            return sorted(self._numbered())
+        return list(range(self.stack_frames))
 
     def read(self, frame_indices: list[int]) -> Images:
         import tifffile
 
         if os.path.isdir(self.path):
-            if self._files is None:
-                self._files = numbered_tiffs(Path(self.path))
-            return as_frames(np.stack([tifffile.imread(self._files[index]) for index in frame_indices]))
+            files = self._numbered()
+            missing = [index for index in frame_indices if index not in files]
+            if missing:
+                raise DataError(f"{self.path}: its labels have frame {missing[0]}, but no TIFF in it has that number")
+            planes = []
+            for index in frame_indices:
+                with tifffile.TiffFile(files[index]) as image:
+                    if len(image.pages) != 1:
+                        raise DataError(
+                            f"{files[index]}: {len(image.pages)} pages; a frame of a folder is one page "
+                            "(3D sequences are not supported)"
+                        )
+                    planes.append(frame_plane(files[index], image.pages[0]))
+            return as_frames(np.stack(planes))
+        beyond = [index for index in frame_indices if not 0 <= index < self.stack_frames]
+        if beyond:
+            raise DataError(
+                f"{self.path}: its labels have frame {beyond[0]}, but the stack has {self.stack_frames} frames"
+            )
         if self._stack is None or self._pid != os.getpid():
             self._stack = tifffile.TiffFile(self.path)
             self._pid = os.getpid()
-        return as_frames(np.stack([self._stack.pages[index].asarray() for index in frame_indices]))
+        return as_frames(np.stack([frame_plane(self.path, self._stack.pages[index]) for index in frame_indices]))
+
+    def _numbered(self) -> dict[int, Path]:
+        if self._files is None:
+            self._files = numbered_tiffs(Path(self.path))
+        return self._files
 
     def close(self) -> None:
         """Closes the stack, and forgets a folder's listing: a closed reader holds nothing per frame."""
@@ -108,7 +188,14 @@ class TiffReader:
         self._files = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path, "_stack": None, "_pid": -1, "_files": self._files}
+        return {
+            "path": self.path,
+            "_stack": None,
+            "_pid": -1,
+            "_files": self._files,
+            "stack_frames": self.stack_frames,
+            "open_bytes": self.open_bytes,
+        }
 
 
 def ctc_ground_truth(sequence: Path) -> Path:
@@ -159,6 +246,25 @@ def cell_labels(mask: npt.NDArray[Any]) -> list[int]:
     return [int(label) for label in np.unique(mask) if label != 0]
 
 
+def read_mask(path: Path) -> npt.NDArray[np.integer[Any]]:
+    """A 2D label mask: 0 background, each cell a positive whole number. Floats holding whole numbers (some
+    tools save masks as float32) are taken as such."""
+    import tifffile
+
+    mask = tifffile.imread(path)
+    if mask.ndim != 2:
+        raise DataError(f"{path}: a mask of shape {mask.shape}; masks are 2D (3D sequences are not supported)")
+    if mask.dtype.kind == "f":
+        if not np.isfinite(mask).all() or (mask != np.round(mask)).any():
+            raise DataError(f"{path}: a mask of fractional values; cell labels are whole numbers")
+        mask = mask.astype(np.int64)
+    elif mask.dtype.kind not in "ui":
+        raise DataError(f"{path}: a mask of {mask.dtype} values; cell labels are whole numbers")
+    if mask.size and int(mask.min()) < 0:
+        raise DataError(f"{path}: a mask with label {int(mask.min())}; cell labels are positive (0: background)")
+    return mask
+
+
 def cells_of(mask: npt.NDArray[Any], track_of: dict[int, int]) -> tuple[Instance, ...]:
     """One Instance per label of a mask: its centre of mass and bounding box."""
     from scipy import ndimage
@@ -185,8 +291,6 @@ def cells_of(mask: npt.NDArray[Any], track_of: dict[int, int]) -> tuple[Instance
 def read_ctc(tracks_path: str, sequence_path: str) -> LabelledVideo:
     """A CTC sequence: raw frames in `sequence_path`; masks and `man_track.txt` at `tracks_path` (its
     _GT/TRA), or, given a folder of masks without identities, cells to track."""
-    import tifffile
-
     sequence, truth = Path(sequence_path), ctc_masks(tracks_path)
     lineage = read_lineage(Path(tracks_path)) if not os.path.isdir(tracks_path) else {}
     raw = numbered_tiffs(sequence)
@@ -196,12 +300,20 @@ def read_ctc(tracks_path: str, sequence_path: str) -> LabelledVideo:
     missing = sorted(masks.keys() - raw.keys())
     if missing:
         raise DataError(f"{masks[missing[0]]}: a mask for frame {missing[0]}, which {sequence} does not have")
-    names = sorted(lineage)
-    track_of = {label: index for index, label in enumerate(names)}
-    first = tifffile.imread(raw[min(raw)])
+    if tracks_path.endswith(CTC_RESULT_TRACKS):
+        # A result's labels are its tracks (label - 1, as `write` numbers them), so a track keeps its colour
+        # in `dreem render` and in `dreem eval`'s timeline; a gap's continuation is the track it continues.
+        track_of = result_tracks(lineage)
+        names = [""] * (max(track_of.values(), default=-1) + 1)
+        for track in track_of.values():
+            names[track] = str(track + 1)
+    else:
+        names = [str(label) for label in sorted(lineage)]
+        track_of = {label: index for index, label in enumerate(sorted(lineage))}
+    first = TiffReader(str(sequence)).read([min(raw)])[0]
     frames = []
     for number in sorted(masks):
-        mask = tifffile.imread(masks[number])
+        mask = read_mask(masks[number])
         if mask.shape[:2] != first.shape[:2]:
             raise DataError(
                 f"{masks[number]}: mask is {mask.shape[1]}x{mask.shape[0]} but the frames of {sequence} are "
@@ -215,7 +327,7 @@ def read_ctc(tracks_path: str, sequence_path: str) -> LabelledVideo:
         (track_of[label], track_of[parent])
         for label, segments in lineage.items()
         for _, _, parent in segments
-        if parent in track_of
+        if parent in track_of and track_of[label] != track_of[parent]
     }
     return LabelledVideo(
         name=sequence.name,
@@ -223,9 +335,77 @@ def read_ctc(tracks_path: str, sequence_path: str) -> LabelledVideo:
         video_path=str(sequence),
         node_names=(CTC_NODE,),
         frames=tuple(frames),
-        track_names=tuple(str(label) for label in names),
+        track_names=tuple(names),
         parents=tuple(sorted(divisions)),
     )
+
+
+@dataclass(frozen=True)
+class CtcSegment:
+    """One line of `res_track.txt`: a track's cells over consecutive frames, under one label."""
+
+    label: int
+    track: int
+    begin: int
+    end: int
+    parent: int
+    """The label the track had before its last gap; 0 for a track's first segment."""
+
+    def cells(self) -> Iterator[tuple[int, int]]:
+        """(frame, track) of every frame the segment covers."""
+        return ((frame, self.track) for frame in range(self.begin, self.end + 1))
+
+
+def ctc_segments(video: LabelledVideo, tracks: TrackAssignment) -> list[CtcSegment]:
+    """The labelled segments of each predicted track: its first keeps label track + 1, and each one after a
+    gap takes the next label above every track's, with the segment before it as parent."""
+    frames_of: dict[int, set[int]] = {}
+    for labelled in video.frames:
+        for instance in labelled.instances:
+            track = tracks.get((labelled.frame_idx, instance.index_in_frame), UNTRACKED)
+            if track >= 0:
+                frames_of.setdefault(track, set()).add(labelled.frame_idx)
+    next_label = max(frames_of, default=-1) + 2
+    segments = []
+    for track, frames in sorted(frames_of.items()):
+        ordered = sorted(frames)
+        begin, parent, label = ordered[0], 0, track + 1
+        for previous, following in zip(ordered, [*ordered[1:], None], strict=True):
+            if following == previous + 1:
+                continue
+            segments.append(CtcSegment(label, track, begin, previous, parent))
+            if following is not None:
+                begin, parent, label, next_label = following, label, next_label, next_label + 1
+    if next_label - 1 > MAX_CTC_LABEL:
+        raise DataError(f"{video.name}: {next_label - 1} CTC labels needed, above the 16-bit masks' {MAX_CTC_LABEL}")
+    return segments
+
+
+def result_tracks(lineage: dict[int, list[tuple[int, int, int]]]) -> dict[int, int]:
+    """{label: track} of a tracker's CTC results: label - 1, a gap's continuation taking its parent's track.
+    A continuation is a parent's only child, beginning at least two frames after the parent ends (a division
+    gives two children, each beginning the frame after)."""
+    children: dict[int, list[int]] = {}
+    for label, segments in lineage.items():
+        for _, _, parent in segments:
+            if parent in lineage:
+                children.setdefault(parent, []).append(label)
+
+    def continued(label: int) -> int | None:
+        """The label `label` continues after a gap, if it does."""
+        (begin, _, parent), *_ = sorted(lineage[label])
+        if parent not in lineage or len(children[parent]) != 1:
+            return None
+        return parent if begin > max(end for _, end, _ in lineage[parent]) + 1 else None
+
+    tracks: dict[int, int] = {}
+    for label in sorted(lineage):
+        root, seen = label, {label}
+        while (earlier := continued(root)) is not None and earlier not in seen:
+            root = earlier
+            seen.add(root)
+        tracks[label] = root - 1
+    return tracks
 
 
 class CtcLabels(LabelFormat):
@@ -247,27 +427,29 @@ class CtcLabels(LabelFormat):
         return output / f"{Path(video_path).name}_RES"
 
     def write(self, video: LabelledVideo, predictions: Predictions, output: Path) -> Path:
-        """`<output>/<sequence>_RES/`: `mask<t>.tif` per frame, each cell's pixels holding its predicted track
-        (from 1), and `res_track.txt` (`label begin end parent`; DREEM links cells, it does not detect
-        divisions, so every parent is 0)."""
+        """`<output>/<sequence>_RES/`: `mask<t>.tif` per frame, each cell's pixels holding its track's label,
+        and `res_track.txt` (`label begin end parent`). A track's label is its number plus 1 (CTC labels
+        start at 1). The CTC wants each label in every frame from its begin to its end, so a track missing
+        from some frames continues, after each gap, under a new label whose parent is the label before the
+        gap (`result_tracks` joins them again); DREEM links cells and detects no divisions, so no other
+        label has a parent."""
         import tifffile
 
-        tracks = predictions.tracks
         target = self.written_to(video.video_path, output)
-        target.mkdir(parents=True, exist_ok=True)
         masks = numbered_tiffs(ctc_masks(video.labels_path))
         digits = max(3, len(str(max(masks, default=0))))
-        spans: dict[int, list[int]] = {}
+        segments = ctc_segments(video, predictions.tracks)
+        label_at = {(frame, track): segment.label for segment in segments for frame, track in segment.cells()}
+        target.mkdir(parents=True, exist_ok=True)
         for frame in video.frames:
-            mask = tifffile.imread(masks[frame.frame_idx])
+            mask = read_mask(masks[frame.frame_idx])
             lookup = np.zeros(int(mask.max()) + 1, dtype=np.uint16)
-            for position, label in enumerate(cell_labels(mask)):
-                track = tracks.get((frame.frame_idx, position), UNTRACKED)
+            for position, cell in enumerate(cell_labels(mask)):
+                track = predictions.tracks.get((frame.frame_idx, position), UNTRACKED)
                 if track >= 0:
-                    lookup[label] = track + 1
-                    spans.setdefault(track + 1, []).append(frame.frame_idx)
+                    lookup[cell] = label_at[frame.frame_idx, track]
             tifffile.imwrite(target / f"mask{frame.frame_idx:0{digits}d}.tif", lookup[mask], compression="zlib")
-        lines = [f"{label} {min(frames)} {max(frames)} 0" for label, frames in sorted(spans.items())]
+        lines = [f"{s.label} {s.begin} {s.end} {s.parent}" for s in sorted(segments, key=lambda s: s.label)]
         (target / CTC_RESULT_TRACKS).write_text("\n".join(lines) + "\n")
         return target
 

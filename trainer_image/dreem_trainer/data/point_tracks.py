@@ -154,19 +154,32 @@ def read_trackmate_csv(labels_path: str, video_path: str) -> LabelledVideo:
         )
     spots: list[Spot] = []
     for line, row in enumerate(rows, start=2):
-        if not row["FRAME"].strip().lstrip("-").isdigit():
-            continue  # the unit and description rows
         where = f"{labels_path}:{line}"
+        frame = _frame(row["FRAME"], where)
+        if frame is None:
+            continue  # the unit and description rows
         track = row["TRACK_ID"].strip()
         spots.append(
             (
-                int(row["FRAME"]),
+                frame,
                 _number(row["POSITION_X"], "POSITION_X", where),
                 _number(row["POSITION_Y"], "POSITION_Y", where),
                 track if track and track.lower() != "none" else None,
             )
         )
     return labelled_video(labels_path, video_path, spots)
+
+
+def _frame(value: str, where: str) -> int | None:
+    """A FRAME cell's number; TrackMate and spreadsheets may write it as a float (`12.0`). None for the
+    header rows' words (Frame, the unit row's blank)."""
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    if not number.is_integer():
+        raise DataError(f"{where}: FRAME {value.strip()!r} is not a frame number")
+    return int(number)
 
 
 def write_tracks_csv(rows: list[tuple[int, int, float, float]], target: Path) -> Path:

@@ -36,7 +36,7 @@ from av.video.frame import PictureType
 from av.video.reformatter import ColorRange, VideoReformatter
 
 from dreem_trainer.data.discovery import SourcePair
-from dreem_trainer.data.microscopy import CTC_RESULT_TRACKS, CTC_TRACKS, TiffReader, is_tiff_video, numbered_tiffs
+from dreem_trainer.data.microscopy import CTC_RESULT_TRACKS, CTC_TRACKS, TiffReader, is_tiff_video
 from dreem_trainer.data.point_tracks import TRACKS_CSV_SUFFIX
 from dreem_trainer.data.records import Instance, LabelledVideo
 from dreem_trainer.inference.colours import RGB, track_colour
@@ -68,6 +68,8 @@ class VideoFacts:
     height: int
     width: int
     fps: float | None
+    first_frame: int = 0
+    """A folder of TIFFs may number its frames from 1; the frames before it are not drawn."""
 
 
 def render(
@@ -88,7 +90,7 @@ def render(
         if _same_file(output, Path(read)):  # --overwrite replaces drawings, never what they are drawn from
             raise RenderError(f"{output}: this render reads it ({read}); choose another --output")
     facts = video_facts(pair.video_path)
-    frames = options.frames.resolve(facts.frame_count, pair.video_path)
+    frames = options.frames.resolve(facts.frame_count, pair.video_path, facts.first_frame)
     still = output.suffix.lower() in STILL_SUFFIXES
     if still and len(frames) != 1:
         raise RenderError(f"{output}: a still image holds one frame; choose it with --frames N")
@@ -194,17 +196,13 @@ def _recorded_video(labels_path: Path) -> Path | None:
 
 def video_facts(video_path: str) -> VideoFacts:
     if is_tiff_video(video_path):
-        import tifffile
-
-        if os.path.isdir(video_path):
-            files = numbered_tiffs(Path(video_path))
-            if not files:
-                raise RenderError(f"{video_path}: no TIFF frames in the folder")
-            shape = tifffile.imread(files[min(files)]).shape
-            return VideoFacts(max(files) + 1, int(shape[0]), int(shape[1]), None)
-        with tifffile.TiffFile(video_path) as stack:
-            shape = stack.pages[0].shape
-            return VideoFacts(len(stack.pages), int(shape[0]), int(shape[1]), None)
+        reader = TiffReader(video_path)
+        numbers = reader.frame_numbers()
+        if not numbers:
+            raise RenderError(f"{video_path}: no TIFF frames in the folder")
+        height, width = reader.read([numbers[0]]).shape[1:3]
+        reader.close()
+        return VideoFacts(numbers[-1] + 1, int(height), int(width), None, first_frame=numbers[0])
     # The container's numbers, as sleap-io reads them with OpenCV, without decoding a frame.
     capture = cv2.VideoCapture(video_path)
     try:
@@ -502,12 +500,15 @@ class TiffFrames:
         self.reader = TiffReader(video_path)
         self.frames = frames
         self.layout = layout
+        self.shape = (layout.source_height, layout.source_width)
 
     def __iter__(self) -> Iterator[VideoFrame]:
         layout = self.layout
         buffer = np.empty((layout.height * 3 // 2, layout.width), dtype=np.uint8)
+        present = set(self.reader.frame_numbers())
         for index in self.frames:
-            image = self.reader.read([index])[0]
+            # A number a folder skips is drawn black, so the frames after it keep their time.
+            image = self.reader.read([index])[0] if index in present else np.zeros((*self.shape, 1), np.uint8)
             rgb = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB) if image.shape[2] == 1 else image[..., :3]
             if (layout.scaled_width, layout.scaled_height) != (layout.source_width, layout.source_height):
                 rgb = cv2.resize(rgb, (layout.scaled_width, layout.scaled_height), interpolation=cv2.INTER_AREA)

@@ -55,8 +55,9 @@ class FrameRange:
         # The command line names --frames before this message.
         raise RenderError(f"expected A:B, A:, :B or A (frame numbers from 0), got {text!r}")
 
-    def resolve(self, frame_count: int, video: str) -> range:
-        start = 0 if self.start is None else self.start
+    def resolve(self, frame_count: int, video: str, first_frame: int = 0) -> range:
+        """The frames to draw; all of them, from the video's first, by default."""
+        start = first_frame if self.start is None else self.start
         stop = frame_count if self.stop is None else self.stop
         if not 0 <= start < stop <= frame_count:
             raise RenderError(
