@@ -164,11 +164,26 @@ def test_save_last_false_and_top_k_all(tmp_path: Path) -> None:
     assert len(list((tmp_path / "models").glob("epoch=*.ckpt"))) == 2
 
 
-def test_default_checkpoint_dir_uses_group_and_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_checkpoint_dir_uses_group_and_name_and_auto_resume_finds_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     config = tiny_config(tmp_path, checkpointing={"dirpath": None}, logging={"group": "sweep", "name": "runA"})
     run_training(config)
-    assert list((tmp_path / "models" / "sweep" / "runA").glob("*.ckpt"))
+    last = tmp_path / "models" / "sweep" / "runA" / "last.ckpt"
+    assert last.is_file()
+    # The run restarted with resume: auto carries on from that folder's last.ckpt rather than starting over
+    # (and writing over its checkpoints).
+    again = run_training(
+        tiny_config(
+            tmp_path,
+            checkpointing={"dirpath": None, "resume": "auto"},
+            logging={"group": "sweep", "name": "runA"},
+            trainer={"max_epochs": 2},
+        )
+    )
+    assert again.ckpt_path is not None and Path(again.ckpt_path).resolve() == last.resolve()
+    assert again.current_epoch == 2
 
 
 def test_early_stopping_stops(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -120,6 +121,15 @@ class DreemConfig(Section):
         exclude=True,
         json_schema_extra=no_effect("DREEM 0.5.1 never reads it"),
     )
+
+    def checkpoint_dir(self) -> Path:
+        """Where a local run writes its checkpoints, and where `resume: auto` looks for them:
+        `checkpointing.dirpath`, else ./models/[group]/[name] (or ./models/[name])."""
+        if self.checkpointing.dirpath:
+            return Path(self.checkpointing.dirpath)
+        name = self.logging.name if self.logging else "dreem_train"
+        group = self.logging.group if self.logging else None
+        return Path("models", group, name) if group else Path("models", name)
 
     @model_validator(mode="before")
     @classmethod

@@ -196,6 +196,5 @@ def _newest(config: DreemConfig) -> str | None:
         assert dirpath is not None
         found = newest_checkpoint(config.storage, S3Uri.parse(dirpath))
         return str(found) if found else None
-    if dirpath and (Path(dirpath) / "last.ckpt").is_file():
-        return str(Path(dirpath) / "last.ckpt")
-    return None
+    last = config.checkpoint_dir() / "last.ckpt"  # the default folder too: ./models/[group]/[name]
+    return str(last) if last.is_file() else None

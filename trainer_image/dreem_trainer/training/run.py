@@ -92,16 +92,6 @@ def data_loader(
     return DataLoader(dataset, collate_fn=collate_clips, **settings)
 
 
-def checkpoint_dir(config: DreemConfig) -> Path:
-    """`checkpointing.dirpath`, else ./models/[group]/[name] (or ./models/[name])."""
-    if config.checkpointing.dirpath:
-        return Path(config.checkpointing.dirpath)
-    logging_config = config.logging
-    name = logging_config.name if logging_config else "dreem_train"
-    group = logging_config.group if logging_config else None
-    return Path("models", group, name) if group else Path("models", name)
-
-
 def monitored(metric: str, has_validation: bool) -> str:
     """Without a validation split, val_* metrics do not exist: watch the training loss instead."""
     if has_validation or split_of(metric) != "val":
@@ -175,7 +165,7 @@ def build_callbacks(
     callbacks: list[Callback] = [PreciseBatchNorm(), RichProgressBar() if interactive else EpochLines()]
     checkpointing = config.checkpointing
     if config.trainer.enable_checkpointing:
-        directory = checkpoint_dir(config)
+        directory = config.checkpoint_dir()
         passed = checkpointing.kwargs()
         # DREEM's configs pass auto_insert_metric_name: true; Lightning then writes the names itself.
         named_by_lightning = bool(passed.get("auto_insert_metric_name", False))
@@ -429,7 +419,7 @@ def run_training(config: DreemConfig, callbacks: Sequence[Callback] = ()) -> pl.
     if start.fine_tune is not None:
         load_weights(module.model, start.fine_tune)
     if trainer.is_global_zero:
-        directory = checkpoint_dir(local)
+        directory = local.checkpoint_dir()
         directory.mkdir(parents=True, exist_ok=True)
         # The configuration as given (s3:// paths, not the local cache they were staged to).
         write_run_config(directory / "config.yaml", dump_yaml(config))
