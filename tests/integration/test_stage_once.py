@@ -160,3 +160,16 @@ def test_a_resume_reads_what_this_node_uploaded_from_the_cache_but_never_a_stale
     run = stage(config)
     assert run.config.model.ckpt_path is not None and Path(run.config.model.ckpt_path).read_bytes() == b"epoch 1!"
     assert len(s3.gets(out, "models/last.ckpt")) == 1
+
+
+def test_runs_sharing_a_cache_stage_their_outputs_in_folders_of_their_own(s3_endpoint: str, tmp_path: Path) -> None:
+    """Pods mounting one cache volume are all PID 1 and may start in the same second: two stagings in one
+    process within a second, as theirs would be, must not share the folder their checkpoints are mirrored from."""
+    data, out = bucket(s3_endpoint, with_flies=True), bucket(s3_endpoint)
+    config = tiny_config(tmp_path, **on_s3(s3_endpoint, tmp_path, data, out))
+    first, second = stage(config), stage(config)
+    assert first.staging is not None and second.staging is not None
+    assert first.staging != second.staging and first.staging.is_dir() and second.staging.is_dir()
+    assert first.config.checkpointing.dirpath != second.config.checkpointing.dirpath
+    local = tiny_config(tmp_path, logging=None)
+    assert stage(local).staging is None  # nothing mirrored, no folder made

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-import time
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,15 +147,16 @@ def _assemble(
     dataset = config.dataset.model_copy(
         update={name: _localise(split, localise) for name, split in splits.items() if split is not None}
     )
-    staging = cache_root(config.storage) / "outputs" / f"{os.getpid()}-{int(time.time())}"
-    run = StagedRun(config.model_copy(update={"dataset": dataset}), staging=staging, fence=fence)
+    run = StagedRun(config.model_copy(update={"dataset": dataset}), fence=fence)
     checkpointing, logging_config = run.config.checkpointing, run.config.logging
-    if is_s3(checkpointing.dirpath):
+    mirrored = is_s3(checkpointing.dirpath) or (logging_config is not None and is_s3(logging_config.save_dir))
+    run.staging = staging = _staging_folder(config.storage) if mirrored else None
+    if staging is not None and is_s3(checkpointing.dirpath):
         assert checkpointing.dirpath is not None
         output = MirroredOutput(staging / "checkpoints", S3Uri.parse(checkpointing.dirpath), cached=True)
         run.outputs.append(output)
         checkpointing = checkpointing.model_copy(update={"dirpath": str(output.local)})
-    if logging_config is not None and is_s3(logging_config.save_dir):
+    if staging is not None and logging_config is not None and is_s3(logging_config.save_dir):
         output = MirroredOutput(staging / "logs", S3Uri.parse(logging_config.save_dir))
         run.outputs.append(output)
         logging_config = logging_config.model_copy(update={"save_dir": str(output.local)})
@@ -169,6 +170,14 @@ def _assemble(
         ckpt_path = localise(ckpt_path)
     run.config = run.config.model_copy(update={"model": model.model_copy(update={"ckpt_path": ckpt_path})})
     return run
+
+
+def _staging_folder(storage: StorageConfig) -> Path:
+    """A folder of this process's own for the outputs it mirrors to S3. Made here, under a name no other
+    process gets: pods sharing a cache volume are all PID 1, and may start in the same second."""
+    outputs = cache_root(storage) / "outputs"
+    outputs.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=outputs))
 
 
 def _claim(config: DreemConfig) -> AttemptFence | None:
