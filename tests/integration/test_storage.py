@@ -135,6 +135,27 @@ def test_download_cache_skips_unchanged_and_refetches_changed(s3_endpoint: str, 
     assert not list(local.glob("*.partial")) and not list(local.glob(".*.partial"))
 
 
+def test_a_prefix_download_follows_the_bucket_and_skips_folder_markers(s3_endpoint: str, tmp_path: Path) -> None:
+    data = bucket(s3_endpoint, with_flies=True)
+    client = boto3.client("s3", endpoint_url=s3_endpoint)
+    client.put_object(Bucket=data, Key="flies/", Body=b"")  # the S3 console's "Create folder"
+    client.put_object(Bucket=data, Key="flies/takes/", Body=b"")
+    client.upload_file(str(DEMO_DATA / "two_flies.slp"), data, "flies/takes/bad_take.slp")
+    settings = StorageConfig.model_validate(storage(s3_endpoint, tmp_path))
+    local = download(settings, f"s3://{data}/flies")
+    assert sorted(p.relative_to(local).as_posix() for p in local.rglob("*") if not p.name.startswith(".")) == [
+        "takes",
+        "takes/bad_take.slp",
+        "two_flies.mp4",
+        "two_flies.slp",
+    ]
+    # A take deleted from the bucket since is not trained on from the cache.
+    client.delete_object(Bucket=data, Key="flies/takes/bad_take.slp")
+    download(settings, f"s3://{data}/flies")
+    assert not (local / "takes" / "bad_take.slp").exists()
+    assert (local / "two_flies.slp").read_bytes() == (DEMO_DATA / "two_flies.slp").read_bytes()
+
+
 def test_keys_outside_the_cache_are_refused(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="outside the cache directory"):
         local_path(tmp_path, S3Uri("bucket", "../../etc/passwd"))

@@ -196,17 +196,30 @@ def download(storage: StorageConfig, text: str, report: DownloadReport | None = 
         target = local_path(root, uri)
         _fetch(client, uri, target, int(head["ContentLength"]), str(head["ETag"]), report)
         return target
-    found = False
+    listed: set[Path] = set()
     try:
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=uri.bucket, Prefix=uri.prefix):
             for item in page.get("Contents", []):
-                found = True
+                if item["Key"].endswith("/"):
+                    continue  # a folder marker (the S3 console's "Create folder"), not a file
                 child = S3Uri(uri.bucket, item["Key"])
+                listed.add(local_path(root, child))
                 _fetch(client, child, local_path(root, child), int(item["Size"]), str(item["ETag"]), report)
     except StorageError:
         raise
     except Exception as error:
         raise StorageError(f"{uri}: {explain(error)}") from None
-    if not found:
+    if not listed:
         raise StorageError(f"{uri}: no such object or prefix")
-    return local_path(root, uri) if uri.key else root / "s3" / uri.bucket
+    folder = local_path(root, uri) if uri.key else (root / "s3" / uri.bucket).resolve()
+    _drop_unlisted(folder, listed)
+    return folder
+
+
+def _drop_unlisted(folder: Path, listed: set[Path]) -> None:
+    """Forget the cached files under a prefix whose objects are no longer in it: deleted or renamed in the
+    bucket since, they must not be read as data. (Names starting with a dot are the cache's own.)"""
+    for path in [p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".") and p not in listed]:
+        with _locked(path):
+            _sidecar(path).unlink(missing_ok=True)
+            path.unlink(missing_ok=True)
