@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import lightning.pytorch as pl
 import pytest
 import torch
 
@@ -18,6 +20,7 @@ from dreem_trainer.config.paths import S3Uri
 from dreem_trainer.config.run import StorageConfig
 from dreem_trainer.data.discovery import discover
 from dreem_trainer.storage.client import StorageError, check_access
+from dreem_trainer.storage.client import _client as s3_client_cache
 from dreem_trainer.storage.download import DownloadReport, download, local_path
 from dreem_trainer.storage.staging import stage_split
 from dreem_trainer.training.run import run_training
@@ -235,3 +238,81 @@ def test_logs_on_s3_hold_every_epoch(s3_endpoint: str, tmp_path: Path) -> None:
     rows = list(csv.DictReader(io.StringIO(text)))
     assert sorted({row["epoch"] for row in rows if row.get("val_loss")}) == ["0", "1", "2"]
     assert not list((tmp_path / "cache" / "outputs").glob("*/*")), "staged outputs left in the cache after upload"
+
+
+def test_outputs_the_store_refuses_stop_the_run_at_start_and_as_soon_as_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A moto server enforcing IAM policies: credentials that may read but not write fail before training;
+    ones allowed only the start-up check's marker (a bucket policy changed since) stop at the first
+    checkpoint the store refuses, not hours later at the end of the run."""
+    port = free_port()
+    script = (
+        "from moto.server import ThreadedMotoServer; import time\n"
+        f"ThreadedMotoServer(ip_address='127.0.0.1', port={port}, verbose=False).start(); time.sleep(300)"
+    )
+    server = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "7"})
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_port(port)
+        admin = {
+            "endpoint_url": endpoint,
+            "region_name": "us-east-1",
+            "aws_access_key_id": S3_ENV["AWS_ACCESS_KEY_ID"],
+            "aws_secret_access_key": S3_ENV["AWS_SECRET_ACCESS_KEY"],
+        }
+        boto3.client("s3", **admin).create_bucket(Bucket="out")
+        iam = boto3.client("iam", **admin)
+
+        def user(name: str, statements: list[dict[str, Any]]) -> dict[str, str]:
+            iam.create_user(UserName=name)
+            iam.put_user_policy(
+                UserName=name,
+                PolicyName="p",
+                PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": statements}),
+            )
+            key = iam.create_access_key(UserName=name)["AccessKey"]
+            return {"AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
+
+        # (moto names HEAD of a bucket s3:HeadBucket; AWS checks s3:ListBucket)
+        read = {"Effect": "Allow", "Action": ["s3:GetObject", "s3:ListBucket", "s3:HeadBucket"], "Resource": "*"}
+        marker = {
+            "Effect": "Allow",
+            "Action": ["s3:PutObject", "s3:DeleteObject"],
+            "Resource": "arn:aws:s3:::out/models/.dreem-write-check-*",
+        }
+        reader, checked = user("reader", [read]), user("checked", [read, marker])
+        settings = {"endpoint_url": endpoint, "addressing_style": "path", "cache_dir": str(tmp_path / "cache")}
+
+        def train(credentials: dict[str, str]) -> tuple[str, int]:
+            for key, value in credentials.items():
+                monkeypatch.setenv(key, value)
+            s3_client_cache.cache_clear()  # a process reads its credentials once; here one process plays two
+            epochs = Epochs()
+            config = tiny_config(
+                tmp_path,
+                logging=None,
+                trainer={"max_epochs": 3},
+                storage=settings | {"max_attempts": 1},
+                checkpointing={"dirpath": "s3://out/models"},
+            )
+            with pytest.raises(StorageError) as raised:
+                run_training(config, callbacks=[epochs])
+            return str(raised.value), epochs.started
+
+        message, epochs = train(reader)
+        assert message.startswith("s3://out/models: cannot store outputs there (access denied") and epochs == 0
+        message, epochs = train(checked)
+        # The first upload refused is the run's config.yaml, at start; the run stops at the end of its first
+        # epoch's validation, the first checkpointing hook after.
+        assert message.startswith("s3://out/models/config.yaml: access denied") and epochs == 1
+    finally:
+        server.kill()
+
+
+class Epochs(pl.Callback):
+    def __init__(self) -> None:
+        self.started = 0
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.started += 1

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+import uuid
 from functools import cache
 from typing import Any
 
 from dreem_trainer.config.paths import S3Uri
 from dreem_trainer.config.run import StorageConfig
+
+log = logging.getLogger(__name__)
 
 
 class StorageError(RuntimeError):
@@ -71,3 +75,21 @@ def check_access(storage: StorageConfig, uri: S3Uri) -> None:
         client.list_objects_v2(Bucket=uri.bucket, Prefix=uri.prefix, MaxKeys=1)
     except Exception as error:
         raise StorageError(f"{uri}: {explain(error)}") from None
+
+
+def check_write(storage: StorageConfig, uri: S3Uri) -> None:
+    """Fail fast, before any training, when outputs could not be stored under `uri`: credentials that may
+    read and list but not write would otherwise train for hours with nothing stored. Writes and deletes an
+    empty marker object; a refused delete only warns (pruned checkpoints then stay in the bucket)."""
+    client = s3_client(storage)
+    marker = uri.join(f".dreem-write-check-{uuid.uuid4().hex}")
+    try:
+        client.put_object(Bucket=marker.bucket, Key=marker.key, Body=b"")
+    except Exception as error:
+        raise StorageError(f"{uri}: cannot store outputs there ({explain(error)})") from None
+    try:
+        client.delete_object(Bucket=marker.bucket, Key=marker.key)
+    except Exception as error:
+        log.warning(
+            "%s: cannot delete there (%s): checkpoints save_top_k prunes stay in the bucket", uri, explain(error)
+        )

@@ -19,7 +19,7 @@ from dreem_trainer.config.data import DatasetSplitConfig
 from dreem_trainer.config.paths import S3Uri, is_s3
 from dreem_trainer.config.run import StorageConfig
 from dreem_trainer.contract import ENV_ATTEMPT
-from dreem_trainer.storage.client import StorageError, check_access
+from dreem_trainer.storage.client import StorageError, check_access, check_write
 from dreem_trainer.storage.download import cache_root, download
 from dreem_trainer.storage.fence import AttemptFence
 from dreem_trainer.storage.node import NodeStaging, StagedFiles
@@ -119,6 +119,9 @@ def _stage(config: DreemConfig, staged: StagedFiles) -> StagedRun:
         if (uri.bucket, uri.key) not in checked:
             check_access(config.storage, uri)
             checked.add((uri.bucket, uri.key))
+    for output in {config.checkpointing.dirpath, config.logging.save_dir if config.logging else None}:
+        if output is not None and is_s3(output):
+            check_write(config.storage, S3Uri.parse(output))
 
     def fetch(path: str) -> str:
         if path not in staged.local:  # a path two splits share is listed and checked once

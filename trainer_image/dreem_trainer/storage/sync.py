@@ -65,6 +65,9 @@ class DirectorySync:
         self.mirrored: dict[str, Signature] = {}
         self.pending: list[Future[None]] = []
         self.failures: dict[str, str] = {}
+        self.refused: StorageError | None = None
+        """The first transfer the store refused outright (access denied, no such bucket): retrying will not
+        help, and training on would store nothing, so the run stops at its next checkpointing hook."""
         self.on_remote: set[str] = set()
         """Names whose latest upload finished: the only valid sources of a server-side copy."""
         self.etags: dict[str, str] = {}
@@ -141,6 +144,8 @@ class DirectorySync:
                 if not transient(error) or time.monotonic() + delay > deadline:
                     self.failures[name] = f"{self.remote.join(name)}: {explain(error)}"
                     log.error("could not store %s: %s", self.remote.join(name), explain(error))
+                    if not transient(error) and self.refused is None:
+                        self.refused = StorageError(f"{self.failures[name]} (the store refused it; training stops)")
                     return
                 log.warning("storage unavailable (%s); retrying %s in %.0f s", explain(error), name, delay)
                 time.sleep(delay)

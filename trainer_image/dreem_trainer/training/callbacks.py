@@ -235,17 +235,20 @@ class StorageSync(Checkpoint):
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.sanity_checking:
             self._sync()
-            self._stop_if_fenced()
+            self._stop_if_storing_nothing()
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._sync()
-        self._stop_if_fenced()
+        self._stop_if_storing_nothing()
 
-    def _stop_if_fenced(self) -> None:
-        """A gang whose output a newer gang has claimed trains on for nothing: it stops with the reason."""
+    def _stop_if_storing_nothing(self) -> None:
+        """A gang whose output a newer gang has claimed, or whose uploads the store refuses (credentials
+        rotated to read-only, a bucket policy changed), trains on for nothing: it stops with the reason."""
         for sync in self.syncs:
             if sync.fenced is not None:
                 raise sync.fenced
+            if sync.refused is not None:
+                raise sync.refused
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.finish()
