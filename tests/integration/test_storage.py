@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -316,3 +317,37 @@ class Epochs(pl.Callback):
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.started += 1
+
+
+def test_a_checkpoint_written_within_an_epoch_is_stored_before_the_epoch_ends(s3_endpoint: str, tmp_path: Path) -> None:
+    """every_n_train_steps checkpoints of a long epoch: a node lost later in the epoch must not lose them."""
+    out = bucket(s3_endpoint)
+    seen = StoredWithinEpoch(s3_endpoint, out)
+    split = {"n_chunks": 4}
+    config = tiny_config(
+        tmp_path,
+        logging=None,
+        trainer={"max_epochs": 2},
+        dataset={"train_dataset": split, "val_dataset": split},
+        storage=storage(s3_endpoint, tmp_path),
+        checkpointing={"dirpath": f"s3://{out}/models", "every_n_train_steps": 1, "every_n_epochs": 0},
+    )
+    run_training(config, callbacks=[seen])
+    assert seen.stored and all(name.startswith("models/epoch=1-") for name in seen.stored), seen.stored
+
+
+class StoredWithinEpoch(pl.Callback):
+    """At the third batch of the second epoch, the checkpoints of that epoch already in the bucket (waiting up
+    to 15 s for uploads under way)."""
+
+    def __init__(self, endpoint: str, name: str) -> None:
+        self.endpoint, self.name = endpoint, name
+        self.stored: list[str] = []
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, index: int) -> None:
+        if trainer.current_epoch != 1 or index != 2:
+            return
+        deadline = time.monotonic() + 15
+        while not self.stored and time.monotonic() < deadline:
+            self.stored = [key for key in keys(self.endpoint, self.name, "models/epoch=1-") if key.endswith(".ckpt")]
+            time.sleep(0.2)

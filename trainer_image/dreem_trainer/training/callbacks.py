@@ -232,6 +232,16 @@ class StorageSync(Checkpoint):
             ]
         self._sync()
 
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        """A checkpoint written within the epoch (`every_n_train_steps`, `train_time_interval`) goes up at
+        once: a node lost later in a long epoch must not take it along."""
+        step = trainer.global_step
+        if any(isinstance(c, CheckpointSeam) and c.written_at(step) for c in trainer.checkpoint_callbacks):
+            self._sync()
+            self._stop_if_storing_nothing()
+
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.sanity_checking:
             self._sync()
