@@ -351,3 +351,48 @@ class StoredWithinEpoch(pl.Callback):
         while not self.stored and time.monotonic() < deadline:
             self.stored = [key for key in keys(self.endpoint, self.name, "models/epoch=1-") if key.endswith(".ckpt")]
             time.sleep(0.2)
+
+
+def test_a_resume_on_s3_keeps_the_best_checkpoints_of_the_run_before(s3_endpoint: str, tmp_path: Path) -> None:
+    """Each start stages the S3 output in a new local folder, and Lightning forgets the top-k record of a
+    state written in another folder: the first checkpoint after a resume became the best, however bad."""
+    out = bucket(s3_endpoint)
+
+    def config(epochs: int) -> Any:
+        return tiny_config(
+            tmp_path,
+            logging=None,
+            trainer={"max_epochs": epochs},
+            storage=storage(s3_endpoint, tmp_path),
+            checkpointing={"dirpath": f"s3://{out}/models", "save_top_k": 1},
+        )
+
+    def stored() -> list[str]:
+        return [key for key in keys(s3_endpoint, out, "models/epoch=") if key.endswith(".ckpt")]
+
+    def best_so_far_scored(score: float) -> None:
+        """Rewrite the S3 last.ckpt's top-k record as if its best had scored `score`."""
+        client = boto3.client("s3", endpoint_url=s3_endpoint)
+        state = torch.load(io.BytesIO(client.get_object(Bucket=out, Key="models/last.ckpt")["Body"].read()))
+        (record,) = [value for value in state["callbacks"].values() if "best_k_models" in value]
+        record["best_k_models"] = {path: torch.tensor(score) for path in record["best_k_models"]}
+        record["best_model_score"] = record["kth_value"] = torch.tensor(score)
+        written = io.BytesIO()
+        torch.save(state, written)
+        client.put_object(Bucket=out, Key="models/last.ckpt", Body=written.getvalue())
+
+    run_training(config(2))
+    (best,) = stored()
+    # The best so far scored better than any epoch to come (a val_loss of 0), as a resumed run's best often
+    # has when training is about to overfit: the next epoch is no new best.
+    best_so_far_scored(0.0)
+    trainer = run_training(config(3))
+    assert stored() == [best]
+    callback = trainer.checkpoint_callback
+    assert callback is not None and float(callback.best_model_score) == 0.0  # type: ignore[attr-defined]
+    assert Path(callback.best_model_path).name == best.removeprefix("models/")  # type: ignore[attr-defined]
+    # Scored worse than the next epoch, the earlier best is pruned, from the bucket where its only copy is.
+    best_so_far_scored(100.0)
+    run_training(config(4))
+    (newest,) = stored()
+    assert newest.startswith("models/epoch=3-")

@@ -17,7 +17,7 @@ from lightning.pytorch.demos.boring_classes import BoringModel
 from torch import Tensor
 
 import dreem_trainer
-from dreem_trainer.training.checkpoint_seam import CheckpointSeam
+from dreem_trainer.training.checkpoint_seam import MOVED_PATHS, CheckpointSeam, moved_state
 
 Note = tuple[str, int, bool, str]
 """(hook, global step, may_save, the file written at that step)."""
@@ -61,9 +61,12 @@ class Probe(CheckpointSeam):
         super().write_last(trainer, metrics)
 
 
-def fit(directory: Path, ckpt_path: Path | None = None, **settings: Any) -> tuple[pl.Trainer, Probe]:
-    """Two epochs of two steps; the probe keeps the newest epoch's checkpoint (no monitor, top 1) and last.ckpt."""
-    probe = Probe(dirpath=directory / "ckpts", save_last=True)
+def fit(
+    directory: Path, ckpt_path: Path | None = None, keeping: dict[str, Any] | None = None, **settings: Any
+) -> tuple[pl.Trainer, Probe]:
+    """Two epochs of two steps; the probe keeps the newest epoch's checkpoint (no monitor, top 1, unless
+    `keeping` says otherwise) and last.ckpt."""
+    probe = Probe(dirpath=directory / "ckpts", save_last=True, **(keeping or {}))
     options: dict[str, Any] = {
         "default_root_dir": directory,
         "accelerator": "cpu",
@@ -156,6 +159,27 @@ def test_remove_replaced_keeps_the_checkpoint_the_run_resumed_from(tmp_path: Pat
     assert resumed.is_file() and (tmp_path / "ckpts" / "epoch=2-step=6.ckpt").is_file()
     probe.remove_replaced(trainer, str(resumed), str(tmp_path / "ckpts" / "last.ckpt"))
     assert resumed.is_file()
+
+
+def test_a_state_moved_to_another_folder_keeps_its_top_k_record(tmp_path: Path) -> None:
+    """What a restaged (S3) run's checkpoint callback restores from a state written in an earlier staging
+    folder: the same record, under the new folder. Lightning itself keeps only best_model_path then."""
+    _, probe = fit(tmp_path, keeping={"save_top_k": 2, "monitor": "seen", "mode": "max"}, max_epochs=3)
+    state = probe.state_dict()
+    assert {"dirpath", "best_k_models", "best_model_score", *MOVED_PATHS} <= set(state)
+    moved_to = tmp_path / "elsewhere"
+    fresh = CheckpointSeam(dirpath=moved_to, save_top_k=2, monitor="seen", mode="max")
+    fresh.load_state_dict(moved_state(state, str(moved_to)))
+    renamed = {str(moved_to / Path(path).name): score for path, score in state["best_k_models"].items()}
+    assert len(renamed) == 2 and fresh.best_k_models == renamed
+    assert fresh.best_model_score == state["best_model_score"]
+    assert fresh.best_model_path == str(moved_to / Path(state["best_model_path"]).name)
+    assert fresh.kth_best_model_path == str(moved_to / Path(state["kth_best_model_path"]).name)
+    assert fresh.last_model_path == str(moved_to / "last.ckpt")
+    lightning_alone = CheckpointSeam(dirpath=moved_to, save_top_k=2, monitor="seen", mode="max")
+    with pytest.warns(UserWarning, match="dirpath has changed"):
+        lightning_alone.load_state_dict(state)
+    assert lightning_alone.best_k_models == {}
 
 
 def test_only_the_seam_reaches_into_model_checkpoint() -> None:

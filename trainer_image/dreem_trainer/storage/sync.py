@@ -109,6 +109,13 @@ class DirectorySync:
                 self.pending.append(self.executor.submit(self._retrying, self._delete, name))
         self.mirrored = current
 
+    def delete_remote(self, name: str) -> None:
+        """Queue the deletion of a file this sync never had locally (a checkpoint kept from before a resume,
+        pruned now); one that is here again is left alone."""
+        if not (self.local / name).exists():
+            with self.lock:
+                self.pending.append(self.executor.submit(self._retrying, self._delete, name))
+
     def wait(self, timeout_s: float | None = None) -> None:
         """Block until every queued transfer is done; raise if any failed for good."""
         with self.lock:

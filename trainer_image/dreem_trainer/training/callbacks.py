@@ -32,7 +32,7 @@ from dreem_trainer.storage.staging import MirroredOutput
 from dreem_trainer.storage.sync import DirectorySync
 from dreem_trainer.tracking.metrics import METRICS
 from dreem_trainer.training.checkpoint_io import AtomicCheckpointIO
-from dreem_trainer.training.checkpoint_seam import CheckpointSeam
+from dreem_trainer.training.checkpoint_seam import CheckpointSeam, moved_state
 from dreem_trainer.training.module import DreemModule, epoch_value_name
 from dreem_trainer.training.termination import CheckpointGate
 
@@ -78,9 +78,17 @@ class LatestCheckpoint(CheckpointSeam):
     Lightning's internals are reached through `CheckpointSeam` only.
     """
 
-    def __init__(self, *, gate: CheckpointGate | None = None, **settings: Any) -> None:
+    def __init__(self, *, gate: CheckpointGate | None = None, restaged: bool = False, **settings: Any) -> None:
+        """`restaged`: the folder is a new local staging of the same S3 output on every start, so a resumed
+        state written in an earlier one is this run's own (see `moved_state`)."""
         super().__init__(**settings)
         self.gate = gate or CheckpointGate()
+        self.restaged = restaged
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if self.restaged and self.dirpath is not None:
+            state_dict = moved_state(state_dict, str(self.dirpath))
+        super().load_state_dict(state_dict)
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -275,6 +283,12 @@ class StorageSync(Checkpoint):
                 self._scan()
 
     def _scan(self) -> None:
+        pruned = self.writer.removed_elsewhere if self.writer is not None else []
+        for path in pruned:
+            for sync in self.syncs:
+                if Path(path).parent == sync.local:
+                    sync.delete_remote(Path(path).name)
+        pruned.clear()
         for sync in self.syncs:
             sync.sync()
 

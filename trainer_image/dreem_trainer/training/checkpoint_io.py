@@ -36,6 +36,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         self.background = background
         self._executor: ThreadPoolExecutor | None = None
         self._pending: list[Future[None]] = []
+        self.removed_elsewhere: list[str] = []
+        """Checkpoints Lightning pruned that were not on this disk: kept files of the run from before a resume,
+        whose only copies are in the S3 output (StorageSync deletes them there, as a local prune would)."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None) -> None:
         if storage_options is not None:
@@ -89,7 +92,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         os.replace(partial, final)
 
     def remove_checkpoint(self, path: _PATH) -> None:
-        self.after_writes(lambda: super(AtomicCheckpointIO, self).remove_checkpoint(path))
+        def remove() -> None:
+            if os.path.lexists(path):
+                super(AtomicCheckpointIO, self).remove_checkpoint(path)
+            else:
+                self.removed_elsewhere.append(os.fspath(path))
+
+        self.after_writes(remove)
 
     def link(self, target: str, path: str) -> None:
         """Make `path` a relative symlink to `target` once `target` is written (rank 0 calls this)."""

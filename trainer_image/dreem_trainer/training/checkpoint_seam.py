@@ -9,6 +9,9 @@ the installed Lightning, so an upgrade that changes one fails that test rather t
 
 from __future__ import annotations
 
+import os
+from typing import Any
+
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import Tensor
@@ -55,3 +58,26 @@ class CheckpointSeam(ModelCheckpoint):
         this callback's folder, or the checkpoint the run resumed from."""
         if self._should_remove_checkpoint(trainer, previous, current):
             self._remove_checkpoint(trainer, previous)
+
+
+MOVED_PATHS = ("best_model_path", "kth_best_model_path", "last_model_path")
+"""The paths ModelCheckpoint's state holds besides `best_k_models` (all in its `dirpath`)."""
+
+
+def moved_state(state: dict[str, Any], folder: str) -> dict[str, Any]:
+    """A ModelCheckpoint state written in another folder, as if written in `folder`: same file names. Lightning
+    drops the top-k record (best score, best files) when a resumed state's dirpath differs, so a run whose
+    folder changes on every start (an S3 output's local staging) would call its first checkpoint after a
+    resume the best, however bad."""
+    earlier = str(state.get("dirpath") or "")
+
+    def moved(path: str) -> str:
+        inside = bool(earlier) and os.path.dirname(path) == earlier.rstrip(os.sep)
+        return os.path.join(folder, os.path.basename(path)) if inside else path
+
+    adopted = dict(state, dirpath=folder)
+    for key in MOVED_PATHS:
+        if state.get(key):
+            adopted[key] = moved(str(state[key]))
+    adopted["best_k_models"] = {moved(str(path)): score for path, score in state.get("best_k_models", {}).items()}
+    return adopted

@@ -159,8 +159,13 @@ def check_before_data(config: DreemConfig) -> None:
 
 
 def build_callbacks(
-    config: DreemConfig, has_validation: bool, interactive: bool, gate: CheckpointGate | None = None
+    config: DreemConfig,
+    has_validation: bool,
+    interactive: bool,
+    gate: CheckpointGate | None = None,
+    restaged: bool = False,
 ) -> list[Callback]:
+    """`restaged`: checkpoints go to a local staging of an S3 output, a new folder on every start."""
     # PreciseBatchNorm comes first: checkpoints written at the same hook must hold its statistics.
     callbacks: list[Callback] = [PreciseBatchNorm(), RichProgressBar() if interactive else EpochLines()]
     checkpointing = config.checkpointing
@@ -186,7 +191,7 @@ def build_callbacks(
                 "save_last": checkpointing.save_last and index == 0,
             }
             # The section's other ModelCheckpoint arguments pass through and win over dreem's choices.
-            callbacks.append(LatestCheckpoint(gate=gate, **(settings | passed)))
+            callbacks.append(LatestCheckpoint(gate=gate, restaged=restaged, **(settings | passed)))
     if config.early_stopping is not None:
         watched = monitored(config.early_stopping.monitor, has_validation)
         table_mode = metric_mode(watched, "early_stopping.monitor")  # an unknown name fails here, before training
@@ -248,6 +253,7 @@ def build_trainer(
     gate: CheckpointGate | None = None,
     hardware: Hardware | None = None,
     writer: AtomicCheckpointIO | None = None,
+    restaged: bool = False,
 ) -> pl.Trainer:
     interactive = sys.stdout.isatty() if interactive is None else interactive
     trainer_config = config.trainer
@@ -256,7 +262,7 @@ def build_trainer(
         # fp32 matrix products on TF32 tensor cores: the reference does the same ("medium" even).
         torch.set_float32_matmul_precision("high")
     settings: dict[str, Any] = {
-        "callbacks": [*build_callbacks(config, has_validation, interactive, gate), *callbacks],
+        "callbacks": [*build_callbacks(config, has_validation, interactive, gate, restaged), *callbacks],
         "logger": build_logger(config),
         "enable_progress_bar": interactive,
         "enable_model_summary": interactive,
@@ -413,7 +419,10 @@ def run_training(config: DreemConfig, callbacks: Sequence[Callback] = ()) -> pl.
         else None
     )
     has_validation = val_loader is not None and local.trainer.limit_val_batches != 0
-    trainer = build_trainer(local, has_validation=has_validation, callbacks=callbacks, gate=gate, writer=writer)
+    restaged = is_s3(config.checkpointing.dirpath)
+    trainer = build_trainer(
+        local, has_validation=has_validation, callbacks=callbacks, gate=gate, writer=writer, restaged=restaged
+    )
     monitor = monitored(local.scheduler.monitor, has_validation)
     module = DreemModule(local.model_dump(mode="json"), scheduler_monitor=monitor)
     if start.fine_tune is not None:
