@@ -241,6 +241,36 @@ def test_logs_on_s3_hold_every_epoch(s3_endpoint: str, tmp_path: Path) -> None:
     assert not list((tmp_path / "cache" / "outputs").glob("*/*")), "staged outputs left in the cache after upload"
 
 
+def test_a_resume_on_s3_adds_to_the_logs_and_configurations_of_the_run_before(s3_endpoint: str, tmp_path: Path) -> None:
+    """A resumed run starts from a fresh local staging folder; what the bucket holds of the run before (its
+    metrics.csv, its config.yaml) must not be replaced by the resumed run's."""
+    data, out = bucket(s3_endpoint, with_flies=True), bucket(s3_endpoint)
+
+    def config(epochs: int, lr: float) -> Any:
+        return tiny_config(
+            tmp_path,
+            **on_s3(s3_endpoint, tmp_path, data, f"s3://{out}/models"),
+            logging={"save_dir": f"s3://{out}/logs", "logger_type": "CSVLogger"},
+            optimizer={"lr": lr},
+            trainer={"max_epochs": epochs},
+        )
+
+    client = boto3.client("s3", endpoint_url=s3_endpoint)
+
+    def text(key: str) -> str:
+        return str(client.get_object(Bucket=out, Key=key)["Body"].read().decode())
+
+    def epochs(version: int) -> list[str]:
+        rows = csv.DictReader(io.StringIO(text(f"logs/tiny/version_{version}/metrics.csv")))
+        return sorted({row["epoch"] for row in rows if row.get("val_loss")})
+
+    run_training(config(2, 0.001))
+    run_training(config(3, 0.002))  # resumed, with a changed learning rate
+    assert epochs(0) == ["0", "1"] and epochs(1) == ["2"]
+    (kept,) = [key for key in keys(s3_endpoint, out, "models/config.") if key != "models/config.yaml"]
+    assert "lr: 0.002" in text("models/config.yaml") and "lr: 0.001" in text(kept)
+
+
 def test_outputs_the_store_refuses_stop_the_run_at_start_and_as_soon_as_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

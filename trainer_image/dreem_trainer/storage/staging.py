@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,9 +18,9 @@ from pathlib import Path
 from dreem_trainer.config import DreemConfig
 from dreem_trainer.config.data import DatasetSplitConfig
 from dreem_trainer.config.paths import S3Uri, is_s3
-from dreem_trainer.config.run import StorageConfig
+from dreem_trainer.config.run import LoggingConfig, StorageConfig
 from dreem_trainer.contract import ENV_ATTEMPT
-from dreem_trainer.storage.client import StorageError, check_access, check_write
+from dreem_trainer.storage.client import StorageError, check_access, check_write, explain, s3_client
 from dreem_trainer.storage.download import cache_root, download
 from dreem_trainer.storage.fence import AttemptFence
 from dreem_trainer.storage.node import NodeStaging, StagedFiles
@@ -159,9 +160,11 @@ def _assemble(
         output = MirroredOutput(staging / "checkpoints", S3Uri.parse(checkpointing.dirpath), cached=True)
         run.outputs.append(output)
         checkpointing = checkpointing.model_copy(update={"dirpath": str(output.local)})
+        _earlier_run_config(config.storage, output)
     if staging is not None and logging_config is not None and is_s3(logging_config.save_dir):
         output = MirroredOutput(staging / "logs", S3Uri.parse(logging_config.save_dir))
         run.outputs.append(output)
+        logging_config = _next_log_version(config.storage, logging_config, output.remote)
         logging_config = logging_config.model_copy(update={"save_dir": str(output.local)})
     run.config = run.config.model_copy(update={"checkpointing": checkpointing, "logging": logging_config})
 
@@ -173,6 +176,58 @@ def _assemble(
         ckpt_path = localise(ckpt_path)
     run.config = run.config.model_copy(update={"model": model.model_copy(update={"ckpt_path": ckpt_path})})
     return run
+
+
+RUN_CONFIG = "config.yaml"
+"""The run's configuration, beside its checkpoints."""
+VERSIONED_LOGGERS = ("CSVLogger", "TensorBoardLogger")
+"""Loggers writing <save_dir>/<name>/version_<n>/, a new n for each run (W&B resumes its own runs)."""
+_VERSION = re.compile(r"version_(\d+)/$")
+
+
+def _earlier_run_config(storage: StorageConfig, output: MirroredOutput) -> None:
+    """The output's config.yaml, as an earlier run stored it, into the fresh staging folder: a resumed run
+    with a changed configuration then keeps the earlier one beside it, as it would in a local folder."""
+    remote = output.remote.join(RUN_CONFIG)
+    try:
+        stored = s3_client(storage).get_object(Bucket=remote.bucket, Key=remote.key)
+        text = stored["Body"].read()
+    except Exception as error:
+        if getattr(error, "response", {}).get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+            return
+        raise StorageError(f"{remote}: {explain(error)}") from None
+    output.local.mkdir(parents=True, exist_ok=True)
+    target = output.local / RUN_CONFIG
+    target.write_bytes(text)
+    written = stored["LastModified"].timestamp()
+    os.utime(target, (written, written))  # the earlier copy is named after the time it was written
+
+
+def _next_log_version(storage: StorageConfig, logging_config: LoggingConfig, remote: S3Uri) -> LoggingConfig:
+    """The logger's version after those the S3 output holds: a fresh staging folder holds none, and the
+    logger would write version_0 again, over the earlier run's logs (a resume's metrics.csv replacing the
+    epochs before it). A version the user chose stays."""
+    if logging_config.logger_type not in VERSIONED_LOGGERS or "version" in logging_config.extra():
+        return logging_config
+    folder = remote.join(logging_config.name)
+    try:
+        pages = (
+            s3_client(storage)
+            .get_paginator("list_objects_v2")
+            .paginate(Bucket=folder.bucket, Prefix=folder.prefix, Delimiter="/")
+        )
+        found = [
+            int(match.group(1))
+            for page in pages
+            for prefix in page.get("CommonPrefixes", [])
+            if (match := _VERSION.search(prefix["Prefix"]))
+        ]
+    except Exception as error:
+        raise StorageError(f"{folder}: {explain(error)}") from None
+    if not found:
+        return logging_config
+    written = logging_config.model_dump(exclude_unset=True) | {"version": max(found) + 1}
+    return LoggingConfig.model_validate(written)
 
 
 def _staging_folder(storage: StorageConfig) -> Path:

@@ -44,7 +44,7 @@ from dreem_trainer.hardware import (
 )
 from dreem_trainer.models.checkpoint import Checkpoint, load_weights, read_checkpoint
 from dreem_trainer.models.hub import fetch_checkpoint, is_hub
-from dreem_trainer.storage.staging import stage
+from dreem_trainer.storage.staging import RUN_CONFIG, stage
 from dreem_trainer.tracking.metrics import (
     LOSS,
     Mode,
@@ -431,7 +431,7 @@ def run_training(config: DreemConfig, callbacks: Sequence[Callback] = ()) -> pl.
         directory = local.checkpoint_dir()
         directory.mkdir(parents=True, exist_ok=True)
         # The configuration as given (s3:// paths, not the local cache they were staged to).
-        write_run_config(directory / "config.yaml", dump_yaml(config))
+        write_run_config(directory / RUN_CONFIG, dump_yaml(config))
     with threads_within_cpu_share(trainer.num_devices):
         trainer.fit(module, train_loader, val_loader, ckpt_path=start.resume_from)
     if staged.outputs and staged.staging is not None:
