@@ -135,7 +135,20 @@ def _stage(config: DreemConfig, staged: StagedFiles) -> StagedRun:
     staged.resumed_from = _newest(config) if _resumes(config) else None
     if staged.resumed_from is not None:
         log.info("resuming from %s", staged.resumed_from)
-    return _assemble(config, fetch, staged.resumed_from, fence)
+    return _continued(_assemble(config, fetch, staged.resumed_from, fence))
+
+
+def _continued(run: StagedRun) -> StagedRun:
+    """The run's outputs carrying on from what their S3 prefixes hold of earlier runs (local rank 0 only: the
+    configuration and the logs are written by global rank 0, itself a local rank 0)."""
+    storage = run.config.storage
+    for output in run.outputs:
+        if output.cached:  # the checkpoints
+            _earlier_run_config(storage, output)
+        elif run.config.logging is not None:
+            logging_config = _next_log_version(storage, run.config.logging, output.remote)
+            run.config = run.config.model_copy(update={"logging": logging_config})
+    return run
 
 
 def _assemble(
@@ -160,11 +173,9 @@ def _assemble(
         output = MirroredOutput(staging / "checkpoints", S3Uri.parse(checkpointing.dirpath), cached=True)
         run.outputs.append(output)
         checkpointing = checkpointing.model_copy(update={"dirpath": str(output.local)})
-        _earlier_run_config(config.storage, output)
     if staging is not None and logging_config is not None and is_s3(logging_config.save_dir):
         output = MirroredOutput(staging / "logs", S3Uri.parse(logging_config.save_dir))
         run.outputs.append(output)
-        logging_config = _next_log_version(config.storage, logging_config, output.remote)
         logging_config = logging_config.model_copy(update={"save_dir": str(output.local)})
     run.config = run.config.model_copy(update={"checkpointing": checkpointing, "logging": logging_config})
 
