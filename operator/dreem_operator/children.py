@@ -313,11 +313,12 @@ def gang_metadata(
     return labels, annotations
 
 
-def times(quantity: int | str, factor: int) -> int | str:
-    """A Kubernetes quantity multiplied by a whole number, in its own unit ("32Gi" x 2 = "64Gi")."""
+def times(quantity: int | float | str, factor: int) -> int | str:
+    """A Kubernetes quantity multiplied by a whole number, in its own unit ("32Gi" x 2 = "64Gi"). YAML reads
+    `cpu: 0.5` as a number, which Kubernetes takes as the quantity "0.5"."""
     if isinstance(quantity, int):
         return quantity * factor
-    match = QUANTITY.match(quantity.strip())
+    match = QUANTITY.match(str(quantity).strip())
     if match is None:
         raise ValueError(f"not a Kubernetes quantity: {quantity!r}")
     number = Decimal(match.group(1)) * factor
@@ -328,7 +329,7 @@ def gang_resources(spec: DreemTrainingJobSpec, settings: OperatorSettings, membe
     """What `members` trainer pods request together: each pod's requests (its limits where it requests nothing,
     as Kubernetes defaults them), GPUs included. What a gang scheduler needs free before it places any pod."""
     resources = trainer_resources(spec, settings)
-    per_pod: dict[str, int | str] = {**resources.get("limits", {}), **resources.get("requests", {})}
+    per_pod: dict[str, int | float | str] = {**resources.get("limits", {}), **resources.get("requests", {})}
     return {name: times(value, members) for name, value in per_pod.items()}
 
 

@@ -33,3 +33,20 @@ names `make images REGISTRY=<registry>` builds. */ -}}
 {{- define "dreem-operator.trainerImage" -}}
 {{- .Values.trainer.image | default (printf "%s/dreem-trainer:%s" .Values.registry .Chart.AppVersion) -}}
 {{- end -}}
+
+{{- /* The metrics Service: the fullname cut so that "-metrics" still fits a Service name's 63 characters. */ -}}
+{{- define "dreem-operator.metricsName" -}}
+{{- printf "%s-metrics" (include "dreem-operator.fullname" . | trunc 55 | trimSuffix "-") -}}
+{{- end -}}
+
+{{- /* The operator's own rule for its Lease timings (settings.py), checked at install rather than in a
+crash-looping pod: lease duration > renew deadline > 1.2 x retry period > 0. */ -}}
+{{- define "dreem-operator.checkLeaseTimings" -}}
+{{- $lease := .Values.leaderElection -}}
+{{- $duration := float64 $lease.leaseDurationSeconds -}}
+{{- $renew := float64 $lease.renewDeadlineSeconds -}}
+{{- $retry := float64 $lease.retryPeriodSeconds -}}
+{{- if not (and (gt $duration $renew) (gt $renew (mulf 1.2 $retry))) -}}
+{{- fail (printf "leaderElection: leaseDurationSeconds (%v) must exceed renewDeadlineSeconds (%v), which must exceed 1.2 x retryPeriodSeconds (%v)" $lease.leaseDurationSeconds $lease.renewDeadlineSeconds $lease.retryPeriodSeconds) -}}
+{{- end -}}
+{{- end -}}

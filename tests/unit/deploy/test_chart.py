@@ -257,6 +257,9 @@ def test_metrics_service_and_service_monitor(tmp_path: Path) -> None:
         ({"gangScheduler": "kueue"}, "gangScheduler"),
         ({"replicaCount": 0}, "replicaCount"),
         ({"leaderElection": {"leaseDurationSeconds": 2.5}}, "leaseDurationSeconds"),
+        # The operator's own rule, which the schema cannot state: each replica would exit at start.
+        ({"leaderElection": {"leaseDurationSeconds": 5}}, "leaseDurationSeconds (5) must exceed renewDeadlineSeconds"),
+        ({"leaderElection": {"retryPeriodSeconds": 10}}, "1.2 x retryPeriodSeconds (10)"),
     ],
     ids=[
         "namespace",
@@ -267,8 +270,29 @@ def test_metrics_service_and_service_monitor(tmp_path: Path) -> None:
         "gang-scheduler",
         "no-replicas",
         "fractional-lease",
+        "lease-under-renew-deadline",
+        "retry-over-renew-deadline",
     ],
 )
 def test_bad_values_fail_at_install(values: dict[str, Any], named: str, tmp_path: Path) -> None:
     result = helm("template", "dreem", str(CHART), values=values, tmp_path=tmp_path)
     assert result.returncode != 0 and named in result.stderr, result.stderr
+
+
+def test_lease_timings_the_operator_accepts_install(tmp_path: Path) -> None:
+    values = {"leaderElection": {"leaseDurationSeconds": 30, "renewDeadlineSeconds": 20, "retryPeriodSeconds": 4}}
+    container = one(render(values, tmp_path), "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    environment = plain_env(container)
+    timing = RuntimeSettings.from_env({k: v for k, v in environment.items() if k.startswith(PREFIX)}).lease_timing
+    assert (timing.lease_duration, timing.renew_deadline, timing.retry_period) == (30, 20, 4)
+
+
+def test_the_chart_installs_as_a_subchart_and_under_a_long_release_name(tmp_path: Path) -> None:
+    # An umbrella chart always passes its subcharts `global`.
+    assert render({"global": {"imageRegistry": "registry.lab.org"}}, tmp_path)
+    long_name = "gpu-cluster-production-dreem-tracking-lab1a"  # 43 characters: Helm allows up to 53
+    result = helm("template", long_name, str(CHART), values={"metrics": {"enabled": True}}, tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (service,) = [doc for doc in yaml.safe_load_all(result.stdout) if doc and doc["kind"] == "Service"]
+    name = service["metadata"]["name"]
+    assert len(name) <= 63 and name.endswith("-metrics") and name.startswith("gpu-cluster-production")

@@ -64,6 +64,17 @@ def test_volcano_gets_a_pod_group_with_queue_priority_and_the_gangs_resources() 
         assert not any(key.startswith("kueue.x-k8s.io/") for key in manifest["metadata"]["labels"])
 
 
+def test_a_fractional_cpu_written_as_a_number_is_the_gangs_too() -> None:
+    # A chart's trainer.resources or a job's spec.resources of `cpu: 1.5` reaches the operator as a float; the
+    # job used to get no PodGroup, pods or status at all (every reconcile raised).
+    plan = run([], settings=settings("volcano"), resources={"requests": {"cpu": 1.5, "memory": "8Gi"}})
+    (group,) = [obj for obj in plan.create if obj["kind"] == "PodGroup"]
+    assert group["spec"]["minResources"] == {"cpu": "3", "memory": "16Gi", "nvidia.com/gpu": 8}
+    assert [
+        obj["spec"]["containers"][0]["resources"]["requests"]["cpu"] for obj in plan.create if obj["kind"] == "Pod"
+    ] == [1.5, 1.5]
+
+
 def test_scheduler_plugins_gets_a_pod_group_with_its_timeout_and_labelled_pods() -> None:
     objects = created("scheduler-plugins", POLICY | {"minResources": {"nvidia.com/gpu": 8}})
     (group,) = objects["PodGroup"]
@@ -136,9 +147,17 @@ def test_a_pod_group_lives_as_long_as_its_gang() -> None:
 
 @pytest.mark.parametrize(
     ("quantity", "factor", "product"),
-    [(4, 2, 8), ("8", 2, "16"), ("500m", 3, "1500m"), ("32Gi", 2, "64Gi"), ("1.5", 2, "3"), ("1e3", 2, "2e3")],
+    [
+        (4, 2, 8),
+        ("8", 2, "16"),
+        ("500m", 3, "1500m"),
+        ("32Gi", 2, "64Gi"),
+        ("1.5", 2, "3"),
+        ("1e3", 2, "2e3"),
+        (0.5, 3, "1.5"),  # YAML's `cpu: 0.5` is a number
+    ],
 )
-def test_quantities_multiply_in_their_own_unit(quantity: int | str, factor: int, product: int | str) -> None:
+def test_quantities_multiply_in_their_own_unit(quantity: int | float | str, factor: int, product: int | str) -> None:
     assert times(quantity, factor) == product
 
 
