@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable
+from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -128,6 +129,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dreem-checkpoint")
         self._raise_failures(wait=False)
         self._pending.append(self._executor.submit(action))
+
+    def settle(self, timeout_s: float) -> None:
+        """Wait up to `timeout_s` for the writes (and the changes queued behind them) asked so far; raises
+        nothing, for the SIGTERM path, which uploads whatever is complete then."""
+        futures.wait(list(self._pending), timeout=timeout_s)
 
     def wait(self) -> None:
         """Block until every queued write is on disk; raise the first that failed."""

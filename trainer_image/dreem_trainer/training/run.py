@@ -403,7 +403,7 @@ def run_training(config: DreemConfig, callbacks: Sequence[Callback] = ()) -> pl.
     if sync is not None:
         callbacks = [*callbacks, sync]
     flush = (lambda: sync.flush(timeout_s=TERMINATION_UPLOAD_S)) if sync is not None else None
-    callbacks = [*callbacks, GracefulTermination(gate, flush)]
+    callbacks = [*callbacks, GracefulTermination(gate, flush, writes=writer.settle)]
     job = job_from_environment()
     if job is not None:
         callbacks = [*callbacks, ProgressReporter(job, staged.outputs, every_seconds=progress_interval())]

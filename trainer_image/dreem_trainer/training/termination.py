@@ -59,9 +59,18 @@ class GracefulTermination(pl.Callback):
     """Installed at train start, after Lightning registers its signal handlers (it restores the previous
     ones at teardown). `flush` uploads what was written, within the pod's grace period, once `gate` is shut."""
 
-    def __init__(self, gate: CheckpointGate, flush: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        gate: CheckpointGate,
+        flush: Callable[[], None] | None = None,
+        writes: Callable[[float], None] | None = None,
+    ) -> None:
+        """`writes(timeout_s)` waits for the checkpoints being written in the background: their write takes
+        the gate only at its final rename, so shutting the gate at once would throw a nearly written
+        checkpoint away (the restart then resumes an interval earlier)."""
         self.gate = gate
         self.flush = flush
+        self.writes = writes
         self.trainer: pl.Trainer | None = None
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -78,6 +87,8 @@ class GracefulTermination(pl.Callback):
     def _stop(self) -> None:
         print(MESSAGE, file=sys.stderr, flush=True)
         try:
+            if self.writes is not None:
+                self.writes(WAIT_FOR_WRITE_S)
             self.gate.close()
             if self.flush is not None:
                 self.flush()
