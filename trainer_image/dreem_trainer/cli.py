@@ -24,6 +24,8 @@ from dreem_trainer.config.loader import KeyPath, section_at
 from dreem_trainer.contract import EXIT_STORAGE_ERROR, EXIT_USER_ERROR, UserError
 from dreem_trainer.data.discovery import SourcePair
 from dreem_trainer.inference.render_options import CLI, RenderOptions
+from dreem_trainer.supervisor import main as supervised
+from dreem_trainer.supervisor import needs_supervisor, record_exit
 
 app = typer.Typer(
     name="dreem",
@@ -60,6 +62,7 @@ def _fail(error: Exception) -> NoReturn:
     """The one place a user's error becomes EXIT_USER_ERROR, on which the operator fails the job at once."""
     # A ConfigError heads its list of problems itself; any other error is one line.
     typer.echo(str(error) if isinstance(error, ConfigError) else f"error: {error}", err=True)
+    record_exit(EXIT_USER_ERROR)
     raise typer.Exit(EXIT_USER_ERROR) from None
 
 
@@ -78,6 +81,7 @@ def _reported(*also: type[Exception]) -> Iterator[None]:
         _fail(error)
     except StorageError as error:
         typer.echo(f"storage error: {error}", err=True)
+        record_exit(EXIT_STORAGE_ERROR)
         raise typer.Exit(EXIT_STORAGE_ERROR) from None
 
 
@@ -740,4 +744,6 @@ def main(
 
 
 def entry_point() -> None:
+    if needs_supervisor():  # a container's PID 1: see dreem_trainer.supervisor
+        supervised()
     sys.exit(app())
