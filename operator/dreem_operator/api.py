@@ -255,6 +255,28 @@ class DreemTrainingJobSpec(ApiModel):
     image: str | None = Field(None, description="Trainer image (default: the operator's configured trainer image).")
     podTemplate: PodTemplate = Field(default_factory=PodTemplate, description="Scheduling of the training pods.")
 
+    @model_validator(mode="after")
+    def _gpus_asked_for_are_used(self) -> DreemTrainingJobSpec:
+        """`nodes` and `gpusPerNode` decide the pods' trainer layout (accelerator, devices, num_nodes), whatever
+        `config.trainer` says for a single machine. A job that asks for GPUs elsewhere while gpusPerNode is 0
+        would train on CPU without a word: a DREEM config's `accelerator: gpu`, or GPUs in `resources.limits`
+        (held by the pods, never used)."""
+        if self.gpusPerNode:
+            return self
+        problems = []
+        trainer = self.config.trainer
+        if "accelerator" in trainer.model_fields_set and trainer.accelerator in ("gpu", "cuda"):
+            problems.append(f"config.trainer.accelerator is {trainer.accelerator}")
+        limits = (self.resources or {}).get("limits") or {}
+        if limits.get("nvidia.com/gpu") not in (None, 0, "0"):
+            problems.append(f"resources.limits asks for nvidia.com/gpu: {limits['nvidia.com/gpu']}")
+        if problems:
+            raise ValueError(
+                f"{' and '.join(problems)}, but gpusPerNode is 0 (CPU): set gpusPerNode to the GPUs each pod "
+                "trains on (it decides the layout)"
+            )
+        return self
+
 
 class Condition(ApiModel):
     type: ConditionType = Field(

@@ -50,3 +50,20 @@ def test_what_would_make_every_pod_invalid_fails_the_spec_naming_the_field() -> 
         assert plan.status.phase == Phase.FAILED and plan.create == []
         assert plan.events[0].reason == Reason.INVALID_SPEC
         assert "spec.podTemplate" in (plan.status.message or "") and named in (plan.status.message or "")
+
+
+def test_gpus_asked_for_outside_gpus_per_node_fail_the_spec_rather_than_train_on_cpu() -> None:
+    config = {"model": {"d_model": 64}, "dataset": {"train_dataset": {"dir": {"path": "s3://lab/flies"}}}}
+    for changes, named in (
+        ({"config": config | {"trainer": {"accelerator": "gpu", "devices": 4}}}, "config.trainer.accelerator is gpu"),
+        ({"resources": {"limits": {"nvidia.com/gpu": 2}}}, "resources.limits asks for nvidia.com/gpu: 2"),
+    ):
+        plan = run([], gpusPerNode=0, **changes)
+        assert plan.status.phase == Phase.FAILED and plan.create == []
+        assert plan.events[0].reason == Reason.INVALID_SPEC
+        message = plan.status.message or ""
+        assert named in message and "gpusPerNode is 0" in message
+    # With gpusPerNode, the job's layout wins over a DREEM config written for one machine, as before.
+    written_for_a_laptop = config | {"trainer": {"accelerator": "cpu", "devices": 1}}
+    plan = run([], gpusPerNode=2, config=written_for_a_laptop)
+    assert plan.status.phase != Phase.FAILED and any(obj["kind"] == "Pod" for obj in plan.create)
