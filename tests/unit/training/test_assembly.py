@@ -167,6 +167,21 @@ def test_an_augmentation_value_albumentations_refuses_fails_before_any_data_is_r
     assert issue.path == "dataset.train_dataset.augmentations.Rotate.p" and issue.value == 5
 
 
+@pytest.mark.parametrize(
+    ("strategy", "said"),
+    [("dpp", "not a Lightning strategy; did you mean 'ddp'"), ("deepspeed", "you must have DeepSpeed installed")],
+)
+def test_a_strategy_lightning_cannot_run_fails_before_any_data_is_read(
+    tmp_path: Path, strategy: str, said: str
+) -> None:
+    # Lightning refuses it only when the Trainer is built, after staging, as an error the operator retries.
+    nowhere = {"dir": {"path": str(tmp_path / "nowhere")}}
+    with pytest.raises(ConfigError) as raised:
+        run_training(tiny_config(tmp_path, trainer={"strategy": strategy}, dataset={"train_dataset": nowhere}))
+    (issue,) = raised.value.issues
+    assert issue.path == "trainer.strategy" and issue.value == strategy and said in issue.message
+
+
 def test_an_output_folder_that_is_a_file_is_named_before_training(tmp_path: Path) -> None:
     taken = tmp_path / "models"
     taken.write_text("a file the user keeps")

@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader
 from dreem_trainer.cluster import job_from_environment, progress_interval
 from dreem_trainer.config import ConfigError, ConfigIssue, DreemConfig, dump_yaml
 from dreem_trainer.config.data import DataLoaderSplitConfig, DatasetSplitConfig
+from dreem_trainer.config.issues import did_you_mean
 from dreem_trainer.config.model import ModelConfig
 from dreem_trainer.config.paths import is_s3
 from dreem_trainer.config.run import Accelerator
@@ -156,6 +157,26 @@ def check_before_data(config: DreemConfig) -> None:
         metric_mode(config.early_stopping.monitor, "early_stopping.monitor")
     if config.scheduler.name == "ReduceLROnPlateau":
         metric_mode(config.scheduler.monitor, "scheduler.monitor")
+    check_strategy(config.trainer.strategy)
+
+
+def check_strategy(name: str | None) -> None:
+    """`trainer.strategy` names a Lightning strategy that this installation can run (deepspeed and xla need
+    packages of their own). Lightning would say so only when the Trainer is built, after the data is staged,
+    and as an error that is not the user's to the operator, which would retry it."""
+    from lightning.pytorch.strategies import StrategyRegistry
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    if name is None or name == "auto":
+        return
+    names = set(StrategyRegistry.available_strategies())
+    if name not in names:
+        problem = f"not a Lightning strategy{did_you_mean(name, names)} (auto, ddp, fsdp, deepspeed, ...)"
+        raise ConfigError([ConfigIssue("trainer.strategy", problem, name)])
+    try:
+        StrategyRegistry.get(name)
+    except (ImportError, MisconfigurationException) as error:
+        raise ConfigError([ConfigIssue("trainer.strategy", str(error).splitlines()[0], name)]) from None
 
 
 def build_callbacks(
