@@ -11,7 +11,7 @@ from torch import nn
 
 from dreem_trainer.config.model import EncoderConfig
 from dreem_trainer.contract import UserError
-from dreem_trainer.models.hub import hub_reachable
+from dreem_trainer.models.hub import hub_reachable, retryable_download
 
 
 class WeightsUnavailableError(UserError, RuntimeError):
@@ -112,8 +112,8 @@ class VisualEncoder(nn.Module):
         try:
             backbone, width = _timm_backbone(config) if config.backend == "timm" else _torchvision_backbone(config)
         except Exception as error:
-            if not config.pretrained:
-                raise
+            if not config.pretrained or retryable_download(error):
+                raise  # a later try may succeed: the operator restarts the job
             raise WeightsUnavailableError(
                 f"model.encoder_cfg.pretrained: weights for {config.backend} model {config.model_name!r} could not "
                 f"be loaded ({type(error).__name__}: {error}). Set pretrained: false, or put the weights in the "

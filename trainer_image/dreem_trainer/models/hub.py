@@ -7,6 +7,7 @@ at once, naming the configuration key, which a restart would not fix.
 
 from __future__ import annotations
 
+import errno
 import socket
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -38,6 +39,38 @@ def hub_reachable(timeout: float = 5.0) -> bool:
     except OSError:
         return False
     return True
+
+
+TRANSFER_FAULTS = frozenset(
+    {
+        "ReadTimeout",
+        "ReadError",
+        "RemoteProtocolError",
+        "ChunkedEncodingError",
+        "IncompleteRead",
+        "ContentTooShortError",
+    }
+)
+"""Errors (by class, across urllib, requests and httpx) of a download cut off after it started."""
+
+
+def retryable_download(error: BaseException) -> bool:
+    """Whether a failed download may succeed when tried again: the server's fault (5xx), a rate limit (429;
+    many pods start at once), a transfer cut off, a full disk. Not a refusal (401, 403, 404), nor a hub that
+    cannot be reached at all (an air-gapped cluster): those only the user can change, so the job fails at
+    once rather than restart to fail the same way."""
+    cause: BaseException | None = error
+    while cause is not None:
+        response = getattr(cause, "response", None)
+        status = getattr(response, "status_code", None) or getattr(cause, "code", None)
+        if isinstance(status, int) and 100 <= status < 600:
+            return status == 429 or status >= 500
+        if any(kind.__name__ in TRANSFER_FAULTS for kind in type(cause).__mro__):
+            return True
+        if isinstance(cause, (ConnectionResetError, TimeoutError)) or getattr(cause, "errno", None) == errno.ENOSPC:
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def fetch_checkpoint(uri: str, key: str) -> Path:
@@ -72,6 +105,8 @@ def fetch_checkpoint(uri: str, key: str) -> Path:
     try:
         return _download(repo, revision, file, key)
     except HfHubHTTPError as error:
+        if retryable_download(error):
+            raise  # the job restarts and tries again
         raise CheckpointUnavailableError(f"{key}: {uri} could not be downloaded: {error}") from None
 
 

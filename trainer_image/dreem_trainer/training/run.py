@@ -164,8 +164,8 @@ def check_strategy(name: str | None) -> None:
     """`trainer.strategy` names a Lightning strategy that this installation can run (deepspeed and xla need
     packages of their own). Lightning would say so only when the Trainer is built, after the data is staged,
     and as an error that is not the user's to the operator, which would retry it."""
-    from lightning.pytorch.strategies import StrategyRegistry
     from lightning.fabric.utilities.exceptions import MisconfigurationException
+    from lightning.pytorch.strategies import StrategyRegistry
 
     if name is None or name == "auto":
         return
