@@ -282,7 +282,7 @@ def test_outputs_the_store_refuses_stop_the_run_at_start_and_as_soon_as_refused(
         "from moto.server import ThreadedMotoServer; import time\n"
         f"ThreadedMotoServer(ip_address='127.0.0.1', port={port}, verbose=False).start(); time.sleep(300)"
     )
-    server = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "7"})
+    server = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "10"})
     endpoint = f"http://127.0.0.1:{port}"
     try:
         wait_for_port(port)
@@ -313,9 +313,11 @@ def test_outputs_the_store_refuses_stop_the_run_at_start_and_as_soon_as_refused(
             "Resource": "arn:aws:s3:::out/models/.dreem-write-check-*",
         }
         reader, checked = user("reader", [read]), user("checked", [read, marker])
+        puts = {"Effect": "Allow", "Action": ["s3:PutObject"], "Resource": "*"}
+        writer = user("writer", [read, puts])  # no DeleteObject: what save_top_k prunes stays in the bucket
         settings = {"endpoint_url": endpoint, "addressing_style": "path", "cache_dir": str(tmp_path / "cache")}
 
-        def train(credentials: dict[str, str]) -> tuple[str, int]:
+        def train(credentials: dict[str, str], refused: bool = True) -> tuple[str, int]:
             for key, value in credentials.items():
                 monkeypatch.setenv(key, value)
             s3_client_cache.cache_clear()  # a process reads its credentials once; here one process plays two
@@ -325,8 +327,11 @@ def test_outputs_the_store_refuses_stop_the_run_at_start_and_as_soon_as_refused(
                 logging=None,
                 trainer={"max_epochs": 3},
                 storage=settings | {"max_attempts": 1},
-                checkpointing={"dirpath": "s3://out/models"},
+                checkpointing={"dirpath": "s3://out/models", "save_top_k": 1},
             )
+            if not refused:
+                run_training(config, callbacks=[epochs])
+                return "", epochs.started
             with pytest.raises(StorageError) as raised:
                 run_training(config, callbacks=[epochs])
             return str(raised.value), epochs.started
@@ -337,6 +342,16 @@ def test_outputs_the_store_refuses_stop_the_run_at_start_and_as_soon_as_refused(
         # The first upload refused is the run's config.yaml, at start; the run stops at the end of its first
         # epoch's validation, the first checkpointing hook after.
         assert message.startswith("s3://out/models/config.yaml: access denied") and epochs == 1
+        # A store that takes the uploads but refuses deletions keeps the checkpoints top-1 prunes: the run goes on.
+        assert train(writer, refused=False)[1] == 3
+        listing = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=writer["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=writer["AWS_SECRET_ACCESS_KEY"],
+        ).list_objects_v2(Bucket="out", Prefix="models/epoch=")
+        assert len(listing["Contents"]) == 3
     finally:
         server.kill()
 
@@ -426,3 +441,30 @@ def test_a_resume_on_s3_keeps_the_best_checkpoints_of_the_run_before(s3_endpoint
     run_training(config(4))
     (newest,) = stored()
     assert newest.startswith("models/epoch=3-")
+
+
+def test_a_run_started_from_another_runs_checkpoint_keeps_no_record_of_its_best(
+    s3_endpoint: str, tmp_path: Path
+) -> None:
+    """model.ckpt_path naming another run's checkpoint starts a new run from its state: that run's best files
+    are not this run's, and must not be counted (nor pruned) in this run's folder."""
+    out = bucket(s3_endpoint)
+
+    def config(name: str, epochs: int, **checkpointing: Any) -> Any:
+        return tiny_config(
+            tmp_path / name,
+            logging=None,
+            trainer={"max_epochs": epochs},
+            storage=storage(s3_endpoint, tmp_path),
+            checkpointing={"dirpath": f"s3://{out}/{name}", "save_top_k": 2} | checkpointing,
+        )
+
+    run_training(config("first", 2))
+    started = config("second", 3).model_copy(deep=True)
+    started.model.ckpt_path = f"s3://{out}/first/last.ckpt"
+    trainer = run_training(started)
+    callback = trainer.checkpoint_callback
+    assert callback is not None
+    kept = {Path(path).name for path in callback.best_k_models}  # type: ignore[attr-defined]
+    stored = {key.removeprefix("second/") for key in keys(s3_endpoint, out, "second/epoch=")}
+    assert kept and kept <= stored, (kept, stored)

@@ -11,6 +11,7 @@ storage error (which Lightning's SIGKILL would hide) still reaches the operator 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -49,22 +50,49 @@ def supervise(command: Sequence[str]) -> int:
     """Run `command` as a child, passing it the signals this process gets, and return its exit status as a
     shell reports it (128 + N when killed by signal N); a user or storage error a process of the command
     recorded wins over a status of the main rank that says nothing (killed, or a plain failure)."""
-    with tempfile.TemporaryDirectory(prefix="dreem-supervisor-") as folder:
-        record = Path(folder) / "exits"
-        child = subprocess.Popen(list(command), env=os.environ | {ENV_SUPERVISED: "1", ENV_EXIT_RECORD: str(record)})
-        previous = {number: signal.signal(number, lambda got, _: child.send_signal(got)) for number in FORWARDED}
-        try:
-            returned = _reap_until(child.pid)
-        finally:
-            for number, handler in previous.items():
-                signal.signal(number, handler)
-        recorded = [int(line) for line in record.read_text().split()] if record.exists() else []
+    forwarding = _Forwarding()
+    previous = {number: signal.signal(number, forwarding.received) for number in FORWARDED}
+    try:
+        with tempfile.TemporaryDirectory(prefix="dreem-supervisor-") as folder:
+            record = Path(folder) / "exits"
+            child = subprocess.Popen(
+                list(command), env=os.environ | {ENV_SUPERVISED: "1", ENV_EXIT_RECORD: str(record)}
+            )
+            forwarding.started(child.pid)
+            returned = _reap_until(child.pid, forwarding)
+            recorded = [int(line) for line in record.read_text().split()] if record.exists() else []
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
     if returned not in (0, *RECORDED_EXITS) and recorded:
         return recorded[0]
     return returned
 
 
-def _reap_until(pid: int) -> int:
+class _Forwarding:
+    """Signals to the child: held until it exists (one may come while it starts), never sent once it is
+    reaped (its PID may be another process's by then)."""
+
+    def __init__(self) -> None:
+        self.pid: int | None = None
+        self.held: list[int] = []
+        self.reaped = False
+
+    def received(self, number: int, _frame: object) -> None:
+        if self.pid is None:
+            self.held.append(number)
+        elif not self.reaped:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, number)
+
+    def started(self, pid: int) -> None:
+        self.pid = pid
+        for number in self.held:
+            self.received(number, None)
+        self.held.clear()
+
+
+def _reap_until(pid: int, forwarding: _Forwarding) -> int:
     """Wait for `pid`, reaping the orphans a first process inherits (a rank's loader workers) meanwhile."""
     while True:
         try:
@@ -72,8 +100,9 @@ def _reap_until(pid: int) -> int:
         except InterruptedError:
             continue
         except ChildProcessError:
-            return 1  # `pid` was reaped elsewhere: nothing to report
+            return 1  # nothing left to wait for: cannot happen while `pid` is our child
         if found == pid:
+            forwarding.reaped = True
             return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
 
 

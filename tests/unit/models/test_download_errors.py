@@ -47,6 +47,9 @@ def caused(error: BaseException, by: BaseException) -> BaseException:
         (ConnectionResetError(errno.ECONNRESET, "Connection reset by peer"), True),
         (OSError(errno.ENOSPC, "No space left on device"), True),
         (ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused"), False),  # no hub to reach at all
+        # A cluster dropping outbound traffic: the connection never opens, and times out; not a hiccup.
+        (caused(RuntimeError("timm could not load the weights"), httpx.ConnectTimeout("timed out")), False),
+        (httpx.ConnectError("[Errno -2] Name or service not known"), False),
         (RuntimeError("Unknown model (resnet19)"), False),
     ],
     ids=lambda value: type(value).__name__ if isinstance(value, BaseException) else str(value),

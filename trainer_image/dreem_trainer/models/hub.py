@@ -52,6 +52,11 @@ TRANSFER_FAULTS = frozenset(
     }
 )
 """Errors (by class, across urllib, requests and httpx) of a download cut off after it started."""
+CONNECT_FAULTS = frozenset(
+    {"ConnectTimeout", "ConnectError", "ConnectionError", "NameResolutionError", "ConnectionRefusedError", "gaierror"}
+)
+"""Errors (by their own class, not a base: a reset connection is a ConnectionError too) of a connection that
+never opened: a hub out of reach (a cluster without egress), not a hiccup."""
 
 
 def retryable_download(error: BaseException) -> bool:
@@ -59,8 +64,14 @@ def retryable_download(error: BaseException) -> bool:
     many pods start at once), a transfer cut off, a full disk. Not a refusal (401, 403, 404), nor a hub that
     cannot be reached at all (an air-gapped cluster): those only the user can change, so the job fails at
     once rather than restart to fail the same way."""
+    chain: list[BaseException] = []
     cause: BaseException | None = error
-    while cause is not None:
+    while cause is not None and cause not in chain:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    if any(type(cause).__name__ in CONNECT_FAULTS for cause in chain):
+        return False
+    for cause in chain:
         response = getattr(cause, "response", None)
         status = getattr(response, "status_code", None) or getattr(cause, "code", None)
         if isinstance(status, int) and 100 <= status < 600:
@@ -69,7 +80,6 @@ def retryable_download(error: BaseException) -> bool:
             return True
         if isinstance(cause, (ConnectionResetError, TimeoutError)) or getattr(cause, "errno", None) == errno.ENOSPC:
             return True
-        cause = cause.__cause__ or cause.__context__
     return False
 
 

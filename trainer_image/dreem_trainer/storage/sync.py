@@ -151,7 +151,7 @@ class DirectorySync:
                 if not transient(error) or time.monotonic() + delay > deadline:
                     self.failures[name] = f"{self.remote.join(name)}: {explain(error)}"
                     log.error("could not store %s: %s", self.remote.join(name), explain(error))
-                    if not transient(error) and self.refused is None:
+                    if action != self._delete and refusal(error) and self.refused is None:
                         self.refused = StorageError(f"{self.failures[name]} (the store refused it; training stops)")
                     return
                 log.warning("storage unavailable (%s); retrying %s in %.0f s", explain(error), name, delay)
@@ -229,6 +229,10 @@ def upload_parts(client: Any, handle: BinaryIO, target: S3Uri, before_commit: Ca
         raise
 
 
+REFUSALS = frozenset({"AccessDenied", "403", "NoSuchBucket", "InvalidAccessKeyId", "SignatureDoesNotMatch"})
+"""Error codes of a store that will not take this run's uploads, however often they are tried."""
+
+
 def transient(error: Exception) -> bool:
     """Worth retrying: the endpoint unreachable or overloaded, not a request it refused."""
     from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
@@ -237,8 +241,17 @@ def transient(error: Exception) -> bool:
         return True
     if isinstance(error, ClientError):
         status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
-        return status >= 500 or status in (408, 429)
+        code = str(error.response.get("Error", {}).get("Code", ""))
+        return status >= 500 or status in (408, 429) or code in ("RequestTimeout", "SlowDown")
     return False
+
+
+def refusal(error: Exception) -> bool:
+    """The store refuses this run's writes (credentials, bucket policy, a bucket gone): training on would store
+    nothing. A deletion it refuses is not one (check_write lets a run without DeleteObject go on)."""
+    from botocore.exceptions import ClientError
+
+    return isinstance(error, ClientError) and str(error.response.get("Error", {}).get("Code", "")) in REFUSALS
 
 
 def newest_checkpoint(storage: StorageConfig, remote: S3Uri) -> S3Uri | None:

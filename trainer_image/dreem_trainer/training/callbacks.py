@@ -283,14 +283,14 @@ class StorageSync(Checkpoint):
                 self._scan()
 
     def _scan(self) -> None:
-        pruned = self.writer.removed_elsewhere if self.writer is not None else []
+        for sync in self.syncs:
+            sync.sync()
+        # After the uploads just queued (one worker, in order): the bucket never lacks the newer checkpoint.
+        pruned = self.writer.take_removed_elsewhere() if self.writer is not None else []
         for path in pruned:
             for sync in self.syncs:
                 if Path(path).parent == sync.local:
                     sync.delete_remote(Path(path).name)
-        pruned.clear()
-        for sync in self.syncs:
-            sync.sync()
 
     def finish(self) -> None:
         """The end of a run: queue what changed and wait for every upload (raises if one failed for good)."""

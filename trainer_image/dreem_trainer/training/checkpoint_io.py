@@ -130,6 +130,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         self._raise_failures(wait=False)
         self._pending.append(self._executor.submit(action))
 
+    def take_removed_elsewhere(self) -> list[str]:
+        """The pruned checkpoints that were not on this disk, once each (the writer thread may add more)."""
+        taken, self.removed_elsewhere = self.removed_elsewhere, []
+        return taken
+
     def settle(self, timeout_s: float) -> None:
         """Wait up to `timeout_s` for the writes (and the changes queued behind them) asked so far; raises
         nothing, for the SIGTERM path, which uploads whatever is complete then."""

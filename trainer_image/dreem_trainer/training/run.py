@@ -440,7 +440,8 @@ def run_training(config: DreemConfig, callbacks: Sequence[Callback] = ()) -> pl.
         else None
     )
     has_validation = val_loader is not None and local.trainer.limit_val_batches != 0
-    restaged = is_s3(config.checkpointing.dirpath)
+    # The top-k record is adopted only from this output's own last checkpoint, never from another run's.
+    restaged = staged.resumed_from is not None and is_s3(config.checkpointing.dirpath)
     trainer = build_trainer(
         local, has_validation=has_validation, callbacks=callbacks, gate=gate, writer=writer, restaged=restaged
     )

@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
@@ -87,9 +88,12 @@ class GracefulTermination(pl.Callback):
     def _stop(self) -> None:
         print(MESSAGE, file=sys.stderr, flush=True)
         try:
+            # One wait for the write under way, its rename and the change in progress together: the upload's
+            # budget (TERMINATION_UPLOAD_S) leaves WAIT_FOR_WRITE_S of the grace period for all of them.
+            deadline = time.monotonic() + WAIT_FOR_WRITE_S
             if self.writes is not None:
                 self.writes(WAIT_FOR_WRITE_S)
-            self.gate.close()
+            self.gate.close(max(0.0, deadline - time.monotonic()))
             if self.flush is not None:
                 self.flush()
         except BaseException as error:  # report and still exit: the pod is going away regardless
