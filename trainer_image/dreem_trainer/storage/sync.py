@@ -65,6 +65,8 @@ class DirectorySync:
         self.mirrored: dict[str, Signature] = {}
         self.pending: list[Future[None]] = []
         self.failures: dict[str, str] = {}
+        self.outage_since: float | None = None
+        """When the store last stopped answering, until a transfer goes through again."""
         self.refused: StorageError | None = None
         """The first transfer the store refused outright (access denied, no such bucket): retrying will not
         help, and training on would store nothing, so the run stops at its next checkpointing hook."""
@@ -131,15 +133,17 @@ class DirectorySync:
             raise StorageError("; ".join(lost))
 
     def _retrying(self, action: Any, *args: str) -> None:
-        """Run a transfer, retrying transient failures (an outage) with backoff for up to `retry_for_s`."""
+        """Run a transfer, retrying transient failures (an outage) with backoff for up to `retry_for_s` from the
+        outage's start: the transfers queued behind the first share its wait, rather than each waiting as long
+        again (ten queued files would hold the end of a run for ten times the window)."""
         name = args[-1]
-        deadline = time.monotonic() + self.retry_for_s
         delay = 1.0
         while self.fenced is None:
             try:
                 self._check_fence()
                 action(*args)
                 self.failures.pop(name, None)
+                self.outage_since = None
                 return
             except FileNotFoundError:
                 return  # replaced or pruned locally since it was queued: a later sync handles it
@@ -148,6 +152,9 @@ class DirectorySync:
                 log.error("%s", error)
                 return
             except Exception as error:
+                if transient(error) and self.outage_since is None:
+                    self.outage_since = time.monotonic()
+                deadline = (self.outage_since or time.monotonic()) + self.retry_for_s
                 if not transient(error) or time.monotonic() + delay > deadline:
                     self.failures[name] = f"{self.remote.join(name)}: {explain(error)}"
                     log.error("could not store %s: %s", self.remote.join(name), explain(error))
