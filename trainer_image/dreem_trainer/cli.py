@@ -20,7 +20,7 @@ import typer
 
 from dreem_trainer import __version__
 from dreem_trainer.config import EVERY_SPLIT, ConfigError, ConfigIssue, DreemConfig, dump_yaml, load_config
-from dreem_trainer.config.loader import KeyPath, section_at
+from dreem_trainer.config.loader import Implied, KeyPath, section_at
 from dreem_trainer.contract import EXIT_STORAGE_ERROR, EXIT_USER_ERROR, UserError
 from dreem_trainer.data.discovery import SourcePair
 from dreem_trainer.inference.render_options import CLI, RenderOptions
@@ -127,7 +127,7 @@ def _video_type(value: str) -> list[tuple[KeyPath, Any]]:
     suffix = f".{value.lstrip('.')}"
     keys: list[tuple[KeyPath, Any]] = [(("dataset", EVERY_SPLIT, "dir", "vid_suffix"), suffix)]
     if "tif" in suffix:  # DREEM's rule: a TIFF video comes with Cell Tracking Challenge labels
-        keys.append((("dataset", EVERY_SPLIT, "dir", "labels_suffix"), suffix))
+        keys.append((("dataset", EVERY_SPLIT, "dir", "labels_suffix"), Implied(suffix)))
     return keys
 
 
@@ -140,7 +140,7 @@ VIDEO_TYPE = ConfigOption(
     ("dataset", EVERY_SPLIT, "dir", "vid_suffix"),
     str,
     "Video suffix without the dot, every split (dir.vid_suffix); tif/tiff also reads CTC labels "
-    "(dir.labels_suffix), as in DREEM.",
+    "(dir.labels_suffix), as in DREEM, unless the config or --set names a labels_suffix.",
     "from --config, else mp4",
     "-vt",
     _video_type,

@@ -93,6 +93,18 @@ def test_dataset_wide_flags_reach_train_and_val(write_yaml: Any) -> None:
     assert shown["dataset"]["test_dataset"] is None
 
 
+def test_a_tiff_video_type_implies_ctc_labels_only_where_the_user_chose_none(write_yaml: Any) -> None:
+    """DREEM's `-vt tif` reads CTC labels; a TrackMate CSV beside its TIFF stack keeps the suffix the user set,
+    in the file or with --set (a flag would otherwise win over both)."""
+    plain = write_yaml("dataset:\n  train_dataset:\n    dir: {path: /d}\n", "plain.yaml")
+    assert show("--config", str(plain), "-vt", "tif")["dataset"]["train_dataset"]["dir"]["labels_suffix"] == ".tif"
+    chosen = write_yaml("dataset:\n  train_dataset:\n    dir: {path: /d, labels_suffix: .csv}\n", "chosen.yaml")
+    shown = show("--config", str(chosen), "-vt", "tif")["dataset"]["train_dataset"]["dir"]
+    assert (shown["labels_suffix"], shown["vid_suffix"]) == (".csv", ".tif")
+    shown = show("--config", str(plain), "--set", "dataset.train_dataset.dir.labels_suffix=.xml", "-vt", "tif")
+    assert shown["dataset"]["train_dataset"]["dir"]["labels_suffix"] == ".xml"
+
+
 def test_set_reads_values_as_yaml() -> None:
     shown = show(
         "--set", "optimizer.betas=[0.8, 0.9]", "--set", "logging=null", "--set", "checkpointing.monitor=val_idf1"

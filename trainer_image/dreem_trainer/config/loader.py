@@ -11,6 +11,7 @@ import logging
 import re
 import typing
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -223,6 +224,14 @@ def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, 
     return merged
 
 
+@dataclass(frozen=True)
+class Implied:
+    """A flag's value for a key the user did not write (in the file or with --set): DREEM's `-vt tif` implies
+    CTC labels, but not over a labels suffix the user chose (a TrackMate CSV beside its TIFF stack)."""
+
+    value: Any
+
+
 def resolve_raw(
     path: str | Path | None = None,
     overrides: Sequence[str] = (),
@@ -230,14 +239,29 @@ def resolve_raw(
     base: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     raw: dict[str, Any] = read_yaml(path) if path is not None else {}
+    user = copy.deepcopy(raw)
     if base is not None:
         raw = deep_merge(base, raw)
     for text in overrides:
-        set_path(raw, *parse_override(text))
+        key_path, value = parse_override(text)
+        set_path(raw, key_path, value)
+        set_path(user, key_path, value)
     for key_path, value in flags:
         for target in _expand_splits(raw, key_path):
-            set_path(raw, target, value)
+            if not isinstance(value, Implied):
+                set_path(raw, target, value)
+            elif not _written(user, target):
+                set_path(raw, target, value.value)
     return _with_params_config(raw)
+
+
+def _written(raw: Mapping[str, Any], path: KeyPath) -> bool:
+    node: Any = raw
+    for part in path:
+        if not isinstance(node, Mapping) or str(part) not in node:
+            return False
+        node = node[str(part)]
+    return True
 
 
 PARAMS_CONFIG = "params_config"
