@@ -78,6 +78,10 @@ class OperatorSettings:
     lost_pod_seconds: float = 60.0
     """How long past its deletion deadline a deleted, not-ready pod is waited for before it counts as lost with
     its node and is force-deleted."""
+    trainer_fixed_user: bool = True
+    """Run the trainer as the image's user (TRAINER_UID: runAsUser, runAsGroup, fsGroup). False leaves the UID
+    to the platform: OpenShift's restricted SCC assigns one from the namespace's range and refuses any other
+    (the trainer needs no user of its own: HOME and its caches are the pod's world-writable emptyDirs)."""
 
 
 @dataclass(frozen=True)
@@ -234,9 +238,11 @@ def gang_pod(
         # capabilities, the runtime's seccomp profile. GPUs come from the device plugin, unprivileged.
         "securityContext": {
             "runAsNonRoot": True,
-            "runAsUser": TRAINER_UID,
-            "runAsGroup": TRAINER_UID,
-            "fsGroup": TRAINER_UID,
+            **(
+                {"runAsUser": TRAINER_UID, "runAsGroup": TRAINER_UID, "fsGroup": TRAINER_UID}
+                if settings.trainer_fixed_user
+                else {}
+            ),
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "containers": [

@@ -52,6 +52,10 @@ class RuntimeSettings(BaseModel):
         ge=0,
         description="Seconds past its deletion deadline a not-ready pod is waited for before it is force-deleted.",
     )
+    trainer_fixed_user: bool = Field(
+        OperatorSettings.trainer_fixed_user,
+        description="Run training pods as the image's UID/GID 65532; false lets the platform assign one (OpenShift).",
+    )
     lease_name: str = Field("dreem-operator", min_length=1, description="The leader-election Lease's name.")
     lease_namespace: str = Field(
         "", description="The Lease's namespace (default: the operator pod's own namespace, else 'default')."
@@ -116,6 +120,7 @@ class RuntimeSettings(BaseModel):
             restart_delay_seconds=self.restart_delay_seconds,
             restart_delay_max_seconds=self.restart_delay_max_seconds,
             lost_pod_seconds=self.lost_pod_seconds,
+            trainer_fixed_user=self.trainer_fixed_user,
         )
 
     @property

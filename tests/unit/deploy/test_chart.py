@@ -296,3 +296,13 @@ def test_the_chart_installs_as_a_subchart_and_under_a_long_release_name(tmp_path
     (service,) = [doc for doc in yaml.safe_load_all(result.stdout) if doc and doc["kind"] == "Service"]
     name = service["metadata"]["name"]
     assert len(name) <= 63 and name.endswith("-metrics") and name.startswith("gpu-cluster-production")
+
+
+def test_fixed_user_off_leaves_the_uid_to_the_platform_for_the_operator_and_its_training_pods(tmp_path: Path) -> None:
+    for fixed in (True, False):
+        deployment = one(render({"fixedUser": fixed}, tmp_path), "Deployment")
+        pod = deployment["spec"]["template"]["spec"]
+        assert ("runAsUser" in pod["securityContext"]) is fixed and pod["securityContext"]["runAsNonRoot"] is True
+        assert restricted_violations(pod) == []
+        environment = {k: v for k, v in plain_env(pod["containers"][0]).items() if k.startswith(PREFIX)}
+        assert RuntimeSettings.from_env(environment).decisions.trainer_fixed_user is fixed

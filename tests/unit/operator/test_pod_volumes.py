@@ -5,12 +5,14 @@ with the spec, naming the field."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from dreem_operator.api import Phase, Reason
+from dreem_operator.children import TRAINER_UID
 from dreem_operator.names import CACHE_MOUNT
-from tests.k8s.admission import pod_spec_problems
-from tests.unit.operator.cases import run
+from tests.k8s.admission import pod_spec_problems, restricted_violations
+from tests.unit.operator.cases import SETTINGS, run
 
 PVC = {"name": "cache", "persistentVolumeClaim": {"claimName": "flies-cache"}}
 
@@ -67,3 +69,16 @@ def test_gpus_asked_for_outside_gpus_per_node_fail_the_spec_rather_than_train_on
     written_for_a_laptop = config | {"trainer": {"accelerator": "cpu", "devices": 1}}
     plan = run([], gpusPerNode=2, config=written_for_a_laptop)
     assert plan.status.phase != Phase.FAILED and any(obj["kind"] == "Pod" for obj in plan.create)
+
+
+def test_training_pods_leave_the_user_to_the_platform_when_told_and_stay_restricted() -> None:
+    """OpenShift's restricted SCC assigns each namespace's UIDs and refuses a pod naming another."""
+    for fixed in (True, False):
+        plan = run([], settings=replace(SETTINGS, trainer_fixed_user=fixed))
+        pods = [obj for obj in plan.create if obj["kind"] == "Pod"]
+        assert pods
+        for pod in pods:
+            context = pod["spec"]["securityContext"]
+            named = {key: context.get(key) for key in ("runAsUser", "runAsGroup", "fsGroup")}
+            assert named == dict.fromkeys(named, TRAINER_UID if fixed else None)
+            assert context["runAsNonRoot"] is True and restricted_violations(pod["spec"]) == []
