@@ -87,12 +87,28 @@ def as_frames(images: npt.NDArray[Any]) -> Images:
     return frames if frames.ndim == 4 else frames[..., None]
 
 
-def frame_plane(path: Path | str, page: Any) -> npt.NDArray[Any]:
-    """One TIFF page as a frame, (H, W) or (H, W, S): planar colour samples go last."""
+def plane_size(path: Path | str, page: Any) -> tuple[int, int]:
+    """(height, width) of a TIFF page that holds one frame, from its header: nothing is decoded."""
     if page.axes not in FRAME_PLANES:
         raise DataError(f"{path}: a page of shape {page.shape} (axes {page.axes}); frames are grey or colour planes")
+    height, width = page.shape[1:3] if page.axes == "SYX" else page.shape[:2]
+    return int(height), int(width)
+
+
+def frame_plane(path: Path | str, page: Any) -> npt.NDArray[Any]:
+    """One TIFF page as a frame, (H, W) or (H, W, S): planar colour samples go last."""
+    plane_size(path, page)
     plane: npt.NDArray[Any] = page.asarray()
     return np.moveaxis(plane, 0, -1) if page.axes == "SYX" else plane
+
+
+def folder_frame(path: Path, image: Any) -> Any:
+    """The one page of a folder's frame file."""
+    if len(image.pages) != 1:
+        raise DataError(
+            f"{path}: {len(image.pages)} pages; a frame of a folder is one page (3D sequences are not supported)"
+        )
+    return image.pages[0]
 
 
 def stack_frames(path: str, stack: Any) -> int:
@@ -110,7 +126,7 @@ def stack_frames(path: str, stack: Any) -> int:
         raise DataError(
             f"{path}: {len(stack.pages)} pages for {frames} frames (axes {series.axes}); save one page per frame"
         )
-    frame_plane(path, stack.pages[0])
+    plane_size(path, stack.pages[0])
     return frames
 
 
@@ -141,6 +157,14 @@ class TiffReader:
             except Exception as error:
                 raise DataError(f"{path}: cannot read as a TIFF stack ({error})") from error
 
+    def frame_size(self) -> tuple[int, int]:
+        """(height, width) of the frames, from the first one's header (the folder's lowest number)."""
+        import tifffile
+
+        path = self._numbered()[min(self._numbered())] if os.path.isdir(self.path) else Path(self.path)
+        with tifffile.TiffFile(path) as image:
+            return plane_size(path, folder_frame(path, image) if os.path.isdir(self.path) else image.pages[0])
+
     def frame_numbers(self) -> list[int]:
         """The frames there are, by number: a folder's file numbers (which may start above 0, or skip)."""
         if os.path.isdir(self.path):
@@ -158,12 +182,7 @@ class TiffReader:
             planes = []
             for index in frame_indices:
                 with tifffile.TiffFile(files[index]) as image:
-                    if len(image.pages) != 1:
-                        raise DataError(
-                            f"{files[index]}: {len(image.pages)} pages; a frame of a folder is one page "
-                            "(3D sequences are not supported)"
-                        )
-                    planes.append(frame_plane(files[index], image.pages[0]))
+                    planes.append(frame_plane(files[index], folder_frame(files[index], image)))
             return as_frames(np.stack(planes))
         beyond = [index for index in frame_indices if not 0 <= index < self.stack_frames]
         if beyond:
@@ -293,11 +312,12 @@ def read_ctc(tracks_path: str, sequence_path: str) -> LabelledVideo:
     _GT/TRA), or, given a folder of masks without identities, cells to track."""
     sequence, truth = Path(sequence_path), ctc_masks(tracks_path)
     lineage = read_lineage(Path(tracks_path)) if not os.path.isdir(tracks_path) else {}
-    raw = numbered_tiffs(sequence)
+    frames_reader = TiffReader(str(sequence))
+    raw = set(frames_reader.frame_numbers())
     masks = numbered_tiffs(truth)
     if not raw:
         raise DataError(f"{sequence}: no TIFF frames in the sequence folder")
-    missing = sorted(masks.keys() - raw.keys())
+    missing = sorted(masks.keys() - raw)
     if missing:
         raise DataError(f"{masks[missing[0]]}: a mask for frame {missing[0]}, which {sequence} does not have")
     if tracks_path.endswith(CTC_RESULT_TRACKS):
@@ -310,14 +330,14 @@ def read_ctc(tracks_path: str, sequence_path: str) -> LabelledVideo:
     else:
         names = [str(label) for label in sorted(lineage)]
         track_of = {label: index for index, label in enumerate(sorted(lineage))}
-    first = TiffReader(str(sequence)).read([min(raw)])[0]
+    height, width = frames_reader.frame_size()
     frames = []
     for number in sorted(masks):
         mask = read_mask(masks[number])
-        if mask.shape[:2] != first.shape[:2]:
+        if mask.shape[:2] != (height, width):
             raise DataError(
                 f"{masks[number]}: mask is {mask.shape[1]}x{mask.shape[0]} but the frames of {sequence} are "
-                f"{first.shape[1]}x{first.shape[0]}"
+                f"{width}x{height}"
             )
         unknown = sorted(set(np.unique(mask).tolist()) - set(lineage) - {0}) if lineage else []
         if unknown:

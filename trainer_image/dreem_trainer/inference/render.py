@@ -200,9 +200,7 @@ def video_facts(video_path: str) -> VideoFacts:
         numbers = reader.frame_numbers()
         if not numbers:
             raise RenderError(f"{video_path}: no TIFF frames in the folder")
-        height, width = reader.read([numbers[0]]).shape[1:3]
-        reader.close()
-        return VideoFacts(numbers[-1] + 1, int(height), int(width), None, first_frame=numbers[0])
+        return VideoFacts(numbers[-1] + 1, *reader.frame_size(), None, first_frame=numbers[0])
     # The container's numbers, as sleap-io reads them with OpenCV, without decoding a frame.
     capture = cv2.VideoCapture(video_path)
     try:

@@ -45,6 +45,23 @@ def s3_client(storage: StorageConfig) -> Any:
     )
 
 
+def error_code(error: BaseException) -> str:
+    """The store's code for a failed request ("NoSuchKey", "AccessDenied", "404"); "" for any other error."""
+    response = getattr(error, "response", None) or {}
+    return str(response.get("Error", {}).get("Code", ""))
+
+
+def http_status(error: BaseException) -> int:
+    """The HTTP status of a failed request to the store; 0 for any other error."""
+    response = getattr(error, "response", None) or {}
+    return int(response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+
+
+def not_found(error: BaseException) -> bool:
+    """The object (or key) asked for does not exist."""
+    return error_code(error) in ("404", "NoSuchKey", "NotFound")
+
+
 def explain(error: Exception) -> str:
     """The cause of a botocore error in words, without request details that could hold secrets."""
     from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError

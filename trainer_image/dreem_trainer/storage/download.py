@@ -22,7 +22,7 @@ from typing import Any
 from dreem_trainer.config.paths import S3Uri
 from dreem_trainer.config.run import StorageConfig
 from dreem_trainer.contract import ENV_CACHE_DIR
-from dreem_trainer.storage.client import StorageError, explain, s3_client
+from dreem_trainer.storage.client import StorageError, explain, not_found, s3_client
 
 log = logging.getLogger(__name__)
 
@@ -188,8 +188,7 @@ def download(storage: StorageConfig, text: str, report: DownloadReport | None = 
     try:
         head = client.head_object(Bucket=uri.bucket, Key=uri.key) if uri.key else None
     except Exception as error:
-        code = getattr(error, "response", {}).get("Error", {}).get("Code")
-        if code not in ("404", "NoSuchKey", "NotFound"):
+        if not not_found(error):
             raise StorageError(f"{uri}: {explain(error)}") from None
         head = None
     if head is not None:

@@ -23,7 +23,7 @@ from typing import Any
 
 from dreem_trainer.config.paths import S3Uri
 from dreem_trainer.config.run import StorageConfig
-from dreem_trainer.storage.client import StorageError, explain, s3_client
+from dreem_trainer.storage.client import StorageError, explain, http_status, s3_client
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +33,6 @@ FENCE_NAME = ".dreem-attempt"
 
 class StaleAttempt(StorageError):
     """A newer gang of the same job has claimed the output: this gang must stop writing to it."""
-
-
-def _status(error: Exception) -> int:
-    response = getattr(error, "response", None) or {}
-    return int(response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
 
 
 @dataclass(frozen=True)
@@ -59,7 +54,7 @@ class AttemptFence:
         try:
             found = client.get_object(Bucket=self.uri.bucket, Key=self.uri.key)
         except Exception as error:
-            if _status(error) == 404:
+            if http_status(error) == 404:
                 return None, None
             raise
         text = found["Body"].read().decode(errors="replace").strip()
@@ -96,7 +91,7 @@ class AttemptFence:
                 log.info("attempt %d claimed %s", self.attempt, self.output)
                 return
             except Exception as error:
-                status = _status(error)
+                status = http_status(error)
                 if status in (409, 412):
                     continue  # claimed by someone else meanwhile: read again
                 if status != 501:

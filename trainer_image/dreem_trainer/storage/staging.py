@@ -20,7 +20,7 @@ from dreem_trainer.config.data import DatasetSplitConfig
 from dreem_trainer.config.paths import S3Uri, is_s3
 from dreem_trainer.config.run import LoggingConfig, StorageConfig
 from dreem_trainer.contract import ENV_ATTEMPT
-from dreem_trainer.storage.client import StorageError, check_access, check_write, explain, s3_client
+from dreem_trainer.storage.client import StorageError, check_access, check_write, explain, not_found, s3_client
 from dreem_trainer.storage.download import cache_root, download
 from dreem_trainer.storage.fence import AttemptFence
 from dreem_trainer.storage.node import NodeStaging, StagedFiles
@@ -204,7 +204,7 @@ def _earlier_run_config(storage: StorageConfig, output: MirroredOutput) -> None:
         stored = s3_client(storage).get_object(Bucket=remote.bucket, Key=remote.key)
         text = stored["Body"].read()
     except Exception as error:
-        if getattr(error, "response", {}).get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+        if not_found(error):
             return
         raise StorageError(f"{remote}: {explain(error)}") from None
     output.local.mkdir(parents=True, exist_ok=True)

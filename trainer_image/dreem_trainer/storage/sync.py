@@ -23,7 +23,7 @@ from typing import Any, BinaryIO
 
 from dreem_trainer.config.paths import S3Uri
 from dreem_trainer.config.run import StorageConfig
-from dreem_trainer.storage.client import StorageError, explain, s3_client
+from dreem_trainer.storage.client import StorageError, error_code, explain, http_status, s3_client
 from dreem_trainer.storage.download import forget, register, register_copy
 from dreem_trainer.storage.fence import AttemptFence, StaleAttempt
 
@@ -103,12 +103,11 @@ class DirectorySync:
         removed = [name for name in self.mirrored if name not in current]
         with self.lock:
             for name in files:
-                self.pending.append(self.executor.submit(self._retrying, self._upload, name))
+                self._queue(self._upload, name)
             for name in links:
-                target = str(current[name][1])
-                self.pending.append(self.executor.submit(self._retrying, self._copy, target, name))
+                self._queue(self._copy, str(current[name][1]), name)
             for name in removed:
-                self.pending.append(self.executor.submit(self._retrying, self._delete, name))
+                self._queue(self._delete, name)
         self.mirrored = current
 
     def delete_remote(self, name: str) -> None:
@@ -116,7 +115,11 @@ class DirectorySync:
         pruned now); one that is here again is left alone."""
         if not (self.local / name).exists():
             with self.lock:
-                self.pending.append(self.executor.submit(self._retrying, self._delete, name))
+                self._queue(self._delete, name)
+
+    def _queue(self, action: Any, *args: str) -> None:
+        """Queue a transfer (the caller holds `lock`); the one worker runs them in the order queued."""
+        self.pending.append(self.executor.submit(self._retrying, action, *args))
 
     def wait(self, timeout_s: float | None = None) -> None:
         """Block until every queued transfer is done; raise if any failed for good."""
@@ -247,18 +250,15 @@ def transient(error: Exception) -> bool:
     if isinstance(error, (ConnectionError, HTTPClientError)):
         return True
     if isinstance(error, ClientError):
-        status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
-        code = str(error.response.get("Error", {}).get("Code", ""))
-        return status >= 500 or status in (408, 429) or code in ("RequestTimeout", "SlowDown")
+        status = http_status(error)
+        return status >= 500 or status in (408, 429) or error_code(error) in ("RequestTimeout", "SlowDown")
     return False
 
 
 def refusal(error: Exception) -> bool:
     """The store refuses this run's writes (credentials, bucket policy, a bucket gone): training on would store
     nothing. A deletion it refuses is not one (check_write lets a run without DeleteObject go on)."""
-    from botocore.exceptions import ClientError
-
-    return isinstance(error, ClientError) and str(error.response.get("Error", {}).get("Code", "")) in REFUSALS
+    return error_code(error) in REFUSALS
 
 
 def newest_checkpoint(storage: StorageConfig, remote: S3Uri) -> S3Uri | None:
