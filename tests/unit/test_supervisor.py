@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
@@ -77,3 +78,16 @@ def test_sigterm_reaches_the_child(tmp_path: Path) -> None:
     supervisor.send_signal(signal.SIGTERM)
     assert supervisor.wait(timeout=30) == 143
     assert stopped.exists()
+
+
+def test_the_console_script_supervises_before_importing_the_cli() -> None:
+    """The kernel drops a signal sent to PID 1 before it has a handler: `dreem` must reach the supervisor on the
+    standard library alone, not after the CLI's imports (typer, pydantic, YAML), or a pod deleted while it starts
+    waits out its whole grace period."""
+    (script,) = entry_points(group="console_scripts", name="dreem")
+    probe = f"import sys; before = set(sys.modules); import {script.module}; print(' '.join(set(sys.modules) - before))"
+    loaded = subprocess.run([PYTHON, "-c", probe], env=ENV, capture_output=True, text=True, check=True).stdout.split()
+    assert callable(script.load())
+    loaded = [name for name in loaded if name.partition(".")[0] not in sys.stdlib_module_names]
+    stdlib_only = [script.module, "dreem_trainer", "dreem_trainer.supervisor", "dreem_trainer.contract"]
+    assert sorted(loaded) == sorted(stdlib_only)

@@ -24,8 +24,7 @@ from dreem_trainer.config.loader import Implied, KeyPath, section_at
 from dreem_trainer.contract import EXIT_STORAGE_ERROR, EXIT_USER_ERROR, UserError
 from dreem_trainer.data.discovery import SourcePair
 from dreem_trainer.inference.render_options import CLI, RenderOptions
-from dreem_trainer.supervisor import main as supervised
-from dreem_trainer.supervisor import needs_supervisor, record_exit
+from dreem_trainer.supervisor import record_exit
 
 app = typer.Typer(
     name="dreem",
@@ -744,6 +743,4 @@ def main(
 
 
 def entry_point() -> None:
-    if needs_supervisor():  # a container's PID 1: see dreem_trainer.supervisor
-        supervised()
     sys.exit(app())
