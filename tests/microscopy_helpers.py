@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tifffile
@@ -24,8 +25,10 @@ def truth_points() -> list[tuple[int, int, float, float]]:
     ]
 
 
-def write_stack(folder: Path, name: str) -> Path:
+def write_stack(folder: Path, name: str, **calibration: Any) -> Path:
+    """The shared CTC sequence's frames as a 12-bit stack; `calibration`: tifffile.imwrite's ImageJ or OME
+    keywords recording a pixel size."""
     frames = [tifffile.imread(path) for path in sorted((CELLS / "test_0").glob("frame_*.tif"))]
     target = folder / f"{name}.tif"
-    tifffile.imwrite(target, np.stack(frames).astype(np.uint16) * 16, photometric="minisblack")  # 12-bit
+    tifffile.imwrite(target, np.stack(frames).astype(np.uint16) * 16, photometric="minisblack", **calibration)
     return target

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -120,6 +121,46 @@ def test_trackmate_csv_with_unit_rows_round_trips(tmp_path: Path) -> None:
     ]
     (tmp_path / "cells.csv").write_text("\n".join(lines) + "\n")
     assert as_tracks(tmp_path / "cells.csv", write_stack(tmp_path, "cells")) == expected(points)
+
+
+IMAGEJ_MICRONS = {"imagej": True, "resolution": (1 / 0.5, 1 / 0.25), "metadata": {"axes": "TYX", "unit": "micron"}}
+IMAGEJ_ESCAPED = {"imagej": True, "resolution": (1 / 0.5, 1 / 0.25), "metadata": {"axes": "TYX", "unit": "\\u00B5m"}}
+OME = {"ome": True, "metadata": {"axes": "TYX", "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.25}}
+
+
+@pytest.mark.parametrize(
+    ("unit", "calibration", "per_micron"),
+    [("(micron)", IMAGEJ_MICRONS, 1.0), ("(nm)", IMAGEJ_ESCAPED, 1000.0), ("(µm)", OME, 1.0)],
+)
+def test_trackmate_csv_in_calibrated_units_is_read_in_pixels(
+    tmp_path: Path, unit: str, calibration: dict[str, Any], per_micron: float
+) -> None:
+    """TrackMate exports positions in the image's units; the TIFF's pixel size (0.5 x 0.25 µm here, ImageJ's
+    or OME's) turns them back into pixels, or every crop would be cut at the wrong place."""
+    points = truth_points()
+    lines = [
+        "LABEL,ID,TRACK_ID,QUALITY,POSITION_X,POSITION_Y,POSITION_Z,POSITION_T,FRAME",
+        "Label,Spot ID,Track ID,Quality,X,Y,Z,T,Frame",
+        "Label,Spot ID,Track ID,Quality,X,Y,Z,T,Frame",
+        f",,,(quality),{unit},{unit},{unit},(sec),",
+        *(
+            f"ID{n},{n},{t},1.0,{x * 0.5 * per_micron},{y * 0.25 * per_micron},0,{f},{f}"
+            for n, (t, f, x, y) in enumerate(points)
+        ),
+    ]
+    (tmp_path / "cells.csv").write_text("\n".join(lines) + "\n")
+    assert as_tracks(tmp_path / "cells.csv", write_stack(tmp_path, "cells", **calibration)) == expected(points)
+
+
+def test_trackmate_csv_in_calibrated_units_needs_a_calibrated_tiff(tmp_path: Path) -> None:
+    lines = ["TRACK_ID,POSITION_X,POSITION_Y,FRAME", "Track ID,X,Y,Frame", "Track ID,X,Y,Frame", ",(micron),(micron),"]
+    (tmp_path / "cells.csv").write_text("\n".join([*lines, "0,1.5,2.5,0"]) + "\n")
+    stack = write_stack(tmp_path, "cells")
+    with pytest.raises(DataError, match=r"cells\.csv: positions in \(micron\), but .*cells\.tif records no pixel size"):
+        read_trackmate_csv(str(tmp_path / "cells.csv"), str(stack))
+    (tmp_path / "cells.csv").write_text("\n".join([*lines[:3], ",(furlong),(furlong),", "0,1.5,2.5,0"]) + "\n")
+    with pytest.raises(DataError, match=r"positions in \(furlong\), which is neither pixels nor a known length"):
+        read_trackmate_csv(str(tmp_path / "cells.csv"), str(stack))
 
 
 def test_icy_xml_round_trips(tmp_path: Path) -> None:

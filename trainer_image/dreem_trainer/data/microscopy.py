@@ -37,6 +37,66 @@ LOW_PERCENTILE, HIGH_PERCENTILE = 1.0, 99.8
 _NUMBER = re.compile(r"(\d+)(?=\.tiff?$)", re.IGNORECASE)
 FRAME_PLANES = ("YX", "YXS", "SYX")
 """What one page of a TIFF video may hold: a grey plane, or its colour samples, interleaved or planar."""
+MICRONS_PER_UNIT = {"nm": 1e-3, "µm": 1.0, "mm": 1e3, "cm": 1e4, "m": 1e6}
+LENGTH_UNITS = {
+    **dict.fromkeys(("nm", "nanometer", "nanometers", "nanometre", "nanometres"), "nm"),
+    **dict.fromkeys(("µm", "μm", "um", "micron", "microns", "micrometer", "micrometers", "micrometre"), "µm"),
+    **dict.fromkeys(("mm", "millimeter", "millimeters", "millimetre", "millimetres"), "mm"),
+    **dict.fromkeys(("cm", "centimeter", "centimeters", "centimetre", "centimetres"), "cm"),
+    **dict.fromkeys(("m", "meter", "meters", "metre", "metres"), "m"),
+}
+"""The spellings ImageJ, TrackMate and OME use for a length, by the unit they mean."""
+PIXEL_UNITS = ("", "pixel", "pixels", "px")
+
+
+def length_unit(name: str) -> str | None:
+    """A length unit's canonical name (`µm` for micron, um, \\u00B5m...); None for pixels or an unknown one."""
+    if "\\u" in name:  # ImageJ escapes non-ASCII in its TIFF description
+        name = name.encode("ascii", "backslashreplace").decode("unicode_escape")
+    return LENGTH_UNITS.get(name.strip().strip("()").strip().lower())
+
+
+@dataclass(frozen=True)
+class PixelSize:
+    """A TIFF's calibration: the width and height of a pixel, in µm."""
+
+    width: float
+    height: float
+
+    @staticmethod
+    def of(image: Any) -> PixelSize | None:
+        """From an open tifffile.TiffFile: OME's PhysicalSizeX/Y, or ImageJ's unit with the X/YResolution
+        tags (pixels per unit). None where neither records a length (a plain TIFF's dpi is not one)."""
+        if image.is_ome:
+            from defusedxml import ElementTree
+
+            pixels = ElementTree.fromstring(image.ome_metadata).find(".//{*}Pixels")
+            microns = []
+            for axis in "XY":
+                size = None if pixels is None else pixels.get(f"PhysicalSize{axis}") or pixels.get("PhysicalSizeX")
+                unit = None if pixels is None else length_unit(pixels.get(f"PhysicalSize{axis}Unit", "µm"))
+                if size is None or unit is None or not _positive(size):
+                    return None
+                microns.append(float(size) * MICRONS_PER_UNIT[unit])
+            return PixelSize(*microns)
+        unit = length_unit(str((image.imagej_metadata or {}).get("unit", "")))
+        tags = image.pages[0].tags
+        if unit is None or "XResolution" not in tags:
+            return None
+        per_unit = [
+            tags[name].value for name in ("XResolution", "YResolution" if "YResolution" in tags else "XResolution")
+        ]
+        if any(numerator == 0 for numerator, _ in per_unit):
+            return None
+        width, height = (denominator / numerator * MICRONS_PER_UNIT[unit] for numerator, denominator in per_unit)
+        return PixelSize(width, height)
+
+
+def _positive(number: str) -> bool:
+    try:
+        return float(number) > 0
+    except ValueError:
+        return False
 
 
 def frame_number(path: Path) -> int:
@@ -161,9 +221,16 @@ class TiffReader:
         """(height, width) of the frames, from the first one's header (the folder's lowest number)."""
         import tifffile
 
-        path = self._numbered()[min(self._numbered())] if os.path.isdir(self.path) else Path(self.path)
+        path = self._first_file()
         with tifffile.TiffFile(path) as image:
             return plane_size(path, folder_frame(path, image) if os.path.isdir(self.path) else image.pages[0])
+
+    def pixel_size(self) -> PixelSize | None:
+        """The calibration of the stack, or of the folder's first frame: see PixelSize.of."""
+        import tifffile
+
+        with tifffile.TiffFile(self._first_file()) as image:
+            return PixelSize.of(image)
 
     def frame_numbers(self) -> list[int]:
         """The frames there are, by number: a folder's file numbers (which may start above 0, or skip)."""
@@ -193,6 +260,10 @@ class TiffReader:
             self._stack = tifffile.TiffFile(self.path)
             self._pid = os.getpid()
         return as_frames(np.stack([frame_plane(self.path, self._stack.pages[index]) for index in frame_indices]))
+
+    def _first_file(self) -> Path:
+        """The stack, or the folder's first frame (its lowest number)."""
+        return self._numbered()[min(self._numbered())] if os.path.isdir(self.path) else Path(self.path)
 
     def _numbered(self) -> dict[int, Path]:
         if self._files is None:

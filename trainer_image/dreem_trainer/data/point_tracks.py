@@ -18,6 +18,7 @@ import numpy as np
 from defusedxml import ElementTree
 
 from dreem_trainer.data.label_format import LabelFormat, Predictions
+from dreem_trainer.data.microscopy import MICRONS_PER_UNIT, PIXEL_UNITS, TiffReader, is_tiff_video, length_unit
 from dreem_trainer.data.records import UNTRACKED, Frame, Instance, LabelledVideo
 from dreem_trainer.data.sources import DataError
 
@@ -139,7 +140,8 @@ def _xml_root(labels_path: str) -> Element:
 
 
 def read_trackmate_csv(labels_path: str, video_path: str) -> LabelledVideo:
-    """A TrackMate spots export. Newer exports add three header rows (name, short name, unit): skipped."""
+    """A TrackMate spots export. Newer exports add three header rows (name, short name, unit); the unit row
+    says whether positions are in pixels or in the image's calibrated units (see in_pixels)."""
     try:
         with open(labels_path, newline="", encoding="utf-8-sig") as handle:
             rows = list(csv.DictReader(handle))
@@ -153,11 +155,14 @@ def read_trackmate_csv(labels_path: str, video_path: str) -> LabelledVideo:
             f"(needs {', '.join(TRACKMATE_CSV_COLUMNS)}; has {', '.join(sorted(header)) or 'none'})"
         )
     spots: list[Spot] = []
+    unit = ""
     for line, row in enumerate(rows, start=2):
         where = f"{labels_path}:{line}"
         frame = _frame(row["FRAME"], where)
         if frame is None:
-            continue  # the unit and description rows
+            if row["POSITION_X"].strip().startswith("("):
+                unit = row["POSITION_X"].strip()
+            continue  # the name, short name and unit rows
         track = row["TRACK_ID"].strip()
         spots.append(
             (
@@ -167,7 +172,26 @@ def read_trackmate_csv(labels_path: str, video_path: str) -> LabelledVideo:
                 track if track and track.lower() != "none" else None,
             )
         )
-    return labelled_video(labels_path, video_path, spots)
+    return labelled_video(labels_path, video_path, in_pixels(spots, unit, labels_path, video_path))
+
+
+def in_pixels(spots: list[Spot], unit: str, labels_path: str, video_path: str) -> list[Spot]:
+    """Spots whose positions are in `unit` (the export's unit row, e.g. `(micron)`), in pixels of the video.
+    TrackMate exports the image's calibrated units; they are divided by the pixel size the TIFF records."""
+    if unit.strip("()").strip().lower() in PIXEL_UNITS:
+        return spots
+    length = length_unit(unit)
+    if length is None:
+        raise DataError(f"{labels_path}: positions in {unit}, which is neither pixels nor a known length unit")
+    pixel = TiffReader(video_path).pixel_size() if is_tiff_video(video_path) else None
+    if pixel is None:
+        raise DataError(
+            f"{labels_path}: positions in {unit}, but {video_path} records no pixel size to convert them to pixels "
+            "with (ImageJ or OME calibration); set the image's scale in Fiji (Image > Properties) and save it, "
+            "or export the spots with the image in pixels"
+        )
+    microns = MICRONS_PER_UNIT[length]
+    return [(frame, x * microns / pixel.width, y * microns / pixel.height, name) for frame, x, y, name in spots]
 
 
 def _frame(value: str, where: str) -> int | None:
