@@ -122,8 +122,9 @@ applies from the next gang on."""
 def _add_rules(schema: Schema, model: type[ApiModel], path: str) -> None:
     """CEL rules keeping each of the model's FIXED_AT_CREATION fields unchanged.
 
-    A field with a default is compared through it by a rule on the model's object, so adding `nodes: 4` to a
-    job that had no `nodes` is refused too; a rule on the field itself runs only when both values are there.
+    A rule on the field itself runs only when both values are there. So a field with a default is compared
+    through it by a rule on the model's object (adding `nodes: 4` to a job that had no `nodes` is refused), and
+    an optional one (`endpoint`) gets a rule there that it is present on both sides or on neither.
     """
     for name in FIXED_AT_CREATION[model]:
         message = (
@@ -134,6 +135,10 @@ def _add_rules(schema: Schema, model: type[ApiModel], path: str) -> None:
         if field.is_required() or field.default is None:
             rule = {"rule": "self == oldSelf", "message": message}
             schema["properties"][name].setdefault("x-kubernetes-validations", []).append(rule)
+        if field.default is None:  # present on one side only: the field's own rule does not run
+            rule = {"rule": f"has(self.{name}) == has(oldSelf.{name})", "message": message, "fieldPath": f".{name}"}
+            schema.setdefault("x-kubernetes-validations", []).append(rule)
+        if field.is_required() or field.default is None:
             continue
         default = json.dumps(field.default)
         unchanged = (

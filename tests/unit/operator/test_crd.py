@@ -98,6 +98,8 @@ OUT = {"output": "s3://b/runs"}
             "spec.storage.endpoint",
         ),
         ({"storage": OUT | {"region": "eu-west-1"}}, {"storage": OUT | {"region": "us-east-1"}}, "spec.storage.region"),
+        ({"storage": OUT}, {"storage": OUT | {"endpoint": "http://other:9000"}}, "spec.storage.endpoint"),
+        ({"storage": OUT | {"region": "eu-west-1"}}, {"storage": OUT}, "spec.storage.region"),
         ({"storage": OUT}, {"storage": OUT | {"addressingStyle": "path"}}, "spec.storage.addressingStyle"),
         ({"storage": OUT}, {"storage": OUT | {"addressingStyle": "auto", "credentialsSecret": "rotated"}}, None),
         (
