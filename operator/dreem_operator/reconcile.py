@@ -483,10 +483,10 @@ Rule = Callable[[Situation, Decision], Plan | None]
 
 
 def spec_invalid(error: ValidationError, raw_spec: dict[str, Any], seen: Observation, decide: Decision) -> Plan:
-    """A spec the schema refuses fails the job: no rule can act on it. What already happened is not undone by
-    an edit after the fact (or a stricter schema after an upgrade): a finished job keeps its phase, and its
-    cleanup and TTL go on as its runPolicy says, if that part can still be read; a gang that is running goes
-    on, and no pod starts until the spec is fixed."""
+    """A new job whose spec the schema refuses fails: no rule can act on it. What already happened is not
+    undone by an edit after the fact (or a stricter schema after an upgrade): a finished job keeps its phase,
+    and its cleanup and TTL go on as its runPolicy says, if that part can still be read; any other job keeps
+    its phase (a gang that is running goes on) and no pod starts until the spec is fixed."""
     live = [pod for pod in seen.pods if not pod.terminating]
     phase = decide.plan.status.phase
     if phase is not None and phase.finished:
@@ -499,8 +499,10 @@ def spec_invalid(error: ValidationError, raw_spec: dict[str, Any], seen: Observa
     ended = [pod for pod in live if pod.attempt == decide.plan.status.attempt]
     if phase is not None and ended and all(pod.phase == "Succeeded" for pod in ended):
         return decide.phase(Phase.SUCCEEDED, Reason.TRAINING_FINISHED, "all ranks finished")  # before the edit
-    if phase is not None and any(pod.phase in ("Pending", "Running") for pod in live):
-        message = f"{problems}; the pods already running go on, and no pod starts until the spec is fixed"
+    if phase is not None:  # an edit of a valid job: undoing the edit lets it go on (suspended, backing off...)
+        running = any(pod.phase in ("Pending", "Running") for pod in live)
+        going_on = "the pods already running go on, and " if running else ""
+        message = f"{problems}; {going_on}no pod starts until the spec is fixed"
         return decide.phase(phase, Reason.INVALID_SPEC, message, warning=True)
     decide.stop(live)
     return decide.phase(Phase.FAILED, Reason.INVALID_SPEC, problems, warning=True)

@@ -572,6 +572,25 @@ def test_a_running_gang_outlives_an_edit_the_schema_refuses() -> None:
     assert nothing_running.status.phase == Phase.FAILED  # a new job with a bad spec fails, as before
 
 
+@pytest.mark.parametrize("waiting", ["suspended", "backing off"])
+def test_a_job_without_pods_waits_out_an_edit_the_schema_refuses(waiting: str) -> None:
+    """A suspended job, or one between two gangs, edited wrongly must not fail for good: reverting the edit
+    lets it go on, as it does a running gang."""
+    before = {
+        "suspended": status(phase=Phase.SUSPENDED, restarts=0, attempt=1),
+        "backing off": status(phase=Phase.RESTARTING, restarts=1, attempt=1, nextAttemptTime="2026-11-25T12:05:00Z"),
+    }[waiting]
+    policy = {"suspend": True} if waiting == "suspended" else {}
+    edited = spec() | {"podTemplate": {"volumes": [{"name": "shm", "emptyDir": {}}]}, "runPolicy": policy}
+    plan = reconcile(JOB, edited, before, 8, Observation([], NOW), SETTINGS)
+    assert plan.status.phase == before.phase and plan.create == []
+    assert "spec.podTemplate" in str(plan.status.message) and "no pod starts until the spec is fixed" in str(
+        plan.status.message
+    )
+    reverted = reconcile(JOB, spec(), plan.status, 9, Observation([], NOW + timedelta(minutes=10)), SETTINGS)
+    assert [k for k in kinds(reverted) if k.startswith("Pod/")], reverted.status
+
+
 def test_a_gang_that_finishes_under_a_refused_edit_succeeds() -> None:
     running = status(phase=Phase.RUNNING, restarts=0, attempt=0, startTime="2026-11-25T11:00:00Z")
     edited = spec() | {"podTemplate": {"volumes": [{"name": "shm", "emptyDir": {}}]}}
