@@ -93,6 +93,23 @@ class ObservedPod:
     """Why the cluster stopped it (a DisruptionTarget or TerminationTarget condition), as `Reason: message`."""
     gated: bool = False
     """Held by a scheduling gate: queued in Kueue, not yet released to the scheduler."""
+    reason: str = ""
+    """Why its trainer ended, as Kubernetes words it (OOMKilled, Error), or why the pod failed without it."""
+    finished_at: datetime | None = None
+    """When its trainer ended: the first rank to fail is the one to blame (the others die of losing it)."""
+
+    def failure(self) -> str:
+        """`<pod> failed (exit code 137, OOMKilled): <the last line it logged>`."""
+        ending = [f"exit code {self.exit_code}"] if self.exit_code is not None else []
+        if self.reason and self.reason not in ("Error", "Completed"):
+            ending.append(self.reason)
+        cause = f"{self.name} failed ({', '.join(ending) or 'no exit code'})"
+        last_words = last_line(self.message)
+        if last_words and last_words != self.reason:
+            cause += f": {last_words}"
+        if self.reason == "OOMKilled":
+            cause += "; it ran out of memory: raise spec.resources' memory, or lower dataloader.num_workers"
+        return cause
 
 
 def _trouble(status: KubernetesObject, gated: bool) -> Trouble | None:
@@ -127,12 +144,14 @@ def observe_pod(pod: KubernetesObject) -> ObservedPod | None:
         return None
     status = pod.get("status") or {}
     phase: PodPhase = status["phase"] if status.get("phase") in get_args(PodPhase) else "Pending"
-    exit_code, message = None, status.get("message") or ""
+    exit_code, message, reason, finished_at = None, status.get("message") or "", status.get("reason") or "", None
     for container in status.get("containerStatuses") or []:
         terminated = (container.get("state") or {}).get("terminated")
         if container.get("name") == TRAINER_CONTAINER and terminated:
             exit_code = terminated.get("exitCode")
-            message = terminated.get("message") or terminated.get("reason") or message
+            message = terminated.get("message") or message
+            reason = terminated.get("reason") or reason
+            finished_at = parse_stamp(terminated.get("finishedAt"))
     conditions = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
     disrupted = next((conditions[kind] for kind in DISRUPTION_CONDITIONS if kind in conditions), None)
     disruption = None
@@ -152,6 +171,8 @@ def observe_pod(pod: KubernetesObject) -> ObservedPod | None:
         trouble=_trouble(status, gated) if phase == "Pending" else None,
         disruption=disruption,
         gated=gated,
+        reason=reason,
+        finished_at=finished_at,
     )
 
 
@@ -605,10 +626,8 @@ def gang_broken(s: Situation, decide: Decision) -> Plan | None:
     if not failed and not lost:
         return None
     if failed:
-        cause = f"{failed[0].name} failed (exit code {failed[0].exit_code})"
-        last_words = last_line(failed[0].message)
-        if last_words:
-            cause += f": {last_words}"
+        first = min(failed, key=lambda pod: (pod.finished_at is None, pod.finished_at or s.now, pod.rank))
+        cause = first.failure()
     else:
         cause = f"pod {s.job.names.pod(s.attempt, lost[0])} disappeared while the gang was running"
     restarts = s.status.restarts or 0

@@ -311,7 +311,7 @@ def test_progress_rights_cover_only_this_jobs_status() -> None:
                 "metadata": {"name": "x", "labels": {"dreem.sleap.ai/attempt": "0", "dreem.sleap.ai/rank": "1"}},
                 "status": {"phase": "Failed", "reason": "Evicted", "message": "The node was low on memory."},
             },
-            ObservedPod("x", 0, 1, "Failed", None, "The node was low on memory."),
+            ObservedPod("x", 0, 1, "Failed", None, "The node was low on memory.", reason="Evicted"),
         ),
         ({"metadata": {"name": "stray", "labels": {"dreem.sleap.ai/job": "flies"}}}, None),
         (
@@ -329,6 +329,19 @@ def test_progress_rights_cover_only_this_jobs_status() -> None:
 )
 def test_observe_pod(manifest: dict[str, Any], observed: ObservedPod | None) -> None:
     assert observe_pod(manifest) == observed
+
+
+def test_a_restart_blames_the_rank_that_failed_first_and_says_why() -> None:
+    """Rank 1 is OOM-killed; rank 0 then dies in a collective. The message must name rank 1 and OOMKilled:
+    the termination message is the log's tail (FallbackToLogsOnError), which says neither."""
+    running = status(phase=Phase.RUNNING, restarts=0, attempt=0, startTime="2026-11-25T11:00:00Z")
+    oom = pod(1, "Failed", 0, 137, "Epoch 3: 45%|####5", reason="OOMKilled", finished_at=NOW - timedelta(seconds=8))
+    collective = pod(0, "Failed", 0, 1, "torch.distributed.DistBackendError: NCCL error", finished_at=NOW)
+    message = str(run([collective, oom], running).status.message)
+    assert message.startswith("flies-0-1 failed (exit code 137, OOMKilled): Epoch 3: 45%|####5; it ran out of memory")
+    rejected = pod(0, "Failed", 0, None, "Pod was rejected: node(s) didn't have free ports", reason="OutOfpods")
+    message = str(run([rejected, pod(1, "Running")], running).status.message)
+    assert message.startswith("flies-0-0 failed (OutOfpods): Pod was rejected: node(s) didn't have free ports;")
 
 
 def test_events_name_the_job() -> None:
