@@ -42,6 +42,8 @@ from dreem_trainer.config.loader import issues_from
 from dreem_trainer.contract import EXIT_USER_ERROR
 
 PodPhase = Literal["Pending", "Running", "Succeeded", "Failed", "Unknown"]
+ENDED: tuple[PodPhase, ...] = ("Succeeded", "Failed")
+"""A pod in these phases holds no node, no GPU and no rank's DNS name: it is kept for its log."""
 
 DISRUPTION_CONDITIONS = ("DisruptionTarget", "TerminationTarget")
 """Pod conditions that say the pod is being stopped for the cluster's sake, not its own fault: Kubernetes'
@@ -358,7 +360,7 @@ class Decision:
         """Delete the pods that still hold their node (pending, running, or on a lost node) and keep those that
         ended: a failed rank's log is how its user learns why, and the job's cleanPodPolicy decides once it
         has finished (see `job_finished`)."""
-        self.delete(pod for pod in pods if pod.phase not in ("Succeeded", "Failed"))
+        self.delete(pod for pod in pods if pod.phase not in ENDED)
 
     def create(self, children: Iterable[KubernetesObject]) -> None:
         self.plan.create += children
@@ -473,8 +475,14 @@ class Situation:
 
     @property
     def earlier(self) -> list[ObservedPod]:
-        """Live pods of earlier attempts."""
-        return [pod for pod in self.live if pod.attempt != self.attempt]
+        """Live pods of earlier attempts that go: those that still hold a node, and the ended ones of any but
+        the last gang. The last gang's ended pods stay until the next gang ends, so that `kubectl logs` shows
+        why the gang restarted (the message holds one line of it)."""
+        return [
+            pod
+            for pod in self.live
+            if pod.attempt != self.attempt and (pod.phase not in ENDED or pod.attempt != self.attempt - 1)
+        ]
 
     @property
     def missing(self) -> list[int]:
@@ -634,7 +642,7 @@ def gang_broken(s: Situation, decide: Decision) -> Plan | None:
     if restarts >= s.policy.backoffLimit:
         decide.stop(gang)
         return decide.phase(Phase.FAILED, Reason.BACKOFF_LIMIT_EXCEEDED, f"{cause}; no restarts left", warning=True)
-    decide.delete(gang)
+    decide.stop(gang)
     decide.plan.status.restarts = restarts + 1
     delay = restart_delay(s.settings, restarts + 1)
     decide.next_gang(s.attempt, s.now + delay)
@@ -705,7 +713,7 @@ def previous_gang_stopping(s: Situation, decide: Decision) -> Plan | None:
     """A new gang starts only once the old one is gone: its rank 0 may still be uploading the checkpoint the
     new one must resume from, and both would answer to the same rank DNS names meanwhile. Pods on a lost node
     are not waited for: see Situation.lost."""
-    previous = len(s.stopping) + len(s.earlier)
+    previous = len([pod for pod in [*s.stopping, *s.earlier] if pod.phase not in ENDED])
     if not s.missing or not previous:
         return None
     if s.status.phase == Phase.RESTARTING:

@@ -59,7 +59,7 @@ def test_new_job_creates_config_service_progress_rights_and_the_gang() -> None:
             {"phase": Phase.RUNNING, "restarts": 0},
             Phase.RESTARTING,
             [],
-            ["flies-0-0", "flies-0-1"],
+            ["flies-0-0"],  # the failed rank stays for `kubectl logs`
             1,
         ),
         ([], {"phase": Phase.RESTARTING, "restarts": 1}, Phase.RESTARTING, ["Pod/flies-1-0", "Pod/flies-1-1"], [], 1),
@@ -329,6 +329,23 @@ def test_progress_rights_cover_only_this_jobs_status() -> None:
 )
 def test_observe_pod(manifest: dict[str, Any], observed: ObservedPod | None) -> None:
     assert observe_pod(manifest) == observed
+
+
+def test_the_last_failed_gang_keeps_its_failed_pods_for_their_logs() -> None:
+    """A Job keeps its failed pods; so does the gang's last attempt, until the next one ends too: the status
+    message holds one line of why, and `kubectl logs flies-0-1` the rest."""
+    waited = status(phase=Phase.RESTARTING, restarts=1, attempt=1, nextAttemptTime="2026-11-25T11:59:00Z")
+    last_failure = pod(1, "Failed", 0, exit_code=1)
+    restarted = run([last_failure], waited)
+    created = sorted(k for k in kinds(restarted) if k.startswith("Pod/"))
+    assert created == ["Pod/flies-1-0", "Pod/flies-1-1"] and restarted.delete_pods == []
+    running = status(phase=Phase.RUNNING, restarts=1, attempt=1, startTime="2026-11-25T11:00:00Z")
+    again = run([last_failure, pod(0, "Running", 1), pod(1, "Failed", 1, exit_code=1)], running)
+    assert again.status.phase == Phase.RESTARTING and again.delete_pods == ["flies-1-0"]
+    waited = again.status.model_copy(update={"nextAttemptTime": "2026-11-25T11:59:00Z"})
+    next_gang = run([last_failure, pod(1, "Failed", 1, exit_code=1)], waited)
+    assert next_gang.delete_pods == ["flies-0-1"]  # two failures back: its log has been superseded
+    assert sorted(k for k in kinds(next_gang) if k.startswith("Pod/")) == ["Pod/flies-2-0", "Pod/flies-2-1"]
 
 
 def test_a_restart_blames_the_rank_that_failed_first_and_says_why() -> None:
