@@ -155,7 +155,11 @@ def test_blank_keys_take_defaults_and_null_sections_disable(write_yaml: Any) -> 
 
 def test_optimizer_defaults_only_reach_optimizers_that_take_them(write_yaml: Any) -> None:
     sgd = load_config(write_yaml("optimizer:\n  name: SGD\n  momentum: 0.9\n")).optimizer
-    assert sgd.kwargs() == {"lr": 1e-4, "weight_decay": 0.01, "momentum": 0.9}
+    assert sgd.kwargs() == {"lr": 1e-4, "momentum": 0.9}  # Adam's documented weight_decay is not SGD's
+    adagrad = load_config(write_yaml("optimizer:\n  name: Adagrad\n  weight_decay: 0.001\n")).optimizer
+    assert adagrad.kwargs() == {"lr": 1e-4, "weight_decay": 0.001}  # written: passed; eps: torch's 1e-10
+    adam = load_config(write_yaml("optimizer:\n  lr: 0.001\n")).optimizer
+    assert adam.kwargs() == {"lr": 0.001, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.01}
     step = load_config(write_yaml("scheduler:\n  name: StepLR\n  step_size: 3\n")).scheduler
     assert step is not None and step.kwargs() == {"step_size": 3}
 

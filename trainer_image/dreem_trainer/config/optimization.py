@@ -29,6 +29,10 @@ class OptimizerConfig(LibraryCallSection):
     """Extra keys are passed to the torch.optim class named by `name`."""
 
     own_keys: ClassVar[frozenset[str]] = frozenset({"name"})
+    default_class: ClassVar[str | None] = "Adam"
+    default_class_only: ClassVar[frozenset[str]] = frozenset({"betas", "eps", "weight_decay"})
+    """The documented Adam defaults: SGD given weight_decay 0.01 unasked would be regularised far more than
+    PyTorch or DREEM does it (neither adds it), and Adagrad's eps is 1e-10."""
 
     name: str = Field(
         "Adam",
