@@ -9,7 +9,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
-from torch.utils.data import RandomSampler, SequentialSampler
+from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
 
 from dreem_trainer.cluster.job_status import JobStatus
 from dreem_trainer.config import ConfigError
@@ -103,6 +103,25 @@ def test_shuffle_and_loader_kwargs(tmp_path: Path) -> None:
     extra = tiny_config(tmp_path, dataloader={"train_dataloader": {"num_workers": 1, "timeout": 30}})
     loader = data_loader(split, extra.dataloader.train_dataloader, 0)
     assert loader.num_workers == 1 and loader.timeout == 30 and loader.persistent_workers
+
+
+def test_each_loader_worker_draws_its_own_augmentations(tmp_path: Path) -> None:
+    """Workers start with copies of the dataset's generators: the same clip, loaded by two workers, must not be
+    augmented the same way (four loads of clip 0 gave two identical pairs), nor, with workers started again
+    each epoch, the same way every epoch."""
+    rotate = {"Rotate": {"limit": 180, "p": 1.0}}
+    config = tiny_config(tmp_path, dataset={"train_dataset": {"augmentations": rotate}})
+    loader = data_loader(config.dataset.train_dataset, config.dataloader.train_dataloader, seed=0)
+    clip_zero_four_times = DataLoader(
+        loader.dataset,
+        sampler=[0, 0, 0, 0],
+        num_workers=2,
+        collate_fn=loader.collate_fn,
+        worker_init_fn=loader.worker_init_fn,
+    )
+    epochs = [[batch[0].crops for batch in clip_zero_four_times] for _ in range(2)]
+    loads = [crops for epoch in epochs for crops in epoch]
+    assert all(not torch.equal(a, b) for i, a in enumerate(loads) for b in loads[i + 1 :])
 
 
 def test_wandb_keys_go_offline_without_a_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

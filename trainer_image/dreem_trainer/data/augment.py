@@ -74,6 +74,12 @@ class FrameAugmenter:
         self.compose = A.Compose(transforms, keypoint_params=keypoints, seed=seed) if transforms else None
         self.rng = np.random.default_rng(seed)
 
+    def reseed(self, seed: int) -> None:
+        """Draw from `seed` from now on (a loader worker's own: see ClipDataset.reseed)."""
+        self.rng = np.random.default_rng(seed)
+        if self.compose is not None:
+            self.compose.set_random_seed(seed % 2**32)
+
     def __call__(
         self, image: npt.NDArray[np.uint8], instances: tuple[Instance, ...]
     ) -> tuple[npt.NDArray[np.uint8], tuple[Instance, ...]]:

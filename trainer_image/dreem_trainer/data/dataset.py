@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -154,6 +155,14 @@ class ClipDataset(Dataset[Clip]):
     def __len__(self) -> int:
         return len(self.spans)
 
+    def reseed(self, seed: int) -> None:
+        """Augmentations and random anchors drawn from `seed` from now on. A loader worker starts with a copy
+        of the dataset's generators, so without this every worker would draw the same augmentations, and,
+        where workers are started again each epoch, the same ones every epoch (`reseed_worker`)."""
+        self.rng = np.random.default_rng(seed)
+        if self.augmenter is not None:
+            self.augmenter.reseed(seed)
+
     def video(self, video_index: int) -> LabelledVideo:
         """One video's labels as its reader made them, rebuilt from the table (for writing tracks back)."""
         return self.labels[video_index].video()
@@ -256,3 +265,16 @@ def _to_channels(crops: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
         raise DataError(f"frames with {channels} channels: expected grey (1) or RGB (3)")
     anchors, size = crops.shape[0], crops.shape[1]
     return np.ascontiguousarray(crops.transpose(0, 3, 1, 2).reshape(anchors * CHANNELS_PER_CROP, size, size))
+
+
+def reseed_worker(_worker_id: int) -> None:
+    """A DataLoader's worker_init_fn: each worker draws from the seed torch gives it, which differs between
+    workers and epochs and follows the run's seed. Python's and NumPy's global generators are seeded from it
+    too, as Lightning's seed_everything(workers=True) would have done."""
+    info = torch.utils.data.get_worker_info()
+    if info is None:
+        return
+    random.seed(info.seed)
+    np.random.seed(info.seed % 2**32)  # the global generator a library may use
+    if isinstance(info.dataset, ClipDataset):
+        info.dataset.reseed(info.seed)

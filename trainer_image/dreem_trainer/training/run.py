@@ -34,7 +34,7 @@ from dreem_trainer.config.run import Accelerator
 from dreem_trainer.data.augment import albumentations_transforms
 from dreem_trainer.data.cache import ByteBudgetCache, frame_cache_bytes
 from dreem_trainer.data.clip import Clip, collate_clips
-from dreem_trainer.data.dataset import ClipDataset, SourceReads
+from dreem_trainer.data.dataset import ClipDataset, SourceReads, reseed_worker
 from dreem_trainer.hardware import (
     Hardware,
     available_cpus,
@@ -90,7 +90,7 @@ def data_loader(
         "persistent_workers": loader.num_workers > 0,
         "pin_memory": pin_memory,
     } | loader.kwargs()
-    return DataLoader(dataset, collate_fn=collate_clips, **settings)
+    return DataLoader(dataset, collate_fn=collate_clips, worker_init_fn=reseed_worker, **settings)
 
 
 def monitored(metric: str, has_validation: bool) -> str:
