@@ -30,6 +30,15 @@ def test_clip_length_and_chunking() -> None:
     assert len(whole) == 1 and whole[0].num_frames == 128
 
 
+def test_a_clip_names_its_nodes_for_the_trackers_body_axes() -> None:
+    """Validation tracks each clip with the tracker's front_nodes/back_nodes, which it finds by these names (it
+    fell back to the principal axis, so val metrics scored another tracker than dreem track's)."""
+    dataset = ClipDataset(split(mode="val"))
+    clip = dataset[0]
+    assert clip.node_names == dataset.video(clip.video_index).node_names
+    assert clip.points is not None and clip.points.shape[1] == len(clip.node_names) and "head" in clip.node_names
+
+
 def test_n_chunks_number_and_fraction() -> None:
     assert len(ClipDataset(split(n_chunks=3))) == 3
     assert len(ClipDataset(split(n_chunks=0.25))) == 4

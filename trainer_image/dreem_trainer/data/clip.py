@@ -30,6 +30,8 @@ class Clip:
     video_index: int
     points: torch.Tensor | None = None
     """(N, n_nodes, 2) keypoints as x, y in pixels, NaN where hidden: the tracker's body axes use them."""
+    node_names: tuple[str, ...] = ()
+    """The names of the points' nodes: the tracker's `front_nodes` and `back_nodes` pick them by name."""
 
     @property
     def num_frames(self) -> int:

@@ -241,6 +241,7 @@ class ClipDataset(Dataset[Clip]):
             points=torch.from_numpy(np.stack(points).astype(np.float32))
             if points
             else torch.zeros((0, len(table.node_names), 2)),
+            node_names=tuple(table.node_names),
         )
 
     def _kept(self, anchored: list[Anchored], size: int) -> list[Anchored]:

@@ -146,7 +146,7 @@ class DreemModule(pl.LightningModule):
         self.log(VAL_LOSS, loss, batch_size=len(batch), prog_bar=LOSS.progress_bar, on_epoch=True, sync_dist=True)
         tracker = Tracker.for_model(self.model, self.config.tracker)
         for clip, clip_features in zip(batch, features, strict=True):
-            tracker.reset()
+            tracker.reset(node_names=clip.node_names)  # the body axes dreem track uses: see Clip.node_names
             predicted = tracker.track_clip(clip, clip_features).tracks
             self._val_counts += tracking_counts(clip.frame_ids.cpu(), clip.track_ids.cpu(), predicted.cpu())
 
