@@ -109,6 +109,16 @@ def test_a_plateau_scheduler_steps_when_validation_runs(tmp_path: Path) -> None:
     assert config.scheduler.last_epoch == 2  # one step per validation
 
 
+def test_epochs_without_validation_are_checkpointed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Validating every other epoch of three: last.ckpt must hold the third epoch, which has no validation
+    (checkpoints were written at validation only, so a resume lost it), and its line shows no stale val_loss."""
+    run_training(tiny_config(tmp_path, trainer={"max_epochs": 3, "check_val_every_n_epoch": 2}))
+    last = torch.load(tmp_path / "models" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert (last["epoch"], last["global_step"]) == (2, 6)  # two clips a epoch
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch ")]
+    assert [("val_loss" in line) for line in lines] == [False, True, False], lines
+
+
 @pytest.mark.parametrize(
     ("logger_type", "pattern"),
     [

@@ -42,16 +42,25 @@ class EpochLines(pl.Callback):
 
     def __init__(self) -> None:
         self.started = time.monotonic()
+        self.validated_epoch = -1
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.started = time.monotonic()
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self.validated_epoch = trainer.current_epoch
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
         shown = []
+        # An epoch without validation (check_val_every_n_epoch > 1) shows no val values: the last ones are stale.
+        splits = ("train", "val") if self.validated_epoch == trainer.current_epoch else ("train",)
         for metric in METRICS:
             for split in metric.splits if metric.epoch_line else ():
+                if split not in splits:
+                    continue
                 value = trainer.callback_metrics.get(epoch_value_name(metric, split))
                 if value is not None:
                     shown.append(f"{metric.logged(split)} {float(value):.4g}")
@@ -84,6 +93,7 @@ class LatestCheckpoint(CheckpointSeam):
         super().__init__(**settings)
         self.gate = gate or CheckpointGate()
         self.restaged = restaged
+        self.validated_epoch = -1
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if self.restaged and self.dirpath is not None:
@@ -101,14 +111,18 @@ class LatestCheckpoint(CheckpointSeam):
         with self.gate.open() as allowed:
             if allowed:
                 super().on_validation_end(trainer, pl_module)
+                if not trainer.sanity_checking:
+                    self.validated_epoch = trainer.current_epoch
                 if not self.saves_at_train_epoch_end(trainer):
                     self._refresh_last(trainer)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Validation has run by now where this epoch has one. An epoch without (check_val_every_n_epoch > 1)
+        refreshes last.ckpt here, or the epochs after the last validation, the final one included, were lost."""
         with self.gate.open() as allowed:
             if allowed:
                 super().on_train_epoch_end(trainer, pl_module)
-                if self.saves_at_train_epoch_end(trainer):
+                if self.saves_at_train_epoch_end(trainer) or self.validated_epoch != trainer.current_epoch:
                     self._refresh_last(trainer)
 
     def _refresh_last(self, trainer: pl.Trainer) -> None:
