@@ -89,7 +89,7 @@ def test_optimizer_and_scheduler_by_name(tmp_path: Path) -> None:
     )
     optimizer = trainer.optimizers[0]
     assert isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["momentum"] == 0.5
-    assert optimizer.defaults["weight_decay"] == 0.01
+    assert optimizer.defaults["weight_decay"] == 0  # Adam's documented 0.01 is not SGD's: PyTorch's default
     scheduler = trainer.lr_scheduler_configs[0].scheduler
     assert isinstance(scheduler, torch.optim.lr_scheduler.StepLR) and scheduler.step_size == 3
     plateau = run_training(tiny_config(tmp_path / "p")).lr_scheduler_configs[0]
