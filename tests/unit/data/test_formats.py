@@ -83,6 +83,39 @@ def test_sleap_tracks_are_written_onto_the_instances_read(tmp_path: Path) -> Non
     assert [frame.frame_idx for frame in again.frames] == [frame.frame_idx for frame in video.frames]
 
 
+def test_a_prediction_the_user_did_not_replace_is_tracked_beside_the_user_instances(tmp_path: Path) -> None:
+    """A proofread frame holds the user's instance of one fly and SLEAP's prediction of the other: both flies
+    are there to track. The prediction a user instance replaced (from_predicted) is not tracked, and the file
+    is written back whole (an instance left holding a replaced Track made save_slp fail after tracking)."""
+    import sleap_io as sio
+
+    labels = sio.load_slp(TWO_FLIES_SLP, open_videos=False)
+    skeleton = labels.skeletons[0]
+    for labelled_frame in labels.labeled_frames[:3]:
+        kept, other = labelled_frame.instances
+        predicted = sio.PredictedInstance.from_numpy(other.numpy(), skeleton=skeleton, score=0.9, track=other.track)
+        labelled_frame.instances = [kept, predicted]
+    replaced = labels.labeled_frames[3]
+    first = replaced.instances[0]
+    superseded = sio.PredictedInstance.from_numpy(first.numpy() + 5, skeleton=skeleton, score=0.8, track=first.track)
+    first.from_predicted = superseded
+    replaced.instances = [*replaced.instances, superseded]
+    mixed = tmp_path / "two_flies.slp"
+    sio.save_slp(labels, str(mixed))
+
+    video = SourcePair(str(mixed), TWO_FLIES_MP4, 32).read()
+    assert all(len(frame.instances) == 2 for frame in video.frames)
+    assert [instance.score for instance in video.frames[0].instances] == [1.0, pytest.approx(0.9)]
+    tracks = crossed(video)
+    out = tmp_path / "out"
+    out.mkdir()
+    written = write_tracks(video, Predictions(tracks), out)
+    again = SourcePair(str(written), TWO_FLIES_MP4, 32).read()
+    assert track_names(again) == expected_names(video, tracks, str)
+    user, _, replaced_prediction = sio.load_slp(str(written), open_videos=False).labeled_frames[3].instances
+    assert replaced_prediction.track is user.track  # still paired with the user instance that replaced it
+
+
 def test_ctc_tracks_are_written_onto_the_cells_read(tmp_path: Path) -> None:
     (pair,) = pair_directory(str(CELLS), ".slp", ".mp4", 32)
     video = pair.read()

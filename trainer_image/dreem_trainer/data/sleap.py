@@ -65,12 +65,19 @@ class SleapLabels(LabelFormat):
             if track not in named:
                 named[track] = sio.Track(name=track)  # a number, as DREEM writes it (sleap-io types it str)
         for labelled_frame in labels.find(source):
-            for index, instance in enumerate(_instances(labelled_frame)):
+            tracked = _instances(labelled_frame)
+            superseded = _replaced_predictions(labelled_frame, tracked)
+            for index, instance in enumerate(tracked):
                 key = (_frame_idx(labelled_frame), index)
                 instance.track = named[predictions.tracks[key]] if key in predictions.tracks else None
                 if isinstance(instance, sio.PredictedInstance) and key in predictions.scores:
                     instance.tracking_score = predictions.scores[key]
-        labels.tracks = list(named.values())
+            for prediction, user_instance in superseded:  # still paired with what replaced it, as SLEAP pairs them
+                prediction.track = user_instance.track if user_instance is not None else None
+        # The file's other videos keep their own tracks.
+        elsewhere = {id(i.track): i.track for f in labels.labeled_frames for i in f.instances if i.track is not None}
+        new = {id(track) for track in named.values()}
+        labels.tracks = [*named.values(), *(t for t in labels.tracks if id(t) in elsewhere and id(t) not in new)]
         # The video that was tracked, by its absolute path: the input's own record may be relative to the input's
         # folder (or name another machine's file), and SLEAP and `dreem render` open what the output records.
         source.replace_filename(str(Path(video.video_path).resolve()), open=False)
@@ -89,8 +96,29 @@ def _frame_idx(labelled_frame: Any) -> int:
 
 def _instances(labelled_frame: Any) -> list[Any]:
     """The instances dreem tracks in a labelled frame, in the order `index_in_frame` counts: the
-    user-labelled ones, or the predicted ones where the user labelled none."""
-    return list(labelled_frame.user_instances or labelled_frame.predicted_instances)
+    user-labelled ones, then the predictions no user instance replaced (an animal the user did not correct
+    is still there)."""
+    return [*labelled_frame.user_instances, *labelled_frame.unused_predictions]
+
+
+def _replaced_predictions(labelled_frame: Any, tracked: list[Any]) -> list[tuple[Any, Any]]:
+    """The frame's predictions a user instance replaced, each with that user instance (None when it cannot be
+    told): SLEAP pairs them by `from_predicted`, or, in a tracked file, by their track."""
+    replaced = []
+    for prediction in labelled_frame.instances:
+        if any(prediction is instance for instance in tracked):
+            continue
+        user_instance = next(
+            (
+                user
+                for user in labelled_frame.user_instances
+                if user.from_predicted is prediction
+                or (prediction.track is not None and user.track is prediction.track)
+            ),
+            None,
+        )
+        replaced.append((prediction, user_instance))
+    return replaced
 
 
 def _matching_video(labels: Any, labels_path: str, video_path: str) -> Any:
