@@ -178,9 +178,13 @@ def test_max_gap_ends_tracks_absent_that_long() -> None:
 def test_frames_without_instances_age_the_tracks() -> None:
     empty = frame(1, [])
     frames = [frame(0, [1.0]), empty, empty, frame(3, [1.0], true_tracks=[5])]
-    # Track 0 ended after two empty frames: the next frame starts afresh, from the labels' track.
-    assert run(tracker(window_size=1, max_gap=2), frames)[-1] == [5]
+    # Track 0 ended after two empty frames: the next frame starts a new track. Its id is a new one, not the
+    # labels' (in dreem eval that would carry the true identity across the gap for free; in dreem track, on
+    # untracked input, it would be 0 again, another animal's).
+    assert run(tracker(window_size=1, max_gap=2), frames)[-1] == [1]
     assert run(tracker(window_size=1, max_gap=3), frames)[-1] == [0]
+    untracked = [frame(0, [1.0]), empty, empty, frame(3, [7.0])]
+    assert run(tracker(window_size=1, max_gap=2), untracked)[-1] == [1]
 
 
 # --- spatial rules ---------------------------------------------------------------------------------------

@@ -57,7 +57,7 @@ def assign(scores: TrackScores, config: TrackerConfig, live_tracks: int, next_ne
 
 
 def first_frame_tracks(true_tracks: torch.Tensor) -> torch.Tensor:
-    """Ids for the first frame of a video (or after every track ended): the labels' own track index where
+    """Ids for the first frame of a video: the labels' own track index where
     the instance has one, so tracked input keeps its identities; the untracked instances are numbered on
     from the largest of those (from 0 when none)."""
     ids = true_tracks.clone().long()

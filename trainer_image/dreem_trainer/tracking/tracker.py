@@ -221,7 +221,12 @@ class Tracker:
         axes = self._axes(frame)
         if len(self.window) == 0:
             self._window_seen_by_model = False
-            result = FrameTracks(first_frame_tracks(frame.true_tracks.cpu()), torch.full((frame.count,), NO_SCORE))
+            if self.window.ids_ever:  # every track has ended: these are new tracks, numbered on
+                start = self.window.next_new_id()
+                tracks = torch.arange(start, start + frame.count)
+            else:  # the video's first frame: the labels' identities, where they have them
+                tracks = first_frame_tracks(frame.true_tracks.cpu())
+            result = FrameTracks(tracks, torch.full((frame.count,), NO_SCORE))
         else:
             window = self.window.instances()
             if self._reproduces_defect() and frame.count == 1 and self._window_seen_by_model:
