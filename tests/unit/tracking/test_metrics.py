@@ -49,6 +49,16 @@ def test_misses_and_false_positives_are_counted_by_name() -> None:
     assert (counts.num_objects, counts.num_misses, counts.num_false_positives) == (5, 1, 0)
 
 
+def test_one_track_labelled_twice_in_a_frame_is_two_objects() -> None:
+    """A labelling slip gives two instances of a frame one track (and the tracker, from the labels, one id):
+    each counts as an object of its own, so IDF1 stays a fraction (repeated ids made it 1.08)."""
+    counts = tracking_counts([0, 0, 0, 1, 1, 1], [0, 0, 1, 0, 0, 1], [0, 0, 1, 0, 2, 1])
+    # Truth: track 0, its repeat and track 1, each in both frames. The repeat is predicted as another id in
+    # each frame, so one of its two instances matches: 5 of 6 instances keep their identity.
+    assert (counts.num_objects, counts.idtp, counts.idfp, counts.idfn) == (6, 5, 1, 1)
+    assert counts.idf1 == 10 / 12
+
+
 def test_logged_names_find_their_row() -> None:
     assert metric_logged_as("train_loss_epoch") is LOSS and metric_logged_as("train_loss_step") is LOSS
     assert metric_logged_as("val_loss") is LOSS and LOSS.mode == "min"

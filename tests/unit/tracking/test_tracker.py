@@ -145,6 +145,7 @@ def test_first_frame_keeps_the_labels_tracks_and_numbers_the_rest_after_them() -
     assert first_frame_tracks(torch.tensor([1, 0])).tolist() == [1, 0]
     assert first_frame_tracks(torch.tensor([-1, -1, -1])).tolist() == [0, 1, 2]
     assert first_frame_tracks(torch.tensor([4, -1, 2, -1])).tolist() == [4, 5, 2, 6]
+    assert first_frame_tracks(torch.tensor([1, 1, 0])).tolist() == [1, 2, 0]  # one track labelled twice
 
 
 def test_new_track_ids_follow_the_largest_id_ever_used() -> None:

@@ -61,6 +61,8 @@ def first_frame_tracks(true_tracks: torch.Tensor) -> torch.Tensor:
     the instance has one, so tracked input keeps its identities; the untracked instances are numbered on
     from the largest of those (from 0 when none)."""
     ids = true_tracks.clone().long()
+    repeated = [row for row in range(len(ids)) if ids[row] >= 0 and bool((ids[:row] == ids[row]).any())]
+    ids[repeated] = -1  # two instances labelled as one track: the second starts a track of its own
     untracked = ids < 0
     start = int(ids.max()) + 1 if bool((~untracked).any()) else 0
     ids[untracked] = torch.arange(start, start + int(untracked.sum()))

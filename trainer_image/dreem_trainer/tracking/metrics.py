@@ -11,7 +11,7 @@ truth; motmetrics then counts switches and solves the identity assignment behind
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import numpy as np
 import numpy.typing as npt
@@ -152,11 +152,32 @@ class TrackingCounts:
         return scores | {name: float(value) for name, value in self.as_dict().items() if name not in scores}
 
 
+def distinct_per_frame(frame_keys: npt.NDArray[Any], tracks: npt.ArrayLike) -> npt.NDArray[np.int64]:
+    """Track ids with a second instance of one id in a frame (a labelling slip) given an id of its own: the
+    n-th repeat of id t in any frame becomes the same new id, above all others. CLEAR-MOT and IDF1 count
+    objects by id per frame; repeated ids made motmetrics count an IDF1 above 1."""
+    ids = np.asarray(tracks, dtype=np.int64).copy()
+    renamed: dict[tuple[int, int], int] = {}
+    top = int(ids.max()) + 1 if ids.size else 0
+    for frame in np.unique(frame_keys):
+        seen: dict[int, int] = {}
+        for row in np.flatnonzero((frame_keys == frame) & (ids >= 0)):
+            repeat = seen.get(int(ids[row]), 0)
+            seen[int(ids[row])] = repeat + 1
+            if repeat:
+                key = (int(ids[row]), repeat)
+                if key not in renamed:
+                    renamed[key] = top + len(renamed)
+                ids[row] = renamed[key]
+    return ids
+
+
 def tracking_counts(frame_keys: npt.ArrayLike, ground_truth: npt.ArrayLike, predicted: npt.ArrayLike) -> TrackingCounts:
     """Counts over instances given as parallel arrays: frame of each, its true track (-1: none), its predicted track."""
     import motmetrics
 
-    frames, truth, guess = np.asarray(frame_keys), np.asarray(ground_truth), np.asarray(predicted)
+    frames = np.asarray(frame_keys)
+    truth, guess = distinct_per_frame(frames, ground_truth), distinct_per_frame(frames, predicted)
     accumulator = motmetrics.MOTAccumulator(auto_id=False)
     for number, frame in enumerate(np.unique(frames)):
         here = frames == frame
