@@ -24,6 +24,7 @@ from dreem_operator.children import POD_GROUP_API, JobRef, OperatorSettings
 from dreem_operator.kube import ClusterApi, NotLeading, StatusConflict, api_message
 from dreem_operator.metrics import OperatorMetrics
 from dreem_operator.reconcile import (
+    Namesake,
     Observation,
     ObservedPodGroup,
     Plan,
@@ -220,10 +221,10 @@ class Reconciler:
         now: datetime,
         resource_version: str,
         slot: JobSlot,
-    ) -> tuple[str, list[str], Refusal | None]:
+    ) -> tuple[str, list[Namesake], Refusal | None]:
         """Apply the plan and return the job's resourceVersion after it; stop before creating anything more
         when a child's name is held by an object another owner controls, and return that too (e.g.
-        'configmap "flies-config"'): it is never adopted. Stop as well when the API server refuses a child
+        a Namesake): it is never adopted. Stop as well when the API server refuses a child
         with a client error, and return its answer: the next decision says why the gang cannot start."""
         # Status first: once `restarts` is stored, a crash before the new pods exist recreates the same
         # attempt on the next reconcile instead of reviving the old one. A status write refused as stale
@@ -259,7 +260,7 @@ class Reconciler:
                     self._expect_echo(slot, created)
                     log.info("created pod %s/%s", job.namespace, obj["metadata"]["name"])
             elif (found := self.api.existing(obj)) is not None and not controlled_by(found, job.uid):
-                return resource_version, [f'{obj["kind"].lower()} "{obj["metadata"]["name"]}"'], None
+                return resource_version, [Namesake.of(found | {"kind": obj["kind"]})], None
         if plan.delete_job:
             self.api.delete_job(job.namespace, job.name)
         return resource_version, [], None

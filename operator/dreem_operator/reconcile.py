@@ -40,6 +40,7 @@ from dreem_operator.children import (
 from dreem_operator.names import FIELD_MANAGER, LABEL_ATTEMPT, LABEL_RANK, TRAINER_CONTAINER
 from dreem_trainer.config.loader import issues_from
 from dreem_trainer.contract import EXIT_USER_ERROR
+from dreem_trainer.contract import KIND as JOB_KIND
 
 PodPhase = Literal["Pending", "Running", "Succeeded", "Failed", "Unknown"]
 ENDED: tuple[PodPhase, ...] = ("Succeeded", "Failed")
@@ -182,14 +183,30 @@ def controlled_by(obj: KubernetesObject, uid: str) -> bool:
     return any(ref.get("uid") == uid and ref.get("controller") for ref in obj["metadata"].get("ownerReferences") or [])
 
 
-def observe_pods(pods: Iterable[KubernetesObject], job: JobRef) -> tuple[list[ObservedPod], list[str]]:
-    """The job's own gang pods, and the names of pods that carry its name but belong to another owner: an earlier
-    job of the same name, deleted and re-created before the garbage collector removed its children."""
+@dataclass(frozen=True)
+class Namesake:
+    """An object with a name this job's child needs, which this job does not control."""
+
+    what: str
+    """Kind and name, e.g. 'configmap "flies-config"'."""
+    earlier_job: bool
+    """Owned by a DreemTrainingJob (an earlier one of this name): the garbage collector will remove it. Else
+    it has no owner, or another (a user's own ConfigMap, say), and nothing will."""
+
+    @classmethod
+    def of(cls, obj: KubernetesObject) -> Namesake:
+        owners = obj["metadata"].get("ownerReferences") or []
+        what = f'{obj["kind"].lower()} "{obj["metadata"]["name"]}"'
+        return cls(what, any(owner.get("kind") == JOB_KIND for owner in owners))
+
+
+def observe_pods(pods: Iterable[KubernetesObject], job: JobRef) -> tuple[list[ObservedPod], list[Namesake]]:
+    """The job's own gang pods, and the pods that carry its name but that it does not control (`Namesake`)."""
     own: list[ObservedPod] = []
-    foreign: list[str] = []
+    foreign: list[Namesake] = []
     for pod in pods:
         if not controlled_by(pod, job.uid):
-            foreign.append(f'pod "{pod["metadata"]["name"]}"')
+            foreign.append(Namesake.of({"kind": "Pod", **pod}))
         elif (observed := observe_pod(pod)) is not None:
             own.append(observed)
     return own, foreign
@@ -222,8 +239,8 @@ class Observation:
     """Why spec.storage.credentialsSecret cannot be used (missing, or lacks a key), if it cannot."""
     pod_groups: list[ObservedPodGroup] = field(default_factory=list)
     """The job's PodGroups (with a gang scheduler)."""
-    foreign: list[str] = field(default_factory=list)
-    """Children with this job's names that another owner controls, e.g. 'configmap "flies-config"'."""
+    foreign: list[Namesake] = field(default_factory=list)
+    """Objects with this job's children's names that the job does not control."""
     refused: Refusal | None = None
     """A child the API server refused to create in this pass."""
 
@@ -585,17 +602,29 @@ def deadline_passed(s: Situation, decide: Decision) -> Plan | None:
 
 
 def namesakes_present(s: Situation, decide: Decision) -> Plan | None:
-    """Children with this job's names that another owner controls belong to an earlier job of the same name,
-    deleted and re-created before the garbage collector removed them. They are never adopted (the ConfigMap
-    would hold the old job's config): the gang waits until they are gone."""
+    """Objects with the names this job's children need, which it does not control, are never adopted (a
+    ConfigMap would hold another config): the gang waits until they are gone. Those of an earlier job of the
+    same name, deleted and re-created before the garbage collector removed them, go by themselves; the others
+    (no owner, or another one's) stay until someone deletes them or renames the job, and the message says so."""
     if not s.missing or not s.seen.foreign:
         return None
-    shown = ", ".join(s.seen.foreign[:5]) + (f" and {len(s.seen.foreign) - 5} more" if len(s.seen.foreign) > 5 else "")
+    others = [namesake.what for namesake in s.seen.foreign if not namesake.earlier_job]
+    if others:
+        message = (
+            f"{_listed(others)} already exist(s) in namespace {s.job.namespace!r} and belong(s) to no "
+            f"DreemTrainingJob: this job needs the name(s). Delete them if they are leftovers, or create the job "
+            "under another name"
+        )
+        return decide.phase(Phase.PENDING, Reason.WAITING_FOR_PREVIOUS_JOB, message, warning=True)
     message = (
-        f"waiting for {shown} of an earlier DreemTrainingJob named {s.job.name!r} to be deleted (the garbage "
-        "collector removes them; delete them yourself if they have no owner left)"
+        f"waiting for {_listed([namesake.what for namesake in s.seen.foreign])} of an earlier DreemTrainingJob "
+        f"named {s.job.name!r} to be deleted (the garbage collector removes them)"
     )
     return decide.phase(Phase.PENDING, Reason.WAITING_FOR_PREVIOUS_JOB, message, warning=True)
+
+
+def _listed(names: list[str]) -> str:
+    return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
 
 
 def user_error(s: Situation, decide: Decision) -> Plan | None:

@@ -7,7 +7,7 @@ from typing import Any
 
 from dreem_operator.api import DreemTrainingJobStatus
 from dreem_operator.children import JobRef, OperatorSettings
-from dreem_operator.reconcile import Observation, ObservedPod, ObservedPodGroup, Plan, Refusal, reconcile
+from dreem_operator.reconcile import Namesake, Observation, ObservedPod, ObservedPodGroup, Plan, Refusal, reconcile
 
 JOB = JobRef("flies", "lab", "uid-1")
 NOW = datetime(2026, 11, 25, 12, 0, 0)
@@ -44,7 +44,7 @@ def run(
     secret_problem: str | None = None,
     settings: OperatorSettings = SETTINGS,
     pod_groups: list[ObservedPodGroup] | None = None,
-    foreign: list[str] | None = None,
+    foreign: list[Namesake] | None = None,
     refused: Refusal | None = None,
     **changes: Any,
 ) -> Plan:

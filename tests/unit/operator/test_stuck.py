@@ -13,7 +13,7 @@ import pytest
 
 from dreem_operator.api import ConditionType, Phase, Reason
 from dreem_operator.children import OperatorSettings
-from dreem_operator.reconcile import ObservedPod, Trouble, observe_pod, observe_pods
+from dreem_operator.reconcile import Namesake, ObservedPod, Trouble, observe_pod, observe_pods
 from tests.unit.operator.cases import JOB, NOW, kinds, pod, pods_created, run, status
 
 LABELS = {"dreem.sleap.ai/job": "flies", "dreem.sleap.ai/attempt": "0", "dreem.sleap.ai/rank": "1"}
@@ -239,8 +239,12 @@ def test_a_pod_on_a_lost_node_stops_blocking_the_next_gang_and_is_force_deleted(
     assert pods_created(lost) == ["Pod/flies-1-0", "Pod/flies-1-1"]
 
 
+def earlier_jobs(kind: str, name: str) -> dict[str, Any]:
+    return {"kind": kind, "metadata": {"name": name, "ownerReferences": [{"kind": "DreemTrainingJob", "uid": "old"}]}}
+
+
 def test_children_of_an_earlier_namesake_are_waited_for_never_adopted() -> None:
-    foreign = ['pod "flies-0-0"', 'configmap "flies-config"']
+    foreign = [Namesake.of(earlier_jobs("Pod", "flies-0-0")), Namesake.of(earlier_jobs("ConfigMap", "flies-config"))]
     plan = run([], foreign=foreign)
     assert plan.create == [] and plan.status.phase == Phase.PENDING
     assert plan.status.message is not None and plan.status.message.startswith(
@@ -248,6 +252,16 @@ def test_children_of_an_earlier_namesake_are_waited_for_never_adopted() -> None:
     )
     assert plan.events[-1].reason == Reason.WAITING_FOR_PREVIOUS_JOB and plan.events[-1].type == "Warning"
     assert kinds(run([], plan.status))[0] == "ConfigMap/flies-config"
+
+
+def test_a_users_own_object_holding_a_childs_name_is_named_as_such() -> None:
+    """A biologist's own ConfigMap flies-config (no owner) is not an earlier job's: nothing will delete it, and
+    the message must not invite them to wait for a garbage collector, nor say it is a job's."""
+    mine = Namesake.of({"kind": "ConfigMap", "metadata": {"name": "flies-config"}})
+    assert not mine.earlier_job
+    message = str(run([], foreign=[mine]).status.message)
+    assert message.startswith('configmap "flies-config" already exist(s) in namespace')
+    assert "belong(s) to no DreemTrainingJob" in message and "another name" in message
 
 
 def test_pods_are_told_apart_by_their_controller_uid() -> None:
@@ -263,4 +277,7 @@ def test_pods_are_told_apart_by_their_controller_uid() -> None:
     own, foreign = observe_pods(
         [labelled("flies-0-0", JOB.uid), labelled("flies-0-1", "old-uid"), labelled("flies-0-2", JOB.uid, False)], JOB
     )
-    assert [p.name for p in own] == ["flies-0-0"] and foreign == ['pod "flies-0-1"', 'pod "flies-0-2"']
+    assert [p.name for p in own] == ["flies-0-0"] and [n.what for n in foreign] == [
+        'pod "flies-0-1"',
+        'pod "flies-0-2"',
+    ]
