@@ -100,6 +100,8 @@ class ObservedPod:
     """Why its trainer ended, as Kubernetes words it (OOMKilled, Error), or why the pod failed without it."""
     finished_at: datetime | None = None
     """When its trainer ended: the first rank to fail is the one to blame (the others die of losing it)."""
+    scheduled: bool = False
+    """Placed on a node (PodScheduled): what keeps it from running is then on the node (image, volumes)."""
 
     def failure(self) -> str:
         """`<pod> failed (exit code 137, OOMKilled): <the last line it logged>`."""
@@ -176,6 +178,7 @@ def observe_pod(pod: KubernetesObject) -> ObservedPod | None:
         gated=gated,
         reason=reason,
         finished_at=finished_at,
+        scheduled="PodScheduled" in conditions,
     )
 
 
@@ -803,7 +806,20 @@ def run_the_gang(s: Situation, decide: Decision) -> Plan:
         )
     if phase == Phase.RESTARTING or (missing and decide.reason == Reason.CREATE_REFUSED):
         return decide.keep()  # why the gang restarts, or why the API server refused it, until that changes
-    return decide.phase(Phase.PENDING, Reason.GANG_PENDING, "waiting for all pods to be scheduled")
+    return decide.phase(Phase.PENDING, Reason.GANG_PENDING, _pending_message(s))
+
+
+def _pending_message(s: Situation) -> str:
+    """Where the gang's start stands: with the scheduler, or on the nodes (where a missing volume or a slow
+    image pull keeps a pod in ContainerCreating without a reason in its status)."""
+    placed = [pod for pod in s.gang.values() if pod.scheduled]
+    if not s.complete or len(placed) < len(s.gang):
+        return f"waiting for all pods to be scheduled ({len(placed)} of {s.spec.nodes} placed on a node)"
+    starting = sorted(pod.name for pod in s.gang.values() if pod.phase == "Pending")
+    return (
+        f"all {s.spec.nodes} pod(s) are on their nodes, {len(starting)} still starting (pulling the image, "
+        f"mounting volumes): `kubectl describe pod {starting[0] if starting else ''}` shows what it waits for"
+    )
 
 
 JOB_RULES: tuple[Rule, ...] = (job_finished, job_suspended, deadline_passed)

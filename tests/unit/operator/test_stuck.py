@@ -281,3 +281,14 @@ def test_pods_are_told_apart_by_their_controller_uid() -> None:
         'pod "flies-0-1"',
         'pod "flies-0-2"',
     ]
+
+
+def test_a_gang_on_its_nodes_is_not_said_to_wait_for_the_scheduler() -> None:
+    """Pods placed but stuck in ContainerCreating (a missing volume, a slow pull) carry no reason in their
+    status: the message must say they are on their nodes, and where to look, not that they await scheduling."""
+    pending = status(phase=Phase.PENDING, restarts=0, attempt=0)
+    unplaced = run([pod(0, "Pending", scheduled=True), pod(1, "Pending")], pending).status.message
+    assert unplaced == "waiting for all pods to be scheduled (1 of 2 placed on a node)"
+    placed = run([pod(0, "Running", scheduled=True), pod(1, "Pending", scheduled=True)], pending).status.message
+    assert str(placed).startswith("all 2 pod(s) are on their nodes, 1 still starting")
+    assert "kubectl describe pod flies-0-1" in str(placed)
