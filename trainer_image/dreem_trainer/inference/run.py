@@ -44,6 +44,24 @@ class TrackedVideo:
     """Frames the tracker flagged as uncertain (`tracker.confidence_threshold`)."""
     seconds: float
 
+    def counts(self) -> TrackingCounts:
+        """CLEAR-MOT and IDF1 counts against the labels. A labelled instance of a tracked frame that tracking
+        left out (a missing anchor under `handle_missing: drop`, a duplicate by `max_detection_overlap`, one
+        beyond `max_tracks`) is a miss: the tracks hold nothing for it."""
+        seen = set(zip(self.frame_indices.tolist(), self.index_in_frame.tolist(), strict=True))
+        tracked_frames = set(self.frame_indices.tolist())
+        left_out = [
+            (frame.frame_idx, instance.track)
+            for frame in self.video.frames
+            if frame.frame_idx in tracked_frames
+            for instance in frame.instances
+            if instance.track >= 0 and (frame.frame_idx, instance.index_in_frame) not in seen
+        ]
+        frames = np.concatenate([self.frame_indices, np.array([f for f, _ in left_out], dtype=np.int64)])
+        truth = np.concatenate([self.true_tracks, np.array([t for _, t in left_out], dtype=np.int64)])
+        predicted = np.concatenate([self.predicted_tracks, np.full(len(left_out), -1, dtype=np.int64)])
+        return tracking_counts(frames, truth, predicted)
+
     def predictions(self) -> Predictions:
         """What the writers take: each tracked instance's track and tracking score, and the flagged frames."""
         keys = [(int(f), int(i)) for f, i in zip(self.frame_indices, self.index_in_frame, strict=True)]
@@ -284,7 +302,7 @@ def run_evaluation(
     with torch.inference_mode(), placement.autocast():
         for result in track_videos(model, config.dataset.test_split(), pairs, config, sources=sources):
             tracked = write_tracks(result.video, result.predictions(), output_folder(output))
-            counts = tracking_counts(result.frame_indices, result.true_tracks, result.predicted_tracks)
+            counts = result.counts()
             total += counts
             rows.append({"video": result.video.name, **counts.summary()})
             write_identity_timeline(
