@@ -51,6 +51,18 @@ def test_an_earlier_output_is_replaced_only_with_overwrite(tmp_path: Path) -> No
         check_outputs([pair(tmp_path)], out, render=True, overwrite=False)
 
 
+@pytest.mark.parametrize("earlier", ["metrics.json", "metrics_per_video.csv", "cam.identity_timeline.png"])
+def test_an_earlier_evaluation_is_replaced_only_with_overwrite(tmp_path: Path, earlier: str) -> None:
+    """A second dreem eval into one folder, on other videos, replaced the first's metrics in silence."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / earlier).write_text("an earlier evaluation's results")
+    check_outputs([pair(tmp_path)], out, render=False, overwrite=False)  # dreem track writes none of them
+    with pytest.raises(DataError, match=rf"{earlier}: already exists \(an earlier evaluation\?\); pass --overwrite"):
+        check_outputs([pair(tmp_path)], out, render=False, overwrite=False, evaluation=True)
+    check_outputs([pair(tmp_path)], out, render=False, overwrite=True, evaluation=True)
+
+
 def test_render_never_draws_over_its_own_video(tmp_path: Path) -> None:
     for name in ("two_flies.slp", "two_flies.mp4"):
         shutil.copy(DEMO_DATA / name, tmp_path / name)

@@ -205,10 +205,17 @@ def output_folder(output: Path) -> Path:
     return output
 
 
-def check_outputs(pairs: list[SourcePair], output: Path, render: bool, overwrite: bool) -> None:
+EVALUATION_FILES = ("metrics.json", "metrics_per_video.csv", "metrics_per_video.png")
+TIMELINE_SUFFIX = ".identity_timeline.png"
+
+
+def check_outputs(
+    pairs: list[SourcePair], output: Path, render: bool, overwrite: bool, evaluation: bool = False
+) -> None:
     """Before any video is tracked, the files the run will write: no two videos' tracks to one file (videos
     of one name in different folders), none over a file the run reads, and none over an existing file unless
-    `overwrite` (a tracked file may have been proofread since the last run)."""
+    `overwrite` (a tracked file may have been proofread since the last run; an earlier evaluation's metrics
+    are its results). `evaluation`: dreem eval's metrics and identity timelines too."""
     from dreem_trainer.inference.render import beside
 
     if output.exists() and not output.is_dir():
@@ -232,6 +239,12 @@ def check_outputs(pairs: list[SourcePair], output: Path, render: bool, overwrite
             if target.exists() and not overwrite:
                 raise DataError(f"{target}: already exists; pass --overwrite to replace it")
             planned[resolved] = pair
+    if evaluation and not overwrite:
+        results = [output / name for name in EVALUATION_FILES]
+        results += [output / f"{Path(pair.video_path).stem}{TIMELINE_SUFFIX}" for pair in pairs]
+        found = next((path for path in results if path.exists()), None)
+        if found is not None:
+            raise DataError(f"{found}: already exists (an earlier evaluation?); pass --overwrite to replace it")
 
 
 def run_tracking(
@@ -293,7 +306,7 @@ def run_evaluation(
     """Metrics over every video, with per-video identity timelines and a metrics chart as PNGs."""
     from dreem_trainer.inference.plots import write_identity_timeline, write_metrics_chart
 
-    check_outputs(pairs, output, render, overwrite)
+    check_outputs(pairs, output, render, overwrite, evaluation=True)
     sources = SourceReads()
     check_ground_truth(pairs, sources)
     model, placement = placed_model(config, checkpoint, quiet)
@@ -306,7 +319,7 @@ def run_evaluation(
             total += counts
             rows.append({"video": result.video.name, **counts.summary()})
             write_identity_timeline(
-                output / f"{result.video.name}.identity_timeline.png",
+                output / f"{result.video.name}{TIMELINE_SUFFIX}",
                 result.video.name,
                 result.frame_indices,
                 result.true_tracks,
@@ -315,10 +328,11 @@ def run_evaluation(
             )
             if render:
                 _render_beside(tracked, result.video.video_path, quiet)
-    write_metrics_chart(output_folder(output) / "metrics_per_video.png", rows)
+    metrics_json, metrics_csv, metrics_png = (output_folder(output) / name for name in EVALUATION_FILES)
+    write_metrics_chart(metrics_png, rows)
     summary = total.summary()
-    (output / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
-    with (output / "metrics_per_video.csv").open("w", newline="") as handle:
+    metrics_json.write_text(json.dumps(summary, indent=2) + "\n")
+    with metrics_csv.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
