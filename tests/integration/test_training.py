@@ -301,3 +301,20 @@ def test_last_checkpoint_is_always_the_newest_state(tmp_path: Path) -> None:
     assert last["epoch"] == trainer.current_epoch - 1 == 2
     assert torch.load(best, map_location="cpu", weights_only=False)["epoch"] < 2
     assert not (models / "last.ckpt").is_symlink()
+
+
+def test_a_fresh_run_keeps_another_runs_checkpoints_in_its_folder(tmp_path: Path) -> None:
+    """A second `dreem train` into one checkpoint folder (resume never) wrote over the first run's last.ckpt
+    and its best files of the same names: the first run's are moved into earlier-<time>/ instead."""
+    run_training(tiny_config(tmp_path, trainer={"max_epochs": 2}))
+    models = tmp_path / "models"
+    first = {path.name: path.resolve().read_bytes() for path in models.glob("*.ckpt")}
+    run_training(tiny_config(tmp_path, optimizer={"lr": 0.01}))
+    (kept,) = models.glob("earlier-*")
+    assert {path.name: path.resolve().read_bytes() for path in kept.glob("*.ckpt")} == first
+    last = torch.load(models / "last.ckpt", map_location="cpu", weights_only=False)
+    assert last["epoch"] == 0  # the second run's own
+    resumed = run_training(
+        tiny_config(tmp_path, model={"ckpt_path": str(models / "last.ckpt")}, trainer={"max_epochs": 2})
+    )
+    assert resumed.current_epoch == 2 and len(list(models.glob("earlier-*"))) == 1  # continuing moves nothing

@@ -402,6 +402,28 @@ def write_run_config(target: Path, text: str) -> None:
     target.write_text(text)
 
 
+def keep_earlier_checkpoints(folder: Path, reading: str | None) -> Path | None:
+    """A run that starts afresh in a folder holding another run's checkpoints moves them into
+    `earlier-<time>/` there, and returns that folder: Lightning would write over last.ckpt and over best files
+    of the same names. Not when the run reads one of them (`model.ckpt_path`): it continues that run."""
+    if not folder.is_dir():
+        return None
+    found = [path for path in folder.iterdir() if path.suffix == ".ckpt" and (path.is_symlink() or path.is_file())]
+    if not found or (reading is not None and any(path.resolve() == Path(reading).resolve() for path in found)):
+        return None
+    written = datetime.fromtimestamp(max(path.lstat().st_mtime for path in found)).strftime("%Y%m%d-%H%M%S")
+    kept = folder / f"earlier-{written}"
+    for number in itertools.count(1):
+        if not kept.exists():
+            break
+        kept = folder / f"earlier-{written}-{number}"
+    kept.mkdir()
+    for path in found:
+        path.rename(kept / path.name)  # last.ckpt's link is relative: it still points at its best file
+    print(f"{folder}: another run's checkpoints are kept in {kept.name}/ (--resume auto continues a run)", flush=True)
+    return kept
+
+
 def run_training(config: DreemConfig, callbacks: Sequence[Callback] = ()) -> pl.Trainer:
     """Train as configured; returns the finished Trainer (its callbacks hold the checkpoint paths).
 
@@ -416,6 +438,9 @@ def run_training(config: DreemConfig, callbacks: Sequence[Callback] = ()) -> pl.
         print(f"resuming from {staged.resumed_from}", flush=True)
     start = plan_start(staged.config)
     local = start.config
+    fresh_here = start.resume_from is None and not is_s3(config.checkpointing.dirpath or "")
+    if fresh_here and local.trainer.enable_checkpointing and os.environ.get("LOCAL_RANK", "0") == "0":
+        keep_earlier_checkpoints(Path(local.checkpoint_dir()), local.model.ckpt_path)
     gate = CheckpointGate()
     writer = AtomicCheckpointIO(gate, background=True)
     sync = (
