@@ -647,7 +647,8 @@ def _render_options() -> list[inspect.Parameter]:
 
 def _typed_render_options(values: dict[str, Any]) -> RenderOptions:
     typed = {field.name: values.pop(field.name) for field in fields(RenderOptions) if CLI in field.metadata}
-    return RenderOptions(**{name: value for name, value in typed.items() if value is not None})
+    with _reported():
+        return RenderOptions(**{name: value for name, value in typed.items() if value is not None})
 
 
 def _render(

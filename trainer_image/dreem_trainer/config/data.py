@@ -355,6 +355,9 @@ class DataLoaderSplitConfig(LibraryCallSection):
         for key in ("dataset", "collate_fn", "sampler", "batch_sampler"):
             if key in self.extra():
                 raise key_error(key, "is set by dreem and cannot be configured", self.extra()[key])
+        size = self.extra().get("batch_size", 1)
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise key_error("batch_size", "a whole number of clips, 1 or more", size)
         return self
 
 

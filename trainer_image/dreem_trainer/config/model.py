@@ -6,6 +6,7 @@ and a DREEM checkpoint's `model_cfg` becomes this section through `model_section
 
 from __future__ import annotations
 
+import difflib
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -171,6 +172,25 @@ ENCODER_TYPE_ARGS = frozenset({"model_name", "backend", "in_chans", "pretrained"
 
 class EncoderConfig(PassThroughSection):
     """Visual encoder; extra keys go to `timm.create_model` or the torchvision ResNet constructor."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _extra_keys_are_not_typos(cls, data: Any) -> Any:
+        """An extra key goes to the backbone's constructor, which only refuses it once training starts (or, a
+        rate given as a word, in the first forward pass): a near miss of this section's own keys (`pretraind`)
+        and a `*_rate` that is not a number are refused here, with the key."""
+        if not isinstance(data, dict):
+            return data
+        for key, value in data.items():
+            if key in cls.model_fields:
+                continue
+            # Closer than timm's own `pretrained_cfg` is to `pretrained` (0.83): only a slip of a letter or two.
+            near = difflib.get_close_matches(key, sorted(cls.model_fields), n=1, cutoff=0.85)
+            if near:
+                raise key_error(key, f"unknown key; did you mean '{near[0]}'?", value)
+            if key.endswith("_rate") and (isinstance(value, bool) or not isinstance(value, int | float)):
+                raise key_error(key, "a number (a dropout rate, from 0 to 1)", value)
+        return data
 
     model_name: str = Field(
         "resnet18",

@@ -7,6 +7,7 @@ Kept apart from `render` so that the CLI builds its options without loading Open
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,3 +106,9 @@ class RenderOptions:
     overwrite: bool = field(default=False, metadata=option("--overwrite", "Replace OUTPUT if it exists."))
     progress: bool = True
     """A progress bar on stderr; `dreem render` always shows it."""
+
+    def __post_init__(self) -> None:
+        if self.fps is not None and not (math.isfinite(self.fps) and self.fps > 0):
+            raise RenderError(f"--fps: a frame rate above 0, got {self.fps:g}")
+        if not 0 <= self.crf <= 51:
+            raise RenderError(f"--crf: libx264's quality runs from 0 to 51, got {self.crf}")

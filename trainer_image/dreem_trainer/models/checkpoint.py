@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from dreem_trainer.config.loader import format_path
 from dreem_trainer.config.model import ModelConfig, model_section_from_dreem
+from dreem_trainer.contract import UserError
 from dreem_trainer.models.gtr import GlobalTrackingTransformer
 
 MODEL_PREFIX = "model."
@@ -95,12 +96,17 @@ def _read_once(path: str, size: int, mtime_ns: int) -> Checkpoint:
     raise ValueError(f"{path}: not a dreem or DREEM checkpoint (no stored configuration)")
 
 
+class CheckpointMismatch(UserError, ValueError):
+    """A checkpoint whose weights do not fit the network its own configuration describes (edited, or cut
+    short): reported to the user, never a traceback, wherever the weights are loaded."""
+
+
 def load_weights(model: GlobalTrackingTransformer, checkpoint: Checkpoint) -> None:
     """The checkpoint's weights into `model`; every parameter must be there, and nothing else."""
     try:
         missing, unexpected = model.load_state_dict(checkpoint.weights, strict=False)
     except RuntimeError as error:  # shapes that differ
-        raise ValueError(
+        raise CheckpointMismatch(
             f"{checkpoint.path}: its weights do not fit the model its configuration describes: {error}"
         ) from None
     if missing or unexpected:
@@ -109,7 +115,7 @@ def load_weights(model: GlobalTrackingTransformer, checkpoint: Checkpoint) -> No
             details.append(f"missing {len(missing)} ({', '.join(missing[:3])}...)")
         if unexpected:
             details.append(f"unexpected {len(unexpected)} ({', '.join(unexpected[:3])}...)")
-        raise ValueError(
+        raise CheckpointMismatch(
             f"{checkpoint.path}: its weights do not fit the model its configuration describes: {'; '.join(details)}"
         )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from types import ModuleType
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from dreem_trainer.config.issues import ConfigError, ConfigIssue
 from dreem_trainer.config.model import EncoderConfig
 from dreem_trainer.contract import UserError
 from dreem_trainer.models.hub import hub_reachable, retryable_download
@@ -101,6 +103,17 @@ def batchnorms_in(graph_module: torch.fx.GraphModule) -> int:
     return sum(computes_batchnorm(node) for node in graph_module.graph.nodes)
 
 
+def _unknown_argument(config: EncoderConfig, error: TypeError) -> ConfigIssue:
+    """The section's extra key that the backbone's constructor refused, named with the constructor's words."""
+    refused = re.search(r"unexpected keyword argument '(\w+)'", str(error))
+    extra = config.extra()
+    if refused is not None and refused.group(1) in extra:
+        key = refused.group(1)
+        message = f"{config.backend} model {config.model_name!r} takes no argument {key!r}"
+        return ConfigIssue(f"model.encoder_cfg.{key}", message, extra[key])
+    return ConfigIssue("model.encoder_cfg", f"{config.backend} model {config.model_name!r}: {error}", has_value=False)
+
+
 class VisualEncoder(nn.Module):
     """Backbone, global pooling, a projection to `d_model` and L2 normalisation, as in DREEM.
 
@@ -111,6 +124,8 @@ class VisualEncoder(nn.Module):
         super().__init__()
         try:
             backbone, width = _timm_backbone(config) if config.backend == "timm" else _torchvision_backbone(config)
+        except TypeError as error:  # a key of the section the backbone's constructor does not take
+            raise ConfigError([_unknown_argument(config, error)]) from None
         except Exception as error:
             if not config.pretrained or retryable_download(error):
                 raise  # a later try may succeed: the operator restarts the job

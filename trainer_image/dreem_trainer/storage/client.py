@@ -9,6 +9,7 @@ from typing import Any
 
 from dreem_trainer.config.paths import S3Uri
 from dreem_trainer.config.run import StorageConfig
+from dreem_trainer.contract import UserError
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +40,15 @@ def _client(
 
 
 def s3_client(storage: StorageConfig) -> Any:
-    """A boto3 S3 client for these settings (cached: boto3 clients are thread-safe)."""
-    return _client(
-        storage.endpoint_url, storage.region, storage.addressing_style, storage.retry_mode, storage.max_attempts
-    )
+    """A boto3 S3 client for these settings (cached: boto3 clients are thread-safe). An endpoint botocore
+    cannot use is the user's to fix: named, as storage.endpoint_url or the variable it came from."""
+    try:
+        return _client(
+            storage.endpoint_url, storage.region, storage.addressing_style, storage.retry_mode, storage.max_attempts
+        )
+    except ValueError as error:  # botocore: "Invalid endpoint: ..."
+        where = "storage.endpoint_url" if storage.endpoint_url else "AWS_ENDPOINT_URL (the environment)"
+        raise UserError(f"{where}: {error}; an endpoint is a URL such as http://minio.minio:9000") from None
 
 
 def error_code(error: BaseException) -> str:

@@ -18,11 +18,12 @@ from urllib.parse import urlparse
 
 import lightning.pytorch as pl
 import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Callback, EarlyStopping, RichProgressBar
 from lightning.pytorch.callbacks import Checkpoint as CheckpointCallback
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.strategies import DDPStrategy, Strategy
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from dreem_trainer.cluster import job_from_environment, progress_interval
 from dreem_trainer.config import ConfigError, ConfigIssue, DreemConfig, dump_yaml
@@ -35,6 +36,8 @@ from dreem_trainer.data.augment import albumentations_transforms
 from dreem_trainer.data.cache import ByteBudgetCache, frame_cache_bytes
 from dreem_trainer.data.clip import Clip, collate_clips
 from dreem_trainer.data.dataset import ClipDataset, SourceReads, reseed_worker
+from dreem_trainer.data.records import UNTRACKED
+from dreem_trainer.data.sources import DataError
 from dreem_trainer.hardware import (
     Hardware,
     available_cpus,
@@ -304,7 +307,10 @@ def build_trainer(
         # progress report are Checkpoints only to run after the checkpoints of their hook. They write none
         # themselves, and with them present Lightning adds no ModelCheckpoint of its own: none is written.
         section["enable_checkpointing"] = True
-    return pl.Trainer(**(settings | section))
+    try:
+        return pl.Trainer(**(settings | section))
+    except MisconfigurationException as error:  # an accelerator the machine lacks, devices: 0, ...
+        raise ConfigError([ConfigIssue("trainer", str(error), has_value=False)]) from None
 
 
 def build_strategy(strategy: str | None, accelerator: Accelerator, hardware: Hardware) -> Strategy | str:
@@ -402,6 +408,22 @@ def write_run_config(target: Path, text: str) -> None:
     target.write_text(text)
 
 
+def check_learnable(dataset: Dataset[Clip], key: str) -> None:
+    """A split to train or validate on has clips, and identities in them, before the first step: DREEM learns
+    to associate instances by their tracks. Labels without any trained a whole epoch at loss 0 and then
+    failed on a metric never logged; labels without frames failed in the sampler."""
+    if not isinstance(dataset, ClipDataset):
+        return
+    files = ", ".join(pair.labels_path for pair in dataset.pairs[:3]) + (", ..." if len(dataset.pairs) > 3 else "")
+    if len(dataset) == 0:
+        raise DataError(f"{key}: {files}: no labelled frames to make clips of")
+    if not any((table.tracks != UNTRACKED).any() for table in dataset.labels):
+        raise DataError(
+            f"{key}: {files}: no instance has a track (an identity), and DREEM learns from identities: proofread "
+            "the tracks in SLEAP first (dreem track tracks untracked labels with a trained model)"
+        )
+
+
 def keep_earlier_checkpoints(folder: Path, reading: str | None) -> Path | None:
     """A run that starts afresh in a folder holding another run's checkpoints moves them into
     `earlier-<time>/` there, and returns that folder: Lightning would write over last.ckpt and over best files
@@ -464,6 +486,9 @@ def run_training(config: DreemConfig, callbacks: Sequence[Callback] = ()) -> pl.
         if dataset.val_dataset
         else None
     )
+    check_learnable(train_loader.dataset, "dataset.train_dataset")
+    if val_loader is not None:
+        check_learnable(val_loader.dataset, "dataset.val_dataset")
     has_validation = val_loader is not None and local.trainer.limit_val_batches != 0
     # The top-k record is adopted only from this output's own last checkpoint, never from another run's.
     restaged = staged.resumed_from is not None and is_s3(config.checkpointing.dirpath)

@@ -1,0 +1,94 @@
+"""A user's usual mistakes end in one message naming the key, path or value, and exit 2: never a traceback."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sleap_io as sio
+import torch
+from typer.testing import CliRunner
+
+from dreem_trainer.cli import app
+from dreem_trainer.config import ConfigError, load_config
+from dreem_trainer.contract import EXIT_USER_ERROR, UserError
+from dreem_trainer.data.sources import DataError
+from dreem_trainer.models.checkpoint import CheckpointMismatch
+from dreem_trainer.storage.client import s3_client
+from dreem_trainer.training.run import run_training
+from tests.conftest import DEMO_DATA, TEST_DATA
+from tests.trainer_helpers import TWO_FLIES_MP4, TWO_FLIES_SLP, tiny_config
+
+
+def test_a_slip_of_an_encoder_key_is_named_when_the_config_is_read() -> None:
+    with pytest.raises(ConfigError, match=r"model\.encoder_cfg\.pretraind: unknown key; did you mean 'pretrained'"):
+        load_config(overrides=["model.encoder_cfg.pretraind=false"])
+    with pytest.raises(ConfigError, match=r"model\.encoder_cfg\.drop_rate: a number"):
+        load_config(overrides=["model.encoder_cfg.drop_rate=high"])
+    load_config(overrides=["model.encoder_cfg.drop_rate=0.1"])  # timm's own keys still pass
+
+
+def test_an_encoder_key_the_backbone_does_not_take_is_named_before_training(tmp_path: Path) -> None:
+    config = tiny_config(tmp_path, model={"encoder_cfg": {"zoom": 3}})
+    with pytest.raises(
+        ConfigError, match=r"model\.encoder_cfg\.zoom: timm model 'test_resnet' takes no argument 'zoom'"
+    ):
+        run_training(config)
+
+
+@pytest.mark.parametrize(
+    ("section", "key"),
+    [({"trainer": {"devices": 0}}, "trainer"), ({"dataloader": {"train_dataloader": {"batch_size": 0}}}, "batch_size")],
+)
+def test_values_lightning_or_torch_refuse_are_named(tmp_path: Path, section: dict[str, Any], key: str) -> None:
+    with pytest.raises(ConfigError, match=key):
+        run_training(tiny_config(tmp_path, **section))
+
+
+def test_an_endpoint_that_is_not_a_url_is_named() -> None:
+    storage = load_config(overrides=["storage.endpoint_url=not-a-url"]).storage
+    with pytest.raises(UserError, match=r"storage\.endpoint_url: Invalid endpoint: not-a-url"):
+        s3_client(storage)
+
+
+def test_labels_without_identities_are_refused_before_training(tmp_path: Path) -> None:
+    """They trained a whole epoch at loss 0, then failed on a val_idf1 never logged."""
+    data = tmp_path / "untracked"
+    data.mkdir()
+    labels = sio.load_slp(TWO_FLIES_SLP, open_videos=False)
+    for frame in labels.labeled_frames:
+        for instance in frame.instances:
+            instance.track = None
+    labels.tracks = []
+    sio.save_slp(labels, str(data / "two_flies.slp"))
+    shutil.copy(TWO_FLIES_MP4, data / "two_flies.mp4")
+    split = {"dir": {"path": str(data)}}
+    config = tiny_config(tmp_path, dataset={"train_dataset": split, "val_dataset": split})
+    with pytest.raises(DataError, match=r"dataset\.train_dataset: .*two_flies\.slp: no instance has a track"):
+        run_training(config)
+
+
+def test_a_checkpoint_whose_weights_do_not_fit_is_a_user_error(tmp_path: Path) -> None:
+    checkpoint = torch.load(TEST_DATA / "dreem" / "dreem_two_flies.ckpt", map_location="cpu", weights_only=False)
+    checkpoint["state_dict"].pop(next(iter(checkpoint["state_dict"])))
+    cut = tmp_path / "cut.ckpt"
+    torch.save(checkpoint, cut)
+    result = CliRunner().invoke(
+        app, ["track", str(DEMO_DATA), "--checkpoint", str(cut), "--output", str(tmp_path / "o")]
+    )
+    assert result.exit_code == EXIT_USER_ERROR, result.output
+    assert "cut.ckpt: its weights do not fit the model" in result.output
+    assert issubclass(CheckpointMismatch, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("fps", "message"), [("nan", "--fps: a frame rate above 0"), ("-5", "--fps: a frame rate above 0")]
+)
+def test_render_options_out_of_range_are_named(tmp_path: Path, fps: str, message: str) -> None:
+    tracked = TEST_DATA / "dreem" / "two_flies.dreem_tracks.slp"
+    out = tmp_path / "out.mp4"
+    result = CliRunner().invoke(app, ["render", str(tracked), "--output", str(out), "--fps", fps])
+    assert result.exit_code == EXIT_USER_ERROR and message in result.output, result.output
+    assert not out.exists()
