@@ -92,3 +92,10 @@ def test_render_options_out_of_range_are_named(tmp_path: Path, fps: str, message
     result = CliRunner().invoke(app, ["render", str(tracked), "--output", str(out), "--fps", fps])
     assert result.exit_code == EXIT_USER_ERROR and message in result.output, result.output
     assert not out.exists()
+
+
+def test_a_crop_larger_than_the_frames_is_refused(tmp_path: Path) -> None:
+    """crop_size 4096 on 1024-pixel frames used 22 GB until the kernel killed the run, without a word."""
+    config = tiny_config(tmp_path, dataset={"train_dataset": {"crop_size": 4096}})
+    with pytest.raises(DataError, match=r"crop_size: 4096 is larger than the 1024x1024 frames of .*two_flies\.mp4"):
+        run_training(config)

@@ -144,6 +144,8 @@ class ClipDataset(Dataset[Clip]):
         self.cache = cache if cache is not None else ByteBudgetCache(frame_cache_bytes(frame_cache_mb))
         self.cache_id = next(_dataset_ids)
         self.readers = ReaderPool([sources.reader(pair.video_path) for pair in self.pairs], self.cache)
+        for pair, reader in zip(self.pairs, self.readers.readers, strict=True):
+            _check_crop_fits(pair, reader, split.padding)
         self.augmenter = FrameAugmenter(split.augmentations, seed) if self.train and split.augmentations else None
         # A clip that comes out the same every time is cached whole (crops are ~30x smaller than frames);
         # one that is augmented or drawn at random is rebuilt from cached frames.
@@ -266,6 +268,24 @@ def _to_channels(crops: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
         raise DataError(f"frames with {channels} channels: expected grey (1) or RGB (3)")
     anchors, size = crops.shape[0], crops.shape[1]
     return np.ascontiguousarray(crops.transpose(0, 3, 1, 2).reshape(anchors * CHANNELS_PER_CROP, size, size))
+
+
+def _check_crop_fits(pair: SourcePair, reader: VideoReader, padding: int) -> None:
+    """A crop larger than the frames is a slip (4096 for 1024-pixel frames): each would be mostly padding, and
+    a clip of them took tens of GB before the kernel killed the run."""
+    if isinstance(reader, TiffReader):
+        height, width = reader.frame_size()
+    elif isinstance(reader, MediaReader):
+        height, width = reader.frame_shape[:2]
+    else:
+        return
+    crop = pair.crop_size + 2 * padding
+    if crop > max(height, width):
+        raise DataError(
+            f"crop_size: {pair.crop_size}{f' (+2x{padding} padding)' if padding else ''} is larger than the "
+            f"{width}x{height} frames of {pair.video_path}; a crop is cut around each instance: make it about "
+            "the size of an animal"
+        )
 
 
 def reseed_worker(_worker_id: int) -> None:
