@@ -99,3 +99,20 @@ def test_a_crop_larger_than_the_frames_is_refused(tmp_path: Path) -> None:
     config = tiny_config(tmp_path, dataset={"train_dataset": {"crop_size": 4096}})
     with pytest.raises(DataError, match=r"crop_size: 4096 is larger than the 1024x1024 frames of .*two_flies\.mp4"):
         run_training(config)
+
+
+def test_labels_of_another_video_are_refused(tmp_path: Path) -> None:
+    """A 256x256 video paired with labels whose points lie beyond x 383: train and track cut crops of padding."""
+    import cv2
+    import numpy as np
+
+    data = tmp_path / "small"
+    data.mkdir()
+    shutil.copy(TWO_FLIES_SLP, data / "two_flies.slp")
+    writer = cv2.VideoWriter(str(data / "two_flies.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 25, (256, 256))
+    for _ in range(4):
+        writer.write(np.zeros((256, 256, 3), dtype=np.uint8))
+    writer.release()
+    config = tiny_config(tmp_path, dataset={"train_dataset": {"dir": {"path": str(data)}}})
+    with pytest.raises(DataError, match=r"two_flies\.slp: 100% of its points lie outside the 256x256 frames of"):
+        run_training(config)

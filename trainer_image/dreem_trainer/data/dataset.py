@@ -144,8 +144,8 @@ class ClipDataset(Dataset[Clip]):
         self.cache = cache if cache is not None else ByteBudgetCache(frame_cache_bytes(frame_cache_mb))
         self.cache_id = next(_dataset_ids)
         self.readers = ReaderPool([sources.reader(pair.video_path) for pair in self.pairs], self.cache)
-        for pair, reader in zip(self.pairs, self.readers.readers, strict=True):
-            _check_crop_fits(pair, reader, split.padding)
+        for pair, reader, table in zip(self.pairs, self.readers.readers, self.labels, strict=True):
+            _check_frames_fit(pair, reader, table, split.padding)
         self.augmenter = FrameAugmenter(split.augmentations, seed) if self.train and split.augmentations else None
         # A clip that comes out the same every time is cached whole (crops are ~30x smaller than frames);
         # one that is augmented or drawn at random is rebuilt from cached frames.
@@ -270,15 +270,27 @@ def _to_channels(crops: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
     return np.ascontiguousarray(crops.transpose(0, 3, 1, 2).reshape(anchors * CHANNELS_PER_CROP, size, size))
 
 
-def _check_crop_fits(pair: SourcePair, reader: VideoReader, padding: int) -> None:
-    """A crop larger than the frames is a slip (4096 for 1024-pixel frames): each would be mostly padding, and
-    a clip of them took tens of GB before the kernel killed the run."""
+def _check_frames_fit(pair: SourcePair, reader: VideoReader, table: LabelTable, padding: int) -> None:
+    """The video's frames against what is cut from them, before any is decoded.
+
+    A crop larger than the frames is a slip (4096 for 1024-pixel frames): each would be mostly padding, and a
+    clip of them took tens of GB before the kernel killed the run. Labels whose points mostly lie outside the
+    frames belong to another video (or a scaled copy of this one): every crop would be padding."""
     if isinstance(reader, TiffReader):
         height, width = reader.frame_size()
     elif isinstance(reader, MediaReader):
         height, width = reader.frame_shape[:2]
     else:
         return
+    visible = table.points[~np.isnan(table.points).any(axis=1)]
+    outside = (visible[:, 0] < 0) | (visible[:, 0] > width) | (visible[:, 1] < 0) | (visible[:, 1] > height)
+    if len(visible) and outside.mean() > 0.5:
+        x, y = visible[np.flatnonzero(outside)[0]]
+        raise DataError(
+            f"{pair.labels_path}: {outside.mean():.0%} of its points lie outside the {width}x{height} frames of "
+            f"{pair.video_path} (one at ({x:.0f}, {y:.0f})): the labels belong to another video, or to a copy of "
+            "another size"
+        )
     crop = pair.crop_size + 2 * padding
     if crop > max(height, width):
         raise DataError(
