@@ -86,6 +86,28 @@ def test_data_on_s3_train_then_checkpoints_logs_and_config_on_s3(s3_endpoint: st
     assert "'train_loss_epoch'" in shown and "'val_idf1'" in shown and shown.strip().endswith(" 2")
 
 
+def test_dreem_track_takes_a_checkpoint_on_s3(s3_endpoint: str, tmp_path: Path) -> None:
+    """A cluster job's checkpoint is in the bucket: `dreem track --checkpoint s3://...` downloads it (it
+    answered 's3:/b/last.ckpt: no such checkpoint', the URI cut as a local path)."""
+    from typer.testing import CliRunner
+
+    from dreem_trainer.cli import app
+
+    run_training(tiny_config(tmp_path))
+    out = bucket(s3_endpoint)
+    boto3.client("s3", endpoint_url=s3_endpoint).upload_file(
+        str((tmp_path / "models" / "last.ckpt").resolve()), out, "run/last.ckpt"
+    )
+    settings = storage(s3_endpoint, tmp_path)
+    sets = [f"--set=storage.{key}={value}" for key, value in settings.items()]
+    tracked = tmp_path / "tracked"
+    result = CliRunner().invoke(
+        app, ["track", str(DEMO_DATA), "--checkpoint", f"s3://{out}/run/last.ckpt", "--output", str(tracked), *sets]
+    )
+    assert result.exit_code == 0, result.output
+    assert (tracked / "two_flies.dreem_track.slp").exists()
+
+
 def test_track_inputs_on_s3_are_staged_like_training_data(s3_endpoint: str, tmp_path: Path) -> None:
     data = bucket(s3_endpoint, with_flies=True)
     config = tiny_config(tmp_path, storage=storage(s3_endpoint, tmp_path))

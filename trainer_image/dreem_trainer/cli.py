@@ -525,7 +525,7 @@ def _inference_command(run: InferenceRun, summary: str) -> Callable[..., None]:
         overwrite: OverwriteFlag = False,
     ) -> None:
         with _reported(FileNotFoundError, ValueError):
-            local = _local_checkpoint(*_checkpoint_named(checkpoint, sources))
+            local = _local_checkpoint(*_checkpoint_named(checkpoint, sources), sources)
         config, pairs = _inference_inputs(sources, local, input_dir, slp_file, video_file)
         target = output or Path(config.outdir or "./results")
         # Reading the videos and tracking them meets the data: a DataError there is the user's to fix.
@@ -550,10 +550,16 @@ def _checkpoint_named(checkpoint: str | None, sources: ConfigSources) -> tuple[s
     return str(named), "ckpt_path"
 
 
-def _local_checkpoint(checkpoint: str, key: str) -> Path:
-    """The checkpoint file; one named hf://... comes from the Hugging Face cache, downloaded if need be."""
+def _local_checkpoint(checkpoint: str, key: str, sources: ConfigSources) -> Path:
+    """The checkpoint file; one named hf://... comes from the Hugging Face cache, and one named s3://... (a
+    cluster job's) from the download cache, with the options' storage settings, downloaded if need be."""
+    from dreem_trainer.config.paths import is_s3
     from dreem_trainer.models.hub import fetch_checkpoint, is_hub
 
+    if is_s3(checkpoint):
+        from dreem_trainer.storage.download import download
+
+        return download(sources.load().storage, checkpoint)
     return fetch_checkpoint(checkpoint, key) if is_hub(checkpoint) else Path(checkpoint)
 
 
