@@ -116,3 +116,17 @@ def test_labels_of_another_video_are_refused(tmp_path: Path) -> None:
     config = tiny_config(tmp_path, dataset={"train_dataset": {"dir": {"path": str(data)}}})
     with pytest.raises(DataError, match=r"two_flies\.slp: 100% of its points lie outside the 256x256 frames of"):
         run_training(config)
+
+
+def test_track_says_so_when_a_video_has_nothing_to_track(tmp_path: Path) -> None:
+    data = tmp_path / "empty"
+    data.mkdir()
+    labels = sio.load_slp(TWO_FLIES_SLP, open_videos=False)
+    labels.labeled_frames = []
+    sio.save_slp(labels, str(data / "two_flies.slp"))
+    shutil.copy(TWO_FLIES_MP4, data / "two_flies.mp4")
+    checkpoint = TEST_DATA / "dreem" / "dreem_two_flies.ckpt"
+    arguments = ["track", str(data), "--checkpoint", str(checkpoint), "--crop-size", "128", "--anchor", "thorax"]
+    result = CliRunner().invoke(app, [*arguments, "--output", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "two_flies.slp: no labelled frames with instances to track; nothing written" in result.output

@@ -269,6 +269,10 @@ def run_tracking(
                 print(f"{written[-1]}: {frames} frames, {tracks} tracks, {frames / result.seconds:.1f} frames/s")
             if render:
                 _render_beside(written[-1], result.video.video_path, quiet)
+    tracked_videos = {Path(str(path)).name for path in written}
+    for pair in pairs:
+        if format_of(pair.labels_path).written_to(pair.video_path, output).name not in tracked_videos:
+            print(f"{pair.labels_path}: no labelled frames with instances to track; nothing written", file=sys.stderr)
     return written
 
 
