@@ -130,3 +130,12 @@ def test_track_says_so_when_a_video_has_nothing_to_track(tmp_path: Path) -> None
     result = CliRunner().invoke(app, [*arguments, "--output", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     assert "two_flies.slp: no labelled frames with instances to track; nothing written" in result.output
+
+
+def test_a_damaged_checkpoint_found_by_resume_auto_names_the_resume(tmp_path: Path) -> None:
+    """It blamed model.ckpt_path, a key the user never set."""
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "last.ckpt").write_text("half a checkpoint")
+    config = tiny_config(tmp_path, checkpointing={"resume": "auto"})
+    with pytest.raises(ConfigError, match=r"checkpointing\.resume: .*last\.ckpt"):
+        run_training(config)

@@ -332,21 +332,22 @@ class Start:
     """DREEM's checkpoint: its weights (and its network's configuration); everything else starts afresh."""
 
 
-def plan_start(config: DreemConfig) -> Start:
+def plan_start(config: DreemConfig, key: str = "model.ckpt_path") -> Start:
     """Read `model.ckpt_path` (a path or hf://) and decide how training starts from it.
 
     Either way the checkpoint's network is trained on: its model section replaces the configuration's, and
-    the model keys that this overrides are named.
+    the model keys that this overrides are named. `key` is what a problem with the checkpoint is reported
+    against: the one the user set (`checkpointing.resume` when resuming found it).
     """
     path = config.model.ckpt_path
     if path is None:
         return Start(config)
     try:
-        local = str(fetch_checkpoint(path, "model.ckpt_path")) if is_hub(path) else path
+        local = str(fetch_checkpoint(path, key)) if is_hub(path) else path
         checkpoint = read_checkpoint(local)
         model = checkpoint.model_config()
     except (FileNotFoundError, ValueError) as error:
-        raise ConfigError([ConfigIssue("model.ckpt_path", str(error), path)]) from None
+        raise ConfigError([ConfigIssue(key, str(error), path)]) from None
     if checkpoint.written_by_dreem:
         print(
             f"fine-tuning from DREEM checkpoint {path}: its weights and network (embeddings read as DREEM 0.5 "
@@ -458,7 +459,7 @@ def run_training(config: DreemConfig, callbacks: Sequence[Callback] = ()) -> pl.
     staged = stage(config)
     if staged.resumed_from:
         print(f"resuming from {staged.resumed_from}", flush=True)
-    start = plan_start(staged.config)
+    start = plan_start(staged.config, "checkpointing.resume" if staged.resumed_from else "model.ckpt_path")
     local = start.config
     fresh_here = start.resume_from is None and not is_s3(config.checkpointing.dirpath or "")
     if fresh_here and local.trainer.enable_checkpointing and os.environ.get("LOCAL_RANK", "0") == "0":
