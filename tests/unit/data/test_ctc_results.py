@@ -177,6 +177,9 @@ def test_trackmate_frames_written_as_floats_are_read(tmp_path: Path) -> None:
     (tmp_path / "half.csv").write_text("TRACK_ID,FRAME,POSITION_X,POSITION_Y\n0,1.5,4.0,5.0\n")
     with pytest.raises(DataError, match=r"half\.csv:2: FRAME '1\.5' is not a frame number"):
         read_trackmate_csv(str(tmp_path / "half.csv"), str(tmp_path / "spots.tif"))
+    (tmp_path / "before.csv").write_text("TRACK_ID,FRAME,POSITION_X,POSITION_Y\n0,-3,4.0,5.0\n")
+    with pytest.raises(DataError, match=r"before\.csv:2: FRAME '-3' is not a frame number \(0 or more\)"):
+        read_trackmate_csv(str(tmp_path / "before.csv"), str(tmp_path / "spots.tif"))
 
 
 def test_results_of_a_sequence_numbered_from_1_with_a_frame_missing_render_every_numbered_frame(

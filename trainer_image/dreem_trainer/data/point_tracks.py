@@ -201,8 +201,8 @@ def _frame(value: str, where: str) -> int | None:
         number = float(value)
     except ValueError:
         return None
-    if not number.is_integer():
-        raise DataError(f"{where}: FRAME {value.strip()!r} is not a frame number")
+    if not number.is_integer() or number < 0:
+        raise DataError(f"{where}: FRAME {value.strip()!r} is not a frame number (0 or more)")
     return int(number)
 
 
