@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,16 @@ from dreem_trainer.storage.client import s3_client
 from dreem_trainer.training.run import run_training
 from tests.conftest import DEMO_DATA, TEST_DATA
 from tests.trainer_helpers import TWO_FLIES_MP4, TWO_FLIES_SLP, tiny_config
+
+
+def two_flies_edited(folder: Path, edit: Callable[[sio.Labels], None]) -> Path:
+    """The bundled clip in `folder`, its labels changed by `edit`."""
+    folder.mkdir()
+    labels = sio.load_slp(TWO_FLIES_SLP, open_videos=False)
+    edit(labels)
+    sio.save_slp(labels, str(folder / "two_flies.slp"))
+    shutil.copy(TWO_FLIES_MP4, folder / "two_flies.mp4")
+    return folder
 
 
 def test_a_slip_of_an_encoder_key_is_named_when_the_config_is_read() -> None:
@@ -55,15 +66,14 @@ def test_an_endpoint_that_is_not_a_url_is_named() -> None:
 
 def test_labels_without_identities_are_refused_before_training(tmp_path: Path) -> None:
     """They trained a whole epoch at loss 0, then failed on a val_idf1 never logged."""
-    data = tmp_path / "untracked"
-    data.mkdir()
-    labels = sio.load_slp(TWO_FLIES_SLP, open_videos=False)
-    for frame in labels.labeled_frames:
-        for instance in frame.instances:
-            instance.track = None
-    labels.tracks = []
-    sio.save_slp(labels, str(data / "two_flies.slp"))
-    shutil.copy(TWO_FLIES_MP4, data / "two_flies.mp4")
+
+    def untracked(labels: sio.Labels) -> None:
+        for frame in labels.labeled_frames:
+            for instance in frame.instances:
+                instance.track = None
+        labels.tracks = []
+
+    data = two_flies_edited(tmp_path / "untracked", untracked)
     split = {"dir": {"path": str(data)}}
     config = tiny_config(tmp_path, dataset={"train_dataset": split, "val_dataset": split})
     with pytest.raises(DataError, match=r"dataset\.train_dataset: .*two_flies\.slp: no instance has a track"):
@@ -109,7 +119,7 @@ def test_labels_of_another_video_are_refused(tmp_path: Path) -> None:
     data = tmp_path / "small"
     data.mkdir()
     shutil.copy(TWO_FLIES_SLP, data / "two_flies.slp")
-    writer = cv2.VideoWriter(str(data / "two_flies.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 25, (256, 256))
+    writer = cv2.VideoWriter(str(data / "two_flies.mp4"), cv2.VideoWriter.fourcc(*"mp4v"), 25, (256, 256))
     for _ in range(4):
         writer.write(np.zeros((256, 256, 3), dtype=np.uint8))
     writer.release()
@@ -119,12 +129,10 @@ def test_labels_of_another_video_are_refused(tmp_path: Path) -> None:
 
 
 def test_track_says_so_when_a_video_has_nothing_to_track(tmp_path: Path) -> None:
-    data = tmp_path / "empty"
-    data.mkdir()
-    labels = sio.load_slp(TWO_FLIES_SLP, open_videos=False)
-    labels.labeled_frames = []
-    sio.save_slp(labels, str(data / "two_flies.slp"))
-    shutil.copy(TWO_FLIES_MP4, data / "two_flies.mp4")
+    def emptied(labels: sio.Labels) -> None:
+        labels.labeled_frames = []
+
+    data = two_flies_edited(tmp_path / "empty", emptied)
     checkpoint = TEST_DATA / "dreem" / "dreem_two_flies.ckpt"
     arguments = ["track", str(data), "--checkpoint", str(checkpoint), "--crop-size", "128", "--anchor", "thorax"]
     result = CliRunner().invoke(app, [*arguments, "--output", str(tmp_path / "out")])
