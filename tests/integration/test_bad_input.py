@@ -51,7 +51,10 @@ def test_an_encoder_key_the_backbone_does_not_take_is_named_before_training(tmp_
 
 @pytest.mark.parametrize(
     ("section", "key"),
-    [({"trainer": {"devices": 0}}, "trainer"), ({"dataloader": {"train_dataloader": {"batch_size": 0}}}, "batch_size")],
+    [
+        ({"trainer": {"devices": 0}}, r"trainer: `Trainer\(devices=0\)` value is not a valid input"),
+        ({"dataloader": {"train_dataloader": {"batch_size": 0}}}, r"batch_size: a whole number of clips"),
+    ],
 )
 def test_values_lightning_or_torch_refuse_are_named(tmp_path: Path, section: dict[str, Any], key: str) -> None:
     with pytest.raises(ConfigError, match=key):

@@ -100,6 +100,12 @@ def test_a_prediction_the_user_did_not_replace_is_tracked_beside_the_user_instan
     superseded = sio.PredictedInstance.from_numpy(first.numpy() + 5, skeleton=skeleton, score=0.8, track=first.track)
     first.from_predicted = superseded
     replaced.instances = [*replaced.instances, superseded]
+    # DREEM's usual preparation: SLEAP predicted untracked, the user corrected, then tracks were given.
+    corrected = labels.labeled_frames[4]
+    second = corrected.instances[1]
+    untracked_original = sio.PredictedInstance.from_numpy(second.numpy() + 3, skeleton=skeleton, score=0.7)
+    second.from_predicted = untracked_original
+    corrected.instances = [*corrected.instances, untracked_original]
     mixed = tmp_path / "two_flies.slp"
     sio.save_slp(labels, str(mixed))
 

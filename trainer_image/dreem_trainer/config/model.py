@@ -188,7 +188,11 @@ class EncoderConfig(PassThroughSection):
             near = difflib.get_close_matches(key, sorted(cls.model_fields), n=1, cutoff=0.85)
             if near:
                 raise key_error(key, f"unknown key; did you mean '{near[0]}'?", value)
-            if key.endswith("_rate") and (isinstance(value, bool) or not isinstance(value, int | float)):
+            if (
+                key.endswith("_rate")
+                and value is not None
+                and (isinstance(value, bool) or not isinstance(value, int | float))
+            ):
                 raise key_error(key, "a number (a dropout rate, from 0 to 1)", value)
         return data
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -145,7 +144,7 @@ class ClipDataset(Dataset[Clip]):
         self.cache_id = next(_dataset_ids)
         self.readers = ReaderPool([sources.reader(pair.video_path) for pair in self.pairs], self.cache)
         for pair, reader, table in zip(self.pairs, self.readers.readers, self.labels, strict=True):
-            _check_frames_fit(pair, reader, table, split.padding)
+            _check_frames_fit(pair, reader, table)
         self.augmenter = FrameAugmenter(split.augmentations, seed) if self.train and split.augmentations else None
         # A clip that comes out the same every time is cached whole (crops are ~30x smaller than frames);
         # one that is augmented or drawn at random is rebuilt from cached frames.
@@ -270,7 +269,7 @@ def _to_channels(crops: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
     return np.ascontiguousarray(crops.transpose(0, 3, 1, 2).reshape(anchors * CHANNELS_PER_CROP, size, size))
 
 
-def _check_frames_fit(pair: SourcePair, reader: VideoReader, table: LabelTable, padding: int) -> None:
+def _check_frames_fit(pair: SourcePair, reader: VideoReader, table: LabelTable) -> None:
     """The video's frames against what is cut from them, before any is decoded.
 
     A crop larger than the frames is a slip (4096 for 1024-pixel frames): each would be mostly padding, and a
@@ -291,23 +290,21 @@ def _check_frames_fit(pair: SourcePair, reader: VideoReader, table: LabelTable, 
             f"{pair.video_path} (one at ({x:.0f}, {y:.0f})): the labels belong to another video, or to a copy of "
             "another size"
         )
-    crop = pair.crop_size + 2 * padding
-    if crop > max(height, width):
+    if pair.crop_size > max(height, width):  # padding aside: a model's crop_size is fixed, DREEM pads by 5
         raise DataError(
-            f"crop_size: {pair.crop_size}{f' (+2x{padding} padding)' if padding else ''} is larger than the "
-            f"{width}x{height} frames of {pair.video_path}; a crop is cut around each instance: make it about "
-            "the size of an animal"
+            f"crop_size: {pair.crop_size} is larger than the {width}x{height} frames of {pair.video_path}; a crop "
+            "is cut around each instance: make it about the size of an animal"
         )
 
 
-def reseed_worker(_worker_id: int) -> None:
-    """A DataLoader's worker_init_fn: each worker draws from the seed torch gives it, which differs between
-    workers and epochs and follows the run's seed. Python's and NumPy's global generators are seeded from it
-    too, as Lightning's seed_everything(workers=True) would have done."""
+def reseed_worker(worker_id: int) -> None:
+    """A DataLoader's worker_init_fn: each worker of each rank draws its own augmentations and anchors.
+    Lightning's own worker seeding (what seed_everything(workers=True) adds, which this replaces) seeds torch,
+    Python and NumPy from torch's per-worker seed, the worker and the global rank; the dataset's generators
+    follow torch's seed it leaves, so they differ between workers, ranks and epochs and follow the run's seed."""
+    from lightning.fabric.utilities.seed import pl_worker_init_function
+
+    pl_worker_init_function(worker_id)
     info = torch.utils.data.get_worker_info()
-    if info is None:
-        return
-    random.seed(info.seed)
-    np.random.seed(info.seed % 2**32)  # the global generator a library may use
-    if isinstance(info.dataset, ClipDataset):
-        info.dataset.reseed(info.seed)
+    if info is not None and isinstance(info.dataset, ClipDataset):
+        info.dataset.reseed(torch.initial_seed())

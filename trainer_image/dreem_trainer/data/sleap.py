@@ -97,8 +97,19 @@ def _frame_idx(labelled_frame: Any) -> int:
 def _instances(labelled_frame: Any) -> list[Any]:
     """The instances dreem tracks in a labelled frame, in the order `index_in_frame` counts: the
     user-labelled ones, then the predictions no user instance replaced (an animal the user did not correct
-    is still there)."""
-    return [*labelled_frame.user_instances, *labelled_frame.unused_predictions]
+    is still there). A prediction is replaced when a user instance came from it (`from_predicted`) or, in a
+    tracked file, holds its track: both, since an untracked prediction corrected and then given a track is
+    paired by the first alone (sleap-io's `unused_predictions` looks only at tracks once any is set)."""
+    users = labelled_frame.user_instances
+    came_from = {id(user.from_predicted) for user in users if user.from_predicted is not None}
+    user_tracks = {id(user.track) for user in users if user.track is not None}
+    unused = [
+        prediction
+        for prediction in labelled_frame.predicted_instances
+        if id(prediction) not in came_from
+        and not (prediction.track is not None and id(prediction.track) in user_tracks)
+    ]
+    return [*users, *unused]
 
 
 def _replaced_predictions(labelled_frame: Any, tracked: list[Any]) -> list[tuple[Any, Any]]:

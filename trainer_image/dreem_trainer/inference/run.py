@@ -43,13 +43,15 @@ class TrackedVideo:
     review_frames: list[int]
     """Frames the tracker flagged as uncertain (`tracker.confidence_threshold`)."""
     seconds: float
+    clip_frames: np.ndarray
+    """Every frame the tracked clips held, those left without an instance to track included."""
 
     def counts(self) -> TrackingCounts:
         """CLEAR-MOT and IDF1 counts against the labels. A labelled instance of a tracked frame that tracking
         left out (a missing anchor under `handle_missing: drop`, a duplicate by `max_detection_overlap`, one
-        beyond `max_tracks`) is a miss: the tracks hold nothing for it."""
+        beyond `max_tracks`) is a miss: the tracks hold nothing for it, even where it left a frame empty."""
         seen = set(zip(self.frame_indices.tolist(), self.index_in_frame.tolist(), strict=True))
-        tracked_frames = set(self.frame_indices.tolist())
+        tracked_frames = set(self.clip_frames.tolist())
         left_out = [
             (frame.frame_idx, instance.track)
             for frame in self.video.frames
@@ -116,8 +118,10 @@ class _VideoTracks:
     predicted: list[np.ndarray] = field(default_factory=list)
     scores: list[np.ndarray] = field(default_factory=list)
     review: list[int] = field(default_factory=list)
+    clip_frames: list[np.ndarray] = field(default_factory=list)
 
     def add(self, clip: Clip, tracked: ClipTracks) -> None:
+        self.clip_frames.append(clip.frame_indices.numpy())
         self.frames.append(clip.frame_indices[clip.frame_ids].numpy())
         self.positions.append(clip.index_in_frame.numpy())
         self.truth.append(clip.track_ids.numpy())
@@ -135,6 +139,7 @@ class _VideoTracks:
             tracking_scores=np.concatenate(self.scores),
             review_frames=self.review,
             seconds=seconds,
+            clip_frames=np.concatenate(self.clip_frames),
         )
 
 

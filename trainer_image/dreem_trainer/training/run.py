@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import netrc
@@ -426,24 +427,36 @@ def check_learnable(dataset: Dataset[Clip], key: str) -> None:
 
 
 def keep_earlier_checkpoints(folder: Path, reading: str | None) -> Path | None:
-    """A run that starts afresh in a folder holding another run's checkpoints moves them into
-    `earlier-<time>/` there, and returns that folder: Lightning would write over last.ckpt and over best files
-    of the same names. Not when the run reads one of them (`model.ckpt_path`): it continues that run."""
+    """A run that starts afresh in a folder holding another run's checkpoints (the last.ckpt and best files
+    dreem writes) moves them into `earlier-<time>/` there, and returns that folder: Lightning would write over
+    last.ckpt and over best files of the same names. Not when the run reads one of them (`model.ckpt_path`):
+    it continues that run. Other files stay, and a file another process moved first is left to it."""
     if not folder.is_dir():
         return None
-    found = [path for path in folder.iterdir() if path.suffix == ".ckpt" and (path.is_symlink() or path.is_file())]
+    found = [
+        path
+        for path in folder.iterdir()
+        if (path.name == "last.ckpt" or (path.suffix == ".ckpt" and "-best_" in path.name))
+        and (path.is_symlink() or path.is_file())
+    ]
     if not found or (reading is not None and any(path.resolve() == Path(reading).resolve() for path in found)):
         return None
     written = datetime.fromtimestamp(max(path.lstat().st_mtime for path in found)).strftime("%Y%m%d-%H%M%S")
-    kept = folder / f"earlier-{written}"
-    for number in itertools.count(1):
-        if not kept.exists():
+    for number in itertools.count():
+        kept = folder / (f"earlier-{written}" + (f"-{number}" if number else ""))
+        try:
+            kept.mkdir()
             break
-        kept = folder / f"earlier-{written}-{number}"
-    kept.mkdir()
+        except FileExistsError:
+            continue
     for path in found:
-        path.rename(kept / path.name)  # last.ckpt's link is relative: it still points at its best file
-    print(f"{folder}: another run's checkpoints are kept in {kept.name}/ (--resume auto continues a run)", flush=True)
+        with contextlib.suppress(FileNotFoundError):
+            path.rename(kept / path.name)  # last.ckpt's link is relative: it still points at its best file
+    print(
+        f"{folder}: another run's checkpoints are kept in {kept.name}/ (to continue that run instead, move them "
+        "back and train with --resume auto)",
+        flush=True,
+    )
     return kept
 
 
@@ -461,9 +474,6 @@ def run_training(config: DreemConfig, callbacks: Sequence[Callback] = ()) -> pl.
         print(f"resuming from {staged.resumed_from}", flush=True)
     start = plan_start(staged.config, "checkpointing.resume" if staged.resumed_from else "model.ckpt_path")
     local = start.config
-    fresh_here = start.resume_from is None and not is_s3(config.checkpointing.dirpath or "")
-    if fresh_here and local.trainer.enable_checkpointing and os.environ.get("LOCAL_RANK", "0") == "0":
-        keep_earlier_checkpoints(Path(local.checkpoint_dir()), local.model.ckpt_path)
     gate = CheckpointGate()
     writer = AtomicCheckpointIO(gate, background=True)
     sync = (
@@ -487,10 +497,10 @@ def run_training(config: DreemConfig, callbacks: Sequence[Callback] = ()) -> pl.
         if dataset.val_dataset
         else None
     )
-    check_learnable(train_loader.dataset, "dataset.train_dataset")
-    if val_loader is not None:
-        check_learnable(val_loader.dataset, "dataset.val_dataset")
     has_validation = val_loader is not None and local.trainer.limit_val_batches != 0
+    check_learnable(train_loader.dataset, "dataset.train_dataset")
+    if val_loader is not None and has_validation:
+        check_learnable(val_loader.dataset, "dataset.val_dataset")
     # The top-k record is adopted only from this output's own last checkpoint, never from another run's.
     restaged = staged.resumed_from is not None and is_s3(config.checkpointing.dirpath)
     trainer = build_trainer(
@@ -502,6 +512,9 @@ def run_training(config: DreemConfig, callbacks: Sequence[Callback] = ()) -> pl.
         load_weights(module.model, start.fine_tune)
     if trainer.is_global_zero:
         directory = local.checkpoint_dir()
+        fresh_here = start.resume_from is None and not is_s3(config.checkpointing.dirpath or "")
+        if fresh_here and local.trainer.enable_checkpointing:  # every check has passed: training starts now
+            keep_earlier_checkpoints(directory, local.model.ckpt_path)
         directory.mkdir(parents=True, exist_ok=True)
         # The configuration as given (s3:// paths, not the local cache they were staged to).
         write_run_config(directory / RUN_CONFIG, dump_yaml(config))
