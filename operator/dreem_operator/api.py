@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from dreem_operator.names import OPERATOR_VOLUMES, REPLACEABLE_MOUNTS
+from dreem_operator.names import GPU_RESOURCE, OPERATOR_VOLUMES, REPLACEABLE_MOUNTS
 from dreem_trainer.config import DreemConfig
 from dreem_trainer.config.paths import S3Uri
 
@@ -268,8 +268,8 @@ class DreemTrainingJobSpec(ApiModel):
         if "accelerator" in trainer.model_fields_set and trainer.accelerator in ("gpu", "cuda"):
             problems.append(f"config.trainer.accelerator is {trainer.accelerator}")
         limits = (self.resources or {}).get("limits") or {}
-        if limits.get("nvidia.com/gpu") not in (None, 0, "0"):
-            problems.append(f"resources.limits asks for nvidia.com/gpu: {limits['nvidia.com/gpu']}")
+        if limits.get(GPU_RESOURCE) not in (None, 0, "0"):
+            problems.append(f"resources.limits asks for {GPU_RESOURCE}: {limits[GPU_RESOURCE]}")
         if problems:
             raise ValueError(
                 f"{' and '.join(problems)}, but gpusPerNode is 0 (CPU): set gpusPerNode to the GPUs each pod "

@@ -13,6 +13,7 @@ from dreem_operator.names import (
     CONFIG_FILE,
     CONFIG_MOUNT,
     COSCHEDULING_GROUP_LABEL,
+    GPU_RESOURCE,
     KUEUE_GROUP_COUNT_ANNOTATION,
     KUEUE_GROUP_LABEL,
     KUEUE_QUEUE_LABEL,
@@ -36,7 +37,6 @@ from dreem_trainer.contract import (
     PLURAL,
 )
 
-GPU_RESOURCE = "nvidia.com/gpu"
 GangScheduler = Literal["none", "volcano", "scheduler-plugins"]
 SCHEDULER_NAMES: dict[GangScheduler, str | None] = {
     "none": None,

@@ -260,7 +260,7 @@ class Reconciler:
                     self._expect_echo(slot, created)
                     log.info("created pod %s/%s", job.namespace, obj["metadata"]["name"])
             elif (found := self.api.existing(obj)) is not None and not controlled_by(found, job.uid):
-                return resource_version, [Namesake.of(found | {"kind": obj["kind"]})], None
+                return resource_version, [Namesake.of(obj["kind"], found)], None
         if plan.delete_job:
             self.api.delete_job(job.namespace, job.name)
         return resource_version, [], None

@@ -135,10 +135,9 @@ def _add_rules(schema: Schema, model: type[ApiModel], path: str) -> None:
         if field.is_required() or field.default is None:
             rule = {"rule": "self == oldSelf", "message": message}
             schema["properties"][name].setdefault("x-kubernetes-validations", []).append(rule)
-        if field.default is None:  # present on one side only: the field's own rule does not run
-            rule = {"rule": f"has(self.{name}) == has(oldSelf.{name})", "message": message, "fieldPath": f".{name}"}
-            schema.setdefault("x-kubernetes-validations", []).append(rule)
-        if field.is_required() or field.default is None:
+            if field.default is None:  # present on one side only: the field's own rule does not run
+                rule = {"rule": f"has(self.{name}) == has(oldSelf.{name})", "message": message, "fieldPath": f".{name}"}
+                schema.setdefault("x-kubernetes-validations", []).append(rule)
             continue
         default = json.dumps(field.default)
         unchanged = (

@@ -15,6 +15,8 @@ TRAINER_CONTAINER = "trainer"
 CACHE_MOUNT = "/var/cache/dreem"
 SCRATCH_MOUNT = "/scratch"
 SHARED_MEMORY_MOUNT = "/dev/shm"  # noqa: S108  (a path inside the training container, not a host temp file)
+GPU_RESOURCE = "nvidia.com/gpu"
+"""The extended resource a training pod asks its GPUs by."""
 OPERATOR_VOLUMES = {"config": CONFIG_MOUNT, "cache": CACHE_MOUNT, "scratch": SCRATCH_MOUNT, "shm": SHARED_MEMORY_MOUNT}
 """The trainer's own volumes, by name, and where they are mounted."""
 REPLACEABLE_MOUNTS = frozenset({CACHE_MOUNT, SCRATCH_MOUNT})

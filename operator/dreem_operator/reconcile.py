@@ -197,9 +197,9 @@ class Namesake:
     it has no owner, or another (a user's own ConfigMap, say), and nothing will."""
 
     @classmethod
-    def of(cls, obj: KubernetesObject) -> Namesake:
+    def of(cls, kind: str, obj: KubernetesObject) -> Namesake:
         owners = obj["metadata"].get("ownerReferences") or []
-        what = f'{obj["kind"].lower()} "{obj["metadata"]["name"]}"'
+        what = f'{kind.lower()} "{obj["metadata"]["name"]}"'
         return cls(what, any(owner.get("kind") == JOB_KIND for owner in owners))
 
 
@@ -209,7 +209,7 @@ def observe_pods(pods: Iterable[KubernetesObject], job: JobRef) -> tuple[list[Ob
     foreign: list[Namesake] = []
     for pod in pods:
         if not controlled_by(pod, job.uid):
-            foreign.append(Namesake.of({"kind": "Pod", **pod}))
+            foreign.append(Namesake.of("Pod", pod))
         elif (observed := observe_pod(pod)) is not None:
             own.append(observed)
     return own, foreign
@@ -493,7 +493,7 @@ class Situation:
         """The live pods of this attempt, by rank."""
         return {pod.rank: pod for pod in self.live if pod.attempt == self.attempt}
 
-    @property
+    @cached_property
     def earlier(self) -> list[ObservedPod]:
         """Live pods of earlier attempts that go: those that still hold a node, and the ended ones of any but
         the last gang. The last gang's ended pods stay until the next gang ends, so that `kubectl logs` shows
@@ -671,10 +671,9 @@ def gang_broken(s: Situation, decide: Decision) -> Plan | None:
     else:
         cause = f"pod {s.job.names.pod(s.attempt, lost[0])} disappeared while the gang was running"
     restarts = s.status.restarts or 0
-    if restarts >= s.policy.backoffLimit:
-        decide.stop(gang)
-        return decide.phase(Phase.FAILED, Reason.BACKOFF_LIMIT_EXCEEDED, f"{cause}; no restarts left", warning=True)
     decide.stop(gang)
+    if restarts >= s.policy.backoffLimit:
+        return decide.phase(Phase.FAILED, Reason.BACKOFF_LIMIT_EXCEEDED, f"{cause}; no restarts left", warning=True)
     decide.plan.status.restarts = restarts + 1
     delay = restart_delay(s.settings, restarts + 1)
     decide.next_gang(s.attempt, s.now + delay)
@@ -813,7 +812,7 @@ def _pending_message(s: Situation) -> str:
     """Where the gang's start stands: with the scheduler, or on the nodes (where a missing volume or a slow
     image pull keeps a pod in ContainerCreating without a reason in its status)."""
     placed = [pod for pod in s.gang.values() if pod.scheduled]
-    if not s.complete or len(placed) < len(s.gang):
+    if len(placed) < s.spec.nodes:
         return f"waiting for all pods to be scheduled ({len(placed)} of {s.spec.nodes} placed on a node)"
     starting = sorted(pod.name for pod in s.gang.values() if pod.phase == "Pending")
     return (

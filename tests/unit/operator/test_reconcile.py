@@ -313,6 +313,42 @@ def test_progress_rights_cover_only_this_jobs_status() -> None:
             },
             ObservedPod("x", 0, 1, "Failed", None, "The node was low on memory.", reason="Evicted"),
         ),
+        (
+            {
+                "metadata": {
+                    "name": "flies-0-1",
+                    "labels": {"dreem.sleap.ai/attempt": "0", "dreem.sleap.ai/rank": "1"},
+                },
+                "status": {
+                    "phase": "Failed",
+                    "conditions": [{"type": "PodScheduled", "status": "True"}],
+                    "containerStatuses": [
+                        {
+                            "name": "trainer",
+                            "state": {
+                                "terminated": {
+                                    "exitCode": 137,
+                                    "reason": "OOMKilled",
+                                    "message": "Epoch 3: 45%",
+                                    "finishedAt": "2026-11-25T11:59:52Z",
+                                }
+                            },
+                        }
+                    ],
+                },
+            },
+            ObservedPod(
+                "flies-0-1",
+                0,
+                1,
+                "Failed",
+                137,
+                "Epoch 3: 45%",
+                reason="OOMKilled",
+                finished_at=datetime(2026, 11, 25, 11, 59, 52),
+                scheduled=True,
+            ),
+        ),
         ({"metadata": {"name": "stray", "labels": {"dreem.sleap.ai/job": "flies"}}}, None),
         (
             {
@@ -325,7 +361,7 @@ def test_progress_rights_cover_only_this_jobs_status() -> None:
             ObservedPod("going", 0, 0, "Pending", terminating=True, deletion_deadline=datetime(2026, 11, 25, 12, 0, 0)),
         ),
     ],
-    ids=["terminated", "no-status-yet", "evicted", "not-a-gang-pod", "being-deleted"],
+    ids=["terminated", "no-status-yet", "evicted", "oom-killed", "not-a-gang-pod", "being-deleted"],
 )
 def test_observe_pod(manifest: dict[str, Any], observed: ObservedPod | None) -> None:
     assert observe_pod(manifest) == observed

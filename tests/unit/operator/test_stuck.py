@@ -239,12 +239,12 @@ def test_a_pod_on_a_lost_node_stops_blocking_the_next_gang_and_is_force_deleted(
     assert pods_created(lost) == ["Pod/flies-1-0", "Pod/flies-1-1"]
 
 
-def earlier_jobs(kind: str, name: str) -> dict[str, Any]:
-    return {"kind": kind, "metadata": {"name": name, "ownerReferences": [{"kind": "DreemTrainingJob", "uid": "old"}]}}
+def earlier_jobs(name: str) -> dict[str, Any]:
+    return {"metadata": {"name": name, "ownerReferences": [{"kind": "DreemTrainingJob", "uid": "old"}]}}
 
 
 def test_children_of_an_earlier_namesake_are_waited_for_never_adopted() -> None:
-    foreign = [Namesake.of(earlier_jobs("Pod", "flies-0-0")), Namesake.of(earlier_jobs("ConfigMap", "flies-config"))]
+    foreign = [Namesake.of("Pod", earlier_jobs("flies-0-0")), Namesake.of("ConfigMap", earlier_jobs("flies-config"))]
     plan = run([], foreign=foreign)
     assert plan.create == [] and plan.status.phase == Phase.PENDING
     assert plan.status.message is not None and plan.status.message.startswith(
@@ -257,7 +257,7 @@ def test_children_of_an_earlier_namesake_are_waited_for_never_adopted() -> None:
 def test_a_users_own_object_holding_a_childs_name_is_named_as_such() -> None:
     """A biologist's own ConfigMap flies-config (no owner) is not an earlier job's: nothing will delete it, and
     the message must not invite them to wait for a garbage collector, nor say it is a job's."""
-    mine = Namesake.of({"kind": "ConfigMap", "metadata": {"name": "flies-config"}})
+    mine = Namesake.of("ConfigMap", {"metadata": {"name": "flies-config"}})
     assert not mine.earlier_job
     message = str(run([], foreign=[mine]).status.message)
     assert message.startswith('configmap "flies-config" already exist(s) in namespace')
