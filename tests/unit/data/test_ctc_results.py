@@ -79,19 +79,12 @@ def test_a_track_missing_from_frames_continues_under_a_new_label_whose_parent_is
     assert [again.track_names[track] for track in (0, 1, 2)] == ["1", "2", "3"]
 
 
-def test_a_division_is_not_taken_for_a_gap() -> None:
+def test_a_division_is_not_taken_for_a_gap(tmp_path: Path) -> None:
     # Parent 1 divides into 2 and 3 the frame after it ends; 4 continues 5 after a gap, 6 begins after
     # its parent ended but is not its only child.
-    lineage = read_lineage_text("1 0 3 0\n2 4 9 1\n3 4 9 1\n5 0 2 0\n4 5 9 5\n7 0 1 0\n6 4 9 7\n8 4 9 7\n")
-    assert result_tracks(lineage) == {1: 0, 2: 1, 3: 2, 4: 4, 5: 4, 6: 5, 7: 6, 8: 7}
-
-
-def read_lineage_text(text: str) -> dict[int, list[tuple[int, int, int]]]:
-    lineage: dict[int, list[tuple[int, int, int]]] = {}
-    for line in text.splitlines():
-        label, begin, end, parent = (int(field) for field in line.split())
-        lineage.setdefault(label, []).append((begin, end, parent))
-    return lineage
+    table = tmp_path / "res_track.txt"
+    table.write_text("1 0 3 0\n2 4 9 1\n3 4 9 1\n5 0 2 0\n4 5 9 5\n7 0 1 0\n6 4 9 7\n8 4 9 7\n")
+    assert result_tracks(read_lineage(table)) == {1: 0, 2: 1, 3: 2, 4: 4, 5: 4, 6: 5, 7: 6, 8: 7}
 
 
 def test_masks_saved_as_whole_floats_read_and_others_are_refused_naming_the_file(tmp_path: Path) -> None:

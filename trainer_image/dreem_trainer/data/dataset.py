@@ -275,12 +275,7 @@ def _check_frames_fit(pair: SourcePair, reader: VideoReader, table: LabelTable) 
     A crop larger than the frames is a slip (4096 for 1024-pixel frames): each would be mostly padding, and a
     clip of them took tens of GB before the kernel killed the run. Labels whose points mostly lie outside the
     frames belong to another video (or a scaled copy of this one): every crop would be padding."""
-    if isinstance(reader, TiffReader):
-        height, width = reader.frame_size()
-    elif isinstance(reader, MediaReader):
-        height, width = reader.frame_shape[:2]
-    else:
-        return
+    height, width = reader.frame_size()
     visible = table.points[~np.isnan(table.points).any(axis=1)]
     outside = (visible[:, 0] < 0) | (visible[:, 0] > width) | (visible[:, 1] < 0) | (visible[:, 1] > height)
     if len(visible) and outside.mean() > 0.5:

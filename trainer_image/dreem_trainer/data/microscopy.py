@@ -49,11 +49,20 @@ LENGTH_UNITS = {
 PIXEL_UNITS = ("", "pixel", "pixels", "px")
 
 
-def length_unit(name: str) -> str | None:
-    """A length unit's canonical name (`µm` for micron, um, \\u00B5m...); None for pixels or an unknown one."""
+def _unit_key(name: str) -> str:
+    """A unit as written (`(micron)`, ImageJ's `\\u00B5m`), bare and lower-case."""
     if "\\u" in name:  # ImageJ escapes non-ASCII in its TIFF description
         name = name.encode("ascii", "backslashreplace").decode("unicode_escape")
-    return LENGTH_UNITS.get(name.strip().strip("()").strip().lower())
+    return name.strip().strip("()").strip().lower()
+
+
+def is_pixel_unit(name: str) -> bool:
+    return _unit_key(name) in PIXEL_UNITS
+
+
+def length_unit(name: str) -> str | None:
+    """A length unit's canonical name (`µm` for micron, um, \\u00B5m...); None for pixels or an unknown one."""
+    return LENGTH_UNITS.get(_unit_key(name))
 
 
 @dataclass(frozen=True)
@@ -128,7 +137,8 @@ def to_uint8(image: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
     if image.dtype == np.uint8:
         return image.astype(np.uint8, copy=False)
     values = image.astype(np.float32)
-    finite = values[np.isfinite(values)]
+    floating = image.dtype.kind == "f"  # only floats hold NaN: whole numbers skip the copies that drop them
+    finite = values[np.isfinite(values)] if floating else values
     if not finite.size:
         return np.zeros(image.shape, dtype=np.uint8)
     low, high = (float(bound) for bound in np.percentile(finite, (LOW_PERCENTILE, HIGH_PERCENTILE)))
@@ -136,7 +146,9 @@ def to_uint8(image: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
         low, high = float(finite.min()), float(finite.max())
     if high <= low:
         return np.zeros(image.shape, dtype=np.uint8)
-    scaled = np.nan_to_num(np.clip((values - low) * (255.0 / (high - low)), 0, 255), nan=0.0)
+    scaled = np.clip((values - low) * (255.0 / (high - low)), 0, 255)
+    if floating:
+        np.nan_to_num(scaled, copy=False, nan=0.0)
     as_bytes: npt.NDArray[np.uint8] = scaled.astype(np.uint8)
     return as_bytes
 
@@ -171,9 +183,9 @@ def folder_frame(path: Path, image: Any) -> Any:
     return image.pages[0]
 
 
-def stack_frames(path: str, stack: Any) -> int:
-    """How many frames a TIFF stack holds, one page each. A stack of several channels or planes per time
-    point (TCYX, TZYX) would otherwise read each channel as a frame of its own."""
+def stack_frames(path: str, stack: Any) -> tuple[int, tuple[int, int]]:
+    """How many frames a TIFF stack holds, one page each, and their (height, width). A stack of several
+    channels or planes per time point (TCYX, TZYX) would otherwise read each channel as a frame of its own."""
     series = stack.series[0]
     extra = [(axis, size) for axis, size in zip(series.axes, series.shape, strict=True) if axis not in "YXS"]
     if len([size for _, size in extra if size > 1]) > 1:
@@ -186,8 +198,7 @@ def stack_frames(path: str, stack: Any) -> int:
         raise DataError(
             f"{path}: {len(stack.pages)} pages for {frames} frames (axes {series.axes}); save one page per frame"
         )
-    plane_size(path, stack.pages[0])
-    return frames
+    return frames, plane_size(path, stack.pages[0])
 
 
 class TiffReader:
@@ -204,6 +215,7 @@ class TiffReader:
         self._files: dict[int, Path] | None = None
         """The numbered frames of a folder, listed once rather than for every clip."""
         self.stack_frames = 0
+        self._stack_size: tuple[int, int] | None = None
         self.open_bytes = 2**20
         """An open stack is a file handle and its pages' index; a folder, its listing: a nominal megabyte."""
         if not os.path.isdir(path):
@@ -211,14 +223,17 @@ class TiffReader:
 
             try:
                 with tifffile.TiffFile(path) as stack:
-                    self.stack_frames = stack_frames(path, stack)
+                    self.stack_frames, self._stack_size = stack_frames(path, stack)
             except DataError:
                 raise
             except Exception as error:
                 raise DataError(f"{path}: cannot read as a TIFF stack ({error})") from error
 
     def frame_size(self) -> tuple[int, int]:
-        """(height, width) of the frames, from the first one's header (the folder's lowest number)."""
+        """(height, width) of the frames: a stack's, read on creation; a folder's, from its first frame's header
+        (its lowest number)."""
+        if self._stack_size is not None:
+            return self._stack_size
         import tifffile
 
         path = self._first_file()
@@ -278,14 +293,7 @@ class TiffReader:
         self._files = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {
-            "path": self.path,
-            "_stack": None,
-            "_pid": -1,
-            "_files": self._files,
-            "stack_frames": self.stack_frames,
-            "open_bytes": self.open_bytes,
-        }
+        return self.__dict__ | {"_stack": None, "_pid": -1}  # an open stack does not survive pickling
 
 
 def ctc_ground_truth(sequence: Path) -> Path:

@@ -18,7 +18,7 @@ import numpy as np
 from defusedxml import ElementTree
 
 from dreem_trainer.data.label_format import LabelFormat, Predictions
-from dreem_trainer.data.microscopy import MICRONS_PER_UNIT, PIXEL_UNITS, TiffReader, is_tiff_video, length_unit
+from dreem_trainer.data.microscopy import MICRONS_PER_UNIT, TiffReader, is_pixel_unit, is_tiff_video, length_unit
 from dreem_trainer.data.records import UNTRACKED, Frame, Instance, LabelledVideo
 from dreem_trainer.data.sources import DataError
 
@@ -178,7 +178,7 @@ def read_trackmate_csv(labels_path: str, video_path: str) -> LabelledVideo:
 def in_pixels(spots: list[Spot], unit: str, labels_path: str, video_path: str) -> list[Spot]:
     """Spots whose positions are in `unit` (the export's unit row, e.g. `(micron)`), in pixels of the video.
     TrackMate exports the image's calibrated units; they are divided by the pixel size the TIFF records."""
-    if unit.strip("()").strip().lower() in PIXEL_UNITS:
+    if is_pixel_unit(unit):
         return spots
     length = length_unit(unit)
     if length is None:

@@ -66,14 +66,14 @@ class SleapLabels(LabelFormat):
                 named[track] = sio.Track(name=track)  # a number, as DREEM writes it (sleap-io types it str)
         for labelled_frame in labels.find(source):
             tracked = _instances(labelled_frame)
-            superseded = _replaced_predictions(labelled_frame, tracked)
+            superseded = list(_replaced_predictions(labelled_frame).values())  # paired before tracks change
             for index, instance in enumerate(tracked):
                 key = (_frame_idx(labelled_frame), index)
                 instance.track = named[predictions.tracks[key]] if key in predictions.tracks else None
                 if isinstance(instance, sio.PredictedInstance) and key in predictions.scores:
                     instance.tracking_score = predictions.scores[key]
             for prediction, user_instance in superseded:  # still paired with what replaced it, as SLEAP pairs them
-                prediction.track = user_instance.track if user_instance is not None else None
+                prediction.track = user_instance.track
         # The file's other videos keep their own tracks.
         elsewhere = {id(i.track): i.track for f in labels.labeled_frames for i in f.instances if i.track is not None}
         new = {id(track) for track in named.values()}
@@ -97,38 +97,25 @@ def _frame_idx(labelled_frame: Any) -> int:
 def _instances(labelled_frame: Any) -> list[Any]:
     """The instances dreem tracks in a labelled frame, in the order `index_in_frame` counts: the
     user-labelled ones, then the predictions no user instance replaced (an animal the user did not correct
-    is still there). A prediction is replaced when a user instance came from it (`from_predicted`) or, in a
-    tracked file, holds its track: both, since an untracked prediction corrected and then given a track is
-    paired by the first alone (sleap-io's `unused_predictions` looks only at tracks once any is set)."""
-    users = labelled_frame.user_instances
-    came_from = {id(user.from_predicted) for user in users if user.from_predicted is not None}
-    user_tracks = {id(user.track) for user in users if user.track is not None}
-    unused = [
-        prediction
-        for prediction in labelled_frame.predicted_instances
-        if id(prediction) not in came_from
-        and not (prediction.track is not None and id(prediction.track) in user_tracks)
+    is still there)."""
+    replaced = _replaced_predictions(labelled_frame)
+    return [
+        *labelled_frame.user_instances,
+        *(prediction for prediction in labelled_frame.predicted_instances if id(prediction) not in replaced),
     ]
-    return [*users, *unused]
 
 
-def _replaced_predictions(labelled_frame: Any, tracked: list[Any]) -> list[tuple[Any, Any]]:
-    """The frame's predictions a user instance replaced, each with that user instance (None when it cannot be
-    told): SLEAP pairs them by `from_predicted`, or, in a tracked file, by their track."""
-    replaced = []
-    for prediction in labelled_frame.instances:
-        if any(prediction is instance for instance in tracked):
-            continue
-        user_instance = next(
-            (
-                user
-                for user in labelled_frame.user_instances
-                if user.from_predicted is prediction
-                or (prediction.track is not None and user.track is prediction.track)
-            ),
-            None,
-        )
-        replaced.append((prediction, user_instance))
+def _replaced_predictions(labelled_frame: Any) -> dict[int, tuple[Any, Any]]:
+    """The frame's predictions a user instance replaced, by id, each with that user instance. A user instance
+    replaces the prediction it came from (`from_predicted`) and, in a tracked file, the one holding its track:
+    both, since an untracked prediction corrected and then given a track is paired by the first alone
+    (sleap-io's `unused_predictions` looks only at tracks once any is set)."""
+    replaced: dict[int, tuple[Any, Any]] = {}
+    for user in labelled_frame.user_instances:
+        for prediction in labelled_frame.predicted_instances:
+            same_track = prediction.track is not None and prediction.track is user.track
+            if user.from_predicted is prediction or same_track:
+                replaced.setdefault(id(prediction), (prediction, user))
     return replaced
 
 

@@ -26,6 +26,10 @@ class VideoReader(Protocol):
 
     def read(self, frame_indices: list[int]) -> Images: ...
 
+    def frame_size(self) -> tuple[int, int]:
+        """(height, width) of the frames, known without decoding one."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -83,6 +87,9 @@ class MediaReader:
         frame read), but the reader is opened in colour whatever it is: see `read`."""
         plugin = getattr(probe.backend, "plugin", None)
         return {"grayscale": False} | ({"plugin": plugin} if plugin is not None else {})
+
+    def frame_size(self) -> tuple[int, int]:
+        return self.frame_shape[0], self.frame_shape[1]
 
     def read(self, frame_indices: list[int]) -> Images:
         """Frame by frame: sleap-io seeks a frame only when the decoder is not already at it, so the clips of

@@ -211,7 +211,11 @@ def output_folder(output: Path) -> Path:
 
 
 EVALUATION_FILES = ("metrics.json", "metrics_per_video.csv", "metrics_per_video.png")
-TIMELINE_SUFFIX = ".identity_timeline.png"
+
+
+def timeline_path(output: Path, video_path: str) -> Path:
+    """Where dreem eval draws a video's identity timeline."""
+    return output / f"{Path(video_path).stem}.identity_timeline.png"
 
 
 def check_outputs(
@@ -246,7 +250,7 @@ def check_outputs(
             planned[resolved] = pair
     if evaluation and not overwrite:
         results = [output / name for name in EVALUATION_FILES]
-        results += [output / f"{Path(pair.video_path).stem}{TIMELINE_SUFFIX}" for pair in pairs]
+        results += [timeline_path(output, pair.video_path) for pair in pairs]
         found = next((path for path in results if path.exists()), None)
         if found is not None:
             raise DataError(f"{found}: already exists (an earlier evaluation?); pass --overwrite to replace it")
@@ -265,18 +269,19 @@ def run_tracking(
     check_outputs(pairs, output, render, overwrite)
     model, placement = placed_model(config, checkpoint, quiet)
     written = []
+    tracked: set[tuple[str, str]] = set()
     with torch.inference_mode(), placement.autocast():
         for result in track_videos(model, config.dataset.test_split(), pairs, config):
             written.append(write_tracks(result.video, result.predictions(), output_folder(output)))
+            tracked.add((result.video.labels_path, result.video.video_path))
             frames = len(np.unique(result.frame_indices))
             tracks = len(np.unique(result.predicted_tracks))
             if not quiet:
                 print(f"{written[-1]}: {frames} frames, {tracks} tracks, {frames / result.seconds:.1f} frames/s")
             if render:
                 _render_beside(written[-1], result.video.video_path, quiet)
-    tracked_videos = {Path(str(path)).name for path in written}
     for pair in pairs:
-        if format_of(pair.labels_path).written_to(pair.video_path, output).name not in tracked_videos:
+        if (pair.labels_path, pair.video_path) not in tracked:
             print(f"{pair.labels_path}: no labelled frames with instances to track; nothing written", file=sys.stderr)
     return written
 
@@ -328,7 +333,7 @@ def run_evaluation(
             total += counts
             rows.append({"video": result.video.name, **counts.summary()})
             write_identity_timeline(
-                output / f"{result.video.name}{TIMELINE_SUFFIX}",
+                timeline_path(output, result.video.video_path),
                 result.video.name,
                 result.frame_indices,
                 result.true_tracks,
