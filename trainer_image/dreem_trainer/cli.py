@@ -557,9 +557,13 @@ def _local_checkpoint(checkpoint: str, key: str, sources: ConfigSources) -> Path
     from dreem_trainer.models.hub import fetch_checkpoint, is_hub
 
     if is_s3(checkpoint):
+        from dreem_trainer.config.loader import resolve_raw, validate
         from dreem_trainer.storage.download import download
 
-        return download(sources.load().storage, checkpoint)
+        # Only the storage section, before the checkpoint's configuration is the base of the rest: reading
+        # all of it here would read it twice (and print its notices twice).
+        storage = resolve_raw(sources.file, sources.sets, sources.typed).get("storage") or {}
+        return download(validate({"storage": storage}, str(sources.file) if sources.file else None).storage, checkpoint)
     return fetch_checkpoint(checkpoint, key) if is_hub(checkpoint) else Path(checkpoint)
 
 

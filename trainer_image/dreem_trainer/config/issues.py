@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,8 +23,8 @@ def key_error(key: str, message: str, value: Any) -> PydanticCustomError:
     return PydanticCustomError(ISSUE_TYPE, message.replace("{", "(").replace("}", ")"), {"key": key, "value": value})
 
 
-def did_you_mean(word: str, choices: list[str] | set[str] | frozenset[str]) -> str:
-    close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
+def did_you_mean(word: str, choices: Iterable[str], cutoff: float = 0.6) -> str:
+    close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=cutoff)
     return f"; did you mean '{close[0]}'?" if close else ""
 
 

@@ -6,7 +6,6 @@ and a DREEM checkpoint's `model_cfg` becomes this section through `model_section
 
 from __future__ import annotations
 
-import difflib
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -185,9 +184,9 @@ class EncoderConfig(PassThroughSection):
             if key in cls.model_fields:
                 continue
             # Closer than timm's own `pretrained_cfg` is to `pretrained` (0.83): only a slip of a letter or two.
-            near = difflib.get_close_matches(key, sorted(cls.model_fields), n=1, cutoff=0.85)
+            near = did_you_mean(key, cls.model_fields, cutoff=0.85)
             if near:
-                raise key_error(key, f"unknown key; did you mean '{near[0]}'?", value)
+                raise key_error(key, f"unknown key{near}", value)
             if (
                 key.endswith("_rate")
                 and value is not None

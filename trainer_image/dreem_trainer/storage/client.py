@@ -68,20 +68,28 @@ def not_found(error: BaseException) -> bool:
     return error_code(error) in ("404", "NoSuchKey", "NotFound")
 
 
+REFUSAL_MEANINGS = {
+    "NoSuchBucket": "the bucket does not exist",
+    "403": "access denied: check the credentials and the bucket policy",
+    "AccessDenied": "access denied: check the credentials and the bucket policy",
+    "InvalidAccessKeyId": "the access key is not known to this endpoint",
+    "SignatureDoesNotMatch": "the secret key is wrong",
+}
+"""Error codes of a store that will not take this run's requests, however often they are tried, in words."""
+
+
+def refused(error: BaseException) -> bool:
+    """The store refuses this run (credentials, bucket policy, a bucket gone): trying again cannot help."""
+    return error_code(error) in REFUSAL_MEANINGS
+
+
 def explain(error: Exception) -> str:
     """The cause of a botocore error in words, without request details that could hold secrets."""
     from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
     if isinstance(error, ClientError):
-        code = str(error.response.get("Error", {}).get("Code", "?"))
-        meanings = {
-            "NoSuchBucket": "the bucket does not exist",
-            "404": "the bucket does not exist",
-            "403": "access denied: check the credentials and the bucket policy",
-            "AccessDenied": "access denied: check the credentials and the bucket policy",
-            "InvalidAccessKeyId": "the access key is not known to this endpoint",
-            "SignatureDoesNotMatch": "the secret key is wrong",
-        }
+        code = error_code(error) or "?"
+        meanings = REFUSAL_MEANINGS | {"404": "the bucket does not exist"}  # from head_bucket
         return meanings.get(code, f"{code}: {error.response.get('Error', {}).get('Message', '')}".strip())
     if isinstance(error, EndpointConnectionError):
         return f"cannot reach the endpoint ({error.kwargs.get('endpoint_url', '?')})"

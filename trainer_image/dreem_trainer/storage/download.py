@@ -161,9 +161,14 @@ def forget(storage: StorageConfig, uri: S3Uri) -> None:
     keep every checkpoint a run ever wrote."""
     target = local_path(cache_root(storage), uri)
     if target.is_file():
-        with _locked(target):
-            _sidecar(target).unlink(missing_ok=True)
-            target.unlink(missing_ok=True)
+        _drop(target)
+
+
+def _drop(target: Path) -> None:
+    """A cached file and its sidecar, under its lock: a download of it at the time finishes first."""
+    with _locked(target):
+        _sidecar(target).unlink(missing_ok=True)
+        target.unlink(missing_ok=True)
 
 
 def _linked_name(target: Path) -> Path:
@@ -219,6 +224,4 @@ def _drop_unlisted(folder: Path, listed: set[Path]) -> None:
     """Forget the cached files under a prefix whose objects are no longer in it: deleted or renamed in the
     bucket since, they must not be read as data. (Names starting with a dot are the cache's own.)"""
     for path in [p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".") and p not in listed]:
-        with _locked(path):
-            _sidecar(path).unlink(missing_ok=True)
-            path.unlink(missing_ok=True)
+        _drop(path)

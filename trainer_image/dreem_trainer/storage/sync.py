@@ -23,7 +23,7 @@ from typing import Any, BinaryIO
 
 from dreem_trainer.config.paths import S3Uri
 from dreem_trainer.config.run import StorageConfig
-from dreem_trainer.storage.client import StorageError, error_code, explain, http_status, s3_client
+from dreem_trainer.storage.client import StorageError, error_code, explain, http_status, refused, s3_client
 from dreem_trainer.storage.download import forget, register, register_copy
 from dreem_trainer.storage.fence import AttemptFence, StaleAttempt
 
@@ -239,10 +239,6 @@ def upload_parts(client: Any, handle: BinaryIO, target: S3Uri, before_commit: Ca
         raise
 
 
-REFUSALS = frozenset({"AccessDenied", "403", "NoSuchBucket", "InvalidAccessKeyId", "SignatureDoesNotMatch"})
-"""Error codes of a store that will not take this run's uploads, however often they are tried."""
-
-
 def transient(error: Exception) -> bool:
     """Worth retrying: the endpoint unreachable or overloaded, not a request it refused."""
     from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
@@ -258,7 +254,7 @@ def transient(error: Exception) -> bool:
 def refusal(error: Exception) -> bool:
     """The store refuses this run's writes (credentials, bucket policy, a bucket gone): training on would store
     nothing. A deletion it refuses is not one (check_write lets a run without DeleteObject go on)."""
-    return error_code(error) in REFUSALS
+    return refused(error)
 
 
 def newest_checkpoint(storage: StorageConfig, remote: S3Uri) -> S3Uri | None:

@@ -37,26 +37,38 @@ from dreem_trainer.training.module import DreemModule, epoch_value_name
 from dreem_trainer.training.termination import CheckpointGate
 
 
-class EpochLines(pl.Callback):
+class EpochValidation:
+    """Whether this epoch validated: with check_val_every_n_epoch > 1 an epoch may end without, and then
+    the val metrics Lightning holds are an earlier epoch's. Validation runs before on_train_epoch_end."""
+
+    validated_epoch = -1
+
+    def note_validation(self, trainer: pl.Trainer) -> None:
+        """Called from on_validation_end; the sanity check is no epoch's validation."""
+        if not trainer.sanity_checking:
+            self.validated_epoch = trainer.current_epoch
+
+    def validated_this_epoch(self, trainer: pl.Trainer) -> bool:
+        return self.validated_epoch == trainer.current_epoch
+
+
+class EpochLines(EpochValidation, pl.Callback):
     """One line per epoch (rank 0), for pod logs and CI where a live progress bar is noise."""
 
     def __init__(self) -> None:
         self.started = time.monotonic()
-        self.validated_epoch = -1
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.started = time.monotonic()
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not trainer.sanity_checking:
-            self.validated_epoch = trainer.current_epoch
+        self.note_validation(trainer)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
         shown = []
-        # An epoch without validation (check_val_every_n_epoch > 1) shows no val values: the last ones are stale.
-        splits = ("train", "val") if self.validated_epoch == trainer.current_epoch else ("train",)
+        splits = ("train", "val") if self.validated_this_epoch(trainer) else ("train",)  # else val's are stale
         for metric in METRICS:
             for split in metric.splits if metric.epoch_line else ():
                 if split not in splits:
@@ -73,7 +85,7 @@ class EpochLines(pl.Callback):
         )
 
 
-class LatestCheckpoint(CheckpointSeam):
+class LatestCheckpoint(EpochValidation, CheckpointSeam):
     """A ModelCheckpoint whose last.ckpt always holds the newest training state, stored once.
 
     Lightning (2.6) writes last.ckpt only when a top-k checkpoint was written at the same step, and
@@ -93,7 +105,6 @@ class LatestCheckpoint(CheckpointSeam):
         super().__init__(**settings)
         self.gate = gate or CheckpointGate()
         self.restaged = restaged
-        self.validated_epoch = -1
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if self.restaged and self.dirpath is not None:
@@ -111,8 +122,7 @@ class LatestCheckpoint(CheckpointSeam):
         with self.gate.open() as allowed:
             if allowed:
                 super().on_validation_end(trainer, pl_module)
-                if not trainer.sanity_checking:
-                    self.validated_epoch = trainer.current_epoch
+                self.note_validation(trainer)
                 if not self.saves_at_train_epoch_end(trainer):
                     self._refresh_last(trainer)
 
@@ -122,7 +132,7 @@ class LatestCheckpoint(CheckpointSeam):
         with self.gate.open() as allowed:
             if allowed:
                 super().on_train_epoch_end(trainer, pl_module)
-                if self.saves_at_train_epoch_end(trainer) or self.validated_epoch != trainer.current_epoch:
+                if self.saves_at_train_epoch_end(trainer) or not self.validated_this_epoch(trainer):
                     self._refresh_last(trainer)
 
     def _refresh_last(self, trainer: pl.Trainer) -> None:
@@ -245,6 +255,8 @@ class StorageSync(Checkpoint):
         """The checkpoint writer: with one writing in the background, scans wait in its queue for the writes
         before them, so a file or link is never uploaded before it is complete."""
         self.syncs: list[DirectorySync] = []
+        self._synced_step = -1
+        """The step whose mid-epoch checkpoint went up last."""
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if trainer.is_global_zero and not self.syncs:
@@ -260,7 +272,10 @@ class StorageSync(Checkpoint):
         """A checkpoint written within the epoch (`every_n_train_steps`, `train_time_interval`) goes up at
         once: a node lost later in a long epoch must not take it along."""
         step = trainer.global_step
+        if step == self._synced_step:
+            return  # the micro-batches of one step (accumulate_grad_batches) share its checkpoint
         if any(isinstance(c, CheckpointSeam) and c.written_at(step) for c in trainer.checkpoint_callbacks):
+            self._synced_step = step
             self._sync()
             self._stop_if_storing_nothing()
 

@@ -168,7 +168,6 @@ def check_strategy(name: str | None) -> None:
     """`trainer.strategy` names a Lightning strategy that this installation can run (deepspeed and xla need
     packages of their own). Lightning would say so only when the Trainer is built, after the data is staged,
     and as an error that is not the user's to the operator, which would retry it."""
-    from lightning.fabric.utilities.exceptions import MisconfigurationException
     from lightning.pytorch.strategies import StrategyRegistry
 
     if name is None or name == "auto":
@@ -395,16 +394,19 @@ def threads_within_cpu_share(training_processes: int) -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
+def set_aside_name(folder: Path, prefix: str, written: float, suffix: str = "") -> Path:
+    """A free name for what an earlier run left, by the time it was written: `<prefix><time><suffix>`, with
+    `-1`, `-2`... when that is taken."""
+    stamp = datetime.fromtimestamp(written).strftime("%Y%m%d-%H%M%S")
+    names = (folder / f"{prefix}{stamp}{f'-{n}' if n else ''}{suffix}" for n in itertools.count())
+    return next(name for name in names if not name.exists())
+
+
 def write_run_config(target: Path, text: str) -> None:
     """The run's configuration beside its checkpoints. An earlier run's that differs (another run trained into
     the same folder; a resumed run writes the same text again) is kept under the time it was written."""
     if target.exists() and target.read_text() != text:
-        written = datetime.fromtimestamp(target.stat().st_mtime).strftime("%Y%m%d-%H%M%S")
-        kept = target.with_name(f"{target.stem}.{written}{target.suffix}")
-        for number in itertools.count(1):
-            if not kept.exists():
-                break
-            kept = target.with_name(f"{target.stem}.{written}-{number}{target.suffix}")
+        kept = set_aside_name(target.parent, f"{target.stem}.", target.stat().st_mtime, target.suffix)
         target.replace(kept)
         print(f"{target}: the earlier run's configuration is kept as {kept.name}", flush=True)
     target.write_text(text)
@@ -429,8 +431,9 @@ def check_learnable(dataset: Dataset[Clip], key: str) -> None:
 def keep_earlier_checkpoints(folder: Path, reading: str | None) -> Path | None:
     """A run that starts afresh in a folder holding another run's checkpoints (the last.ckpt and best files
     dreem writes) moves them into `earlier-<time>/` there, and returns that folder: Lightning would write over
-    last.ckpt and over best files of the same names. Not when the run reads one of them (`model.ckpt_path`):
-    it continues that run. Other files stay, and a file another process moved first is left to it."""
+    last.ckpt and over best files of the same names. Not when the run fine-tunes from one of them
+    (`model.ckpt_path` naming a DREEM checkpoint kept there): it reads it. Other files stay, and a file another
+    process moved first is left to it."""
     if not folder.is_dir():
         return None
     found = [
@@ -441,14 +444,12 @@ def keep_earlier_checkpoints(folder: Path, reading: str | None) -> Path | None:
     ]
     if not found or (reading is not None and any(path.resolve() == Path(reading).resolve() for path in found)):
         return None
-    written = datetime.fromtimestamp(max(path.lstat().st_mtime for path in found)).strftime("%Y%m%d-%H%M%S")
-    for number in itertools.count():
-        kept = folder / (f"earlier-{written}" + (f"-{number}" if number else ""))
-        try:
+    written = max(path.lstat().st_mtime for path in found)
+    while True:
+        kept = set_aside_name(folder, "earlier-", written)
+        with contextlib.suppress(FileExistsError):  # another process took that name since
             kept.mkdir()
             break
-        except FileExistsError:
-            continue
     for path in found:
         with contextlib.suppress(FileNotFoundError):
             path.rename(kept / path.name)  # last.ckpt's link is relative: it still points at its best file
@@ -502,7 +503,8 @@ def run_training(config: DreemConfig, callbacks: Sequence[Callback] = ()) -> pl.
     if val_loader is not None and has_validation:
         check_learnable(val_loader.dataset, "dataset.val_dataset")
     # The top-k record is adopted only from this output's own last checkpoint, never from another run's.
-    restaged = staged.resumed_from is not None and is_s3(config.checkpointing.dirpath)
+    checkpoints_on_s3 = is_s3(config.checkpointing.dirpath)
+    restaged = staged.resumed_from is not None and checkpoints_on_s3
     trainer = build_trainer(
         local, has_validation=has_validation, callbacks=callbacks, gate=gate, writer=writer, restaged=restaged
     )
@@ -512,7 +514,7 @@ def run_training(config: DreemConfig, callbacks: Sequence[Callback] = ()) -> pl.
         load_weights(module.model, start.fine_tune)
     if trainer.is_global_zero:
         directory = local.checkpoint_dir()
-        fresh_here = start.resume_from is None and not is_s3(config.checkpointing.dirpath or "")
+        fresh_here = start.resume_from is None and not checkpoints_on_s3
         if fresh_here and local.trainer.enable_checkpointing:  # every check has passed: training starts now
             keep_earlier_checkpoints(directory, local.model.ckpt_path)
         directory.mkdir(parents=True, exist_ok=True)
