@@ -452,9 +452,14 @@ def _train(sources: ConfigSources) -> None:
     if missing:
         _fail(ConfigError(missing, str(sources.file) if sources.file else None))
     from dreem_trainer.training.run import run_training
+    from dreem_trainer.training.termination import INTERRUPTED_EXIT, TrainingInterrupted
 
     with _reported():
-        run_training(config)
+        try:
+            run_training(config)
+        except TrainingInterrupted as interrupted:
+            typer.echo(str(interrupted), err=True)
+            raise typer.Exit(INTERRUPTED_EXIT) from None
 
 
 app.command("train")(

@@ -132,7 +132,7 @@ def _stage(config: DreemConfig, staged: StagedFiles) -> StagedRun:
     fence = _claim(config)
     # A run that already wrote checkpoints carries on from its newest, even when it started from
     # model.ckpt_path (a restarted fine-tuning job must not start over from the weights it began with).
-    staged.resumed_from = _newest(config) if _resumes(config) else None
+    staged.resumed_from = _newest(config) if resumes(config) else None
     if staged.resumed_from is not None:
         log.info("resuming from %s", staged.resumed_from)
     return _continued(_assemble(config, fetch, staged.resumed_from, fence))
@@ -262,7 +262,7 @@ def _claim(config: DreemConfig) -> AttemptFence | None:
     return fence
 
 
-def _resumes(config: DreemConfig) -> bool:
+def resumes(config: DreemConfig) -> bool:
     """`checkpointing.resume`, by default auto when the output is on S3."""
     mode = config.checkpointing.resume
     return mode == "auto" if mode is not None else is_s3(config.checkpointing.dirpath)

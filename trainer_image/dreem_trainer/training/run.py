@@ -9,6 +9,7 @@ import netrc
 import os
 import shutil
 import sys
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -49,7 +50,7 @@ from dreem_trainer.hardware import (
 )
 from dreem_trainer.models.checkpoint import Checkpoint, load_weights, read_checkpoint
 from dreem_trainer.models.hub import fetch_checkpoint, is_hub
-from dreem_trainer.storage.staging import RUN_CONFIG, stage
+from dreem_trainer.storage.staging import RUN_CONFIG, resumes, stage
 from dreem_trainer.tracking.metrics import (
     LOSS,
     Mode,
@@ -67,7 +68,12 @@ from dreem_trainer.training.callbacks import (
 )
 from dreem_trainer.training.checkpoint_io import AtomicCheckpointIO
 from dreem_trainer.training.module import DreemModule, epoch_value_name
-from dreem_trainer.training.termination import CheckpointGate, GracefulTermination
+from dreem_trainer.training.termination import (
+    CheckpointGate,
+    GracefulTermination,
+    TrainingInterrupted,
+    interruption_advice,
+)
 
 log = logging.getLogger(__name__)
 
@@ -368,6 +374,45 @@ def _ignored_model_keys(config: DreemConfig, model: ModelConfig) -> dict[str, An
     return {key: given[key] for key in sorted(given) if key != "ckpt_path" and ours[key] != kept[key]}
 
 
+def interruption(config: DreemConfig, written: Path) -> str:
+    """The advice after Ctrl-C, from what the run left in `written` (its local checkpoint folder): `resume:
+    auto` takes last.ckpt from a local folder, the newest checkpoint from an S3 one (already uploaded)."""
+    remote = is_s3(config.checkpointing.dirpath)
+    resumable = any(written.glob("*.ckpt")) if remote else (written / "last.ckpt").is_file()
+    shown = str(config.checkpointing.dirpath) if remote else str(written)
+    return interruption_advice(shown, resumable, resumes(config))
+
+
+LIBRARY_NOTICES = (
+    # We decide what an earlier run's checkpoints mean (moved aside, or resumed on purpose): Lightning's
+    # warning about a folder that is not empty would be said on every resume and after config.yaml is written.
+    (UserWarning, r"Checkpoint directory .* exists and is not empty"),
+    # Lightning 2.6 on torch 2.14: about Lightning's own code, nothing a user can act on.
+    (FutureWarning, r"`isinstance\(treespec, LeafSpec\)` is deprecated"),
+)
+
+
+class _NoAdvertisement(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("💡 Tip")
+
+
+@contextmanager
+def quiet_library_notices() -> Iterator[None]:
+    """Lightning's notices that say nothing about this run (LIBRARY_NOTICES, its advertisement for its
+    cloud logger) are left out of the output a user reads; every other warning stays."""
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    advertisement = _NoAdvertisement()
+    rank_zero.addFilter(advertisement)
+    try:
+        with warnings.catch_warnings():
+            for category, message in LIBRARY_NOTICES:
+                warnings.filterwarnings("ignore", message=message, category=category)
+            yield
+    finally:
+        rank_zero.removeFilter(advertisement)
+
+
 TERMINATION_UPLOAD_S = 24.0
 """How long a SIGTERM'd run may upload before it exits. With the wait for a checkpoint write in progress
 (termination.WAIT_FOR_WRITE_S) it stays inside Kubernetes' default 30 s grace period."""
@@ -505,9 +550,10 @@ def run_training(config: DreemConfig, callbacks: Sequence[Callback] = ()) -> pl.
     # The top-k record is adopted only from this output's own last checkpoint, never from another run's.
     checkpoints_on_s3 = is_s3(config.checkpointing.dirpath)
     restaged = staged.resumed_from is not None and checkpoints_on_s3
-    trainer = build_trainer(
-        local, has_validation=has_validation, callbacks=callbacks, gate=gate, writer=writer, restaged=restaged
-    )
+    with quiet_library_notices():
+        trainer = build_trainer(
+            local, has_validation=has_validation, callbacks=callbacks, gate=gate, writer=writer, restaged=restaged
+        )
     monitor = monitored(local.scheduler.monitor, has_validation)
     module = DreemModule(local.model_dump(mode="json"), scheduler_monitor=monitor)
     if start.fine_tune is not None:
@@ -520,8 +566,13 @@ def run_training(config: DreemConfig, callbacks: Sequence[Callback] = ()) -> pl.
         directory.mkdir(parents=True, exist_ok=True)
         # The configuration as given (s3:// paths, not the local cache they were staged to).
         write_run_config(directory / RUN_CONFIG, dump_yaml(config))
-    with threads_within_cpu_share(trainer.num_devices):
-        trainer.fit(module, train_loader, val_loader, ckpt_path=start.resume_from)
+    with threads_within_cpu_share(trainer.num_devices), quiet_library_notices():
+        try:
+            trainer.fit(module, train_loader, val_loader, ckpt_path=start.resume_from)
+        except SystemExit:
+            if trainer.interrupted:  # Ctrl-C: Lightning has shut the run down and exits 1
+                raise TrainingInterrupted(interruption(config, local.checkpoint_dir())) from None
+            raise
     if staged.outputs and staged.staging is not None:
         # StorageSync waited for every upload at the end of fit (it raises otherwise): the copies are in S3.
         shutil.rmtree(staged.staging, ignore_errors=True)

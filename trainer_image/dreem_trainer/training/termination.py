@@ -25,10 +25,29 @@ from types import FrameType
 import lightning.pytorch as pl
 
 TERMINATED_EXIT = 128 + signal.SIGTERM
+INTERRUPTED_EXIT = 128 + signal.SIGINT
 MESSAGE = "stopped: received SIGTERM; uploading the checkpoints written so far"
 WAIT_FOR_WRITE_S = 5.0
 """How long the final upload waits for a checkpoint write in progress. In a DDP gang a write can block on
 a peer that is already gone (Lightning saves behind a barrier); the upload then goes ahead without it."""
+
+
+class TrainingInterrupted(Exception):
+    """Ctrl-C stopped training. Lightning has already shut the run down (the S3 mirror uploads what was
+    written) and would exit 1; the command says instead where the checkpoints are and how to go on, and exits
+    INTERRUPTED_EXIT as shells expect of an interrupted command."""
+
+
+def interruption_advice(checkpoints: str, resumable: bool, resumes_by_itself: bool) -> str:
+    """What a user who pressed Ctrl-C needs next: whether anything was saved, and the command that goes on."""
+    if not resumable:
+        return f"training interrupted before a checkpoint it could resume from was written in {checkpoints}"
+    how = (
+        "run the same command again"
+        if resumes_by_itself
+        else "run the same command with --set checkpointing.resume=auto"
+    )
+    return f"training interrupted; its checkpoints are in {checkpoints}. To go on from the newest, {how}"
 
 
 class CheckpointGate:
