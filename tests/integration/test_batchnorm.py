@@ -55,9 +55,15 @@ def full_reestimation(module: DreemModule, clips: list[Clip]) -> list[tuple[torc
     return [(norm.running_mean.clone(), norm.running_var.clone()) for norm in norms]  # type: ignore[union-attr]
 
 
-def test_batchnorm_statistics_after_an_epoch_match_a_full_reestimation(tmp_path: Path) -> None:
+@pytest.mark.parametrize("epochs, validate_every", [(2, 1), (3, 2)])
+def test_batchnorm_statistics_after_an_epoch_match_a_full_reestimation(
+    tmp_path: Path, epochs: int, validate_every: int
+) -> None:
+    """Whether or not the final epoch validated (with check_val_every_n_epoch 2, the third does not): its
+    last.ckpt and the network tracking goes on with hold this epoch's statistics."""
     # The kept statistics come from the epoch's last batch (one of its two clips), the reference from all.
-    config = tiny_config(tmp_path, seed=0, trainer={"max_epochs": 2}, optimizer={"lr": 0.003})
+    trainer_keys = {"max_epochs": epochs, "check_val_every_n_epoch": validate_every}
+    config = tiny_config(tmp_path, seed=0, trainer=trainer_keys, optimizer={"lr": 0.003})
     trainer = run_training(config)
     module = trainer.lightning_module
     assert isinstance(module, DreemModule) and trainer.train_dataloader is not None

@@ -166,7 +166,7 @@ STATISTICS_CROPS = 32
 """Crops the BatchNorm re-estimation forwards, at most, spread over the last batch's clips."""
 
 
-class PreciseBatchNorm(pl.Callback):
+class PreciseBatchNorm(EpochValidation, pl.Callback):
     """Re-estimates BatchNorm statistics for the current weights before validation and checkpoints, from
     crops of the epoch's last training batch, already decoded and cropped.
 
@@ -197,8 +197,13 @@ class PreciseBatchNorm(pl.Callback):
         if not trainer.sanity_checking:
             self.recalibrate(trainer, pl_module)
 
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.note_validation(trainer)
+
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not trainer.num_val_batches or not any(trainer.num_val_batches):
+        """An epoch that validated was re-estimated before validation; one that did not (no validation split,
+        or check_val_every_n_epoch > 1) is re-estimated here, before its checkpoint is written."""
+        if not self.validated_this_epoch(trainer):
             self.recalibrate(trainer, pl_module)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
