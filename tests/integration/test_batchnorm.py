@@ -55,7 +55,7 @@ def full_reestimation(module: DreemModule, clips: list[Clip]) -> list[tuple[torc
     return [(norm.running_mean.clone(), norm.running_var.clone()) for norm in norms]  # type: ignore[union-attr]
 
 
-@pytest.mark.parametrize("epochs, validate_every", [(2, 1), (3, 2)])
+@pytest.mark.parametrize(("epochs", "validate_every"), [(2, 1), (3, 2)])
 def test_batchnorm_statistics_after_an_epoch_match_a_full_reestimation(
     tmp_path: Path, epochs: int, validate_every: int
 ) -> None:
