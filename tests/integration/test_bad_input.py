@@ -95,12 +95,20 @@ def test_a_checkpoint_whose_weights_do_not_fit_is_a_user_error(tmp_path: Path) -
 
 
 @pytest.mark.parametrize(
-    ("fps", "message"), [("nan", "--fps: a frame rate above 0"), ("-5", "--fps: a frame rate above 0")]
+    ("option", "value", "message"),
+    [
+        ("--fps", "nan", "--fps: a frame rate above 0"),
+        ("--fps", "-5", "--fps: a frame rate above 0"),
+        ("--crf", "52", "--crf: libx264's quality runs from 0 to 51, got 52"),
+        ("--scale", "0", "--scale: expected a factor above 0 and at most 8, got 0"),
+        ("--scale", "nan", "--scale: expected a factor above 0 and at most 8, got nan"),
+        ("--preset", "quick", "--preset: not a libx264 preset"),
+    ],
 )
-def test_render_options_out_of_range_are_named(tmp_path: Path, fps: str, message: str) -> None:
+def test_render_options_out_of_range_are_named(tmp_path: Path, option: str, value: str, message: str) -> None:
     tracked = TEST_DATA / "dreem" / "two_flies.dreem_tracks.slp"
     out = tmp_path / "out.mp4"
-    result = CliRunner().invoke(app, ["render", str(tracked), "--output", str(out), "--fps", fps])
+    result = CliRunner().invoke(app, ["render", str(tracked), "--output", str(out), option, value])
     assert result.exit_code == EXIT_USER_ERROR and message in result.output, result.output
     assert not out.exists()
 

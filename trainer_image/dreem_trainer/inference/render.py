@@ -40,7 +40,7 @@ from dreem_trainer.data.microscopy import CTC_RESULT_TRACKS, CTC_TRACKS, TiffRea
 from dreem_trainer.data.point_tracks import TRACKS_CSV_SUFFIX
 from dreem_trainer.data.records import Instance, LabelledVideo
 from dreem_trainer.inference.colours import RGB, track_colour
-from dreem_trainer.inference.render_options import TIFF_FPS, X264_PRESETS, RenderError, RenderOptions
+from dreem_trainer.inference.render_options import TIFF_FPS, RenderError, RenderOptions
 
 STILL_SUFFIXES = (".png", ".jpg", ".jpeg")
 POINT_MARGIN = 0.02
@@ -81,10 +81,6 @@ def render(
     options = options or RenderOptions()
     if output.exists() and not options.overwrite:
         raise RenderError(f"{output}: already exists; pass --overwrite to replace it")
-    if options.preset not in X264_PRESETS:
-        raise RenderError(f"--preset: not a libx264 preset ({', '.join(X264_PRESETS)}), got {options.preset!r}")
-    if not 0 <= options.crf <= 51:
-        raise RenderError(f"--crf: libx264 takes 0 (lossless) to 51, got {options.crf}")
     pair = tracked_source(Path(tracked), video)
     for read in (pair.video_path, pair.labels_path, str(tracked)):
         if _same_file(output, Path(read)):  # --overwrite replaces drawings, never what they are drawn from
@@ -267,8 +263,6 @@ class FrameLayout:
 
     @classmethod
     def of(cls, facts: VideoFacts, scale: float) -> FrameLayout:
-        if not 0 < scale <= 8:
-            raise RenderError(f"--scale: expected a factor above 0 and at most 8, got {scale}")
         scaled_width = max(2, round(facts.width * scale))
         scaled_height = max(2, round(facts.height * scale))
         return cls(
@@ -523,7 +517,7 @@ class TiffFrames:
             yield av.VideoFrame.from_ndarray(buffer, format="yuv420p")
 
     def close(self) -> None:
-        return None
+        self.reader.close()
 
 
 def yuv_of(colour: RGB) -> tuple[int, int, int]:
@@ -533,9 +527,10 @@ def yuv_of(colour: RGB) -> tuple[int, int, int]:
     return int(converted[0]), int(converted[4]), int(converted[5])
 
 
-@dataclass(frozen=True)
-class Track:
-    """What the painter draws for one track: its name, colour and where it was, frame by frame."""
+@dataclass
+class TrackPath:
+    """What the painter draws for one track: its name, colour and where it was, frame by frame (filled in
+    as the painter reads the frames)."""
 
     name: str
     yuv: tuple[int, int, int]
@@ -578,9 +573,8 @@ class Painter:
         self.font_scale = max(0.4, 0.9 * unit)
         self.font_thickness = max(1, round(2 * unit))
         edges = np.array(video.edges, dtype=np.int64).reshape(-1, 2)
-        self.tracks: dict[int, Track] = {}
+        self.tracks: dict[int, TrackPath] = {}
         self.by_frame: dict[int, list[Drawing]] = {}
-        self._shapes: dict[tuple[int, float], tuple[list[npt.NDArray[np.int32]], list[npt.NDArray[np.int32]]]] = {}
         for frame in video.frames:
             for instance in frame.instances:
                 drawing = self._drawing(instance, edges) if instance.track >= 0 else None
@@ -590,7 +584,7 @@ class Painter:
                 track = self.tracks.get(instance.track)
                 if track is None:
                     name = video.track_names[instance.track] if instance.track < len(video.track_names) else ""
-                    track = Track(name or f"track {instance.track}", yuv_of(track_colour(instance.track)), [], [])
+                    track = TrackPath(name or f"track {instance.track}", yuv_of(track_colour(instance.track)), [], [])
                     self.tracks[instance.track] = track
                 track.frames.append(frame.frame_idx)
                 centre = drawing.dots[:, 0].mean(axis=0)
@@ -618,11 +612,16 @@ class Painter:
     def draw(self, frame_idx: int, planes: Sequence[Plane]) -> None:
         """Draw a frame's instances on its Y, U and V planes."""
         drawings = self.by_frame.get(frame_idx, [])
+        trails = [self._trail(self.tracks[drawing.track], frame_idx) for drawing in drawings]
+        shapes: dict[float, list[Shapes]] = {}  # U and V share the half scale
         for plane_index, plane in enumerate(planes):
-            self.draw_plane(frame_idx, plane_index, plane, drawings)
+            scale = PLANE_SCALES[plane_index]
+            if scale not in shapes:
+                shapes[scale] = [_fixed_shapes(d, trail, scale) for d, trail in zip(drawings, trails, strict=True)]
+            self.draw_plane(plane_index, plane, drawings, shapes[scale])
 
-    def draw_plane(self, frame_idx: int, plane_index: int, plane: Plane, drawings: Sequence[Drawing]) -> None:
-        """Draw `drawings` on one plane (0: Y, 1: U, 2: V) of frame `frame_idx`."""
+    def draw_plane(self, plane_index: int, plane: Plane, drawings: Sequence[Drawing], shapes: Sequence[Shapes]) -> None:
+        """Draw `drawings`, as `shapes` at this plane's scale, on one plane (0: Y, 1: U, 2: V)."""
         scale = PLANE_SCALES[plane_index]
         # Anti-aliasing where the eye sees edges, in luma; the half-resolution chroma planes take plain
         # lines at under half the cost (a chroma edge blurs anyway when the frame is shown).
@@ -630,13 +629,9 @@ class Painter:
         width = max(1, round(self.thickness * scale))
         diameter = max(2, round(2 * self.node_radius * scale))
         text_width = max(1, round(self.font_thickness * scale))
-        for drawing in drawings:
+        for drawing, (strokes, dots) in zip(drawings, shapes, strict=True):
             track = self.tracks[drawing.track]
             value = track.yuv[plane_index]
-            strokes, dots = self._fixed_shapes(drawing, scale)
-            trail = self._trail(track, frame_idx)
-            if trail is not None:
-                strokes = [*strokes, _fixed(trail, scale)]
             if strokes:
                 cv2.polylines(plane, strokes, False, value, width, line_type, SHIFT)
             cv2.polylines(plane, dots, False, value, diameter, line_type, SHIFT)
@@ -656,25 +651,25 @@ class Painter:
         x, y = drawing.label_origin
         return x, max(y, 12 * self.font_scale)
 
-    def _fixed_shapes(
-        self, drawing: Drawing, scale: float
-    ) -> tuple[list[npt.NDArray[np.int32]], list[npt.NDArray[np.int32]]]:
-        """An instance's lines and discs in a plane's fixed-point pixels, computed once per scale: U and V
-        share them, and a frame drawn again (a second render of the same labels) reuses them."""
-        key = (id(drawing), scale)
-        shapes = self._shapes.get(key)
-        if shapes is None:
-            lines = list(_fixed(drawing.edges, scale)) + ([] if drawing.box is None else [_fixed(drawing.box, scale)])
-            shapes = (lines, list(_fixed(drawing.dots, scale)))
-            self._shapes[key] = shapes
-        return shapes
-
-    def _trail(self, track: Track, frame_idx: int) -> npt.NDArray[np.float64] | None:
+    def _trail(self, track: TrackPath, frame_idx: int) -> npt.NDArray[np.float64] | None:
         if self.options.trail <= 0:
             return None
         first = bisect.bisect_left(track.frames, frame_idx - self.options.trail)
         last = bisect.bisect_right(track.frames, frame_idx)
         return np.array(track.positions[first:last]) if last - first >= 2 else None
+
+
+Shapes = tuple[list[npt.NDArray[np.int32]], list[npt.NDArray[np.int32]]]
+"""An instance's lines (skeleton, box, trail) and discs, in a plane's fixed-point pixels."""
+
+
+def _fixed_shapes(drawing: Drawing, trail: npt.NDArray[np.float64] | None, scale: float) -> Shapes:
+    lines = [*_fixed(drawing.edges, scale)]
+    if drawing.box is not None:
+        lines.append(_fixed(drawing.box, scale))
+    if trail is not None:
+        lines.append(_fixed(trail, scale))
+    return lines, list(_fixed(drawing.dots, scale))
 
 
 def _fixed(points: npt.NDArray[np.float64], scale: float) -> npt.NDArray[np.int32]:

@@ -112,3 +112,7 @@ class RenderOptions:
             raise RenderError(f"--fps: a frame rate above 0, got {self.fps:g}")
         if not 0 <= self.crf <= 51:
             raise RenderError(f"--crf: libx264's quality runs from 0 to 51, got {self.crf}")
+        if self.preset not in X264_PRESETS:
+            raise RenderError(f"--preset: not a libx264 preset ({', '.join(X264_PRESETS)}), got {self.preset!r}")
+        if not (math.isfinite(self.scale) and 0 < self.scale <= 8):
+            raise RenderError(f"--scale: expected a factor above 0 and at most 8, got {self.scale}")
