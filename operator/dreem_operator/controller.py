@@ -33,7 +33,6 @@ from dreem_operator.reconcile import (
     event_object,
     observe_pod_group,
     observe_pods,
-    parse_stamp,
     reconcile,
 )
 
@@ -187,7 +186,6 @@ class Reconciler:
         seen = Observation(
             pods=pods,
             now=self.clock(),
-            created=parse_stamp(meta.get("creationTimestamp")),
             pod_groups=self._pod_groups(job),
             foreign=foreign,
         )
@@ -226,7 +224,7 @@ class Reconciler:
         when a child's name is held by an object another owner controls, and return that too (e.g.
         a Namesake): it is never adopted. Stop as well when the API server refuses a child
         with a client error, and return its answer: the next decision says why the gang cannot start."""
-        # Status first: once `restarts` is stored, a crash before the new pods exist recreates the same
+        # Status first: once `attempt` is stored, a crash before the new pods exist recreates the same
         # attempt on the next reconcile instead of reviving the old one. A status write refused as stale
         # (StatusConflict) ends the pass before it deletes or creates anything on a stale decision.
         if operator_fields(plan.status) != operator_fields(status):

@@ -236,8 +236,6 @@ class Observation:
     pods: list[ObservedPod]
     now: datetime
     """Naive UTC."""
-    created: datetime | None = None
-    """The job's creationTimestamp, naive UTC."""
     secret_problem: str | None = None
     """Why spec.storage.credentialsSecret cannot be used (missing, or lacks a key), if it cannot."""
     pod_groups: list[ObservedPodGroup] = field(default_factory=list)

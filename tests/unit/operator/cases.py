@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from dreem_operator.api import DreemTrainingJobStatus
@@ -51,7 +51,6 @@ def run(
     seen = Observation(
         pods,
         now,
-        created=NOW - timedelta(seconds=30),
         secret_problem=secret_problem,
         pod_groups=pod_groups or [],
         foreign=foreign or [],

@@ -42,7 +42,7 @@ def children_problems(name: str, nodes: int) -> list[str]:
         "storage": {"output": "s3://lab/runs"},
     }
     now = datetime(2026, 11, 25, 12, 0, 0)
-    plan = reconcile(job, spec, DreemTrainingJobStatus(), 1, Observation([], now, created=now), SETTINGS)
+    plan = reconcile(job, spec, DreemTrainingJobStatus(), 1, Observation([], now), SETTINGS)
     assert [obj for obj in plan.create if obj["kind"] == "Pod"], "the plan creates no pods"
     problems = []
     for obj in plan.create:

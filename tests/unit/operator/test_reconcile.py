@@ -258,7 +258,7 @@ def test_a_restart_during_a_secret_rotation_gets_the_whole_grace() -> None:
     # A day into the run a rank fails, and the next gang finds the Secret deleted for its re-creation.
     problem = 'spec.storage.credentialsSecret: Secret "minio" not found in namespace "lab"'
     restarting = status(phase=Phase.RESTARTING, restarts=1, attempt=1, startTime="2026-11-24T12:00:00Z")
-    seen = Observation([], NOW, created=NOW - timedelta(days=1), secret_problem=problem)
+    seen = Observation([], NOW, secret_problem=problem)
     waiting = reconcile(JOB, spec(), restarting, 7, seen, SETTINGS)
     assert waiting.status.phase == Phase.PENDING and waiting.status.credentialsAwaitedSince == "2026-11-25T12:00:00Z"
     rotated = run([], waiting.status, now=NOW + timedelta(seconds=20))  # the Secret is back
