@@ -5,17 +5,18 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
+from typing import get_args, get_type_hints
 
 import huggingface_hub.constants
 import pytest
 import yaml
 from typer.testing import CliRunner
 
-from dreem_operator.api import ConditionType, DreemTrainingJobStatus, Phase, Reason
+from dreem_operator.api import ConditionType, DreemTrainingJobStatus, Phase, Progress, Reason
 from dreem_operator.children import JobRef, OperatorSettings
 from dreem_operator.reconcile import Observation, ObservedPod, reconcile
 from dreem_trainer.cli import app
-from dreem_trainer.contract import EXIT_USER_ERROR
+from dreem_trainer.contract import EXIT_USER_ERROR, ProgressReport
 from tests.trainer_helpers import tiny_raw
 
 
@@ -50,3 +51,13 @@ def test_unavailable_pretrained_weights_fail_the_job_at_once(tmp_path: Path, mon
     assert "model.encoder_cfg.pretrained" in (plan.status.message or "")
     # The other rank is stopped; the failed one stays, its log telling why (cleanPodPolicy decides later).
     assert plan.delete_pods == ["flies-0-1"] and plan.create == []
+
+
+def test_the_progress_rank_0_reports_is_the_progress_the_crd_stores() -> None:
+    """A key the trainer wrote that the CRD's schema lacks would be pruned by the API server without a word."""
+    reported = get_type_hints(ProgressReport)
+    stored = Progress.model_fields
+    assert set(reported) == set(stored)
+    for key, kind in reported.items():
+        annotation = stored[key].annotation
+        assert annotation is not None and kind in get_args(annotation), (key, kind, annotation)

@@ -7,6 +7,8 @@ keeps torch, Lightning, kopf and the Kubernetes client out of it.
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 GROUP = "dreem.sleap.ai"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -17,6 +19,20 @@ SHORT_NAME = "dtj"
 STATUS_PATCH = "application/merge-patch+json"
 """How both sides write the job's status. Each owns its own fields (rank 0 `progress`, the operator the rest),
 and a merge patch leaves the other side's fields as they are."""
+
+
+class ProgressReport(TypedDict, total=False):
+    """`status.progress` as rank 0 writes it; the operator's `api.Progress` is its schema in the CRD, and a
+    test keeps the two the same."""
+
+    epoch: int
+    """Completed epochs."""
+    step: int
+    metrics: dict[str, float]
+    lastCheckpoint: str
+    """The newest checkpoint's s3:// URI: where a restart resumes from."""
+    bestCheckpoint: str
+
 
 ENV_JOB = "DREEM_JOB"
 ENV_JOB_NAMESPACE = "DREEM_JOB_NAMESPACE"

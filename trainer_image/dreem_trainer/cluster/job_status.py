@@ -20,6 +20,7 @@ from dreem_trainer.contract import (
     PLURAL,
     STATUS_PATCH,
     VERSION,
+    ProgressReport,
 )
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ class JobStatus:
             self._api = client.CustomObjectsApi()
         return self._api
 
-    def report(self, progress: Mapping[str, Any]) -> bool:
+    def report(self, progress: ProgressReport) -> bool:
         """Merge `progress` into status.progress; False (and one warning) when the API refuses."""
         try:
             self._client().patch_namespaced_custom_object_status(

@@ -26,6 +26,7 @@ from torch import Tensor
 
 from dreem_trainer.cluster import JobStatus
 from dreem_trainer.config.run import StorageConfig
+from dreem_trainer.contract import ProgressReport
 from dreem_trainer.models.encoder import batchnorms
 from dreem_trainer.storage.fence import AttemptFence
 from dreem_trainer.storage.staging import MirroredOutput
@@ -370,13 +371,13 @@ class ProgressReporter(Checkpoint):
         self.every_seconds = every_seconds
         self._last = 0.0
 
-    def progress(self, trainer: pl.Trainer, completed_epochs: int) -> dict[str, Any]:
+    def progress(self, trainer: pl.Trainer, completed_epochs: int) -> ProgressReport:
         metrics = {
             name: round(float(value), 6)
             for name, value in trainer.callback_metrics.items()
             if isinstance(value, Tensor) and value.numel() == 1 and torch.isfinite(value)
         }
-        report: dict[str, Any] = {"epoch": completed_epochs, "step": trainer.global_step, "metrics": metrics}
+        report = ProgressReport(epoch=completed_epochs, step=trainer.global_step, metrics=metrics)
         checkpoints = [c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)]
         last = next((c.last_model_path for c in checkpoints if c.last_model_path), "")
         best = next((c.best_model_path for c in checkpoints if c.monitor and c.best_model_path), "")
