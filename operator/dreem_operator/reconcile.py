@@ -483,8 +483,7 @@ class Situation:
 
     @property
     def attempt(self) -> int:
-        """The gang wanted now. A status written before attempts were counted apart had one per restart."""
-        return self.status.attempt if self.status.attempt is not None else self.status.restarts or 0
+        return current_attempt(self.status)
 
     @cached_property
     def gang(self) -> dict[int, ObservedPod]:
@@ -529,6 +528,11 @@ class Situation:
 Rule = Callable[[Situation, Decision], Plan | None]
 
 
+def current_attempt(status: DreemTrainingJobStatus) -> int:
+    """The gang wanted now. A status written before attempts were counted apart had one per restart."""
+    return status.attempt if status.attempt is not None else status.restarts or 0
+
+
 def spec_invalid(error: ValidationError, raw_spec: dict[str, Any], seen: Observation, decide: Decision) -> Plan:
     """A new job whose spec the schema refuses fails: no rule can act on it. What already happened is not
     undone by an edit after the fact (or a stricter schema after an upgrade): a finished job keeps its phase,
@@ -543,8 +547,8 @@ def spec_invalid(error: ValidationError, raw_spec: dict[str, Any], seen: Observa
             return decide.keep()
         return finished_cleanup(policy, live, seen.now, decide)
     problems = spec_problems(error)
-    ended = [pod for pod in live if pod.attempt == decide.plan.status.attempt]
-    if phase is not None and ended and all(pod.phase == "Succeeded" for pod in ended):
+    current = [pod for pod in live if pod.attempt == current_attempt(decide.plan.status)]
+    if phase is not None and current and all(pod.phase == "Succeeded" for pod in current):
         return decide.phase(Phase.SUCCEEDED, Reason.TRAINING_FINISHED, "all ranks finished")  # before the edit
     if phase is not None:  # an edit of a valid job: undoing the edit lets it go on (suspended, backing off...)
         running = any(pod.phase in ("Pending", "Running") for pod in live)

@@ -657,10 +657,17 @@ def test_a_job_without_pods_waits_out_an_edit_the_schema_refuses(waiting: str) -
     assert [k for k in kinds(reverted) if k.startswith("Pod/")], reverted.status
 
 
-def test_a_gang_that_finishes_under_a_refused_edit_succeeds() -> None:
-    running = status(phase=Phase.RUNNING, restarts=0, attempt=0, startTime="2026-11-25T11:00:00Z")
+@pytest.mark.parametrize(
+    "counted",
+    [
+        {"restarts": 1, "attempt": 1},
+        {"restarts": 1},  # written before attempts were counted apart from restarts: one gang per restart
+    ],
+)
+def test_a_gang_that_finishes_under_a_refused_edit_succeeds(counted: dict[str, int]) -> None:
+    running = status(phase=Phase.RUNNING, startTime="2026-11-25T11:00:00Z", **counted)
     edited = spec() | {"podTemplate": {"volumes": [{"name": "shm", "emptyDir": {}}]}}
-    done = Observation([pod(0, "Succeeded"), pod(1, "Succeeded")], NOW)
+    done = Observation([pod(0, "Failed", 0, 1), pod(0, "Succeeded", 1), pod(1, "Succeeded", 1)], NOW)
     plan = reconcile(JOB, edited, running, 8, done, SETTINGS)
     assert plan.status.phase == Phase.SUCCEEDED and plan.delete_pods == []
 
