@@ -59,6 +59,11 @@ class JobNames:
     def pod(self, attempt: int, rank: int) -> str:
         return f"{self.job}-{attempt}-{rank}"
 
+    @property
+    def event_prefix(self) -> str:
+        """The generateName of the job's Events, as kubectl's own read `<job>.<suffix>`."""
+        return f"{self.job}."
+
     def pod_group(self, attempt: int) -> str:
         """One gang per attempt: the PodGroup and Kueue's pod group (so a new attempt is queued afresh, and a
         scheduler-plugins PodGroup, whose Failed phase is final, is never reused)."""

@@ -266,14 +266,14 @@ class Event:
 
 def event_object(job: JobRef, event: Event, now: datetime) -> KubernetesObject:
     """A core/v1 Event on the job, as `kubectl describe dtj` lists them."""
-    stamp = _stamp(now)
+    stamp, owner = _stamp(now), job.owner()
     return {
         "apiVersion": "v1",
         "kind": "Event",
-        "metadata": {"generateName": f"{job.name}.", "namespace": job.namespace},
+        "metadata": {"generateName": job.names.event_prefix, "namespace": job.namespace},
         "involvedObject": {
-            "apiVersion": job.owner()["apiVersion"],
-            "kind": job.owner()["kind"],
+            "apiVersion": owner["apiVersion"],
+            "kind": owner["kind"],
             "name": job.name,
             "namespace": job.namespace,
             "uid": job.uid,
@@ -664,14 +664,14 @@ def gang_broken(s: Situation, decide: Decision) -> Plan | None:
     last checkpoint after an exponential, capped delay, until spec.runPolicy.backoffLimit is spent."""
     gang = s.gang.values()
     failed = [pod for pod in gang if pod.phase in ("Failed", "Unknown")]
-    lost = s.missing if s.status.phase == Phase.RUNNING else []
-    if not failed and not lost:
+    vanished = s.missing if s.status.phase == Phase.RUNNING else []
+    if not failed and not vanished:
         return None
     if failed:
         first = min(failed, key=lambda pod: (pod.finished_at is None, pod.finished_at or s.now, pod.rank))
         cause = first.failure()
     else:
-        cause = f"pod {s.job.names.pod(s.attempt, lost[0])} disappeared while the gang was running"
+        cause = f"pod {s.job.names.pod(s.attempt, vanished[0])} disappeared while the gang was running"
     restarts = s.status.restarts or 0
     decide.stop(gang)
     if restarts >= s.policy.backoffLimit:

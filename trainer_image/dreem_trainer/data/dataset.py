@@ -171,7 +171,7 @@ class ClipDataset(Dataset[Clip]):
     def frames_of(self, span: ClipSpan) -> tuple[Frame, ...]:
         return self.labels[span.video_index].frames(span.start, span.stop)
 
-    def images_of(self, span: ClipSpan, index: int) -> Images:
+    def images_of(self, span: ClipSpan) -> Images:
         """A clip's decoded frames. Cached by video and frame numbers, not by dataset, so that splits of a run
         reading the same files (DREEM's configs often validate on the training videos) decode them once: a
         split that caches its clips whole (`deterministic`) reads frames another split cached, adding none."""
@@ -196,7 +196,7 @@ class ClipDataset(Dataset[Clip]):
         span = self.spans[index]
         table = self.labels[span.video_index]
         frames = self.frames_of(span)
-        images = self.images_of(span, index)
+        images = self.images_of(span)
         size = self.pairs[span.video_index].crop_size + 2 * self.split.padding
         rng = self.rng if self.train else np.random.default_rng((self.seed or 0) + index)
         names = anchor_names(self.split.anchors, table.node_names, rng)

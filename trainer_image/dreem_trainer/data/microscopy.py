@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -324,10 +324,22 @@ def ctc_masks(labels_path: str) -> Path:
     return Path(labels_path) if os.path.isdir(labels_path) else Path(labels_path).parent
 
 
-def read_lineage(path: Path) -> dict[int, list[tuple[int, int, int]]]:
-    """`man_track.txt` as {label: [(begin, end, parent), ...]}: a label may come back after a gap, on a
-    line of its own."""
-    lineage: dict[int, list[tuple[int, int, int]]] = {}
+class LineageSegment(NamedTuple):
+    """One line of `man_track.txt` (or `res_track.txt`) after its label: the frames a label spans, and the
+    label it came from (0 for none)."""
+
+    begin: int
+    end: int
+    parent: int
+
+
+Lineage = dict[int, list[LineageSegment]]
+"""{label: its segments}: a label may come back after a gap, on a line of its own."""
+
+
+def read_lineage(path: Path) -> Lineage:
+    """`man_track.txt` (or a tracker's `res_track.txt`) by label."""
+    lineage: Lineage = {}
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         if not line.strip():
             continue
@@ -335,7 +347,7 @@ def read_lineage(path: Path) -> dict[int, list[tuple[int, int, int]]]:
         if len(fields) != 4 or not all(field.lstrip("-").isdigit() for field in fields):
             raise DataError(f"{path}:{number}: expected 'label begin end parent', got {line.strip()!r}")
         label, begin, end, parent = (int(field) for field in fields)
-        lineage.setdefault(label, []).append((begin, end, parent))
+        lineage.setdefault(label, []).append(LineageSegment(begin, end, parent))
     return lineage
 
 
@@ -423,10 +435,10 @@ def read_ctc(tracks_path: str, sequence_path: str) -> LabelledVideo:
             raise DataError(f"{masks[number]}: label {unknown[0]} is not in {tracks_path}")
         frames.append(Frame(frame_idx=number, instances=cells_of(mask, track_of)))
     divisions = {
-        (track_of[label], track_of[parent])
+        (track_of[label], track_of[segment.parent])
         for label, segments in lineage.items()
-        for _, _, parent in segments
-        if parent in track_of and track_of[label] != track_of[parent]
+        for segment in segments
+        if segment.parent in track_of and track_of[label] != track_of[segment.parent]
     }
     return LabelledVideo(
         name=sequence.name,
@@ -480,22 +492,23 @@ def ctc_segments(video: LabelledVideo, tracks: TrackAssignment) -> list[CtcSegme
     return segments
 
 
-def result_tracks(lineage: dict[int, list[tuple[int, int, int]]]) -> dict[int, int]:
+def result_tracks(lineage: Lineage) -> dict[int, int]:
     """{label: track} of a tracker's CTC results: label - 1, a gap's continuation taking its parent's track.
     A continuation is a parent's only child, beginning at least two frames after the parent ends (a division
     gives two children, each beginning the frame after)."""
     children: dict[int, list[int]] = {}
     for label, segments in lineage.items():
-        for _, _, parent in segments:
-            if parent in lineage:
-                children.setdefault(parent, []).append(label)
+        for segment in segments:
+            if segment.parent in lineage:
+                children.setdefault(segment.parent, []).append(label)
 
     def continued(label: int) -> int | None:
         """The label `label` continues after a gap, if it does."""
-        (begin, _, parent), *_ = sorted(lineage[label])
-        if parent not in lineage or len(children[parent]) != 1:
+        first = min(lineage[label])
+        if first.parent not in lineage or len(children[first.parent]) != 1:
             return None
-        return parent if begin > max(end for _, end, _ in lineage[parent]) + 1 else None
+        parent_end = max(segment.end for segment in lineage[first.parent])
+        return first.parent if first.begin > parent_end + 1 else None
 
     tracks: dict[int, int] = {}
     for label in sorted(lineage):

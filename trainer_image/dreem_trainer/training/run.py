@@ -224,10 +224,10 @@ def build_callbacks(
             callbacks.append(LatestCheckpoint(gate=gate, restaged=restaged, **(settings | passed)))
     if config.early_stopping is not None:
         watched = monitored(config.early_stopping.monitor, has_validation)
-        table_mode = metric_mode(watched, "early_stopping.monitor")  # an unknown name fails here, before training
+        metric_mode(watched, "early_stopping.monitor")  # an unknown name fails here, before training
         # A mode left out, or the training loss standing in for a val_ metric, follows the metric table.
         stopping = effective_early_stopping(config.early_stopping, watched)
-        callbacks.append(EarlyStopping(**stopping.kwargs() | {"monitor": watched, "mode": stopping.mode or table_mode}))
+        callbacks.append(EarlyStopping(**stopping.kwargs() | {"monitor": watched}))
     return callbacks
 
 
@@ -360,8 +360,9 @@ def plan_start(config: DreemConfig, key: str = "model.ckpt_path") -> Start:
             "read them); optimizer, learning-rate schedule and epochs start afresh",
             flush=True,
         )
-    for key, value in _ignored_model_keys(config, model).items():
-        print(f"  model.{key}: {value!r} in the configuration is ignored; the checkpoint's network is kept", flush=True)
+    for name, value in _ignored_model_keys(config, model).items():
+        kept = "in the configuration is ignored; the checkpoint's network is kept"
+        print(f"  model.{name}: {value!r} {kept}", flush=True)
     start = config.model_copy(update={"model": model})
     if checkpoint.written_by_dreem:
         return Start(start, fine_tune=checkpoint)
