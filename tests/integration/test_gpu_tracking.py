@@ -32,9 +32,12 @@ def test_the_gpu_computes_dreems_logits_in_bf16() -> None:
     model, placement = run.placed_model(config, DREEM_CHECKPOINT)
     with torch.inference_mode(), placement.autocast():
         output = model(window["crops_u8"], window["bboxes"], window["frame_ids"], window["img_shape"][1:])
+    # On a GPU that has bf16 (every one since Ampere), tracking's default is bf16, not a silent float32.
+    expected = torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    assert placement.device.type == "cuda" and placement.autocast_dtype == expected
     logits = output.matrices[-1].float().cpu()
     # bf16 keeps 8 bits of mantissa: logits near 3 round to about 0.01, and each layer adds its own rounding.
-    tolerance = 0.1 if placement.autocast_dtype is not None else 1e-4
+    tolerance = 0.1 if expected is not None else 1e-4
     assert float((logits - window["logits"]).abs().max()) < tolerance
 
 
