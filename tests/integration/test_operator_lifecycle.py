@@ -132,7 +132,9 @@ def test_a_configuration_error_fails_at_once_with_the_trainers_reason(served: Se
         kubelet.stop()
     status = failed["status"]
     assert status["restarts"] == 0 and condition(failed, "Failed")["reason"] == Reason.CONFIGURATION_ERROR
-    assert status["message"].endswith("no-such-folder: no such data directory"), status["message"]
+    message = status["message"]
+    assert "dataset.train_dataset.dir.path: no such folder on this machine" in message, message
+    assert message.endswith("no-such-folder')"), message
 
 
 def test_jobs_outside_the_watched_namespaces_are_left_alone(served: Served) -> None:

@@ -719,10 +719,18 @@ def config_validate(
     file: Annotated[Path, typer.Argument(help="Training YAML to check.", show_default=False)],
 ) -> None:
     """Check a training YAML: exit 0 when valid, 2 with every problem listed when not."""
+    from dreem_trainer.training.preflight import ALL_SPLITS, configuration_issues, missing_inputs
+
     try:
-        load_config(file)
+        config = load_config(file)
     except ConfigError as error:
         _fail(error)
+    issues = configuration_issues(config)
+    if issues:
+        _fail(ConfigError(issues, str(file)))
+    # Not an error here: a configuration written for a cluster names the paths of its pods.
+    for issue in missing_inputs(config, ALL_SPLITS):
+        typer.echo(f"warning: {issue}", err=True)
     typer.echo(f"{file}: valid")
 
 

@@ -245,6 +245,27 @@ def test_all_problems_in_a_file_are_reported_together(write_yaml: Any) -> None:
     assert "(6 problems)" in result.output
 
 
+def test_validate_refuses_what_train_would_refuse_without_reading_data(write_yaml: Any) -> None:
+    text = (
+        "checkpointing:\n  monitor: [val_los]\n"
+        "early_stopping:\n  monitor: val_idf\n"
+        "dataset:\n  train_dataset:\n    dir:\n      path: /no/such/flies\n"
+    )
+    result = CliRunner().invoke(app, ["config", "validate", str(write_yaml(text))])
+    assert result.exit_code == EXIT_USER_ERROR, result.output
+    assert "- checkpointing.monitor[0]: dreem logs no such metric" in result.output
+    assert "- early_stopping.monitor: dreem logs no such metric" in result.output
+
+
+def test_validate_warns_of_inputs_missing_here_but_passes(write_yaml: Any) -> None:
+    """A configuration written for a cluster names its pods' paths: validating it on a laptop is no error."""
+    text = "dataset:\n  train_dataset:\n    dir:\n      path: [/no/such/flies, /tmp]\n"
+    result = CliRunner().invoke(app, ["config", "validate", str(write_yaml(text))])
+    assert result.exit_code == 0, result.output
+    assert "warning: dataset.train_dataset.dir.path[0]: no such folder on this machine" in result.output
+    assert "dir.path[1]" not in result.output
+
+
 def test_duplicate_key_names_the_key_and_line(write_yaml: Any) -> None:
     result = CliRunner().invoke(app, ["config", "validate", str(write_yaml("model:\n  d_model: 1\n  d_model: 2\n"))])
     assert result.exit_code == EXIT_USER_ERROR

@@ -12,7 +12,7 @@ from lightning.pytorch.loggers import WandbLogger
 from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
 
 from dreem_trainer.cluster.job_status import JobStatus
-from dreem_trainer.config import ConfigError
+from dreem_trainer.config import ConfigError, ConfigIssue
 from dreem_trainer.training.callbacks import ProgressReporter
 from dreem_trainer.training.run import build_trainer, data_loader, run_training
 from tests.trainer_helpers import tiny_config
@@ -169,21 +169,28 @@ def test_checkpointing_off_in_a_cluster_job_writes_no_checkpoint(tmp_path: Path)
     assert not [c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)]  # type: ignore[attr-defined]
 
 
+def issue_at(error: ConfigError, key: str) -> ConfigIssue:
+    """The one issue about `key`. The missing data folder ("nowhere") is listed beside it: every problem at
+    once, and none of them found by reading data."""
+    assert "dataset.train_dataset.dir.path" in [issue.path for issue in error.issues]
+    (issue,) = [issue for issue in error.issues if issue.path == key]
+    return issue
+
+
 def test_an_unknown_monitor_fails_before_any_data_is_read(tmp_path: Path) -> None:
     nowhere = {"dir": {"path": str(tmp_path / "nowhere")}}  # reading it would fail with a data error instead
     config = tiny_config(tmp_path, scheduler={"monitor": "val_los"}, dataset={"train_dataset": nowhere})
     with pytest.raises(ConfigError) as raised:
         run_training(config)
-    (issue,) = raised.value.issues
-    assert issue.path == "scheduler.monitor" and issue.value == "val_los" and "val_loss" in issue.message
+    issue = issue_at(raised.value, "scheduler.monitor")
+    assert issue.value == "val_los" and "val_loss" in issue.message
 
 
 def test_an_augmentation_value_albumentations_refuses_fails_before_any_data_is_read(tmp_path: Path) -> None:
     nowhere = {"dir": {"path": str(tmp_path / "nowhere")}, "augmentations": {"Rotate": {"limit": 10, "p": 5}}}
     with pytest.raises(ConfigError) as raised:
         run_training(tiny_config(tmp_path, dataset={"train_dataset": nowhere}))
-    (issue,) = raised.value.issues
-    assert issue.path == "dataset.train_dataset.augmentations.Rotate.p" and issue.value == 5
+    assert issue_at(raised.value, "dataset.train_dataset.augmentations.Rotate.p").value == 5
 
 
 @pytest.mark.parametrize(
@@ -197,8 +204,8 @@ def test_a_strategy_lightning_cannot_run_fails_before_any_data_is_read(
     nowhere = {"dir": {"path": str(tmp_path / "nowhere")}}
     with pytest.raises(ConfigError) as raised:
         run_training(tiny_config(tmp_path, trainer={"strategy": strategy}, dataset={"train_dataset": nowhere}))
-    (issue,) = raised.value.issues
-    assert issue.path == "trainer.strategy" and issue.value == strategy and said in issue.message
+    issue = issue_at(raised.value, "trainer.strategy")
+    assert issue.value == strategy and said in issue.message
 
 
 def test_an_output_folder_that_is_a_file_is_named_before_training(tmp_path: Path) -> None:
@@ -255,8 +262,7 @@ def test_optimizer_and_scheduler_values_torch_refuses_fail_before_any_data_is_re
     nowhere = {"dir": {"path": str(tmp_path / "nowhere")}}
     with pytest.raises(ConfigError) as raised:
         run_training(tiny_config(tmp_path, dataset={"train_dataset": nowhere}, **sections))
-    (issue,) = raised.value.issues
-    assert issue.path == key and words in issue.message
+    assert words in issue_at(raised.value, key).message
 
 
 def test_only_a_plateau_scheduler_waits_for_validation(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, RichProgressBar
 from lightning.pytorch.callbacks import Checkpoint as CheckpointCallback
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.strategies import DDPStrategy, Strategy
+from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Dataset
 
 from dreem_trainer.cluster import job_from_environment, progress_interval
@@ -53,10 +54,7 @@ from dreem_trainer.models.hub import fetch_checkpoint, is_hub
 from dreem_trainer.storage.staging import RUN_CONFIG, resumes, stage
 from dreem_trainer.tracking.metrics import (
     LOSS,
-    Mode,
     effective_early_stopping,
-    logged_names,
-    metric_logged_as,
     split_of,
 )
 from dreem_trainer.training.callbacks import (
@@ -68,6 +66,7 @@ from dreem_trainer.training.callbacks import (
 )
 from dreem_trainer.training.checkpoint_io import AtomicCheckpointIO
 from dreem_trainer.training.module import DreemModule, epoch_value_name
+from dreem_trainer.training.preflight import configuration_issues, metric_mode, missing_inputs
 from dreem_trainer.training.termination import (
     CheckpointGate,
     GracefulTermination,
@@ -112,16 +111,6 @@ def monitored(metric: str, has_validation: bool) -> str:
     return watched
 
 
-def metric_mode(watched: str, key: str) -> Mode:
-    """Whether the watched metric is better low or high, from the table; a name dreem does not log is a
-    configuration error now rather than a crash after the first epoch."""
-    metric = metric_logged_as(watched)
-    if metric is None:
-        known = ", ".join(logged_names())
-        raise ConfigError([ConfigIssue(key, f"dreem logs no such metric; choose one of {known}", watched)])
-    return metric.mode
-
-
 def check_optimization(config: DreemConfig) -> None:
     """The optimizer and scheduler, built once on a stand-in parameter: torch checks their values (betas
     below 1, a StepLR's step_size given) only when they are made, which is otherwise after the data is read."""
@@ -147,27 +136,25 @@ def _made(key: str, name: str, make: Callable[[], Any]) -> Any:
 
 
 def check_before_data(config: DreemConfig) -> None:
-    """What the schema cannot check without the training stack, checked before any data is downloaded or
-    read rather than once the loaders are built: every metric the run watches is one dreem logs,
-    albumentations accepts the augmentations' values, torch the optimizer's and scheduler's, and the output
-    folders are not files."""
+    """What the schema cannot check, checked before any data is downloaded or read rather than once the
+    loaders are built, every problem listed at once: the preflight's checks (watched metrics, output folders),
+    what needs the training stack (albumentations takes the augmentations' values, torch the optimizer's and
+    scheduler's, Lightning the strategy), and local inputs that are not there."""
+    issues = configuration_issues(config)
     augmentations = config.dataset.train_dataset.augmentations
-    if augmentations:
-        albumentations_transforms(augmentations)
-    check_optimization(config)
-    outputs = {"checkpointing.dirpath": config.checkpointing.dirpath}
-    if config.logging is not None and config.logging.logger_type is not None:
-        outputs["logging.save_dir"] = config.logging.save_dir
-    for key, folder in outputs.items():
-        if folder is not None and not is_s3(folder) and Path(folder).exists() and not Path(folder).is_dir():
-            raise ConfigError([ConfigIssue(key, "is a file; this is the folder the run writes into", folder)])
-    for index, metric in enumerate(config.checkpointing.monitor if config.trainer.enable_checkpointing else []):
-        metric_mode(metric, f"checkpointing.monitor[{index}]")
-    if config.early_stopping is not None:
-        metric_mode(config.early_stopping.monitor, "early_stopping.monitor")
-    if config.scheduler.name == "ReduceLROnPlateau":
-        metric_mode(config.scheduler.monitor, "scheduler.monitor")
-    check_strategy(config.trainer.strategy)
+    checks: list[Callable[[], object]] = [
+        lambda: albumentations_transforms(augmentations) if augmentations else None,
+        lambda: check_optimization(config),
+        lambda: check_strategy(config.trainer.strategy),
+    ]
+    for check in checks:
+        try:
+            check()
+        except ConfigError as error:
+            issues += error.issues
+    issues += missing_inputs(config)
+    if issues:
+        raise ConfigError(issues)
 
 
 def check_strategy(name: str | None) -> None:
@@ -458,6 +445,21 @@ def write_run_config(target: Path, text: str) -> None:
     target.write_text(text)
 
 
+@rank_zero_only
+def say_what_trains(splits: dict[str, Dataset[Clip]]) -> None:
+    """One line naming what each split reads: a folder holding more (or other) files than the user thought
+    shows here, not as an epoch that takes twice as long."""
+    described = []
+    for name, dataset in splits.items():
+        if isinstance(dataset, ClipDataset):
+            videos = [Path(pair.video_path).name for pair in dataset.pairs]
+            shown = ", ".join(videos[:3]) + (f" and {len(videos) - 3} more" if len(videos) > 3 else "")
+            count = f"{len(videos)} video{'s' if len(videos) != 1 else ''}"
+            described.append(f"{name} on {count} ({shown}), {len(dataset)} clips")
+    if described:
+        print(f"data: {'; '.join(described)}", flush=True)
+
+
 def check_learnable(dataset: Dataset[Clip], key: str) -> None:
     """A split to train or validate on has clips, and identities in them, before the first step: DREEM learns
     to associate instances by their tracks. Labels without any trained a whole epoch at loss 0 and then
@@ -546,8 +548,11 @@ def run_training(config: DreemConfig, callbacks: Sequence[Callback] = ()) -> pl.
     )
     has_validation = val_loader is not None and local.trainer.limit_val_batches != 0
     check_learnable(train_loader.dataset, "dataset.train_dataset")
+    splits = {"train": train_loader.dataset}
     if val_loader is not None and has_validation:
         check_learnable(val_loader.dataset, "dataset.val_dataset")
+        splits["validate"] = val_loader.dataset
+    say_what_trains(splits)
     # The top-k record is adopted only from this output's own last checkpoint, never from another run's.
     checkpoints_on_s3 = is_s3(config.checkpointing.dirpath)
     restaged = staged.resumed_from is not None and checkpoints_on_s3
