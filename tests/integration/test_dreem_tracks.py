@@ -59,6 +59,7 @@ def test_our_tracks_from_dreems_checkpoint_are_dreems(tmp_path: Path) -> None:
         timeout=900,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "does not store how its crops were made" not in result.stderr  # both were given
     ours = instance_tracks(tmp_path / "two_flies.dreem_track.slp")
     dreems = instance_tracks(DREEM / "two_flies.dreem_tracks.slp")
     assert ours.keys() == dreems.keys()
@@ -68,3 +69,17 @@ def test_our_tracks_from_dreems_checkpoint_are_dreems(tmp_path: Path) -> None:
     assert counts.num_objects == len(keys) == 256
     assert counts.idf1 >= 0.99, counts
     assert sum(ours[key] == dreems[key] for key in keys) / len(keys) >= 0.99  # the same names, not only partition
+
+
+def test_tracking_with_dreems_checkpoint_says_which_crops_it_assumes(tmp_path: Path) -> None:
+    """The checkpoint keeps only its network: without --crop-size and --anchor the defaults are taken, and a
+    model trained on other crops would track worse without a word."""
+    data = tmp_path / "videos"
+    data.mkdir()
+    command = [dreem_executable(), "track", str(data), "--checkpoint", str(DREEM / "dreem_two_flies.ckpt")]
+    result = subprocess.run([*command, "-o", str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
+    # The folder is empty, so the run stops after reading the configuration, which is all this needs.
+    assert "matches no known layout" in result.stderr, result.stderr[-3000:]
+    assert "tracking with crop_size 128 and anchors 'centroid': give --crop-size and --anchor" in result.stderr
+    anchored = subprocess.run([*command, "-a", "thorax"], capture_output=True, text=True, timeout=300)
+    assert "tracking with crop_size 128: give" in anchored.stderr, anchored.stderr[-3000:]

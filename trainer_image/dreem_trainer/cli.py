@@ -20,7 +20,8 @@ import typer
 
 from dreem_trainer import __version__
 from dreem_trainer.config import EVERY_SPLIT, ConfigError, ConfigIssue, DreemConfig, dump_yaml, load_config
-from dreem_trainer.config.loader import Implied, KeyPath, section_at
+from dreem_trainer.config.data import DatasetSplitConfig
+from dreem_trainer.config.loader import Implied, KeyPath, resolve_raw, section_at
 from dreem_trainer.contract import EXIT_STORAGE_ERROR, EXIT_USER_ERROR, UserError
 from dreem_trainer.data.discovery import SourcePair
 from dreem_trainer.inference.render_options import CLI, RenderOptions
@@ -545,8 +546,6 @@ def _checkpoint_named(checkpoint: str | None, sources: ConfigSources) -> tuple[s
     (where DREEM's inference configs name it)."""
     if checkpoint is not None:
         return checkpoint, "--checkpoint"
-    from dreem_trainer.config.loader import resolve_raw
-
     named = resolve_raw(sources.file, sources.sets).get("ckpt_path")
     if not named:
         raise ConfigError(
@@ -562,7 +561,7 @@ def _local_checkpoint(checkpoint: str, key: str, sources: ConfigSources) -> Path
     from dreem_trainer.models.hub import fetch_checkpoint, is_hub
 
     if is_s3(checkpoint):
-        from dreem_trainer.config.loader import resolve_raw, validate
+        from dreem_trainer.config.loader import validate
         from dreem_trainer.storage.download import download
 
         # Only the storage section, before the checkpoint's configuration is the base of the rest: reading
@@ -594,8 +593,11 @@ def _inference_inputs(
         unpaired = ConfigIssue("--slp-file", f"one --video-file per --slp-file, in order; {counts}", has_value=False)
         _fail(ConfigError([unpaired]))
     with _reported(FileNotFoundError, ValueError):
-        config = sources.load(base=tracking_base(checkpoint))
+        base = tracking_base(checkpoint)
+        config = sources.load(base=base)
         split = config.dataset.test_split()
+        if "dataset" not in base:  # DREEM's checkpoints keep their network's section only
+            _say_assumed_crops(sources, split)
         if input_dir is not None or slp_files or video_files:
             split = split.reading(input_dir, slp_files or None, video_files or None)
         if not split.has_source:
@@ -605,6 +607,20 @@ def _inference_inputs(
         config = config.model_copy(update={"dataset": config.dataset.model_copy(update={"test_dataset": split})})
         pairs = discover(split)
     return config, pairs
+
+
+def _say_assumed_crops(sources: ConfigSources, split: DatasetSplitConfig) -> None:
+    """A checkpoint that does not say how its crops were made (DREEM's) tracks with the defaults unless told:
+    a model trained on other crops tracks worse, without a word."""
+    dataset = resolve_raw(sources.file, sources.sets, sources.typed).get("dataset") or {}
+    given = {key for section in dataset.values() if isinstance(section, dict) for key in section}
+    assumed = [f"{key} {getattr(split, key)!r}" for key in ("crop_size", "anchors") if key not in given]
+    if assumed:
+        _LOG.warning(
+            "warning: the checkpoint does not store how its crops were made; tracking with %s: give "
+            "--crop-size and --anchor as the model was trained",
+            " and ".join(assumed),
+        )
 
 
 def _inference_run(name: Literal["run_tracking", "run_evaluation"]) -> InferenceRun:
