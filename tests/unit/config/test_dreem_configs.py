@@ -59,6 +59,10 @@ def test_keys_without_effect_are_not_carried_into_resolved_configs(caplog: pytes
     assert "decay_time" not in resolved["tracker"] and "view_batch" not in resolved
     # A checkpoint's stored configuration is a base, not the user's words: it draws no warning.
     assert warnings_of(caplog, "tracker.window_size=4", base={"tracker": {"decay_time": 0.5}}) == []
+    # Written null, as DREEM's own track.yaml writes decay_time, it has no value to lack an effect.
+    assert warnings_of(caplog, "tracker.decay_time=null\ntracker.use_vis_feats=false") == [
+        warnings_of(caplog, "tracker.use_vis_feats=false")[0]
+    ]
 
 
 @pytest.mark.parametrize(

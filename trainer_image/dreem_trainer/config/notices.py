@@ -31,7 +31,7 @@ def no_effect_notices(
     walking the validated `config` beside it."""
     notices = []
     for name, field in type(config).model_fields.items():
-        if name not in given:
+        if given.get(name) is None:  # left out, or written null: no value to have an effect
             continue
         extra = field.json_schema_extra
         where = (*path, name)
