@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -17,12 +18,15 @@ def touch(directory: Path, *names: str) -> None:
 
 
 def test_pairs_by_stem_whatever_the_listing_order(tmp_path: Path) -> None:
-    # Sorted listing would put "b_cam.mp4" against "a.slp" if pairing went by order.
-    touch(tmp_path, "b.slp", "a.slp", "b.mp4", "a.mp4", "notes.txt")
+    # Sorted, the labels run a.n.slp, a.slp and the videos a.mp4, a.n.mp4 ("n" < "s" but "m" < "n"): pairing by
+    # listing order would put a.mp4 against a.n.slp.
+    labels, videos = ["a.slp", "a.n.slp"], ["a.n.mp4", "a.mp4"]
+    assert [*zip(sorted(labels), sorted(videos), strict=True)] != [("a.n.slp", "a.n.mp4"), ("a.slp", "a.mp4")]
+    touch(tmp_path, *labels, *videos, "notes.txt")
     pairs = pair_directory(str(tmp_path), ".slp", ".mp4", 64)
-    assert [(Path(p.labels_path).name, Path(p.video_path).name) for p in pairs] == [
+    assert sorted((Path(p.labels_path).name, Path(p.video_path).name) for p in pairs) == [
+        ("a.n.slp", "a.n.mp4"),
         ("a.slp", "a.mp4"),
-        ("b.slp", "b.mp4"),
     ]
 
 
@@ -38,9 +42,32 @@ def test_orphan_video_is_named(tmp_path: Path) -> None:
         pair_directory(str(tmp_path), ".slp", ".mp4", 64)
 
 
+def test_what_tracking_wrote_into_the_data_folder_is_left_out_and_said(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`dreem track -o` into the data folder, with --render, leaves tracks beside a drawn copy of the video:
+    paired by name they trained on the drawing, and a tracks file alone broke the folder for good."""
+    outputs = ["a.dreem_track.slp", "a.dreem_track.mp4", "b.dreem_track.slp", "a.dreem_inference.20261207.slp"]
+    touch(tmp_path, "a.slp", "a.mp4", "b.slp", "b.mp4", *outputs)
+    with caplog.at_level(logging.WARNING, logger="dreem_trainer"):
+        pairs = pair_directory(str(tmp_path), ".slp", ".mp4", 64)
+        pair_directory(str(tmp_path), ".slp", ".mp4", 64)  # the validation split reading the same folder
+    assert [(Path(p.labels_path).name, Path(p.video_path).name) for p in pairs] == [
+        ("a.slp", "a.mp4"),
+        ("b.slp", "b.mp4"),
+    ]
+    (said,) = [record.getMessage() for record in caplog.records]
+    assert said.startswith(f"warning: {tmp_path}: left out what tracking wrote there (a.dreem_inference.")
+    assert "and 1 more" in said and "rename a proofread file" in said
+
+
 def test_missing_directory_and_empty_directory(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="no such data directory"):
         pair_directory(str(tmp_path / "nope"), ".slp", ".mp4", 64)
+    touch(tmp_path, "a.slp")
+    with pytest.raises(DataError, match=r"a\.slp: a file where a folder of labels and videos is expected"):
+        pair_directory(str(tmp_path / "a.slp"), ".slp", ".mp4", 64)
+    (tmp_path / "a.slp").unlink()
     with pytest.raises(DataError, match=r"no labels file ending in '\.slp'"):
         pair_directory(str(tmp_path), ".slp", ".mp4", 64)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,6 +11,29 @@ from dreem_trainer.config.data import DatasetSplitConfig
 from dreem_trainer.data.formats import format_of, laid_out_sources, layouts
 from dreem_trainer.data.records import LabelledVideo
 from dreem_trainer.data.sources import DataError
+
+log = logging.getLogger(__name__)
+
+TRACKING_OUTPUT_MARKS = (".dreem_track.", ".dreem_tracks.", ".dreem_inference.")
+"""How tracking names what it writes: `dreem track`'s `<video>.dreem_track.slp` and `.dreem_tracks.csv`,
+`dreem render`'s `<video>.dreem_track.mp4`, DREEM's `<video>.dreem_inference.<time>.slp`. Written into the
+data folder, they are predictions and drawings, not labels and recordings: paired by name they would train
+on a drawn copy of the video."""
+
+
+def is_tracking_output(path: Path) -> bool:
+    return any(mark in path.name for mark in TRACKING_OUTPUT_MARKS)
+
+
+@functools.cache
+def _say_left_out(directory: str, shown: str) -> None:
+    """Once per folder and listing: a run's splits often read the same folder."""
+    log.warning(
+        "warning: %s: left out what tracking wrote there (%s): rename a proofread file, or list it in "
+        "slp_files/video_files, to read it as labels",
+        directory,
+        shown,
+    )
 
 
 @dataclass(frozen=True)
@@ -28,9 +53,19 @@ def _stem(path: Path, suffix: str) -> str:
 
 def pair_directory(directory: str, labels_suffix: str, vid_suffix: str, crop_size: int) -> list[SourcePair]:
     root = Path(directory)
+    if root.is_file():
+        raise DataError(
+            f"{directory}: a file where a folder of labels and videos is expected: give its folder, or name the "
+            "files with --slp-file and --video-file (slp_files/video_files)"
+        )
     if not root.is_dir():
         raise DataError(f"{directory}: no such data directory")
-    entries = list(root.iterdir())  # listed once: a directory of thousands of videos is read once, not twice
+    listed = list(root.iterdir())  # listed once: a directory of thousands of videos is read once, not twice
+    entries = [path for path in listed if not is_tracking_output(path)]
+    outputs = sorted(path.name for path in listed if is_tracking_output(path))
+    if outputs:
+        shown = ", ".join(outputs[:3]) + (f" and {len(outputs) - 3} more" if len(outputs) > 3 else "")
+        _say_left_out(directory, shown)
     labels = {_stem(p, labels_suffix): p for p in entries if p.name.endswith(labels_suffix) and p.is_file()}
     labels_files = set(labels.values())  # a set: the check below runs once per entry
     videos = {_stem(p, vid_suffix): p for p in entries if p.name.endswith(vid_suffix) and p not in labels_files}
