@@ -3,6 +3,7 @@ cells as TrackMate point tracks over a 12-bit TIFF stack."""
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 from pathlib import Path
@@ -87,5 +88,15 @@ def test_trackmate_points_over_a_tiff_stack_train_and_track_into_a_csv(tmp_path:
         config, tmp_path / "models" / "last.ckpt", discover(config.dataset.train_dataset), tmp_path / "out"
     )
     assert result == tmp_path / "out" / "cells.dreem_tracks.csv"
-    rows = result.read_text().splitlines()
-    assert rows[0] == "TRACK_ID,FRAME,POSITION_X,POSITION_Y" and len(rows) - 1 == len(truth_points())
+    assert result.read_text().splitlines()[0] == "TRACK_ID,FRAME,POSITION_X,POSITION_Y"
+    with result.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    # Every cell of the stack, where the input put it: (frame, x, y) as the ground truth has them.
+    written = sorted((int(row["FRAME"]), float(row["POSITION_X"]), float(row["POSITION_Y"])) for row in rows)
+    truth = sorted((frame, x, y) for _, frame, x, y in truth_points())
+    assert len(written) == len(truth)
+    assert np.allclose(np.array(written), np.array(truth), atol=1e-3)
+    # And a track of its own for each cell of a frame.
+    for frame in {row["FRAME"] for row in rows}:
+        tracks = [row["TRACK_ID"] for row in rows if row["FRAME"] == frame]
+        assert len(set(tracks)) == len(tracks), frame

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -119,19 +120,49 @@ def test_epochs_without_validation_are_checkpointed(tmp_path: Path, capsys: pyte
     assert [("val_loss" in line) for line in lines] == [False, True, False], lines
 
 
-@pytest.mark.parametrize(
-    ("logger_type", "pattern"),
-    [
-        ("CSVLogger", "tiny/version_0/metrics.csv"),
-        ("TensorBoardLogger", "tiny/version_0/events.out.tfevents.*"),
-        ("WandbLogger", "wandb/offline-run-*"),
-    ],
-)
-def test_logger_types(tmp_path: Path, logger_type: str, pattern: str, monkeypatch: pytest.MonkeyPatch) -> None:
+LOGGED = ("train_loss_epoch", "val_loss")
+"""Metrics of the one-epoch run each logger must have written, with the values the trainer computed."""
+
+
+def csv_scalars(logs: Path, trainer: Any) -> dict[str, list[float]]:
+    rows = metrics_rows(logs)
+    return {key: epoch_values(rows, key) for key in LOGGED}
+
+
+def tensorboard_scalars(logs: Path, trainer: Any) -> dict[str, list[float]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    (folder,) = {path.parent for path in logs.glob("tiny/version_0/events.out.tfevents.*")}
+    events = EventAccumulator(str(folder))
+    events.Reload()
+    return {key: [event.value for event in events.Scalars(key)] for key in LOGGED}
+
+
+def wandb_scalars(logs: Path, trainer: Any) -> dict[str, list[float]]:
+    """The metrics whose name and value, as the JSON text W&B records, are both in the offline run's file:
+    the run is finished first, as the process's exit would finish it, so its records are on disk."""
+    trainer.logger.experiment.finish()
+    (run,) = logs.glob("wandb/offline-run-*/run-*.wandb")
+    data = run.read_bytes()
+    found = {}
+    for key in LOGGED:
+        text = json.dumps(float(trainer.callback_metrics[key]))
+        if key.encode() in data and text.encode() in data:
+            found[key] = [float(text)]
+    return found
+
+
+READ_BACK = {"CSVLogger": csv_scalars, "TensorBoardLogger": tensorboard_scalars, "WandbLogger": wandb_scalars}
+
+
+@pytest.mark.parametrize("logger_type", READ_BACK)
+def test_logger_types(tmp_path: Path, logger_type: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("WANDB_SILENT", "true")
-    run_training(tiny_config(tmp_path, logging={"logger_type": logger_type, "project": "tests"}))
-    assert list((tmp_path / "logs").glob(pattern)), sorted(str(p) for p in (tmp_path / "logs").rglob("*"))[:20]
+    trainer = run_training(tiny_config(tmp_path, logging={"logger_type": logger_type, "project": "tests"}))
+    logged = READ_BACK[logger_type](tmp_path / "logs", trainer)
+    # One epoch: one value of each, the one the trainer computed (TensorBoard stores float32).
+    assert logged == {key: [pytest.approx(float(trainer.callback_metrics[key]), rel=1e-6)] for key in LOGGED}
 
 
 def test_logging_null_writes_no_logs(tmp_path: Path) -> None:
@@ -154,17 +185,27 @@ def test_checkpointing_keys(tmp_path: Path) -> None:
     )
     callbacks = [c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)]  # type: ignore[attr-defined]
     assert [c.monitor for c in callbacks] == ["val_loss", "val_idf1"]
+    # every_n_epochs=2: only the 2nd and 4th epochs (0-based 1 and 3) save; save_top_k=1 keeps the better of the
+    # two for each metric, by the values logged (a tie keeps the first: only a strictly better one replaces it).
+    logged = {int(row["epoch"]): row for row in metrics_rows(tmp_path / "logs") if row.get("val_loss")}
+    best_loss_epoch = min((1, 3), key=lambda epoch: float(logged[epoch]["val_loss"]))
+    best_idf1_epoch = max((1, 3), key=lambda epoch: float(logged[epoch]["val_idf1"]))
     models = tmp_path / "models"
-    best_loss = sorted(models.glob("*best_val_loss*.ckpt"))
-    best_idf1 = sorted(models.glob("*best_val_idf1*.ckpt"))
-    assert len(best_loss) == 1 and len(best_idf1) == 1
-    epochs = {int(p.name.split("-")[0].removeprefix("epoch=")) for p in [*best_loss, *best_idf1]}
-    assert epochs <= {1, 3}  # every_n_epochs=2: only the 2nd and 4th epochs save
+
+    def epochs_of(pattern: str) -> list[int]:
+        return [int(p.name.split("-")[0].removeprefix("epoch=")) for p in models.glob(pattern)]
+
+    assert epochs_of("*best_val_loss*.ckpt") == [best_loss_epoch]
+    assert epochs_of("*best_val_idf1*.ckpt") == [best_idf1_epoch]
     last = models / "last.ckpt"
     assert torch.load(last, map_location="cpu", weights_only=False)["epoch"] == 3
-    # Each state is stored once: a full last.ckpt means no best file holds the same epoch.
-    if not last.is_symlink():
-        assert 3 not in epochs
+    # Each state is stored once: last.ckpt (kept by the first monitor's callback) links to that callback's file
+    # when it wrote one at the final epoch, and holds the full state otherwise.
+    (best_loss,) = models.glob("*best_val_loss*.ckpt")
+    if best_loss_epoch == 3:
+        assert last.is_symlink() and last.resolve() == best_loss.resolve()
+    else:
+        assert not last.is_symlink() and best_idf1_epoch != 3
     assert (models / "config.yaml").is_file()
 
 
@@ -206,19 +247,54 @@ def test_early_stopping_stops(tmp_path: Path) -> None:
     assert stopper.stopped_epoch == 0 and trainer.current_epoch == 1
 
 
+def gradient_norm(module: torch.nn.Module) -> float:
+    """The total 2-norm of the parameters' gradients, as gradient clipping by norm measures it."""
+    grads = [p.grad.detach().flatten() for p in module.parameters() if p.grad is not None]
+    return float(torch.linalg.vector_norm(torch.cat(grads)))
+
+
+class StepsSeen(Callback):
+    """Each training batch's (epoch, batch index), and the gradients' norm before clipping and at the end of
+    the step (the optimizer has stepped with them; the next step's closure zeroes them)."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[int, int]] = []
+        self.before_clipping: list[float] = []
+        self.stepped_with: list[float] = []
+
+    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        self.batches.append((trainer.current_epoch, batch_idx))
+
+    def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
+        self.before_clipping.append(gradient_norm(pl_module))  # Lightning clips right after this hook
+
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, *args: Any) -> None:
+        self.stepped_with.append(gradient_norm(pl_module))
+
+
 def test_trainer_keys_pass_through(tmp_path: Path) -> None:
+    seen = StepsSeen()
     trainer = run_training(
         tiny_config(
             tmp_path, trainer={"max_epochs": 3, "limit_train_batches": 1, "max_steps": 2, "gradient_clip_val": 0.1}
-        )
+        ),
+        callbacks=[seen],
     )
+    # Two clips an epoch, one of them trained on (limit_train_batches), two steps in all (max_steps).
+    assert seen.batches == [(0, 0), (1, 0)]
     assert trainer.global_step == 2
-    assert trainer.gradient_clip_val == 0.1
+    # Each step's gradients were larger than 0.1 and were scaled down to norm 0.1 before the optimizer used them.
+    assert len(seen.before_clipping) == len(seen.stepped_with) == 2
+    assert all(norm > 0.1 for norm in seen.before_clipping), seen.before_clipping
+    assert seen.stepped_with == pytest.approx([0.1, 0.1], rel=1e-4)
 
 
 def test_batch_size_and_workers(tmp_path: Path) -> None:
     trainer = run_training(tiny_config(tmp_path, dataloader={"train_dataloader": {"batch_size": 2, "num_workers": 1}}))
     assert trainer.global_step == 1  # two clips in one batch
+    loader = trainer.train_dataloader
+    assert isinstance(loader, torch.utils.data.DataLoader)
+    assert (loader.batch_size, loader.num_workers) == (2, 1)
 
 
 class ThreadsWhileTraining(Callback):

@@ -72,16 +72,32 @@ def test_handle_missing_drop_ignore_centroid() -> None:
 
     labels = sio.load_slp(str(DEMO_DATA / "two_flies.slp"))
     node = labels.skeletons[0].node_names.index("forelegR4")
-    points = np.stack([i.numpy() for lf in labels.labeled_frames for i in lf.instances])
-    missing = int(np.isnan(points[:, node, 0]).sum())
-    assert missing > 0
+    frames = sorted(labels.labeled_frames, key=lambda lf: lf.frame_idx)
+    points = np.stack([i.numpy() for lf in frames for i in lf.instances])
+    missing = np.isnan(points[:, node, 0])
+    assert 0 < missing.sum() < len(points)
     keep = ClipDataset(split(anchors="forelegR4", handle_missing="centroid", mode="val", chunk=False))[0]
     drop = ClipDataset(split(anchors="forelegR4", handle_missing="drop", mode="val", chunk=False))[0]
     ignore = ClipDataset(split(anchors="forelegR4", handle_missing="ignore", mode="val", chunk=False))[0]
-    assert keep.num_instances == len(points) and ignore.num_instances == len(points)
-    assert drop.num_instances == len(points) - missing
-    blank = ignore.crops.flatten(1).amax(1) == 0
-    assert int(blank.sum()) == missing
+    # The clips' instances are the labels' in frame order: keep and ignore hold them all, drop those with the node.
+    assert keep.points is not None and ignore.points is not None and drop.points is not None
+    assert np.array_equal(keep.points.numpy(), points.astype(np.float32), equal_nan=True)
+    assert np.array_equal(ignore.points.numpy(), points.astype(np.float32), equal_nan=True)
+    assert np.array_equal(drop.points.numpy(), points[~missing].astype(np.float32), equal_nan=True)
+    # ignore: a blank crop and no box exactly where the anchor is missing.
+    assert np.array_equal((ignore.crops.flatten(1).amax(1) == 0).numpy(), missing)
+    assert np.array_equal(torch.isnan(ignore.boxes[:, 0]).all(1).numpy(), missing)
+    # centroid: where the anchor is missing, the crop is centred on the mean of the instance's visible points.
+    centroids = np.array([p[~np.isnan(p).any(1)].mean(0) for p in points[missing]])  # x, y
+    boxes = keep.boxes[torch.from_numpy(missing), 0].numpy()  # y1, x1, y2, x2
+    centres = np.stack([(boxes[:, 1] + boxes[:, 3]) / 2, (boxes[:, 0] + boxes[:, 2]) / 2], axis=1)
+    assert np.allclose(centres, centroids, atol=1e-3)
+    centred = ClipDataset(split(anchors="centroid", mode="val", chunk=False))[0]  # every crop on the centroid
+    assert torch.equal(keep.crops[missing], centred.crops[missing])
+    assert not (keep.crops[missing].flatten(1).amax(1) == 0).any()
+    # Where the anchor is visible, centroid crops around it as ignore does.
+    assert torch.equal(keep.crops[~missing], ignore.crops[~missing])
+    assert torch.equal(keep.boxes[~missing], ignore.boxes[~missing])
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import subprocess
 import sys
@@ -292,6 +293,16 @@ def test_the_command_reports_errors_with_exit_2_and_loads_no_torch(tmp_path: Pat
     )
 
 
+def distance_to_path(pixels: npt.NDArray[np.float64], path: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Each (x, y) pixel's distance to the polyline `path` (n, 2)."""
+    nearest = np.full(len(pixels), np.inf)
+    for start, end in itertools.pairwise(path):
+        along = end - start
+        t = np.clip((pixels - start) @ along / max(float(along @ along), 1e-9), 0, 1)[:, None]
+        nearest = np.minimum(nearest, np.linalg.norm(pixels - (start + t * along), axis=1))
+    return nearest
+
+
 def test_each_render_option_of_the_command_reaches_the_video(tmp_path: Path) -> None:
     """The command's options are generated from RenderOptions: each one typed must change what is drawn."""
     import cv2
@@ -301,7 +312,7 @@ def test_each_render_option_of_the_command_reaches_the_video(tmp_path: Path) -> 
 
     target = tmp_path / "clip.mp4"
     target.write_bytes(b"the user's own video")
-    typed = ["--frames", "2:6", "--scale", "0.5", "--fps", "5", "--trail", "3", "--boxes", "--crf", "40"]
+    typed = ["--frames", "2:6", "--scale", "0.5", "--fps", "5"]
     args = ["render", TWO_FLIES_SLP, "-o", str(target), *typed, "--preset", "ultrafast"]
     refused = CliRunner().invoke(app, args)
     assert refused.exit_code == 2 and "already exists" in refused.output
@@ -311,15 +322,62 @@ def test_each_render_option_of_the_command_reaches_the_video(tmp_path: Path) -> 
     capture = cv2.VideoCapture(str(target))
     assert capture.get(cv2.CAP_PROP_FPS) == 5 and capture.get(cv2.CAP_PROP_FRAME_COUNT) == 4
     capture.release()
-    plain = render(TWO_FLIES_SLP, tmp_path / "plain.mp4", options=RenderOptions(frames=FrameRange(2, 6), scale=0.5))
-    drawn, undrawn = (
-        sio.load_video(str(target), grayscale=False)[3],
-        sio.load_video(str(plain.output), grayscale=False)[3],
-    )
-    # Boxes, trails and a coarser CRF: the same frame, drawn otherwise.
-    assert np.abs(drawn.astype(np.int64) - undrawn.astype(np.int64)).mean() > 1
     bad = CliRunner().invoke(app, ["render", TWO_FLIES_SLP, "-o", str(tmp_path / "x.mp4"), "--preset", "quick"])
     assert bad.exit_code == 2 and "--preset: not a libx264 preset" in bad.output
+
+    # --boxes, --trail and --crf one at a time, each against the same command without it. At --crf 0 libx264
+    # is lossless, so the pixels that differ are the ones the option drew. Frame 50, where a fly walks.
+    last, trail = 50, 12
+
+    def command(name: str, *options: str) -> tuple[Path, npt.NDArray[np.int64]]:
+        output = tmp_path / f"{name}.mp4"
+        frames = ["--frames", f"{last - 2}:{last + 1}", "--scale", "0.5", "--preset", "ultrafast"]
+        ran = CliRunner().invoke(app, ["render", TWO_FLIES_SLP, "-o", str(output), *frames, *options])
+        assert ran.exit_code == 0, ran.output
+        return output, sio.load_video(str(output), grayscale=False)[-1].astype(np.int64)
+
+    base_file, base = command("base", "--crf", "0")
+
+    def drawn(image: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
+        """(x, y) of the pixels that differ from the base render."""
+        return np.argwhere(np.abs(image - base).max(axis=2) > 20)[:, ::-1].astype(np.float64)
+
+    truth = SleapLabels().read(TWO_FLIES_SLP, TWO_FLIES_MP4)
+    (frame,) = [f for f in truth.frames if f.frame_idx == last]
+
+    # --boxes: a box around each fly, just outside its keypoints' extent on all four sides, and nothing else.
+    x, y = drawn(command("boxes", "--crf", "0", "--boxes")[1]).T
+    around_any = np.zeros(len(x), dtype=bool)
+    for instance in frame.instances:
+        points = instance.points[~np.isnan(instance.points).any(axis=1)] / 2
+        (left, top), (right, bottom) = points.min(axis=0), points.max(axis=0)
+        sides = np.stack([left - x, x - right, top - y, y - bottom])
+        outside = sides.max(axis=0)
+        around = (outside > 0) & (outside <= 10)
+        assert all((around & (side == outside)).any() for side in sides), instance.track
+        around_any |= around
+    assert len(x) and around_any.all()
+
+    # --trail: lines along each track's positions of the last `trail` frames (the centres of its visible
+    # keypoints), reaching back to where the fly that moved most was trail - 1 frames ago.
+    pixels = drawn(command("trail", "--crf", "0", "--trail", str(trail))[1])
+    paths: dict[int, list[npt.NDArray[np.float64]]] = {}
+    for earlier in truth.frames:
+        if last - trail <= earlier.frame_idx <= last:
+            for instance in earlier.instances:
+                visible = instance.points[~np.isnan(instance.points).any(axis=1)]
+                paths.setdefault(instance.track, []).append(visible.mean(axis=0) / 2)
+    tracks = {track: np.array(positions) for track, positions in paths.items()}
+    # Within 4 px: anti-aliasing, and colour drawn on planes of half the resolution.
+    assert len(pixels) and (np.min([distance_to_path(pixels, path) for path in tracks.values()], axis=0) <= 4).all()
+    walked = max(tracks.values(), key=lambda path: float(np.linalg.norm(path[1] - path[-1])))
+    assert np.linalg.norm(walked[1] - walked[-1]) > 10  # far from where the fly is drawn now
+    assert np.linalg.norm(pixels - walked[1], axis=1).min() <= 4
+
+    # --crf: a coarser encoding of the same pictures, in a smaller file.
+    coarse_file, coarse = command("coarse", "--crf", "40")
+    assert coarse_file.stat().st_size < base_file.stat().st_size
+    assert 0 < np.abs(coarse - base).mean() < 10
 
 
 def test_drawing_in_place_never_reaches_the_frames_decoded_after() -> None:
