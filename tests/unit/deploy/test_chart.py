@@ -144,7 +144,7 @@ def test_children_that_block_their_owners_deletion_are_admitted_where_owner_refe
     job = JobRef("flies", "lab", "uid-1")
     spec = {"config": {}, "nodes": 2, "storage": {"output": "s3://lab/runs"}}
     now = datetime(2026, 11, 25, 12, 0, 0)
-    plan = reconcile(job, spec, DreemTrainingJobStatus(), 1, Observation([], now, created=now), OperatorSettings())
+    plan = reconcile(job, spec, DreemTrainingJobStatus(), 1, Observation([], now), OperatorSettings())
     refs = [ref for obj in plan.create for ref in obj["metadata"].get("ownerReferences", [])]
     assert len(refs) == len([obj for obj in plan.create if obj["kind"] != "Event"]) >= 7
     assert all(ref["blockOwnerDeletion"] and ref["uid"] == "uid-1" for ref in refs)

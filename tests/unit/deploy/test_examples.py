@@ -35,7 +35,7 @@ def load(path: Path) -> dict[str, Any]:
 def children(path: Path) -> list[dict[str, Any]]:
     manifest = load(path)
     job = JobRef(manifest["metadata"]["name"], "flies", "uid-1")
-    seen = Observation([], datetime(2026, 11, 25, 12), created=datetime(2026, 11, 25, 12))
+    seen = Observation([], datetime(2026, 11, 25, 12))
     plan = reconcile(job, manifest["spec"], DreemTrainingJobStatus(), 1, seen, SETTINGS)
     assert plan.status.phase == Phase.PENDING, plan.status.message
     return plan.create
