@@ -48,7 +48,7 @@ def test_ctrl_c_exits_130_keeps_the_checkpoints_and_says_how_to_resume(tmp_path:
 
     assert training.returncode == 128 + signal.SIGINT, output[-3000:]
     assert f"its checkpoints are in {models}" in output
-    assert "run the same command with --set checkpointing.resume=auto" in output
+    assert "run the same command with --resume auto" in output
     assert "Traceback" not in output
     # Lightning's notices that say nothing about this run are left out (config.yaml is in the folder already).
     assert "exists and is not empty" not in output and "Tip" not in output

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import torch
+import yaml
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
 from dreem_trainer import hardware
@@ -388,6 +389,10 @@ def test_a_fresh_run_keeps_another_runs_checkpoints_in_its_folder(tmp_path: Path
     run_training(tiny_config(tmp_path, optimizer={"lr": 0.01}))
     (kept,) = models.glob("earlier-*")
     assert {path.name: path.resolve().read_bytes() for path in kept.glob("*.ckpt")} == first
+    # With the configuration they were trained with; the folder's own is the second run's.
+    assert yaml.safe_load((kept / "config.yaml").read_text())["optimizer"]["lr"] == 0.001
+    assert yaml.safe_load((models / "config.yaml").read_text())["optimizer"]["lr"] == 0.01
+    assert not list(models.glob("config.*.yaml"))
     last = torch.load(models / "last.ckpt", map_location="cpu", weights_only=False)
     assert last["epoch"] == 0  # the second run's own
     resumed = run_training(

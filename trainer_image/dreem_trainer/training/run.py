@@ -478,10 +478,10 @@ def check_learnable(dataset: Dataset[Clip], key: str) -> None:
 
 def keep_earlier_checkpoints(folder: Path, reading: str | None) -> Path | None:
     """A run that starts afresh in a folder holding another run's checkpoints (the last.ckpt and best files
-    dreem writes) moves them into `earlier-<time>/` there, and returns that folder: Lightning would write over
-    last.ckpt and over best files of the same names. Not when the run fine-tunes from one of them
-    (`model.ckpt_path` naming a DREEM checkpoint kept there): it reads it. Other files stay, and a file another
-    process moved first is left to it."""
+    dreem writes) moves them into `earlier-<time>/` there, with the configuration they were trained with, and
+    returns that folder: Lightning would write over last.ckpt and over best files of the same names. Not when
+    the run fine-tunes from one of them (`model.ckpt_path` naming a DREEM checkpoint kept there): it reads it.
+    Other files stay, and a file another process moved first is left to it."""
     if not folder.is_dir():
         return None
     found = [
@@ -498,7 +498,7 @@ def keep_earlier_checkpoints(folder: Path, reading: str | None) -> Path | None:
         with contextlib.suppress(FileExistsError):  # another process took that name since
             kept.mkdir()
             break
-    for path in found:
+    for path in [*found, folder / RUN_CONFIG]:
         with contextlib.suppress(FileNotFoundError):
             path.rename(kept / path.name)  # last.ckpt's link is relative: it still points at its best file
     print(

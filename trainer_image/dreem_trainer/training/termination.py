@@ -42,11 +42,7 @@ def interruption_advice(checkpoints: str, resumable: bool, resumes_by_itself: bo
     """What a user who pressed Ctrl-C needs next: whether anything was saved, and the command that goes on."""
     if not resumable:
         return f"training interrupted before a checkpoint it could resume from was written in {checkpoints}"
-    how = (
-        "run the same command again"
-        if resumes_by_itself
-        else "run the same command with --set checkpointing.resume=auto"
-    )
+    how = "run the same command again" if resumes_by_itself else "run the same command with --resume auto"
     return f"training interrupted; its checkpoints are in {checkpoints}. To go on from the newest, {how}"
 
 
