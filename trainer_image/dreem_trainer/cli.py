@@ -424,7 +424,12 @@ _LOG = logging.getLogger("dreem_trainer")
 def _log_level(quiet: bool, verbose: bool) -> None:
     """DREEM's --quiet and --verbose: only warnings and errors, or dreem's informational lines as well."""
     if quiet or verbose:
-        logging.basicConfig(format="%(message)s")
+        if not _LOG.handlers:
+            handler = logging.StreamHandler()
+            handler.setFormatter(logging.Formatter("%(message)s"))
+            _LOG.addHandler(handler)
+            # dreem's own lines only: through the root logger, Lightning's (which have their handler) came twice.
+            _LOG.propagate = False
         _LOG.setLevel(logging.WARNING if quiet else logging.INFO)
 
 

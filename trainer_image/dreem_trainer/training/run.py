@@ -102,12 +102,12 @@ def data_loader(
     return DataLoader(dataset, collate_fn=collate_clips, worker_init_fn=reseed_worker, **settings)
 
 
-def monitored(metric: str, has_validation: bool) -> str:
-    """Without a validation split, val_* metrics do not exist: watch the training loss instead."""
+def monitored(metric: str, has_validation: bool, key: str) -> str:
+    """Without a validation split, val_* metrics do not exist: `key` watches the training loss instead."""
     if has_validation or split_of(metric) != "val":
         return metric
     watched = epoch_value_name(LOSS, "train")
-    log.warning("no val_dataset: monitoring %s instead of %s", watched, metric)
+    log.warning("%s: no validation, so %s is watched instead of %s", key, watched, metric)
     return watched
 
 
@@ -192,7 +192,7 @@ def build_callbacks(
         # DREEM's configs pass auto_insert_metric_name: true; Lightning then writes the names itself.
         named_by_lightning = bool(passed.get("auto_insert_metric_name", False))
         for index, metric in enumerate(checkpointing.monitor):
-            watched = monitored(metric, has_validation)
+            watched = monitored(metric, has_validation, f"checkpointing.monitor[{index}]")
             filename = (
                 f"{{epoch}}-best_{{{watched}:.4f}}"
                 if named_by_lightning
@@ -210,7 +210,7 @@ def build_callbacks(
             # The section's other ModelCheckpoint arguments pass through and win over dreem's choices.
             callbacks.append(LatestCheckpoint(gate=gate, restaged=restaged, **(settings | passed)))
     if config.early_stopping is not None:
-        watched = monitored(config.early_stopping.monitor, has_validation)
+        watched = monitored(config.early_stopping.monitor, has_validation, "early_stopping.monitor")
         metric_mode(watched, "early_stopping.monitor")  # an unknown name fails here, before training
         # A mode left out, or the training loss standing in for a val_ metric, follows the metric table.
         stopping = effective_early_stopping(config.early_stopping, watched)
@@ -375,6 +375,8 @@ LIBRARY_NOTICES = (
     # We decide what an earlier run's checkpoints mean (moved aside, or resumed on purpose): Lightning's
     # warning about a folder that is not empty would be said on every resume and after config.yaml is written.
     (UserWarning, r"Checkpoint directory .* exists and is not empty"),
+    # Said by our own line, with the key it changes (see `monitored`), when the run has no validation.
+    (UserWarning, r"You defined a `validation_step` but have no `val_dataloader`"),
     # Lightning 2.6 on torch 2.14: about Lightning's own code, nothing a user can act on.
     (FutureWarning, r"`isinstance\(treespec, LeafSpec\)` is deprecated"),
 )
@@ -560,7 +562,7 @@ def run_training(config: DreemConfig, callbacks: Sequence[Callback] = ()) -> pl.
         trainer = build_trainer(
             local, has_validation=has_validation, callbacks=callbacks, gate=gate, writer=writer, restaged=restaged
         )
-    monitor = monitored(local.scheduler.monitor, has_validation)
+    monitor = monitored(local.scheduler.monitor, has_validation, "scheduler.monitor")
     module = DreemModule(local.model_dump(mode="json"), scheduler_monitor=monitor)
     if start.fine_tune is not None:
         load_weights(module.model, start.fine_tune)
