@@ -33,8 +33,15 @@ def test_closing_waits_for_the_write_in_progress_and_stops_later_ones() -> None:
     gate.close(timeout_s=5.0)
     assert written == ["epoch=3"]  # the upload that follows sees the finished file
 
-    later = threading.Thread(target=write, args=("epoch=4", 0.0), daemon=True)
+    trying = threading.Event()
+
+    def write_later() -> None:
+        trying.set()
+        write("epoch=4", 0.0)
+
+    later = threading.Thread(target=write_later, daemon=True)
     later.start()
+    trying.wait()  # it has reached the gate: being still alive below means it is held there
     later.join(timeout=0.5)
     assert later.is_alive() and written == ["epoch=3"]  # held at the gate until the process exits
     first.join()
@@ -55,9 +62,8 @@ def test_a_write_stuck_past_the_wait_is_not_waited_for_and_nothing_after_it_is_w
     writer = threading.Thread(target=stuck_write)
     writer.start()
     entered.wait()
-    started = time.monotonic()
     gate.close(timeout_s=0.2)
-    assert 0.2 <= time.monotonic() - started < 2.0
+    assert writer.is_alive() and outcome == [True]  # close() gave up on the stuck write, which goes on
     release.set()
     writer.join()
     with gate.open() as allowed:
