@@ -380,6 +380,22 @@ def test_last_checkpoint_is_always_the_newest_state(tmp_path: Path) -> None:
     assert not (models / "last.ckpt").is_symlink()
 
 
+@pytest.mark.parametrize("monitors", [["val_idf1", "val_loss"], ["val_loss", "val_idf1"]])
+def test_with_two_monitors_every_state_is_stored_once(tmp_path: Path, monitors: list[str]) -> None:
+    """On these clips val_idf1 is 1 from the first epoch (a tie is no improvement) while val_loss improves every
+    epoch: the final state is val_loss's best, and last.ckpt links to it whichever monitor is listed first."""
+    checkpointing = {"monitor": monitors, "save_top_k": 1}
+    trainer = run_training(tiny_config(tmp_path, seed=0, trainer={"max_epochs": 3}, checkpointing=checkpointing))
+    models = tmp_path / "models"
+    files = [path for path in models.glob("*.ckpt") if not path.is_symlink()]
+    states = [
+        (c["epoch"], c["global_step"]) for c in (torch.load(p, map_location="cpu", weights_only=False) for p in files)
+    ]
+    assert len(states) == len(set(states)) == 2, sorted(zip(states, [p.name for p in files], strict=True))
+    last = torch.load(models / "last.ckpt", map_location="cpu", weights_only=False)
+    assert last["epoch"] == trainer.current_epoch - 1 == 2 and (models / "last.ckpt").is_symlink()
+
+
 def test_a_fresh_run_keeps_another_runs_checkpoints_in_its_folder(tmp_path: Path) -> None:
     """A second `dreem train` into one checkpoint folder (resume never) wrote over the first run's last.ckpt
     and its best files of the same names: the first run's are moved into earlier-<time>/ instead."""

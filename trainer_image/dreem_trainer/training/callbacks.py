@@ -93,7 +93,8 @@ class LatestCheckpoint(EpochValidation, CheckpointSeam):
     with `save_last="link"` points it at the last top-k file: either way it goes stale as soon as the
     monitored metric stops improving, and a resume after a failure would silently go back in time.
     Here last.ckpt is refreshed at every checkpointing epoch: a link when a checkpoint was written at
-    this very step, the full file otherwise, so every state is on disk exactly once. A link is
+    this very step (by this callback, or by another monitor's that ran before it in the same hook), the full
+    file otherwise, so every state is on disk exactly once. A link is
     removed before a full write, so a write never goes through it into a best checkpoint.
 
     Every hook that writes goes through `gate`, so a SIGTERM upload never sees files half changed.
@@ -147,7 +148,9 @@ class LatestCheckpoint(EpochValidation, CheckpointSeam):
             return
         filepath = self.format_checkpoint_name(metrics, self.CHECKPOINT_NAME_LAST)
         previous, self.last_model_path = self.last_model_path, filepath
-        written_now = self.written_at(trainer.global_step)
+        step = trainer.global_step
+        others = [c for c in trainer.checkpoint_callbacks if isinstance(c, CheckpointSeam) and c is not self]
+        written_now = next((path for c in [self, *others] if (path := c.written_at(step))), "")
         writer = trainer.strategy.checkpoint_io
         if written_now not in ("", filepath) and isinstance(writer, AtomicCheckpointIO):
             if trainer.is_global_zero:

@@ -204,8 +204,9 @@ def build_callbacks(
                 "auto_insert_metric_name": False,
                 "monitor": watched,
                 "mode": metric_mode(watched, f"checkpointing.monitor[{index}]"),
-                # One last.ckpt, always the newest state, never a second full copy of a best one.
-                "save_last": checkpointing.save_last and index == 0,
+                # One last.ckpt, always the newest state, never a second full copy of a best one: kept by the
+                # last monitor's callback, which runs after the others and links to any file they just wrote.
+                "save_last": checkpointing.save_last and index == len(checkpointing.monitor) - 1,
             }
             # The section's other ModelCheckpoint arguments pass through and win over dreem's choices.
             callbacks.append(LatestCheckpoint(gate=gate, restaged=restaged, **(settings | passed)))
