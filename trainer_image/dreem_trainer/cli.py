@@ -593,9 +593,13 @@ def _inference_inputs(
     if input_dir is not None and any(given.values()):
         both = "give INPUT_DIR or --slp-file/--video-file, not both (the files would not be tracked)"
         _fail(ConfigError([ConfigIssue("INPUT_DIR", both, input_dir)]))
-    if given["--slp-file"] != given["--video-file"]:
+    if given["--video-file"] and given["--slp-file"] != given["--video-file"]:
         counts = f"got {given['--slp-file']} --slp-file and {given['--video-file']} --video-file"
-        unpaired = ConfigIssue("--slp-file", f"one --video-file per --slp-file, in order; {counts}", has_value=False)
+        unpaired = ConfigIssue(
+            "--slp-file",
+            f"one --video-file per --slp-file, in order, or none for the videos each names; {counts}",
+            has_value=False,
+        )
         _fail(ConfigError([unpaired]))
     with _reported(FileNotFoundError, ValueError):
         base = tracking_base(checkpoint)

@@ -320,10 +320,10 @@ def test_valid_file_exits_zero(write_yaml: Any) -> None:
 
 def test_tracking_inputs_given_two_ways_or_unpaired_are_named() -> None:
     slp, mp4 = str(DEMO_DATA / "two_flies.slp"), str(DEMO_DATA / "two_flies.mp4")
-    unpaired = CliRunner().invoke(app, ["track", "-slp", slp, "--checkpoint", "model.ckpt"])
+    unpaired = CliRunner().invoke(app, ["track", "-slp", slp, "-slp", slp, "-vid", mp4, "--checkpoint", "model.ckpt"])
     assert unpaired.exit_code == EXIT_USER_ERROR
-    assert (
-        "--slp-file: one --video-file per --slp-file, in order; got 1 --slp-file and 0 --video-file" in unpaired.output
+    assert "--slp-file: one --video-file per --slp-file, in order, or none for the videos each names; got 2" in (
+        unpaired.output
     )
     both = CliRunner().invoke(app, ["track", str(DEMO_DATA), "-slp", slp, "-vid", mp4, "--checkpoint", "model.ckpt"])
     assert both.exit_code == EXIT_USER_ERROR and "INPUT_DIR: give INPUT_DIR or --slp-file/--video-file" in both.output

@@ -43,5 +43,7 @@ def test_files_given_replace_the_directory_and_must_pair() -> None:
     split = validate({"dataset": {"train_dataset": TRAIN}}).dataset.test_split()
     read = split.reading(slp_files=["/x.slp"], video_files=["/x.mp4"])
     assert (read.dir, read.slp_files, read.video_files, read.crop_size) == (None, ["/x.slp"], ["/x.mp4"], 48)
-    with pytest.raises(ValidationError, match=r"needs one video per labels file \(1 slp_files\)"):
-        split.reading(slp_files=["/x.slp"])
+    with pytest.raises(ValidationError, match=r"needs one video per labels file \(2 slp_files\)"):
+        split.reading(slp_files=["/x.slp", "/y.slp"], video_files=["/x.mp4"])
+    # Without video_files, each labels file's own videos are read (discovery finds them).
+    assert split.reading(slp_files=["/x.slp"]).video_files is None

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 import pytest
+import sleap_io as sio
 
 from dreem_trainer.config.data import DatasetSplitConfig
 from dreem_trainer.data.discovery import discover, pair_directory
@@ -30,10 +31,44 @@ def test_pairs_by_stem_whatever_the_listing_order(tmp_path: Path) -> None:
     ]
 
 
+def sleap_file(path: Path, *videos: str) -> Path:
+    """A SLEAP labels file that names `videos`, as SLEAP records them."""
+    named = [sio.Video(filename=video, open_backend=False) for video in videos]
+    sio.save_slp(sio.Labels(videos=named, skeletons=[sio.Skeleton(["thorax"])]), str(path))
+    return path
+
+
 def test_unmatched_labels_file_is_named(tmp_path: Path) -> None:
-    touch(tmp_path, "a.slp", "a.mp4", "b.slp", "c.mp4")
-    with pytest.raises(DataError, match=r"b\.slp: no video named b\.mp4"):
+    touch(tmp_path, "a.slp", "a.mp4")
+    sleap_file(tmp_path / "b.slp", "/elsewhere/b.mp4")
+    with pytest.raises(DataError, match=r"b\.slp: no video named b\.mp4 beside it, and the video it names, "):
         pair_directory(str(tmp_path), ".slp", ".mp4", 64)
+
+
+def test_labels_kept_apart_read_the_videos_they_name(tmp_path: Path) -> None:
+    """SLEAP users keep videos elsewhere, or one project file for several videos: each names its own."""
+    (tmp_path / "videos").mkdir()
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    touch(tmp_path / "videos", "a.mp4", "b.mp4")
+    # One path absolute, one relative to the labels file, as SLEAP writes either.
+    sleap_file(labels / "project.slp", str(tmp_path / "videos" / "a.mp4"), "../videos/b.mp4")
+    pairs = pair_directory(str(labels), ".slp", ".mp4", 64)
+    assert [(Path(p.labels_path).name, Path(p.video_path).resolve()) for p in pairs] == [
+        ("project.slp", tmp_path / "videos" / "a.mp4"),
+        ("project.slp", tmp_path / "videos" / "b.mp4"),
+    ]
+    # A video it names that lies beside it is its own, not a video without labels.
+    touch(labels, "c.mp4")
+    sleap_file(labels / "other.slp", "/moved/away/c.mp4")
+    assert [Path(p.video_path).name for p in pair_directory(str(labels), ".slp", ".mp4", 64)] == [
+        "c.mp4",
+        "a.mp4",
+        "b.mp4",
+    ]
+    # And listed without video_files, as `dreem track -slp` alone gives them.
+    split = DatasetSplitConfig(slp_files=[str(labels / "project.slp")])
+    assert [Path(p.video_path).name for p in discover(split)] == ["a.mp4", "b.mp4"]
 
 
 def test_orphan_video_is_named(tmp_path: Path) -> None:

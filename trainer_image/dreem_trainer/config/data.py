@@ -48,7 +48,11 @@ class DirConfig(Section):
 class DatasetSplitConfig(Section):
     dir: DirConfig | None = Field(None, description="Directory-based input (recommended).")
     slp_files: list[str] | None = Field(None, description="List of paths to SLEAP label files (.slp).")
-    video_files: list[str] | None = Field(None, description="List of paths to video files.")
+    video_files: list[str] | None = Field(
+        None,
+        description="List of paths to video files, one per labels file; left out, the videos each labels file "
+        "names (a SLEAP file records its videos' paths).",
+    )
     crop_size: int | list[int] = Field(
         128,
         description="Size (in pixels) of the square bounding box around each instance. Should match approximate "
@@ -193,7 +197,7 @@ class DatasetSplitConfig(Section):
 
     @model_validator(mode="after")
     def _one_source(self) -> DatasetSplitConfig:
-        if (self.slp_files is None) != (self.video_files is None) or (
+        if (self.video_files is not None and self.slp_files is None) or (
             self.slp_files is not None and self.video_files is not None and len(self.slp_files) != len(self.video_files)
         ):
             raise key_error(

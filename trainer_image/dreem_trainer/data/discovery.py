@@ -75,15 +75,39 @@ def pair_directory(directory: str, labels_suffix: str, vid_suffix: str, crop_siz
             return [SourcePair(str(labels_path), str(video_path), crop_size) for labels_path, video_path in laid_out]
         missing = [f"labels file ending in {labels_suffix!r}", *layouts()]
         raise DataError(f"{directory}: matches no known layout: no {', and no '.join(missing)}")
-    unmatched = sorted(str(labels[s]) for s in labels.keys() - videos.keys())
-    if unmatched:
-        raise DataError(
-            f"{unmatched[0]}: no video named {Path(unmatched[0]).name[: -len(labels_suffix)]}{vid_suffix} beside it"
-        )
-    orphans = sorted(str(videos[s]) for s in videos.keys() - labels.keys())
+    pairs = []
+    for stem in sorted(labels):
+        if stem in videos:
+            pairs.append(SourcePair(str(labels[stem]), str(videos[stem]), crop_size))
+            continue
+        # SLEAP users often keep the videos elsewhere, or one project file for many videos: those it names.
+        beside = f"no video named {stem}{vid_suffix} beside it"
+        pairs += [SourcePair(str(labels[stem]), video, crop_size) for video in named_videos(labels[stem], beside)]
+    claimed = {Path(pair.video_path).resolve() for pair in pairs}
+    orphans = sorted(str(path) for path in videos.values() if path.resolve() not in claimed)
     if orphans:
-        raise DataError(f"{orphans[0]}: no labels file ending in {labels_suffix!r} with the same name")
-    return [SourcePair(str(labels[s]), str(videos[s]), crop_size) for s in sorted(labels)]
+        raise DataError(
+            f"{orphans[0]}: no labels file ending in {labels_suffix!r} with the same name: dreem tracks the "
+            "instances a labels file holds (SLEAP's predictions, for one), so predict them first"
+        )
+    return pairs
+
+
+def named_videos(labels: Path, missing_beside: str) -> list[str]:
+    """The videos a labels file names, found where it says, else beside it (the folder was moved); refused,
+    with `missing_beside` and what it names, when it names none or one is not on this machine."""
+    found, absent = [], []
+    for named in format_of(str(labels)).videos_named(str(labels)):
+        where = [labels.parent / named, labels.parent / Path(named).name, Path(named)]  # an absolute path first
+        existing = next((path for path in where if path.is_file()), None)
+        if existing is None:
+            absent.append(named)
+        else:
+            found.append(str(existing))
+    if absent or not found:
+        names = f", and the video it names, {absent[0]}, is not on this machine" if absent else ""
+        raise DataError(f"{labels}: {missing_beside}{names}")
+    return found
 
 
 def discover(split: DatasetSplitConfig) -> list[SourcePair]:
@@ -96,9 +120,13 @@ def discover(split: DatasetSplitConfig) -> list[SourcePair]:
             pairs += pair_directory(directory, split.dir.labels_suffix, split.dir.vid_suffix, size)
         return pairs
     pairs = []
-    for index, (labels, video) in enumerate(zip(split.slp_files or [], split.video_files or [], strict=True)):
+    labels_files = split.slp_files or []
+    videos: list[str | None] = list(split.video_files) if split.video_files is not None else [None] * len(labels_files)
+    for index, (labels, video) in enumerate(zip(labels_files, videos, strict=True)):
+        size = sizes[index] if sizes else int(split.crop_size)  # type: ignore[arg-type]
         for path in (labels, video):
-            if not Path(path).is_file():
+            if path is not None and not Path(path).is_file():
                 raise DataError(f"{path}: no such file")
-        pairs.append(SourcePair(labels, video, sizes[index] if sizes else int(split.crop_size)))  # type: ignore[arg-type]
+        named = [video] if video is not None else named_videos(Path(labels), "no video_files given for it")
+        pairs += [SourcePair(labels, path, size) for path in named]
     return pairs

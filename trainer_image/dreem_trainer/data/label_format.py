@@ -50,6 +50,10 @@ class LabelFormat(ABC):
     def written_to(self, video_path: str, output: Path) -> Path:
         """Where `write` puts the tracks of the video `video_path` names, known before tracking it."""
 
+    def videos_named(self, labels_path: str) -> list[str]:
+        """The video paths the labels file records, as written there (SLEAP keeps them); none by default."""
+        return []
+
     def sources_in(self, folder: Path) -> list[tuple[Path, Path]]:
         """(labels, video) laid out in `folder` in this format's own way rather than paired by suffix."""
         return []

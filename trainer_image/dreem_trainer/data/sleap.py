@@ -47,6 +47,16 @@ class SleapLabels(LabelFormat):
             track_names=tuple(str(track.name) for track in tracks),  # DREEM writes numbers
         )
 
+    def videos_named(self, labels_path: str) -> list[str]:
+        """Its videos' paths; an image sequence (a list of files) is not a video this reads."""
+        import sleap_io as sio
+
+        try:
+            labels = sio.load_slp(labels_path, open_videos=False)
+        except Exception as error:
+            raise DataError(f"{labels_path}: cannot read SLEAP labels ({error})") from error
+        return [str(video.filename) for video in labels.videos if isinstance(video.filename, str)]
+
     def write(self, video: LabelledVideo, predictions: Predictions, output: Path) -> Path:
         """A copy of the video's labels with predicted tracks, as `<output>/<video>.dreem_track.slp`.
 

@@ -82,7 +82,8 @@ def _localise(split: DatasetSplitConfig, localise: Localise) -> DatasetSplitConf
         update["dir"] = split.dir.model_copy(update={"path": paths if isinstance(split.dir.path, list) else paths[0]})
     if split.slp_files:
         update["slp_files"] = [local(p) for p in split.slp_files]
-        update["video_files"] = [local(p) for p in split.video_files or []]
+        if split.video_files is not None:
+            update["video_files"] = [local(p) for p in split.video_files]
     return split.model_copy(update=update) if update else split
 
 
