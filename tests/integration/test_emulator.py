@@ -99,6 +99,33 @@ def test_a_pod_with_two_mounts_at_one_path_is_refused_as_the_api_server_refuses_
     assert kubectl.names("pods") == ["p"]
 
 
+def read_pod(kubectl: Kubectl, name: str) -> dict[str, object] | None:
+    found = [pod for pod in kubectl.pods() if pod["metadata"]["name"] == name]
+    return dict(found[0]) if found else None
+
+
+def test_pods_are_deleted_gracefully_only_when_a_node_holds_them_and_they_have_not_ended(kubectl: Kubectl) -> None:
+    """podStrategy.CheckGracefulDelete: a pod no node holds, or one that ended, goes at once; any other is
+    marked until its kubelet confirms, a pod that never started (an image it cannot pull) among them."""
+    for name, node, phase in [("unbound", None, None), ("pulling", "n1", "Pending"), ("ended", "n1", "Failed")]:
+        spec: dict[str, object] = {"containers": [{"name": "c", "image": "i"}]}
+        if node:
+            spec["nodeName"] = node
+        kubectl.core.create_namespaced_pod("default", {"metadata": {"name": name}, "spec": spec})
+        if phase:
+            kubectl.core.patch_namespaced_pod_status(name, "default", {"status": {"phase": phase}})
+        kubectl.core.delete_namespaced_pod(name, "default")
+    assert read_pod(kubectl, "unbound") is None and read_pod(kubectl, "ended") is None
+    pulling = read_pod(kubectl, "pulling")
+    assert pulling is not None and pulling["metadata"]["deletionTimestamp"]  # type: ignore[index]
+    # The kubelet's status write while it stops the pod is stored, not taken for the deletion.
+    kubectl.core.patch_namespaced_pod_status("pulling", "default", {"status": {"phase": "Failed"}})
+    stopped = read_pod(kubectl, "pulling")
+    assert stopped is not None and stopped["status"]["phase"] == "Failed"  # type: ignore[index]
+    kubectl.core.delete_namespaced_pod("pulling", "default", grace_period_seconds=0)  # the kubelet confirms
+    assert read_pod(kubectl, "pulling") is None
+
+
 def test_the_crd_validation_rules_refuse_changes_to_what_a_job_is_made_of(kubectl: Kubectl) -> None:
     manifest = job()
     manifest["spec"] = {"storage": {"output": "s3://b/runs"}}

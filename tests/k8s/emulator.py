@@ -89,6 +89,8 @@ BUILTIN_RESOURCES: dict[str, ResourceInfo] = {
 }
 REQUESTS_KEPT = 16
 VERBS = {"get", "list", "watch", "create", "update", "patch", "delete"}
+ENDED_PHASES = ("Succeeded", "Failed")
+"""Pod phases a pod does not leave: such a pod is deleted at once, as one no node holds."""
 
 
 def _now(later: float = 0) -> str:
@@ -473,7 +475,10 @@ class ClusterEmulator(KubernetesEmulator):
             new["metadata"]["generation"] = old["metadata"].get("generation", 1) + 1
         self._bump(new)
         self._objects[key].create(new)
-        if new["metadata"].get("deletionTimestamp") and not new["metadata"].get("finalizers"):
+        # An update deletes only what has nothing left to wait for: no finalizer and no grace period (the
+        # store's shouldDeleteDuringUpdate); a terminating pod's status changes are events like any other.
+        meta = new["metadata"]
+        if meta.get("deletionTimestamp") and not meta.get("finalizers") and not meta.get("deletionGracePeriodSeconds"):
             await self._delete(key, cascade=True)
         else:
             await self._buses[request.resource].put({"type": "MODIFIED", "object": copy.deepcopy(new)})
@@ -481,10 +486,12 @@ class ClusterEmulator(KubernetesEmulator):
     async def _delete(self, key: ObjectKey, cascade: bool, grace: int | None = None) -> None:
         obj = self._objects[key]
         meta = obj.raw["metadata"]
-        # A pod a kubelet started is only marked: its kubelet stops the containers (SIGTERM, then SIGKILL
-        # after the grace period) and then removes it for good with a zero grace period.
-        started = key[0].plural == "pods" and bool((obj.raw.get("status") or {}).get("startTime"))
-        if meta.get("finalizers") or (started and grace != 0):
+        # A pod bound to a node and not ended is only marked: its kubelet stops the containers (SIGTERM, then
+        # SIGKILL after the grace period) and then removes it for good with a zero grace period. One no node
+        # holds, or one that has ended, goes at once (podStrategy.CheckGracefulDelete).
+        status, spec = obj.raw.get("status") or {}, obj.raw.get("spec") or {}
+        held = key[0].plural == "pods" and bool(spec.get("nodeName")) and status.get("phase") not in ENDED_PHASES
+        if meta.get("finalizers") or (held and grace != 0):
             shortened = grace is not None and grace < int(meta.get("deletionGracePeriodSeconds", grace + 1))
             if not meta.get("deletionTimestamp") or shortened:  # a second delete may only shorten the grace
                 marked = copy.deepcopy(obj.raw)
