@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +26,12 @@ def key_error(key: str, message: str, value: Any) -> PydanticCustomError:
 def did_you_mean(word: str, choices: Iterable[str], cutoff: float = 0.6) -> str:
     close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=cutoff)
     return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def first_few(names: Sequence[str], shown: int = 3) -> str:
+    """`names` for a message: the first `shown` of them, then how many more."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dreem_trainer.config.data import DatasetSplitConfig
+from dreem_trainer.config.issues import first_few
 from dreem_trainer.data.formats import format_of, laid_out_sources, layouts
 from dreem_trainer.data.records import LabelledVideo
 from dreem_trainer.data.sources import DataError
@@ -64,8 +65,7 @@ def pair_directory(directory: str, labels_suffix: str, vid_suffix: str, crop_siz
     entries = [path for path in listed if not is_tracking_output(path)]
     outputs = sorted(path.name for path in listed if is_tracking_output(path))
     if outputs:
-        shown = ", ".join(outputs[:3]) + (f" and {len(outputs) - 3} more" if len(outputs) > 3 else "")
-        _say_left_out(directory, shown)
+        _say_left_out(directory, first_few(outputs))
     labels = {_stem(p, labels_suffix): p for p in entries if p.name.endswith(labels_suffix) and p.is_file()}
     labels_files = set(labels.values())  # a set: the check below runs once per entry
     videos = {_stem(p, vid_suffix): p for p in entries if p.name.endswith(vid_suffix) and p not in labels_files}

@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 from dreem_trainer.cluster import job_from_environment, progress_interval
 from dreem_trainer.config import ConfigError, ConfigIssue, DreemConfig, dump_yaml
 from dreem_trainer.config.data import DataLoaderSplitConfig, DatasetSplitConfig
-from dreem_trainer.config.issues import did_you_mean
+from dreem_trainer.config.issues import did_you_mean, first_few
 from dreem_trainer.config.model import ModelConfig
 from dreem_trainer.config.paths import is_s3
 from dreem_trainer.config.run import Accelerator
@@ -456,9 +456,8 @@ def say_what_trains(splits: dict[str, Dataset[Clip]]) -> None:
     for name, dataset in splits.items():
         if isinstance(dataset, ClipDataset):
             videos = [Path(pair.video_path).name for pair in dataset.pairs]
-            shown = ", ".join(videos[:3]) + (f" and {len(videos) - 3} more" if len(videos) > 3 else "")
             count = f"{len(videos)} video{'s' if len(videos) != 1 else ''}"
-            described.append(f"{name} on {count} ({shown}), {len(dataset)} clips")
+            described.append(f"{name} on {count} ({first_few(videos)}), {len(dataset)} clips")
     if described:
         print(f"data: {'; '.join(described)}", flush=True)
 
@@ -469,7 +468,7 @@ def check_learnable(dataset: Dataset[Clip], key: str) -> None:
     failed on a metric never logged; labels without frames failed in the sampler."""
     if not isinstance(dataset, ClipDataset):
         return
-    files = ", ".join(pair.labels_path for pair in dataset.pairs[:3]) + (", ..." if len(dataset.pairs) > 3 else "")
+    files = first_few([pair.labels_path for pair in dataset.pairs])
     if len(dataset) == 0:
         raise DataError(f"{key}: {files}: no labelled frames to make clips of")
     if not any((table.tracks != UNTRACKED).any() for table in dataset.labels):
