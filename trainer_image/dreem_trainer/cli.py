@@ -491,7 +491,12 @@ InputDir = Annotated[
 ]
 SlpFiles = Annotated[
     list[str] | None,
-    typer.Option("--slp-file", "-slp", help="A labels file (repeatable, one per --video-file).", show_default="none"),
+    typer.Option(
+        "--slp-file",
+        "-slp",
+        help="A labels file (repeatable): with --video-file, one each in order; without, the videos it names.",
+        show_default="none",
+    ),
 ]
 VideoFiles = Annotated[
     list[str] | None,
