@@ -126,6 +126,27 @@ def test_pods_are_deleted_gracefully_only_when_a_node_holds_them_and_they_have_n
     assert read_pod(kubectl, "pulling") is None
 
 
+@pytest.mark.parametrize(
+    ("labels", "said"),
+    [
+        ({"bad key": "x"}, 'Invalid value: "bad key": name part must consist of alphanumeric characters'),
+        ({"run": "-x"}, 'Invalid value: "-x": a valid label must be an empty string'),
+        ({"run": "x" * 64}, "must be no more than 63 characters"),
+    ],
+)
+def test_labels_the_api_server_refuses_answer_422_on_any_object(
+    kubectl: Kubectl, labels: dict[str, str], said: str
+) -> None:
+    config_map = {"metadata": {"name": "c", "labels": labels}, "data": {}}
+    with pytest.raises(kubernetes.client.ApiException) as refused:
+        kubectl.core.create_namespaced_config_map("default", config_map)
+    assert refused.value.status == 422
+    message = json.loads(refused.value.body)["message"]
+    assert message.startswith('ConfigMap "c" is invalid: metadata.labels: ') and said in message, message
+    kubectl.core.create_namespaced_config_map("default", {"metadata": {"name": "c", "labels": {"a.b/run": "x_1"}}})
+    assert kubectl.names("configmaps") == ["c"]
+
+
 def test_the_crd_validation_rules_refuse_changes_to_what_a_job_is_made_of(kubectl: Kubectl) -> None:
     manifest = job()
     manifest["spec"] = {"storage": {"output": "s3://b/runs"}}

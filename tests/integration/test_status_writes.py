@@ -133,3 +133,15 @@ def test_a_pod_the_api_server_refuses_fails_the_job_with_its_words(cluster: Emul
     assert 'spec.containers[0].volumeMounts[4].name: Not found: "data"' in status["message"]
     events = [event for event in kubectl.events() if event["reason"] == "FailedCreate"]
     assert events and events[0]["type"] == "Warning"
+
+
+def test_a_pod_label_the_api_server_refuses_fails_the_job_with_its_words(cluster: EmulatedCluster) -> None:
+    # The schema takes any string as a podTemplate label value; the API server refuses this one on the pods.
+    kubectl = Kubectl(cluster.kubeconfig)
+    spec = minimal_spec("flies") | {"podTemplate": {"labels": {"experiment": "flies, round 2"}}}
+    kubectl.apply_job(job_manifest("flies", spec))
+    client = kubernetes.config.new_client_from_config(config_file=str(cluster.kubeconfig))
+    Reconciler(ClusterApi(client), SETTINGS, OperatorMetrics()).reconcile("default", "flies")
+    status = kubectl.job("flies")["status"]
+    assert status["phase"] == Phase.FAILED and kubectl.names("pods") == []
+    assert 'Pod "flies-0-0" is invalid: metadata.labels: Invalid value: "flies, round 2"' in status["message"]

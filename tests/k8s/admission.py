@@ -141,6 +141,34 @@ def label_problems(labels: dict[str, str]) -> list[str]:
     ]
 
 
+QUALIFIED_NAME_PART = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+
+
+def metadata_label_problems(labels: dict[str, str]) -> list[str]:
+    """metadata.labels as the API server validates them on every object (apimachinery's ValidateLabels), in
+    its words: a key is a qualified name ([DNS subdomain prefix/]name, the name at most 63 characters), a
+    value at most 63 characters, empty or alphanumeric at both ends with '-', '_' and '.' between.
+    https://kubernetes.io/docs/concepts/overview/working-with-objects/labels/#syntax-and-character-set"""
+    problems = []
+    for key, value in labels.items():
+        prefix, _, name = key.rpartition("/")
+        if (prefix and (len(prefix) > 253 or not DNS_SUBDOMAIN.match(prefix))) or (
+            len(name) > 63 or not QUALIFIED_NAME_PART.match(name)
+        ):
+            problems.append(
+                f'metadata.labels: Invalid value: "{key}": name part must consist of alphanumeric characters, '
+                "'-', '_' or '.', and must start and end with an alphanumeric character"
+            )
+        if len(value) > 63:
+            problems.append(f'metadata.labels: Invalid value: "{value}": must be no more than 63 characters')
+        elif not LABEL_VALUE.match(value):
+            problems.append(
+                f'metadata.labels: Invalid value: "{value}": a valid label must be an empty string or consist of '
+                "alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character"
+            )
+    return problems
+
+
 def pod_spec_problems(pod_spec: KubernetesObject) -> list[str]:
     """What the API server's pod validation (ValidatePodSpec) refuses of volumes and mounts, in its words:
     two volumes of one name, a mount of a volume the pod lacks, two mounts of one container at one path.

@@ -67,7 +67,7 @@ from kmock import (
 from kmock._internal import dicts, enums, references, rendering
 from kmock._internal.k8s import KubernetesObjectConflictError
 
-from tests.k8s.admission import pod_spec_problems
+from tests.k8s.admission import metadata_label_problems, pod_spec_problems
 from tests.k8s.cel import violations
 from tests.k8s.tables import table
 
@@ -222,11 +222,13 @@ class ClusterEmulator(KubernetesEmulator):
         self, resource: references.resource, new: KubernetesObject, old: KubernetesObject | None = None
     ) -> None:
         schema = self.schemas.get(f"{resource.group}/{resource.version}/{resource.plural}")
-        problems = violations(schema, new, old) if schema is not None else []
+        problems = metadata_label_problems(new.get("metadata", {}).get("labels") or {})
+        problems += violations(schema, new, old) if schema is not None else []
         if problems:
             kind = self.resources[resource].kind
+            qualified = f"{kind}.{resource.group}" if resource.group else kind  # core kinds go unqualified
             name = new.get("metadata", {}).get("name")
-            message = f'{kind}.{resource.group} "{name}" is invalid: {"; ".join(problems)}'
+            message = f'{qualified} "{name}" is invalid: {"; ".join(problems)}'
             raise KubernetesError(status=422, reason="Invalid", message=message)
 
     def _conflict(self, resource: references.resource, name: str) -> KubernetesError:
