@@ -120,14 +120,19 @@ def test_a_replica_that_does_not_lead_writes_nothing(cluster: EmulatedCluster) -
     assert kubectl.job("flies")["status"]["phase"] == Phase.PENDING
 
 
-def test_a_pod_the_api_server_refuses_fails_the_job_with_its_words(cluster: EmulatedCluster) -> None:
-    # The podTemplate mounts a volume it never declares: every pod is invalid, which only the API server sees.
+def reconciled_with_pod_template(cluster: EmulatedCluster, pod_template: dict[str, Any]) -> dict[str, Any]:
+    """The status of a job "flies" with this podTemplate after one reconcile."""
     kubectl = Kubectl(cluster.kubeconfig)
-    spec = minimal_spec("flies") | {"podTemplate": {"volumeMounts": [{"name": "data", "mountPath": "/data"}]}}
-    kubectl.apply_job(job_manifest("flies", spec))
+    kubectl.apply_job(job_manifest("flies", minimal_spec("flies") | {"podTemplate": pod_template}))
     client = kubernetes.config.new_client_from_config(config_file=str(cluster.kubeconfig))
     Reconciler(ClusterApi(client), SETTINGS, OperatorMetrics()).reconcile("default", "flies")
-    status = kubectl.job("flies")["status"]
+    return dict(kubectl.job("flies")["status"])
+
+
+def test_a_pod_the_api_server_refuses_fails_the_job_with_its_words(cluster: EmulatedCluster) -> None:
+    # The podTemplate mounts a volume it never declares: every pod is invalid, which only the API server sees.
+    status = reconciled_with_pod_template(cluster, {"volumeMounts": [{"name": "data", "mountPath": "/data"}]})
+    kubectl = Kubectl(cluster.kubeconfig)
     assert status["phase"] == Phase.FAILED and kubectl.names("pods") == []
     assert 'pod flies-0-0: Pod "flies-0-0" is invalid' in status["message"]
     assert 'spec.containers[0].volumeMounts[4].name: Not found: "data"' in status["message"]
@@ -137,11 +142,6 @@ def test_a_pod_the_api_server_refuses_fails_the_job_with_its_words(cluster: Emul
 
 def test_a_pod_label_the_api_server_refuses_fails_the_job_with_its_words(cluster: EmulatedCluster) -> None:
     # The schema takes any string as a podTemplate label value; the API server refuses this one on the pods.
-    kubectl = Kubectl(cluster.kubeconfig)
-    spec = minimal_spec("flies") | {"podTemplate": {"labels": {"experiment": "flies, round 2"}}}
-    kubectl.apply_job(job_manifest("flies", spec))
-    client = kubernetes.config.new_client_from_config(config_file=str(cluster.kubeconfig))
-    Reconciler(ClusterApi(client), SETTINGS, OperatorMetrics()).reconcile("default", "flies")
-    status = kubectl.job("flies")["status"]
-    assert status["phase"] == Phase.FAILED and kubectl.names("pods") == []
+    status = reconciled_with_pod_template(cluster, {"labels": {"experiment": "flies, round 2"}})
+    assert status["phase"] == Phase.FAILED and Kubectl(cluster.kubeconfig).names("pods") == []
     assert 'Pod "flies-0-0" is invalid: metadata.labels: Invalid value: "flies, round 2"' in status["message"]
