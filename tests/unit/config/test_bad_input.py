@@ -259,11 +259,13 @@ def test_validate_refuses_what_train_would_refuse_without_reading_data(write_yam
 
 def test_validate_warns_of_inputs_missing_here_but_passes(write_yaml: Any) -> None:
     """A configuration written for a cluster names its pods' paths: validating it on a laptop is no error."""
-    text = "dataset:\n  train_dataset:\n    dir:\n      path: [/no/such/flies, /tmp]\n"
+    text = "dataset:\n  train_dataset:\n    dir:\n      path: [/no/such/flies, /tmp, flies/day1]\n"
     result = CliRunner().invoke(app, ["config", "validate", str(write_yaml(text))])
     assert result.exit_code == 0, result.output
-    assert "warning: dataset.train_dataset.dir.path[0]: no such folder on this machine" in result.output
+    assert "warning: dataset.train_dataset.dir.path[0]: no such folder on this machine (got" in result.output
     assert "dir.path[1]" not in result.output
+    # A relative path is read from where the command runs, which the warning says.
+    assert f"dir.path[2]: no such folder on this machine (a relative path: from {Path.cwd()})" in result.output
 
 
 def test_duplicate_key_names_the_key_and_line(write_yaml: Any) -> None:

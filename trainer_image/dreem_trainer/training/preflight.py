@@ -67,5 +67,6 @@ def missing_inputs(config: DreemConfig, splits: tuple[str, ...] = TRAINING_SPLIT
                     continue
                 where = f"dataset.{name}.{key}" + (f"[{index}]" if numbered else "")
                 kind = "folder" if key == "dir.path" else "file"
-                issues.append(ConfigIssue(where, f"no such {kind} on this machine", path))
+                relative = "" if Path(path).is_absolute() else f" (a relative path: from {Path.cwd()})"
+                issues.append(ConfigIssue(where, f"no such {kind} on this machine{relative}", path))
     return issues
