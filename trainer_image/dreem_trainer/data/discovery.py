@@ -62,10 +62,15 @@ def pair_directory(directory: str, labels_suffix: str, vid_suffix: str, crop_siz
     if not root.is_dir():
         raise DataError(f"{directory}: no such data directory")
     listed = list(root.iterdir())  # listed once: a directory of thousands of videos is read once, not twice
-    entries = [path for path in listed if not is_tracking_output(path)]
-    outputs = sorted(path.name for path in listed if is_tracking_output(path))
+    entries: list[Path] = []
+    outputs: list[str] = []
+    for path in listed:
+        if is_tracking_output(path):
+            outputs.append(path.name)
+        else:
+            entries.append(path)
     if outputs:
-        _say_left_out(directory, first_few(outputs))
+        _say_left_out(directory, first_few(sorted(outputs)))
     labels = {_stem(p, labels_suffix): p for p in entries if p.name.endswith(labels_suffix) and p.is_file()}
     labels_files = set(labels.values())  # a set: the check below runs once per entry
     videos = {_stem(p, vid_suffix): p for p in entries if p.name.endswith(vid_suffix) and p not in labels_files}

@@ -238,7 +238,7 @@ class TiffReader:
 
         path = self._first_file()
         with tifffile.TiffFile(path) as image:
-            return plane_size(path, folder_frame(path, image) if os.path.isdir(self.path) else image.pages[0])
+            return plane_size(path, folder_frame(path, image))  # a stack's size was read on creation
 
     def pixel_size(self) -> PixelSize | None:
         """The calibration of the stack, or of the folder's first frame: see PixelSize.of."""

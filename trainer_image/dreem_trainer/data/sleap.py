@@ -18,12 +18,7 @@ class SleapLabels(LabelFormat):
 
     def read(self, labels_path: str, video_path: str) -> LabelledVideo:
         """The frames of the video that `video_path` names, in frame order."""
-        import sleap_io as sio
-
-        try:
-            labels = sio.load_slp(labels_path, open_videos=False)
-        except Exception as error:
-            raise DataError(f"{labels_path}: cannot read SLEAP labels ({error})") from error
+        labels = _load(labels_path)
         tracks = list(labels.tracks)
         frames = []
         for labelled_frame in sorted(labels.find(_matching_video(labels, labels_path, video_path)), key=_frame_idx):
@@ -49,12 +44,7 @@ class SleapLabels(LabelFormat):
 
     def videos_named(self, labels_path: str) -> list[str]:
         """Its videos' paths; an image sequence (a list of files) is not a video this reads."""
-        import sleap_io as sio
-
-        try:
-            labels = sio.load_slp(labels_path, open_videos=False)
-        except Exception as error:
-            raise DataError(f"{labels_path}: cannot read SLEAP labels ({error})") from error
+        labels = _load(labels_path)
         return [str(video.filename) for video in labels.videos if isinstance(video.filename, str)]
 
     def write(self, video: LabelledVideo, predictions: Predictions, output: Path) -> Path:
@@ -67,7 +57,7 @@ class SleapLabels(LabelFormat):
         """
         import sleap_io as sio
 
-        labels = sio.load_slp(video.labels_path, open_videos=False)
+        labels = _load(video.labels_path)
         source = _matching_video(labels, video.labels_path, video.video_path)
         named: dict[int, Any] = {}
         for key in sorted(predictions.tracks):
@@ -75,8 +65,9 @@ class SleapLabels(LabelFormat):
             if track not in named:
                 named[track] = sio.Track(name=track)  # a number, as DREEM writes it (sleap-io types it str)
         for labelled_frame in labels.find(source):
-            tracked = _instances(labelled_frame)
-            superseded = list(_replaced_predictions(labelled_frame).values())  # paired before tracks change
+            replaced = _replaced_predictions(labelled_frame)  # paired before tracks change
+            tracked = _instances(labelled_frame, replaced)
+            superseded = list(replaced.values())
             for index, instance in enumerate(tracked):
                 key = (_frame_idx(labelled_frame), index)
                 instance.track = named[predictions.tracks[key]] if key in predictions.tracks else None
@@ -100,15 +91,25 @@ class SleapLabels(LabelFormat):
         return output / f"{Path(video_path).stem}.dreem_track.slp"
 
 
+def _load(labels_path: str) -> Any:
+    """The labels file, its videos left closed; one that sleap-io cannot read is named."""
+    import sleap_io as sio
+
+    try:
+        return sio.load_slp(labels_path, open_videos=False)
+    except Exception as error:
+        raise DataError(f"{labels_path}: cannot read SLEAP labels ({error})") from error
+
+
 def _frame_idx(labelled_frame: Any) -> int:
     return int(labelled_frame.frame_idx)
 
 
-def _instances(labelled_frame: Any) -> list[Any]:
+def _instances(labelled_frame: Any, replaced: dict[int, tuple[Any, Any]] | None = None) -> list[Any]:
     """The instances dreem tracks in a labelled frame, in the order `index_in_frame` counts: the
     user-labelled ones, then the predictions no user instance replaced (an animal the user did not correct
-    is still there)."""
-    replaced = _replaced_predictions(labelled_frame)
+    is still there). `replaced`: the frame's `_replaced_predictions`, when the caller has them already."""
+    replaced = _replaced_predictions(labelled_frame) if replaced is None else replaced
     return [
         *labelled_frame.user_instances,
         *(prediction for prediction in labelled_frame.predicted_instances if id(prediction) not in replaced),

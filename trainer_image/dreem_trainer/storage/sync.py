@@ -161,7 +161,10 @@ class DirectorySync:
                 if not transient(error) or time.monotonic() + delay > deadline:
                     self.failures[name] = f"{self.remote.join(name)}: {explain(error)}"
                     log.error("could not store %s: %s", self.remote.join(name), explain(error))
-                    if action != self._delete and refusal(error) and self.refused is None:
+                    # The store refuses this run's writes (credentials, bucket policy, a bucket gone): training
+                    # on would store nothing. A refused deletion is not that (check_write lets a run without
+                    # DeleteObject go on).
+                    if action != self._delete and refused(error) and self.refused is None:
                         self.refused = StorageError(f"{self.failures[name]} (the store refused it; training stops)")
                     return
                 log.warning("storage unavailable (%s); retrying %s in %.0f s", explain(error), name, delay)
@@ -249,12 +252,6 @@ def transient(error: Exception) -> bool:
         status = http_status(error)
         return status >= 500 or status in (408, 429) or error_code(error) in ("RequestTimeout", "SlowDown")
     return False
-
-
-def refusal(error: Exception) -> bool:
-    """The store refuses this run's writes (credentials, bucket policy, a bucket gone): training on would store
-    nothing. A deletion it refuses is not one (check_write lets a run without DeleteObject go on)."""
-    return refused(error)
 
 
 def newest_checkpoint(storage: StorageConfig, remote: S3Uri) -> S3Uri | None:
