@@ -139,17 +139,46 @@ def tensorboard_scalars(logs: Path, trainer: Any) -> dict[str, list[float]]:
     return {key: [event.value for event in events.Scalars(key)] for key in LOGGED}
 
 
+WANDB_BLOCK = 32768
+"""W&B's run file is LevelDB's log format after a 7-byte W&B header: 32 KiB blocks of chunks, each with a
+7-byte header (checksum, little-endian length, type). A record longer than a block's rest spans chunks."""
+
+
+def wandb_records(run_file: Path) -> list[Any]:
+    from wandb.proto import wandb_internal_pb2
+
+    proto: Any = wandb_internal_pb2  # its names come by a star import for the installed protobuf: untyped
+    data = run_file.read_bytes()
+    assert data[:4] == b":W&B", f"{run_file} is not a W&B run file"
+    records, pending, position = [], b"", 7
+    while position + 7 <= len(data):
+        if WANDB_BLOCK - position % WANDB_BLOCK < 7:  # a block's tail too short for a header is padding
+            position += WANDB_BLOCK - position % WANDB_BLOCK
+            continue
+        length, kind = int.from_bytes(data[position + 4 : position + 6], "little"), data[position + 6]
+        chunk, position = data[position + 7 : position + 7 + length], position + 7 + length
+        pending = chunk if kind in (1, 2) else pending + chunk  # 1 full, 2 first, 3 middle, 4 last
+        if kind in (1, 4):
+            record = proto.Record()
+            record.ParseFromString(pending)
+            records.append(record)
+    return records
+
+
 def wandb_scalars(logs: Path, trainer: Any) -> dict[str, list[float]]:
-    """The metrics whose name and value, as the JSON text W&B records, are both in the offline run's file:
-    the run is finished first, as the process's exit would finish it, so its records are on disk."""
+    """The history the offline run's file holds, read record by record. The run is finished and W&B torn down
+    first, as the process's exit does (its atexit hook), so that its service has written and closed the file."""
+    import wandb
+
     trainer.logger.experiment.finish()
+    wandb.teardown()
     (run,) = logs.glob("wandb/offline-run-*/run-*.wandb")
-    data = run.read_bytes()
-    found = {}
-    for key in LOGGED:
-        text = json.dumps(float(trainer.callback_metrics[key]))
-        if key.encode() in data and text.encode() in data:
-            found[key] = [float(text)]
+    found: dict[str, list[float]] = {}
+    for record in wandb_records(run):
+        for item in record.history.item if record.HasField("history") else ():
+            key = item.key or "/".join(item.nested_key)  # W&B 0.31 writes every key as a nested one
+            if key in LOGGED:
+                found.setdefault(key, []).append(json.loads(item.value_json) if item.value_json else item.number)
     return found
 
 
@@ -160,6 +189,7 @@ READ_BACK = {"CSVLogger": csv_scalars, "TensorBoardLogger": tensorboard_scalars,
 def test_logger_types(tmp_path: Path, logger_type: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-settings"))  # no settings of this machine's user
     trainer = run_training(tiny_config(tmp_path, logging={"logger_type": logger_type, "project": "tests"}))
     logged = READ_BACK[logger_type](tmp_path / "logs", trainer)
     # One epoch: one value of each, the one the trainer computed (TensorBoard stores float32).
