@@ -16,6 +16,7 @@ import boto3
 import lightning.pytorch as pl
 import pytest
 import torch
+import yaml
 
 from dreem_trainer.config.paths import S3Uri
 from dreem_trainer.config.run import StorageConfig
@@ -140,6 +141,47 @@ def test_a_finished_run_resumes_without_training_again(s3_endpoint: str, tmp_pat
         )
     )
     assert fresh.global_step == 2
+
+
+def test_a_fresh_run_keeps_another_runs_checkpoints_on_s3(s3_endpoint: str, tmp_path: Path) -> None:
+    """resume: never into an S3 prefix holding another run's checkpoints wrote over its last.ckpt and its best
+    files of the same names, where a local folder kept them in earlier-<time>/: the prefix keeps them so too."""
+    out = bucket(s3_endpoint)
+    client = boto3.client("s3", endpoint_url=s3_endpoint)
+
+    def config(epochs: int, lr: float, **checkpointing: Any) -> Any:
+        return tiny_config(
+            tmp_path,
+            logging=None,
+            trainer={"max_epochs": epochs},
+            optimizer={"lr": lr},
+            storage=storage(s3_endpoint, tmp_path),
+            checkpointing={"dirpath": f"s3://{out}/models"} | checkpointing,
+        )
+
+    def stored(prefix: str) -> dict[str, bytes]:
+        """The objects directly under `prefix`, by name."""
+        names = [key.removeprefix(prefix) for key in keys(s3_endpoint, out, prefix)]
+        return {
+            name: client.get_object(Bucket=out, Key=prefix + name)["Body"].read() for name in names if "/" not in name
+        }
+
+    run_training(config(2, 0.001))
+    first = {name: body for name, body in stored("models/").items() if name.endswith(".ckpt")}
+    assert "last.ckpt" in first and len(first) > 1
+    run_training(config(1, 0.01, resume="never"))
+    (kept,) = {key.split("/")[1] for key in keys(s3_endpoint, out, "models/earlier-")}
+    earlier = stored(f"models/{kept}/")
+    assert {name: body for name, body in earlier.items() if name != "config.yaml"} == first
+    # With the configuration they were trained with; the prefix's own is the second run's.
+    assert yaml.safe_load(earlier["config.yaml"])["optimizer"]["lr"] == 0.001
+    now = stored("models/")
+    assert yaml.safe_load(now["config.yaml"])["optimizer"]["lr"] == 0.01
+    assert [name for name in now if not name.endswith(".ckpt")] == ["config.yaml"]
+    assert torch.load(io.BytesIO(now["last.ckpt"]), weights_only=False)["epoch"] == 0  # the second run's own
+    # Resuming moves nothing: the prefix's checkpoints are the run's own.
+    assert run_training(config(2, 0.01)).current_epoch == 2
+    assert {key.split("/")[1] for key in keys(s3_endpoint, out, "models/earlier-")} == {kept}
 
 
 def test_download_cache_skips_unchanged_and_refetches_changed(s3_endpoint: str, tmp_path: Path) -> None:

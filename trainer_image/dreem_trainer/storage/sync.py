@@ -34,7 +34,7 @@ PART_BYTES = 16 * 2**20
 Signature = tuple[str, int, int] | tuple[str, str]
 
 
-def _transfer_config() -> Any:
+def transfer_config() -> Any:
     from boto3.s3.transfer import TransferConfig
 
     return TransferConfig(multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=PART_BYTES, use_threads=False)
@@ -193,7 +193,7 @@ class DirectorySync:
         client = s3_client(self.storage)
         origin = self.remote.join(source)
         target = self.remote.join(name)
-        client.copy({"Bucket": origin.bucket, "Key": origin.key}, target.bucket, target.key, Config=_transfer_config())
+        client.copy({"Bucket": origin.bucket, "Key": origin.key}, target.bucket, target.key, Config=transfer_config())
         if self.cache and source in self.etags:
             # A copy's ETag is not always its source's (a multipart copy gets its own): ask the store.
             etag = str(client.head_object(Bucket=target.bucket, Key=target.key)["ETag"])

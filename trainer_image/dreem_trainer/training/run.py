@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import itertools
 import logging
 import netrc
 import os
@@ -13,7 +11,6 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
@@ -33,7 +30,7 @@ from dreem_trainer.config import ConfigError, ConfigIssue, DreemConfig, dump_yam
 from dreem_trainer.config.data import DataLoaderSplitConfig, DatasetSplitConfig
 from dreem_trainer.config.issues import did_you_mean, first_few
 from dreem_trainer.config.model import ModelConfig
-from dreem_trainer.config.paths import is_s3
+from dreem_trainer.config.paths import S3Uri, is_s3
 from dreem_trainer.config.run import Accelerator
 from dreem_trainer.data.augment import albumentations_transforms
 from dreem_trainer.data.cache import ByteBudgetCache, frame_cache_bytes
@@ -51,6 +48,7 @@ from dreem_trainer.hardware import (
 )
 from dreem_trainer.models.checkpoint import Checkpoint, load_weights, read_checkpoint
 from dreem_trainer.models.hub import fetch_checkpoint, is_hub
+from dreem_trainer.storage.earlier import keep_earlier_checkpoints, keep_earlier_stored_checkpoints, stamped_name
 from dreem_trainer.storage.staging import RUN_CONFIG, resumes, stage
 from dreem_trainer.tracking.metrics import (
     LOSS,
@@ -430,19 +428,14 @@ def threads_within_cpu_share(training_processes: int) -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-def set_aside_name(folder: Path, prefix: str, written: float, suffix: str = "") -> Path:
-    """A free name for what an earlier run left, by the time it was written: `<prefix><time><suffix>`, with
-    `-1`, `-2`... when that is taken."""
-    stamp = datetime.fromtimestamp(written).strftime("%Y%m%d-%H%M%S")
-    names = (folder / f"{prefix}{stamp}{f'-{n}' if n else ''}{suffix}" for n in itertools.count())
-    return next(name for name in names if not name.exists())
-
-
 def write_run_config(target: Path, text: str) -> None:
     """The run's configuration beside its checkpoints. An earlier run's that differs (another run trained into
     the same folder; a resumed run writes the same text again) is kept under the time it was written."""
     if target.exists() and target.read_text() != text:
-        kept = set_aside_name(target.parent, f"{target.stem}.", target.stat().st_mtime, target.suffix)
+        written = target.stat().st_mtime
+        kept = target.parent / stamped_name(
+            f"{target.stem}.", written, lambda n: (target.parent / n).exists(), target.suffix
+        )
         target.replace(kept)
         print(f"{target}: the earlier run's configuration is kept as {kept.name}", flush=True)
     target.write_text(text)
@@ -476,39 +469,6 @@ def check_learnable(dataset: Dataset[Clip], key: str) -> None:
             f"{key}: {files}: no instance has a track (an identity), and DREEM learns from identities: proofread "
             "the tracks in SLEAP first (dreem track tracks untracked labels with a trained model)"
         )
-
-
-def keep_earlier_checkpoints(folder: Path, reading: str | None) -> Path | None:
-    """A run that starts afresh in a folder holding another run's checkpoints (the last.ckpt and best files
-    dreem writes) moves them into `earlier-<time>/` there, with the configuration they were trained with, and
-    returns that folder: Lightning would write over last.ckpt and over best files of the same names. Not when
-    the run fine-tunes from one of them (`model.ckpt_path` naming a DREEM checkpoint kept there): it reads it.
-    Other files stay, and a file another process moved first is left to it."""
-    if not folder.is_dir():
-        return None
-    found = [
-        path
-        for path in folder.iterdir()
-        if (path.name == "last.ckpt" or (path.suffix == ".ckpt" and "-best_" in path.name))
-        and (path.is_symlink() or path.is_file())
-    ]
-    if not found or (reading is not None and any(path.resolve() == Path(reading).resolve() for path in found)):
-        return None
-    written = max(path.lstat().st_mtime for path in found)
-    while True:
-        kept = set_aside_name(folder, "earlier-", written)
-        with contextlib.suppress(FileExistsError):  # another process took that name since
-            kept.mkdir()
-            break
-    for path in [*found, folder / RUN_CONFIG]:
-        with contextlib.suppress(FileNotFoundError):
-            path.rename(kept / path.name)  # last.ckpt's link is relative: it still points at its best file
-    print(
-        f"{folder}: another run's checkpoints are kept in {kept.name}/ (to continue that run instead, move them "
-        "back and train with --resume auto)",
-        flush=True,
-    )
-    return kept
 
 
 def run_training(config: DreemConfig, callbacks: Sequence[Callback] = ()) -> pl.Trainer:
@@ -568,9 +528,15 @@ def run_training(config: DreemConfig, callbacks: Sequence[Callback] = ()) -> pl.
         load_weights(module.model, start.fine_tune)
     if trainer.is_global_zero:
         directory = local.checkpoint_dir()
-        fresh_here = start.resume_from is None and not checkpoints_on_s3
-        if fresh_here and local.trainer.enable_checkpointing:  # every check has passed: training starts now
-            keep_earlier_checkpoints(directory, local.model.ckpt_path)
+        fresh = start.resume_from is None and staged.resumed_from is None
+        if fresh and local.trainer.enable_checkpointing:  # every check has passed: training starts now
+            if checkpoints_on_s3:
+                assert config.checkpointing.dirpath is not None
+                remote = S3Uri.parse(config.checkpointing.dirpath)
+                if keep_earlier_stored_checkpoints(config.storage, remote, config.model.ckpt_path):
+                    (directory / RUN_CONFIG).unlink(missing_ok=True)  # staged from the prefix, and moved there
+            else:
+                keep_earlier_checkpoints(directory, local.model.ckpt_path)
         directory.mkdir(parents=True, exist_ok=True)
         # The configuration as given (s3:// paths, not the local cache they were staged to).
         write_run_config(directory / RUN_CONFIG, dump_yaml(config))
