@@ -152,16 +152,29 @@ class TrackingCounts:
         return scores | {name: float(value) for name, value in self.as_dict().items() if name not in scores}
 
 
-def distinct_per_frame(frame_keys: npt.NDArray[Any], tracks: npt.ArrayLike) -> npt.NDArray[np.int64]:
+def frame_groups(frame_keys: npt.NDArray[Any]) -> list[npt.NDArray[np.int64]]:
+    """The rows of each frame, frames in sorted order and rows in their order: one sort, where selecting each
+    frame's rows by comparison scanned every row once per frame (minutes on an hour of video)."""
+    if frame_keys.size == 0:
+        return []
+    order = np.argsort(frame_keys, kind="stable")
+    starts = np.flatnonzero(frame_keys[order][1:] != frame_keys[order][:-1]) + 1
+    return np.split(order, starts)
+
+
+def distinct_per_frame(groups: list[npt.NDArray[np.int64]], tracks: npt.ArrayLike) -> npt.NDArray[np.int64]:
     """Track ids with a second instance of one id in a frame (a labelling slip) given an id of its own: the
     n-th repeat of id t in any frame becomes the same new id, above all others. CLEAR-MOT and IDF1 count
-    objects by id per frame; repeated ids made motmetrics count an IDF1 above 1."""
+    objects by id per frame; repeated ids made motmetrics count an IDF1 above 1. `groups`: frame_groups."""
     ids = np.asarray(tracks, dtype=np.int64).copy()
     renamed: dict[tuple[int, int], int] = {}
     top = int(ids.max()) + 1 if ids.size else 0
-    for frame in np.unique(frame_keys):
+    for rows in groups:
+        here = ids[rows]
+        if len(np.unique(here[here >= 0])) == np.count_nonzero(here >= 0):
+            continue  # no id twice in this frame: the usual case, decided without a loop
         seen: dict[int, int] = {}
-        for row in np.flatnonzero((frame_keys == frame) & (ids >= 0)):
+        for row in rows[here >= 0]:
             repeat = seen.get(int(ids[row]), 0)
             seen[int(ids[row])] = repeat + 1
             if repeat:
@@ -176,13 +189,12 @@ def tracking_counts(frame_keys: npt.ArrayLike, ground_truth: npt.ArrayLike, pred
     """Counts over instances given as parallel arrays: frame of each, its true track (-1: none), its predicted track."""
     import motmetrics
 
-    frames = np.asarray(frame_keys)
-    truth, guess = distinct_per_frame(frames, ground_truth), distinct_per_frame(frames, predicted)
+    groups = frame_groups(np.asarray(frame_keys))
+    truth, guess = distinct_per_frame(groups, ground_truth), distinct_per_frame(groups, predicted)
     accumulator = motmetrics.MOTAccumulator(auto_id=False)
-    for number, frame in enumerate(np.unique(frames)):
-        here = frames == frame
-        gt_rows = np.flatnonzero(here & (truth >= 0))
-        pred_rows = np.flatnonzero(here & (guess >= 0) & (truth >= 0))
+    for number, rows in enumerate(groups):
+        gt_rows = rows[truth[rows] >= 0]
+        pred_rows = rows[(guess[rows] >= 0) & (truth[rows] >= 0)]
         distances = np.where(gt_rows[:, None] == pred_rows[None, :], 0.0, np.nan)
         accumulator.update(truth[gt_rows].tolist(), guess[pred_rows].tolist(), distances, frameid=number)
     if accumulator.events.empty:
