@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import kubernetes
 import pytest
@@ -307,3 +308,70 @@ def test_the_name_rule_refuses_a_job_whose_children_could_not_be_named(kubectl: 
     )
     manifest["metadata"] = {"name": "a" * 56}
     kubectl.apply_job(manifest)
+
+
+def watched(kubectl: Kubectl, **params: Any) -> list[tuple[str, str, str]]:
+    """(type, name, resourceVersion) of every event a pod watch gets until the server ends it (timeoutSeconds)."""
+    stream = kubernetes.watch.Watch().stream(
+        kubectl.core.list_namespaced_pod, "default", timeout_seconds=1, _preload_content=False, **params
+    )
+    return [
+        (event["type"], event["raw_object"]["metadata"]["name"], event["raw_object"]["metadata"]["resourceVersion"])
+        for event in stream
+    ]
+
+
+def pod(name: str, **labels: str) -> dict[str, object]:
+    return {"metadata": {"name": name, "labels": labels}, "spec": {"containers": [{"name": "c", "image": "i"}]}}
+
+
+def test_a_watch_starts_where_its_resource_version_says_and_ends_after_its_timeout(kubectl: Kubectl) -> None:
+    """kopf lists, then watches from the list's version, and again from the last event's when a watch ends:
+    each event once. A watch without a version starts with the objects there are."""
+    first = kubectl.core.create_namespaced_pod("default", pod("a"))
+    listed = kubectl.core.list_namespaced_pod("default").metadata.resource_version
+    kubectl.core.patch_namespaced_pod("a", "default", {"metadata": {"labels": {"x": "1"}}})
+    kubectl.core.create_namespaced_pod("default", pod("b"))
+    later = watched(kubectl, resource_version=listed)
+    assert [(kind, name) for kind, name, _ in later] == [("MODIFIED", "a"), ("ADDED", "b")]
+    assert watched(kubectl, resource_version=later[-1][2]) == []  # nothing since the last event
+    from_before = watched(kubectl, resource_version=first.metadata.resource_version)
+    assert from_before == later  # the same events at the same versions, however often asked
+    assert sorted((kind, name) for kind, name, _ in watched(kubectl)) == [("ADDED", "a"), ("ADDED", "b")]
+
+
+def test_a_watch_from_before_the_changes_kept_gets_410_expired(tmp_path: Path) -> None:
+    with cluster_with_crd(tmp_path) as cluster:
+        cluster.emulator.changes_kept = 2
+        kubectl = Kubectl(cluster.kubeconfig)
+        kubectl.core.create_namespaced_pod("default", pod("z"))
+        before = kubectl.core.list_namespaced_pod("default").metadata.resource_version
+        created = kubectl.core.create_namespaced_pod("default", pod("a")).metadata.resource_version
+        for value in ("1", "2"):
+            kubectl.core.patch_namespaced_pod("a", "default", {"metadata": {"labels": {"x": value}}})
+        # Two changes kept (the patches): a watch from before the creation would miss it.
+        with pytest.raises(kubernetes.client.ApiException) as expired:
+            watched(kubectl, resource_version=before)
+        assert expired.value.status == 410 and "too old resource version" in str(expired.value.reason)
+        # From the creation on, the window holds every change there was.
+        assert [kind for kind, _, _ in watched(kubectl, resource_version=created)] == ["MODIFIED", "MODIFIED"]
+
+
+def test_a_change_across_a_watch_selector_arrives_as_added_or_deleted(kubectl: Kubectl) -> None:
+    """The watch cache converts a change that makes an object match, or stop matching, a watch's selector
+    into ADDED or DELETED: an operator watching its own pods by label sees one relabelled away go."""
+    start = kubectl.core.list_namespaced_pod("default").metadata.resource_version
+    kubectl.core.create_namespaced_pod("default", pod("p", app="dreem"))
+    kubectl.core.create_namespaced_pod("default", pod("other", app="else"))
+    for app in ("else", "dreem"):
+        kubectl.core.patch_namespaced_pod("p", "default", {"metadata": {"labels": {"app": app}}})
+    kubectl.core.delete_namespaced_pod("p", "default")
+    events = watched(kubectl, resource_version=start, label_selector="app=dreem")
+    assert [(kind, name) for kind, name, _ in events] == [
+        ("ADDED", "p"),
+        ("DELETED", "p"),
+        ("ADDED", "p"),
+        ("DELETED", "p"),
+    ]
+    versions = [int(version) for _, _, version in events]
+    assert versions == sorted(versions) and len(set(versions)) == 4  # each at its own change's version

@@ -32,13 +32,21 @@ garbage-collects dependents. Each of those changes what the operator does, so th
   grace period (graceful termination); a later delete with a shorter grace period brings both forward; a
   pod never started goes at once;
 - deleting an object deletes, in turn, every object whose owners are all gone (background propagation),
-  unless the request asks for `propagationPolicy: Orphan`.
+  unless the request asks for `propagationPolicy: Orphan`;
+- a watch starts where its `resourceVersion` says, as the API server's watch cache serves it: unset or "0",
+  with an ADDED event for each object there is, then every change; a version, with every change after it,
+  or, when that is older than the changes kept (`changes_kept` per resource), an ERROR event carrying 410
+  Expired ("too old resource version"), on which clients list again. An object that starts or stops
+  matching the watch's selectors arrives as ADDED or DELETED, as the watch cache converts it. The stream
+  ends after `timeoutSeconds`, and `watch` is read as Go's ParseBool reads it (the `kubernetes` client
+  sends `watch=True`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import copy
 import functools
 import json
@@ -90,7 +98,22 @@ BUILTIN_RESOURCES: dict[str, ResourceInfo] = {
 REQUESTS_KEPT = 16
 VERBS = {"get", "list", "watch", "create", "update", "patch", "delete"}
 ENDED_PHASES = ("Succeeded", "Failed")
+TRUE_WORDS = {"1", "t", "T", "TRUE", "true", "True"}
+"""What Go's strconv.ParseBool reads as true: how the API server reads `watch=`."""
 """Pod phases a pod does not leave: such a pod is deleted at once, as one no node holds."""
+
+
+def expired(message: str) -> KubernetesObject:
+    """The Status of a 410 Gone: a resourceVersion older than the server keeps."""
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": "Expired",
+        "code": 410,
+    }
 
 
 def _now(later: float = 0) -> str:
@@ -179,6 +202,17 @@ class Write:
     subresource: str | None = None
 
 
+@attrs.frozen
+class Change:
+    """One change to an object, as the watch cache keeps it: the object after it (the last state, for a
+    deletion) and before it, to tell a watch whose selector the change crosses."""
+
+    revision: int
+    type: str
+    obj: KubernetesObject
+    previous: KubernetesObject | None
+
+
 @attrs.define(kw_only=True)
 class ClusterEmulator(KubernetesEmulator):
     _revision: int = attrs.field(default=0, init=False)
@@ -196,6 +230,12 @@ class ClusterEmulator(KubernetesEmulator):
     """(who, action, plural, labelSelector) of every list and watch: what each client asked to be sent."""
     _kept: dict[references.resource, dict[tuple[str | None, str], Any]] = attrs.field(factory=dict, init=False)
     """Every object ever stored (kmock's record of its versions), by resource: what a list looks through."""
+    changes_kept: int = 1000
+    """Changes kept per resource for watches that resume from a resourceVersion (the watch cache's window)."""
+    _changes: dict[references.resource, collections.deque[Change]] = attrs.field(factory=dict, init=False)
+    _expired: dict[references.resource, int] = attrs.field(factory=dict, init=False)
+    """The newest revision each resource's window no longer holds: a watch from before it gets 410."""
+    _changed: asyncio.Condition | None = attrs.field(default=None, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -255,6 +295,8 @@ class ClusterEmulator(KubernetesEmulator):
         if is_object_request and request.method == enums.method.PUT and request.name is not None:
             # kmock leaves PUT on a named object (an update, which replaces it) unparsed.
             object.__setattr__(request, "action", enums.action.UPDATE)
+        if is_object_request and request.method == enums.method.GET and request.params.get("watch") in TRUE_WORDS:
+            object.__setattr__(request, "action", enums.action.WATCH)  # kmock knows only watch=true
         if request.resource is not None and request.action is not None:
             self.served[f"{request.action.value} {request.resource.plural}"] += 1
             if request.action in (enums.action.LIST, enums.action.WATCH):
@@ -310,6 +352,9 @@ class ClusterEmulator(KubernetesEmulator):
                 message="sendInitialEvents: Forbidden: sendInitialEvents is forbidden for watch unless the "
                 "WatchList feature gate is enabled",
             )
+        version = request.params.get("resourceVersion") or "0"
+        if not version.isdigit():
+            raise KubernetesError(status=400, reason="BadRequest", message=f"invalid resource version: {version!r}")
         response = aiohttp.web.StreamResponse(headers={"Content-Type": "application/json"})
         await response.prepare(request._raw_request)
         try:
@@ -387,7 +432,7 @@ class ClusterEmulator(KubernetesEmulator):
         else:
             self._objects[key] = obj
             self._kept.setdefault(key[0], {})[key[1], key[2]] = self._objects[key]
-        await self._buses[key[0]].put({"type": "ADDED", "object": copy.deepcopy(obj)})
+        await self._announce(key[0], "ADDED", obj, None)
 
     async def seed(self, resource: str, objects: list[KubernetesObject]) -> None:
         """Store objects as if created by someone else, without an HTTP request each (a busy cluster's
@@ -405,10 +450,11 @@ class ClusterEmulator(KubernetesEmulator):
         async with self._lock:
             for name in names:
                 key: ObjectKey = (parsed, namespace, name)
-                new = copy.deepcopy(dict(dicts.patch_dict(self._objects[key].raw, patch)))
+                old = self._objects[key].raw
+                new = copy.deepcopy(dict(dicts.patch_dict(old, patch)))
                 self._bump(new)
                 self._objects[key].create(new)
-                await self._buses[parsed].put({"type": "MODIFIED", "object": copy.deepcopy(new)})
+                await self._announce(parsed, "MODIFIED", new, old)
 
     def _stored(self, request: rendering.Request, namespace: str | None, name: str | None) -> Any:
         """The stored object a request names, found by its key."""
@@ -483,7 +529,7 @@ class ClusterEmulator(KubernetesEmulator):
         if meta.get("deletionTimestamp") and not meta.get("finalizers") and not meta.get("deletionGracePeriodSeconds"):
             await self._delete(key, cascade=True)
         else:
-            await self._buses[request.resource].put({"type": "MODIFIED", "object": copy.deepcopy(new)})
+            await self._announce(request.resource, "MODIFIED", new, old)
 
     async def _delete(self, key: ObjectKey, cascade: bool, grace: int | None = None) -> None:
         obj = self._objects[key]
@@ -502,13 +548,14 @@ class ClusterEmulator(KubernetesEmulator):
                     grace = int((obj.raw.get("spec") or {}).get("terminationGracePeriodSeconds", default))
                 marked["metadata"].update(deletionTimestamp=_now(later=grace), deletionGracePeriodSeconds=grace)
                 self._bump(marked)
+                previous = obj.raw
                 obj.create(marked)
-                await self._buses[key[0]].put({"type": "MODIFIED", "object": copy.deepcopy(marked)})
+                await self._announce(key[0], "MODIFIED", marked, previous)
             return
         last = copy.deepcopy(obj.raw)
         self._bump(last)
         obj.delete()
-        await self._buses[key[0]].put({"type": "DELETED", "object": last})
+        await self._announce(key[0], "DELETED", last, last)
         if cascade:
             await self._collect_garbage(meta["uid"])
 
@@ -542,14 +589,90 @@ class ClusterEmulator(KubernetesEmulator):
             "items": items,
         }
 
+    async def _announce(
+        self, resource: references.resource, kind: str, obj: KubernetesObject, previous: KubernetesObject | None
+    ) -> None:
+        """Keep a change in its resource's window and wake the watches."""
+        changes = self._changes.setdefault(resource, collections.deque(maxlen=self.changes_kept))
+        if len(changes) == changes.maxlen:
+            self._expired[resource] = changes[0].revision
+        revision = int(obj["metadata"]["resourceVersion"])
+        changes.append(Change(revision, kind, copy.deepcopy(obj), copy.deepcopy(previous)))
+        async with self._changes_condition():
+            self._changes_condition().notify_all()
+
+    def _changes_condition(self) -> asyncio.Condition:
+        if self._changed is None:  # made in the server's event loop, on first use
+            self._changed = asyncio.Condition()
+        return self._changed
+
     async def _serve_watch(self, request: rendering.Request) -> AsyncIterator[rendering.Payload]:
+        """The events a watch from `resourceVersion` gets (see the module's docstring), until `timeoutSeconds`."""
+        assert request.resource is not None
+        resource = request.resource
         selector, fields = request.params.get("labelSelector"), request.params.get("fieldSelector")
-        async for event in super()._serve_watch(request):
-            obj = event.get("object", {}) if isinstance(event, dict) else {}
-            if not isinstance(event, dict) or (
-                _matches(selector, obj.get("metadata", {}).get("labels") or {}) and _fields_match(fields, obj)
-            ):
-                yield event
+        timeout = request.params.get("timeoutSeconds")
+        deadline = None if not timeout else asyncio.get_running_loop().time() + int(timeout)
+
+        def passes(obj: KubernetesObject | None) -> bool:
+            if obj is None:
+                return False
+            meta = obj.get("metadata", {})
+            if request.namespace is not None and meta.get("namespace") != request.namespace:
+                return False
+            if request.name is not None and meta.get("name") != request.name:
+                return False
+            return _matches(selector, meta.get("labels") or {}) and _fields_match(fields, obj)
+
+        def converted(change: Change) -> KubernetesObject | None:
+            """The watch cache's conversion (cacheWatcher.convertToWatchEvent): a change that crosses the
+            selector is an ADDED or a DELETED of the object as it was, at the change's version."""
+            now, before = change.type != "DELETED" and passes(change.obj), passes(change.previous)
+            if now:
+                return {"type": change.type if before or change.type == "ADDED" else "ADDED", "object": change.obj}
+            if before:
+                assert change.previous is not None
+                gone = copy.deepcopy(change.previous)
+                gone["metadata"]["resourceVersion"] = str(change.revision)
+                return {"type": "DELETED", "object": gone}
+            return None
+
+        yield b""  # the headers go out at once, as a watch with nothing to say yet still streams
+        start = request.params.get("resourceVersion") or "0"
+        async with self._lock:
+            if start == "0":  # Start at Most Recent / Any: the objects there are, as ADDED events
+                seen = self._revision
+                objects = [o.raw for o in self._kept.get(resource, {}).values() if not o.deleted]
+                initial = [{"type": "ADDED", "object": copy.deepcopy(o)} for o in objects if passes(o)]
+            elif int(start) < self._expired.get(resource, 0):
+                # Past authorization and a version that parses, the API server fails a watch with an ERROR
+                # event rather than an HTTP error (Cacher.Watch's newErrWatcher).
+                oldest = self._changes[resource][0].revision
+                message = f"too old resource version: {start} ({oldest - 1})"
+                initial = [{"type": "ERROR", "object": expired(message)}]
+            else:
+                seen, initial = int(start), []
+        for event in initial:
+            yield event
+        if initial and initial[0]["type"] == "ERROR":
+            return
+        condition = self._changes_condition()
+        while True:
+            pending = [change for change in self._changes.get(resource, ()) if change.revision > seen]
+            for change in pending:
+                seen = change.revision
+                sent = converted(change)
+                if sent is not None:
+                    yield sent
+            if pending:
+                continue
+            left = None if deadline is None else deadline - asyncio.get_running_loop().time()
+            if left is not None and left <= 0:
+                return  # timeoutSeconds: the server ends the stream, the client watches again from `seen`
+            async with condition:  # a change announced since the scan above holds the condition until now
+                if not any(change.revision > seen for change in self._changes.get(resource, ())):
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(condition.wait(), timeout=left)
 
 
 class EmulatedCluster:

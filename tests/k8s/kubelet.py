@@ -1,7 +1,7 @@
 """A test node: a kubelet that runs each pod's container as a local process, with the scheduler's part for its
 one node, and the failure modes a lab cluster shows in its first week.
 
-It polls the API (no watch: the emulator and the `kubernetes` client disagree on watch parameters), and
+It polls the API (a real kubelet watches; polling keeps this one a plain loop beside its processes), and
 for every new pod it resolves the environment (values, Secret and ConfigMap keys, field references),
 writes ConfigMap, Secret and emptyDir volumes into a per-pod sandbox, rewrites mount paths in the
 command line to the sandbox, and starts the process in its own session. Pod DNS names
