@@ -360,9 +360,9 @@ def test_a_watch_from_before_the_changes_kept_gets_410_expired(tmp_path: Path) -
 def test_a_change_across_a_watch_selector_arrives_as_added_or_deleted(kubectl: Kubectl) -> None:
     """The watch cache converts a change that makes an object match, or stop matching, a watch's selector
     into ADDED or DELETED: an operator watching its own pods by label sees one relabelled away go."""
+    kubectl.core.create_namespaced_pod("default", pod("other", app="else"))
     start = kubectl.core.list_namespaced_pod("default").metadata.resource_version
     kubectl.core.create_namespaced_pod("default", pod("p", app="dreem"))
-    kubectl.core.create_namespaced_pod("default", pod("other", app="else"))
     for app in ("else", "dreem"):
         kubectl.core.patch_namespaced_pod("p", "default", {"metadata": {"labels": {"app": app}}})
     kubectl.core.delete_namespaced_pod("p", "default")

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from dreem_operator.api import Phase, Reason
+from dreem_trainer.contract import PLURAL
 from tests.conftest import dreem_executable, free_port
 from tests.k8s.emulator import EmulatedCluster
 from tests.k8s.harness import Kubectl, cluster_with_crd, condition, job_manifest, minimal_spec, phase_is
@@ -144,3 +145,31 @@ def test_jobs_outside_the_watched_namespaces_are_left_alone(served: Served) -> N
     assert served.kubectl.wait_for_pods("dreem.sleap.ai/job=here", 2, timeout=30) == ["here-0-0", "here-0-1"]
     assert "status" not in served.kubectl.job("elsewhere", namespace="other")
     assert served.kubectl.pods(namespace="other") == []
+
+
+def test_the_operator_carries_on_through_watches_that_end_and_expire(tmp_path: Path) -> None:
+    """An API server ends every watch after a while and keeps a short window of changes: kopf watches again
+    from the last version it saw, or lists afresh on 410 Expired. Here every watch ends within 0.3 s and one
+    change per resource is kept, and the job is created and changed while no watch is open: the operator's
+    next watch of jobs is answered 410, and the job still runs once to its end, each of its pods made once."""
+    with cluster_with_crd(tmp_path) as cluster:
+        cluster.emulator.changes_kept, cluster.emulator.longest_watch_s = 1, 0.3
+        operator = OperatorProcess(cluster.kubeconfig, tmp_path / "operator.log", master_port=str(free_port()))
+        operator.start("--namespace", "default")
+        served = Served(cluster, Kubectl(cluster.kubeconfig), operator, tmp_path)
+        kubelet = served.kubelet(STAND_IN)
+        try:
+            with cluster.holding_watches():
+                deadline = time.monotonic() + 30
+                while cluster.emulator.waiting_watches[PLURAL] == 0 and time.monotonic() < deadline:
+                    time.sleep(0.05)  # the operator's job watch ends and waits to start again
+                served.kubectl.apply_job(job("steady", {"SLEEP": "1"}))
+                served.kubectl.patch_job("steady", {"metadata": {"annotations": {"lab/note": "second change"}}})
+            done = served.kubectl.wait_for("steady", phase_is(Phase.SUCCEEDED), timeout=90, what="Succeeded")
+        finally:
+            kubelet.stop()
+            operator.stop()
+        created = [write for write in cluster.emulator.writes if write.verb == "create" and write.plural == "pods"]
+        expired = cluster.emulator.served[f"EXPIRED {PLURAL}"]
+    assert expired >= 1  # the watch from before the job was answered 410, and the operator listed again
+    assert done["status"]["restarts"] == 0 and len(created) == 2

@@ -38,8 +38,8 @@ garbage-collects dependents. Each of those changes what the operator does, so th
   or, when that is older than the changes kept (`changes_kept` per resource), an ERROR event carrying 410
   Expired ("too old resource version"), on which clients list again. An object that starts or stops
   matching the watch's selectors arrives as ADDED or DELETED, as the watch cache converts it. The stream
-  ends after `timeoutSeconds`, and `watch` is read as Go's ParseBool reads it (the `kubernetes` client
-  sends `watch=True`).
+  ends after `timeoutSeconds` (or `longest_watch_s`), and `watch` is read as Go's ParseBool reads it (the
+  `kubernetes` client sends `watch=True`).
 """
 
 from __future__ import annotations
@@ -225,17 +225,25 @@ class ClusterEmulator(KubernetesEmulator):
     writes: list[Write] = attrs.field(factory=list, init=False)
     """Every write served (create, update, patch, delete), oldest first."""
     served: collections.Counter[str] = attrs.field(factory=collections.Counter, init=False)
-    """Requests served, by "<action> <plural>" (e.g. "LIST pods"): what the benchmarks count per job."""
+    """Requests served, by "<action> <plural>" (e.g. "LIST pods"; "EXPIRED pods" for a watch answered 410):
+    what the benchmarks count per job."""
     selectors: collections.Counter[tuple[str, str, str, str]] = attrs.field(factory=collections.Counter, init=False)
     """(who, action, plural, labelSelector) of every list and watch: what each client asked to be sent."""
     _kept: dict[references.resource, dict[tuple[str | None, str], Any]] = attrs.field(factory=dict, init=False)
     """Every object ever stored (kmock's record of its versions), by resource: what a list looks through."""
     changes_kept: int = 1000
+    longest_watch_s: float | None = None
+    """When set, every watch ends after at most this long, as the API server ends each after a random 30 to 60
+    minutes (--min-request-timeout) whatever the client asked: a test's way to make clients watch again."""
     """Changes kept per resource for watches that resume from a resourceVersion (the watch cache's window)."""
     _changes: dict[references.resource, collections.deque[Change]] = attrs.field(factory=dict, init=False)
     _expired: dict[references.resource, int] = attrs.field(factory=dict, init=False)
     """The newest revision each resource's window no longer holds: a watch from before it gets 410."""
     _changed: asyncio.Condition | None = attrs.field(default=None, init=False)
+    watches_held: asyncio.Event | None = attrs.field(default=None, init=False)
+    """While set, a watch opened waits before it starts (see EmulatedCluster.holding_watches)."""
+    waiting_watches: collections.Counter[str] = attrs.field(factory=collections.Counter, init=False)
+    """Watches waiting there, by plural."""
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -611,8 +619,8 @@ class ClusterEmulator(KubernetesEmulator):
         assert request.resource is not None
         resource = request.resource
         selector, fields = request.params.get("labelSelector"), request.params.get("fieldSelector")
-        timeout = request.params.get("timeoutSeconds")
-        deadline = None if not timeout else asyncio.get_running_loop().time() + int(timeout)
+        limits = [float(t) for t in (request.params.get("timeoutSeconds"), self.longest_watch_s) if t]
+        deadline = asyncio.get_running_loop().time() + min(limits) if limits else None
 
         def passes(obj: KubernetesObject | None) -> bool:
             if obj is None:
@@ -638,6 +646,12 @@ class ClusterEmulator(KubernetesEmulator):
             return None
 
         yield b""  # the headers go out at once, as a watch with nothing to say yet still streams
+        while self.watches_held is not None:
+            self.waiting_watches[str(resource.plural)] += 1
+            try:
+                await self.watches_held.wait()
+            finally:
+                self.waiting_watches[str(resource.plural)] -= 1
         start = request.params.get("resourceVersion") or "0"
         async with self._lock:
             if start == "0":  # Start at Most Recent / Any: the objects there are, as ADDED events
@@ -650,6 +664,7 @@ class ClusterEmulator(KubernetesEmulator):
                 oldest = self._changes[resource][0].revision
                 message = f"too old resource version: {start} ({oldest - 1})"
                 initial = [{"type": "ERROR", "object": expired(message)}]
+                self.served[f"EXPIRED {resource.plural}"] += 1
             else:
                 seen, initial = int(start), []
         for event in initial:
@@ -706,6 +721,25 @@ class EmulatedCluster:
             raise TimeoutError("the Kubernetes emulator did not start")
         self.kubeconfig.write_text(self._config("emulated"))
         return self
+
+    @contextmanager
+    def holding_watches(self) -> Iterator[None]:
+        """Watches opened meanwhile start only when this ends: what a client reconnecting while the API server
+        is busy or restarting sees, and the way to change objects while no watch is open."""
+
+        async def hold() -> None:
+            self.emulator.watches_held = asyncio.Event()
+
+        async def release() -> None:
+            held, self.emulator.watches_held = self.emulator.watches_held, None
+            if held is not None:
+                held.set()
+
+        asyncio.run_coroutine_threadsafe(hold(), self.loop).result()
+        try:
+            yield
+        finally:
+            asyncio.run_coroutine_threadsafe(release(), self.loop).result()
 
     def kubeconfig_for(self, user: str) -> Path:
         """A kubeconfig whose bearer token is `user`: the emulator records that user's writes under it."""
