@@ -4,6 +4,8 @@ lists for kmock's emulator, checked over HTTP with the same client the operator 
 from __future__ import annotations
 
 import json
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ import pytest
 
 from dreem_trainer.contract import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from tests.k8s.harness import Kubectl, cluster_with_crd
+from tests.k8s.kubelet import LocalKubelet
 
 
 @pytest.fixture
@@ -375,3 +378,81 @@ def test_a_change_across_a_watch_selector_arrives_as_added_or_deleted(kubectl: K
     ]
     versions = [int(version) for _, _, version in events]
     assert versions == sorted(versions) and len(set(versions)) == 4  # each at its own change's version
+
+
+def test_a_dependent_made_after_its_owner_was_deleted_is_collected(kubectl: Kubectl) -> None:
+    """The garbage collector deletes a dependent whose owners are all gone, however late it was made: a
+    controller that creates a child of a job the user has just deleted leaves nothing behind."""
+    owner = kubectl.apply_job(job())
+    reference = {"apiVersion": API_VERSION, "kind": KIND, "name": "j", "uid": owner["metadata"]["uid"]}
+    kubectl.delete_job("j")
+    kubectl.core.create_namespaced_config_map("default", {"metadata": {"name": "late", "ownerReferences": [reference]}})
+    kubectl.core.create_namespaced_config_map("default", {"metadata": {"name": "free"}})
+    deadline = time.monotonic() + 10
+    while kubectl.names("configmaps") != ["free"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert kubectl.names("configmaps") == ["free"]
+
+
+def test_a_write_that_changes_nothing_is_not_stored(kubectl: Kubectl) -> None:
+    """The API server stores no write whose result equals the object: the same resourceVersion comes back,
+    and no watch hears of it (kopf's status patches that change nothing wake no one)."""
+    before = kubectl.apply_job(job())["metadata"]["resourceVersion"]
+    kubectl.patch_job("j", {"spec": {}})
+    kubectl.custom.patch_namespaced_custom_object_status(
+        GROUP, VERSION, "default", PLURAL, "j", {"status": None}, _content_type="application/merge-patch+json"
+    )
+    assert kubectl.job("j")["metadata"]["resourceVersion"] == before
+    kubectl.patch_job("j", {"spec": {"image": "trainer:2"}})
+    after = kubectl.job("j")["metadata"]["resourceVersion"]
+    assert int(after) > int(before)
+    stream = kubernetes.watch.Watch().stream(
+        kubectl.custom.list_namespaced_custom_object,
+        GROUP,
+        VERSION,
+        "default",
+        PLURAL,
+        resource_version=before,
+        timeout_seconds=1,
+        _preload_content=False,
+    )
+    assert [(event["type"], event["raw_object"]["metadata"]["resourceVersion"]) for event in stream] == [
+        ("MODIFIED", after)
+    ]
+
+
+def test_a_deleted_pod_reaches_a_terminal_phase_before_it_goes(tmp_path: Path) -> None:
+    """Since Kubernetes 1.27 a kubelet writes a deleted pod's end (phase Failed, the container's exit code)
+    before it removes the pod: a controller watching sees how it ended, SIGTERM's 143 here."""
+    sleeper = [sys.executable, "-c", "import time; time.sleep(600)"]
+
+    def phase(api: Kubectl) -> str | None:
+        found = [item for item in api.pods() if item["metadata"]["name"] == "p"]
+        return str((found[0].get("status") or {}).get("phase")) if found else None
+
+    with cluster_with_crd(tmp_path) as cluster:
+        kubectl = Kubectl(cluster.kubeconfig)
+        kubelet = LocalKubelet(cluster.kubeconfig, tmp_path / "node", sleeper, {}).start()
+        try:
+            start = kubectl.core.create_namespaced_pod("default", pod("p")).metadata.resource_version
+            deadline = time.monotonic() + 30
+            while phase(kubectl) != "Running" and time.monotonic() < deadline:
+                time.sleep(0.05)
+            kubectl.core.delete_namespaced_pod("p", "default")
+            while phase(kubectl) is not None and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            kubelet.stop()
+        stream = kubernetes.watch.Watch().stream(
+            kubectl.core.list_namespaced_pod,
+            "default",
+            resource_version=start,
+            timeout_seconds=1,
+            _preload_content=False,
+        )
+        events = [(event["type"], event["raw_object"].get("status") or {}) for event in stream]
+    assert events[-1][0] == "DELETED"
+    ended = [status for kind, status in events if kind == "MODIFIED" and status.get("phase") == "Failed"]
+    assert ended, [(kind, status.get("phase")) for kind, status in events]
+    (container,) = ended[0]["containerStatuses"]
+    assert container["state"]["terminated"]["exitCode"] == 143

@@ -6,7 +6,8 @@ kmock stores objects and streams watch events, but never assigns `uid`, `creatio
 garbage-collects dependents. Each of those changes what the operator does, so this subclass adds them:
 
 - every write bumps a cluster-wide `resourceVersion`, and creates assign `uid`, `creationTimestamp` and
-  `generation` (bumped when anything outside metadata and status changes);
+  `generation` (bumped when anything outside metadata and status changes); an update or patch that changes
+  nothing is not written (the same resourceVersion, no watch event);
 - an update (PUT, which replaces the object) or a patch whose result carries a `metadata.resourceVersion`
   other than the stored one answers 409 Conflict, in the API server's words: the optimistic concurrency
   of leader election and of the operator's status writes;
@@ -32,7 +33,8 @@ garbage-collects dependents. Each of those changes what the operator does, so th
   grace period (graceful termination); a later delete with a shorter grace period brings both forward; a
   pod never started goes at once;
 - deleting an object deletes, in turn, every object whose owners are all gone (background propagation),
-  unless the request asks for `propagationPolicy: Orphan`;
+  unless the request asks for `propagationPolicy: Orphan`; an object created with owners that are all gone
+  already is deleted just after, as the garbage collector finds it;
 - a watch starts where its `resourceVersion` says, as the API server's watch cache serves it: unset or "0",
   with an ADDED event for each object there is, then every change; a version, with every change after it,
   or, when that is older than the changes kept (`changes_kept` per resource), an ERROR event carrying 410
@@ -114,6 +116,12 @@ def expired(message: str) -> KubernetesObject:
         "reason": "Expired",
         "code": 410,
     }
+
+
+def _unversioned(obj: KubernetesObject) -> KubernetesObject:
+    """The object without its resourceVersion: what the storage layer compares before it writes (an update
+    whose result equals the stored object is not written; GuaranteedUpdate returns the object as it was)."""
+    return {**obj, "metadata": {k: v for k, v in obj.get("metadata", {}).items() if k != "resourceVersion"}}
 
 
 def _now(later: float = 0) -> str:
@@ -240,6 +248,7 @@ class ClusterEmulator(KubernetesEmulator):
     _expired: dict[references.resource, int] = attrs.field(factory=dict, init=False)
     """The newest revision each resource's window no longer holds: a watch from before it gets 410."""
     _changed: asyncio.Condition | None = attrs.field(default=None, init=False)
+    _collectors: set[asyncio.Task[None]] = attrs.field(factory=set, init=False)
     watches_held: asyncio.Event | None = attrs.field(default=None, init=False)
     """While set, a watch opened waits before it starts (see EmulatedCluster.holding_watches)."""
     waiting_watches: collections.Counter[str] = attrs.field(factory=collections.Counter, init=False)
@@ -427,6 +436,11 @@ class ClusterEmulator(KubernetesEmulator):
         meta.update(uid=str(uuid.uuid4()), creationTimestamp=_now(), generation=1)
         self.created_at.append((time.monotonic(), str(request.resource.plural), namespace, meta["name"]))
         await self._store(key, obj)
+        if meta.get("ownerReferences"):
+            # The garbage collector finds a dependent whose owners are all gone however late it was made (an
+            # owner deleted while its controller was still creating children), and deletes it soon after.
+            self._collectors.add(task := asyncio.create_task(self._collect_dangling(key, meta["uid"])))
+            task.add_done_callback(self._collectors.discard)
         # kmock matches reactions against the very request object it recorded, so the stored body (with a
         # generated name) replaces the request's data in place rather than in a copy.
         object.__setattr__(request, "data", obj)
@@ -460,6 +474,8 @@ class ClusterEmulator(KubernetesEmulator):
                 key: ObjectKey = (parsed, namespace, name)
                 old = self._objects[key].raw
                 new = copy.deepcopy(dict(dicts.patch_dict(old, patch)))
+                if _unversioned(new) == _unversioned(old):
+                    continue
                 self._bump(new)
                 self._objects[key].create(new)
                 await self._announce(parsed, "MODIFIED", new, old)
@@ -529,6 +545,8 @@ class ClusterEmulator(KubernetesEmulator):
         body = {field: value for field, value in new.items() if field not in ("metadata", "status")}
         if body != {field: value for field, value in old.items() if field not in ("metadata", "status")}:
             new["metadata"]["generation"] = old["metadata"].get("generation", 1) + 1
+        if _unversioned(new) == _unversioned(old):
+            return  # a write that changes nothing is not stored: no new resourceVersion, no event
         self._bump(new)
         self._objects[key].create(new)
         # An update deletes only what has nothing left to wait for: no finalizer and no grace period (the
@@ -567,8 +585,22 @@ class ClusterEmulator(KubernetesEmulator):
         if cascade:
             await self._collect_garbage(meta["uid"])
 
+    def _alive(self) -> set[str]:
+        return {o.raw["metadata"]["uid"] for _, o in self._objects.items() if not o.deleted}
+
+    async def _collect_dangling(self, key: ObjectKey, uid: str) -> None:
+        async with self._lock:
+            if key not in self._objects:
+                return
+            obj = self._objects[key]
+            if obj.deleted or obj.raw["metadata"]["uid"] != uid:
+                return
+            owners = [ref["uid"] for ref in obj.raw["metadata"].get("ownerReferences") or []]
+            if owners and not any(owner in self._alive() for owner in owners):
+                await self._delete(key, cascade=True)
+
     async def _collect_garbage(self, owner_uid: str) -> None:
-        alive = {o.raw["metadata"]["uid"] for _, o in self._objects.items() if not o.deleted}
+        alive = self._alive()
         for key, obj in list(self._objects.items()):
             if obj.deleted:
                 continue

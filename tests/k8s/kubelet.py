@@ -8,7 +8,9 @@ command line to the sandbox, and starts the process in its own session. Pod DNS 
 (`<hostname>.<subdomain>`) resolve to 127.0.0.1, since every "node" is this machine. It patches the pod's
 status as a kubelet does: Running with a start time, then Succeeded or Failed with the container's
 exit code and termination message (the log tail, for `FallbackToLogsOnError`). A pod deleted from the
-API gets SIGTERM, then SIGKILL after its grace period.
+API gets SIGTERM, then SIGKILL after its grace period; its terminal phase and exit code (143 or 137) are
+written before it is removed for good, as kubelets do since Kubernetes 1.27 (pods reach a terminal phase
+before deletion).
 
 What can go wrong, in the shapes Kubernetes writes (pkg/kubelet, pkg/scheduler, the API reference):
 - a pod the node cannot take (a nodeSelector it lacks, more GPUs than it has) stays Pending with
@@ -253,6 +255,8 @@ class LocalKubelet:
                 pod = pods.get(uid)
                 if pod is None or pod["metadata"].get("deletionTimestamp"):
                     if self._stopped(running):
+                        if pod is not None:  # its end is written before the pod goes, as a kubelet does
+                            self._report_exit(running)
                         self.finished[uid] = self.running.pop(uid)
                 elif running.process.poll() is not None:
                     self._report_exit(running)
