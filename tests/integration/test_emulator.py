@@ -14,7 +14,7 @@ import kubernetes
 import pytest
 
 from dreem_trainer.contract import API_VERSION, GROUP, KIND, PLURAL, VERSION
-from tests.k8s.harness import Kubectl, cluster_with_crd
+from tests.k8s.harness import Kubectl, cluster_with_crd, job_manifest, minimal_spec
 from tests.k8s.kubelet import LocalKubelet
 
 
@@ -24,8 +24,9 @@ def kubectl(tmp_path: Path) -> Iterator[Kubectl]:
         yield Kubectl(cluster.kubeconfig)
 
 
-def job() -> dict[str, object]:
-    return {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": "j"}, "spec": {}}
+def job() -> dict[str, Any]:
+    """The least job the CRD's schema takes (its required config and storage output; nodes left out)."""
+    return job_manifest("j", {key: value for key, value in minimal_spec("j").items() if key != "nodes"})
 
 
 def test_writes_bump_resource_version_and_creates_assign_identity(kubectl: Kubectl) -> None:
@@ -51,7 +52,7 @@ def test_status_subresource_and_main_resource_change_only_their_part(kubectl: Ku
     )
     kubectl.patch_job("j", {"status": {"phase": "Failed"}, "spec": {"image": "trainer:2"}})
     body = kubectl.job("j")
-    assert body["status"] == {"phase": "Running"} and body["spec"] == {"image": "trainer:2"}
+    assert body["status"] == {"phase": "Running"} and body["spec"] == job()["spec"] | {"image": "trainer:2"}
     assert body["metadata"]["generation"] == 2
 
 
@@ -153,7 +154,7 @@ def test_labels_the_api_server_refuses_answer_422_on_any_object(
 
 def test_the_crd_validation_rules_refuse_changes_to_what_a_job_is_made_of(kubectl: Kubectl) -> None:
     manifest = job()
-    manifest["spec"] = {"storage": {"output": "s3://b/runs"}}
+    manifest["spec"]["storage"] = {"output": "s3://b/runs"}
     kubectl.apply_job(manifest)
     for change, field in (
         ({"nodes": 4}, "spec.nodes"),  # absent before, so compared with its default of 1
@@ -171,6 +172,7 @@ def test_the_crd_validation_rules_refuse_changes_to_what_a_job_is_made_of(kubect
     patch = {"nodes": 1, "storage": {"credentialsSecret": "rotated"}, "runPolicy": {"suspend": True}}
     kubectl.patch_job("j", {"spec": patch})
     assert kubectl.job("j")["spec"] == {
+        "config": manifest["spec"]["config"],
         "nodes": 1,
         "storage": {"output": "s3://b/runs", "credentialsSecret": "rotated"},
         "runPolicy": {"suspend": True},
@@ -261,7 +263,7 @@ def test_a_status_patch_carrying_a_stale_resource_version_answers_409(kubectl: K
     assert kubectl.job("j")["status"] == {"progress": {"epoch": 1}, "phase": "Running"}
     # A patch naming no version is unconditional, as in the API server.
     kubectl.patch_job("j", {"spec": {"image": "trainer:2"}})
-    assert kubectl.job("j")["spec"] == {"image": "trainer:2"}
+    assert kubectl.job("j")["spec"]["image"] == "trainer:2"
 
 
 @pytest.mark.parametrize(
@@ -456,3 +458,61 @@ def test_a_deleted_pod_reaches_a_terminal_phase_before_it_goes(tmp_path: Path) -
     assert ended, [(kind, status.get("phase")) for kind, status in events]
     (container,) = ended[0]["containerStatuses"]
     assert container["state"]["terminated"]["exitCode"] == 143
+
+
+def test_a_custom_resource_is_pruned_to_its_schema_and_validated_against_it(kubectl: Kubectl) -> None:
+    """What the API server does with a write the schema does not describe: a field it lacks is dropped, with a
+    warning (kubectl, asking strict field validation, is refused instead); a field of the wrong type is
+    refused with 422 in its words; a status field the schema lacks is dropped too."""
+    manifest = job()
+    manifest["spec"]["nodez"] = 2
+    response = kubectl.custom.create_namespaced_custom_object(
+        GROUP, VERSION, "default", PLURAL, manifest, _preload_content=False
+    )
+    assert response.headers.get("Warning") == '299 - "unknown field \\"spec.nodez\\""'
+    assert "nodez" not in kubectl.job("j")["spec"] and kubectl.job("j")["spec"]["config"] == manifest["spec"]["config"]
+
+    strict = job() | {"metadata": {"name": "k"}}
+    strict["spec"]["storage"]["outptu"] = "s3://lab/typo"
+    with pytest.raises(kubernetes.client.ApiException) as refused:
+        kubectl.custom.create_namespaced_custom_object(
+            GROUP, VERSION, "default", PLURAL, strict, field_validation="Strict"
+        )
+    assert refused.value.status == 400
+    assert json.loads(refused.value.body)["message"] == (
+        f'{KIND} in version "{VERSION}" cannot be handled as a {KIND}: strict decoding error: '
+        'unknown field "spec.storage.outptu"'
+    )
+
+    with pytest.raises(kubernetes.client.ApiException) as wrong:
+        kubectl.patch_job("j", {"spec": {"runPolicy": {"backoffLimit": "three"}}})
+    assert wrong.value.status == 422
+    assert (
+        'spec.runPolicy.backoffLimit: Invalid value: "string": spec.runPolicy.backoffLimit in body must be of '
+        'type integer: "string"'
+    ) in json.loads(wrong.value.body)["message"]
+
+    kubectl.custom.patch_namespaced_custom_object_status(
+        GROUP, VERSION, "default", PLURAL, "j", {"status": {"phase": "Running", "mood": "fine"}},
+        _content_type="application/merge-patch+json",
+    )  # fmt: skip
+    assert kubectl.job("j")["status"] == {"phase": "Running"}
+
+
+def test_a_job_stored_under_a_laxer_schema_can_still_be_written(tmp_path: Path) -> None:
+    """Validation ratcheting: an update is not refused for what it leaves as it was, so the operator can write
+    the status of a job created before the schema refused its spec; a new invalid value is still refused."""
+    with cluster_with_crd(tmp_path) as cluster:
+        kubectl = Kubectl(cluster.kubeconfig)
+        stored = job()
+        stored["metadata"]["namespace"] = "default"
+        stored["spec"]["nodes"] = -1
+        cluster.seed(f"{GROUP}/{VERSION}/{PLURAL}", [stored])
+        kubectl.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, "default", PLURAL, "j", {"status": {"phase": "Failed"}},
+            _content_type="application/merge-patch+json",
+        )  # fmt: skip
+        assert kubectl.job("j")["status"] == {"phase": "Failed"}
+        with pytest.raises(kubernetes.client.ApiException) as refused:
+            kubectl.patch_job("j", {"spec": {"nodes": -2}})
+        assert "spec.nodes: Invalid value: -2" in json.loads(refused.value.body)["message"]

@@ -17,7 +17,8 @@ garbage-collects dependents. Each of those changes what the operator does, so th
   with 422, as the API server's pod validation refuses it (tests.k8s.admission.pod_spec_problems);
 - a custom resource's CEL validation rules (`x-kubernetes-validations`, see tests.k8s.cel) refuse
   writes with 422, transition rules included, and rules on the root see only `metadata.name` and
-  `metadata.generateName` of the metadata; its OpenAPI schema is not enforced (tests check it apart);
+  `metadata.generateName` of the metadata; every write of a custom resource, its status included, is
+  pruned to its structural schema and validated against it (see tests.k8s.openapi);
 - list and watch honour `labelSelector`s (equality, inequality, existence and set-based terms) and
   equality `fieldSelector`s on dotted paths (what `kubectl wait` and `kubectl describe` send); a list
   says its kind (`<Kind>List`), as kubectl needs;
@@ -79,6 +80,7 @@ from kmock._internal.k8s import KubernetesObjectConflictError
 
 from tests.k8s.admission import metadata_label_problems, pod_spec_problems
 from tests.k8s.cel import violations
+from tests.k8s.openapi import pruned, schema_errors
 from tests.k8s.tables import table
 
 KubernetesObject = dict[str, Any]
@@ -249,6 +251,8 @@ class ClusterEmulator(KubernetesEmulator):
     """The newest revision each resource's window no longer holds: a watch from before it gets 410."""
     _changed: asyncio.Condition | None = attrs.field(default=None, init=False)
     _collectors: set[asyncio.Task[None]] = attrs.field(factory=set, init=False)
+    _warnings: dict[int, list[str]] = attrs.field(factory=dict, init=False)
+    """The warnings a request in progress gets in its response's Warning headers, by id(request)."""
     watches_held: asyncio.Event | None = attrs.field(default=None, init=False)
     """While set, a watch opened waits before it starts (see EmulatedCluster.holding_watches)."""
     waiting_watches: collections.Counter[str] = attrs.field(factory=collections.Counter, init=False)
@@ -281,12 +285,42 @@ class ClusterEmulator(KubernetesEmulator):
         schema = self.schemas.get(f"{resource.group}/{resource.version}/{resource.plural}")
         problems = metadata_label_problems(new.get("metadata", {}).get("labels") or {})
         problems += violations(schema, new, old) if schema is not None else []
+        self._refuse(resource, new, problems)
+
+    def _refuse(self, resource: references.resource, new: KubernetesObject, problems: list[str]) -> None:
         if problems:
             kind = self.resources[resource].kind
             qualified = f"{kind}.{resource.group}" if resource.group else kind  # core kinds go unqualified
             name = new.get("metadata", {}).get("name")
             message = f'{qualified} "{name}" is invalid: {"; ".join(problems)}'
             raise KubernetesError(status=422, reason="Invalid", message=message)
+
+    def _schema_checked(
+        self, request: rendering.Request, new: KubernetesObject, old: KubernetesObject | None = None
+    ) -> KubernetesObject:
+        """A custom resource as the API server stores it: pruned to its schema, and refused (422) where what
+        is left breaks the schema (see tests.k8s.openapi). A field the schema lacks is refused (400) under
+        `fieldValidation=Strict` and warned of under Warn (the default). Other kinds pass as they are."""
+        resource = request.resource
+        assert resource is not None
+        schema = self.schemas.get(f"{resource.group}/{resource.version}/{resource.plural}")
+        if schema is None:
+            return new
+        unknown: list[str] = []
+        kept: KubernetesObject = pruned(new, schema, unknown)
+        validation = request.params.get("fieldValidation", "Warn")
+        if unknown and validation == "Strict":
+            kind = self.resources[resource].kind
+            raise KubernetesError(
+                status=400,
+                reason="BadRequest",
+                message=f'{kind} in version "{resource.version}" cannot be handled as a {kind}: strict decoding '
+                f"error: {', '.join(f'unknown field {json.dumps(path)}' for path in unknown)}",
+            )
+        if unknown and validation != "Ignore":
+            self._warnings[id(request)] = [f"unknown field {json.dumps(path)}" for path in unknown]
+        self._refuse(resource, kept, schema_errors(kept, schema, old))
+        return kept
 
     def _conflict(self, resource: references.resource, name: str) -> KubernetesError:
         """The API server's answer to a write made on a stale resourceVersion (apimachinery's NewConflict)."""
@@ -324,8 +358,13 @@ class ClusterEmulator(KubernetesEmulator):
         serve = self._direct.get(request.action) if is_object_request else None
         if serve is None:
             return await super(KubernetesEmulator, self)._handle(request)
+        asked = id(request)
         async with self._lock:
-            request = await self._write(request)
+            try:
+                request = await self._write(request)
+            except BaseException:
+                self._warnings.pop(asked, None)
+                raise
             if request.action in (enums.action.CREATE, enums.action.UPDATE, enums.action.DELETE):
                 assert request.resource is not None
                 verb = {enums.method.PUT: "update", enums.method.PATCH: "patch"}.get(request.method, "")
@@ -341,8 +380,13 @@ class ClusterEmulator(KubernetesEmulator):
                 )
         payload = await serve(request)
         payload = self._as_table(request, payload)
+        warnings = self._warnings.pop(asked, [])
+        headers = [("Warning", f"299 - {json.dumps(warning)}") for warning in warnings]
         # The typed clients deserialize a created object only from a 201.
-        return aiohttp.web.json_response(payload, status=201 if request.action == enums.action.CREATE else 200)
+        response = aiohttp.web.json_response(payload, status=201 if request.action == enums.action.CREATE else 200)
+        for name, value in headers:
+            response.headers.add(name, value)
+        return response
 
     def _as_table(self, request: rendering.Request, payload: Any) -> Any:
         """A custom resource's list or object as the Table kubectl asks for, with its printer columns."""
@@ -427,6 +471,7 @@ class ClusterEmulator(KubernetesEmulator):
                 message=f'{request.resource.plural} "{meta["name"]}" already exists',
                 details={"name": meta["name"], "group": request.resource.group, "kind": request.resource.plural},
             )
+        obj = self._schema_checked(request, obj)
         self._validate(request.resource, obj)
         if request.resource.group == "" and request.resource.plural == "pods":
             problems = pod_spec_problems(obj.get("spec") or {})
@@ -540,6 +585,7 @@ class ClusterEmulator(KubernetesEmulator):
         for immutable in ("uid", "creationTimestamp", "name", "namespace", "deletionTimestamp", "generation"):
             if immutable in old["metadata"]:
                 new["metadata"][immutable] = old["metadata"][immutable]
+        new = self._schema_checked(request, new, old)
         if request.subresource != "status":  # a status write leaves the rest as it was, rules included
             self._validate(request.resource, new, old)
         body = {field: value for field, value in new.items() if field not in ("metadata", "status")}
@@ -753,6 +799,12 @@ class EmulatedCluster:
             raise TimeoutError("the Kubernetes emulator did not start")
         self.kubeconfig.write_text(self._config("emulated"))
         return self
+
+    def seed(self, resource: str, objects: list[KubernetesObject]) -> None:
+        """Store objects without admission (see ClusterEmulator.seed): also what a cluster holds of objects
+        created before their CRD's schema grew stricter, since the API server does not check again what it
+        has stored."""
+        asyncio.run_coroutine_threadsafe(self.emulator.seed(resource, objects), self.loop).result(60)
 
     @contextmanager
     def holding_watches(self) -> Iterator[None]:
