@@ -2,13 +2,16 @@
 
 `spec.config` is the training YAML itself, validated by the trainer's own schema, so a job manifest and
 `dreem train --config` accept exactly the same configuration. Field names follow Kubernetes
-conventions (camelCase) outside `config`; Kubernetes-native structures (resources, tolerations,
-affinity, env, volumes) are passed to the pods as given and validated by the API server there.
+conventions (camelCase) outside `config`; Kubernetes-native structures (tolerations, affinity, env,
+volumes) are passed to the pods as given and validated by the API server there. `resources` are checked
+here first: an unparsable quantity makes the API server refuse the pod with 400, which says nothing of
+a spec to fix.
 """
 
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -22,6 +25,23 @@ KubernetesObject = dict[str, Any]
 
 QUANTITY = re.compile(r"^([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))((?:[eE][+-]?[0-9]+)|[numkMGTPE]|[KMGTPE]i)?$")
 """A Kubernetes resource quantity ("8", "500m", "32Gi", "1e3"): a number and its unit."""
+UNIT_FACTORS = {
+    "": Decimal(1),
+    **{suffix: Decimal(10) ** power for suffix, power in {"n": -9, "u": -6, "m": -3, "k": 3}.items()},
+    **{suffix: Decimal(10) ** (3 * n) for n, suffix in enumerate("MGTPE", start=2)},
+    **{f"{suffix}i": Decimal(2) ** (10 * n) for n, suffix in enumerate("KMGTPE", start=1)},
+}
+
+
+def quantity_value(quantity: int | float | str) -> Decimal:
+    """The amount a quantity stands for ("32Gi" is 34359738368, "500m" 0.5); ValueError if it is none."""
+    match = QUANTITY.match(str(quantity).strip()) if not isinstance(quantity, bool) else None
+    if match is None:
+        raise ValueError(f"{quantity!r} is not a Kubernetes quantity (e.g. 8, 500m, 32Gi)")
+    number, unit = Decimal(match.group(1)), match.group(2) or ""
+    if unit in UNIT_FACTORS:  # "E" is exa and "Ei" exbi; an exponent has digits ("1e3")
+        return number * UNIT_FACTORS[unit]
+    return number * Decimal(10) ** int(unit[1:])
 
 
 class Phase(StrEnum):
@@ -250,6 +270,36 @@ class DreemTrainingJobSpec(ApiModel):
         None,
         description="Resource requests and limits of the trainer container (default: the chart's trainer.resources).",
     )
+
+    @field_validator("resources")
+    @classmethod
+    def _resource_quantities(cls, resources: KubernetesObject | None) -> KubernetesObject | None:
+        """What the API server would refuse of the trainer's resources, named before any pod is made."""
+        if resources is None:
+            return None
+        unknown = sorted(set(resources) - {"limits", "requests", "claims"})
+        if unknown:
+            raise ValueError(f"unknown key(s) {', '.join(unknown)}: resources take limits and requests")
+        amounts: dict[str, dict[str, Decimal]] = {}
+        for part in ("limits", "requests"):
+            given = resources.get(part) or {}
+            if not isinstance(given, dict):
+                raise ValueError(f"{part}: a map of resource names to quantities, e.g. {{memory: 32Gi}}")
+            amounts[part] = {}
+            for name, value in given.items():
+                try:
+                    amounts[part][name] = quantity_value(value)
+                except ValueError as error:
+                    raise ValueError(f"{part}.{name}: {error}") from None
+                if amounts[part][name] < 0:
+                    raise ValueError(f"{part}.{name}: {value!r} is below 0")
+        for name, request in amounts["requests"].items():
+            limit = amounts["limits"].get(name)
+            if limit is not None and request > limit:
+                asked, most = resources["requests"][name], resources["limits"][name]
+                raise ValueError(f"requests.{name}: {asked!r} is more than its limit {most!r}")
+        return resources
+
     storage: Storage = Field(..., description="S3-compatible storage for data, checkpoints and logs.")
     runPolicy: RunPolicy = Field(default_factory=RunPolicy, description="Restarts, deadlines, suspension and cleanup.")
     image: str | None = Field(None, description="Trainer image (default: the operator's configured trainer image).")

@@ -77,6 +77,8 @@ CASES: list[tuple[str, Any, str]] = [
     ("node-selector-as-list", changed("podTemplate", {"nodeSelector": ["gpu"]}), "nodeSelector"),
     ("spec-as-text", "train my flies please", "spec"),
     ("missing-secret", changed("storage.credentialsSecret", "nowhere"), 'Secret "nowhere" not found'),
+    ("memory-as-words", changed("resources", {"limits": {"memory": "lots"}}), "limits.memory"),
+    ("request-over-limit", changed("resources", {"requests": {"cpu": "16"}, "limits": {"cpu": 8}}), "requests.cpu"),
 ]
 
 
@@ -106,6 +108,8 @@ ADMITTED_BY_THE_SCHEMA = {
     "crop-as-text",
     "bad-checkpoint-uri",
     "missing-secret",
+    "memory-as-words",
+    "request-over-limit",
 }
 
 

@@ -5,12 +5,13 @@ official Kubernetes schemas (strict) or the vendored CRD of the project that ser
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import kubernetes_validate
 import pytest
 
-from dreem_operator.api import Phase
+from dreem_operator.api import Phase, quantity_value
 from dreem_operator.children import OperatorSettings, times
 from dreem_operator.reconcile import ObservedPodGroup
 from tests.k8s.admission import DNS_SUBDOMAIN, custom_resource_errors, label_problems
@@ -165,3 +166,49 @@ def test_a_min_resources_value_that_is_no_quantity_fails_the_job_naming_it() -> 
     plan = run([], runPolicy={"schedulingPolicy": {"minResources": {"nvidia.com/gpu": "eight"}}})
     assert plan.status.phase == Phase.FAILED
     assert plan.status.message is not None and "minResources" in plan.status.message and "eight" in plan.status.message
+
+
+@pytest.mark.parametrize(
+    ("resources", "named"),
+    [
+        ({"limits": {"memory": "lots"}}, "'lots' is not a Kubernetes quantity"),
+        ({"requests": {"cpu": "-2"}}, "requests.cpu"),
+        ({"requests": {"memory": "64Gi"}, "limits": {"memory": "32Gi"}}, "more than its limit '32Gi'"),
+        ({"requests": {"cpu": 9}, "limits": {"cpu": "8000m"}}, "more than its limit '8000m'"),
+        ({"limit": {"cpu": 8}}, "limit"),
+        ({"limits": ["cpu", 8]}, "limits"),
+    ],
+)
+def test_resources_the_api_server_would_refuse_fail_the_job_naming_them(resources: Any, named: str) -> None:
+    """A pod with such resources is refused (an unparsable quantity with 400, a request above its limit with
+    422), and a 400 only ever made the job wait: the spec is refused first, naming the key."""
+    plan = run([], resources=resources)
+    assert plan.status.phase == Phase.FAILED
+    assert plan.status.message is not None and "resources" in plan.status.message and named in plan.status.message
+
+
+@pytest.mark.parametrize(
+    "resources",
+    [
+        {"limits": {"cpu": "8", "memory": "32Gi", "nvidia.com/gpu": 4}, "requests": {"cpu": "7500m", "memory": "32Gi"}},
+        {"requests": {"cpu": 0.5, "memory": "1e9"}, "limits": {"memory": "1Gi"}},
+    ],
+)
+def test_resources_the_api_server_takes_pass(resources: Any) -> None:
+    assert run([], resources=resources).status.phase != Phase.FAILED
+
+
+@pytest.mark.parametrize(
+    ("quantity", "amount"),
+    [
+        ("32Gi", 32 * 2**30),
+        ("1Ei", 2**60),  # exbi, not an exponent
+        ("2E", 2 * 10**18),  # exa
+        ("1E2", 100),  # an exponent
+        ("500m", Decimal("0.5")),
+        (0.5, Decimal("0.5")),
+        ("1.5k", 1500),
+    ],
+)
+def test_a_quantity_stands_for_its_amount(quantity: int | float | str, amount: int | Decimal) -> None:
+    assert quantity_value(quantity) == amount
