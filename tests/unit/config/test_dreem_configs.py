@@ -167,3 +167,21 @@ def test_a_null_scheduler_is_dreems_fallback_not_a_constant_rate() -> None:
         "threshold_mode": "rel",
     }
     assert scheduler.name == "ReduceLROnPlateau" and scheduler.monitor == "val_loss"
+
+
+def test_a_section_left_empty_says_that_it_turns_the_feature_off(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`early_stopping:` with every key under it commented out is YAML null, the spec's "disable": said once,
+    while an explicit null, meant, draws nothing."""
+    written = tmp_path / "train.yaml"
+    written.write_text(
+        "early_stopping:\n#  monitor: val_loss\nlogging: null\nscheduler: ~\ntrainer:\n  max_epochs: 2\n"
+    )
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="dreem_trainer.config"):
+        config = load_config(written)
+    assert config.early_stopping is None and config.logging is None
+    lines = [record.getMessage() for record in caplog.records]
+    assert len(lines) == 1 and lines[0].startswith("warning: early_stopping: written with nothing under it")
+    assert "no early stopping" in lines[0] and "`early_stopping: null`" in lines[0]

@@ -77,7 +77,41 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ConfigError([ConfigIssue(source, "the top level must be a mapping of sections", type(data).__name__)])
+    for section in empty_sections(text):
+        if section in NULL_MEANS:
+            log.warning(
+                "warning: %s: written with nothing under it, which YAML reads as null: %s. Write `%s: null` to "
+                "say so, or leave the section out for its defaults",
+                section,
+                NULL_MEANS[section],
+                section,
+            )
     return data
+
+
+NULL_MEANS = {
+    "logging": "no logger",
+    "early_stopping": "no early stopping",
+    "scheduler": "DREEM's fallback scheduler (ReduceLROnPlateau on val_loss, patience 10)",
+}
+"""Sections whose null turns a default off or swaps it: what that null means, for the notice when a section
+was left empty (its keys all commented out, say) rather than written null on purpose."""
+
+
+def empty_sections(text: str) -> list[str]:
+    """The top-level keys written with no value at all (`logging:` and then the next section), as opposed to
+    an explicit `null` or `~`: both read as null, only one is likely meant."""
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    if not isinstance(root, yaml.MappingNode):
+        return []
+    return [
+        key.value
+        for key, value in root.value
+        if isinstance(key, yaml.ScalarNode)
+        and isinstance(value, yaml.ScalarNode)
+        and value.tag == "tag:yaml.org,2002:null"
+        and value.value == ""
+    ]
 
 
 def parse_override(text: str) -> tuple[KeyPath, Any]:
