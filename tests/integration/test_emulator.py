@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -326,7 +327,7 @@ def watched(kubectl: Kubectl, **params: Any) -> list[tuple[str, str, str]]:
     ]
 
 
-def pod(name: str, **labels: str) -> dict[str, object]:
+def pod(name: str, **labels: str) -> dict[str, Any]:
     return {"metadata": {"name": name, "labels": labels}, "spec": {"containers": [{"name": "c", "image": "i"}]}}
 
 
@@ -516,3 +517,63 @@ def test_a_job_stored_under_a_laxer_schema_can_still_be_written(tmp_path: Path) 
         with pytest.raises(kubernetes.client.ApiException) as refused:
             kubectl.patch_job("j", {"spec": {"nodes": -2}})
         assert "spec.nodes: Invalid value: -2" in json.loads(refused.value.body)["message"]
+
+
+def test_a_watch_that_falls_behind_the_window_ends_rather_than_skip(tmp_path: Path) -> None:
+    """More changes than the window holds arrive before a watch can send them: the API server closes such a
+    watcher, and the client's next watch from where it was is told 410 and lists afresh. Events are never
+    skipped in silence."""
+    with cluster_with_crd(tmp_path) as cluster:
+        cluster.emulator.changes_kept = 5
+        kubectl = Kubectl(cluster.kubeconfig)
+        kubectl.core.create_namespaced_pod("default", pod("first"))
+        start = kubectl.core.list_namespaced_pod("default").metadata.resource_version
+        outcome: list[object] = []
+
+        def watch() -> None:
+            try:
+                outcome.append(watched(kubectl, resource_version=start))
+            except kubernetes.client.ApiException as error:
+                outcome.append(error.status)
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        deadline = time.monotonic() + 10
+        while cluster.emulator.served["WATCH pods"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.3)  # the watch waits for changes
+        burst = [pod(f"burst-{n}") for n in range(20)]
+        for made in burst:
+            made["metadata"]["namespace"] = "default"
+        cluster.seed("v1/pods", burst)  # twenty changes at once, four times the window
+        watcher.join(30)
+        assert outcome in ([[]], [410])  # nothing, or told at once: not the window's last five alone
+        with pytest.raises(kubernetes.client.ApiException) as expired:
+            watched(kubectl, resource_version=start)
+        assert expired.value.status == 410
+
+
+def test_a_watch_ends_after_its_timeout_and_zero_means_the_servers_choice(kubectl: Kubectl) -> None:
+    kubectl.core.create_namespaced_pod("default", pod("a"))
+    start = kubectl.core.list_namespaced_pod("default").metadata.resource_version
+    response = kubectl.core.list_namespaced_pod(
+        "default", watch=True, resource_version=start, timeout_seconds=0, _preload_content=False
+    )
+    kubectl.core.patch_namespaced_pod("a", "default", {"metadata": {"labels": {"x": "1"}}})
+    line = json.loads(response.readline())  # the stream is still open after the change: 0 set no deadline
+    assert (line["type"], line["object"]["metadata"]["name"]) == ("MODIFIED", "a")
+    response.release_conn()
+    with pytest.raises(kubernetes.client.ApiException) as refused:
+        kubectl.core.list_namespaced_pod("default", watch=True, timeout_seconds="soon")
+    assert refused.value.status == 400
+
+
+def test_a_null_where_the_schema_allows_none_is_dropped(kubectl: Kubectl) -> None:
+    """The API server drops a null from a field that is not nullable before it validates (a YAML key left
+    empty, `nodes:`), rather than refuse the job; a nullable field keeps its null."""
+    manifest = job()
+    manifest["spec"]["nodes"] = None
+    manifest["spec"]["image"] = None
+    kubectl.apply_job(manifest)
+    spec = kubectl.job("j")["spec"]
+    assert "nodes" not in spec and spec["image"] is None

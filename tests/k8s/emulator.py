@@ -102,9 +102,9 @@ BUILTIN_RESOURCES: dict[str, ResourceInfo] = {
 REQUESTS_KEPT = 16
 VERBS = {"get", "list", "watch", "create", "update", "patch", "delete"}
 ENDED_PHASES = ("Succeeded", "Failed")
+"""Pod phases a pod does not leave: such a pod is deleted at once, as one no node holds."""
 TRUE_WORDS = {"1", "t", "T", "TRUE", "true", "True"}
 """What Go's strconv.ParseBool reads as true: how the API server reads `watch=`."""
-"""Pod phases a pod does not leave: such a pod is deleted at once, as one no node holds."""
 
 
 def expired(message: str) -> KubernetesObject:
@@ -242,10 +242,11 @@ class ClusterEmulator(KubernetesEmulator):
     _kept: dict[references.resource, dict[tuple[str | None, str], Any]] = attrs.field(factory=dict, init=False)
     """Every object ever stored (kmock's record of its versions), by resource: what a list looks through."""
     changes_kept: int = 1000
-    longest_watch_s: float | None = None
-    """When set, every watch ends after at most this long, as the API server ends each after a random 30 to 60
-    minutes (--min-request-timeout) whatever the client asked: a test's way to make clients watch again."""
     """Changes kept per resource for watches that resume from a resourceVersion (the watch cache's window)."""
+    longest_watch_s: float | None = None
+    """When set, every watch ends after at most this long, its timeoutSeconds notwithstanding, as watches end on
+    a cluster for reasons of their own (an API server restarted or rolled, a load balancer's idle timeout): a
+    test's way to make clients watch again."""
     _changes: dict[references.resource, collections.deque[Change]] = attrs.field(factory=dict, init=False)
     _expired: dict[references.resource, int] = attrs.field(factory=dict, init=False)
     """The newest revision each resource's window no longer holds: a watch from before it gets 410."""
@@ -416,6 +417,9 @@ class ClusterEmulator(KubernetesEmulator):
         version = request.params.get("resourceVersion") or "0"
         if not version.isdigit():
             raise KubernetesError(status=400, reason="BadRequest", message=f"invalid resource version: {version!r}")
+        timeout = request.params.get("timeoutSeconds") or "0"
+        if not timeout.isdigit():
+            raise KubernetesError(status=400, reason="BadRequest", message=f"timeoutSeconds: invalid value {timeout!r}")
         response = aiohttp.web.StreamResponse(headers={"Content-Type": "application/json"})
         await response.prepare(request._raw_request)
         try:
@@ -680,8 +684,10 @@ class ClusterEmulator(KubernetesEmulator):
     ) -> None:
         """Keep a change in its resource's window and wake the watches."""
         changes = self._changes.setdefault(resource, collections.deque(maxlen=self.changes_kept))
-        if len(changes) == changes.maxlen:
-            self._expired[resource] = changes[0].revision
+        if changes.maxlen != self.changes_kept:  # changed since this resource's first change: the window follows
+            changes = self._changes[resource] = collections.deque(changes, maxlen=self.changes_kept)
+        while len(changes) >= self.changes_kept:
+            self._expired[resource] = changes.popleft().revision
         revision = int(obj["metadata"]["resourceVersion"])
         changes.append(Change(revision, kind, copy.deepcopy(obj), copy.deepcopy(previous)))
         async with self._changes_condition():
@@ -697,7 +703,8 @@ class ClusterEmulator(KubernetesEmulator):
         assert request.resource is not None
         resource = request.resource
         selector, fields = request.params.get("labelSelector"), request.params.get("fieldSelector")
-        limits = [float(t) for t in (request.params.get("timeoutSeconds"), self.longest_watch_s) if t]
+        # timeoutSeconds 0 or absent: the API server's own choice, a random 30 to 60 minutes; none here.
+        limits = [float(t) for t in (int(request.params.get("timeoutSeconds") or 0), self.longest_watch_s) if t]
         deadline = asyncio.get_running_loop().time() + min(limits) if limits else None
 
         def passes(obj: KubernetesObject | None) -> bool:
@@ -751,6 +758,13 @@ class ClusterEmulator(KubernetesEmulator):
             return
         condition = self._changes_condition()
         while True:
+            left = None if deadline is None else deadline - asyncio.get_running_loop().time()
+            if left is not None and left <= 0:
+                return  # timeoutSeconds: the server ends the stream, the client watches again from `seen`
+            if seen < self._expired.get(resource, 0):
+                # Fallen behind the window: the API server closes a watcher that cannot keep up, and the
+                # client, watching again from `seen`, is told 410 and lists afresh. Nothing is skipped unsaid.
+                return
             pending = [change for change in self._changes.get(resource, ()) if change.revision > seen]
             for change in pending:
                 seen = change.revision
@@ -759,9 +773,6 @@ class ClusterEmulator(KubernetesEmulator):
                     yield sent
             if pending:
                 continue
-            left = None if deadline is None else deadline - asyncio.get_running_loop().time()
-            if left is not None and left <= 0:
-                return  # timeoutSeconds: the server ends the stream, the client watches again from `seen`
             async with condition:  # a change announced since the scan above holds the condition until now
                 if not any(change.revision > seen for change in self._changes.get(resource, ())):
                     with contextlib.suppress(TimeoutError):

@@ -6,6 +6,9 @@ A field the schema does not name is refused with 400 when the client asks for st
 (`fieldValidation=Strict`, which kubectl sends by default), and otherwise dropped, with a warning unless the
 client asked to ignore it.
 
+A null in a field that is not `nullable` is dropped too, before validation, as the API server drops it when
+the field has no default (none of ours has one).
+
 Pruning keeps, at any level, what `x-kubernetes-preserve-unknown-fields: true` marks (descending only into
 the properties the schema names there), every entry of a map with `additionalProperties`, and at the root
 `apiVersion`, `kind` and `metadata` (ObjectMeta is the API server's own). Validation is OpenAPI 3.0 with
@@ -34,12 +37,14 @@ def pruned(value: Any, schema: Schema, unknown: list[str] | None = None, at: str
         kept: dict[str, Any] = {}
         for key, item in value.items():
             here = f"{at}.{key}" if at else key
+            named = properties.get(key) if properties is not None else None
+            field: Schema | None = named if named is not None else additional if isinstance(additional, dict) else None
             if not at and key in ROOT_FIELDS:
                 kept[key] = item
-            elif properties is not None and key in properties:
-                kept[key] = pruned(item, properties[key], unknown, here)
-            elif isinstance(additional, dict):
-                kept[key] = pruned(item, additional, unknown, here)
+            elif field is not None:
+                if item is None and not field.get("nullable"):
+                    continue  # a null where none is allowed goes before validation (no default to put there)
+                kept[key] = pruned(item, field, unknown, here)
             elif preserve or additional is True:
                 kept[key] = item
             elif unknown is not None:
@@ -108,4 +113,4 @@ def schema_errors(value: Any, schema: Schema, old: Any = None) -> list[str]:
             )
         else:
             found.append(f"{path}: Invalid value: {json.dumps(bad)}: {error.message}")
-    return found
+    return list(dict.fromkeys(found))  # one error once, however many of the schema's keywords it breaks
