@@ -41,7 +41,10 @@ def quantity_value(quantity: int | float | str) -> Decimal:
     number, unit = Decimal(match.group(1)), match.group(2) or ""
     if unit in UNIT_FACTORS:  # "E" is exa and "Ei" exbi; an exponent has digits ("1e3")
         return number * UNIT_FACTORS[unit]
-    return number * Decimal(10) ** int(unit[1:])
+    exponent = int(unit[1:])
+    if abs(exponent) > 30:  # no resource comes near 10^30; Decimal would overflow on 1e999999999
+        raise ValueError(f"{quantity!r} is beyond any resource's size")
+    return number * Decimal(10) ** exponent
 
 
 class Phase(StrEnum):
@@ -167,8 +170,10 @@ class SchedulingPolicy(ApiModel):
     @classmethod
     def _quantities(cls, resources: dict[str, int | str] | None) -> dict[str, int | str] | None:
         for name, value in (resources or {}).items():
-            if isinstance(value, str) and not QUANTITY.match(value):
-                raise ValueError(f"{name}: {value!r} is not a Kubernetes quantity (e.g. 8, 500m, 32Gi)")
+            try:
+                quantity_value(value)
+            except ValueError as error:
+                raise ValueError(f"{name}: {error}") from None
         return resources
 
     scheduleTimeoutSeconds: int | None = Field(
@@ -279,10 +284,11 @@ class DreemTrainingJobSpec(ApiModel):
             return None
         unknown = sorted(set(resources) - {"limits", "requests", "claims"})
         if unknown:
-            raise ValueError(f"unknown key(s) {', '.join(unknown)}: resources take limits and requests")
+            raise ValueError(f"unknown key(s) {', '.join(unknown)}: resources take limits, requests and claims")
+        resources = {part: given for part, given in resources.items() if given is not None}  # `limits:` left empty
         amounts: dict[str, dict[str, Decimal]] = {}
         for part in ("limits", "requests"):
-            given = resources.get(part) or {}
+            given = resources.get(part, {})
             if not isinstance(given, dict):
                 raise ValueError(f"{part}: a map of resource names to quantities, e.g. {{memory: 32Gi}}")
             amounts[part] = {}

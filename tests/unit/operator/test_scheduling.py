@@ -177,6 +177,7 @@ def test_a_min_resources_value_that_is_no_quantity_fails_the_job_naming_it() -> 
         ({"requests": {"cpu": 9}, "limits": {"cpu": "8000m"}}, "more than its limit '8000m'"),
         ({"limit": {"cpu": 8}}, "limit"),
         ({"limits": ["cpu", 8]}, "limits"),
+        ({"limits": {"memory": "1e999999999"}}, "beyond any resource's size"),
     ],
 )
 def test_resources_the_api_server_would_refuse_fail_the_job_naming_them(resources: Any, named: str) -> None:
@@ -192,6 +193,7 @@ def test_resources_the_api_server_would_refuse_fail_the_job_naming_them(resource
     [
         {"limits": {"cpu": "8", "memory": "32Gi", "nvidia.com/gpu": 4}, "requests": {"cpu": "7500m", "memory": "32Gi"}},
         {"requests": {"cpu": 0.5, "memory": "1e9"}, "limits": {"memory": "1Gi"}},
+        {"limits": None, "requests": {"cpu": 1}},  # `limits:` left empty in YAML
     ],
 )
 def test_resources_the_api_server_takes_pass(resources: Any) -> None:
