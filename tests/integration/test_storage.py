@@ -532,3 +532,71 @@ def test_a_run_started_from_another_runs_checkpoint_keeps_no_record_of_its_best(
     kept = {Path(path).name for path in callback.best_k_models}  # type: ignore[attr-defined]
     stored = {key.removeprefix("second/") for key in keys(s3_endpoint, out, "second/epoch=")}
     assert kept and kept <= stored, (kept, stored)
+
+
+def test_keeping_another_runs_checkpoints_on_s3_never_loses_a_version_written_meanwhile(
+    s3_endpoint: str, tmp_path: Path
+) -> None:
+    """Another writer (an older gang's last upload or pruning) may change a file while it is being kept: a failed
+    copy takes the earlier copies away again, and an original written again since its copy is left in place.
+    Driven through botocore's own request events. (Each copy is also made only of the version listed,
+    CopySourceIfMatch, which S3 and MinIO honour and moto's server ignores.)"""
+    from dreem_trainer.storage.client import s3_client
+    from dreem_trainer.storage.earlier import keep_earlier_stored_checkpoints
+
+    out = bucket(s3_endpoint)
+    client = boto3.client("s3", endpoint_url=s3_endpoint)
+    names = ("epoch=0-best_val_loss=0.5.ckpt", "last.ckpt")
+    for name in names:
+        client.put_object(Bucket=out, Key=f"models/{name}", Body=b"first run")
+    config = StorageConfig.model_validate(storage(s3_endpoint, tmp_path))
+    remote = S3Uri(out, "models")
+    ours = s3_client(config)
+
+    def rewrite_last(body: bytes) -> None:
+        client.put_object(Bucket=out, Key="models/last.ckpt", Body=body)
+
+    # The second copy's source goes under it: the first copy is taken away again, nothing else deleted.
+    copies: list[str] = []
+
+    def rewrite_before_second_copy(params: Any, **_: Any) -> None:
+        copies.append(str(params["CopySource"]))
+        if len(copies) == 2:
+            client.delete_object(Bucket=out, Key="models/last.ckpt")
+
+    ours.meta.events.register("before-parameter-build.s3.CopyObject", rewrite_before_second_copy)
+    try:
+        with pytest.raises(StorageError, match=r"models/last\.ckpt: could not keep it in .*earlier-"):
+            keep_earlier_stored_checkpoints(config, remote, None)
+    finally:
+        ours.meta.events.unregister("before-parameter-build.s3.CopyObject", rewrite_before_second_copy)
+    assert len(copies) == 2 and keys(s3_endpoint, out) == [f"models/{names[0]}"]
+    rewrite_last(b"written meanwhile")
+
+    # An original written again between its copy and its deletion stays where it is: the check before each
+    # deletion (a HEAD after the copies, whose own HEADs of their sources come first) sees it changed.
+    copied: list[str] = []
+
+    def count_copy(params: Any, **_: Any) -> None:
+        copied.append(str(params["Key"]))
+
+    def rewrite_on_check(**_: Any) -> None:
+        if len(copied) == len(names) and not rewritten:
+            rewritten.append(True)
+            rewrite_last(b"written again")
+
+    rewritten: list[bool] = []
+    ours.meta.events.register("before-parameter-build.s3.CopyObject", count_copy)
+    ours.meta.events.register("before-parameter-build.s3.HeadObject", rewrite_on_check)
+    try:
+        kept = keep_earlier_stored_checkpoints(config, remote, None)
+    finally:
+        ours.meta.events.unregister("before-parameter-build.s3.CopyObject", count_copy)
+        ours.meta.events.unregister("before-parameter-build.s3.HeadObject", rewrite_on_check)
+    assert kept is not None
+    stored = {key: client.get_object(Bucket=out, Key=key)["Body"].read() for key in keys(s3_endpoint, out)}
+    assert stored == {
+        f"{kept.key}/{names[0]}": b"first run",
+        f"{kept.key}/last.ckpt": b"written meanwhile",
+        "models/last.ckpt": b"written again",
+    }

@@ -445,3 +445,22 @@ def test_a_fresh_run_keeps_another_runs_checkpoints_in_its_folder(tmp_path: Path
         tiny_config(tmp_path, model={"ckpt_path": str(models / "last.ckpt")}, trainer={"max_epochs": 2})
     )
     assert resumed.current_epoch == 2 and len(list(models.glob("earlier-*"))) == 1  # continuing moves nothing
+
+
+def test_a_run_resumed_from_another_folder_keeps_the_checkpoints_of_this_one(tmp_path: Path) -> None:
+    """model.ckpt_path naming another folder's checkpoint carries that run on here: what this folder holds is a
+    third run's, which Lightning's last.ckpt and best files would write over. It is moved aside; resuming this
+    folder's own last.ckpt moves nothing."""
+    run_training(tiny_config(tmp_path / "a"))
+    run_training(tiny_config(tmp_path / "b"))
+    here = tmp_path / "b" / "models"
+    before = {path.name: path.resolve().read_bytes() for path in here.glob("*.ckpt")}
+    elsewhere = str(tmp_path / "a" / "models" / "last.ckpt")
+    carried = run_training(tiny_config(tmp_path / "b", model={"ckpt_path": elsewhere}, trainer={"max_epochs": 2}))
+    assert carried.current_epoch == 2
+    (kept,) = here.glob("earlier-*")
+    assert {path.name: path.resolve().read_bytes() for path in kept.glob("*.ckpt")} == before
+    again = run_training(
+        tiny_config(tmp_path / "b", model={"ckpt_path": str(here / "last.ckpt")}, trainer={"max_epochs": 3})
+    )
+    assert again.current_epoch == 3 and list(here.glob("earlier-*")) == [kept]

@@ -9,6 +9,7 @@ import contextlib
 import itertools
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -62,12 +63,20 @@ def keep_earlier_checkpoints(folder: Path, reading: str | None) -> Path | None:
     return kept
 
 
+@dataclass(frozen=True)
+class StoredObject:
+    written: datetime
+    etag: str
+
+
 def keep_earlier_stored_checkpoints(storage: StorageConfig, remote: S3Uri, reading: str | None) -> S3Uri | None:
     """The same for an S3 prefix: every checkpoint and the configuration are copied into `earlier-<time>/`
-    first, and only then are the originals deleted, so a run stopped half-way loses nothing. A store that
-    refuses the deletions keeps both (the copies are then the earlier run's only safe ones)."""
+    first (each copy only of the version listed: CopySourceIfMatch), and only then are the originals deleted,
+    each only while it is still that version, so a run stopped half-way, or a writer racing it, loses nothing.
+    A copy that fails takes the copies made before it away again. A store that refuses the deletions keeps
+    both (the copies are then the earlier run's only safe ones)."""
     client = s3_client(storage)
-    objects: dict[str, datetime] = {}
+    objects: dict[str, StoredObject] = {}
     folders: set[str] = set()
     try:
         pages = client.get_paginator("list_objects_v2").paginate(
@@ -75,31 +84,41 @@ def keep_earlier_stored_checkpoints(storage: StorageConfig, remote: S3Uri, readi
         )
         for page in pages:
             for item in page.get("Contents", []):
-                objects[str(item["Key"])[len(remote.prefix) :]] = item["LastModified"]
-            folders |= {
-                str(entry["Prefix"])[len(remote.prefix) :].rstrip("/") for entry in page.get("CommonPrefixes", [])
-            }
+                objects[str(item["Key"])[len(remote.prefix) :]] = StoredObject(item["LastModified"], str(item["ETag"]))
+            for entry in page.get("CommonPrefixes", []):
+                folders.add(str(entry["Prefix"])[len(remote.prefix) :].rstrip("/"))
     except Exception as error:
         raise StorageError(f"{remote}: {explain(error)}") from None
     found = sorted(name for name in objects if is_run_checkpoint(name))
-    if not found or (
-        reading is not None and is_s3(reading) and S3Uri.parse(reading) in {remote.join(n) for n in found}
-    ):
+    read_here = reading is not None and is_s3(reading) and S3Uri.parse(reading) in {remote.join(n) for n in found}
+    if not found or read_here:
         return None
-    written = max(objects[name] for name in found).timestamp()
+    written = max(objects[name].written for name in found).timestamp()
     kept = remote.join(stamped_name(EARLIER, written, folders.__contains__))
     moved = [*found, *([RUN_CONFIG] if RUN_CONFIG in objects else [])]
+    copied: list[S3Uri] = []
     for name in moved:
-        origin = remote.join(name)
+        origin, copy = remote.join(name), kept.join(name)
         try:
             client.copy(
-                {"Bucket": origin.bucket, "Key": origin.key}, kept.bucket, kept.join(name).key, Config=transfer_config()
+                {"Bucket": origin.bucket, "Key": origin.key},
+                copy.bucket,
+                copy.key,
+                ExtraArgs={"CopySourceIfMatch": objects[name].etag},
+                Config=transfer_config(),
             )
         except Exception as error:
+            for made in copied:  # no half-kept folder: the next start keeps them whole, under the same name
+                with contextlib.suppress(Exception):
+                    client.delete_object(Bucket=made.bucket, Key=made.key)
             raise StorageError(f"{origin}: could not keep it in {kept}/ before training: {explain(error)}") from None
+        copied.append(copy)
     for name in moved:
         origin = remote.join(name)
         try:
+            if str(client.head_object(Bucket=origin.bucket, Key=origin.key)["ETag"]) != objects[name].etag:
+                log.warning("%s: written again since it was kept in %s/; left where it is", origin, kept)
+                continue
             client.delete_object(Bucket=origin.bucket, Key=origin.key)
         except Exception as error:
             log.warning("%s: kept a copy in %s/ but could not delete it (%s)", origin, kept, explain(error))

@@ -528,15 +528,20 @@ def run_training(config: DreemConfig, callbacks: Sequence[Callback] = ()) -> pl.
         load_weights(module.model, start.fine_tune)
     if trainer.is_global_zero:
         directory = local.checkpoint_dir()
-        fresh = start.resume_from is None and staged.resumed_from is None
-        if fresh and local.trainer.enable_checkpointing:  # every check has passed: training starts now
+        # A run carries on here when it resumes from this folder's own checkpoints (or the prefix's, on S3);
+        # any other start (afresh, fine-tuning, resuming another folder's run) would write over what is here.
+        continues_here = staged.resumed_from is not None or (
+            start.resume_from is not None and Path(start.resume_from).resolve().parent == directory.resolve()
+        )
+        reading = config.model.ckpt_path  # what the user named: kept in place if it is one of these files
+        if not continues_here and local.trainer.enable_checkpointing:  # every check has passed: training starts
             if checkpoints_on_s3:
                 assert config.checkpointing.dirpath is not None
                 remote = S3Uri.parse(config.checkpointing.dirpath)
-                if keep_earlier_stored_checkpoints(config.storage, remote, config.model.ckpt_path):
+                if keep_earlier_stored_checkpoints(config.storage, remote, reading):
                     (directory / RUN_CONFIG).unlink(missing_ok=True)  # staged from the prefix, and moved there
             else:
-                keep_earlier_checkpoints(directory, local.model.ckpt_path)
+                keep_earlier_checkpoints(directory, reading)
         directory.mkdir(parents=True, exist_ok=True)
         # The configuration as given (s3:// paths, not the local cache they were staged to).
         write_run_config(directory / RUN_CONFIG, dump_yaml(config))
