@@ -8,36 +8,24 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from openapi_schema_validator import OAS30Validator
 
 from dreem_operator.crd import CRD_FILE
+from tests.k8s.openapi import pruned, schema_errors
 
 KubernetesObject = dict[str, Any]
 
 
-def unknown_fields(node: Any, schema: dict[str, Any], path: str) -> list[str]:
-    """What the API server's strict field validation (kubectl's default) refuses: keys the schema lacks."""
-    if isinstance(node, list) and "items" in schema:
-        return [problem for item in node for problem in unknown_fields(item, schema["items"], f"{path}[]")]
-    if not isinstance(node, dict) or "properties" not in schema:
-        return []
-    problems = []
-    for key, value in node.items():
-        if key in schema["properties"]:
-            problems += unknown_fields(value, schema["properties"][key], f"{path}.{key}")
-        elif not schema.get("x-kubernetes-preserve-unknown-fields"):
-            problems.append(f'{path}.{key}: unknown field "{key}"')
-    return problems
+def schema_refusals(obj: KubernetesObject, schema: dict[str, Any]) -> list[str]:
+    """What the API server refuses of `obj` under strict field validation (kubectl's default): the fields its
+    schema lacks, then what breaks the schema, checked as the emulator checks every write (tests.k8s.openapi)."""
+    unknown: list[str] = []
+    kept = pruned(obj, schema, unknown)
+    return [f'unknown field "{path}"' for path in unknown] + schema_errors(kept, schema)
 
 
 def admission_errors(manifest: dict[str, Any]) -> list[str]:
     crd = yaml.safe_load(CRD_FILE.read_text())
-    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-    errors = [
-        f"{'.'.join(str(part) for part in error.absolute_path)}: {error.message}"
-        for error in OAS30Validator(schema).iter_errors(manifest)
-    ]
-    return errors + unknown_fields(manifest["spec"], schema["properties"]["spec"], "spec")
+    return schema_refusals(manifest, crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
 
 
 RESTRICTED_VOLUMES = {
@@ -119,12 +107,7 @@ def custom_resource_errors(obj: KubernetesObject) -> list[str]:
     """What an API server with the vendored CRD refuses of `obj` (strict field validation included)."""
     crd = vendored_crd(obj["apiVersion"], obj["kind"])
     version = next(v for v in crd["spec"]["versions"] if v["name"] == obj["apiVersion"].split("/")[1])
-    schema = version["schema"]["openAPIV3Schema"]
-    errors = [
-        f"{'.'.join(str(part) for part in error.absolute_path)}: {error.message}"
-        for error in OAS30Validator(schema).iter_errors(obj)
-    ]
-    return errors + unknown_fields(obj.get("spec", {}), schema["properties"]["spec"], "spec")
+    return schema_refusals(obj, version["schema"]["openAPIV3Schema"])
 
 
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")

@@ -646,7 +646,7 @@ class ClusterEmulator(KubernetesEmulator):
             if obj.deleted or obj.raw["metadata"]["uid"] != uid:
                 return
             owners = [ref["uid"] for ref in obj.raw["metadata"].get("ownerReferences") or []]
-            if owners and not any(owner in self._alive() for owner in owners):
+            if owners and not self._alive() & set(owners):
                 await self._delete(key, cascade=True)
 
     async def _collect_garbage(self, owner_uid: str) -> None:
@@ -683,10 +683,8 @@ class ClusterEmulator(KubernetesEmulator):
         self, resource: references.resource, kind: str, obj: KubernetesObject, previous: KubernetesObject | None
     ) -> None:
         """Keep a change in its resource's window and wake the watches."""
-        changes = self._changes.setdefault(resource, collections.deque(maxlen=self.changes_kept))
-        if changes.maxlen != self.changes_kept:  # changed since this resource's first change: the window follows
-            changes = self._changes[resource] = collections.deque(changes, maxlen=self.changes_kept)
-        while len(changes) >= self.changes_kept:
+        changes = self._changes.setdefault(resource, collections.deque())
+        while len(changes) >= self.changes_kept:  # read on each change: a test may narrow the window any time
             self._expired[resource] = changes.popleft().revision
         revision = int(obj["metadata"]["resourceVersion"])
         changes.append(Change(revision, kind, copy.deepcopy(obj), copy.deepcopy(previous)))
@@ -722,7 +720,7 @@ class ClusterEmulator(KubernetesEmulator):
             selector is an ADDED or a DELETED of the object as it was, at the change's version."""
             now, before = change.type != "DELETED" and passes(change.obj), passes(change.previous)
             if now:
-                return {"type": change.type if before or change.type == "ADDED" else "ADDED", "object": change.obj}
+                return {"type": change.type if before else "ADDED", "object": change.obj}
             if before:
                 assert change.previous is not None
                 gone = copy.deepcopy(change.previous)

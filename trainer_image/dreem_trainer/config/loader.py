@@ -69,15 +69,19 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         hint = " (a checkpoint? give it with --checkpoint)" if file.suffix in (".ckpt", ".pt", ".pth") else ""
         problem = f"not a UTF-8 text YAML file{hint}; save it as UTF-8"
         raise ConfigError([ConfigIssue(source, problem, has_value=False)]) from None
-    try:
-        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - _StrictLoader is a SafeLoader
+    loader = _StrictLoader(text)
+    try:  # composed once: the node tree tells an empty section from a null, the data is built from it
+        root = loader.get_single_node()
+        data = loader.construct_document(root) if root is not None else None
     except yaml.YAMLError as error:
         raise ConfigError([ConfigIssue(source, f"not valid YAML: {error}", has_value=False)]) from None
+    finally:
+        loader.dispose()
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError([ConfigIssue(source, "the top level must be a mapping of sections", type(data).__name__)])
-    for section in empty_sections(text):
+    for section in empty_sections(root):
         if section in NULL_MEANS:
             log.warning(
                 "warning: %s: written with nothing under it, which YAML reads as null: %s. Write `%s: null` to "
@@ -98,10 +102,9 @@ NULL_MEANS = {
 was left empty (its keys all commented out, say) rather than written null on purpose."""
 
 
-def empty_sections(text: str) -> list[str]:
-    """The top-level keys written with no value at all (`logging:` and then the next section), as opposed to
-    an explicit `null` or `~`: both read as null, only one is likely meant."""
-    root = yaml.compose(text, Loader=yaml.SafeLoader)
+def empty_sections(root: yaml.Node | None) -> list[str]:
+    """The top-level keys of a composed document written with no value at all (`logging:` and then the next
+    section), as opposed to an explicit `null` or `~`: both read as null, only one is likely meant."""
     if not isinstance(root, yaml.MappingNode):
         return []
     return [

@@ -158,8 +158,8 @@ def frame_groups(frame_keys: npt.NDArray[Any]) -> list[npt.NDArray[np.int64]]:
     if frame_keys.size == 0:
         return []
     order = np.argsort(frame_keys, kind="stable")
-    starts = np.flatnonzero(frame_keys[order][1:] != frame_keys[order][:-1]) + 1
-    return np.split(order, starts)
+    ordered = frame_keys[order]
+    return np.split(order, np.flatnonzero(ordered[1:] != ordered[:-1]) + 1)
 
 
 def distinct_per_frame(groups: list[npt.NDArray[np.int64]], tracks: npt.ArrayLike) -> npt.NDArray[np.int64]:
